@@ -1,0 +1,83 @@
+//! What is inside an application message once decrypted. Only devices and
+//! the records service ever see this; the server handles it as opaque MLS
+//! ciphertext.
+//!
+//! Disappearing timers travel here, inside the encryption: the records
+//! service stores them as metadata and otherwise ignores them.
+
+use serde::{Deserialize, Serialize};
+
+/// The notice every user acknowledges once before their first message.
+pub const RECORDS_NOTICE: &str = "Messages you send and receive in keepwire are federal records. \
+Disappearing timers remove them from your devices, but your agency's records service keeps a \
+complete copy under its records schedule, as the Federal Records Act requires. Do not use \
+keepwire for anything you would not put in an agency record.";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Content {
+    /// Content format version, so later formats (attachments, reactions)
+    /// can be told apart.
+    pub format: u32,
+    pub text: String,
+    /// Seconds after sending when every device deletes the message; `None`
+    /// keeps it until the user deletes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_after_secs: Option<u64>,
+    /// Delete on every device as soon as it has been read there.
+    #[serde(default)]
+    pub burn_on_read: bool,
+    /// The sender's clock when the message was composed (ms since the epoch).
+    pub sent_at_ms: u64,
+}
+
+pub const CONTENT_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContentError {
+    #[error("message text is {0} bytes; the limit is {max} bytes", max = crate::MAX_TEXT_BYTES)]
+    TooLong(usize),
+    #[error("message content is not valid: {0}")]
+    Malformed(String),
+    #[error("message content format {0} is not supported")]
+    UnknownFormat(u32),
+}
+
+impl Content {
+    pub fn encode(&self) -> Result<Vec<u8>, ContentError> {
+        if self.text.len() > crate::MAX_TEXT_BYTES {
+            return Err(ContentError::TooLong(self.text.len()));
+        }
+        serde_json::to_vec(self).map_err(|e| ContentError::Malformed(e.to_string()))
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, ContentError> {
+        let c: Content = serde_json::from_slice(bytes).map_err(|e| ContentError::Malformed(e.to_string()))?;
+        if c.format != CONTENT_FORMAT {
+            return Err(ContentError::UnknownFormat(c.format));
+        }
+        if c.text.len() > crate::MAX_TEXT_BYTES {
+            return Err(ContentError::TooLong(c.text.len()));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_text_over_64_kib() {
+        let c = Content { format: 1, text: "x".repeat(crate::MAX_TEXT_BYTES + 1), expire_after_secs: None, burn_on_read: false, sent_at_ms: 0 };
+        assert_eq!(c.encode().unwrap_err(), ContentError::TooLong(crate::MAX_TEXT_BYTES + 1));
+        let ok = Content { text: "x".repeat(crate::MAX_TEXT_BYTES), ..c };
+        assert_eq!(Content::decode(&ok.encode().unwrap()).unwrap(), ok);
+    }
+
+    #[test]
+    fn rejects_garbage_and_unknown_formats() {
+        assert!(matches!(Content::decode(b"\xff"), Err(ContentError::Malformed(_))));
+        let c = br#"{"format":9,"text":"hi","sent_at_ms":1}"#;
+        assert_eq!(Content::decode(c).unwrap_err(), ContentError::UnknownFormat(9));
+    }
+}

@@ -1,0 +1,370 @@
+//! Frame types and their JSON encoding.
+
+use serde::{Deserialize, Serialize};
+
+use crate::PROTOCOL_VERSION;
+
+/// A frame sent by a device (or by the records service, which is a device
+/// of the `records` user) to the server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClientFrame {
+    pub v: u32,
+    /// Request id, echoed by the response.
+    pub id: u64,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// A frame sent by the server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServerFrame {
+    pub v: u32,
+    /// The id of the request this answers; absent on pushed frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    #[serde(flatten)]
+    pub body: ServerBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Redeem a one-time enrolment code for a new device. `signature` signs
+    /// `AUTH_CONTEXT || nonce` of this connection's challenge with the new
+    /// device's key, proving possession; the connection is then
+    /// authenticated as the new device.
+    Enroll {
+        code: String,
+        #[serde(with = "crate::b64")]
+        signature_key: Vec<u8>,
+        #[serde(with = "crate::b64")]
+        signature: Vec<u8>,
+    },
+    /// Authenticate this connection as an enrolled device.
+    Auth {
+        device_id: String,
+        #[serde(with = "crate::b64")]
+        signature: Vec<u8>,
+    },
+    /// Add MLS key packages to this device's pool; `last_resort` replaces
+    /// the device's last-resort key package.
+    UploadKeyPackages {
+        #[serde(with = "crate::b64_list")]
+        key_packages: Vec<Vec<u8>>,
+        #[serde(default, with = "crate::b64_opt", skip_serializing_if = "Option::is_none")]
+        last_resort: Option<Vec<u8>>,
+    },
+    /// The user acknowledges the records notice (see [`crate::content::RECORDS_NOTICE`]).
+    AcknowledgeNotice,
+    /// Claim one key package for every active device of each user, plus
+    /// one of a records device when `include_records` is set.
+    ClaimKeyPackages {
+        users: Vec<String>,
+        #[serde(default)]
+        include_records: bool,
+    },
+    /// Create a conversation: `group_info` is the creator's epoch-0
+    /// GroupInfo (with the ratchet tree), `commit` the first commit, which
+    /// must add the records member, and `welcome` its Welcome.
+    CreateConversation {
+        conv: String,
+        #[serde(with = "crate::b64")]
+        group_info: Vec<u8>,
+        #[serde(with = "crate::b64")]
+        commit: Vec<u8>,
+        #[serde(with = "crate::b64")]
+        welcome: Vec<u8>,
+    },
+    /// Submit an MLS message (commit, proposal or application message) to a
+    /// conversation. A commit that adds members carries its `welcome`.
+    Submit {
+        conv: String,
+        #[serde(with = "crate::b64")]
+        message: Vec<u8>,
+        #[serde(default, with = "crate::b64_opt", skip_serializing_if = "Option::is_none")]
+        welcome: Option<Vec<u8>>,
+    },
+    /// The device has durably stored everything up to `seq` in `conv`. For
+    /// the records service this means archived.
+    Ack { conv: String, seq: u64 },
+    /// Ask for everything not yet acknowledged: pending welcomes, then each
+    /// conversation's log from this device's cursor, in order.
+    Sync,
+    /// List the conversations this device is a member of.
+    Conversations,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerBody {
+    /// Sent once, first, on every connection.
+    Challenge {
+        #[serde(with = "crate::b64")]
+        nonce: Vec<u8>,
+        server_version: String,
+    },
+    /// Authenticated (after `enroll` or `auth`).
+    Authenticated {
+        user: String,
+        device_id: String,
+        notice_acknowledged: bool,
+        policy: Policy,
+    },
+    Ok,
+    KeyPackages { packages: Vec<ClaimedKeyPackage> },
+    Receipt(Receipt),
+    Conversations { conversations: Vec<ConversationInfo> },
+    /// Sync finished: everything pending up to now has been pushed.
+    Synced,
+    /// A log entry of a conversation this device is in.
+    Deliver(Delivery),
+    /// An MLS Welcome that adds this device to a conversation; the device
+    /// then processes the conversation's log from `seq + 1`.
+    WelcomeMessage {
+        conv: String,
+        seq: u64,
+        #[serde(with = "crate::b64")]
+        message: Vec<u8>,
+    },
+    Error { code: ErrorCode, message: String },
+}
+
+/// Messaging policy set by the admin, enforced by every honest device.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Policy {
+    /// Longest disappearing timer a conversation may use, in seconds.
+    pub max_timer_secs: u64,
+    /// Whether guests may be added to conversations.
+    pub guests_allowed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClaimedKeyPackage {
+    pub user: String,
+    pub device_id: String,
+    #[serde(with = "crate::b64")]
+    pub key_package: Vec<u8>,
+}
+
+/// The server's signed statement that it accepted a message: see
+/// [`crate::receipt_signed_bytes`] for what `signature` (Ed25519) covers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Receipt {
+    pub conv: String,
+    pub seq: u64,
+    #[serde(with = "crate::b64")]
+    pub message_sha256: Vec<u8>,
+    pub server_time_ms: u64,
+    #[serde(with = "crate::b64")]
+    pub signature: Vec<u8>,
+    /// Ed25519 public key that made `signature`.
+    #[serde(with = "crate::b64")]
+    pub server_key: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Delivery {
+    pub conv: String,
+    pub seq: u64,
+    pub sender_user: String,
+    pub sender_device: String,
+    pub server_time_ms: u64,
+    #[serde(with = "crate::b64")]
+    pub message: Vec<u8>,
+    pub receipt: Receipt,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConversationInfo {
+    pub conv: String,
+    pub members: Vec<String>,
+    pub epoch: u64,
+    pub last_seq: u64,
+}
+
+/// Every way the server can refuse a frame. The `message` next to it says
+/// exactly what was wrong with this particular frame.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, not an object, unknown `type`, missing or ill-typed field.
+    BadFrame,
+    UnsupportedVersion,
+    TooLarge,
+    /// Not authenticated, or not allowed to do this.
+    Unauthorized,
+    InvalidEnrollmentCode,
+    DeviceRevoked,
+    NoticeNotAcknowledged,
+    UnknownConversation,
+    ConversationExists,
+    /// The MLS message does not parse or does not verify.
+    InvalidMls,
+    /// A commit that would leave the conversation without the records member.
+    RecordsMemberMissing,
+    ReinitRefused,
+    /// A commit or proposal sent as an MLS PrivateMessage.
+    EncryptedHandshake,
+    /// The sender (or a device a commit adds) is not a member / not enrolled.
+    NotMember,
+    /// The message is for an epoch other than the conversation's current one.
+    StaleEpoch,
+    NoKeyPackage,
+    /// The records service is too far behind: nothing is accepted until it
+    /// catches up (fail closed).
+    RecordsUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::InvalidEnrollmentCode => "invalid_enrollment_code",
+            ErrorCode::DeviceRevoked => "device_revoked",
+            ErrorCode::NoticeNotAcknowledged => "notice_not_acknowledged",
+            ErrorCode::UnknownConversation => "unknown_conversation",
+            ErrorCode::ConversationExists => "conversation_exists",
+            ErrorCode::InvalidMls => "invalid_mls",
+            ErrorCode::RecordsMemberMissing => "records_member_missing",
+            ErrorCode::ReinitRefused => "reinit_refused",
+            ErrorCode::EncryptedHandshake => "encrypted_handshake",
+            ErrorCode::NotMember => "not_member",
+            ErrorCode::StaleEpoch => "stale_epoch",
+            ErrorCode::NoKeyPackage => "no_key_package",
+            ErrorCode::RecordsUnavailable => "records_unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal: the code a program branches on and the sentence a person reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// Decode a client frame, telling apart a wrong version from a malformed
+/// frame so an old client gets a useful answer. Returns the request id when
+/// it could be read, so even a refusal can be matched to its request.
+pub fn decode_client_frame(text: &str) -> Result<ClientFrame, (Option<u64>, ProtocolError)> {
+    if text.len() > crate::MAX_FRAME_BYTES {
+        return Err((None, ProtocolError::new(ErrorCode::TooLarge, format!("frame of {} bytes exceeds the limit of {} bytes", text.len(), crate::MAX_FRAME_BYTES))));
+    }
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| (None, ProtocolError::new(ErrorCode::BadFrame, format!("frame is not valid JSON: {e}"))))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| (None, ProtocolError::new(ErrorCode::BadFrame, "frame must be a JSON object")))?;
+    let id = obj.get("id").and_then(|v| v.as_u64());
+    match obj.get("v").and_then(|v| v.as_u64()) {
+        Some(v) if v == PROTOCOL_VERSION as u64 => {}
+        Some(v) => {
+            return Err((id, ProtocolError::new(ErrorCode::UnsupportedVersion, format!("protocol version {v} is not supported; this server speaks version {PROTOCOL_VERSION}"))))
+        }
+        None => return Err((id, ProtocolError::new(ErrorCode::BadFrame, "frame has no numeric \"v\" (protocol version) field"))),
+    }
+    if id.is_none() {
+        return Err((None, ProtocolError::new(ErrorCode::BadFrame, "request has no numeric \"id\" field")));
+    }
+    serde_json::from_value(value).map_err(|e| (id, ProtocolError::new(ErrorCode::BadFrame, format!("malformed request: {e}"))))
+}
+
+impl ClientFrame {
+    pub fn new(id: u64, request: Request) -> Self {
+        Self { v: PROTOCOL_VERSION, id, request }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Invariant: every field type here serializes infallibly (strings,
+        // integers, enums with string tags).
+        serde_json::to_string(self).expect("client frame serializes")
+    }
+}
+
+impl ServerFrame {
+    pub fn response(id: u64, body: ServerBody) -> Self {
+        Self { v: PROTOCOL_VERSION, id: Some(id), body }
+    }
+
+    pub fn push(body: ServerBody) -> Self {
+        Self { v: PROTOCOL_VERSION, id: None, body }
+    }
+
+    pub fn error(id: Option<u64>, err: &ProtocolError) -> Self {
+        Self { v: PROTOCOL_VERSION, id, body: ServerBody::Error { code: err.code, message: err.message.clone() } }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Invariant: as for ClientFrame, serialization cannot fail.
+        serde_json::to_string(self).expect("server frame serializes")
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_a_submit() {
+        let f = ClientFrame::new(7, Request::Submit { conv: "c1".into(), message: vec![1, 2, 3], welcome: None });
+        let text = f.to_json();
+        assert!(text.contains("\"type\":\"submit\""), "{text}");
+        assert_eq!(decode_client_frame(&text).unwrap(), f);
+    }
+
+    #[test]
+    fn names_the_problem_with_bad_frames() {
+        let cases = [
+            ("not json", ErrorCode::BadFrame, "not valid JSON"),
+            ("[1,2]", ErrorCode::BadFrame, "JSON object"),
+            (r#"{"v":2,"id":1,"type":"sync"}"#, ErrorCode::UnsupportedVersion, "version 2"),
+            (r#"{"id":1,"type":"sync"}"#, ErrorCode::BadFrame, "\"v\""),
+            (r#"{"v":1,"type":"sync"}"#, ErrorCode::BadFrame, "\"id\""),
+            (r#"{"v":1,"id":3,"type":"launch"}"#, ErrorCode::BadFrame, "launch"),
+            (r#"{"v":1,"id":3,"type":"submit","conv":"c","message":"!!"}"#, ErrorCode::BadFrame, "base64"),
+        ];
+        for (text, code, needle) in cases {
+            let (_, err) = decode_client_frame(text).unwrap_err();
+            assert_eq!(err.code, code, "{text}");
+            assert!(err.message.contains(needle), "{text}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn keeps_the_request_id_of_a_refused_frame() {
+        let (id, _) = decode_client_frame(r#"{"v":1,"id":42,"type":"nope"}"#).unwrap_err();
+        assert_eq!(id, Some(42));
+    }
+
+    #[test]
+    fn identities_round_trip_and_reject_junk() {
+        let id = crate::device_identity("alice", "d1");
+        assert_eq!(crate::parse_device_identity(id.as_bytes()), Some(("alice", "d1")));
+        assert_eq!(crate::parse_device_identity(b"alice"), None);
+        assert_eq!(crate::parse_device_identity(b"/d"), None);
+        assert_eq!(crate::parse_device_identity(b"a/b/c"), None);
+        assert_eq!(crate::parse_device_identity(&[0xff, b'/', b'x']), None);
+    }
+}
