@@ -14,6 +14,7 @@
 //! too ([`content`]), because the client and the records service must agree
 //! on it, but only they ever see it decrypted.
 
+pub mod clock;
 pub mod content;
 mod frames;
 

@@ -1,1 +1,60 @@
+//! The keepwire delivery server: accounts, devices, key packages, the MLS
+//! rosters it follows, the conversation logs, fan-out and signed receipts.
+//!
+//! This crate can never decrypt an application message: it links mls-rs
+//! only as an *external* observer of public handshake messages and holds no
+//! group secret (promise 4). Everything it stores about a message is the
+//! ciphertext, its hash, its sender device and its place in the log.
 
+pub mod roster;
+pub mod service;
+pub mod store;
+pub mod ws;
+
+use std::path::Path;
+
+pub use service::{Core, Limits};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Load the server's Ed25519 receipt-signing key from `dir`, creating it
+/// (readable by the owner only) on first start.
+pub fn load_or_create_key(dir: &Path) -> Result<ed25519_dalek::SigningKey, ServerError> {
+    let path = dir.join("receipt.key");
+    if let Ok(bytes) = std::fs::read(&path) {
+        let arr: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| ServerError::Invalid(format!("{} is not a 32-byte Ed25519 key", path.display())))?;
+        return Ok(ed25519_dalek::SigningKey::from_bytes(&arr));
+    }
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    write_private(&path, &key.to_bytes())?;
+    Ok(key)
+}
+
+/// Write a secret file with owner-only permissions.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub const SERVER_DB: &str = "server.db";

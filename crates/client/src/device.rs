@@ -1,0 +1,364 @@
+//! A device as a state machine over frames: requests out, responses and
+//! deliveries in. The caller (the binary's network shell, or the records
+//! service) owns the socket.
+//!
+//! Ordering rule: a conversation's log is processed strictly in the
+//! server's sequence order. The device remembers, per conversation, the
+//! last sequence number it has fully processed (its cursor); the cursor and
+//! the MLS state it corresponds to are written in one transaction.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use keepwire_protocol::content::Content;
+use keepwire_protocol::{device_identity, parse_device_identity, ClaimedKeyPackage, Delivery, Request, AUTH_CONTEXT};
+use mls_rs::crypto::{SignaturePublicKey, SignatureSecretKey};
+use mls_rs::extension::recommended::LastResortKeyPackageExt;
+use mls_rs::group::ReceivedMessage;
+use mls_rs::identity::basic::{BasicCredential, BasicIdentityProvider};
+use mls_rs::identity::SigningIdentity;
+use mls_rs::{CipherSuiteProvider, CryptoProvider, ExtensionList, MlsMessage};
+use mls_rs_crypto_awslc::AwsLcCryptoProvider;
+
+use crate::mls::{GroupStore, KeyPackageStore, MlsClient, MlsGroup, CIPHER_SUITE};
+use crate::{ClientError, Store};
+
+const STORE_FILE: &str = "device.db";
+
+fn suite() -> impl CipherSuiteProvider {
+    // Invariant: the aws-lc provider supports P256_AES128 in every build.
+    AwsLcCryptoProvider::new().cipher_suite_provider(CIPHER_SUITE).expect("P256_AES128 is supported")
+}
+
+/// Sign `AUTH_CONTEXT || nonce` with a device key: how a device proves
+/// itself on every connection.
+pub fn sign_challenge(secret: &SignatureSecretKey, nonce: &[u8]) -> Result<Vec<u8>, ClientError> {
+    let data = [AUTH_CONTEXT, nonce].concat();
+    suite().sign(secret, &data).map_err(|e| ClientError::Store(format!("signing failed: {e:?}")))
+}
+
+/// A device that has keys but has not redeemed an enrolment code yet.
+pub struct PendingDevice {
+    store: Store,
+    secret: SignatureSecretKey,
+    public: SignaturePublicKey,
+}
+
+impl PendingDevice {
+    /// Create a new device store in `dir` (which must not hold one yet).
+    pub fn create(dir: &Path, passphrase: &str) -> Result<Self, ClientError> {
+        std::fs::create_dir_all(dir).map_err(|e| ClientError::Store(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join(STORE_FILE);
+        if path.exists() {
+            return Err(ClientError::Store(format!("{} already holds a device", dir.display())));
+        }
+        let store = Store::open(&path, passphrase)?;
+        let (secret, public) =
+            suite().signature_key_generate().map_err(|e| ClientError::Store(format!("key generation failed: {e:?}")))?;
+        store.put("identity", b"secret", secret.as_bytes())?;
+        store.put("identity", b"public", public.as_bytes())?;
+        Ok(Self { store, secret, public })
+    }
+
+    pub fn enroll_request(&self, code: &str, nonce: &[u8]) -> Result<Request, ClientError> {
+        Ok(Request::Enroll {
+            code: code.to_string(),
+            signature_key: self.public.as_bytes().to_vec(),
+            signature: sign_challenge(&self.secret, nonce)?,
+        })
+    }
+
+    /// The server accepted the code and named the device.
+    pub fn complete(self, user: &str, device_id: &str) -> Result<Device, ClientError> {
+        self.store.put("identity", b"user", user.as_bytes())?;
+        self.store.put("identity", b"device_id", device_id.as_bytes())?;
+        Device::from_store(self.store)
+    }
+}
+
+/// What processing one delivery produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// Already processed (redelivery after a crash or reconnect).
+    Duplicate,
+    /// This device's own message, already handled when it was sent.
+    Own,
+    Application {
+        conv: String,
+        seq: u64,
+        epoch: u64,
+        /// `user/device` from the sender's MLS leaf, signature verified.
+        sender: String,
+        /// Every member identity at this epoch.
+        participants: Vec<String>,
+        content: Vec<u8>,
+    },
+    /// A commit changed the roster; `participants` is the new one.
+    Commit { conv: String, seq: u64, epoch: u64, participants: Vec<String> },
+    Proposal { conv: String, seq: u64 },
+}
+
+pub struct Device {
+    store: Store,
+    group_store: GroupStore,
+    client: MlsClient,
+    secret: SignatureSecretKey,
+    pub user: String,
+    pub device_id: String,
+    groups: HashMap<String, MlsGroup>,
+}
+
+impl Device {
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(STORE_FILE).exists()
+    }
+
+    pub fn open(dir: &Path, passphrase: &str) -> Result<Self, ClientError> {
+        let path = dir.join(STORE_FILE);
+        if !path.exists() {
+            return Err(ClientError::Store(format!("no device in {} (run `keepwire chat enroll` first)", dir.display())));
+        }
+        Self::from_store(Store::open(&path, passphrase)?)
+    }
+
+    fn from_store(store: Store) -> Result<Self, ClientError> {
+        let get = |k: &[u8]| store.get("identity", k)?.ok_or(ClientError::NotEnrolled);
+        let secret = SignatureSecretKey::new(get(b"secret")?);
+        let public = SignaturePublicKey::new(get(b"public")?);
+        let user = String::from_utf8(get(b"user")?).map_err(|_| ClientError::Store("user name is not UTF-8".into()))?;
+        let device_id =
+            String::from_utf8(get(b"device_id")?).map_err(|_| ClientError::Store("device id is not UTF-8".into()))?;
+        let credential = BasicCredential::new(device_identity(&user, &device_id).into_bytes());
+        let identity = SigningIdentity::new(credential.into_credential(), public);
+        let group_store = GroupStore::new(store.clone());
+        let client = mls_rs::Client::builder()
+            .key_package_repo(KeyPackageStore(store.clone()))
+            .group_state_storage(group_store.clone())
+            .crypto_provider(AwsLcCryptoProvider::new())
+            .identity_provider(BasicIdentityProvider::new())
+            .signing_identity(identity, secret.clone(), CIPHER_SUITE)
+            .build();
+        Ok(Self { store, group_store, client, secret, user, device_id, groups: HashMap::new() })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn identity(&self) -> String {
+        device_identity(&self.user, &self.device_id)
+    }
+
+    pub fn auth_request(&self, nonce: &[u8]) -> Result<Request, ClientError> {
+        Ok(Request::Auth { device_id: self.device_id.clone(), signature: sign_challenge(&self.secret, nonce)? })
+    }
+
+    /// A batch of fresh key packages for the server's pool, with a new
+    /// last-resort one when asked.
+    pub fn key_packages_request(&self, count: usize, with_last_resort: bool) -> Result<Request, ClientError> {
+        let mut key_packages = Vec::with_capacity(count);
+        for _ in 0..count {
+            let kp = self.client.generate_key_package_message(ExtensionList::new(), ExtensionList::new(), None)?;
+            key_packages.push(kp.to_bytes()?);
+        }
+        let last_resort = if with_last_resort {
+            let mut ext = ExtensionList::new();
+            ext.set_from(LastResortKeyPackageExt).map_err(|e| ClientError::Store(e.to_string()))?;
+            Some(self.client.generate_key_package_message(ext, ExtensionList::new(), None)?.to_bytes()?)
+        } else {
+            None
+        };
+        Ok(Request::UploadKeyPackages { key_packages, last_resort })
+    }
+
+    fn group(&mut self, conv: &str) -> Result<&mut MlsGroup, ClientError> {
+        if !self.groups.contains_key(conv) {
+            let id = hex::decode(conv).map_err(|_| ClientError::UnknownConversation(conv.to_string()))?;
+            let group = self.client.load_group(&id).map_err(|_| ClientError::UnknownConversation(conv.to_string()))?;
+            self.groups.insert(conv.to_string(), group);
+        }
+        // Invariant: inserted just above when missing.
+        Ok(self.groups.get_mut(conv).expect("group loaded"))
+    }
+
+    /// Conversations this device is in, from its own state.
+    pub fn conversations(&self) -> Result<Vec<String>, ClientError> {
+        Ok(self.store.keys("group", b"")?.iter().map(hex::encode).collect())
+    }
+
+    pub fn participants(&mut self, conv: &str) -> Result<Vec<String>, ClientError> {
+        Ok(roster_identities(self.group(conv)?))
+    }
+
+    pub fn epoch(&mut self, conv: &str) -> Result<u64, ClientError> {
+        Ok(self.group(conv)?.current_epoch())
+    }
+
+    pub fn cursor(&self, conv: &str) -> Result<u64, ClientError> {
+        Ok(self.store.get("cursor", conv.as_bytes())?.map(|b| be_u64(&b)).unwrap_or(0))
+    }
+
+    /// Start a conversation with the devices behind `members` (which must
+    /// include a records device; the server refuses the commit otherwise).
+    /// Returns the conversation id and the request to send.
+    pub fn create_conversation(&mut self, members: &[ClaimedKeyPackage]) -> Result<(String, Request), ClientError> {
+        let mut group = self.client.create_group(ExtensionList::new(), ExtensionList::new(), None)?;
+        let conv = hex::encode(group.group_id());
+        let group_info = group.group_info_message(true)?.to_bytes()?;
+        let mut builder = group.commit_builder();
+        for m in members {
+            builder = builder.add_member(MlsMessage::from_bytes(&m.key_package)?)?;
+        }
+        let out = builder.build()?;
+        let welcome = out.welcome_messages.first().map(|w| w.to_bytes()).transpose()?.unwrap_or_default();
+        let commit = out.commit_message.to_bytes()?;
+        self.groups.insert(conv.clone(), group);
+        Ok((conv.clone(), Request::CreateConversation { conv, group_info, commit, welcome }))
+    }
+
+    /// Commit adding these devices to `conv`.
+    pub fn add_members(&mut self, conv: &str, members: &[ClaimedKeyPackage]) -> Result<Request, ClientError> {
+        let group = self.group(conv)?;
+        let mut builder = group.commit_builder();
+        for m in members {
+            builder = builder.add_member(MlsMessage::from_bytes(&m.key_package)?)?;
+        }
+        let out = builder.build()?;
+        let welcome = out.welcome_messages.first().map(|w| w.to_bytes()).transpose()?;
+        Ok(Request::Submit { conv: conv.to_string(), message: out.commit_message.to_bytes()?, welcome })
+    }
+
+    /// Commit removing every device of `users` from `conv`.
+    pub fn remove_users(&mut self, conv: &str, users: &[String]) -> Result<Request, ClientError> {
+        let group = self.group(conv)?;
+        let indexes: Vec<u32> = group
+            .roster()
+            .members_iter()
+            .filter(|m| {
+                member_identity(m)
+                    .and_then(|id| parse_device_identity(id.as_bytes()).map(|(u, _)| users.iter().any(|x| x == u)))
+                    .unwrap_or(false)
+            })
+            .map(|m| m.index)
+            .collect();
+        if indexes.is_empty() {
+            return Err(ClientError::Refused(format!("none of {users:?} is in conversation {conv}")));
+        }
+        let mut builder = group.commit_builder();
+        for i in indexes {
+            builder = builder.remove_member(i)?;
+        }
+        let out = builder.build()?;
+        Ok(Request::Submit { conv: conv.to_string(), message: out.commit_message.to_bytes()?, welcome: None })
+    }
+
+    /// The server accepted this device's commit as `seq`: move to the new epoch.
+    pub fn commit_accepted(&mut self, conv: &str, seq: u64) -> Result<(), ClientError> {
+        let group = self.group(conv)?;
+        group.apply_pending_commit()?;
+        self.save(conv, seq)
+    }
+
+    /// The server refused this device's commit: forget it, stay in the epoch.
+    pub fn commit_refused(&mut self, conv: &str) {
+        if let Some(g) = self.groups.get_mut(conv) {
+            g.clear_pending_commit();
+        }
+    }
+
+    /// Encrypt a message for `conv`.
+    pub fn encrypt(&mut self, conv: &str, content: &Content) -> Result<Request, ClientError> {
+        let bytes = content.encode()?;
+        let group = self.group(conv)?;
+        let msg = group.encrypt_application_message(&bytes, vec![])?;
+        // The sending ratchet advanced: persist before the message leaves,
+        // so a crash can never make this device reuse a key.
+        let cursor = self.cursor(conv)?;
+        self.save(conv, cursor)?;
+        Ok(Request::Submit { conv: conv.to_string(), message: msg.to_bytes()?, welcome: None })
+    }
+
+    /// Join a conversation from a Welcome; the commit that added this
+    /// device is `seq`, so processing resumes after it.
+    pub fn join(&mut self, conv: &str, seq: u64, welcome: &[u8]) -> Result<(), ClientError> {
+        if self.store.get("group", &hex::decode(conv).unwrap_or_default())?.is_some() {
+            return Ok(());
+        }
+        let (group, _) = self.client.join_group(None, &MlsMessage::from_bytes(welcome)?, None)?;
+        let joined = hex::encode(group.group_id());
+        if joined != conv {
+            return Err(ClientError::Refused(format!("welcome is for conversation {joined}, not {conv}")));
+        }
+        self.groups.insert(conv.to_string(), group);
+        self.save(conv, seq)
+    }
+
+    /// Process one log entry. The MLS state moves forward in memory only;
+    /// call [`Device::save`] once whatever the entry produced is durable
+    /// (the message in the device store, the record in the archive), so a
+    /// crash in between makes the entry come back rather than vanish.
+    pub fn process(&mut self, d: &Delivery) -> Result<Incoming, ClientError> {
+        if d.seq <= self.cursor(&d.conv)? {
+            return Ok(Incoming::Duplicate);
+        }
+        if d.sender_user == self.user && d.sender_device == self.device_id {
+            return Ok(Incoming::Own);
+        }
+        let msg = MlsMessage::from_bytes(&d.message)?;
+        let group = self.group(&d.conv)?;
+        let received = group.process_incoming_message(msg)?;
+        let epoch = group.current_epoch();
+        Ok(match received {
+            ReceivedMessage::ApplicationMessage(app) => {
+                let sender = group
+                    .member_at_index(app.sender_index)
+                    .and_then(|m| member_identity(&m))
+                    .ok_or_else(|| ClientError::Refused(format!("sender leaf {} has no identity", app.sender_index)))?;
+                Incoming::Application {
+                    conv: d.conv.clone(),
+                    seq: d.seq,
+                    epoch,
+                    sender,
+                    participants: roster_identities(group),
+                    content: app.data().to_vec(),
+                }
+            }
+            ReceivedMessage::Commit(_) => {
+                Incoming::Commit { conv: d.conv.clone(), seq: d.seq, epoch, participants: roster_identities(group) }
+            }
+            ReceivedMessage::Proposal(_) => Incoming::Proposal { conv: d.conv.clone(), seq: d.seq },
+            _ => return Err(ClientError::Refused(format!("unexpected message kind at {}#{}", d.conv, d.seq))),
+        })
+    }
+
+    /// Persist the conversation's MLS state with its cursor at `seq`.
+    pub fn save(&mut self, conv: &str, seq: u64) -> Result<(), ClientError> {
+        self.group_store.queue("cursor", conv.as_bytes().to_vec(), seq.to_be_bytes().to_vec());
+        self.group(conv)?.write_to_storage()?;
+        Ok(())
+    }
+
+    /// Move the cursor past an entry that needs no MLS processing (this
+    /// device's own message).
+    pub fn skip(&mut self, conv: &str, seq: u64) -> Result<(), ClientError> {
+        self.store.put("cursor", conv.as_bytes(), &seq.to_be_bytes())
+    }
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let n = b.len().min(8);
+    a[8 - n..].copy_from_slice(&b[b.len() - n..]);
+    u64::from_be_bytes(a)
+}
+
+fn member_identity(m: &mls_rs::group::Member) -> Option<String> {
+    m.signing_identity
+        .credential
+        .as_basic()
+        .and_then(|b| String::from_utf8(b.identifier.clone()).ok())
+}
+
+fn roster_identities(group: &MlsGroup) -> Vec<String> {
+    group.roster().members_iter().filter_map(|m| member_identity(&m)).collect()
+}

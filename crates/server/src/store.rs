@@ -1,0 +1,398 @@
+//! The delivery server's durable state in SQLite (WAL, `synchronous=FULL`,
+//! so a commit is on disk before the server acknowledges anything).
+//!
+//! What lives here: users and their records-notice acknowledgements,
+//! enrolment codes, devices and their key packages, each conversation's
+//! followed MLS roster (an external-group snapshot), the conversation logs,
+//! pending Welcomes, and every device's and the records service's
+//! acknowledgement cursor. No group secret is ever stored here: the server
+//! cannot have one.
+
+use std::path::Path;
+
+use rand::Rng;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::ServerError;
+
+pub const ENROLMENT_CODE_TTL_MS: u64 = 24 * 3600 * 1000;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeviceRow {
+    pub device_id: String,
+    pub user: String,
+    pub signature_key: Vec<u8>,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UserRow {
+    pub name: String,
+    pub display: String,
+    pub category: String,
+    pub notice_acknowledged_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub conv: String,
+    pub seq: u64,
+    pub sender_user: String,
+    pub sender_device: String,
+    pub server_time_ms: u64,
+    pub message: Vec<u8>,
+    pub sha256: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConversationRow {
+    pub conv: String,
+    pub snapshot: Vec<u8>,
+    pub last_seq: u64,
+    pub records_acked: u64,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, ServerError> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;
+             CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, display TEXT NOT NULL, category TEXT NOT NULL,
+                created_ms INTEGER NOT NULL, notice_acked_ms INTEGER);
+             CREATE TABLE IF NOT EXISTS enrolment_codes (code TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name),
+                expires_ms INTEGER NOT NULL, used_ms INTEGER);
+             CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name),
+                signature_key BLOB NOT NULL UNIQUE, created_ms INTEGER NOT NULL, revoked_ms INTEGER);
+             CREATE TABLE IF NOT EXISTS key_packages (id INTEGER PRIMARY KEY, device TEXT NOT NULL REFERENCES devices(id),
+                kp BLOB NOT NULL, last_resort INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS key_packages_device ON key_packages (device, last_resort);
+             CREATE TABLE IF NOT EXISTS conversations (conv TEXT PRIMARY KEY, snapshot BLOB NOT NULL, created_ms INTEGER NOT NULL,
+                last_seq INTEGER NOT NULL, records_acked INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE IF NOT EXISTS log (conv TEXT NOT NULL, seq INTEGER NOT NULL, sender_user TEXT NOT NULL,
+                sender_device TEXT NOT NULL, server_time_ms INTEGER NOT NULL, message BLOB NOT NULL, sha256 BLOB NOT NULL,
+                signature BLOB NOT NULL, PRIMARY KEY (conv, seq));
+             CREATE TABLE IF NOT EXISTS welcomes (device TEXT NOT NULL, conv TEXT NOT NULL, seq INTEGER NOT NULL,
+                message BLOB NOT NULL, PRIMARY KEY (device, conv));
+             CREATE TABLE IF NOT EXISTS cursors (device TEXT NOT NULL, conv TEXT NOT NULL, acked INTEGER NOT NULL,
+                PRIMARY KEY (device, conv));",
+        )?;
+        Ok(Self { conn })
+    }
+
+    pub fn meta(&self, k: &str) -> Result<Option<String>, ServerError> {
+        Ok(self.conn.query_row("SELECT v FROM meta WHERE k=?1", params![k], |r| r.get(0)).optional()?)
+    }
+
+    pub fn set_meta(&self, k: &str, v: &str) -> Result<(), ServerError> {
+        self.conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)", params![k, v])?;
+        Ok(())
+    }
+
+    pub fn add_user(&self, name: &str, display: &str, category: &str, now_ms: u64) -> Result<(), ServerError> {
+        if name.is_empty() || name.contains('/') || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(ServerError::Invalid(format!("user name {name:?} must be 1-64 characters of a-z, 0-9, '-', '_' or '.'")));
+        }
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO users (name, display, category, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![name, display, category, now_ms as i64],
+        )?;
+        if n == 0 {
+            return Err(ServerError::Invalid(format!("user {name} already exists")));
+        }
+        Ok(())
+    }
+
+    pub fn user(&self, name: &str) -> Result<Option<UserRow>, ServerError> {
+        Ok(self
+            .conn
+            .query_row("SELECT name, display, category, notice_acked_ms FROM users WHERE name=?1", params![name], user_row)
+            .optional()?)
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRow>, ServerError> {
+        let mut stmt = self.conn.prepare("SELECT name, display, category, notice_acked_ms FROM users ORDER BY name")?;
+        let rows = stmt.query_map([], user_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A fresh one-time enrolment code for `user`, valid for 24 hours.
+    pub fn new_enrolment_code(&self, user: &str, now_ms: u64) -> Result<String, ServerError> {
+        if self.user(user)?.is_none() {
+            return Err(ServerError::Invalid(format!("no user named {user}")));
+        }
+        // 16 characters from a 32-symbol alphabet without look-alikes: 80 bits.
+        const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+        let mut rng = rand::thread_rng();
+        let raw: String = (0..16).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect();
+        let code = format!("{}-{}-{}-{}", &raw[0..4], &raw[4..8], &raw[8..12], &raw[12..16]);
+        self.conn.execute(
+            "INSERT INTO enrolment_codes (code, user, expires_ms) VALUES (?1, ?2, ?3)",
+            params![code, user, (now_ms + ENROLMENT_CODE_TTL_MS) as i64],
+        )?;
+        Ok(code)
+    }
+
+    /// Redeem a code: creates the device and burns the code, atomically.
+    pub fn redeem_code(&mut self, code: &str, signature_key: &[u8], now_ms: u64) -> Result<DeviceRow, ServerError> {
+        let tx = self.conn.transaction()?;
+        let row: Option<(String, i64, Option<i64>)> = tx
+            .query_row("SELECT user, expires_ms, used_ms FROM enrolment_codes WHERE code=?1", params![code], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let user = match row {
+            None => return Err(ServerError::Invalid("enrolment code is not known".into())),
+            Some((_, _, Some(_))) => return Err(ServerError::Invalid("enrolment code was already used".into())),
+            Some((_, expires, None)) if (expires as u64) < now_ms => {
+                return Err(ServerError::Invalid("enrolment code has expired (codes are valid for 24 hours)".into()))
+            }
+            Some((user, _, None)) => user,
+        };
+        let mut id = [0u8; 8];
+        rand::thread_rng().fill(&mut id);
+        let device_id = hex::encode(id);
+        tx.execute("UPDATE enrolment_codes SET used_ms=?1 WHERE code=?2", params![now_ms as i64, code])?;
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO devices (id, user, signature_key, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![device_id, user, signature_key, now_ms as i64],
+        )?;
+        if n == 0 {
+            return Err(ServerError::Invalid("this signature key is already enrolled".into()));
+        }
+        tx.commit()?;
+        Ok(DeviceRow { device_id, user, signature_key: signature_key.to_vec(), revoked: false })
+    }
+
+    pub fn device(&self, id: &str) -> Result<Option<DeviceRow>, ServerError> {
+        Ok(self
+            .conn
+            .query_row("SELECT id, user, signature_key, revoked_ms FROM devices WHERE id=?1", params![id], device_row)
+            .optional()?)
+    }
+
+    pub fn devices(&self, user: Option<&str>) -> Result<Vec<DeviceRow>, ServerError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, user, signature_key, revoked_ms FROM devices WHERE ?1 IS NULL OR user=?1 ORDER BY user, created_ms",
+        )?;
+        let rows = stmt.query_map(params![user], device_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn revoke_device(&self, id: &str, now_ms: u64) -> Result<bool, ServerError> {
+        Ok(self.conn.execute(
+            "UPDATE devices SET revoked_ms=?1 WHERE id=?2 AND revoked_ms IS NULL",
+            params![now_ms as i64, id],
+        )? > 0)
+    }
+
+    pub fn acknowledge_notice(&self, user: &str, now_ms: u64) -> Result<(), ServerError> {
+        self.conn.execute(
+            "UPDATE users SET notice_acked_ms=?1 WHERE name=?2 AND notice_acked_ms IS NULL",
+            params![now_ms as i64, user],
+        )?;
+        Ok(())
+    }
+
+    pub fn add_key_packages(&mut self, device: &str, kps: &[Vec<u8>], last_resort: Option<&[u8]>) -> Result<(), ServerError> {
+        let tx = self.conn.transaction()?;
+        for kp in kps {
+            tx.execute("INSERT INTO key_packages (device, kp, last_resort) VALUES (?1, ?2, 0)", params![device, kp])?;
+        }
+        if let Some(lr) = last_resort {
+            tx.execute("DELETE FROM key_packages WHERE device=?1 AND last_resort=1", params![device])?;
+            tx.execute("INSERT INTO key_packages (device, kp, last_resort) VALUES (?1, ?2, 1)", params![device, lr])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Take one key package of `device`: from the pool if any is left,
+    /// otherwise its last-resort one (which stays).
+    pub fn claim_key_package(&self, device: &str) -> Result<Option<Vec<u8>>, ServerError> {
+        let row: Option<(i64, Vec<u8>, bool)> = self
+            .conn
+            .query_row(
+                "SELECT id, kp, last_resort FROM key_packages WHERE device=?1 ORDER BY last_resort, id LIMIT 1",
+                params![device],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(match row {
+            None => None,
+            Some((id, kp, last_resort)) => {
+                if !last_resort {
+                    self.conn.execute("DELETE FROM key_packages WHERE id=?1", params![id])?;
+                }
+                Some(kp)
+            }
+        })
+    }
+
+    pub fn key_package_count(&self, device: &str) -> Result<u64, ServerError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM key_packages WHERE device=?1 AND last_resort=0",
+            params![device],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    pub fn conversations(&self) -> Result<Vec<ConversationRow>, ServerError> {
+        let mut stmt = self.conn.prepare("SELECT conv, snapshot, last_seq, records_acked FROM conversations")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ConversationRow {
+                conv: r.get(0)?,
+                snapshot: r.get(1)?,
+                last_seq: r.get::<_, i64>(2)? as u64,
+                records_acked: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Append one entry to its conversation's log, together with the
+    /// conversation's new roster snapshot (for commits) and the Welcome for
+    /// the devices the entry adds, in one durable transaction.
+    pub fn append(
+        &mut self,
+        entry: &LogEntry,
+        snapshot: Option<&[u8]>,
+        welcome: Option<(&[u8], &[String])>,
+        create: bool,
+    ) -> Result<(), ServerError> {
+        let tx = self.conn.transaction()?;
+        if create {
+            tx.execute(
+                "INSERT INTO conversations (conv, snapshot, created_ms, last_seq) VALUES (?1, ?2, ?3, 0)",
+                params![entry.conv, snapshot.unwrap_or_default(), entry.server_time_ms as i64],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO log (conv, seq, sender_user, sender_device, server_time_ms, message, sha256, signature)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                entry.conv,
+                entry.seq as i64,
+                entry.sender_user,
+                entry.sender_device,
+                entry.server_time_ms as i64,
+                entry.message,
+                entry.sha256,
+                entry.signature
+            ],
+        )?;
+        match snapshot {
+            Some(s) => tx.execute(
+                "UPDATE conversations SET last_seq=?1, snapshot=?2 WHERE conv=?3",
+                params![entry.seq as i64, s, entry.conv],
+            )?,
+            None => tx.execute("UPDATE conversations SET last_seq=?1 WHERE conv=?2", params![entry.seq as i64, entry.conv])?,
+        };
+        if let Some((welcome, devices)) = welcome {
+            for d in devices {
+                tx.execute(
+                    "INSERT OR REPLACE INTO welcomes (device, conv, seq, message) VALUES (?1, ?2, ?3, ?4)",
+                    params![d, entry.conv, entry.seq as i64, welcome],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn log_after(&self, conv: &str, after: u64) -> Result<Vec<LogEntry>, ServerError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT conv, seq, sender_user, sender_device, server_time_ms, message, sha256, signature
+             FROM log WHERE conv=?1 AND seq>?2 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![conv, after as i64], |r| {
+            Ok(LogEntry {
+                conv: r.get(0)?,
+                seq: r.get::<_, i64>(1)? as u64,
+                sender_user: r.get(2)?,
+                sender_device: r.get(3)?,
+                server_time_ms: r.get::<_, i64>(4)? as u64,
+                message: r.get(5)?,
+                sha256: r.get(6)?,
+                signature: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn log_len(&self) -> Result<u64, ServerError> {
+        Ok(self.conn.query_row("SELECT COUNT(*) FROM log", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    pub fn welcomes_for(&self, device: &str) -> Result<Vec<(String, u64, Vec<u8>)>, ServerError> {
+        let mut stmt = self.conn.prepare("SELECT conv, seq, message FROM welcomes WHERE device=?1 ORDER BY conv")?;
+        let rows = stmt.query_map(params![device], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn cursor(&self, device: &str, conv: &str) -> Result<Option<u64>, ServerError> {
+        Ok(self
+            .conn
+            .query_row("SELECT acked FROM cursors WHERE device=?1 AND conv=?2", params![device, conv], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|v| v as u64))
+    }
+
+    /// Record a device's acknowledgement (never moves a cursor backwards)
+    /// and drop its Welcome once it has moved past it.
+    pub fn ack(&mut self, device: &str, conv: &str, seq: u64, records: bool) -> Result<(), ServerError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO cursors (device, conv, acked) VALUES (?1, ?2, ?3)
+             ON CONFLICT (device, conv) DO UPDATE SET acked = MAX(acked, excluded.acked)",
+            params![device, conv, seq as i64],
+        )?;
+        tx.execute("DELETE FROM welcomes WHERE device=?1 AND conv=?2 AND seq<=?3", params![device, conv, seq as i64])?;
+        if records {
+            tx.execute(
+                "UPDATE conversations SET records_acked = MAX(records_acked, ?1) WHERE conv=?2",
+                params![seq as i64, conv],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Delete log entries of `conv` up to `upto` (the caller has checked
+    /// the records service and every member device acknowledged them, or
+    /// the relay TTL passed after capture). Returns how many went.
+    pub fn delete_log_upto(&self, conv: &str, upto: u64) -> Result<usize, ServerError> {
+        Ok(self.conn.execute("DELETE FROM log WHERE conv=?1 AND seq<=?2", params![conv, upto as i64])?)
+    }
+
+    /// Entries of `conv` captured by records and older than `before_ms`.
+    pub fn delete_expired_relay(&self, conv: &str, records_acked: u64, before_ms: u64) -> Result<usize, ServerError> {
+        Ok(self.conn.execute(
+            "DELETE FROM log WHERE conv=?1 AND seq<=?2 AND server_time_ms<?3",
+            params![conv, records_acked as i64, before_ms as i64],
+        )?)
+    }
+}
+
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        name: r.get(0)?,
+        display: r.get(1)?,
+        category: r.get(2)?,
+        notice_acknowledged_at_ms: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+    })
+}
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
+    Ok(DeviceRow {
+        device_id: r.get(0)?,
+        user: r.get(1)?,
+        signature_key: r.get(2)?,
+        revoked: r.get::<_, Option<i64>>(3)?.is_some(),
+    })
+}

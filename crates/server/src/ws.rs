@@ -1,0 +1,131 @@
+//! The network shell: axum routes, one WebSocket per device. Each frame is
+//! decoded, handed to the [`Core`] under its lock, and the answer written
+//! back; pushes for other devices go out through their sessions' queues.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use keepwire_protocol::{decode_client_frame, ErrorCode, ProtocolError, ServerBody, ServerFrame, MAX_FRAME_BYTES};
+use rand::RngCore;
+use tokio::net::TcpListener;
+
+use crate::service::Session;
+use crate::Core;
+
+#[derive(Clone)]
+pub struct AppState {
+    core: Arc<Mutex<Core>>,
+    next_session: Arc<AtomicU64>,
+}
+
+impl AppState {
+    pub fn new(core: Core) -> Self {
+        Self { core: Arc::new(Mutex::new(core)), next_session: Arc::new(AtomicU64::new(1)) }
+    }
+
+    pub fn core(&self) -> std::sync::MutexGuard<'_, Core> {
+        // A panic while holding the lock would be a bug; the core's durable
+        // state is in SQLite transactions, so continuing is safe.
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/ws", get(ws_handler))
+        .route("/v1/receipt-key", get(receipt_key))
+        .with_state(state)
+}
+
+async fn receipt_key(State(state): State<AppState>) -> impl IntoResponse {
+    keepwire_protocol::b64::encode(&state.core().public_key())
+}
+
+async fn ws_handler(ws: WebSocketUpgrade, State(state): State<AppState>) -> impl IntoResponse {
+    ws.max_message_size(MAX_FRAME_BYTES).max_frame_size(MAX_FRAME_BYTES).on_upgrade(move |socket| connection(socket, state))
+}
+
+async fn connection(socket: WebSocket, state: AppState) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut nonce = vec![0u8; 32];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let mut session = Session { id: state.next_session.fetch_add(1, Ordering::Relaxed), nonce: nonce.clone(), device: None, out: tx.clone() };
+    let hello = ServerFrame::push(ServerBody::Challenge { nonce, server_version: env!("CARGO_PKG_VERSION").to_string() });
+    let _ = tx.send(hello.to_json());
+    let writer = tokio::spawn(async move {
+        while let Some(text) = rx.recv().await {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(msg) = stream.next().await {
+        let text = match msg {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Binary(_)) => {
+                let err = ProtocolError::new(ErrorCode::BadFrame, "binary frames are not used; send JSON text frames");
+                let _ = tx.send(ServerFrame::error(None, &err).to_json());
+                continue;
+            }
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        };
+        let reply = match decode_client_frame(&text) {
+            Err((id, err)) => ServerFrame::error(id, &err),
+            Ok(frame) => {
+                let id = frame.id;
+                let result = tokio::task::block_in_place(|| state.core().handle(&mut session, frame.request));
+                match result {
+                    Ok(body) => ServerFrame::response(id, body),
+                    Err(err) => {
+                        tracing::debug!(code = %err.code, message = %err.message, "request refused");
+                        ServerFrame::error(Some(id), &err)
+                    }
+                }
+            }
+        };
+        if tx.send(reply.to_json()).is_err() {
+            break;
+        }
+    }
+    state.core().disconnect(&session);
+    drop(tx);
+    writer.abort();
+}
+
+/// Serve until the future `shutdown` completes. Collects relay garbage
+/// every `gc_every`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    gc_every: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let gc_state = state.clone();
+    let gc = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(gc_every);
+        loop {
+            tick.tick().await;
+            let r = tokio::task::block_in_place(|| gc_state.core().collect_garbage());
+            match r {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(deleted = n, "relay entries deleted"),
+                Err(e) => tracing::warn!(error = %e, "relay garbage collection failed"),
+            }
+        }
+    });
+    let r = axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await;
+    gc.abort();
+    r
+}
