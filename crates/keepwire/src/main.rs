@@ -1,1 +1,469 @@
-fn main() {}
+//! keepwire: secure messaging for public agencies — disappearing for the
+//! people in the conversation, never lost for the record.
+
+mod demo;
+mod net;
+mod serve;
+mod session;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use keepwire_protocol::clock::Clock;
+use keepwire_server::Limits;
+
+#[derive(Parser)]
+#[command(name = "keepwire", version, about = "End-to-end encrypted agency messaging with a complete records archive")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the delivery server and the records service together (embedded SQLite).
+    Serve {
+        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "KEEPWIRE_LISTEN", default_value = "127.0.0.1:7878")]
+        listen: SocketAddr,
+        /// Unarchived messages beyond which sending is refused (fail closed).
+        #[arg(long, env = "KEEPWIRE_MAX_CAPTURE_BACKLOG", default_value_t = 10_000)]
+        max_capture_backlog: u64,
+    },
+    /// Run only the delivery server.
+    Server {
+        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "KEEPWIRE_LISTEN", default_value = "127.0.0.1:7878")]
+        listen: SocketAddr,
+        #[arg(long, env = "KEEPWIRE_MAX_CAPTURE_BACKLOG", default_value_t = 10_000)]
+        max_capture_backlog: u64,
+    },
+    /// Administration: users, devices, policy (on the server's data directory).
+    Admin {
+        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// The chat client.
+    Chat {
+        #[command(subcommand)]
+        command: ChatCommand,
+    },
+    /// The records service and the archive.
+    Records {
+        #[command(subcommand)]
+        command: RecordsCommand,
+    },
+    /// Run the whole path end to end in a temporary directory and check it.
+    Demo {
+        /// Keep everything in this directory for inspection.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Disappearing timer used in the demo, in seconds.
+        #[arg(long, default_value_t = 2)]
+        timer: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage devices.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+    /// Set messaging policy.
+    Policy {
+        /// Longest disappearing timer any conversation may use, in seconds.
+        #[arg(long)]
+        max_timer_secs: Option<u64>,
+        /// Whether guests may be added to conversations.
+        #[arg(long)]
+        guests_allowed: Option<bool>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user and print a one-time enrolment code (valid 24 h).
+    Add {
+        name: String,
+        #[arg(long)]
+        display: String,
+        #[arg(long, value_parser = ["capstone", "staff", "support", "guest"])]
+        category: String,
+    },
+    /// A new enrolment code for an existing user (e.g. a second device).
+    Code { name: String },
+    /// List users and whether they acknowledged the records notice.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// List devices.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a device: its connections are refused from its next request on.
+    Revoke { device_id: String },
+}
+
+#[derive(clap::Args, Clone)]
+struct DeviceArgs {
+    #[arg(long, env = "KEEPWIRE_SERVER", default_value = "http://127.0.0.1:7878")]
+    server: String,
+    #[arg(long, env = "KEEPWIRE_DEVICE_DIR", default_value = "keepwire-device")]
+    device_dir: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ChatCommand {
+    /// Enrol this device with a one-time code.
+    Enroll {
+        #[command(flatten)]
+        device: DeviceArgs,
+        #[arg(long)]
+        code: String,
+    },
+    /// Show the records notice; `--accept` acknowledges it.
+    Notice {
+        #[command(flatten)]
+        device: DeviceArgs,
+        #[arg(long)]
+        accept: bool,
+    },
+    /// List conversations.
+    Conversations {
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Create a conversation with these users (the records member is added).
+    Create {
+        #[command(flatten)]
+        device: DeviceArgs,
+        users: Vec<String>,
+    },
+    /// Add users to a conversation.
+    Add {
+        #[command(flatten)]
+        device: DeviceArgs,
+        conv: String,
+        users: Vec<String>,
+    },
+    /// Remove users from a conversation.
+    Remove {
+        #[command(flatten)]
+        device: DeviceArgs,
+        conv: String,
+        users: Vec<String>,
+    },
+    /// Send a message.
+    Send {
+        #[command(flatten)]
+        device: DeviceArgs,
+        conv: String,
+        text: String,
+        /// Disappear this many seconds after sending.
+        #[arg(long)]
+        timer: Option<u64>,
+        /// Disappear as soon as read.
+        #[arg(long)]
+        burn_on_read: bool,
+    },
+    /// Fetch and show messages (each with its remaining time).
+    Read {
+        #[command(flatten)]
+        device: DeviceArgs,
+        conv: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordsCommand {
+    /// Run only the records service, connecting to a server.
+    Serve {
+        #[arg(long, env = "KEEPWIRE_SERVER", default_value = "http://127.0.0.1:7878")]
+        server: String,
+        #[arg(long, env = "KEEPWIRE_RECORDS_DIR", default_value = "keepwire-data/records")]
+        records_dir: PathBuf,
+        /// Enrolment code for the records device (first start only).
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// List captured records.
+    List {
+        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
+        data_dir: PathBuf,
+        /// Include commits and proposals, not only messages.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one record, decrypted.
+    Show {
+        id: i64,
+        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn passphrase() -> Result<String> {
+    std::env::var("KEEPWIRE_PASSPHRASE").context("set KEEPWIRE_PASSPHRASE to the passphrase that protects this device's store")
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KEEPWIRE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run(cli))
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let clock = Clock::from_env();
+    match cli.command {
+        Command::Serve { data_dir, listen, max_capture_backlog } => {
+            let limits = Limits { max_capture_backlog, ..Limits::default() };
+            let (addr, _state) = serve::serve_embedded(&data_dir, listen, limits).await?;
+            eprintln!("keepwire serving on http://{addr} (data in {})", data_dir.display());
+            tokio::signal::ctrl_c().await?;
+            Ok(())
+        }
+        Command::Server { data_dir, listen, max_capture_backlog } => {
+            let limits = Limits { max_capture_backlog, ..Limits::default() };
+            let (addr, _state, handle) = serve::start_server(&data_dir, listen, limits).await?;
+            if let Some(code) = serve::records_code(&data_dir, &clock)? {
+                eprintln!("records service enrolment code: {code}");
+            }
+            eprintln!("keepwire server on http://{addr}");
+            handle.await??;
+            Ok(())
+        }
+        Command::Records { command } => records(command).await,
+        Command::Admin { data_dir, command } => admin(&data_dir, command, &clock),
+        Command::Chat { command } => chat(command).await,
+        Command::Demo { data_dir, timer, json } => {
+            let tmp;
+            let dir = match data_dir {
+                Some(d) => d,
+                None => {
+                    tmp = tempfile::tempdir()?;
+                    tmp.path().to_path_buf()
+                }
+            };
+            let report = demo::run(&dir, timer).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                demo::print(&report);
+            }
+            if !report.ok() {
+                bail!("the demo's checks failed");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -> Result<()> {
+    let store = serve::open_server_store(data_dir)?;
+    match command {
+        AdminCommand::User { command: UserCommand::Add { name, display, category } } => {
+            store.add_user(&name, &display, &category, clock.now_ms())?;
+            let code = store.new_enrolment_code(&name, clock.now_ms())?;
+            println!("{code}");
+        }
+        AdminCommand::User { command: UserCommand::Code { name } } => println!("{}", store.new_enrolment_code(&name, clock.now_ms())?),
+        AdminCommand::User { command: UserCommand::List { json } } => {
+            let users = store.users()?;
+            if json {
+                print_json(&users)?;
+            } else {
+                for u in users {
+                    let notice = if u.notice_acknowledged_at_ms.is_some() { "notice acknowledged" } else { "notice NOT acknowledged" };
+                    println!("{:<16} {:<10} {:<32} {notice}", u.name, u.category, u.display);
+                }
+            }
+        }
+        AdminCommand::Device { command: DeviceCommand::List { user, json } } => {
+            let devices = store.devices(user.as_deref())?;
+            if json {
+                let v: Vec<_> = devices.iter().map(|d| serde_json::json!({"device_id": d.device_id, "user": d.user, "revoked": d.revoked})).collect();
+                print_json(&v)?;
+            } else {
+                for d in devices {
+                    println!("{} {:<16} {}", d.device_id, d.user, if d.revoked { "revoked" } else { "active" });
+                }
+            }
+        }
+        AdminCommand::Device { command: DeviceCommand::Revoke { device_id } } => {
+            if !store.revoke_device(&device_id, clock.now_ms())? {
+                bail!("no active device {device_id}");
+            }
+            println!("revoked {device_id}");
+        }
+        AdminCommand::Policy { max_timer_secs, guests_allowed } => {
+            if let Some(t) = max_timer_secs {
+                store.set_meta("policy.max_timer_secs", &t.to_string())?;
+            }
+            if let Some(g) = guests_allowed {
+                store.set_meta("policy.guests_allowed", &g.to_string())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn chat(command: ChatCommand) -> Result<()> {
+    match command {
+        ChatCommand::Enroll { device, code } => {
+            let online = session::enroll(&device.server, &code, &device.device_dir, &passphrase()?).await?;
+            if device.json {
+                print_json(&serde_json::json!({"user": online.device.user, "device_id": online.device.device_id}))?;
+            } else {
+                println!("enrolled {} as device {}", online.device.user, online.device.device_id);
+                if !online.notice_acknowledged {
+                    println!("\n{}\n\nAcknowledge with `keepwire chat notice --accept` before sending.", keepwire_protocol::content::RECORDS_NOTICE);
+                }
+            }
+        }
+        ChatCommand::Notice { device, accept } => {
+            let mut online = session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            if accept {
+                online.acknowledge_notice().await?;
+            }
+            if device.json {
+                print_json(&serde_json::json!({"notice": keepwire_protocol::content::RECORDS_NOTICE, "acknowledged": online.notice_acknowledged}))?;
+            } else {
+                println!("{}\n\nacknowledged: {}", keepwire_protocol::content::RECORDS_NOTICE, online.notice_acknowledged);
+            }
+        }
+        ChatCommand::Conversations { device } => {
+            let mut online = session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            online.sync().await?;
+            let mut out = Vec::new();
+            for conv in online.device.conversations()? {
+                let members = online.device.participants(&conv)?;
+                out.push(serde_json::json!({"conv": conv, "members": members}));
+            }
+            if device.json {
+                print_json(&out)?;
+            } else {
+                for c in out {
+                    println!("{}  {}", c["conv"].as_str().unwrap_or(""), c["members"]);
+                }
+            }
+        }
+        ChatCommand::Create { device, users } => {
+            let mut online = session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            let conv = online.create(&users).await?;
+            if device.json {
+                print_json(&serde_json::json!({"conv": conv}))?;
+            } else {
+                println!("{conv}");
+            }
+        }
+        ChatCommand::Add { device, conv, users } => {
+            let mut online = session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            let seq = online.add(&conv, &users).await?;
+            println!("{}", serde_json::json!({"conv": conv, "seq": seq}));
+        }
+        ChatCommand::Remove { device, conv, users } => {
+            let mut online = session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            let seq = online.remove(&conv, &users).await?;
+            println!("{}", serde_json::json!({"conv": conv, "seq": seq}));
+        }
+        ChatCommand::Send { device, conv, text, timer, burn_on_read } => {
+            let mut online = session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            let seq = online.send(&conv, &text, timer, burn_on_read).await?;
+            if device.json {
+                print_json(&serde_json::json!({"conv": conv, "seq": seq}))?;
+            } else {
+                println!("sent as #{seq}");
+            }
+        }
+        ChatCommand::Read { device, conv } => {
+            let mut online = session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            online.sync().await?;
+            let now = online.clock.now_ms();
+            let messages = online.device.store().messages(conv.as_deref())?;
+            online.device.store().mark_read(conv.as_deref())?;
+            if device.json {
+                print_json(&messages)?;
+            } else {
+                for m in messages {
+                    let left = match m.expire_at_ms {
+                        Some(t) => format!("{}s left", t.saturating_sub(now) / 1000),
+                        None if m.burn_on_read => "burns on read".to_string(),
+                        None => "kept".to_string(),
+                    };
+                    println!("[{}#{}] {}: {}  ({left})", &m.conv[..8.min(m.conv.len())], m.seq, m.sender, m.text);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn records(command: RecordsCommand) -> Result<()> {
+    match command {
+        RecordsCommand::Serve { server, records_dir, code } => serve::run_records(server, records_dir, code).await,
+        RecordsCommand::List { data_dir, all, json } => {
+            let archive = keepwire_records::Archive::open(&serve::records_dir(&data_dir), false)?;
+            let records = archive.list(all, false)?;
+            if json {
+                print_json(&records)?;
+            } else {
+                for r in records {
+                    println!("{:>6}  {}#{}  {:<12} {}  epoch {}", r.id, &r.conv[..8.min(r.conv.len())], r.seq, r.kind, r.sender, r.epoch);
+                }
+            }
+            Ok(())
+        }
+        RecordsCommand::Show { id, data_dir, json } => {
+            let archive = keepwire_records::Archive::open(&serve::records_dir(&data_dir), true)?;
+            let r = archive.get(id, true)?.with_context(|| format!("no record {id}"))?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!("record {} — conversation {} #{}", r.id, r.conv, r.seq);
+                println!("  sender:       {}", r.sender);
+                println!("  participants: {}", r.participants.join(", "));
+                println!("  server time:  {} ms", r.server_time_ms);
+                println!("  text:         {}", r.text.unwrap_or_default());
+            }
+            Ok(())
+        }
+    }
+}

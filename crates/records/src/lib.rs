@@ -1,1 +1,25 @@
+//! The records service: the agency's records member in every conversation.
+//!
+//! It processes each conversation's log in the server's order, like any
+//! device, but keeps what it decrypts instead of letting it disappear:
+//! every log entry becomes a record in the [`archive`], durably, and only
+//! then is it acknowledged to the server ([`capture`]). Later issues add
+//! the transparency log, the records lifecycle and the console here.
 
+pub mod archive;
+pub mod capture;
+
+pub use archive::{Archive, Record};
+pub use capture::Capture;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    #[error("archive database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("archive: {0}")]
+    Archive(String),
+    #[error("records member: {0}")]
+    Client(#[from] keepwire_client::ClientError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -406,7 +406,6 @@ impl Core {
             c.members = roster::members(&group);
             c.group = *group;
             for m in &added {
-                let _ = self.store.ack(&m.device_id, conv, seq, false);
                 self.push(&m.device_id, ServerBody::WelcomeMessage { conv: conv.to_string(), seq, message: welcome.clone() });
             }
             recipients.retain(|m| !added.contains(m));

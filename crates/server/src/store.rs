@@ -299,6 +299,11 @@ impl Store {
                     "INSERT OR REPLACE INTO welcomes (device, conv, seq, message) VALUES (?1, ?2, ?3, ?4)",
                     params![d, entry.conv, entry.seq as i64, welcome],
                 )?;
+                // A new member needs nothing before the commit that adds it.
+                tx.execute(
+                    "INSERT OR REPLACE INTO cursors (device, conv, acked) VALUES (?1, ?2, ?3)",
+                    params![d, entry.conv, entry.seq as i64],
+                )?;
             }
         }
         tx.commit()?;

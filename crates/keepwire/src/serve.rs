@@ -1,0 +1,152 @@
+//! Running the server and the records service, together or apart.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use keepwire_client::Device;
+use keepwire_protocol::clock::Clock;
+use keepwire_protocol::{Request, ServerBody, RECORDS_USER};
+use keepwire_records::{Archive, Capture};
+use keepwire_server::store::Store;
+use keepwire_server::ws::AppState;
+use keepwire_server::{Core, Limits};
+use tokio::net::TcpListener;
+
+use crate::net::Conn;
+
+pub fn records_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("records")
+}
+
+pub fn open_server_store(data_dir: &Path) -> Result<Store> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    Ok(Store::open(&data_dir.join(keepwire_server::SERVER_DB))?)
+}
+
+/// Refuse to expose plaintext-free but still sensitive traffic on a
+/// network interface without TLS.
+pub fn check_listen(addr: &SocketAddr) -> Result<()> {
+    if !addr.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {addr} without TLS: binding a non-loopback address requires TLS, \
+             which this build does not offer yet; listen on 127.0.0.1 and put a TLS terminator in front"
+        );
+    }
+    Ok(())
+}
+
+/// Bind and start the delivery server; returns its address and a handle.
+pub async fn start_server(
+    data_dir: &Path,
+    listen: SocketAddr,
+    limits: Limits,
+) -> Result<(SocketAddr, AppState, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    check_listen(&listen)?;
+    let store = open_server_store(data_dir)?;
+    let key = keepwire_server::load_or_create_key(data_dir)?;
+    let core = Core::open(store, key, limits, Clock::from_env())?;
+    let state = AppState::new(core);
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let st = state.clone();
+    let handle = tokio::spawn(async move {
+        keepwire_server::ws::serve(listener, st, Duration::from_millis(500), std::future::pending()).await
+    });
+    tracing::info!(%addr, "delivery server listening");
+    Ok((addr, state, handle))
+}
+
+fn records_passphrase(dir: &Path) -> Result<String> {
+    if let Ok(p) = std::env::var("KEEPWIRE_RECORDS_PASSPHRASE") {
+        return Ok(p);
+    }
+    let path = dir.join("passphrase");
+    if let Ok(p) = std::fs::read_to_string(&path) {
+        return Ok(p.trim().to_string());
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut raw = [0u8; 32];
+    rand_fill(&mut raw);
+    let p = keepwire_protocol::b64::encode(&raw);
+    keepwire_server::write_private(&path, p.as_bytes())?;
+    Ok(p)
+}
+
+fn rand_fill(buf: &mut [u8]) {
+    use std::io::Read;
+    // Invariant: /dev/urandom exists on every supported (Linux/Unix) host.
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).expect("/dev/urandom is readable");
+}
+
+/// Make sure the records member exists and has an enrolment code ready
+/// when its device is not enrolled yet (embedded mode does this itself).
+pub fn records_code(data_dir: &Path, clock: &Clock) -> Result<Option<String>> {
+    if Device::exists(&records_dir(data_dir)) {
+        return Ok(None);
+    }
+    let store = open_server_store(data_dir)?;
+    if store.user(RECORDS_USER)?.is_none() {
+        store.add_user(RECORDS_USER, "Agency records service", "records", clock.now_ms())?;
+    }
+    Ok(Some(store.new_enrolment_code(RECORDS_USER, clock.now_ms())?))
+}
+
+/// Run the records service against `server` forever, reconnecting on
+/// failure. `code` enrols its device on first start.
+pub async fn run_records(server: String, dir: PathBuf, code: Option<String>) -> Result<()> {
+    let passphrase = records_passphrase(&dir)?;
+    let clock = Clock::from_env();
+    if let Some(code) = code {
+        let online = crate::session::enroll(&server, &code, &dir, &passphrase).await.context("enrolling the records device")?;
+        tracing::info!(device = %online.device.device_id, "records device enrolled");
+    }
+    loop {
+        match records_once(&server, &dir, &passphrase, &clock).await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "records service disconnected; reconnecting"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn records_once(server: &str, dir: &Path, passphrase: &str, clock: &Clock) -> Result<()> {
+    let device = Device::open(dir, passphrase)?;
+    let archive = Archive::open(dir, true)?;
+    let mut conn = Conn::connect(server).await?;
+    conn.request(device.auth_request(&conn.nonce)?).await?;
+    // Keep the key package pool topped up so new conversations can add us.
+    conn.request(device.key_packages_request(crate::session::KEY_PACKAGE_POOL, true)?).await?;
+    let mut capture = Capture::new(device, archive, clock.clone());
+    conn.request(Request::Sync).await?;
+    loop {
+        match conn.next_push().await? {
+            ServerBody::WelcomeMessage { conv, seq, message } => {
+                capture.join(&conv, seq, &message)?;
+                conn.request(Request::Ack { conv, seq }).await?;
+            }
+            ServerBody::Deliver(d) => {
+                if let Some(seq) = capture.capture(&d)? {
+                    conn.request(Request::Ack { conv: d.conv.clone(), seq }).await?;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Everything in one process: the server, and the records service
+/// connected to it over loopback like any device.
+pub async fn serve_embedded(data_dir: &Path, listen: SocketAddr, limits: Limits) -> Result<(SocketAddr, AppState)> {
+    let (addr, state, _server) = start_server(data_dir, listen, limits).await?;
+    let code = records_code(data_dir, &Clock::from_env())?;
+    let url = format!("http://{addr}");
+    let dir = records_dir(data_dir);
+    tokio::spawn(async move {
+        if let Err(e) = run_records(url, dir, code).await {
+            tracing::error!(error = %format!("{e:#}"), "records service stopped");
+        }
+    });
+    Ok((addr, state))
+}

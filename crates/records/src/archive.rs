@@ -1,0 +1,244 @@
+//! The archive: one row per log entry of every conversation, application
+//! messages with their decrypted content sealed under a per-record data key.
+//!
+//! Each record's plaintext is encrypted with its own random data key
+//! (XChaCha20-Poly1305); the data key is stored wrapped by the archive key,
+//! which only the records service holds (`archive.key`, owner-only; an
+//! HSM/KMS can take its place). Destroying one wrapped key later
+//! crypto-shreds one record without touching any other.
+
+use std::path::Path;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use keepwire_protocol::Receipt;
+use rand::RngCore;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::RecordsError;
+
+pub const ARCHIVE_DB: &str = "archive.db";
+pub const ARCHIVE_KEY: &str = "archive.key";
+
+/// One archived log entry.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Record {
+    pub id: i64,
+    pub conv: String,
+    pub seq: u64,
+    /// `application`, `commit` or `proposal`.
+    pub kind: String,
+    pub epoch: u64,
+    /// `user/device` from the MLS leaf whose signature verified.
+    pub sender: String,
+    pub participants: Vec<String>,
+    pub server_time_ms: u64,
+    pub captured_at_ms: u64,
+    pub expire_after_secs: Option<u64>,
+    pub burn_on_read: bool,
+    pub receipt: Receipt,
+    /// Decrypted text, present when the record was opened with the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// What capture hands to the archive for one entry.
+pub struct NewRecord<'a> {
+    pub conv: &'a str,
+    pub seq: u64,
+    pub kind: &'a str,
+    pub epoch: u64,
+    pub sender: &'a str,
+    pub participants: &'a [String],
+    pub server_time_ms: u64,
+    pub captured_at_ms: u64,
+    pub expire_after_secs: Option<u64>,
+    pub burn_on_read: bool,
+    pub receipt: &'a Receipt,
+    pub plaintext: Option<&'a [u8]>,
+}
+
+pub struct Archive {
+    conn: Connection,
+    key: Option<XChaCha20Poly1305>,
+}
+
+fn seal(cipher: &XChaCha20Poly1305, aad: &[u8], msg: &[u8]) -> Result<Vec<u8>, RecordsError> {
+    let mut nonce = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let ct = cipher
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg, aad })
+        .map_err(|_| RecordsError::Archive("encryption failed".into()))?;
+    Ok([nonce.as_slice(), &ct].concat())
+}
+
+fn open(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8], what: &str) -> Result<Vec<u8>, RecordsError> {
+    if sealed.len() < 24 {
+        return Err(RecordsError::Archive(format!("{what} is truncated")));
+    }
+    cipher
+        .decrypt(XNonce::from_slice(&sealed[..24]), Payload { msg: &sealed[24..], aad })
+        .map_err(|_| RecordsError::Archive(format!("{what} failed authentication: altered, or wrong archive key")))
+}
+
+impl Archive {
+    /// Open the archive in `dir`, creating the archive key on first use.
+    /// `with_key = false` opens it read-only for metadata (no content).
+    pub fn open(dir: &Path, with_key: bool) -> Result<Self, RecordsError> {
+        std::fs::create_dir_all(dir)?;
+        let conn = Connection::open(dir.join(ARCHIVE_DB))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;
+             CREATE TABLE IF NOT EXISTS records (
+                id INTEGER PRIMARY KEY, conv TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+                epoch INTEGER NOT NULL, sender TEXT NOT NULL, participants TEXT NOT NULL,
+                server_time_ms INTEGER NOT NULL, captured_at_ms INTEGER NOT NULL, expire_after_secs INTEGER,
+                burn_on_read INTEGER NOT NULL, receipt TEXT NOT NULL, wrapped_key BLOB, body BLOB,
+                UNIQUE (conv, seq));",
+        )?;
+        let key = if with_key {
+            let path = dir.join(ARCHIVE_KEY);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let mut k = vec![0u8; 32];
+                    rand::thread_rng().fill_bytes(&mut k);
+                    write_private(&path, &k)?;
+                    k
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if bytes.len() != 32 {
+                return Err(RecordsError::Archive(format!("{} is not a 32-byte key", path.display())));
+            }
+            Some(XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| RecordsError::Archive("bad archive key".into()))?)
+        } else {
+            None
+        };
+        Ok(Self { conn, key })
+    }
+
+    /// Store one record durably. Idempotent per (conv, seq): an entry
+    /// redelivered after a crash is archived exactly once.
+    pub fn insert(&self, r: &NewRecord<'_>) -> Result<bool, RecordsError> {
+        let aad = format!("{}:{}", r.conv, r.seq);
+        let (wrapped, body) = match r.plaintext {
+            Some(p) => {
+                let archive_key = self.key.as_ref().ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?;
+                let mut data_key = [0u8; 32];
+                rand::thread_rng().fill_bytes(&mut data_key);
+                let cipher = XChaCha20Poly1305::new((&data_key).into());
+                let body = seal(&cipher, aad.as_bytes(), p)?;
+                (Some(seal(archive_key, aad.as_bytes(), &data_key)?), Some(body))
+            }
+            None => (None, None),
+        };
+        let receipt = serde_json::to_string(r.receipt).map_err(|e| RecordsError::Archive(e.to_string()))?;
+        let participants = serde_json::to_string(r.participants).map_err(|e| RecordsError::Archive(e.to_string()))?;
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO records (conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms,
+                expire_after_secs, burn_on_read, receipt, wrapped_key, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                r.conv,
+                r.seq as i64,
+                r.kind,
+                r.epoch as i64,
+                r.sender,
+                participants,
+                r.server_time_ms as i64,
+                r.captured_at_ms as i64,
+                r.expire_after_secs.map(|v| v as i64),
+                r.burn_on_read,
+                receipt,
+                wrapped,
+                body
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn contains(&self, conv: &str, seq: u64) -> Result<bool, RecordsError> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM records WHERE conv=?1 AND seq=?2", params![conv, seq as i64], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    pub fn count(&self, kind: Option<&str>) -> Result<u64, RecordsError> {
+        Ok(self.conn.query_row("SELECT COUNT(*) FROM records WHERE ?1 IS NULL OR kind=?1", params![kind], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    /// Records in capture order; application messages only unless `all`.
+    pub fn list(&self, all: bool, decrypt: bool) -> Result<Vec<Record>, RecordsError> {
+        self.query("WHERE ?1 OR kind='application' ORDER BY id", params![all], decrypt)
+    }
+
+    pub fn get(&self, id: i64, decrypt: bool) -> Result<Option<Record>, RecordsError> {
+        Ok(self.query("WHERE id=?1", params![id], decrypt)?.into_iter().next())
+    }
+
+    fn query(&self, clause: &str, p: impl rusqlite::Params, decrypt: bool) -> Result<Vec<Record>, RecordsError> {
+        let sql = format!(
+            "SELECT id, conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms, expire_after_secs,
+                burn_on_read, receipt, wrapped_key, body FROM records {clause}"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut rows = stmt.query(p)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let conv: String = r.get(1)?;
+            let seq = r.get::<_, i64>(2)? as u64;
+            let wrapped: Option<Vec<u8>> = r.get(12)?;
+            let body: Option<Vec<u8>> = r.get(13)?;
+            let text = match (decrypt, &self.key, wrapped, body) {
+                (true, Some(k), Some(w), Some(b)) => {
+                    let aad = format!("{conv}:{seq}");
+                    let data_key = open(k, aad.as_bytes(), &w, "record data key")?;
+                    let cipher = XChaCha20Poly1305::new_from_slice(&data_key)
+                        .map_err(|_| RecordsError::Archive("record data key has the wrong length".into()))?;
+                    let plain = open(&cipher, aad.as_bytes(), &b, "record content")?;
+                    let content = keepwire_protocol::content::Content::decode(&plain)
+                        .map_err(|e| RecordsError::Archive(format!("record {conv}#{seq}: {e}")))?;
+                    Some(content.text)
+                }
+                _ => None,
+            };
+            let participants: String = r.get(6)?;
+            let receipt: String = r.get(11)?;
+            out.push(Record {
+                id: r.get(0)?,
+                conv,
+                seq,
+                kind: r.get(3)?,
+                epoch: r.get::<_, i64>(4)? as u64,
+                sender: r.get(5)?,
+                participants: serde_json::from_str(&participants).map_err(|e| RecordsError::Archive(e.to_string()))?,
+                server_time_ms: r.get::<_, i64>(7)? as u64,
+                captured_at_ms: r.get::<_, i64>(8)? as u64,
+                expire_after_secs: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+                burn_on_read: r.get(10)?,
+                receipt: serde_json::from_str(&receipt).map_err(|e| RecordsError::Archive(e.to_string()))?,
+                text,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}

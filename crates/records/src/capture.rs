@@ -1,0 +1,96 @@
+//! Capture: turn each delivered log entry into a durable record, then say
+//! which sequence number may be acknowledged.
+//!
+//! The order is what makes promise 1 hold across crashes: decrypt in memory,
+//! insert the record (fsync'd), then persist the MLS state and cursor, then
+//! acknowledge. A crash anywhere before the acknowledgement makes the server
+//! redeliver; the archive's (conv, seq) uniqueness makes that harmless.
+
+use keepwire_client::{Device, Incoming};
+use keepwire_protocol::content::Content;
+use keepwire_protocol::{device_identity, Delivery};
+
+use crate::archive::{Archive, NewRecord};
+use crate::RecordsError;
+
+pub struct Capture {
+    pub device: Device,
+    pub archive: Archive,
+    clock: keepwire_protocol::clock::Clock,
+}
+
+impl Capture {
+    pub fn new(device: Device, archive: Archive, clock: keepwire_protocol::clock::Clock) -> Self {
+        Self { device, archive, clock }
+    }
+
+    /// Capture one entry; returns the sequence number to acknowledge.
+    pub fn capture(&mut self, d: &Delivery) -> Result<Option<u64>, RecordsError> {
+        if self.archive.contains(&d.conv, d.seq)? {
+            // Archived before a crash; make sure the state caught up too.
+            if self.device.cursor(&d.conv)? < d.seq {
+                if let Ok(Incoming::Application { .. } | Incoming::Commit { .. } | Incoming::Proposal { .. }) = self.device.process(d) {
+                    self.device.save(&d.conv, d.seq)?;
+                }
+            }
+            return Ok(Some(d.seq));
+        }
+        let claimed = device_identity(&d.sender_user, &d.sender_device);
+        let incoming = self.device.process(d)?;
+        let now = self.clock.now_ms();
+        let (kind, epoch, sender, participants, content) = match &incoming {
+            Incoming::Duplicate => return Ok(Some(d.seq)),
+            Incoming::Own => return Err(RecordsError::Archive("the records member never sends".into())),
+            Incoming::Application { epoch, sender, participants, content, .. } => {
+                if *sender != claimed {
+                    return Err(RecordsError::Archive(format!(
+                        "{}#{}: server says the sender is {claimed} but the MLS signature is {sender}'s",
+                        d.conv, d.seq
+                    )));
+                }
+                ("application", *epoch, sender.clone(), participants.clone(), Some(content.clone()))
+            }
+            Incoming::Commit { epoch, participants, .. } => {
+                ("commit", *epoch, claimed.clone(), participants.clone(), None)
+            }
+            Incoming::Proposal { .. } => {
+                let participants = self.device.participants(&d.conv)?;
+                let epoch = self.device.epoch(&d.conv)?;
+                ("proposal", epoch, claimed.clone(), participants, None)
+            }
+        };
+        let parsed = content.as_deref().map(Content::decode).transpose();
+        let (expire_after_secs, burn_on_read) = match &parsed {
+            Ok(Some(c)) => (c.expire_after_secs, c.burn_on_read),
+            _ => (None, false),
+        };
+        if let Err(e) = &parsed {
+            // Keep it anyway: a record that does not parse is still a record.
+            tracing::warn!(conv = %d.conv, seq = d.seq, error = %e, "captured content does not parse");
+        }
+        self.archive.insert(&NewRecord {
+            conv: &d.conv,
+            seq: d.seq,
+            kind,
+            epoch,
+            sender: &sender,
+            participants: &participants,
+            server_time_ms: d.server_time_ms,
+            captured_at_ms: now,
+            expire_after_secs,
+            burn_on_read,
+            receipt: &d.receipt,
+            plaintext: content.as_deref(),
+        })?;
+        self.device.save(&d.conv, d.seq)?;
+        Ok(Some(d.seq))
+    }
+
+    /// Join a conversation the records member was added to. The commit
+    /// that added it is archived when it arrives through the log replay
+    /// of other members; for the records member it is its join point.
+    pub fn join(&mut self, conv: &str, seq: u64, welcome: &[u8]) -> Result<(), RecordsError> {
+        self.device.join(conv, seq, welcome)?;
+        Ok(())
+    }
+}
