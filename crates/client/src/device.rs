@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use keepwire_protocol::content::Content;
-use keepwire_protocol::{device_identity, parse_device_identity, ClaimedKeyPackage, Delivery, Request, AUTH_CONTEXT};
+use keepwire_protocol::{
+    device_identity, parse_device_identity, ClaimedKeyPackage, Delivery, Request, AUTH_CONTEXT,
+};
 use mls_rs::crypto::{SignaturePublicKey, SignatureSecretKey};
 use mls_rs::extension::recommended::LastResortKeyPackageExt;
 use mls_rs::group::ReceivedMessage;
@@ -27,14 +29,18 @@ const STORE_FILE: &str = "device.db";
 
 fn suite() -> impl CipherSuiteProvider {
     // Invariant: the aws-lc provider supports P256_AES128 in every build.
-    AwsLcCryptoProvider::new().cipher_suite_provider(CIPHER_SUITE).expect("P256_AES128 is supported")
+    AwsLcCryptoProvider::new()
+        .cipher_suite_provider(CIPHER_SUITE)
+        .expect("P256_AES128 is supported")
 }
 
 /// Sign `AUTH_CONTEXT || nonce` with a device key: how a device proves
 /// itself on every connection.
 pub fn sign_challenge(secret: &SignatureSecretKey, nonce: &[u8]) -> Result<Vec<u8>, ClientError> {
     let data = [AUTH_CONTEXT, nonce].concat();
-    suite().sign(secret, &data).map_err(|e| ClientError::Store(format!("signing failed: {e:?}")))
+    suite()
+        .sign(secret, &data)
+        .map_err(|e| ClientError::Store(format!("signing failed: {e:?}")))
 }
 
 /// A device that has keys but has not redeemed an enrolment code yet.
@@ -47,17 +53,26 @@ pub struct PendingDevice {
 impl PendingDevice {
     /// Create a new device store in `dir` (which must not hold one yet).
     pub fn create(dir: &Path, passphrase: &str) -> Result<Self, ClientError> {
-        std::fs::create_dir_all(dir).map_err(|e| ClientError::Store(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ClientError::Store(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(STORE_FILE);
         if path.exists() {
-            return Err(ClientError::Store(format!("{} already holds a device", dir.display())));
+            return Err(ClientError::Store(format!(
+                "{} already holds a device",
+                dir.display()
+            )));
         }
         let store = Store::open(&path, passphrase)?;
-        let (secret, public) =
-            suite().signature_key_generate().map_err(|e| ClientError::Store(format!("key generation failed: {e:?}")))?;
+        let (secret, public) = suite()
+            .signature_key_generate()
+            .map_err(|e| ClientError::Store(format!("key generation failed: {e:?}")))?;
         store.put("identity", b"secret", secret.as_bytes())?;
         store.put("identity", b"public", public.as_bytes())?;
-        Ok(Self { store, secret, public })
+        Ok(Self {
+            store,
+            secret,
+            public,
+        })
     }
 
     pub fn enroll_request(&self, code: &str, nonce: &[u8]) -> Result<Request, ClientError> {
@@ -71,7 +86,8 @@ impl PendingDevice {
     /// The server accepted the code and named the device.
     pub fn complete(self, user: &str, device_id: &str) -> Result<Device, ClientError> {
         self.store.put("identity", b"user", user.as_bytes())?;
-        self.store.put("identity", b"device_id", device_id.as_bytes())?;
+        self.store
+            .put("identity", b"device_id", device_id.as_bytes())?;
         Device::from_store(self.store)
     }
 }
@@ -94,8 +110,16 @@ pub enum Incoming {
         content: Vec<u8>,
     },
     /// A commit changed the roster; `participants` is the new one.
-    Commit { conv: String, seq: u64, epoch: u64, participants: Vec<String> },
-    Proposal { conv: String, seq: u64 },
+    Commit {
+        conv: String,
+        seq: u64,
+        epoch: u64,
+        participants: Vec<String>,
+    },
+    Proposal {
+        conv: String,
+        seq: u64,
+    },
 }
 
 pub struct Device {
@@ -116,7 +140,10 @@ impl Device {
     pub fn open(dir: &Path, passphrase: &str) -> Result<Self, ClientError> {
         let path = dir.join(STORE_FILE);
         if !path.exists() {
-            return Err(ClientError::Store(format!("no device in {} (run `keepwire chat enroll` first)", dir.display())));
+            return Err(ClientError::Store(format!(
+                "no device in {} (run `keepwire chat enroll` first)",
+                dir.display()
+            )));
         }
         Self::from_store(Store::open(&path, passphrase)?)
     }
@@ -125,9 +152,10 @@ impl Device {
         let get = |k: &[u8]| store.get("identity", k)?.ok_or(ClientError::NotEnrolled);
         let secret = SignatureSecretKey::new(get(b"secret")?);
         let public = SignaturePublicKey::new(get(b"public")?);
-        let user = String::from_utf8(get(b"user")?).map_err(|_| ClientError::Store("user name is not UTF-8".into()))?;
-        let device_id =
-            String::from_utf8(get(b"device_id")?).map_err(|_| ClientError::Store("device id is not UTF-8".into()))?;
+        let user = String::from_utf8(get(b"user")?)
+            .map_err(|_| ClientError::Store("user name is not UTF-8".into()))?;
+        let device_id = String::from_utf8(get(b"device_id")?)
+            .map_err(|_| ClientError::Store("device id is not UTF-8".into()))?;
         let credential = BasicCredential::new(device_identity(&user, &device_id).into_bytes());
         let identity = SigningIdentity::new(credential.into_credential(), public);
         let group_store = GroupStore::new(store.clone());
@@ -138,7 +166,15 @@ impl Device {
             .identity_provider(BasicIdentityProvider::new())
             .signing_identity(identity, secret.clone(), CIPHER_SUITE)
             .build();
-        Ok(Self { store, group_store, client, secret, user, device_id, groups: HashMap::new() })
+        Ok(Self {
+            store,
+            group_store,
+            client,
+            secret,
+            user,
+            device_id,
+            groups: HashMap::new(),
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -150,31 +186,54 @@ impl Device {
     }
 
     pub fn auth_request(&self, nonce: &[u8]) -> Result<Request, ClientError> {
-        Ok(Request::Auth { device_id: self.device_id.clone(), signature: sign_challenge(&self.secret, nonce)? })
+        Ok(Request::Auth {
+            device_id: self.device_id.clone(),
+            signature: sign_challenge(&self.secret, nonce)?,
+        })
     }
 
     /// A batch of fresh key packages for the server's pool, with a new
     /// last-resort one when asked.
-    pub fn key_packages_request(&self, count: usize, with_last_resort: bool) -> Result<Request, ClientError> {
+    pub fn key_packages_request(
+        &self,
+        count: usize,
+        with_last_resort: bool,
+    ) -> Result<Request, ClientError> {
         let mut key_packages = Vec::with_capacity(count);
         for _ in 0..count {
-            let kp = self.client.generate_key_package_message(ExtensionList::new(), ExtensionList::new(), None)?;
+            let kp = self.client.generate_key_package_message(
+                ExtensionList::new(),
+                ExtensionList::new(),
+                None,
+            )?;
             key_packages.push(kp.to_bytes()?);
         }
         let last_resort = if with_last_resort {
             let mut ext = ExtensionList::new();
-            ext.set_from(LastResortKeyPackageExt).map_err(|e| ClientError::Store(e.to_string()))?;
-            Some(self.client.generate_key_package_message(ext, ExtensionList::new(), None)?.to_bytes()?)
+            ext.set_from(LastResortKeyPackageExt)
+                .map_err(|e| ClientError::Store(e.to_string()))?;
+            Some(
+                self.client
+                    .generate_key_package_message(ext, ExtensionList::new(), None)?
+                    .to_bytes()?,
+            )
         } else {
             None
         };
-        Ok(Request::UploadKeyPackages { key_packages, last_resort })
+        Ok(Request::UploadKeyPackages {
+            key_packages,
+            last_resort,
+        })
     }
 
     fn group(&mut self, conv: &str) -> Result<&mut MlsGroup, ClientError> {
         if !self.groups.contains_key(conv) {
-            let id = hex::decode(conv).map_err(|_| ClientError::UnknownConversation(conv.to_string()))?;
-            let group = self.client.load_group(&id).map_err(|_| ClientError::UnknownConversation(conv.to_string()))?;
+            let id = hex::decode(conv)
+                .map_err(|_| ClientError::UnknownConversation(conv.to_string()))?;
+            let group = self
+                .client
+                .load_group(&id)
+                .map_err(|_| ClientError::UnknownConversation(conv.to_string()))?;
             self.groups.insert(conv.to_string(), group);
         }
         // Invariant: inserted just above when missing.
@@ -183,7 +242,12 @@ impl Device {
 
     /// Conversations this device is in, from its own state.
     pub fn conversations(&self) -> Result<Vec<String>, ClientError> {
-        Ok(self.store.keys("group", b"")?.iter().map(hex::encode).collect())
+        Ok(self
+            .store
+            .keys("group", b"")?
+            .iter()
+            .map(hex::encode)
+            .collect())
     }
 
     pub fn participants(&mut self, conv: &str) -> Result<Vec<String>, ClientError> {
@@ -195,14 +259,23 @@ impl Device {
     }
 
     pub fn cursor(&self, conv: &str) -> Result<u64, ClientError> {
-        Ok(self.store.get("cursor", conv.as_bytes())?.map(|b| be_u64(&b)).unwrap_or(0))
+        Ok(self
+            .store
+            .get("cursor", conv.as_bytes())?
+            .map(|b| be_u64(&b))
+            .unwrap_or(0))
     }
 
     /// Start a conversation with the devices behind `members` (which must
     /// include a records device; the server refuses the commit otherwise).
     /// Returns the conversation id and the request to send.
-    pub fn create_conversation(&mut self, members: &[ClaimedKeyPackage]) -> Result<(String, Request), ClientError> {
-        let mut group = self.client.create_group(ExtensionList::new(), ExtensionList::new(), None)?;
+    pub fn create_conversation(
+        &mut self,
+        members: &[ClaimedKeyPackage],
+    ) -> Result<(String, Request), ClientError> {
+        let mut group =
+            self.client
+                .create_group(ExtensionList::new(), ExtensionList::new(), None)?;
         let conv = hex::encode(group.group_id());
         let group_info = group.group_info_message(true)?.to_bytes()?;
         let mut builder = group.commit_builder();
@@ -210,22 +283,47 @@ impl Device {
             builder = builder.add_member(MlsMessage::from_bytes(&m.key_package)?)?;
         }
         let out = builder.build()?;
-        let welcome = out.welcome_messages.first().map(|w| w.to_bytes()).transpose()?.unwrap_or_default();
+        let welcome = out
+            .welcome_messages
+            .first()
+            .map(|w| w.to_bytes())
+            .transpose()?
+            .unwrap_or_default();
         let commit = out.commit_message.to_bytes()?;
         self.groups.insert(conv.clone(), group);
-        Ok((conv.clone(), Request::CreateConversation { conv, group_info, commit, welcome }))
+        Ok((
+            conv.clone(),
+            Request::CreateConversation {
+                conv,
+                group_info,
+                commit,
+                welcome,
+            },
+        ))
     }
 
     /// Commit adding these devices to `conv`.
-    pub fn add_members(&mut self, conv: &str, members: &[ClaimedKeyPackage]) -> Result<Request, ClientError> {
+    pub fn add_members(
+        &mut self,
+        conv: &str,
+        members: &[ClaimedKeyPackage],
+    ) -> Result<Request, ClientError> {
         let group = self.group(conv)?;
         let mut builder = group.commit_builder();
         for m in members {
             builder = builder.add_member(MlsMessage::from_bytes(&m.key_package)?)?;
         }
         let out = builder.build()?;
-        let welcome = out.welcome_messages.first().map(|w| w.to_bytes()).transpose()?;
-        Ok(Request::Submit { conv: conv.to_string(), message: out.commit_message.to_bytes()?, welcome })
+        let welcome = out
+            .welcome_messages
+            .first()
+            .map(|w| w.to_bytes())
+            .transpose()?;
+        Ok(Request::Submit {
+            conv: conv.to_string(),
+            message: out.commit_message.to_bytes()?,
+            welcome,
+        })
     }
 
     /// Commit removing every device of `users` from `conv`.
@@ -236,20 +334,29 @@ impl Device {
             .members_iter()
             .filter(|m| {
                 member_identity(m)
-                    .and_then(|id| parse_device_identity(id.as_bytes()).map(|(u, _)| users.iter().any(|x| x == u)))
+                    .and_then(|id| {
+                        parse_device_identity(id.as_bytes())
+                            .map(|(u, _)| users.iter().any(|x| x == u))
+                    })
                     .unwrap_or(false)
             })
             .map(|m| m.index)
             .collect();
         if indexes.is_empty() {
-            return Err(ClientError::Refused(format!("none of {users:?} is in conversation {conv}")));
+            return Err(ClientError::Refused(format!(
+                "none of {users:?} is in conversation {conv}"
+            )));
         }
         let mut builder = group.commit_builder();
         for i in indexes {
             builder = builder.remove_member(i)?;
         }
         let out = builder.build()?;
-        Ok(Request::Submit { conv: conv.to_string(), message: out.commit_message.to_bytes()?, welcome: None })
+        Ok(Request::Submit {
+            conv: conv.to_string(),
+            message: out.commit_message.to_bytes()?,
+            welcome: None,
+        })
     }
 
     /// The server accepted this device's commit as `seq`: move to the new epoch.
@@ -275,19 +382,31 @@ impl Device {
         // so a crash can never make this device reuse a key.
         let cursor = self.cursor(conv)?;
         self.save(conv, cursor)?;
-        Ok(Request::Submit { conv: conv.to_string(), message: msg.to_bytes()?, welcome: None })
+        Ok(Request::Submit {
+            conv: conv.to_string(),
+            message: msg.to_bytes()?,
+            welcome: None,
+        })
     }
 
     /// Join a conversation from a Welcome; the commit that added this
     /// device is `seq`, so processing resumes after it.
     pub fn join(&mut self, conv: &str, seq: u64, welcome: &[u8]) -> Result<(), ClientError> {
-        if self.store.get("group", &hex::decode(conv).unwrap_or_default())?.is_some() {
+        if self
+            .store
+            .get("group", &hex::decode(conv).unwrap_or_default())?
+            .is_some()
+        {
             return Ok(());
         }
-        let (group, _) = self.client.join_group(None, &MlsMessage::from_bytes(welcome)?, None)?;
+        let (group, _) = self
+            .client
+            .join_group(None, &MlsMessage::from_bytes(welcome)?, None)?;
         let joined = hex::encode(group.group_id());
         if joined != conv {
-            return Err(ClientError::Refused(format!("welcome is for conversation {joined}, not {conv}")));
+            return Err(ClientError::Refused(format!(
+                "welcome is for conversation {joined}, not {conv}"
+            )));
         }
         self.groups.insert(conv.to_string(), group);
         self.save(conv, seq)
@@ -313,7 +432,12 @@ impl Device {
                 let sender = group
                     .member_at_index(app.sender_index)
                     .and_then(|m| member_identity(&m))
-                    .ok_or_else(|| ClientError::Refused(format!("sender leaf {} has no identity", app.sender_index)))?;
+                    .ok_or_else(|| {
+                        ClientError::Refused(format!(
+                            "sender leaf {} has no identity",
+                            app.sender_index
+                        ))
+                    })?;
                 Incoming::Application {
                     conv: d.conv.clone(),
                     seq: d.seq,
@@ -323,17 +447,32 @@ impl Device {
                     content: app.data().to_vec(),
                 }
             }
-            ReceivedMessage::Commit(_) => {
-                Incoming::Commit { conv: d.conv.clone(), seq: d.seq, epoch, participants: roster_identities(group) }
+            ReceivedMessage::Commit(_) => Incoming::Commit {
+                conv: d.conv.clone(),
+                seq: d.seq,
+                epoch,
+                participants: roster_identities(group),
+            },
+            ReceivedMessage::Proposal(_) => Incoming::Proposal {
+                conv: d.conv.clone(),
+                seq: d.seq,
+            },
+            _ => {
+                return Err(ClientError::Refused(format!(
+                    "unexpected message kind at {}#{}",
+                    d.conv, d.seq
+                )))
             }
-            ReceivedMessage::Proposal(_) => Incoming::Proposal { conv: d.conv.clone(), seq: d.seq },
-            _ => return Err(ClientError::Refused(format!("unexpected message kind at {}#{}", d.conv, d.seq))),
         })
     }
 
     /// Persist the conversation's MLS state with its cursor at `seq`.
     pub fn save(&mut self, conv: &str, seq: u64) -> Result<(), ClientError> {
-        self.group_store.queue("cursor", conv.as_bytes().to_vec(), seq.to_be_bytes().to_vec());
+        self.group_store.queue(
+            "cursor",
+            conv.as_bytes().to_vec(),
+            seq.to_be_bytes().to_vec(),
+        );
         self.group(conv)?.write_to_storage()?;
         Ok(())
     }
@@ -341,7 +480,8 @@ impl Device {
     /// Move the cursor past an entry that needs no MLS processing (this
     /// device's own message).
     pub fn skip(&mut self, conv: &str, seq: u64) -> Result<(), ClientError> {
-        self.store.put("cursor", conv.as_bytes(), &seq.to_be_bytes())
+        self.store
+            .put("cursor", conv.as_bytes(), &seq.to_be_bytes())
     }
 }
 
@@ -360,5 +500,9 @@ fn member_identity(m: &mls_rs::group::Member) -> Option<String> {
 }
 
 fn roster_identities(group: &MlsGroup) -> Vec<String> {
-    group.roster().members_iter().filter_map(|m| member_identity(&m)).collect()
+    group
+        .roster()
+        .members_iter()
+        .filter_map(|m| member_identity(&m))
+        .collect()
 }

@@ -11,7 +11,7 @@ pub mod mls;
 pub mod store;
 
 pub use device::{Device, Incoming, PendingDevice};
-pub use store::{StoredMessage, Store};
+pub use store::{Store, StoredMessage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

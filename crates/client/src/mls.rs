@@ -29,7 +29,10 @@ const MAX_EPOCH_RETENTION: u64 = 3;
 
 pub type MlsConfig = WithIdentityProvider<
     BasicIdentityProvider,
-    WithCryptoProvider<AwsLcCryptoProvider, WithGroupStateStorage<GroupStore, WithKeyPackageRepo<KeyPackageStore, BaseConfig>>>,
+    WithCryptoProvider<
+        AwsLcCryptoProvider,
+        WithGroupStateStorage<GroupStore, WithKeyPackageRepo<KeyPackageStore, BaseConfig>>,
+    >,
 >;
 pub type MlsClient = mls_rs::Client<MlsConfig>;
 pub type MlsGroup = mls_rs::Group<MlsConfig>;
@@ -47,11 +50,17 @@ pub struct GroupStore {
 
 impl GroupStore {
     pub fn new(store: Store) -> Self {
-        Self { store, pending: Arc::default() }
+        Self {
+            store,
+            pending: Arc::default(),
+        }
     }
 
     pub fn queue(&self, ns: &'static str, k: Vec<u8>, v: Vec<u8>) {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push((ns, k, v));
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((ns, k, v));
     }
 }
 
@@ -66,14 +75,28 @@ impl GroupStateStorage for GroupStore {
         Ok(self.store.get("group", group_id)?.map(Zeroizing::new))
     }
 
-    fn epoch(&self, group_id: &[u8], epoch_id: u64) -> Result<Option<Zeroizing<Vec<u8>>>, Self::Error> {
-        Ok(self.store.get("epoch", &epoch_key(group_id, epoch_id))?.map(Zeroizing::new))
+    fn epoch(
+        &self,
+        group_id: &[u8],
+        epoch_id: u64,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, Self::Error> {
+        Ok(self
+            .store
+            .get("epoch", &epoch_key(group_id, epoch_id))?
+            .map(Zeroizing::new))
     }
 
-    fn write(&mut self, state: GroupState, inserts: Vec<EpochRecord>, updates: Vec<EpochRecord>) -> Result<(), Self::Error> {
-        let extra: Vec<_> = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+    fn write(
+        &mut self,
+        state: GroupState,
+        inserts: Vec<EpochRecord>,
+        updates: Vec<EpochRecord>,
+    ) -> Result<(), Self::Error> {
+        let extra: Vec<_> =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         let max = inserts.iter().chain(updates.iter()).map(|e| e.id).max();
-        let mut puts: Vec<(&str, Vec<u8>, &[u8])> = vec![("group", state.id.clone(), &state.data[..])];
+        let mut puts: Vec<(&str, Vec<u8>, &[u8])> =
+            vec![("group", state.id.clone(), &state.data[..])];
         for e in inserts.iter().chain(updates.iter()) {
             puts.push(("epoch", epoch_key(&state.id, e.id), &e.data[..]));
         }
@@ -122,14 +145,18 @@ impl KeyPackageStorage for KeyPackageStore {
     }
 
     fn insert(&mut self, id: Vec<u8>, pkg: KeyPackageData) -> Result<(), Self::Error> {
-        let bytes = pkg.mls_encode_to_vec().map_err(|e| ClientError::Store(e.to_string()))?;
+        let bytes = pkg
+            .mls_encode_to_vec()
+            .map_err(|e| ClientError::Store(e.to_string()))?;
         self.0.put("key_package", &id, &bytes)
     }
 
     fn get(&self, id: &[u8]) -> Result<Option<KeyPackageData>, Self::Error> {
         self.0
             .get("key_package", id)?
-            .map(|b| KeyPackageData::mls_decode(&mut &*b).map_err(|e| ClientError::Store(e.to_string())))
+            .map(|b| {
+                KeyPackageData::mls_decode(&mut &*b).map_err(|e| ClientError::Store(e.to_string()))
+            })
             .transpose()
     }
 }

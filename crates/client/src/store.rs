@@ -61,7 +61,9 @@ impl Store {
                 read INTEGER NOT NULL DEFAULT 0, body BLOB NOT NULL, PRIMARY KEY (conv, seq));
              CREATE INDEX IF NOT EXISTS messages_expiry ON messages (expire_at_ms) WHERE expire_at_ms IS NOT NULL;",
         )?;
-        let salt: Option<Vec<u8>> = conn.query_row("SELECT v FROM meta WHERE k='salt'", [], |r| r.get(0)).optional()?;
+        let salt: Option<Vec<u8>> = conn
+            .query_row("SELECT v FROM meta WHERE k='salt'", [], |r| r.get(0))
+            .optional()?;
         let (salt, fresh) = match salt {
             Some(s) => (s, false),
             None => {
@@ -72,15 +74,27 @@ impl Store {
         };
         let key = derive_key(passphrase, &salt)?;
         let cipher = XChaCha20Poly1305::new((&key).into());
-        let store = Store { inner: Arc::new(Inner { conn: Mutex::new(conn), cipher }) };
+        let store = Store {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                cipher,
+            }),
+        };
         if fresh {
             let check = store.seal("meta", b"check", CHECK_PLAINTEXT)?;
             let conn = store.conn();
             conn.execute("INSERT INTO meta (k, v) VALUES ('salt', ?1)", params![salt])?;
-            conn.execute("INSERT INTO meta (k, v) VALUES ('check', ?1)", params![check])?;
+            conn.execute(
+                "INSERT INTO meta (k, v) VALUES ('check', ?1)",
+                params![check],
+            )?;
         } else {
-            let check: Vec<u8> = store.conn().query_row("SELECT v FROM meta WHERE k='check'", [], |r| r.get(0))?;
-            if store.open_sealed("meta", b"check", &check).ok().as_deref() != Some(CHECK_PLAINTEXT) {
+            let check: Vec<u8> =
+                store
+                    .conn()
+                    .query_row("SELECT v FROM meta WHERE k='check'", [], |r| r.get(0))?;
+            if store.open_sealed("meta", b"check", &check).ok().as_deref() != Some(CHECK_PLAINTEXT)
+            {
                 return Err(ClientError::WrongPassphrase);
             }
         }
@@ -101,36 +115,64 @@ impl Store {
         let ct = self
             .inner
             .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| ClientError::Store("encryption failed".into()))?;
         Ok([nonce.as_slice(), &ct].concat())
     }
 
     fn open_sealed(&self, table: &str, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, ClientError> {
         if sealed.len() < 24 {
-            return Err(ClientError::Store(format!("sealed value in {table} is truncated")));
+            return Err(ClientError::Store(format!(
+                "sealed value in {table} is truncated"
+            )));
         }
         let aad = [table.as_bytes(), b"\0", key].concat();
         self.inner
             .cipher
-            .decrypt(XNonce::from_slice(&sealed[..24]), Payload { msg: &sealed[24..], aad: &aad })
-            .map_err(|_| ClientError::Store(format!("a value in {table} failed authentication (tampered or wrong key)")))
+            .decrypt(
+                XNonce::from_slice(&sealed[..24]),
+                Payload {
+                    msg: &sealed[24..],
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| {
+                ClientError::Store(format!(
+                    "a value in {table} failed authentication (tampered or wrong key)"
+                ))
+            })
     }
 
     pub fn get(&self, ns: &str, k: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
-        let v: Option<Vec<u8>> =
-            self.conn().query_row("SELECT v FROM kv WHERE ns=?1 AND k=?2", params![ns, k], |r| r.get(0)).optional()?;
+        let v: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT v FROM kv WHERE ns=?1 AND k=?2",
+                params![ns, k],
+                |r| r.get(0),
+            )
+            .optional()?;
         v.map(|v| self.open_sealed(ns, k, &v)).transpose()
     }
 
     pub fn put(&self, ns: &str, k: &[u8], v: &[u8]) -> Result<(), ClientError> {
         let sealed = self.seal(ns, k, v)?;
-        self.conn().execute("INSERT OR REPLACE INTO kv (ns, k, v) VALUES (?1, ?2, ?3)", params![ns, k, sealed])?;
+        self.conn().execute(
+            "INSERT OR REPLACE INTO kv (ns, k, v) VALUES (?1, ?2, ?3)",
+            params![ns, k, sealed],
+        )?;
         Ok(())
     }
 
     pub fn delete(&self, ns: &str, k: &[u8]) -> Result<(), ClientError> {
-        self.conn().execute("DELETE FROM kv WHERE ns=?1 AND k=?2", params![ns, k])?;
+        self.conn()
+            .execute("DELETE FROM kv WHERE ns=?1 AND k=?2", params![ns, k])?;
         Ok(())
     }
 
@@ -150,13 +192,22 @@ impl Store {
     }
 
     /// Write several values and deletions in one transaction.
-    pub fn write_batch(&self, puts: &[(&str, Vec<u8>, &[u8])], deletes: &[(&str, Vec<u8>)]) -> Result<(), ClientError> {
-        let sealed: Vec<(&str, &Vec<u8>, Vec<u8>)> =
-            puts.iter().map(|(ns, k, v)| Ok((*ns, k, self.seal(ns, k, v)?))).collect::<Result<_, ClientError>>()?;
+    pub fn write_batch(
+        &self,
+        puts: &[(&str, Vec<u8>, &[u8])],
+        deletes: &[(&str, Vec<u8>)],
+    ) -> Result<(), ClientError> {
+        let sealed: Vec<(&str, &Vec<u8>, Vec<u8>)> = puts
+            .iter()
+            .map(|(ns, k, v)| Ok((*ns, k, self.seal(ns, k, v)?)))
+            .collect::<Result<_, ClientError>>()?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         for (ns, k, v) in &sealed {
-            tx.execute("INSERT OR REPLACE INTO kv (ns, k, v) VALUES (?1, ?2, ?3)", params![ns, k, v])?;
+            tx.execute(
+                "INSERT OR REPLACE INTO kv (ns, k, v) VALUES (?1, ?2, ?3)",
+                params![ns, k, v],
+            )?;
         }
         for (ns, k) in deletes {
             tx.execute("DELETE FROM kv WHERE ns=?1 AND k=?2", params![ns, k])?;
@@ -169,7 +220,8 @@ impl Store {
     /// message redelivered after a crash is stored once.
     pub fn insert_message(&self, m: &StoredMessage) -> Result<(), ClientError> {
         let key = format!("{}:{}", m.conv, m.seq);
-        let body = serde_json::to_vec(&(&m.sender, &m.text, m.sent_at_ms)).map_err(|e| ClientError::Store(e.to_string()))?;
+        let body = serde_json::to_vec(&(&m.sender, &m.text, m.sent_at_ms))
+            .map_err(|e| ClientError::Store(e.to_string()))?;
         let sealed = self.seal("messages", key.as_bytes(), &body)?;
         self.conn().execute(
             "INSERT OR IGNORE INTO messages (conv, seq, sender, server_time_ms, expire_at_ms, burn_on_read, read, body)
@@ -221,25 +273,37 @@ impl Store {
     /// Mark messages as read; burn-on-read messages are deleted right away.
     pub fn mark_read(&self, conv: Option<&str>) -> Result<usize, ClientError> {
         let conn = self.conn();
-        conn.execute("UPDATE messages SET read = 1 WHERE ?1 IS NULL OR conv = ?1", params![conv])?;
-        Ok(conn.execute("DELETE FROM messages WHERE burn_on_read = 1 AND read = 1", [])?)
+        conn.execute(
+            "UPDATE messages SET read = 1 WHERE ?1 IS NULL OR conv = ?1",
+            params![conv],
+        )?;
+        Ok(conn.execute(
+            "DELETE FROM messages WHERE burn_on_read = 1 AND read = 1",
+            [],
+        )?)
     }
 
     /// Delete every message whose timer has fired by `now_ms`. Returns how
     /// many were deleted.
     pub fn purge_expired(&self, now_ms: u64) -> Result<usize, ClientError> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM messages WHERE expire_at_ms IS NOT NULL AND expire_at_ms <= ?1", params![now_ms as i64])?)
+        Ok(self.conn().execute(
+            "DELETE FROM messages WHERE expire_at_ms IS NOT NULL AND expire_at_ms <= ?1",
+            params![now_ms as i64],
+        )?)
     }
 
     pub fn message_count(&self) -> Result<u64, ClientError> {
-        Ok(self.conn().query_row("SELECT COUNT(*) FROM messages", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get::<_, i64>(0))?
+            as u64)
     }
 
     /// Earliest pending expiry, so a running client can sleep until then.
     pub fn next_expiry(&self) -> Result<Option<u64>, ClientError> {
-        let v: Option<i64> = self.conn().query_row("SELECT MIN(expire_at_ms) FROM messages", [], |r| r.get(0))?;
+        let v: Option<i64> =
+            self.conn()
+                .query_row("SELECT MIN(expire_at_ms) FROM messages", [], |r| r.get(0))?;
         Ok(v.map(|v| v as u64))
     }
 }
@@ -266,14 +330,20 @@ mod tests {
             let s = Store::open(&path, "correct horse").unwrap();
             s.put("ns", b"k", b"secret value").unwrap();
         }
-        assert!(matches!(Store::open(&path, "wrong"), Err(ClientError::WrongPassphrase)));
+        assert!(matches!(
+            Store::open(&path, "wrong"),
+            Err(ClientError::WrongPassphrase)
+        ));
         let raw = std::fs::read(&path).unwrap();
         let wal = std::fs::read(path.with_extension("db-wal")).unwrap_or_default();
         let needle = b"secret value";
         assert!(!raw.windows(needle.len()).any(|w| w == needle));
         assert!(!wal.windows(needle.len()).any(|w| w == needle));
         let s = Store::open(&path, "correct horse").unwrap();
-        assert_eq!(s.get("ns", b"k").unwrap().as_deref(), Some(&b"secret value"[..]));
+        assert_eq!(
+            s.get("ns", b"k").unwrap().as_deref(),
+            Some(&b"secret value"[..])
+        );
     }
 
     #[test]
@@ -281,8 +351,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("d.db"), "p").unwrap();
         let m = |seq, expire_at_ms, burn_on_read| StoredMessage {
-            conv: "c".into(), seq, sender: "alice".into(), text: format!("m{seq}"), sent_at_ms: 1,
-            server_time_ms: 1, expire_at_ms, burn_on_read, read: false,
+            conv: "c".into(),
+            seq,
+            sender: "alice".into(),
+            text: format!("m{seq}"),
+            sent_at_ms: 1,
+            server_time_ms: 1,
+            expire_at_ms,
+            burn_on_read,
+            read: false,
         };
         s.insert_message(&m(1, Some(1_000), false)).unwrap();
         s.insert_message(&m(2, Some(5_000), false)).unwrap();

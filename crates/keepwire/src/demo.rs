@@ -29,7 +29,8 @@ const PASS: &str = "demo-passphrase";
 
 pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
     let clock = Clock::from_env();
-    let (addr, state) = serve::serve_embedded(data_dir, "127.0.0.1:0".parse()?, Limits::default()).await?;
+    let (addr, state) =
+        serve::serve_embedded(data_dir, "127.0.0.1:0".parse()?, Limits::default()).await?;
     let url = format!("http://{addr}");
     let store = serve::open_server_store(data_dir)?;
     // Wait for the records member to enrol and publish key packages.
@@ -48,12 +49,15 @@ pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut devices: Vec<Online> = Vec::new();
-    for (name, display, category) in
-        [("alice", "Alice Ng (field agent)", "staff"), ("bob", "Bob Ortiz (deputy director)", "capstone"), ("guest", "Gabriela Ruiz (partner agency)", "guest")]
-    {
+    for (name, display, category) in [
+        ("alice", "Alice Ng (field agent)", "staff"),
+        ("bob", "Bob Ortiz (deputy director)", "capstone"),
+        ("guest", "Gabriela Ruiz (partner agency)", "guest"),
+    ] {
         store.add_user(name, display, category, clock.now_ms())?;
         let code = store.new_enrolment_code(name, clock.now_ms())?;
-        let mut online = session::enroll(&url, &code, &data_dir.join("devices").join(name), PASS).await?;
+        let mut online =
+            session::enroll(&url, &code, &data_dir.join("devices").join(name), PASS).await?;
         online.acknowledge_notice().await?;
         devices.push(online);
     }
@@ -61,17 +65,32 @@ pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
     let mut sent = 0u64;
     // A group conversation with the guest, and a 1:1.
     let group = devices[0].create(&users(&["bob", "guest"])).await?;
-    for (i, text) in ["Convoy leaves at 0600.", "Checkpoint Bravo is clear.", "Copy, meeting our counterparts at the crossing."]
-        .iter()
-        .enumerate()
+    for (i, text) in [
+        "Convoy leaves at 0600.",
+        "Checkpoint Bravo is clear.",
+        "Copy, meeting our counterparts at the crossing.",
+    ]
+    .iter()
+    .enumerate()
     {
         let from = i % 3;
-        devices[from].send(&group, text, Some(timer_secs), false).await?;
+        devices[from]
+            .send(&group, text, Some(timer_secs), false)
+            .await?;
         sent += 1;
     }
     let direct = devices[1].create(&users(&["alice"])).await?;
-    devices[1].send(&direct, "Call me after the briefing.", Some(timer_secs), false).await?;
-    devices[0].send(&direct, "Will do.", Some(timer_secs), true).await?;
+    devices[1]
+        .send(
+            &direct,
+            "Call me after the briefing.",
+            Some(timer_secs),
+            false,
+        )
+        .await?;
+    devices[0]
+        .send(&direct, "Will do.", Some(timer_secs), true)
+        .await?;
     sent += 2;
 
     let mut delivered = 0u64;
@@ -84,7 +103,10 @@ pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
     let start = Instant::now();
     while archive.count(Some("application"))? < sent {
         if start.elapsed() > Duration::from_secs(30) {
-            bail!("records service captured {} of {sent} messages within 30 s", archive.count(Some("application"))?);
+            bail!(
+                "records service captured {} of {sent} messages within 30 s",
+                archive.count(Some("application"))?
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -111,7 +133,10 @@ pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
     let records = archive.list(false, true)?;
     let captured = records.len() as u64;
     let device_ids: Vec<String> = devices.iter().map(|d| d.device.identity()).collect();
-    let captured_verified = records.iter().filter(|r| r.text.is_some() && device_ids.contains(&r.sender)).count() as u64;
+    let captured_verified = records
+        .iter()
+        .filter(|r| r.text.is_some() && device_ids.contains(&r.sender))
+        .count() as u64;
     Ok(DemoReport {
         sent,
         delivered,
@@ -125,16 +150,29 @@ pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
 
 pub fn print(r: &DemoReport) {
     let check = |ok: bool| if ok { "ok " } else { "FAIL" };
-    println!("keepwire demo — alice (staff), bob (Capstone official) and a guest from a partner agency");
+    println!(
+        "keepwire demo — alice (staff), bob (Capstone official) and a guest from a partner agency"
+    );
     println!("  data directory: {}", r.data_dir);
     println!("  [{}] {} messages sent end-to-end encrypted (MLS, P256_AES128), {} delivered to recipients", check(r.delivered > 0), r.sent, r.delivered);
-    println!("  [{}] {} remain on devices after their disappearing timers fired", check(r.remaining_on_devices == 0), r.remaining_on_devices);
-    println!("  [{}] {} remain on the relay after every device and the records service acknowledged", check(r.remaining_on_relay == 0), r.remaining_on_relay);
+    println!(
+        "  [{}] {} remain on devices after their disappearing timers fired",
+        check(r.remaining_on_devices == 0),
+        r.remaining_on_devices
+    );
+    println!(
+        "  [{}] {} remain on the relay after every device and the records service acknowledged",
+        check(r.remaining_on_relay == 0),
+        r.remaining_on_relay
+    );
     println!("  [{}] {} of {} captured in the archive, {} decrypted with the sender's signature verified", check(r.captured == r.sent && r.captured_verified == r.sent), r.captured, r.sent, r.captured_verified);
 }
 
 impl DemoReport {
     pub fn ok(&self) -> bool {
-        self.captured == self.sent && self.captured_verified == self.sent && self.remaining_on_devices == 0 && self.remaining_on_relay == 0
+        self.captured == self.sent
+            && self.captured_verified == self.sent
+            && self.remaining_on_devices == 0
+            && self.remaining_on_relay == 0
     }
 }

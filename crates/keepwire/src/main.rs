@@ -15,7 +15,11 @@ use keepwire_protocol::clock::Clock;
 use keepwire_server::Limits;
 
 #[derive(Parser)]
-#[command(name = "keepwire", version, about = "End-to-end encrypted agency messaging with a complete records archive")]
+#[command(
+    name = "keepwire",
+    version,
+    about = "End-to-end encrypted agency messaging with a complete records archive"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -205,7 +209,11 @@ enum RecordsCommand {
     Serve {
         #[arg(long, env = "KEEPWIRE_SERVER", default_value = "http://127.0.0.1:7878")]
         server: String,
-        #[arg(long, env = "KEEPWIRE_RECORDS_DIR", default_value = "keepwire-data/records")]
+        #[arg(
+            long,
+            env = "KEEPWIRE_RECORDS_DIR",
+            default_value = "keepwire-data/records"
+        )]
         records_dir: PathBuf,
         /// Enrolment code for the records device (first start only).
         #[arg(long)]
@@ -232,16 +240,22 @@ enum RecordsCommand {
 }
 
 fn passphrase() -> Result<String> {
-    std::env::var("KEEPWIRE_PASSPHRASE").context("set KEEPWIRE_PASSPHRASE to the passphrase that protects this device's store")
+    std::env::var("KEEPWIRE_PASSPHRASE")
+        .context("set KEEPWIRE_PASSPHRASE to the passphrase that protects this device's store")
 }
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KEEPWIRE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEEPWIRE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(cli))
 }
 
@@ -253,15 +267,32 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     let clock = Clock::from_env();
     match cli.command {
-        Command::Serve { data_dir, listen, max_capture_backlog } => {
-            let limits = Limits { max_capture_backlog, ..Limits::default() };
+        Command::Serve {
+            data_dir,
+            listen,
+            max_capture_backlog,
+        } => {
+            let limits = Limits {
+                max_capture_backlog,
+                ..Limits::default()
+            };
             let (addr, _state) = serve::serve_embedded(&data_dir, listen, limits).await?;
-            eprintln!("keepwire serving on http://{addr} (data in {})", data_dir.display());
+            eprintln!(
+                "keepwire serving on http://{addr} (data in {})",
+                data_dir.display()
+            );
             tokio::signal::ctrl_c().await?;
             Ok(())
         }
-        Command::Server { data_dir, listen, max_capture_backlog } => {
-            let limits = Limits { max_capture_backlog, ..Limits::default() };
+        Command::Server {
+            data_dir,
+            listen,
+            max_capture_backlog,
+        } => {
+            let limits = Limits {
+                max_capture_backlog,
+                ..Limits::default()
+            };
             let (addr, _state, handle) = serve::start_server(&data_dir, listen, limits).await?;
             if let Some(code) = serve::records_code(&data_dir, &clock)? {
                 eprintln!("records service enrolment code: {code}");
@@ -273,7 +304,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Records { command } => records(command).await,
         Command::Admin { data_dir, command } => admin(&data_dir, command, &clock),
         Command::Chat { command } => chat(command).await,
-        Command::Demo { data_dir, timer, json } => {
+        Command::Demo {
+            data_dir,
+            timer,
+            json,
+        } => {
             let tmp;
             let dir = match data_dir {
                 Some(d) => d,
@@ -299,41 +334,71 @@ async fn run(cli: Cli) -> Result<()> {
 fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -> Result<()> {
     let store = serve::open_server_store(data_dir)?;
     match command {
-        AdminCommand::User { command: UserCommand::Add { name, display, category } } => {
+        AdminCommand::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    display,
+                    category,
+                },
+        } => {
             store.add_user(&name, &display, &category, clock.now_ms())?;
             let code = store.new_enrolment_code(&name, clock.now_ms())?;
             println!("{code}");
         }
-        AdminCommand::User { command: UserCommand::Code { name } } => println!("{}", store.new_enrolment_code(&name, clock.now_ms())?),
-        AdminCommand::User { command: UserCommand::List { json } } => {
+        AdminCommand::User {
+            command: UserCommand::Code { name },
+        } => println!("{}", store.new_enrolment_code(&name, clock.now_ms())?),
+        AdminCommand::User {
+            command: UserCommand::List { json },
+        } => {
             let users = store.users()?;
             if json {
                 print_json(&users)?;
             } else {
                 for u in users {
-                    let notice = if u.notice_acknowledged_at_ms.is_some() { "notice acknowledged" } else { "notice NOT acknowledged" };
-                    println!("{:<16} {:<10} {:<32} {notice}", u.name, u.category, u.display);
+                    let notice = if u.notice_acknowledged_at_ms.is_some() {
+                        "notice acknowledged"
+                    } else {
+                        "notice NOT acknowledged"
+                    };
+                    println!(
+                        "{:<16} {:<10} {:<32} {notice}",
+                        u.name, u.category, u.display
+                    );
                 }
             }
         }
-        AdminCommand::Device { command: DeviceCommand::List { user, json } } => {
+        AdminCommand::Device {
+            command: DeviceCommand::List { user, json },
+        } => {
             let devices = store.devices(user.as_deref())?;
             if json {
                 let v: Vec<_> = devices.iter().map(|d| serde_json::json!({"device_id": d.device_id, "user": d.user, "revoked": d.revoked})).collect();
                 print_json(&v)?;
             } else {
                 for d in devices {
-                    println!("{} {:<16} {}", d.device_id, d.user, if d.revoked { "revoked" } else { "active" });
+                    println!(
+                        "{} {:<16} {}",
+                        d.device_id,
+                        d.user,
+                        if d.revoked { "revoked" } else { "active" }
+                    );
                 }
             }
         }
-        AdminCommand::Device { command: DeviceCommand::Revoke { device_id } } => {
+        AdminCommand::Device {
+            command: DeviceCommand::Revoke { device_id },
+        } => {
             if !store.revoke_device(&device_id, clock.now_ms())? {
                 bail!("no active device {device_id}");
             }
             println!("revoked {device_id}");
         }
-        AdminCommand::Policy { max_timer_secs, guests_allowed } => {
+        AdminCommand::Policy {
+            max_timer_secs,
+            guests_allowed,
+        } => {
             if let Some(t) = max_timer_secs {
                 store.set_meta("policy.max_timer_secs", &t.to_string())?;
             }
@@ -348,29 +413,46 @@ fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -> Re
 async fn chat(command: ChatCommand) -> Result<()> {
     match command {
         ChatCommand::Enroll { device, code } => {
-            let online = session::enroll(&device.server, &code, &device.device_dir, &passphrase()?).await?;
+            let online =
+                session::enroll(&device.server, &code, &device.device_dir, &passphrase()?).await?;
             if device.json {
-                print_json(&serde_json::json!({"user": online.device.user, "device_id": online.device.device_id}))?;
+                print_json(
+                    &serde_json::json!({"user": online.device.user, "device_id": online.device.device_id}),
+                )?;
             } else {
-                println!("enrolled {} as device {}", online.device.user, online.device.device_id);
+                println!(
+                    "enrolled {} as device {}",
+                    online.device.user, online.device.device_id
+                );
                 if !online.notice_acknowledged {
-                    println!("\n{}\n\nAcknowledge with `keepwire chat notice --accept` before sending.", keepwire_protocol::content::RECORDS_NOTICE);
+                    println!(
+                        "\n{}\n\nAcknowledge with `keepwire chat notice --accept` before sending.",
+                        keepwire_protocol::content::RECORDS_NOTICE
+                    );
                 }
             }
         }
         ChatCommand::Notice { device, accept } => {
-            let mut online = session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            let mut online =
+                session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             if accept {
                 online.acknowledge_notice().await?;
             }
             if device.json {
-                print_json(&serde_json::json!({"notice": keepwire_protocol::content::RECORDS_NOTICE, "acknowledged": online.notice_acknowledged}))?;
+                print_json(
+                    &serde_json::json!({"notice": keepwire_protocol::content::RECORDS_NOTICE, "acknowledged": online.notice_acknowledged}),
+                )?;
             } else {
-                println!("{}\n\nacknowledged: {}", keepwire_protocol::content::RECORDS_NOTICE, online.notice_acknowledged);
+                println!(
+                    "{}\n\nacknowledged: {}",
+                    keepwire_protocol::content::RECORDS_NOTICE,
+                    online.notice_acknowledged
+                );
             }
         }
         ChatCommand::Conversations { device } => {
-            let mut online = session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            let mut online =
+                session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             online.sync().await?;
             let mut out = Vec::new();
             for conv in online.device.conversations()? {
@@ -386,7 +468,8 @@ async fn chat(command: ChatCommand) -> Result<()> {
             }
         }
         ChatCommand::Create { device, users } => {
-            let mut online = session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            let mut online =
+                session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             let conv = online.create(&users).await?;
             if device.json {
                 print_json(&serde_json::json!({"conv": conv}))?;
@@ -394,18 +477,35 @@ async fn chat(command: ChatCommand) -> Result<()> {
                 println!("{conv}");
             }
         }
-        ChatCommand::Add { device, conv, users } => {
-            let mut online = session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+        ChatCommand::Add {
+            device,
+            conv,
+            users,
+        } => {
+            let mut online =
+                session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             let seq = online.add(&conv, &users).await?;
             println!("{}", serde_json::json!({"conv": conv, "seq": seq}));
         }
-        ChatCommand::Remove { device, conv, users } => {
-            let mut online = session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+        ChatCommand::Remove {
+            device,
+            conv,
+            users,
+        } => {
+            let mut online =
+                session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             let seq = online.remove(&conv, &users).await?;
             println!("{}", serde_json::json!({"conv": conv, "seq": seq}));
         }
-        ChatCommand::Send { device, conv, text, timer, burn_on_read } => {
-            let mut online = session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+        ChatCommand::Send {
+            device,
+            conv,
+            text,
+            timer,
+            burn_on_read,
+        } => {
+            let mut online =
+                session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             let seq = online.send(&conv, &text, timer, burn_on_read).await?;
             if device.json {
                 print_json(&serde_json::json!({"conv": conv, "seq": seq}))?;
@@ -414,7 +514,8 @@ async fn chat(command: ChatCommand) -> Result<()> {
             }
         }
         ChatCommand::Read { device, conv } => {
-            let mut online = session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            let mut online =
+                session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             online.sync().await?;
             let now = online.clock.now_ms();
             let messages = online.device.store().messages(conv.as_deref())?;
@@ -428,7 +529,13 @@ async fn chat(command: ChatCommand) -> Result<()> {
                         None if m.burn_on_read => "burns on read".to_string(),
                         None => "kept".to_string(),
                     };
-                    println!("[{}#{}] {}: {}  ({left})", &m.conv[..8.min(m.conv.len())], m.seq, m.sender, m.text);
+                    println!(
+                        "[{}#{}] {}: {}  ({left})",
+                        &m.conv[..8.min(m.conv.len())],
+                        m.seq,
+                        m.sender,
+                        m.text
+                    );
                 }
             }
         }
@@ -438,22 +545,40 @@ async fn chat(command: ChatCommand) -> Result<()> {
 
 async fn records(command: RecordsCommand) -> Result<()> {
     match command {
-        RecordsCommand::Serve { server, records_dir, code } => serve::run_records(server, records_dir, code).await,
-        RecordsCommand::List { data_dir, all, json } => {
+        RecordsCommand::Serve {
+            server,
+            records_dir,
+            code,
+        } => serve::run_records(server, records_dir, code).await,
+        RecordsCommand::List {
+            data_dir,
+            all,
+            json,
+        } => {
             let archive = keepwire_records::Archive::open(&serve::records_dir(&data_dir), false)?;
             let records = archive.list(all, false)?;
             if json {
                 print_json(&records)?;
             } else {
                 for r in records {
-                    println!("{:>6}  {}#{}  {:<12} {}  epoch {}", r.id, &r.conv[..8.min(r.conv.len())], r.seq, r.kind, r.sender, r.epoch);
+                    println!(
+                        "{:>6}  {}#{}  {:<12} {}  epoch {}",
+                        r.id,
+                        &r.conv[..8.min(r.conv.len())],
+                        r.seq,
+                        r.kind,
+                        r.sender,
+                        r.epoch
+                    );
                 }
             }
             Ok(())
         }
         RecordsCommand::Show { id, data_dir, json } => {
             let archive = keepwire_records::Archive::open(&serve::records_dir(&data_dir), true)?;
-            let r = archive.get(id, true)?.with_context(|| format!("no record {id}"))?;
+            let r = archive
+                .get(id, true)?
+                .with_context(|| format!("no record {id}"))?;
             if json {
                 print_json(&r)?;
             } else {

@@ -24,7 +24,10 @@ pub struct Refused(pub ProtocolError);
 
 impl Conn {
     pub async fn connect(server: &str) -> Result<Self> {
-        let url = format!("{}/v1/ws", server.trim_end_matches('/').replacen("http", "ws", 1));
+        let url = format!(
+            "{}/v1/ws",
+            server.trim_end_matches('/').replacen("http", "ws", 1)
+        );
         let (ws, _) = tokio_tungstenite::connect_async_with_config(
             &url,
             Some(
@@ -36,7 +39,12 @@ impl Conn {
         )
         .await
         .with_context(|| format!("cannot connect to {url}"))?;
-        let mut conn = Conn { ws, next_id: 1, pushes: VecDeque::new(), nonce: Vec::new() };
+        let mut conn = Conn {
+            ws,
+            next_id: 1,
+            pushes: VecDeque::new(),
+            nonce: Vec::new(),
+        };
         match conn.read().await?.body {
             ServerBody::Challenge { nonce, .. } => conn.nonce = nonce,
             other => bail!("server did not start with a challenge: {other:?}"),
@@ -50,7 +58,8 @@ impl Conn {
                 None => bail!("server closed the connection"),
                 Some(Err(e)) => return Err(anyhow!("connection error: {e}")),
                 Some(Ok(Message::Text(t))) => {
-                    return ServerFrame::from_json(&t).with_context(|| format!("server sent an unreadable frame: {t}"))
+                    return ServerFrame::from_json(&t)
+                        .with_context(|| format!("server sent an unreadable frame: {t}"))
                 }
                 Some(Ok(Message::Close(_))) => bail!("server closed the connection"),
                 Some(Ok(_)) => continue,
@@ -63,13 +72,18 @@ impl Conn {
     pub async fn request(&mut self, req: Request) -> Result<ServerBody> {
         let id = self.next_id;
         self.next_id += 1;
-        self.ws.send(Message::Text(ClientFrame::new(id, req).to_json().into())).await.context("sending request")?;
+        self.ws
+            .send(Message::Text(ClientFrame::new(id, req).to_json().into()))
+            .await
+            .context("sending request")?;
         loop {
             let f = self.read().await?;
             match f.id {
                 Some(rid) if rid == id => {
                     return match f.body {
-                        ServerBody::Error { code, message } => Err(Refused(ProtocolError::new(code, message)).into()),
+                        ServerBody::Error { code, message } => {
+                            Err(Refused(ProtocolError::new(code, message)).into())
+                        }
                         body => Ok(body),
                     }
                 }

@@ -21,7 +21,8 @@ pub fn records_dir(data_dir: &Path) -> PathBuf {
 }
 
 pub fn open_server_store(data_dir: &Path) -> Result<Store> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     Ok(Store::open(&data_dir.join(keepwire_server::SERVER_DB))?)
 }
 
@@ -42,17 +43,29 @@ pub async fn start_server(
     data_dir: &Path,
     listen: SocketAddr,
     limits: Limits,
-) -> Result<(SocketAddr, AppState, tokio::task::JoinHandle<std::io::Result<()>>)> {
+) -> Result<(
+    SocketAddr,
+    AppState,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)> {
     check_listen(&listen)?;
     let store = open_server_store(data_dir)?;
     let key = keepwire_server::load_or_create_key(data_dir)?;
     let core = Core::open(store, key, limits, Clock::from_env())?;
     let state = AppState::new(core);
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let st = state.clone();
     let handle = tokio::spawn(async move {
-        keepwire_server::ws::serve(listener, st, Duration::from_millis(500), std::future::pending()).await
+        keepwire_server::ws::serve(
+            listener,
+            st,
+            Duration::from_millis(500),
+            std::future::pending(),
+        )
+        .await
     });
     tracing::info!(%addr, "delivery server listening");
     Ok((addr, state, handle))
@@ -77,7 +90,9 @@ fn records_passphrase(dir: &Path) -> Result<String> {
 fn rand_fill(buf: &mut [u8]) {
     use std::io::Read;
     // Invariant: /dev/urandom exists on every supported (Linux/Unix) host.
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).expect("/dev/urandom is readable");
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .expect("/dev/urandom is readable");
 }
 
 /// Make sure the records member exists and has an enrolment code ready
@@ -88,9 +103,16 @@ pub fn records_code(data_dir: &Path, clock: &Clock) -> Result<Option<String>> {
     }
     let store = open_server_store(data_dir)?;
     if store.user(RECORDS_USER)?.is_none() {
-        store.add_user(RECORDS_USER, "Agency records service", "records", clock.now_ms())?;
+        store.add_user(
+            RECORDS_USER,
+            "Agency records service",
+            "records",
+            clock.now_ms(),
+        )?;
     }
-    Ok(Some(store.new_enrolment_code(RECORDS_USER, clock.now_ms())?))
+    Ok(Some(
+        store.new_enrolment_code(RECORDS_USER, clock.now_ms())?,
+    ))
 }
 
 /// Run the records service against `server` forever, reconnecting on
@@ -99,13 +121,17 @@ pub async fn run_records(server: String, dir: PathBuf, code: Option<String>) -> 
     let passphrase = records_passphrase(&dir)?;
     let clock = Clock::from_env();
     if let Some(code) = code {
-        let online = crate::session::enroll(&server, &code, &dir, &passphrase).await.context("enrolling the records device")?;
+        let online = crate::session::enroll(&server, &code, &dir, &passphrase)
+            .await
+            .context("enrolling the records device")?;
         tracing::info!(device = %online.device.device_id, "records device enrolled");
     }
     loop {
         match records_once(&server, &dir, &passphrase, &clock).await {
             Ok(()) => {}
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "records service disconnected; reconnecting"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "records service disconnected; reconnecting")
+            }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -117,7 +143,8 @@ async fn records_once(server: &str, dir: &Path, passphrase: &str, clock: &Clock)
     let mut conn = Conn::connect(server).await?;
     conn.request(device.auth_request(&conn.nonce)?).await?;
     // Keep the key package pool topped up so new conversations can add us.
-    conn.request(device.key_packages_request(crate::session::KEY_PACKAGE_POOL, true)?).await?;
+    conn.request(device.key_packages_request(crate::session::KEY_PACKAGE_POOL, true)?)
+        .await?;
     let mut capture = Capture::new(device, archive, clock.clone());
     conn.request(Request::Sync).await?;
     loop {
@@ -128,7 +155,11 @@ async fn records_once(server: &str, dir: &Path, passphrase: &str, clock: &Clock)
             }
             ServerBody::Deliver(d) => {
                 if let Some(seq) = capture.capture(&d)? {
-                    conn.request(Request::Ack { conv: d.conv.clone(), seq }).await?;
+                    conn.request(Request::Ack {
+                        conv: d.conv.clone(),
+                        seq,
+                    })
+                    .await?;
                 }
             }
             _ => {}
@@ -138,7 +169,11 @@ async fn records_once(server: &str, dir: &Path, passphrase: &str, clock: &Clock)
 
 /// Everything in one process: the server, and the records service
 /// connected to it over loopback like any device.
-pub async fn serve_embedded(data_dir: &Path, listen: SocketAddr, limits: Limits) -> Result<(SocketAddr, AppState)> {
+pub async fn serve_embedded(
+    data_dir: &Path,
+    listen: SocketAddr,
+    limits: Limits,
+) -> Result<(SocketAddr, AppState)> {
     let (addr, state, _server) = start_server(data_dir, listen, limits).await?;
     let code = records_code(data_dir, &Clock::from_env())?;
     let url = format!("http://{addr}");

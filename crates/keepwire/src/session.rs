@@ -27,14 +27,30 @@ pub struct Online {
 pub async fn enroll(server: &str, code: &str, dir: &Path, passphrase: &str) -> Result<Online> {
     let mut conn = Conn::connect(server).await?;
     let pending = PendingDevice::create(dir, passphrase)?;
-    let body = conn.request(pending.enroll_request(code, &conn.nonce)?).await?;
+    let body = conn
+        .request(pending.enroll_request(code, &conn.nonce)?)
+        .await?;
     let (user, device_id, policy, notice) = match body {
-        ServerBody::Authenticated { user, device_id, policy, notice_acknowledged } => (user, device_id, policy, notice_acknowledged),
+        ServerBody::Authenticated {
+            user,
+            device_id,
+            policy,
+            notice_acknowledged,
+        } => (user, device_id, policy, notice_acknowledged),
         other => bail!("unexpected answer to enroll: {other:?}"),
     };
     let device = pending.complete(&user, &device_id)?;
-    conn.request(device.key_packages_request(KEY_PACKAGE_POOL, true)?).await.context("uploading key packages")?;
-    Ok(Online { device, conn, policy, notice_acknowledged: notice, clock: Clock::from_env(), received: 0 })
+    conn.request(device.key_packages_request(KEY_PACKAGE_POOL, true)?)
+        .await
+        .context("uploading key packages")?;
+    Ok(Online {
+        device,
+        conn,
+        policy,
+        notice_acknowledged: notice,
+        clock: Clock::from_env(),
+        received: 0,
+    })
 }
 
 pub async fn connect(server: &str, dir: &Path, passphrase: &str) -> Result<Online> {
@@ -42,10 +58,21 @@ pub async fn connect(server: &str, dir: &Path, passphrase: &str) -> Result<Onlin
     let mut conn = Conn::connect(server).await?;
     let body = conn.request(device.auth_request(&conn.nonce)?).await?;
     let (policy, notice) = match body {
-        ServerBody::Authenticated { policy, notice_acknowledged, .. } => (policy, notice_acknowledged),
+        ServerBody::Authenticated {
+            policy,
+            notice_acknowledged,
+            ..
+        } => (policy, notice_acknowledged),
         other => bail!("unexpected answer to auth: {other:?}"),
     };
-    let online = Online { device, conn, policy, notice_acknowledged: notice, clock: Clock::from_env(), received: 0 };
+    let online = Online {
+        device,
+        conn,
+        policy,
+        notice_acknowledged: notice,
+        clock: Clock::from_env(),
+        received: 0,
+    };
     online.device.store().purge_expired(online.clock.now_ms())?;
     Ok(online)
 }
@@ -84,7 +111,9 @@ impl Online {
                 match incoming {
                     Incoming::Duplicate => {}
                     Incoming::Own => self.device.skip(&d.conv, d.seq)?,
-                    Incoming::Application { sender, content, .. } => {
+                    Incoming::Application {
+                        sender, content, ..
+                    } => {
                         let m = self.to_stored(&d.conv, d.seq, &sender, d.server_time_ms, &content);
                         if let Some(m) = &m {
                             self.device.store().insert_message(m)?;
@@ -93,16 +122,30 @@ impl Online {
                         self.device.save(&d.conv, d.seq)?;
                         stored = m;
                     }
-                    Incoming::Commit { .. } | Incoming::Proposal { .. } => self.device.save(&d.conv, d.seq)?,
+                    Incoming::Commit { .. } | Incoming::Proposal { .. } => {
+                        self.device.save(&d.conv, d.seq)?
+                    }
                 }
-                self.conn.request(Request::Ack { conv: d.conv, seq: d.seq }).await?;
+                self.conn
+                    .request(Request::Ack {
+                        conv: d.conv,
+                        seq: d.seq,
+                    })
+                    .await?;
                 Ok(stored)
             }
             _ => Ok(None),
         }
     }
 
-    fn to_stored(&self, conv: &str, seq: u64, sender: &str, server_time_ms: u64, content: &[u8]) -> Option<StoredMessage> {
+    fn to_stored(
+        &self,
+        conv: &str,
+        seq: u64,
+        sender: &str,
+        server_time_ms: u64,
+        content: &[u8],
+    ) -> Option<StoredMessage> {
         let c = match Content::decode(content) {
             Ok(c) => c,
             Err(e) => {
@@ -111,7 +154,9 @@ impl Online {
             }
         };
         // The admin's cap applies whatever the sender asked for.
-        let timer = c.expire_after_secs.map(|t| t.min(self.policy.max_timer_secs));
+        let timer = c
+            .expire_after_secs
+            .map(|t| t.min(self.policy.max_timer_secs));
         Some(StoredMessage {
             conv: conv.to_string(),
             seq,
@@ -125,8 +170,19 @@ impl Online {
         })
     }
 
-    async fn claim(&mut self, users: &[String], include_records: bool) -> Result<Vec<ClaimedKeyPackage>> {
-        match self.conn.request(Request::ClaimKeyPackages { users: users.to_vec(), include_records }).await? {
+    async fn claim(
+        &mut self,
+        users: &[String],
+        include_records: bool,
+    ) -> Result<Vec<ClaimedKeyPackage>> {
+        match self
+            .conn
+            .request(Request::ClaimKeyPackages {
+                users: users.to_vec(),
+                include_records,
+            })
+            .await?
+        {
             ServerBody::KeyPackages { packages } => Ok(packages),
             other => bail!("unexpected answer to claim: {other:?}"),
         }
@@ -140,7 +196,12 @@ impl Online {
         match self.conn.request(req).await {
             Ok(ServerBody::Receipt(r)) => {
                 self.device.commit_accepted(&conv, r.seq)?;
-                self.conn.request(Request::Ack { conv: conv.clone(), seq: r.seq }).await?;
+                self.conn
+                    .request(Request::Ack {
+                        conv: conv.clone(),
+                        seq: r.seq,
+                    })
+                    .await?;
                 Ok(conv)
             }
             Ok(other) => bail!("unexpected answer to create: {other:?}"),
@@ -152,7 +213,12 @@ impl Online {
         match self.conn.request(req).await {
             Ok(ServerBody::Receipt(r)) => {
                 self.device.commit_accepted(conv, r.seq)?;
-                self.conn.request(Request::Ack { conv: conv.to_string(), seq: r.seq }).await?;
+                self.conn
+                    .request(Request::Ack {
+                        conv: conv.to_string(),
+                        seq: r.seq,
+                    })
+                    .await?;
                 Ok(r.seq)
             }
             Ok(other) => bail!("unexpected answer: {other:?}"),
@@ -177,14 +243,23 @@ impl Online {
     }
 
     /// Send a text; returns the receipt's sequence number.
-    pub async fn send(&mut self, conv: &str, text: &str, timer_secs: Option<u64>, burn_on_read: bool) -> Result<u64> {
+    pub async fn send(
+        &mut self,
+        conv: &str,
+        text: &str,
+        timer_secs: Option<u64>,
+        burn_on_read: bool,
+    ) -> Result<u64> {
         if !self.notice_acknowledged {
             bail!("acknowledge the records notice first (`keepwire chat notice --accept`)");
         }
         self.sync().await?;
         if let Some(t) = timer_secs {
             if t > self.policy.max_timer_secs {
-                bail!("timer of {t} s exceeds the agency's maximum of {} s", self.policy.max_timer_secs);
+                bail!(
+                    "timer of {t} s exceeds the agency's maximum of {} s",
+                    self.policy.max_timer_secs
+                );
             }
         }
         let content = Content {
@@ -202,7 +277,9 @@ impl Online {
         // The sender keeps its own copy under the same timer.
         let me = self.device.identity();
         if let Some(m) = self.to_stored(conv, r.seq, &me, r.server_time_ms, &content.encode()?) {
-            self.device.store().insert_message(&StoredMessage { read: true, ..m })?;
+            self.device
+                .store()
+                .insert_message(&StoredMessage { read: true, ..m })?;
         }
         Ok(r.seq)
     }

@@ -21,11 +21,16 @@ impl Clock {
 
     /// The system clock, or the offset clock when `KEEPWIRE_CLOCK_FILE` is set.
     pub fn from_env() -> Self {
-        Self { offset_file: std::env::var_os("KEEPWIRE_CLOCK_FILE").map(PathBuf::from) }
+        Self {
+            offset_file: std::env::var_os("KEEPWIRE_CLOCK_FILE").map(PathBuf::from),
+        }
     }
 
     pub fn now_ms(&self) -> u64 {
-        let sys = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let sys = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let offset = self
             .offset_file
             .as_ref()

@@ -51,7 +51,8 @@ impl Content {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, ContentError> {
-        let c: Content = serde_json::from_slice(bytes).map_err(|e| ContentError::Malformed(e.to_string()))?;
+        let c: Content =
+            serde_json::from_slice(bytes).map_err(|e| ContentError::Malformed(e.to_string()))?;
         if c.format != CONTENT_FORMAT {
             return Err(ContentError::UnknownFormat(c.format));
         }
@@ -68,16 +69,34 @@ mod tests {
 
     #[test]
     fn refuses_text_over_64_kib() {
-        let c = Content { format: 1, text: "x".repeat(crate::MAX_TEXT_BYTES + 1), expire_after_secs: None, burn_on_read: false, sent_at_ms: 0 };
-        assert_eq!(c.encode().unwrap_err(), ContentError::TooLong(crate::MAX_TEXT_BYTES + 1));
-        let ok = Content { text: "x".repeat(crate::MAX_TEXT_BYTES), ..c };
+        let c = Content {
+            format: 1,
+            text: "x".repeat(crate::MAX_TEXT_BYTES + 1),
+            expire_after_secs: None,
+            burn_on_read: false,
+            sent_at_ms: 0,
+        };
+        assert_eq!(
+            c.encode().unwrap_err(),
+            ContentError::TooLong(crate::MAX_TEXT_BYTES + 1)
+        );
+        let ok = Content {
+            text: "x".repeat(crate::MAX_TEXT_BYTES),
+            ..c
+        };
         assert_eq!(Content::decode(&ok.encode().unwrap()).unwrap(), ok);
     }
 
     #[test]
     fn rejects_garbage_and_unknown_formats() {
-        assert!(matches!(Content::decode(b"\xff"), Err(ContentError::Malformed(_))));
+        assert!(matches!(
+            Content::decode(b"\xff"),
+            Err(ContentError::Malformed(_))
+        ));
         let c = br#"{"format":9,"text":"hi","sent_at_ms":1}"#;
-        assert_eq!(Content::decode(c).unwrap_err(), ContentError::UnknownFormat(9));
+        assert_eq!(
+            Content::decode(c).unwrap_err(),
+            ContentError::UnknownFormat(9)
+        );
     }
 }

@@ -51,7 +51,11 @@ pub enum Request {
     UploadKeyPackages {
         #[serde(with = "crate::b64_list")]
         key_packages: Vec<Vec<u8>>,
-        #[serde(default, with = "crate::b64_opt", skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            with = "crate::b64_opt",
+            skip_serializing_if = "Option::is_none"
+        )]
         last_resort: Option<Vec<u8>>,
     },
     /// The user acknowledges the records notice (see [`crate::content::RECORDS_NOTICE`]).
@@ -81,7 +85,11 @@ pub enum Request {
         conv: String,
         #[serde(with = "crate::b64")]
         message: Vec<u8>,
-        #[serde(default, with = "crate::b64_opt", skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            with = "crate::b64_opt",
+            skip_serializing_if = "Option::is_none"
+        )]
         welcome: Option<Vec<u8>>,
     },
     /// The device has durably stored everything up to `seq` in `conv`. For
@@ -111,9 +119,13 @@ pub enum ServerBody {
         policy: Policy,
     },
     Ok,
-    KeyPackages { packages: Vec<ClaimedKeyPackage> },
+    KeyPackages {
+        packages: Vec<ClaimedKeyPackage>,
+    },
     Receipt(Receipt),
-    Conversations { conversations: Vec<ConversationInfo> },
+    Conversations {
+        conversations: Vec<ConversationInfo>,
+    },
     /// Sync finished: everything pending up to now has been pushed.
     Synced,
     /// A log entry of a conversation this device is in.
@@ -126,7 +138,10 @@ pub enum ServerBody {
         #[serde(with = "crate::b64")]
         message: Vec<u8>,
     },
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// Messaging policy set by the admin, enforced by every honest device.
@@ -257,7 +272,10 @@ pub struct ProtocolError {
 
 impl ProtocolError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -266,13 +284,30 @@ impl ProtocolError {
 /// it could be read, so even a refusal can be matched to its request.
 pub fn decode_client_frame(text: &str) -> Result<ClientFrame, (Option<u64>, ProtocolError)> {
     if text.len() > crate::MAX_FRAME_BYTES {
-        return Err((None, ProtocolError::new(ErrorCode::TooLarge, format!("frame of {} bytes exceeds the limit of {} bytes", text.len(), crate::MAX_FRAME_BYTES))));
+        return Err((
+            None,
+            ProtocolError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "frame of {} bytes exceeds the limit of {} bytes",
+                    text.len(),
+                    crate::MAX_FRAME_BYTES
+                ),
+            ),
+        ));
     }
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| (None, ProtocolError::new(ErrorCode::BadFrame, format!("frame is not valid JSON: {e}"))))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| (None, ProtocolError::new(ErrorCode::BadFrame, "frame must be a JSON object")))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        (
+            None,
+            ProtocolError::new(ErrorCode::BadFrame, format!("frame is not valid JSON: {e}")),
+        )
+    })?;
+    let obj = value.as_object().ok_or_else(|| {
+        (
+            None,
+            ProtocolError::new(ErrorCode::BadFrame, "frame must be a JSON object"),
+        )
+    })?;
     let id = obj.get("id").and_then(|v| v.as_u64());
     match obj.get("v").and_then(|v| v.as_u64()) {
         Some(v) if v == PROTOCOL_VERSION as u64 => {}
@@ -282,14 +317,26 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, (Option<u64>, Prot
         None => return Err((id, ProtocolError::new(ErrorCode::BadFrame, "frame has no numeric \"v\" (protocol version) field"))),
     }
     if id.is_none() {
-        return Err((None, ProtocolError::new(ErrorCode::BadFrame, "request has no numeric \"id\" field")));
+        return Err((
+            None,
+            ProtocolError::new(ErrorCode::BadFrame, "request has no numeric \"id\" field"),
+        ));
     }
-    serde_json::from_value(value).map_err(|e| (id, ProtocolError::new(ErrorCode::BadFrame, format!("malformed request: {e}"))))
+    serde_json::from_value(value).map_err(|e| {
+        (
+            id,
+            ProtocolError::new(ErrorCode::BadFrame, format!("malformed request: {e}")),
+        )
+    })
 }
 
 impl ClientFrame {
     pub fn new(id: u64, request: Request) -> Self {
-        Self { v: PROTOCOL_VERSION, id, request }
+        Self {
+            v: PROTOCOL_VERSION,
+            id,
+            request,
+        }
     }
 
     pub fn to_json(&self) -> String {
@@ -301,15 +348,30 @@ impl ClientFrame {
 
 impl ServerFrame {
     pub fn response(id: u64, body: ServerBody) -> Self {
-        Self { v: PROTOCOL_VERSION, id: Some(id), body }
+        Self {
+            v: PROTOCOL_VERSION,
+            id: Some(id),
+            body,
+        }
     }
 
     pub fn push(body: ServerBody) -> Self {
-        Self { v: PROTOCOL_VERSION, id: None, body }
+        Self {
+            v: PROTOCOL_VERSION,
+            id: None,
+            body,
+        }
     }
 
     pub fn error(id: Option<u64>, err: &ProtocolError) -> Self {
-        Self { v: PROTOCOL_VERSION, id, body: ServerBody::Error { code: err.code, message: err.message.clone() } }
+        Self {
+            v: PROTOCOL_VERSION,
+            id,
+            body: ServerBody::Error {
+                code: err.code,
+                message: err.message.clone(),
+            },
+        }
     }
 
     pub fn to_json(&self) -> String {
@@ -328,7 +390,14 @@ mod tests {
 
     #[test]
     fn round_trips_a_submit() {
-        let f = ClientFrame::new(7, Request::Submit { conv: "c1".into(), message: vec![1, 2, 3], welcome: None });
+        let f = ClientFrame::new(
+            7,
+            Request::Submit {
+                conv: "c1".into(),
+                message: vec![1, 2, 3],
+                welcome: None,
+            },
+        );
         let text = f.to_json();
         assert!(text.contains("\"type\":\"submit\""), "{text}");
         assert_eq!(decode_client_frame(&text).unwrap(), f);
@@ -339,11 +408,23 @@ mod tests {
         let cases = [
             ("not json", ErrorCode::BadFrame, "not valid JSON"),
             ("[1,2]", ErrorCode::BadFrame, "JSON object"),
-            (r#"{"v":2,"id":1,"type":"sync"}"#, ErrorCode::UnsupportedVersion, "version 2"),
+            (
+                r#"{"v":2,"id":1,"type":"sync"}"#,
+                ErrorCode::UnsupportedVersion,
+                "version 2",
+            ),
             (r#"{"id":1,"type":"sync"}"#, ErrorCode::BadFrame, "\"v\""),
             (r#"{"v":1,"type":"sync"}"#, ErrorCode::BadFrame, "\"id\""),
-            (r#"{"v":1,"id":3,"type":"launch"}"#, ErrorCode::BadFrame, "launch"),
-            (r#"{"v":1,"id":3,"type":"submit","conv":"c","message":"!!"}"#, ErrorCode::BadFrame, "base64"),
+            (
+                r#"{"v":1,"id":3,"type":"launch"}"#,
+                ErrorCode::BadFrame,
+                "launch",
+            ),
+            (
+                r#"{"v":1,"id":3,"type":"submit","conv":"c","message":"!!"}"#,
+                ErrorCode::BadFrame,
+                "base64",
+            ),
         ];
         for (text, code, needle) in cases {
             let (_, err) = decode_client_frame(text).unwrap_err();
@@ -361,7 +442,10 @@ mod tests {
     #[test]
     fn identities_round_trip_and_reject_junk() {
         let id = crate::device_identity("alice", "d1");
-        assert_eq!(crate::parse_device_identity(id.as_bytes()), Some(("alice", "d1")));
+        assert_eq!(
+            crate::parse_device_identity(id.as_bytes()),
+            Some(("alice", "d1"))
+        );
         assert_eq!(crate::parse_device_identity(b"alice"), None);
         assert_eq!(crate::parse_device_identity(b"/d"), None);
         assert_eq!(crate::parse_device_identity(b"a/b/c"), None);

@@ -67,7 +67,12 @@ pub fn parse_device_identity(identity: &[u8]) -> Option<(&str, &str)> {
 /// Bytes that a server receipt signs: the conversation, its sequence
 /// number, the SHA-256 of the MLS message and the server's time, in a fixed
 /// layout so anybody can recompute them.
-pub fn receipt_signed_bytes(conv: &str, seq: u64, message_sha256: &[u8], server_time_ms: u64) -> Vec<u8> {
+pub fn receipt_signed_bytes(
+    conv: &str,
+    seq: u64,
+    message_sha256: &[u8],
+    server_time_ms: u64,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(RECEIPT_CONTEXT.len() + conv.len() + 56);
     out.extend_from_slice(RECEIPT_CONTEXT);
     out.extend_from_slice(&(conv.len() as u32).to_be_bytes());
@@ -118,7 +123,10 @@ pub mod b64_list {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
         let list = Vec::<String>::deserialize(d)?;
         list.iter()
-            .map(|s| super::b64::decode(s).map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}"))))
+            .map(|s| {
+                super::b64::decode(s)
+                    .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
+            })
             .collect()
     }
 }
@@ -136,7 +144,10 @@ pub mod b64_opt {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
         let s = Option::<String>::deserialize(d)?;
-        s.map(|s| super::b64::decode(&s).map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}"))))
-            .transpose()
+        s.map(|s| {
+            super::b64::decode(&s)
+                .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
+        })
+        .transpose()
     }
 }

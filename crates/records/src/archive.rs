@@ -73,13 +73,28 @@ fn seal(cipher: &XChaCha20Poly1305, aad: &[u8], msg: &[u8]) -> Result<Vec<u8>, R
     Ok([nonce.as_slice(), &ct].concat())
 }
 
-fn open(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8], what: &str) -> Result<Vec<u8>, RecordsError> {
+fn open(
+    cipher: &XChaCha20Poly1305,
+    aad: &[u8],
+    sealed: &[u8],
+    what: &str,
+) -> Result<Vec<u8>, RecordsError> {
     if sealed.len() < 24 {
         return Err(RecordsError::Archive(format!("{what} is truncated")));
     }
     cipher
-        .decrypt(XNonce::from_slice(&sealed[..24]), Payload { msg: &sealed[24..], aad })
-        .map_err(|_| RecordsError::Archive(format!("{what} failed authentication: altered, or wrong archive key")))
+        .decrypt(
+            XNonce::from_slice(&sealed[..24]),
+            Payload {
+                msg: &sealed[24..],
+                aad,
+            },
+        )
+        .map_err(|_| {
+            RecordsError::Archive(format!(
+                "{what} failed authentication: altered, or wrong archive key"
+            ))
+        })
 }
 
 impl Archive {
@@ -110,9 +125,15 @@ impl Archive {
                 Err(e) => return Err(e.into()),
             };
             if bytes.len() != 32 {
-                return Err(RecordsError::Archive(format!("{} is not a 32-byte key", path.display())));
+                return Err(RecordsError::Archive(format!(
+                    "{} is not a 32-byte key",
+                    path.display()
+                )));
             }
-            Some(XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| RecordsError::Archive("bad archive key".into()))?)
+            Some(
+                XChaCha20Poly1305::new_from_slice(&bytes)
+                    .map_err(|_| RecordsError::Archive("bad archive key".into()))?,
+            )
         } else {
             None
         };
@@ -125,17 +146,25 @@ impl Archive {
         let aad = format!("{}:{}", r.conv, r.seq);
         let (wrapped, body) = match r.plaintext {
             Some(p) => {
-                let archive_key = self.key.as_ref().ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?;
+                let archive_key = self
+                    .key
+                    .as_ref()
+                    .ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?;
                 let mut data_key = [0u8; 32];
                 rand::thread_rng().fill_bytes(&mut data_key);
                 let cipher = XChaCha20Poly1305::new((&data_key).into());
                 let body = seal(&cipher, aad.as_bytes(), p)?;
-                (Some(seal(archive_key, aad.as_bytes(), &data_key)?), Some(body))
+                (
+                    Some(seal(archive_key, aad.as_bytes(), &data_key)?),
+                    Some(body),
+                )
             }
             None => (None, None),
         };
-        let receipt = serde_json::to_string(r.receipt).map_err(|e| RecordsError::Archive(e.to_string()))?;
-        let participants = serde_json::to_string(r.participants).map_err(|e| RecordsError::Archive(e.to_string()))?;
+        let receipt =
+            serde_json::to_string(r.receipt).map_err(|e| RecordsError::Archive(e.to_string()))?;
+        let participants = serde_json::to_string(r.participants)
+            .map_err(|e| RecordsError::Archive(e.to_string()))?;
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO records (conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms,
                 expire_after_secs, burn_on_read, receipt, wrapped_key, body)
@@ -162,26 +191,45 @@ impl Archive {
     pub fn contains(&self, conv: &str, seq: u64) -> Result<bool, RecordsError> {
         Ok(self
             .conn
-            .query_row("SELECT 1 FROM records WHERE conv=?1 AND seq=?2", params![conv, seq as i64], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM records WHERE conv=?1 AND seq=?2",
+                params![conv, seq as i64],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some())
     }
 
     pub fn count(&self, kind: Option<&str>) -> Result<u64, RecordsError> {
-        Ok(self.conn.query_row("SELECT COUNT(*) FROM records WHERE ?1 IS NULL OR kind=?1", params![kind], |r| r.get::<_, i64>(0))?
-            as u64)
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM records WHERE ?1 IS NULL OR kind=?1",
+            params![kind],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 
     /// Records in capture order; application messages only unless `all`.
     pub fn list(&self, all: bool, decrypt: bool) -> Result<Vec<Record>, RecordsError> {
-        self.query("WHERE ?1 OR kind='application' ORDER BY id", params![all], decrypt)
+        self.query(
+            "WHERE ?1 OR kind='application' ORDER BY id",
+            params![all],
+            decrypt,
+        )
     }
 
     pub fn get(&self, id: i64, decrypt: bool) -> Result<Option<Record>, RecordsError> {
-        Ok(self.query("WHERE id=?1", params![id], decrypt)?.into_iter().next())
+        Ok(self
+            .query("WHERE id=?1", params![id], decrypt)?
+            .into_iter()
+            .next())
     }
 
-    fn query(&self, clause: &str, p: impl rusqlite::Params, decrypt: bool) -> Result<Vec<Record>, RecordsError> {
+    fn query(
+        &self,
+        clause: &str,
+        p: impl rusqlite::Params,
+        decrypt: bool,
+    ) -> Result<Vec<Record>, RecordsError> {
         let sql = format!(
             "SELECT id, conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms, expire_after_secs,
                 burn_on_read, receipt, wrapped_key, body FROM records {clause}"
@@ -198,8 +246,9 @@ impl Archive {
                 (true, Some(k), Some(w), Some(b)) => {
                     let aad = format!("{conv}:{seq}");
                     let data_key = open(k, aad.as_bytes(), &w, "record data key")?;
-                    let cipher = XChaCha20Poly1305::new_from_slice(&data_key)
-                        .map_err(|_| RecordsError::Archive("record data key has the wrong length".into()))?;
+                    let cipher = XChaCha20Poly1305::new_from_slice(&data_key).map_err(|_| {
+                        RecordsError::Archive("record data key has the wrong length".into())
+                    })?;
                     let plain = open(&cipher, aad.as_bytes(), &b, "record content")?;
                     let content = keepwire_protocol::content::Content::decode(&plain)
                         .map_err(|e| RecordsError::Archive(format!("record {conv}#{seq}: {e}")))?;
@@ -216,12 +265,14 @@ impl Archive {
                 kind: r.get(3)?,
                 epoch: r.get::<_, i64>(4)? as u64,
                 sender: r.get(5)?,
-                participants: serde_json::from_str(&participants).map_err(|e| RecordsError::Archive(e.to_string()))?,
+                participants: serde_json::from_str(&participants)
+                    .map_err(|e| RecordsError::Archive(e.to_string()))?,
                 server_time_ms: r.get::<_, i64>(7)? as u64,
                 captured_at_ms: r.get::<_, i64>(8)? as u64,
                 expire_after_secs: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
                 burn_on_read: r.get(10)?,
-                receipt: serde_json::from_str(&receipt).map_err(|e| RecordsError::Archive(e.to_string()))?,
+                receipt: serde_json::from_str(&receipt)
+                    .map_err(|e| RecordsError::Archive(e.to_string()))?,
                 text,
             });
         }

@@ -21,7 +21,11 @@ pub struct Capture {
 
 impl Capture {
     pub fn new(device: Device, archive: Archive, clock: keepwire_protocol::clock::Clock) -> Self {
-        Self { device, archive, clock }
+        Self {
+            device,
+            archive,
+            clock,
+        }
     }
 
     /// Capture one entry; returns the sequence number to acknowledge.
@@ -29,7 +33,12 @@ impl Capture {
         if self.archive.contains(&d.conv, d.seq)? {
             // Archived before a crash; make sure the state caught up too.
             if self.device.cursor(&d.conv)? < d.seq {
-                if let Ok(Incoming::Application { .. } | Incoming::Commit { .. } | Incoming::Proposal { .. }) = self.device.process(d) {
+                if let Ok(
+                    Incoming::Application { .. }
+                    | Incoming::Commit { .. }
+                    | Incoming::Proposal { .. },
+                ) = self.device.process(d)
+                {
                     self.device.save(&d.conv, d.seq)?;
                 }
             }
@@ -40,19 +49,43 @@ impl Capture {
         let now = self.clock.now_ms();
         let (kind, epoch, sender, participants, content) = match &incoming {
             Incoming::Duplicate => return Ok(Some(d.seq)),
-            Incoming::Own => return Err(RecordsError::Archive("the records member never sends".into())),
-            Incoming::Application { epoch, sender, participants, content, .. } => {
+            Incoming::Own => {
+                return Err(RecordsError::Archive(
+                    "the records member never sends".into(),
+                ))
+            }
+            Incoming::Application {
+                epoch,
+                sender,
+                participants,
+                content,
+                ..
+            } => {
                 if *sender != claimed {
                     return Err(RecordsError::Archive(format!(
                         "{}#{}: server says the sender is {claimed} but the MLS signature is {sender}'s",
                         d.conv, d.seq
                     )));
                 }
-                ("application", *epoch, sender.clone(), participants.clone(), Some(content.clone()))
+                (
+                    "application",
+                    *epoch,
+                    sender.clone(),
+                    participants.clone(),
+                    Some(content.clone()),
+                )
             }
-            Incoming::Commit { epoch, participants, .. } => {
-                ("commit", *epoch, claimed.clone(), participants.clone(), None)
-            }
+            Incoming::Commit {
+                epoch,
+                participants,
+                ..
+            } => (
+                "commit",
+                *epoch,
+                claimed.clone(),
+                participants.clone(),
+                None,
+            ),
             Incoming::Proposal { .. } => {
                 let participants = self.device.participants(&d.conv)?;
                 let epoch = self.device.epoch(&d.conv)?;

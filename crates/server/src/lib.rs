@@ -30,10 +30,9 @@ pub enum ServerError {
 pub fn load_or_create_key(dir: &Path) -> Result<ed25519_dalek::SigningKey, ServerError> {
     let path = dir.join("receipt.key");
     if let Ok(bytes) = std::fs::read(&path) {
-        let arr: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| ServerError::Invalid(format!("{} is not a 32-byte Ed25519 key", path.display())))?;
+        let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            ServerError::Invalid(format!("{} is not a 32-byte Ed25519 key", path.display()))
+        })?;
         return Ok(ed25519_dalek::SigningKey::from_bytes(&arr));
     }
     let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);

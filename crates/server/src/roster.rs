@@ -12,8 +12,12 @@
 //! here, in [`check_message`], for the first commit and every later one.
 
 use keepwire_protocol::{parse_device_identity, ErrorCode, ProtocolError, RECORDS_USER};
-use mls_rs::external_client::builder::{ExternalBaseConfig, IntoConfigOutput, WithCryptoProvider, WithIdentityProvider};
-use mls_rs::external_client::{ExternalClient, ExternalGroup, ExternalReceivedMessage, ExternalSnapshot};
+use mls_rs::external_client::builder::{
+    ExternalBaseConfig, IntoConfigOutput, WithCryptoProvider, WithIdentityProvider,
+};
+use mls_rs::external_client::{
+    ExternalClient, ExternalGroup, ExternalReceivedMessage, ExternalSnapshot,
+};
 use mls_rs::group::{CommitEffect, ContentType};
 use mls_rs::identity::basic::BasicIdentityProvider;
 use mls_rs::{MlsMessage, MlsMessageDescription, WireFormat};
@@ -21,8 +25,12 @@ use mls_rs_crypto_awslc::AwsLcCryptoProvider;
 
 use crate::store::DeviceRow;
 
-pub type ObserverConfig =
-    IntoConfigOutput<WithIdentityProvider<BasicIdentityProvider, WithCryptoProvider<AwsLcCryptoProvider, ExternalBaseConfig>>>;
+pub type ObserverConfig = IntoConfigOutput<
+    WithIdentityProvider<
+        BasicIdentityProvider,
+        WithCryptoProvider<AwsLcCryptoProvider, ExternalBaseConfig>,
+    >,
+>;
 pub type Followed = ExternalGroup<ObserverConfig>;
 
 pub fn observer() -> ExternalClient<ObserverConfig> {
@@ -37,7 +45,10 @@ fn refuse(code: ErrorCode, msg: impl Into<String>) -> ProtocolError {
 }
 
 fn invalid(e: impl std::fmt::Debug) -> ProtocolError {
-    refuse(ErrorCode::InvalidMls, format!("MLS message rejected: {e:?}"))
+    refuse(
+        ErrorCode::InvalidMls,
+        format!("MLS message rejected: {e:?}"),
+    )
 }
 
 /// Where the server looks devices up.
@@ -58,7 +69,10 @@ pub enum Accepted {
     Proposal,
     /// A commit: the followed group in its new epoch, and the devices it
     /// added (they receive the Welcome).
-    Commit { group: Box<Followed>, added: Vec<MemberDevice> },
+    Commit {
+        group: Box<Followed>,
+        added: Vec<MemberDevice>,
+    },
 }
 
 pub fn load(snapshot: &[u8]) -> Result<Followed, ProtocolError> {
@@ -75,10 +89,16 @@ pub fn observe(group_info: &[u8], conv: &str) -> Result<Followed, ProtocolError>
     let msg = MlsMessage::from_bytes(group_info).map_err(invalid)?;
     let group = observer().observe_group(msg, None, None).map_err(invalid)?;
     if hex::encode(group.group_context().group_id()) != conv {
-        return Err(refuse(ErrorCode::BadFrame, "conversation id does not match the MLS group id"));
+        return Err(refuse(
+            ErrorCode::BadFrame,
+            "conversation id does not match the MLS group id",
+        ));
     }
     if group.group_context().epoch() != 0 {
-        return Err(refuse(ErrorCode::InvalidMls, "a new conversation must start from its epoch-0 GroupInfo"));
+        return Err(refuse(
+            ErrorCode::InvalidMls,
+            "a new conversation must start from its epoch-0 GroupInfo",
+        ));
     }
     Ok(group)
 }
@@ -91,7 +111,10 @@ pub fn members(group: &Followed) -> Vec<MemberDevice> {
         .filter_map(|m| {
             let id = m.signing_identity.credential.as_basic()?.identifier.clone();
             let (user, device) = parse_device_identity(&id)?;
-            Some(MemberDevice { user: user.to_string(), device_id: device.to_string() })
+            Some(MemberDevice {
+                user: user.to_string(),
+                device_id: device.to_string(),
+            })
         })
         .collect()
 }
@@ -106,11 +129,20 @@ pub fn check_message(
     let msg = MlsMessage::from_bytes(bytes).map_err(invalid)?;
     let current = group.group_context().epoch();
     let (epoch, content_type) = match msg.description() {
-        MlsMessageDescription::PublicProtocolMessage { group_id, epoch_id, content_type, .. } => {
+        MlsMessageDescription::PublicProtocolMessage {
+            group_id,
+            epoch_id,
+            content_type,
+            ..
+        } => {
             same_group(group, group_id)?;
             (epoch_id, content_type)
         }
-        MlsMessageDescription::PrivateProtocolMessage { group_id, epoch_id, content_type } => {
+        MlsMessageDescription::PrivateProtocolMessage {
+            group_id,
+            epoch_id,
+            content_type,
+        } => {
             same_group(group, group_id)?;
             if content_type != ContentType::Application {
                 return Err(refuse(
@@ -120,7 +152,12 @@ pub fn check_message(
             }
             (epoch_id, content_type)
         }
-        _ => return Err(refuse(ErrorCode::InvalidMls, "expected an MLS PublicMessage or PrivateMessage")),
+        _ => {
+            return Err(refuse(
+                ErrorCode::InvalidMls,
+                "expected an MLS PublicMessage or PrivateMessage",
+            ))
+        }
     };
     if epoch != current {
         return Err(refuse(
@@ -129,17 +166,32 @@ pub fn check_message(
         ));
     }
     let roster = members(group);
-    let sender_member = MemberDevice { user: sender.user.clone(), device_id: sender.device_id.clone() };
+    let sender_member = MemberDevice {
+        user: sender.user.clone(),
+        device_id: sender.device_id.clone(),
+    };
     if !roster.contains(&sender_member) {
-        return Err(refuse(ErrorCode::NotMember, format!("device {} is not a member of this conversation", sender.device_id)));
+        return Err(refuse(
+            ErrorCode::NotMember,
+            format!(
+                "device {} is not a member of this conversation",
+                sender.device_id
+            ),
+        ));
     }
     if !roster.iter().any(|m| m.user == RECORDS_USER) {
-        return Err(refuse(ErrorCode::RecordsMemberMissing, "this conversation has no records member; nothing can be sent to it"));
+        return Err(refuse(
+            ErrorCode::RecordsMemberMissing,
+            "this conversation has no records member; nothing can be sent to it",
+        ));
     }
     match content_type {
         ContentType::Application => {
             if msg.wire_format() != WireFormat::PrivateMessage {
-                return Err(refuse(ErrorCode::InvalidMls, "application messages must be MLS PrivateMessages"));
+                return Err(refuse(
+                    ErrorCode::InvalidMls,
+                    "application messages must be MLS PrivateMessages",
+                ));
             }
             if bytes.len() > keepwire_protocol::MAX_APPLICATION_MESSAGE_BYTES {
                 return Err(refuse(
@@ -160,41 +212,73 @@ pub fn check_message(
                     .roster()
                     .member_with_index(idx)
                     .ok()
-                    .and_then(|m| m.signing_identity.credential.as_basic().map(|b| b.identifier.clone()))
-                    .and_then(|id| parse_device_identity(&id).map(|(u, d)| u == sender.user && d == sender.device_id))
+                    .and_then(|m| {
+                        m.signing_identity
+                            .credential
+                            .as_basic()
+                            .map(|b| b.identifier.clone())
+                    })
+                    .and_then(|id| {
+                        parse_device_identity(&id)
+                            .map(|(u, d)| u == sender.user && d == sender.device_id)
+                    })
                     .unwrap_or(false)
             };
             match next.process_incoming_message(msg).map_err(invalid)? {
                 ExternalReceivedMessage::Proposal(p) => {
-                    if !matches!(p.sender, mls_rs::group::ProposalSender::Member(i) if committer_ok(i)) {
-                        return Err(refuse(ErrorCode::NotMember, "proposal is not signed by the submitting device"));
+                    if !matches!(p.sender, mls_rs::group::ProposalSender::Member(i) if committer_ok(i))
+                    {
+                        return Err(refuse(
+                            ErrorCode::NotMember,
+                            "proposal is not signed by the submitting device",
+                        ));
                     }
                     if matches!(p.proposal, mls_rs::group::proposal::Proposal::ReInit(_)) {
                         return Err(refuse(ErrorCode::ReinitRefused, "ReInit is not allowed: it would start a group without the records member"));
                     }
                     if let mls_rs::group::proposal::Proposal::Remove(r) = &p.proposal {
                         let removed = group.roster().member_with_index(r.to_remove()).ok();
-                        if removed.and_then(|m| m.signing_identity.credential.as_basic().map(|b| b.identifier.clone()))
-                            .and_then(|id| parse_device_identity(&id).map(|(u, _)| u == RECORDS_USER))
+                        if removed
+                            .and_then(|m| {
+                                m.signing_identity
+                                    .credential
+                                    .as_basic()
+                                    .map(|b| b.identifier.clone())
+                            })
+                            .and_then(|id| {
+                                parse_device_identity(&id).map(|(u, _)| u == RECORDS_USER)
+                            })
                             .unwrap_or(false)
                             && records_count(&roster) <= 1
                         {
-                            return Err(refuse(ErrorCode::RecordsMemberMissing, "a proposal may not remove the records member"));
+                            return Err(refuse(
+                                ErrorCode::RecordsMemberMissing,
+                                "a proposal may not remove the records member",
+                            ));
                         }
                     }
                     Ok(Accepted::Proposal)
                 }
                 ExternalReceivedMessage::Commit(desc) => {
                     if desc.is_external || !committer_ok(desc.committer) {
-                        return Err(refuse(ErrorCode::NotMember, "commit is not signed by the submitting device"));
+                        return Err(refuse(
+                            ErrorCode::NotMember,
+                            "commit is not signed by the submitting device",
+                        ));
                     }
                     if let CommitEffect::ReInit(_) = desc.effect {
                         return Err(refuse(ErrorCode::ReinitRefused, "ReInit is not allowed: it would start a group without the records member"));
                     }
                     let added = check_roster(&next, &roster, registry)?;
-                    Ok(Accepted::Commit { group: Box::new(next), added })
+                    Ok(Accepted::Commit {
+                        group: Box::new(next),
+                        added,
+                    })
                 }
-                _ => Err(refuse(ErrorCode::InvalidMls, "expected a commit or proposal")),
+                _ => Err(refuse(
+                    ErrorCode::InvalidMls,
+                    "expected a commit or proposal",
+                )),
             }
         }
     }
@@ -206,7 +290,10 @@ fn records_count(roster: &[MemberDevice]) -> usize {
 
 fn same_group(group: &Followed, group_id: &[u8]) -> Result<(), ProtocolError> {
     if group_id != group.group_context().group_id() {
-        return Err(refuse(ErrorCode::InvalidMls, "MLS message belongs to another conversation"));
+        return Err(refuse(
+            ErrorCode::InvalidMls,
+            "MLS message belongs to another conversation",
+        ));
     }
     Ok(())
 }
@@ -214,7 +301,11 @@ fn same_group(group: &Followed, group_id: &[u8]) -> Result<(), ProtocolError> {
 /// After a commit: the records member is still there, and every member is
 /// an enrolled, unrevoked device whose MLS key is the one it enrolled with.
 /// Returns the devices the commit added.
-pub fn check_roster(next: &Followed, before: &[MemberDevice], registry: &dyn Registry) -> Result<Vec<MemberDevice>, ProtocolError> {
+pub fn check_roster(
+    next: &Followed,
+    before: &[MemberDevice],
+    registry: &dyn Registry,
+) -> Result<Vec<MemberDevice>, ProtocolError> {
     let mut after = Vec::new();
     for m in next.roster().members_iter() {
         let id = m
@@ -222,22 +313,46 @@ pub fn check_roster(next: &Followed, before: &[MemberDevice], registry: &dyn Reg
             .credential
             .as_basic()
             .map(|b| b.identifier.clone())
-            .ok_or_else(|| refuse(ErrorCode::NotMember, format!("member {} does not have a keepwire credential", m.index)))?;
-        let (user, device) = parse_device_identity(&id)
-            .ok_or_else(|| refuse(ErrorCode::NotMember, format!("member {} has a malformed credential", m.index)))?;
-        let row = registry
-            .device(device)
-            .ok_or_else(|| refuse(ErrorCode::NotMember, format!("device {device} is not enrolled")))?;
+            .ok_or_else(|| {
+                refuse(
+                    ErrorCode::NotMember,
+                    format!("member {} does not have a keepwire credential", m.index),
+                )
+            })?;
+        let (user, device) = parse_device_identity(&id).ok_or_else(|| {
+            refuse(
+                ErrorCode::NotMember,
+                format!("member {} has a malformed credential", m.index),
+            )
+        })?;
+        let row = registry.device(device).ok_or_else(|| {
+            refuse(
+                ErrorCode::NotMember,
+                format!("device {device} is not enrolled"),
+            )
+        })?;
         if row.user != user {
-            return Err(refuse(ErrorCode::NotMember, format!("device {device} belongs to {}, not {user}", row.user)));
+            return Err(refuse(
+                ErrorCode::NotMember,
+                format!("device {device} belongs to {}, not {user}", row.user),
+            ));
         }
         if row.revoked {
-            return Err(refuse(ErrorCode::DeviceRevoked, format!("device {device} of {user} is revoked and may not be in a conversation")));
+            return Err(refuse(
+                ErrorCode::DeviceRevoked,
+                format!("device {device} of {user} is revoked and may not be in a conversation"),
+            ));
         }
         if row.signature_key != m.signing_identity.signature_key.as_bytes() {
-            return Err(refuse(ErrorCode::NotMember, format!("device {device} is in the roster with a key it did not enrol")));
+            return Err(refuse(
+                ErrorCode::NotMember,
+                format!("device {device} is in the roster with a key it did not enrol"),
+            ));
         }
-        after.push(MemberDevice { user: user.to_string(), device_id: device.to_string() });
+        after.push(MemberDevice {
+            user: user.to_string(),
+            device_id: device.to_string(),
+        });
     }
     if records_count(&after) == 0 {
         return Err(refuse(

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use ed25519_dalek::{Signer, SigningKey};
 use keepwire_protocol::clock::Clock;
 use keepwire_protocol::{
-    receipt_signed_bytes, ClaimedKeyPackage, ConversationInfo, Delivery, ErrorCode, Policy, ProtocolError, Receipt,
-    Request, ServerBody, ServerFrame, AUTH_CONTEXT, RECORDS_USER,
+    receipt_signed_bytes, ClaimedKeyPackage, ConversationInfo, Delivery, ErrorCode, Policy,
+    ProtocolError, Receipt, Request, ServerBody, ServerFrame, AUTH_CONTEXT, RECORDS_USER,
 };
 use mls_rs::CipherSuiteProvider;
 use mls_rs::CryptoProvider;
@@ -37,7 +37,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_capture_backlog: 10_000, relay_ttl_ms: 30 * 24 * 3600 * 1000 }
+        Self {
+            max_capture_backlog: 10_000,
+            relay_ttl_ms: 30 * 24 * 3600 * 1000,
+        }
     }
 }
 
@@ -80,22 +83,44 @@ fn refuse(code: ErrorCode, msg: impl Into<String>) -> ProtocolError {
 
 fn internal(e: ServerError) -> ProtocolError {
     tracing::error!(error = %e, "internal error");
-    refuse(ErrorCode::Internal, "internal server error; the request had no effect")
+    refuse(
+        ErrorCode::Internal,
+        "internal server error; the request had no effect",
+    )
 }
 
 impl Core {
-    pub fn open(store: Store, key: SigningKey, limits: Limits, clock: Clock) -> Result<Self, ServerError> {
+    pub fn open(
+        store: Store,
+        key: SigningKey,
+        limits: Limits,
+        clock: Clock,
+    ) -> Result<Self, ServerError> {
         let mut convs = HashMap::new();
         let mut backlog = 0;
         for row in store.conversations()? {
-            let group = roster::load(&row.snapshot).map_err(|e| ServerError::Invalid(format!("conversation {}: {e}", row.conv)))?;
+            let group = roster::load(&row.snapshot)
+                .map_err(|e| ServerError::Invalid(format!("conversation {}: {e}", row.conv)))?;
             backlog += row.last_seq.saturating_sub(row.records_acked);
             convs.insert(
                 row.conv.clone(),
-                Conv { members: roster::members(&group), group, last_seq: row.last_seq, records_acked: row.records_acked },
+                Conv {
+                    members: roster::members(&group),
+                    group,
+                    last_seq: row.last_seq,
+                    records_acked: row.records_acked,
+                },
             );
         }
-        Ok(Self { store, convs, live: HashMap::new(), backlog, limits, key, clock })
+        Ok(Self {
+            store,
+            convs,
+            live: HashMap::new(),
+            backlog,
+            limits,
+            key,
+            clock,
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -111,9 +136,24 @@ impl Core {
     }
 
     fn policy(&self) -> Policy {
-        let max_timer_secs = self.store.meta("policy.max_timer_secs").ok().flatten().and_then(|v| v.parse().ok()).unwrap_or(7 * 24 * 3600);
-        let guests_allowed = self.store.meta("policy.guests_allowed").ok().flatten().map(|v| v == "true").unwrap_or(true);
-        Policy { max_timer_secs, guests_allowed }
+        let max_timer_secs = self
+            .store
+            .meta("policy.max_timer_secs")
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(7 * 24 * 3600);
+        let guests_allowed = self
+            .store
+            .meta("policy.guests_allowed")
+            .ok()
+            .flatten()
+            .map(|v| v == "true")
+            .unwrap_or(true);
+        Policy {
+            max_timer_secs,
+            guests_allowed,
+        }
     }
 
     pub fn disconnect(&mut self, session: &Session) {
@@ -125,42 +165,90 @@ impl Core {
     }
 
     /// Handle one request of `session`.
-    pub fn handle(&mut self, session: &mut Session, req: Request) -> Result<ServerBody, ProtocolError> {
+    pub fn handle(
+        &mut self,
+        session: &mut Session,
+        req: Request,
+    ) -> Result<ServerBody, ProtocolError> {
         let device = match (&req, &session.device) {
-            (Request::Enroll { code, signature_key, signature }, None) => return self.enroll(session, code, signature_key, signature),
-            (Request::Auth { device_id, signature }, None) => return self.auth(session, device_id, signature),
+            (
+                Request::Enroll {
+                    code,
+                    signature_key,
+                    signature,
+                },
+                None,
+            ) => return self.enroll(session, code, signature_key, signature),
+            (
+                Request::Auth {
+                    device_id,
+                    signature,
+                },
+                None,
+            ) => return self.auth(session, device_id, signature),
             (Request::Enroll { .. } | Request::Auth { .. }, Some(_)) => {
-                return Err(refuse(ErrorCode::BadFrame, "this connection is already authenticated"))
+                return Err(refuse(
+                    ErrorCode::BadFrame,
+                    "this connection is already authenticated",
+                ))
             }
-            (_, None) => return Err(refuse(ErrorCode::Unauthorized, "authenticate first (auth or enroll)")),
+            (_, None) => {
+                return Err(refuse(
+                    ErrorCode::Unauthorized,
+                    "authenticate first (auth or enroll)",
+                ))
+            }
             (_, Some(d)) => d.clone(),
         };
         // Re-read the device so a revocation by the admin takes effect on
         // open connections at their next request.
         let fresh = self.store.device(&device.device_id).map_err(internal)?;
         if fresh.as_ref().map(|d| d.revoked).unwrap_or(true) {
-            return Err(refuse(ErrorCode::DeviceRevoked, "this device has been revoked"));
+            return Err(refuse(
+                ErrorCode::DeviceRevoked,
+                "this device has been revoked",
+            ));
         }
         match req {
-            Request::UploadKeyPackages { key_packages, last_resort } => {
+            Request::UploadKeyPackages {
+                key_packages,
+                last_resort,
+            } => {
                 if key_packages.len() > 1000 {
-                    return Err(refuse(ErrorCode::TooLarge, "at most 1000 key packages per upload"));
+                    return Err(refuse(
+                        ErrorCode::TooLarge,
+                        "at most 1000 key packages per upload",
+                    ));
                 }
                 for kp in key_packages.iter().chain(last_resort.iter()) {
                     self.check_key_package(kp, &device)?;
                 }
-                self.store.add_key_packages(&device.device_id, &key_packages, last_resort.as_deref()).map_err(internal)?;
+                self.store
+                    .add_key_packages(&device.device_id, &key_packages, last_resort.as_deref())
+                    .map_err(internal)?;
                 Ok(ServerBody::Ok)
             }
             Request::AcknowledgeNotice => {
-                self.store.acknowledge_notice(&device.user, self.clock.now_ms()).map_err(internal)?;
+                self.store
+                    .acknowledge_notice(&device.user, self.clock.now_ms())
+                    .map_err(internal)?;
                 Ok(ServerBody::Ok)
             }
-            Request::ClaimKeyPackages { users, include_records } => self.claim(&device, users, include_records),
-            Request::CreateConversation { conv, group_info, commit, welcome } => {
-                self.create(&device, conv, group_info, commit, welcome)
-            }
-            Request::Submit { conv, message, welcome } => {
+            Request::ClaimKeyPackages {
+                users,
+                include_records,
+            } => self.claim(&device, users, include_records),
+            Request::CreateConversation {
+                conv,
+                group_info,
+                commit,
+                welcome,
+            } => self.create(&device, conv, group_info, commit, welcome),
+            Request::Submit {
+                conv,
+                message,
+                welcome,
+            } => {
                 let receipt = self.submit(&device, &conv, message, welcome)?;
                 Ok(ServerBody::Receipt(receipt))
             }
@@ -173,7 +261,11 @@ impl Core {
                     .filter(|(_, c)| c.members.iter().any(|m| m.device_id == device.device_id))
                     .map(|(id, c)| ConversationInfo {
                         conv: id.clone(),
-                        members: c.members.iter().map(|m| keepwire_protocol::device_identity(&m.user, &m.device_id)).collect(),
+                        members: c
+                            .members
+                            .iter()
+                            .map(|m| keepwire_protocol::device_identity(&m.user, &m.device_id))
+                            .collect(),
                         epoch: c.group.group_context().epoch(),
                         last_seq: c.last_seq,
                     })
@@ -183,41 +275,82 @@ impl Core {
         }
     }
 
-    fn verify_challenge(&self, session: &Session, key: &[u8], signature: &[u8]) -> Result<(), ProtocolError> {
+    fn verify_challenge(
+        &self,
+        session: &Session,
+        key: &[u8],
+        signature: &[u8],
+    ) -> Result<(), ProtocolError> {
         let suite = AwsLcCryptoProvider::new()
             .cipher_suite_provider(mls_rs::CipherSuite::P256_AES128)
             .ok_or_else(|| refuse(ErrorCode::Internal, "cipher suite unavailable"))?;
         let data = [AUTH_CONTEXT, &session.nonce].concat();
         suite
             .verify(&key.to_vec().into(), signature, &data)
-            .map_err(|_| refuse(ErrorCode::Unauthorized, "signature over this connection's challenge does not verify"))
+            .map_err(|_| {
+                refuse(
+                    ErrorCode::Unauthorized,
+                    "signature over this connection's challenge does not verify",
+                )
+            })
     }
 
-    fn enroll(&mut self, session: &mut Session, code: &str, key: &[u8], signature: &[u8]) -> Result<ServerBody, ProtocolError> {
+    fn enroll(
+        &mut self,
+        session: &mut Session,
+        code: &str,
+        key: &[u8],
+        signature: &[u8],
+    ) -> Result<ServerBody, ProtocolError> {
         self.verify_challenge(session, key, signature)?;
-        let row = self.store.redeem_code(code, key, self.clock.now_ms()).map_err(|e| match e {
-            ServerError::Invalid(m) => refuse(ErrorCode::InvalidEnrollmentCode, m),
-            e => internal(e),
-        })?;
+        let row = self
+            .store
+            .redeem_code(code, key, self.clock.now_ms())
+            .map_err(|e| match e {
+                ServerError::Invalid(m) => refuse(ErrorCode::InvalidEnrollmentCode, m),
+                e => internal(e),
+            })?;
         tracing::info!(user = %row.user, device = %row.device_id, "device enrolled");
         self.authenticated(session, row)
     }
 
-    fn auth(&mut self, session: &mut Session, device_id: &str, signature: &[u8]) -> Result<ServerBody, ProtocolError> {
+    fn auth(
+        &mut self,
+        session: &mut Session,
+        device_id: &str,
+        signature: &[u8],
+    ) -> Result<ServerBody, ProtocolError> {
         let row = self
             .store
             .device(device_id)
             .map_err(internal)?
-            .ok_or_else(|| refuse(ErrorCode::Unauthorized, format!("device {device_id} is not enrolled")))?;
+            .ok_or_else(|| {
+                refuse(
+                    ErrorCode::Unauthorized,
+                    format!("device {device_id} is not enrolled"),
+                )
+            })?;
         if row.revoked {
-            return Err(refuse(ErrorCode::DeviceRevoked, format!("device {device_id} has been revoked")));
+            return Err(refuse(
+                ErrorCode::DeviceRevoked,
+                format!("device {device_id} has been revoked"),
+            ));
         }
         self.verify_challenge(session, &row.signature_key, signature)?;
         self.authenticated(session, row)
     }
 
-    fn authenticated(&mut self, session: &mut Session, row: DeviceRow) -> Result<ServerBody, ProtocolError> {
-        let notice = self.store.user(&row.user).map_err(internal)?.and_then(|u| u.notice_acknowledged_at_ms).is_some();
+    fn authenticated(
+        &mut self,
+        session: &mut Session,
+        row: DeviceRow,
+    ) -> Result<ServerBody, ProtocolError> {
+        let notice = self
+            .store
+            .user(&row.user)
+            .map_err(internal)?
+            .and_then(|u| u.notice_acknowledged_at_ms)
+            .is_some();
         let body = ServerBody::Authenticated {
             user: row.user.clone(),
             device_id: row.device_id.clone(),
@@ -229,20 +362,45 @@ impl Core {
     }
 
     fn check_key_package(&self, kp: &[u8], device: &DeviceRow) -> Result<(), ProtocolError> {
-        let msg = mls_rs::MlsMessage::from_bytes(kp).map_err(|e| refuse(ErrorCode::InvalidMls, format!("key package does not parse: {e:?}")))?;
+        let msg = mls_rs::MlsMessage::from_bytes(kp).map_err(|e| {
+            refuse(
+                ErrorCode::InvalidMls,
+                format!("key package does not parse: {e:?}"),
+            )
+        })?;
         let validated = roster::observer()
             .validate_key_package(msg, None)
-            .map_err(|e| refuse(ErrorCode::InvalidMls, format!("key package does not verify: {e:?}")))?;
+            .map_err(|e| {
+                refuse(
+                    ErrorCode::InvalidMls,
+                    format!("key package does not verify: {e:?}"),
+                )
+            })?;
         let kp = validated;
-        let id = kp.signing_identity().credential.as_basic().map(|b| b.identifier.clone()).unwrap_or_default();
+        let id = kp
+            .signing_identity()
+            .credential
+            .as_basic()
+            .map(|b| b.identifier.clone())
+            .unwrap_or_default();
         let expected = keepwire_protocol::device_identity(&device.user, &device.device_id);
-        if id != expected.as_bytes() || kp.signing_identity().signature_key.as_bytes() != device.signature_key {
-            return Err(refuse(ErrorCode::Unauthorized, "key package is not for this device's identity and key"));
+        if id != expected.as_bytes()
+            || kp.signing_identity().signature_key.as_bytes() != device.signature_key
+        {
+            return Err(refuse(
+                ErrorCode::Unauthorized,
+                "key package is not for this device's identity and key",
+            ));
         }
         Ok(())
     }
 
-    fn claim(&mut self, device: &DeviceRow, users: Vec<String>, include_records: bool) -> Result<ServerBody, ProtocolError> {
+    fn claim(
+        &mut self,
+        device: &DeviceRow,
+        users: Vec<String>,
+        include_records: bool,
+    ) -> Result<ServerBody, ProtocolError> {
         let mut packages = Vec::new();
         let mut wanted: Vec<String> = users;
         if include_records {
@@ -250,7 +408,10 @@ impl Core {
         }
         for user in &wanted {
             if self.store.user(user).map_err(internal)?.is_none() {
-                return Err(refuse(ErrorCode::NoKeyPackage, format!("no user named {user}")));
+                return Err(refuse(
+                    ErrorCode::NoKeyPackage,
+                    format!("no user named {user}"),
+                ));
             }
             let devices: Vec<DeviceRow> = self
                 .store
@@ -261,9 +422,17 @@ impl Core {
                 .collect();
             let mut found = 0;
             for d in devices {
-                if let Some(kp) = self.store.claim_key_package(&d.device_id).map_err(internal)? {
+                if let Some(kp) = self
+                    .store
+                    .claim_key_package(&d.device_id)
+                    .map_err(internal)?
+                {
                     found += 1;
-                    packages.push(ClaimedKeyPackage { user: user.clone(), device_id: d.device_id, key_package: kp });
+                    packages.push(ClaimedKeyPackage {
+                        user: user.clone(),
+                        device_id: d.device_id,
+                        key_package: kp,
+                    });
                     if user == RECORDS_USER {
                         // One records device per conversation is enough.
                         break;
@@ -271,7 +440,10 @@ impl Core {
                 }
             }
             if found == 0 && user != &device.user {
-                return Err(refuse(ErrorCode::NoKeyPackage, format!("{user} has no device with a key package")));
+                return Err(refuse(
+                    ErrorCode::NoKeyPackage,
+                    format!("{user} has no device with a key package"),
+                ));
             }
         }
         Ok(ServerBody::KeyPackages { packages })
@@ -296,7 +468,12 @@ impl Core {
         if device.user == RECORDS_USER {
             return Ok(());
         }
-        let acked = self.store.user(&device.user).map_err(internal)?.and_then(|u| u.notice_acknowledged_at_ms).is_some();
+        let acked = self
+            .store
+            .user(&device.user)
+            .map_err(internal)?
+            .and_then(|u| u.notice_acknowledged_at_ms)
+            .is_some();
         if !acked {
             return Err(refuse(
                 ErrorCode::NoticeNotAcknowledged,
@@ -311,8 +488,17 @@ impl Core {
             return Ok(());
         }
         for m in added {
-            if self.store.user(&m.user).map_err(internal)?.map(|u| u.category == "guest").unwrap_or(false) {
-                return Err(refuse(ErrorCode::Unauthorized, format!("policy does not allow guests; {} is a guest", m.user)));
+            if self
+                .store
+                .user(&m.user)
+                .map_err(internal)?
+                .map(|u| u.category == "guest")
+                .unwrap_or(false)
+            {
+                return Err(refuse(
+                    ErrorCode::Unauthorized,
+                    format!("policy does not allow guests; {} is a guest", m.user),
+                ));
             }
         }
         Ok(())
@@ -329,20 +515,42 @@ impl Core {
         self.check_sender(device)?;
         self.capture_open()?;
         if self.convs.contains_key(&conv) {
-            return Err(refuse(ErrorCode::ConversationExists, format!("conversation {conv} already exists")));
+            return Err(refuse(
+                ErrorCode::ConversationExists,
+                format!("conversation {conv} already exists"),
+            ));
         }
         let group = roster::observe(&group_info, &conv)?;
         let creator = roster::members(&group);
-        if creator.len() != 1 || creator[0].device_id != device.device_id || creator[0].user != device.user {
-            return Err(refuse(ErrorCode::NotMember, "the epoch-0 group must contain exactly the creating device"));
+        if creator.len() != 1
+            || creator[0].device_id != device.device_id
+            || creator[0].user != device.user
+        {
+            return Err(refuse(
+                ErrorCode::NotMember,
+                "the epoch-0 group must contain exactly the creating device",
+            ));
         }
         let accepted = check_first_commit(&group, &commit, &self.store)?;
         let (next, added) = match accepted {
             Accepted::Commit { group, added } => (group, added),
-            _ => return Err(refuse(ErrorCode::InvalidMls, "the first message of a conversation must be a commit")),
+            _ => {
+                return Err(refuse(
+                    ErrorCode::InvalidMls,
+                    "the first message of a conversation must be a commit",
+                ))
+            }
         };
         self.check_guests(&added)?;
-        self.convs.insert(conv.clone(), Conv { members: creator, group, last_seq: 0, records_acked: 0 });
+        self.convs.insert(
+            conv.clone(),
+            Conv {
+                members: creator,
+                group,
+                last_seq: 0,
+                records_acked: 0,
+            },
+        );
         let receipt = self.append(device, &conv, commit, Some((next, added, welcome)), true);
         if receipt.is_err() {
             self.convs.remove(&conv);
@@ -350,21 +558,40 @@ impl Core {
         Ok(ServerBody::Receipt(receipt?))
     }
 
-    fn submit(&mut self, device: &DeviceRow, conv: &str, message: Vec<u8>, welcome: Option<Vec<u8>>) -> Result<Receipt, ProtocolError> {
+    fn submit(
+        &mut self,
+        device: &DeviceRow,
+        conv: &str,
+        message: Vec<u8>,
+        welcome: Option<Vec<u8>>,
+    ) -> Result<Receipt, ProtocolError> {
         self.check_sender(device)?;
         self.capture_open()?;
-        let c = self
-            .convs
-            .get(conv)
-            .ok_or_else(|| refuse(ErrorCode::UnknownConversation, format!("no conversation {conv}")))?;
+        let c = self.convs.get(conv).ok_or_else(|| {
+            refuse(
+                ErrorCode::UnknownConversation,
+                format!("no conversation {conv}"),
+            )
+        })?;
         match roster::check_message(&c.group, &message, device, &StoreRegistry(&self.store))? {
-            Accepted::Application | Accepted::Proposal => self.append(device, conv, message, None, false),
+            Accepted::Application | Accepted::Proposal => {
+                self.append(device, conv, message, None, false)
+            }
             Accepted::Commit { group, added } => {
                 self.check_guests(&added)?;
                 if !added.is_empty() && welcome.is_none() {
-                    return Err(refuse(ErrorCode::BadFrame, "a commit that adds members must carry their Welcome"));
+                    return Err(refuse(
+                        ErrorCode::BadFrame,
+                        "a commit that adds members must carry their Welcome",
+                    ));
                 }
-                self.append(device, conv, message, Some((group, added, welcome.unwrap_or_default())), false)
+                self.append(
+                    device,
+                    conv,
+                    message,
+                    Some((group, added, welcome.unwrap_or_default())),
+                    false,
+                )
             }
         }
     }
@@ -379,10 +606,17 @@ impl Core {
         create: bool,
     ) -> Result<Receipt, ProtocolError> {
         let now = self.clock.now_ms();
-        let c = self.convs.get(conv).ok_or_else(|| refuse(ErrorCode::UnknownConversation, conv.to_string()))?;
+        let c = self
+            .convs
+            .get(conv)
+            .ok_or_else(|| refuse(ErrorCode::UnknownConversation, conv.to_string()))?;
         let seq = c.last_seq + 1;
         let sha = Sha256::digest(&message).to_vec();
-        let signature = self.key.sign(&receipt_signed_bytes(conv, seq, &sha, now)).to_bytes().to_vec();
+        let signature = self
+            .key
+            .sign(&receipt_signed_bytes(conv, seq, &sha, now))
+            .to_bytes()
+            .to_vec();
         let entry = LogEntry {
             conv: conv.to_string(),
             seq,
@@ -393,12 +627,26 @@ impl Core {
             sha256: sha,
             signature,
         };
-        let snapshot = commit.as_ref().map(|(g, _, _)| roster::snapshot(g)).transpose()?;
-        let added_ids: Vec<String> = commit.as_ref().map(|(_, a, _)| a.iter().map(|m| m.device_id.clone()).collect()).unwrap_or_default();
-        let welcome = commit.as_ref().filter(|(_, a, _)| !a.is_empty()).map(|(_, _, w)| (w.as_slice(), added_ids.as_slice()));
-        self.store.append(&entry, snapshot.as_deref(), welcome, create).map_err(internal)?;
+        let snapshot = commit
+            .as_ref()
+            .map(|(g, _, _)| roster::snapshot(g))
+            .transpose()?;
+        let added_ids: Vec<String> = commit
+            .as_ref()
+            .map(|(_, a, _)| a.iter().map(|m| m.device_id.clone()).collect())
+            .unwrap_or_default();
+        let welcome = commit
+            .as_ref()
+            .filter(|(_, a, _)| !a.is_empty())
+            .map(|(_, _, w)| (w.as_slice(), added_ids.as_slice()));
+        self.store
+            .append(&entry, snapshot.as_deref(), welcome, create)
+            .map_err(internal)?;
         // Durable from here on.
-        let c = self.convs.get_mut(conv).ok_or_else(|| refuse(ErrorCode::Internal, "conversation vanished"))?;
+        let c = self
+            .convs
+            .get_mut(conv)
+            .ok_or_else(|| refuse(ErrorCode::Internal, "conversation vanished"))?;
         c.last_seq = seq;
         self.backlog += 1;
         let mut recipients: Vec<MemberDevice> = c.members.clone();
@@ -406,7 +654,14 @@ impl Core {
             c.members = roster::members(&group);
             c.group = *group;
             for m in &added {
-                self.push(&m.device_id, ServerBody::WelcomeMessage { conv: conv.to_string(), seq, message: welcome.clone() });
+                self.push(
+                    &m.device_id,
+                    ServerBody::WelcomeMessage {
+                        conv: conv.to_string(),
+                        seq,
+                        message: welcome.clone(),
+                    },
+                );
             }
             recipients.retain(|m| !added.contains(m));
         }
@@ -451,13 +706,31 @@ impl Core {
         }
     }
 
-    fn ack(&mut self, device: &DeviceRow, conv: &str, seq: u64) -> Result<ServerBody, ProtocolError> {
-        let c = self.convs.get_mut(conv).ok_or_else(|| refuse(ErrorCode::UnknownConversation, format!("no conversation {conv}")))?;
+    fn ack(
+        &mut self,
+        device: &DeviceRow,
+        conv: &str,
+        seq: u64,
+    ) -> Result<ServerBody, ProtocolError> {
+        let c = self.convs.get_mut(conv).ok_or_else(|| {
+            refuse(
+                ErrorCode::UnknownConversation,
+                format!("no conversation {conv}"),
+            )
+        })?;
         if seq > c.last_seq {
-            return Err(refuse(ErrorCode::BadFrame, format!("cannot acknowledge seq {seq}: the log of {conv} ends at {}", c.last_seq)));
+            return Err(refuse(
+                ErrorCode::BadFrame,
+                format!(
+                    "cannot acknowledge seq {seq}: the log of {conv} ends at {}",
+                    c.last_seq
+                ),
+            ));
         }
         let records = device.user == RECORDS_USER;
-        self.store.ack(&device.device_id, conv, seq, records).map_err(internal)?;
+        self.store
+            .ack(&device.device_id, conv, seq, records)
+            .map_err(internal)?;
         if records && seq > c.records_acked {
             self.backlog = self.backlog.saturating_sub(seq - c.records_acked);
             c.records_acked = seq;
@@ -468,8 +741,14 @@ impl Core {
     /// Replay what this device has not acknowledged, then go live: both
     /// under the core's lock, so live pushes can never overtake the replay.
     fn sync(&mut self, session: &Session, device: &DeviceRow) -> Result<ServerBody, ProtocolError> {
-        for (conv, seq, message) in self.store.welcomes_for(&device.device_id).map_err(internal)? {
-            let _ = session.out.send(ServerFrame::push(ServerBody::WelcomeMessage { conv, seq, message }).to_json());
+        for (conv, seq, message) in self
+            .store
+            .welcomes_for(&device.device_id)
+            .map_err(internal)?
+        {
+            let _ = session.out.send(
+                ServerFrame::push(ServerBody::WelcomeMessage { conv, seq, message }).to_json(),
+            );
         }
         let mine: Vec<String> = self
             .convs
@@ -478,7 +757,11 @@ impl Core {
             .map(|(k, _)| k.clone())
             .collect();
         for conv in mine {
-            let cursor = self.store.cursor(&device.device_id, &conv).map_err(internal)?.unwrap_or(0);
+            let cursor = self
+                .store
+                .cursor(&device.device_id, &conv)
+                .map_err(internal)?
+                .unwrap_or(0);
             for e in self.store.log_after(&conv, cursor).map_err(internal)? {
                 let receipt = self.receipt(&e);
                 let d = Delivery {
@@ -490,7 +773,9 @@ impl Core {
                     message: e.message,
                     receipt,
                 };
-                let _ = session.out.send(ServerFrame::push(ServerBody::Deliver(d)).to_json());
+                let _ = session
+                    .out
+                    .send(ServerFrame::push(ServerBody::Deliver(d)).to_json());
             }
         }
         let list = self.live.entry(device.device_id.clone()).or_default();
@@ -518,7 +803,11 @@ impl Core {
             if upto > 0 {
                 deleted += self.store.delete_log_upto(conv, upto)?;
             }
-            deleted += self.store.delete_expired_relay(conv, c.records_acked, now.saturating_sub(self.limits.relay_ttl_ms))?;
+            deleted += self.store.delete_expired_relay(
+                conv,
+                c.records_acked,
+                now.saturating_sub(self.limits.relay_ttl_ms),
+            )?;
         }
         Ok(deleted)
     }
@@ -526,27 +815,52 @@ impl Core {
 
 /// The creator's first commit, checked like any other except that the
 /// epoch-0 group (the creator alone) cannot contain the records member yet.
-fn check_first_commit(group: &Followed, commit: &[u8], store: &Store) -> Result<Accepted, ProtocolError> {
-    let msg = mls_rs::MlsMessage::from_bytes(commit).map_err(|e| refuse(ErrorCode::InvalidMls, format!("{e:?}")))?;
+fn check_first_commit(
+    group: &Followed,
+    commit: &[u8],
+    store: &Store,
+) -> Result<Accepted, ProtocolError> {
+    let msg = mls_rs::MlsMessage::from_bytes(commit)
+        .map_err(|e| refuse(ErrorCode::InvalidMls, format!("{e:?}")))?;
     if msg.wire_format() != mls_rs::WireFormat::PublicMessage {
-        return Err(refuse(ErrorCode::EncryptedHandshake, "commits must be sent as MLS PublicMessages"));
+        return Err(refuse(
+            ErrorCode::EncryptedHandshake,
+            "commits must be sent as MLS PublicMessages",
+        ));
     }
     if msg.epoch() != Some(0) {
-        return Err(refuse(ErrorCode::StaleEpoch, "the first commit must be for epoch 0"));
+        return Err(refuse(
+            ErrorCode::StaleEpoch,
+            "the first commit must be for epoch 0",
+        ));
     }
     let mut next = group.clone();
-    match next.process_incoming_message(msg).map_err(|e| refuse(ErrorCode::InvalidMls, format!("MLS message rejected: {e:?}")))? {
+    match next.process_incoming_message(msg).map_err(|e| {
+        refuse(
+            ErrorCode::InvalidMls,
+            format!("MLS message rejected: {e:?}"),
+        )
+    })? {
         mls_rs::external_client::ExternalReceivedMessage::Commit(desc) => {
             if desc.is_external || desc.committer != 0 {
-                return Err(refuse(ErrorCode::NotMember, "the first commit must come from the creator"));
+                return Err(refuse(
+                    ErrorCode::NotMember,
+                    "the first commit must come from the creator",
+                ));
             }
             if let mls_rs::group::CommitEffect::ReInit(_) = desc.effect {
                 return Err(refuse(ErrorCode::ReinitRefused, "ReInit is not allowed"));
             }
             let before = roster::members(group);
             let added = roster::check_roster(&next, &before, &StoreRegistry(store))?;
-            Ok(Accepted::Commit { group: Box::new(next), added })
+            Ok(Accepted::Commit {
+                group: Box::new(next),
+                added,
+            })
         }
-        _ => Err(refuse(ErrorCode::InvalidMls, "the first message of a conversation must be a commit")),
+        _ => Err(refuse(
+            ErrorCode::InvalidMls,
+            "the first message of a conversation must be a commit",
+        )),
     }
 }

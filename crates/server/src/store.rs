@@ -86,17 +86,37 @@ impl Store {
     }
 
     pub fn meta(&self, k: &str) -> Result<Option<String>, ServerError> {
-        Ok(self.conn.query_row("SELECT v FROM meta WHERE k=?1", params![k], |r| r.get(0)).optional()?)
+        Ok(self
+            .conn
+            .query_row("SELECT v FROM meta WHERE k=?1", params![k], |r| r.get(0))
+            .optional()?)
     }
 
     pub fn set_meta(&self, k: &str, v: &str) -> Result<(), ServerError> {
-        self.conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)", params![k, v])?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)",
+            params![k, v],
+        )?;
         Ok(())
     }
 
-    pub fn add_user(&self, name: &str, display: &str, category: &str, now_ms: u64) -> Result<(), ServerError> {
-        if name.is_empty() || name.contains('/') || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(ServerError::Invalid(format!("user name {name:?} must be 1-64 characters of a-z, 0-9, '-', '_' or '.'")));
+    pub fn add_user(
+        &self,
+        name: &str,
+        display: &str,
+        category: &str,
+        now_ms: u64,
+    ) -> Result<(), ServerError> {
+        if name.is_empty()
+            || name.contains('/')
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(ServerError::Invalid(format!(
+                "user name {name:?} must be 1-64 characters of a-z, 0-9, '-', '_' or '.'"
+            )));
         }
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO users (name, display, category, created_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -111,12 +131,18 @@ impl Store {
     pub fn user(&self, name: &str) -> Result<Option<UserRow>, ServerError> {
         Ok(self
             .conn
-            .query_row("SELECT name, display, category, notice_acked_ms FROM users WHERE name=?1", params![name], user_row)
+            .query_row(
+                "SELECT name, display, category, notice_acked_ms FROM users WHERE name=?1",
+                params![name],
+                user_row,
+            )
             .optional()?)
     }
 
     pub fn users(&self) -> Result<Vec<UserRow>, ServerError> {
-        let mut stmt = self.conn.prepare("SELECT name, display, category, notice_acked_ms FROM users ORDER BY name")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, display, category, notice_acked_ms FROM users ORDER BY name")?;
         let rows = stmt.query_map([], user_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -129,8 +155,16 @@ impl Store {
         // 16 characters from a 32-symbol alphabet without look-alikes: 80 bits.
         const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
         let mut rng = rand::thread_rng();
-        let raw: String = (0..16).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect();
-        let code = format!("{}-{}-{}-{}", &raw[0..4], &raw[4..8], &raw[8..12], &raw[12..16]);
+        let raw: String = (0..16)
+            .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+            .collect();
+        let code = format!(
+            "{}-{}-{}-{}",
+            &raw[0..4],
+            &raw[4..8],
+            &raw[8..12],
+            &raw[12..16]
+        );
         self.conn.execute(
             "INSERT INTO enrolment_codes (code, user, expires_ms) VALUES (?1, ?2, ?3)",
             params![code, user, (now_ms + ENROLMENT_CODE_TTL_MS) as i64],
@@ -139,40 +173,67 @@ impl Store {
     }
 
     /// Redeem a code: creates the device and burns the code, atomically.
-    pub fn redeem_code(&mut self, code: &str, signature_key: &[u8], now_ms: u64) -> Result<DeviceRow, ServerError> {
+    pub fn redeem_code(
+        &mut self,
+        code: &str,
+        signature_key: &[u8],
+        now_ms: u64,
+    ) -> Result<DeviceRow, ServerError> {
         let tx = self.conn.transaction()?;
         let row: Option<(String, i64, Option<i64>)> = tx
-            .query_row("SELECT user, expires_ms, used_ms FROM enrolment_codes WHERE code=?1", params![code], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+            .query_row(
+                "SELECT user, expires_ms, used_ms FROM enrolment_codes WHERE code=?1",
+                params![code],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .optional()?;
         let user = match row {
             None => return Err(ServerError::Invalid("enrolment code is not known".into())),
-            Some((_, _, Some(_))) => return Err(ServerError::Invalid("enrolment code was already used".into())),
+            Some((_, _, Some(_))) => {
+                return Err(ServerError::Invalid(
+                    "enrolment code was already used".into(),
+                ))
+            }
             Some((_, expires, None)) if (expires as u64) < now_ms => {
-                return Err(ServerError::Invalid("enrolment code has expired (codes are valid for 24 hours)".into()))
+                return Err(ServerError::Invalid(
+                    "enrolment code has expired (codes are valid for 24 hours)".into(),
+                ))
             }
             Some((user, _, None)) => user,
         };
         let mut id = [0u8; 8];
         rand::thread_rng().fill(&mut id);
         let device_id = hex::encode(id);
-        tx.execute("UPDATE enrolment_codes SET used_ms=?1 WHERE code=?2", params![now_ms as i64, code])?;
+        tx.execute(
+            "UPDATE enrolment_codes SET used_ms=?1 WHERE code=?2",
+            params![now_ms as i64, code],
+        )?;
         let n = tx.execute(
             "INSERT OR IGNORE INTO devices (id, user, signature_key, created_ms) VALUES (?1, ?2, ?3, ?4)",
             params![device_id, user, signature_key, now_ms as i64],
         )?;
         if n == 0 {
-            return Err(ServerError::Invalid("this signature key is already enrolled".into()));
+            return Err(ServerError::Invalid(
+                "this signature key is already enrolled".into(),
+            ));
         }
         tx.commit()?;
-        Ok(DeviceRow { device_id, user, signature_key: signature_key.to_vec(), revoked: false })
+        Ok(DeviceRow {
+            device_id,
+            user,
+            signature_key: signature_key.to_vec(),
+            revoked: false,
+        })
     }
 
     pub fn device(&self, id: &str) -> Result<Option<DeviceRow>, ServerError> {
         Ok(self
             .conn
-            .query_row("SELECT id, user, signature_key, revoked_ms FROM devices WHERE id=?1", params![id], device_row)
+            .query_row(
+                "SELECT id, user, signature_key, revoked_ms FROM devices WHERE id=?1",
+                params![id],
+                device_row,
+            )
             .optional()?)
     }
 
@@ -199,14 +260,28 @@ impl Store {
         Ok(())
     }
 
-    pub fn add_key_packages(&mut self, device: &str, kps: &[Vec<u8>], last_resort: Option<&[u8]>) -> Result<(), ServerError> {
+    pub fn add_key_packages(
+        &mut self,
+        device: &str,
+        kps: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+    ) -> Result<(), ServerError> {
         let tx = self.conn.transaction()?;
         for kp in kps {
-            tx.execute("INSERT INTO key_packages (device, kp, last_resort) VALUES (?1, ?2, 0)", params![device, kp])?;
+            tx.execute(
+                "INSERT INTO key_packages (device, kp, last_resort) VALUES (?1, ?2, 0)",
+                params![device, kp],
+            )?;
         }
         if let Some(lr) = last_resort {
-            tx.execute("DELETE FROM key_packages WHERE device=?1 AND last_resort=1", params![device])?;
-            tx.execute("INSERT INTO key_packages (device, kp, last_resort) VALUES (?1, ?2, 1)", params![device, lr])?;
+            tx.execute(
+                "DELETE FROM key_packages WHERE device=?1 AND last_resort=1",
+                params![device],
+            )?;
+            tx.execute(
+                "INSERT INTO key_packages (device, kp, last_resort) VALUES (?1, ?2, 1)",
+                params![device, lr],
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -227,7 +302,8 @@ impl Store {
             None => None,
             Some((id, kp, last_resort)) => {
                 if !last_resort {
-                    self.conn.execute("DELETE FROM key_packages WHERE id=?1", params![id])?;
+                    self.conn
+                        .execute("DELETE FROM key_packages WHERE id=?1", params![id])?;
                 }
                 Some(kp)
             }
@@ -243,7 +319,9 @@ impl Store {
     }
 
     pub fn conversations(&self) -> Result<Vec<ConversationRow>, ServerError> {
-        let mut stmt = self.conn.prepare("SELECT conv, snapshot, last_seq, records_acked FROM conversations")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT conv, snapshot, last_seq, records_acked FROM conversations")?;
         let rows = stmt.query_map([], |r| {
             Ok(ConversationRow {
                 conv: r.get(0)?,
@@ -291,7 +369,10 @@ impl Store {
                 "UPDATE conversations SET last_seq=?1, snapshot=?2 WHERE conv=?3",
                 params![entry.seq as i64, s, entry.conv],
             )?,
-            None => tx.execute("UPDATE conversations SET last_seq=?1 WHERE conv=?2", params![entry.seq as i64, entry.conv])?,
+            None => tx.execute(
+                "UPDATE conversations SET last_seq=?1 WHERE conv=?2",
+                params![entry.seq as i64, entry.conv],
+            )?,
         };
         if let Some((welcome, devices)) = welcome {
             for d in devices {
@@ -331,33 +412,52 @@ impl Store {
     }
 
     pub fn log_len(&self) -> Result<u64, ServerError> {
-        Ok(self.conn.query_row("SELECT COUNT(*) FROM log", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM log", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
     pub fn welcomes_for(&self, device: &str) -> Result<Vec<(String, u64, Vec<u8>)>, ServerError> {
-        let mut stmt = self.conn.prepare("SELECT conv, seq, message FROM welcomes WHERE device=?1 ORDER BY conv")?;
-        let rows = stmt.query_map(params![device], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT conv, seq, message FROM welcomes WHERE device=?1 ORDER BY conv")?;
+        let rows = stmt.query_map(params![device], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn cursor(&self, device: &str, conv: &str) -> Result<Option<u64>, ServerError> {
         Ok(self
             .conn
-            .query_row("SELECT acked FROM cursors WHERE device=?1 AND conv=?2", params![device, conv], |r| r.get::<_, i64>(0))
+            .query_row(
+                "SELECT acked FROM cursors WHERE device=?1 AND conv=?2",
+                params![device, conv],
+                |r| r.get::<_, i64>(0),
+            )
             .optional()?
             .map(|v| v as u64))
     }
 
     /// Record a device's acknowledgement (never moves a cursor backwards)
     /// and drop its Welcome once it has moved past it.
-    pub fn ack(&mut self, device: &str, conv: &str, seq: u64, records: bool) -> Result<(), ServerError> {
+    pub fn ack(
+        &mut self,
+        device: &str,
+        conv: &str,
+        seq: u64,
+        records: bool,
+    ) -> Result<(), ServerError> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO cursors (device, conv, acked) VALUES (?1, ?2, ?3)
              ON CONFLICT (device, conv) DO UPDATE SET acked = MAX(acked, excluded.acked)",
             params![device, conv, seq as i64],
         )?;
-        tx.execute("DELETE FROM welcomes WHERE device=?1 AND conv=?2 AND seq<=?3", params![device, conv, seq as i64])?;
+        tx.execute(
+            "DELETE FROM welcomes WHERE device=?1 AND conv=?2 AND seq<=?3",
+            params![device, conv, seq as i64],
+        )?;
         if records {
             tx.execute(
                 "UPDATE conversations SET records_acked = MAX(records_acked, ?1) WHERE conv=?2",
@@ -372,11 +472,19 @@ impl Store {
     /// the records service and every member device acknowledged them, or
     /// the relay TTL passed after capture). Returns how many went.
     pub fn delete_log_upto(&self, conv: &str, upto: u64) -> Result<usize, ServerError> {
-        Ok(self.conn.execute("DELETE FROM log WHERE conv=?1 AND seq<=?2", params![conv, upto as i64])?)
+        Ok(self.conn.execute(
+            "DELETE FROM log WHERE conv=?1 AND seq<=?2",
+            params![conv, upto as i64],
+        )?)
     }
 
     /// Entries of `conv` captured by records and older than `before_ms`.
-    pub fn delete_expired_relay(&self, conv: &str, records_acked: u64, before_ms: u64) -> Result<usize, ServerError> {
+    pub fn delete_expired_relay(
+        &self,
+        conv: &str,
+        records_acked: u64,
+        before_ms: u64,
+    ) -> Result<usize, ServerError> {
         Ok(self.conn.execute(
             "DELETE FROM log WHERE conv=?1 AND seq<=?2 AND server_time_ms<?3",
             params![conv, records_acked as i64, before_ms as i64],

@@ -13,7 +13,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
-use keepwire_protocol::{decode_client_frame, ErrorCode, ProtocolError, ServerBody, ServerFrame, MAX_FRAME_BYTES};
+use keepwire_protocol::{
+    decode_client_frame, ErrorCode, ProtocolError, ServerBody, ServerFrame, MAX_FRAME_BYTES,
+};
 use rand::RngCore;
 use tokio::net::TcpListener;
 
@@ -28,7 +30,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(core: Core) -> Self {
-        Self { core: Arc::new(Mutex::new(core)), next_session: Arc::new(AtomicU64::new(1)) }
+        Self {
+            core: Arc::new(Mutex::new(core)),
+            next_session: Arc::new(AtomicU64::new(1)),
+        }
     }
 
     pub fn core(&self) -> std::sync::MutexGuard<'_, Core> {
@@ -50,7 +55,9 @@ async fn receipt_key(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn ws_handler(ws: WebSocketUpgrade, State(state): State<AppState>) -> impl IntoResponse {
-    ws.max_message_size(MAX_FRAME_BYTES).max_frame_size(MAX_FRAME_BYTES).on_upgrade(move |socket| connection(socket, state))
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| connection(socket, state))
 }
 
 async fn connection(socket: WebSocket, state: AppState) {
@@ -58,8 +65,16 @@ async fn connection(socket: WebSocket, state: AppState) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut nonce = vec![0u8; 32];
     rand::thread_rng().fill_bytes(&mut nonce);
-    let mut session = Session { id: state.next_session.fetch_add(1, Ordering::Relaxed), nonce: nonce.clone(), device: None, out: tx.clone() };
-    let hello = ServerFrame::push(ServerBody::Challenge { nonce, server_version: env!("CARGO_PKG_VERSION").to_string() });
+    let mut session = Session {
+        id: state.next_session.fetch_add(1, Ordering::Relaxed),
+        nonce: nonce.clone(),
+        device: None,
+        out: tx.clone(),
+    };
+    let hello = ServerFrame::push(ServerBody::Challenge {
+        nonce,
+        server_version: env!("CARGO_PKG_VERSION").to_string(),
+    });
     let _ = tx.send(hello.to_json());
     let writer = tokio::spawn(async move {
         while let Some(text) = rx.recv().await {
@@ -72,7 +87,10 @@ async fn connection(socket: WebSocket, state: AppState) {
         let text = match msg {
             Ok(Message::Text(t)) => t,
             Ok(Message::Binary(_)) => {
-                let err = ProtocolError::new(ErrorCode::BadFrame, "binary frames are not used; send JSON text frames");
+                let err = ProtocolError::new(
+                    ErrorCode::BadFrame,
+                    "binary frames are not used; send JSON text frames",
+                );
                 let _ = tx.send(ServerFrame::error(None, &err).to_json());
                 continue;
             }
@@ -83,7 +101,9 @@ async fn connection(socket: WebSocket, state: AppState) {
             Err((id, err)) => ServerFrame::error(id, &err),
             Ok(frame) => {
                 let id = frame.id;
-                let result = tokio::task::block_in_place(|| state.core().handle(&mut session, frame.request));
+                let result = tokio::task::block_in_place(|| {
+                    state.core().handle(&mut session, frame.request)
+                });
                 match result {
                     Ok(body) => ServerFrame::response(id, body),
                     Err(err) => {
@@ -123,9 +143,12 @@ pub async fn serve(
             }
         }
     });
-    let r = axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let r = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     gc.abort();
     r
 }

@@ -1,0 +1,305 @@
+//! End-to-end tests: the real `keepwire` binary, real sockets, real stores.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keepwire");
+
+fn keepwire(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run keepwire")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "keepwire failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_serve(dir: &Path) -> Server {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The records member enrols itself right after start.
+    let records = dir.join("records").join("device.db");
+    while !records.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "records service did not enrol"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    Server {
+        child,
+        url: format!("http://{listen}"),
+    }
+}
+
+#[test]
+fn demo_sends_disappears_and_captures_everything() {
+    let out = ok(keepwire(&["demo", "--json", "--timer", "1"], &[]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["sent"], 5);
+    assert_eq!(
+        v["delivered"], 8,
+        "3 group messages to 2 recipients and 2 direct messages to 1"
+    );
+    assert_eq!(v["captured"], 5);
+    assert_eq!(v["captured_verified"], 5);
+    assert_eq!(v["remaining_on_devices"], 0);
+    assert_eq!(v["remaining_on_relay"], 0);
+}
+
+#[test]
+fn cli_flow_notice_send_read_and_capture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = start_serve(&data);
+    let d = data.to_str().unwrap();
+    let code_a = ok(keepwire(
+        &[
+            "admin",
+            "--data-dir",
+            d,
+            "user",
+            "add",
+            "alice",
+            "--display",
+            "Alice",
+            "--category",
+            "staff",
+        ],
+        &[],
+    ));
+    let code_b = ok(keepwire(
+        &[
+            "admin",
+            "--data-dir",
+            d,
+            "user",
+            "add",
+            "bob",
+            "--display",
+            "Bob",
+            "--category",
+            "capstone",
+        ],
+        &[],
+    ));
+    let dev_a = tmp.path().join("alice");
+    let dev_b = tmp.path().join("bob");
+    let env_a = [
+        ("KEEPWIRE_PASSPHRASE", "pa"),
+        ("KEEPWIRE_SERVER", server.url.as_str()),
+        ("KEEPWIRE_DEVICE_DIR", dev_a.to_str().unwrap()),
+    ];
+    let env_b = [
+        ("KEEPWIRE_PASSPHRASE", "pb"),
+        ("KEEPWIRE_SERVER", server.url.as_str()),
+        ("KEEPWIRE_DEVICE_DIR", dev_b.to_str().unwrap()),
+    ];
+    ok(keepwire(
+        &["chat", "enroll", "--code", code_a.trim()],
+        &env_a,
+    ));
+    ok(keepwire(
+        &["chat", "enroll", "--code", code_b.trim()],
+        &env_b,
+    ));
+
+    // A used code cannot enrol another device.
+    let again = keepwire(
+        &[
+            "chat",
+            "enroll",
+            "--code",
+            code_a.trim(),
+            "--device-dir",
+            tmp.path().join("x").to_str().unwrap(),
+        ],
+        &env_a,
+    );
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already used"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // A wrong passphrase does not open the device store.
+    let wrong = keepwire(
+        &["chat", "conversations"],
+        &[("KEEPWIRE_PASSPHRASE", "nope"), env_a[1], env_a[2]],
+    );
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong passphrase"));
+
+    // No acknowledgement of the records notice, nothing sent: the server refuses.
+    let refused = keepwire(&["chat", "create", "bob"], &env_a);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("notice_not_acknowledged"));
+
+    ok(keepwire(&["chat", "notice", "--accept"], &env_a));
+    let created = ok(keepwire(&["chat", "create", "bob", "--json"], &env_a));
+    let conv = serde_json::from_str::<Value>(&created).unwrap()["conv"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sent = ok(keepwire(
+        &[
+            "chat",
+            "send",
+            &conv,
+            "meet at the north gate",
+            "--timer",
+            "3600",
+            "--json",
+        ],
+        &env_a,
+    ));
+    assert_eq!(serde_json::from_str::<Value>(&sent).unwrap()["seq"], 2);
+
+    let read = ok(keepwire(&["chat", "read", &conv, "--json"], &env_b));
+    let msgs: Value = serde_json::from_str(&read).unwrap();
+    assert_eq!(msgs.as_array().unwrap().len(), 1);
+    assert_eq!(msgs[0]["text"], "meet at the north gate");
+    assert!(msgs[0]["sender"].as_str().unwrap().starts_with("alice/"));
+    assert!(msgs[0]["expire_at_ms"].as_u64().is_some());
+
+    // The archive holds it, decrypted, attributed to alice's device.
+    let start = Instant::now();
+    let records = loop {
+        let list: Value = serde_json::from_str(&ok(keepwire(
+            &["records", "list", "--data-dir", d, "--json"],
+            &[],
+        )))
+        .unwrap();
+        if !list.as_array().unwrap().is_empty() || start.elapsed() > Duration::from_secs(20) {
+            break list;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(records.as_array().unwrap().len(), 1);
+    assert!(records[0]["sender"].as_str().unwrap().starts_with("alice/"));
+    let participants = records[0]["participants"].as_array().unwrap();
+    assert_eq!(
+        participants.len(),
+        3,
+        "alice, bob and the records member: {participants:?}"
+    );
+    let id = records[0]["id"].as_i64().unwrap().to_string();
+    let shown: Value = serde_json::from_str(&ok(keepwire(
+        &["records", "show", &id, "--data-dir", d, "--json"],
+        &[],
+    )))
+    .unwrap();
+    assert_eq!(shown["text"], "meet at the north gate");
+    assert_eq!(shown["receipt"]["seq"], 2);
+
+    // The device store on disk does not contain the plaintext.
+    let raw = std::fs::read(dev_b.join("device.db")).unwrap();
+    let needle = b"north gate";
+    assert!(!raw.windows(needle.len()).any(|w| w == needle));
+}
+
+#[test]
+fn bad_frames_get_precise_errors_and_the_server_keeps_serving() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_serve(&tmp.path().join("data"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("{}/v1/ws", server.url.replace("http", "ws"));
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let challenge = loop {
+            if let Some(Ok(Message::Text(t))) = ws.next().await {
+                break serde_json::from_str::<Value>(&t).unwrap();
+            }
+        };
+        assert_eq!(challenge["type"], "challenge");
+        let cases = [
+            ("{not json", "bad_frame"),
+            (r#"{"v":99,"id":1,"type":"sync"}"#, "unsupported_version"),
+            (r#"{"v":1,"id":2,"type":"teleport"}"#, "bad_frame"),
+            (r#"{"v":1,"id":3,"type":"sync"}"#, "unauthorized"),
+            (r#"{"v":1,"id":4,"type":"auth","device_id":"nobody","signature":"AAAA"}"#, "unauthorized"),
+            (r#"{"v":1,"id":5,"type":"enroll","code":"NOPE","signature_key":"AAAA","signature":"AAAA"}"#, "unauthorized"),
+        ];
+        for (frame, code) in cases {
+            ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+            let reply = loop {
+                if let Some(Ok(Message::Text(t))) = ws.next().await {
+                    break serde_json::from_str::<Value>(&t).unwrap();
+                }
+            };
+            assert_eq!(reply["type"], "error", "{frame}");
+            assert_eq!(reply["code"], code, "{frame}: {reply}");
+            assert!(!reply["message"].as_str().unwrap().is_empty());
+        }
+        // An oversize frame is refused by the transport without taking the server down.
+        let big = "x".repeat(keepwire_protocol_limit() + 1);
+        let _ = ws.send(Message::Text(big.into())).await;
+        let (mut ws2, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let first = loop {
+            if let Some(Ok(Message::Text(t))) = ws2.next().await {
+                break serde_json::from_str::<Value>(&t).unwrap();
+            }
+        };
+        assert_eq!(first["type"], "challenge", "server still serves new connections");
+    });
+}
+
+fn keepwire_protocol_limit() -> usize {
+    8 * 1024 * 1024
+}
