@@ -42,10 +42,13 @@ impl mls_rs_core::error::IntoAnyError for ClientError {}
 /// Group state in the device store. Extra rows (the conversation cursor)
 /// can be queued to land in the same transaction as the next state write,
 /// so a crash never leaves the cursor and the MLS state out of step.
+/// A row (namespace, key, value) waiting for the next group-state write.
+type QueuedRow = (&'static str, Vec<u8>, Vec<u8>);
+
 #[derive(Clone)]
 pub struct GroupStore {
     store: Store,
-    pending: Arc<Mutex<Vec<(&'static str, Vec<u8>, Vec<u8>)>>>,
+    pending: Arc<Mutex<Vec<QueuedRow>>>,
 }
 
 impl GroupStore {
