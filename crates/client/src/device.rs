@@ -22,7 +22,9 @@ use mls_rs::identity::SigningIdentity;
 use mls_rs::{CipherSuiteProvider, CryptoProvider, ExtensionList, MlsMessage};
 use mls_rs_crypto_awslc::AwsLcCryptoProvider;
 
-use crate::mls::{GroupStore, KeyPackageStore, MlsClient, MlsGroup, CIPHER_SUITE};
+use crate::mls::{
+    mls_rules, GroupStore, KeyPackageStore, MlsClient, MlsConfig, MlsGroup, CIPHER_SUITE,
+};
 use crate::{ClientError, Store};
 
 const STORE_FILE: &str = "device.db";
@@ -130,6 +132,8 @@ pub struct Device {
     pub user: String,
     pub device_id: String,
     groups: HashMap<String, MlsGroup>,
+    /// Groups joined by an external commit the server has not accepted yet.
+    joining: HashMap<String, MlsGroup>,
 }
 
 impl Device {
@@ -164,6 +168,7 @@ impl Device {
             .group_state_storage(group_store.clone())
             .crypto_provider(AwsLcCryptoProvider::new())
             .identity_provider(BasicIdentityProvider::new())
+            .mls_rules(mls_rules())
             .signing_identity(identity, secret.clone(), CIPHER_SUITE)
             .build();
         Ok(Self {
@@ -174,6 +179,7 @@ impl Device {
             user,
             device_id,
             groups: HashMap::new(),
+            joining: HashMap::new(),
         })
     }
 
@@ -273,31 +279,21 @@ impl Device {
         &mut self,
         members: &[ClaimedKeyPackage],
     ) -> Result<(String, Request), ClientError> {
-        let mut group =
-            self.client
-                .create_group(ExtensionList::new(), ExtensionList::new(), None)?;
+        let group = self
+            .client
+            .create_group(ExtensionList::new(), ExtensionList::new(), None)?;
         let conv = hex::encode(group.group_id());
         let group_info = group.group_info_message(true)?.to_bytes()?;
-        let mut builder = group.commit_builder();
-        for m in members {
-            builder = builder.add_member(MlsMessage::from_bytes(&m.key_package)?)?;
-        }
-        let out = builder.build()?;
-        let welcome = out
-            .welcome_messages
-            .first()
-            .map(|w| w.to_bytes())
-            .transpose()?
-            .unwrap_or_default();
-        let commit = out.commit_message.to_bytes()?;
         self.groups.insert(conv.clone(), group);
+        let built = self.commit(&conv, |b| add_all(b, members))?;
         Ok((
             conv.clone(),
             Request::CreateConversation {
                 conv,
                 group_info,
-                commit,
-                welcome,
+                commit: built.commit,
+                welcome: built.welcome.unwrap_or_default(),
+                next_group_info: built.next_group_info,
             },
         ))
     }
@@ -308,69 +304,155 @@ impl Device {
         conv: &str,
         members: &[ClaimedKeyPackage],
     ) -> Result<Request, ClientError> {
-        let group = self.group(conv)?;
-        let mut builder = group.commit_builder();
-        for m in members {
-            builder = builder.add_member(MlsMessage::from_bytes(&m.key_package)?)?;
-        }
-        let out = builder.build()?;
-        let welcome = out
-            .welcome_messages
-            .first()
-            .map(|w| w.to_bytes())
-            .transpose()?;
-        Ok(Request::Submit {
-            conv: conv.to_string(),
-            message: out.commit_message.to_bytes()?,
-            welcome,
-        })
+        Ok(self.commit(conv, |b| add_all(b, members))?.submit(conv))
     }
 
     /// Commit removing every device of `users` from `conv`.
     pub fn remove_users(&mut self, conv: &str, users: &[String]) -> Result<Request, ClientError> {
-        let group = self.group(conv)?;
-        let indexes: Vec<u32> = group
+        self.remove_where(conv, |user, _| users.iter().any(|u| u == user))
+            .map_err(|e| match e {
+                ClientError::Refused(_) => {
+                    ClientError::Refused(format!("none of {users:?} is in conversation {conv}"))
+                }
+                e => e,
+            })
+    }
+
+    /// Commit removing these devices from `conv` (how the records service
+    /// evicts revoked devices).
+    pub fn remove_devices(
+        &mut self,
+        conv: &str,
+        device_ids: &[String],
+    ) -> Result<Request, ClientError> {
+        self.remove_where(conv, |_, device| device_ids.iter().any(|d| d == device))
+    }
+
+    fn remove_where(
+        &mut self,
+        conv: &str,
+        matches: impl Fn(&str, &str) -> bool,
+    ) -> Result<Request, ClientError> {
+        let indexes: Vec<u32> = self
+            .group(conv)?
             .roster()
             .members_iter()
             .filter(|m| {
                 member_identity(m)
-                    .and_then(|id| {
-                        parse_device_identity(id.as_bytes())
-                            .map(|(u, _)| users.iter().any(|x| x == u))
-                    })
+                    .and_then(|id| parse_device_identity(id.as_bytes()).map(|(u, d)| matches(u, d)))
                     .unwrap_or(false)
             })
             .map(|m| m.index)
             .collect();
         if indexes.is_empty() {
             return Err(ClientError::Refused(format!(
-                "none of {users:?} is in conversation {conv}"
+                "nobody to remove from conversation {conv}"
             )));
         }
-        let mut builder = group.commit_builder();
-        for i in indexes {
-            builder = builder.remove_member(i)?;
-        }
-        let out = builder.build()?;
-        Ok(Request::Submit {
-            conv: conv.to_string(),
-            message: out.commit_message.to_bytes()?,
-            welcome: None,
-        })
+        let built = self.commit(conv, |mut b| {
+            for i in &indexes {
+                b = b.remove_member(*i)?;
+            }
+            Ok(b)
+        })?;
+        Ok(built.submit(conv))
+    }
+
+    /// Build a commit on `conv` and persist it as the group's pending
+    /// commit, so that a crash after the server accepted it still lets this
+    /// device apply it when the log replays it. Callers sync first: any
+    /// pending commit left over from before is then known to have been
+    /// refused (an accepted one would have been replayed and applied).
+    fn commit(
+        &mut self,
+        conv: &str,
+        build: impl FnOnce(
+            mls_rs::group::CommitBuilder<'_, MlsConfig>,
+        ) -> Result<
+            mls_rs::group::CommitBuilder<'_, MlsConfig>,
+            mls_rs::error::MlsError,
+        >,
+    ) -> Result<BuiltCommit, ClientError> {
+        let cursor = self.cursor(conv)?;
+        let group = self.group(conv)?;
+        group.clear_pending_commit();
+        let out = build(group.commit_builder())?.build()?;
+        let built = BuiltCommit {
+            commit: out.commit_message.to_bytes()?,
+            welcome: out
+                .welcome_messages
+                .first()
+                .map(|w| w.to_bytes())
+                .transpose()?,
+            next_group_info: out
+                .external_commit_group_info
+                .as_ref()
+                .ok_or_else(|| ClientError::Store("commit produced no GroupInfo".into()))?
+                .to_bytes()?,
+        };
+        self.save(conv, cursor)?;
+        Ok(built)
     }
 
     /// The server accepted this device's commit as `seq`: move to the new epoch.
     pub fn commit_accepted(&mut self, conv: &str, seq: u64) -> Result<(), ClientError> {
         let group = self.group(conv)?;
-        group.apply_pending_commit()?;
+        if group.has_pending_commit() {
+            group.apply_pending_commit()?;
+        }
         self.save(conv, seq)
     }
 
     /// The server refused this device's commit: forget it, stay in the epoch.
-    pub fn commit_refused(&mut self, conv: &str) {
+    pub fn commit_refused(&mut self, conv: &str) -> Result<(), ClientError> {
         if let Some(g) = self.groups.get_mut(conv) {
             g.clear_pending_commit();
+            let cursor = self.cursor(conv)?;
+            self.save(conv, cursor)?;
         }
+        Ok(())
+    }
+
+    /// Join `conv`, which this device's user is already in, by external
+    /// commit from the GroupInfo the server keeps. The new group waits in
+    /// memory until the server accepts the commit
+    /// ([`Device::external_join_accepted`]).
+    pub fn join_external(&mut self, conv: &str, group_info: &[u8]) -> Result<Request, ClientError> {
+        let (group, commit) = self
+            .client
+            .external_commit_builder()?
+            .build(MlsMessage::from_bytes(group_info)?)?;
+        let joined = hex::encode(group.group_id());
+        if joined != conv {
+            return Err(ClientError::Refused(format!(
+                "GroupInfo is for conversation {joined}, not {conv}"
+            )));
+        }
+        let next_group_info = group
+            .group_info_message_allowing_ext_commit(true)?
+            .to_bytes()?;
+        self.joining.insert(conv.to_string(), group);
+        Ok(Request::Submit {
+            conv: conv.to_string(),
+            message: commit.to_bytes()?,
+            welcome: None,
+            next_group_info: Some(next_group_info),
+        })
+    }
+
+    /// The server accepted this device's external commit as `seq`.
+    pub fn external_join_accepted(&mut self, conv: &str, seq: u64) -> Result<(), ClientError> {
+        let group = self
+            .joining
+            .remove(conv)
+            .ok_or_else(|| ClientError::UnknownConversation(conv.to_string()))?;
+        self.groups.insert(conv.to_string(), group);
+        self.save(conv, seq)
+    }
+
+    /// The server refused the external commit: drop the would-be group.
+    pub fn external_join_refused(&mut self, conv: &str) {
+        self.joining.remove(conv);
     }
 
     /// Encrypt a message for `conv`.
@@ -386,6 +468,7 @@ impl Device {
             conv: conv.to_string(),
             message: msg.to_bytes()?,
             welcome: None,
+            next_group_info: None,
         })
     }
 
@@ -420,10 +503,23 @@ impl Device {
         if d.seq <= self.cursor(&d.conv)? {
             return Ok(Incoming::Duplicate);
         }
+        let msg = MlsMessage::from_bytes(&d.message)?;
         if d.sender_user == self.user && d.sender_device == self.device_id {
+            let group = self.group(&d.conv)?;
+            // Our own commit, accepted while we were away (a crash or a lost
+            // connection between sending it and reading the receipt): the
+            // pending commit was persisted when it was built.
+            if is_commit(&msg) && group.has_pending_commit() {
+                group.apply_pending_commit()?;
+                return Ok(Incoming::Commit {
+                    conv: d.conv.clone(),
+                    seq: d.seq,
+                    epoch: group.current_epoch(),
+                    participants: roster_identities(group),
+                });
+            }
             return Ok(Incoming::Own);
         }
-        let msg = MlsMessage::from_bytes(&d.message)?;
         let group = self.group(&d.conv)?;
         let received = group.process_incoming_message(msg)?;
         let epoch = group.current_epoch();
@@ -490,6 +586,44 @@ fn be_u64(b: &[u8]) -> u64 {
     let n = b.len().min(8);
     a[8 - n..].copy_from_slice(&b[b.len() - n..]);
     u64::from_be_bytes(a)
+}
+
+/// A commit built by [`Device::commit`], ready to go on the wire.
+struct BuiltCommit {
+    commit: Vec<u8>,
+    welcome: Option<Vec<u8>>,
+    next_group_info: Vec<u8>,
+}
+
+impl BuiltCommit {
+    fn submit(self, conv: &str) -> Request {
+        Request::Submit {
+            conv: conv.to_string(),
+            message: self.commit,
+            welcome: self.welcome,
+            next_group_info: Some(self.next_group_info),
+        }
+    }
+}
+
+fn add_all<'a>(
+    mut b: mls_rs::group::CommitBuilder<'a, MlsConfig>,
+    members: &[ClaimedKeyPackage],
+) -> Result<mls_rs::group::CommitBuilder<'a, MlsConfig>, mls_rs::error::MlsError> {
+    for m in members {
+        b = b.add_member(MlsMessage::from_bytes(&m.key_package)?)?;
+    }
+    Ok(b)
+}
+
+fn is_commit(msg: &MlsMessage) -> bool {
+    matches!(
+        msg.description(),
+        mls_rs::MlsMessageDescription::PublicProtocolMessage {
+            content_type: mls_rs::group::ContentType::Commit,
+            ..
+        }
+    )
 }
 
 fn member_identity(m: &mls_rs::group::Member) -> Option<String> {

@@ -9,10 +9,12 @@
 use std::sync::{Arc, Mutex};
 
 use mls_rs::client_builder::{
-    BaseConfig, WithCryptoProvider, WithGroupStateStorage, WithIdentityProvider, WithKeyPackageRepo,
+    BaseConfig, WithCryptoProvider, WithGroupStateStorage, WithIdentityProvider,
+    WithKeyPackageRepo, WithMlsRules,
 };
 use mls_rs::identity::basic::BasicIdentityProvider;
 use mls_rs::mls_rs_codec::{MlsDecode, MlsEncode};
+use mls_rs::mls_rules::{CommitOptions, DefaultMlsRules};
 use mls_rs::CipherSuite;
 use mls_rs_core::group::{EpochRecord, GroupState, GroupStateStorage};
 use mls_rs_core::key_package::{KeyPackageData, KeyPackageStorage};
@@ -27,13 +29,27 @@ pub const CIPHER_SUITE: CipherSuite = CipherSuite::P256_AES128;
 /// commit can still be decrypted after it.
 const MAX_EPOCH_RETENTION: u64 = 3;
 
-pub type MlsConfig = WithIdentityProvider<
-    BasicIdentityProvider,
-    WithCryptoProvider<
-        AwsLcCryptoProvider,
-        WithGroupStateStorage<GroupStore, WithKeyPackageRepo<KeyPackageStore, BaseConfig>>,
+pub type MlsConfig = WithMlsRules<
+    DefaultMlsRules,
+    WithIdentityProvider<
+        BasicIdentityProvider,
+        WithCryptoProvider<
+            AwsLcCryptoProvider,
+            WithGroupStateStorage<GroupStore, WithKeyPackageRepo<KeyPackageStore, BaseConfig>>,
+        >,
     >,
 >;
+
+/// Every commit also yields a GroupInfo allowing external commits (with
+/// the ratchet tree), which the server keeps so a user's new device can
+/// join the conversations the user is already in.
+pub fn mls_rules() -> DefaultMlsRules {
+    DefaultMlsRules::new().with_commit_options(
+        CommitOptions::new()
+            .with_allow_external_commit(true)
+            .with_ratchet_tree_extension(true),
+    )
+}
 pub type MlsClient = mls_rs::Client<MlsConfig>;
 pub type MlsGroup = mls_rs::Group<MlsConfig>;
 

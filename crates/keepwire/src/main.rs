@@ -88,6 +88,12 @@ enum AdminCommand {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Relay and capture status: users, devices, conversations, entries
+    /// still on the relay, and how far the records service lags.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Set messaging policy.
     Policy {
         /// Longest disappearing timer any conversation may use, in seconds.
@@ -127,7 +133,8 @@ enum DeviceCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a device: its connections are refused from its next request on.
+    /// Revoke a device: its connections are refused from its next request
+    /// on, and the records service removes it from every conversation.
     Revoke { device_id: String },
 }
 
@@ -200,6 +207,18 @@ enum ChatCommand {
         #[command(flatten)]
         device: DeviceArgs,
         conv: Option<String>,
+        /// Keep running and show messages as they arrive (one JSON object
+        /// per line with --json); expired messages are deleted meanwhile.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Show or set a conversation's disappearing timer (seconds after
+    /// sending; 0 turns it off). Setting it tells every member.
+    Timer {
+        #[command(flatten)]
+        device: DeviceArgs,
+        conv: String,
+        secs: Option<u64>,
     },
 }
 
@@ -395,6 +414,21 @@ fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -> Re
             }
             println!("revoked {device_id}");
         }
+        AdminCommand::Status { json } => {
+            let s = store.status()?;
+            if json {
+                print_json(&s)?;
+            } else {
+                println!("users            {}", s.users);
+                println!(
+                    "devices          {} active, {} revoked",
+                    s.active_devices, s.revoked_devices
+                );
+                println!("conversations    {}", s.conversations);
+                println!("relay entries    {}", s.relay_entries);
+                println!("capture backlog  {}", s.capture_backlog);
+            }
+        }
         AdminCommand::Policy {
             max_timer_secs,
             guests_allowed,
@@ -513,34 +547,98 @@ async fn chat(command: ChatCommand) -> Result<()> {
                 println!("sent as #{seq}");
             }
         }
-        ChatCommand::Read { device, conv } => {
+        ChatCommand::Read {
+            device,
+            conv,
+            follow,
+        } => {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             online.sync().await?;
-            let now = online.clock.now_ms();
             let messages = online.device.store().messages(conv.as_deref())?;
             online.device.store().mark_read(conv.as_deref())?;
-            if device.json {
+            if device.json && !follow {
                 print_json(&messages)?;
             } else {
-                for m in messages {
-                    let left = match m.expire_at_ms {
-                        Some(t) => format!("{}s left", t.saturating_sub(now) / 1000),
-                        None if m.burn_on_read => "burns on read".to_string(),
-                        None => "kept".to_string(),
-                    };
-                    println!(
-                        "[{}#{}] {}: {}  ({left})",
-                        &m.conv[..8.min(m.conv.len())],
-                        m.seq,
-                        m.sender,
-                        m.text
-                    );
+                for m in &messages {
+                    print_message(m, online.clock.now_ms(), device.json)?;
+                }
+            }
+            if follow {
+                follow_messages(&mut online, conv.as_deref(), device.json).await?;
+            }
+        }
+        ChatCommand::Timer { device, conv, secs } => {
+            let mut online =
+                session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            online.sync().await?;
+            let (timer, seq) = match secs {
+                Some(t) => (
+                    Some(t).filter(|t| *t > 0),
+                    Some(online.set_timer(&conv, t).await?),
+                ),
+                None => (online.conversation_timer(&conv)?, None),
+            };
+            if device.json {
+                print_json(&serde_json::json!({"conv": conv, "timer_secs": timer, "seq": seq}))?;
+            } else {
+                match timer {
+                    Some(t) => println!(
+                        "messages disappear {} after sending",
+                        session::human_secs(t)
+                    ),
+                    None => println!("no disappearing timer"),
                 }
             }
         }
     }
     Ok(())
+}
+
+fn print_message(m: &keepwire_client::StoredMessage, now_ms: u64, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(m)?);
+        return Ok(());
+    }
+    let left = match m.expire_at_ms {
+        Some(t) => format!("{}s left", t.saturating_sub(now_ms) / 1000),
+        None if m.burn_on_read => "burns on read".to_string(),
+        None => "kept".to_string(),
+    };
+    println!(
+        "[{}#{}] {}: {}  ({left})",
+        &m.conv[..8.min(m.conv.len())],
+        m.seq,
+        m.sender,
+        m.text
+    );
+    Ok(())
+}
+
+/// `read --follow`: print each new message as it is stored, and delete
+/// expired ones on time, until interrupted.
+async fn follow_messages(
+    online: &mut session::Online,
+    conv: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            push = online.conn.next_push() => {
+                if let Some(m) = online.handle_push(push?).await? {
+                    if conv.is_none_or(|c| c == m.conv) {
+                        print_message(&m, online.clock.now_ms(), json)?;
+                        online.device.store().mark_read(Some(&m.conv))?;
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                online.device.store().purge_expired(online.clock.now_ms())?;
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
 }
 
 async fn records(command: RecordsCommand) -> Result<()> {

@@ -14,7 +14,7 @@ use keepwire_server::ws::AppState;
 use keepwire_server::{Core, Limits};
 use tokio::net::TcpListener;
 
-use crate::net::Conn;
+use crate::net::{Conn, Refused};
 
 pub fn records_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("records")
@@ -118,14 +118,11 @@ pub fn records_code(data_dir: &Path, clock: &Clock) -> Result<Option<String>> {
 /// Run the records service against `server` forever, reconnecting on
 /// failure. `code` enrols its device on first start.
 pub async fn run_records(server: String, dir: PathBuf, code: Option<String>) -> Result<()> {
+    if let Some(code) = code {
+        enroll_records(&server, &dir, &code).await?;
+    }
     let passphrase = records_passphrase(&dir)?;
     let clock = Clock::from_env();
-    if let Some(code) = code {
-        let online = crate::session::enroll(&server, &code, &dir, &passphrase)
-            .await
-            .context("enrolling the records device")?;
-        tracing::info!(device = %online.device.device_id, "records device enrolled");
-    }
     loop {
         match records_once(&server, &dir, &passphrase, &clock).await {
             Ok(()) => {}
@@ -135,6 +132,17 @@ pub async fn run_records(server: String, dir: PathBuf, code: Option<String>) -> 
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// Enrol the records device (its key packages included), so that
+/// conversations can be created as soon as this returns.
+pub async fn enroll_records(server: &str, dir: &Path, code: &str) -> Result<()> {
+    let passphrase = records_passphrase(dir)?;
+    let online = crate::session::enroll(server, code, dir, &passphrase)
+        .await
+        .context("enrolling the records device")?;
+    tracing::info!(device = %online.device.device_id, "records device enrolled");
+    Ok(())
 }
 
 async fn records_once(server: &str, dir: &Path, passphrase: &str, clock: &Clock) -> Result<()> {
@@ -162,9 +170,49 @@ async fn records_once(server: &str, dir: &Path, passphrase: &str, clock: &Clock)
                     .await?;
                 }
             }
+            ServerBody::Evict { conv, devices } => {
+                evict(&mut conn, &mut capture, &conv, &devices).await?;
+            }
             _ => {}
         }
     }
+}
+
+/// Commit the removal of revoked devices from `conv` and archive that
+/// commit. A refusal (another commit won the epoch) is left for the
+/// server's next request.
+async fn evict(
+    conn: &mut Conn,
+    capture: &mut Capture,
+    conv: &str,
+    devices: &[String],
+) -> Result<()> {
+    let Some(req) = capture.evict(conv, devices)? else {
+        return Ok(());
+    };
+    let message = match &req {
+        Request::Submit { message, .. } => message.clone(),
+        _ => bail!("eviction is not a submit"),
+    };
+    match conn.request(req).await {
+        Ok(ServerBody::Receipt(r)) => {
+            tracing::info!(conv, ?devices, seq = r.seq, "revoked devices removed");
+            if let Some(seq) = capture.own_commit_accepted(message, r)? {
+                conn.request(Request::Ack {
+                    conv: conv.to_string(),
+                    seq,
+                })
+                .await?;
+            }
+        }
+        Ok(other) => bail!("unexpected answer to an eviction commit: {other:?}"),
+        Err(e) if e.downcast_ref::<Refused>().is_some() => {
+            tracing::info!(conv, error = %format!("{e:#}"), "eviction commit refused; will retry");
+            capture.device.commit_refused(conv)?;
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 /// Everything in one process: the server, and the records service
@@ -175,11 +223,13 @@ pub async fn serve_embedded(
     limits: Limits,
 ) -> Result<(SocketAddr, AppState)> {
     let (addr, state, _server) = start_server(data_dir, listen, limits).await?;
-    let code = records_code(data_dir, &Clock::from_env())?;
     let url = format!("http://{addr}");
     let dir = records_dir(data_dir);
+    if let Some(code) = records_code(data_dir, &Clock::from_env())? {
+        enroll_records(&url, &dir, &code).await?;
+    }
     tokio::spawn(async move {
-        if let Err(e) = run_records(url, dir, code).await {
+        if let Err(e) = run_records(url, dir, None).await {
             tracing::error!(error = %format!("{e:#}"), "records service stopped");
         }
     });

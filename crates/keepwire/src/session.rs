@@ -9,7 +9,7 @@ use keepwire_protocol::clock::Clock;
 use keepwire_protocol::content::Content;
 use keepwire_protocol::{ClaimedKeyPackage, Policy, Request, ServerBody};
 
-use crate::net::Conn;
+use crate::net::{Conn, Refused};
 
 /// How many key packages a device keeps on the server.
 pub const KEY_PACKAGE_POOL: usize = 20;
@@ -22,6 +22,7 @@ pub struct Online {
     pub clock: Clock,
     /// Messages from others stored by this device since it came online.
     pub received: u64,
+    joins_checked: bool,
 }
 
 pub async fn enroll(server: &str, code: &str, dir: &Path, passphrase: &str) -> Result<Online> {
@@ -50,6 +51,7 @@ pub async fn enroll(server: &str, code: &str, dir: &Path, passphrase: &str) -> R
         notice_acknowledged: notice,
         clock: Clock::from_env(),
         received: 0,
+        joins_checked: false,
     })
 }
 
@@ -72,6 +74,7 @@ pub async fn connect(server: &str, dir: &Path, passphrase: &str) -> Result<Onlin
         notice_acknowledged: notice,
         clock: Clock::from_env(),
         received: 0,
+        joins_checked: false,
     };
     online.device.store().purge_expired(online.clock.now_ms())?;
     Ok(online)
@@ -85,6 +88,8 @@ impl Online {
     }
 
     /// Fetch and process everything pending. Returns the new messages.
+    /// The first sync of a connection also joins, by external commit, the
+    /// conversations this device's user is in and it is not (a new device).
     pub async fn sync(&mut self) -> Result<Vec<StoredMessage>> {
         self.conn.request(Request::Sync).await?;
         let mut out = Vec::new();
@@ -93,8 +98,48 @@ impl Online {
                 out.push(m);
             }
         }
+        if !self.joins_checked {
+            self.joins_checked = true;
+            self.join_existing().await?;
+        }
         self.device.store().purge_expired(self.clock.now_ms())?;
         Ok(out)
+    }
+
+    async fn join_existing(&mut self) -> Result<()> {
+        let list = match self.conn.request(Request::Joinable).await? {
+            ServerBody::Joinable { conversations } => conversations,
+            other => bail!("unexpected answer to joinable: {other:?}"),
+        };
+        for j in list {
+            let req = match self.device.join_external(&j.conv, &j.group_info) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(conv = %j.conv, error = %e, "cannot join conversation by external commit");
+                    continue;
+                }
+            };
+            match self.conn.request(req).await {
+                Ok(ServerBody::Receipt(r)) => {
+                    self.device.external_join_accepted(&j.conv, r.seq)?;
+                    self.conn
+                        .request(Request::Ack {
+                            conv: j.conv.clone(),
+                            seq: r.seq,
+                        })
+                        .await?;
+                    tracing::info!(conv = %j.conv, seq = r.seq, "joined conversation of this user");
+                }
+                Ok(other) => bail!("unexpected answer to an external join: {other:?}"),
+                Err(e) if e.downcast_ref::<Refused>().is_some() => {
+                    // Lost a race for the epoch: the next connection retries.
+                    self.device.external_join_refused(&j.conv);
+                    tracing::warn!(conv = %j.conv, error = %format!("{e:#}"), "external join refused");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Process one pushed frame; acknowledges it once stored.
@@ -106,7 +151,15 @@ impl Online {
                 Ok(None)
             }
             ServerBody::Deliver(d) => {
-                let incoming = self.device.process(&d)?;
+                let incoming = match self.device.process(&d) {
+                    Err(keepwire_client::ClientError::UnknownConversation(c)) => {
+                        // Not acknowledged: it stays on the relay until this
+                        // device can process it (or the relay TTL passes).
+                        tracing::warn!(conv = %c, seq = d.seq, "delivery for a conversation this device has no state for");
+                        return Ok(None);
+                    }
+                    r => r?,
+                };
                 let mut stored = None;
                 match incoming {
                     Incoming::Duplicate => {}
@@ -114,7 +167,8 @@ impl Online {
                     Incoming::Application {
                         sender, content, ..
                     } => {
-                        let m = self.to_stored(&d.conv, d.seq, &sender, d.server_time_ms, &content);
+                        let m =
+                            self.to_stored(&d.conv, d.seq, &sender, d.server_time_ms, &content)?;
                         if let Some(m) = &m {
                             self.device.store().insert_message(m)?;
                             self.received += 1;
@@ -145,29 +199,70 @@ impl Online {
         sender: &str,
         server_time_ms: u64,
         content: &[u8],
-    ) -> Option<StoredMessage> {
+    ) -> Result<Option<StoredMessage>> {
         let c = match Content::decode(content) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(conv, seq, error = %e, "message content does not parse; dropped on this device");
-                return None;
+                return Ok(None);
             }
         };
+        let mut text = c.text;
+        if let Some(t) = c.set_conversation_timer {
+            let t = t.min(self.policy.max_timer_secs);
+            self.device
+                .store()
+                .put(TIMER_NS, conv.as_bytes(), &t.to_be_bytes())?;
+            text = if t == 0 {
+                "(turned the disappearing timer off)".to_string()
+            } else {
+                format!("(set the disappearing timer to {})", human_secs(t))
+            };
+        }
         // The admin's cap applies whatever the sender asked for.
         let timer = c
             .expire_after_secs
             .map(|t| t.min(self.policy.max_timer_secs));
-        Some(StoredMessage {
+        Ok(Some(StoredMessage {
             conv: conv.to_string(),
             seq,
             sender: sender.to_string(),
-            text: c.text,
+            text,
             sent_at_ms: c.sent_at_ms,
             server_time_ms,
             expire_at_ms: timer.map(|t| server_time_ms + t * 1000),
             burn_on_read: c.burn_on_read,
             read: false,
-        })
+        }))
+    }
+
+    /// The conversation's expire-after-send timer as this device last saw
+    /// it set (seconds; `None` when never set or turned off).
+    pub fn conversation_timer(&self, conv: &str) -> Result<Option<u64>> {
+        Ok(self
+            .device
+            .store()
+            .get(TIMER_NS, conv.as_bytes())?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .filter(|t| *t > 0))
+    }
+
+    /// Set the conversation's timer for every member (0 turns it off).
+    pub async fn set_timer(&mut self, conv: &str, secs: u64) -> Result<u64> {
+        self.check_timer(secs)?;
+        let content = Content::timer_change(secs, self.clock.now_ms());
+        self.send_content(conv, content).await
+    }
+
+    fn check_timer(&self, secs: u64) -> Result<()> {
+        if secs > self.policy.max_timer_secs {
+            bail!(
+                "timer of {secs} s exceeds the agency's maximum of {} s",
+                self.policy.max_timer_secs
+            );
+        }
+        Ok(())
     }
 
     async fn claim(
@@ -223,7 +318,12 @@ impl Online {
             }
             Ok(other) => bail!("unexpected answer: {other:?}"),
             Err(e) => {
-                self.device.commit_refused(conv);
+                // Only a definite refusal discards the commit: after a lost
+                // connection the server may have accepted it, and the next
+                // sync then replays and applies it.
+                if e.downcast_ref::<Refused>().is_some() {
+                    self.device.commit_refused(conv)?;
+                }
                 Err(e)
             }
         }
@@ -242,7 +342,8 @@ impl Online {
         self.commit(conv, req).await
     }
 
-    /// Send a text; returns the receipt's sequence number.
+    /// Send a text; returns the receipt's sequence number. Without an
+    /// explicit timer the conversation's timer applies.
     pub async fn send(
         &mut self,
         conv: &str,
@@ -250,25 +351,23 @@ impl Online {
         timer_secs: Option<u64>,
         burn_on_read: bool,
     ) -> Result<u64> {
+        if let Some(t) = timer_secs {
+            self.check_timer(t)?;
+        }
+        let timer = match timer_secs {
+            Some(t) => Some(t),
+            None => self.conversation_timer(conv)?,
+        };
+        let content = Content::text(text, timer, burn_on_read, self.clock.now_ms());
+        self.send_content(conv, content).await
+    }
+
+    async fn send_content(&mut self, conv: &str, content: Content) -> Result<u64> {
         if !self.notice_acknowledged {
             bail!("acknowledge the records notice first (`keepwire chat notice --accept`)");
         }
         self.sync().await?;
-        if let Some(t) = timer_secs {
-            if t > self.policy.max_timer_secs {
-                bail!(
-                    "timer of {t} s exceeds the agency's maximum of {} s",
-                    self.policy.max_timer_secs
-                );
-            }
-        }
-        let content = Content {
-            format: keepwire_protocol::content::CONTENT_FORMAT,
-            text: text.to_string(),
-            expire_after_secs: timer_secs,
-            burn_on_read,
-            sent_at_ms: self.clock.now_ms(),
-        };
+        let bytes = content.encode()?;
         let req = self.device.encrypt(conv, &content)?;
         let r = match self.conn.request(req).await? {
             ServerBody::Receipt(r) => r,
@@ -276,11 +375,23 @@ impl Online {
         };
         // The sender keeps its own copy under the same timer.
         let me = self.device.identity();
-        if let Some(m) = self.to_stored(conv, r.seq, &me, r.server_time_ms, &content.encode()?) {
+        if let Some(m) = self.to_stored(conv, r.seq, &me, r.server_time_ms, &bytes)? {
             self.device
                 .store()
                 .insert_message(&StoredMessage { read: true, ..m })?;
         }
         Ok(r.seq)
+    }
+}
+
+/// Where a device keeps each conversation's timer.
+const TIMER_NS: &str = "timer";
+
+pub fn human_secs(t: u64) -> String {
+    match t {
+        t if t % 86_400 == 0 => format!("{} d", t / 86_400),
+        t if t % 3600 == 0 => format!("{} h", t / 3600),
+        t if t % 60 == 0 => format!("{} min", t / 60),
+        t => format!("{t} s"),
     }
 }

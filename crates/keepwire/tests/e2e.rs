@@ -1,89 +1,14 @@
 //! End-to-end tests: the real `keepwire` binary, real sockets, real stores.
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{free_port, keepwire, ok, start_serve};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keepwire");
-
-fn keepwire(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run keepwire")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "keepwire failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_serve(dir: &Path) -> Server {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--listen",
-            &listen,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // The records member enrols itself right after start.
-    let records = dir.join("records").join("device.db");
-    while !records.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "records service did not enrol"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    Server {
-        child,
-        url: format!("http://{listen}"),
-    }
+fn serve(data: &std::path::Path) -> common::Server {
+    start_serve(data, &format!("127.0.0.1:{}", free_port()), &[])
 }
 
 #[test]
@@ -105,7 +30,7 @@ fn demo_sends_disappears_and_captures_everything() {
 fn cli_flow_notice_send_read_and_capture() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let server = start_serve(&data);
+    let server = serve(&data);
     let d = data.to_str().unwrap();
     let code_a = ok(keepwire(
         &[
@@ -257,7 +182,7 @@ fn bad_frames_get_precise_errors_and_the_server_keeps_serving() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let tmp = tempfile::tempdir().unwrap();
-    let server = start_serve(&tmp.path().join("data"));
+    let server = serve(&tmp.path().join("data"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let url = format!("{}/v1/ws", server.url.replace("http", "ws"));

@@ -28,6 +28,37 @@ pub struct Content {
     pub burn_on_read: bool,
     /// The sender's clock when the message was composed (ms since the epoch).
     pub sent_at_ms: u64,
+    /// Sets the conversation's expire-after-send timer (seconds; 0 turns it
+    /// off) for every member from this message on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_conversation_timer: Option<u64>,
+}
+
+impl Content {
+    /// A text message.
+    pub fn text(
+        text: &str,
+        expire_after_secs: Option<u64>,
+        burn_on_read: bool,
+        now_ms: u64,
+    ) -> Self {
+        Self {
+            format: CONTENT_FORMAT,
+            text: text.to_string(),
+            expire_after_secs,
+            burn_on_read,
+            sent_at_ms: now_ms,
+            set_conversation_timer: None,
+        }
+    }
+
+    /// The message that changes the conversation's timer.
+    pub fn timer_change(secs: u64, now_ms: u64) -> Self {
+        Self {
+            set_conversation_timer: Some(secs),
+            ..Self::text("", None, false, now_ms)
+        }
+    }
 }
 
 pub const CONTENT_FORMAT: u32 = 1;
@@ -69,13 +100,7 @@ mod tests {
 
     #[test]
     fn refuses_text_over_64_kib() {
-        let c = Content {
-            format: 1,
-            text: "x".repeat(crate::MAX_TEXT_BYTES + 1),
-            expire_after_secs: None,
-            burn_on_read: false,
-            sent_at_ms: 0,
-        };
+        let c = Content::text(&"x".repeat(crate::MAX_TEXT_BYTES + 1), None, false, 0);
         assert_eq!(
             c.encode().unwrap_err(),
             ContentError::TooLong(crate::MAX_TEXT_BYTES + 1)
@@ -94,6 +119,12 @@ mod tests {
             Err(ContentError::Malformed(_))
         ));
         let c = br#"{"format":9,"text":"hi","sent_at_ms":1}"#;
+        let old = br#"{"format":1,"text":"hi","sent_at_ms":1}"#;
+        assert_eq!(
+            Content::decode(old).unwrap(),
+            Content::text("hi", None, false, 1),
+            "fields added later default when absent"
+        );
         assert_eq!(
             Content::decode(c).unwrap_err(),
             ContentError::UnknownFormat(9)

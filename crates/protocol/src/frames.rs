@@ -69,7 +69,10 @@ pub enum Request {
     },
     /// Create a conversation: `group_info` is the creator's epoch-0
     /// GroupInfo (with the ratchet tree), `commit` the first commit, which
-    /// must add the records member, and `welcome` its Welcome.
+    /// must add the records member, `welcome` its Welcome, and
+    /// `next_group_info` the GroupInfo of the epoch the commit creates
+    /// (allowing external commits), which the server keeps so that new
+    /// devices of existing members can join.
     CreateConversation {
         conv: String,
         #[serde(with = "crate::b64")]
@@ -78,9 +81,14 @@ pub enum Request {
         commit: Vec<u8>,
         #[serde(with = "crate::b64")]
         welcome: Vec<u8>,
+        #[serde(with = "crate::b64")]
+        next_group_info: Vec<u8>,
     },
     /// Submit an MLS message (commit, proposal or application message) to a
-    /// conversation. A commit that adds members carries its `welcome`.
+    /// conversation. A commit that adds members carries its `welcome`;
+    /// every commit carries `next_group_info`, the GroupInfo of the epoch
+    /// it creates. An external commit by a new device of a user already in
+    /// the conversation is submitted the same way.
     Submit {
         conv: String,
         #[serde(with = "crate::b64")]
@@ -91,7 +99,16 @@ pub enum Request {
             skip_serializing_if = "Option::is_none"
         )]
         welcome: Option<Vec<u8>>,
+        #[serde(
+            default,
+            with = "crate::b64_opt",
+            skip_serializing_if = "Option::is_none"
+        )]
+        next_group_info: Option<Vec<u8>>,
     },
+    /// List the conversations this device may join by external commit:
+    /// those where another device of its user is a member and it is not.
+    Joinable,
     /// The device has durably stored everything up to `seq` in `conv`. For
     /// the records service this means archived.
     Ack { conv: String, seq: u64 },
@@ -128,6 +145,16 @@ pub enum ServerBody {
     },
     /// Sync finished: everything pending up to now has been pushed.
     Synced,
+    /// Answer to `joinable`: each conversation with its latest GroupInfo.
+    Joinable {
+        conversations: Vec<JoinableConversation>,
+    },
+    /// Pushed to the records service: these revoked devices are still in
+    /// the conversation's roster; commit their removal.
+    Evict {
+        conv: String,
+        devices: Vec<String>,
+    },
     /// A log entry of a conversation this device is in.
     Deliver(Delivery),
     /// An MLS Welcome that adds this device to a conversation; the device
@@ -187,6 +214,13 @@ pub struct Delivery {
     #[serde(with = "crate::b64")]
     pub message: Vec<u8>,
     pub receipt: Receipt,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JoinableConversation {
+    pub conv: String,
+    #[serde(with = "crate::b64")]
+    pub group_info: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -396,6 +430,7 @@ mod tests {
                 conv: "c1".into(),
                 message: vec![1, 2, 3],
                 welcome: None,
+                next_group_info: Some(vec![4]),
             },
         );
         let text = f.to_json();

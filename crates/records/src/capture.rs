@@ -8,7 +8,7 @@
 
 use keepwire_client::{Device, Incoming};
 use keepwire_protocol::content::Content;
-use keepwire_protocol::{device_identity, Delivery};
+use keepwire_protocol::{device_identity, parse_device_identity, Delivery, Receipt, Request};
 
 use crate::archive::{Archive, NewRecord};
 use crate::RecordsError;
@@ -50,9 +50,10 @@ impl Capture {
         let (kind, epoch, sender, participants, content) = match &incoming {
             Incoming::Duplicate => return Ok(Some(d.seq)),
             Incoming::Own => {
-                return Err(RecordsError::Archive(
-                    "the records member never sends".into(),
-                ))
+                return Err(RecordsError::Archive(format!(
+                    "{}#{}: own message with no pending commit to apply",
+                    d.conv, d.seq
+                )))
             }
             Incoming::Application {
                 epoch,
@@ -117,6 +118,47 @@ impl Capture {
         })?;
         self.device.save(&d.conv, d.seq)?;
         Ok(Some(d.seq))
+    }
+
+    /// Build the commit evicting revoked `devices` from `conv`, if any of
+    /// them is still in this member's view of the roster. The server asks
+    /// again until the roster no longer holds them, so a refused (stale)
+    /// attempt needs no retry here.
+    pub fn evict(
+        &mut self,
+        conv: &str,
+        devices: &[String],
+    ) -> Result<Option<Request>, RecordsError> {
+        let present: Vec<String> = self
+            .device
+            .participants(conv)?
+            .iter()
+            .filter_map(|id| parse_device_identity(id.as_bytes()).map(|(_, d)| d.to_string()))
+            .filter(|d| devices.contains(d))
+            .collect();
+        if present.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.device.remove_devices(conv, &present)?))
+    }
+
+    /// The server accepted this member's own commit (`message`) with
+    /// `receipt`: archive it like any other entry, then move on.
+    pub fn own_commit_accepted(
+        &mut self,
+        message: Vec<u8>,
+        receipt: Receipt,
+    ) -> Result<Option<u64>, RecordsError> {
+        let d = Delivery {
+            conv: receipt.conv.clone(),
+            seq: receipt.seq,
+            sender_user: self.device.user.clone(),
+            sender_device: self.device.device_id.clone(),
+            server_time_ms: receipt.server_time_ms,
+            message,
+            receipt,
+        };
+        self.capture(&d)
     }
 
     /// Join a conversation the records member was added to. The commit

@@ -18,7 +18,8 @@ use mls_rs::external_client::builder::{
 use mls_rs::external_client::{
     ExternalClient, ExternalGroup, ExternalReceivedMessage, ExternalSnapshot,
 };
-use mls_rs::group::{CommitEffect, ContentType};
+use mls_rs::group::proposal::Proposal;
+use mls_rs::group::{CommitEffect, ContentType, Sender};
 use mls_rs::identity::basic::BasicIdentityProvider;
 use mls_rs::{MlsMessage, MlsMessageDescription, WireFormat};
 use mls_rs_crypto_awslc::AwsLcCryptoProvider;
@@ -103,19 +104,30 @@ pub fn observe(group_info: &[u8], conv: &str) -> Result<Followed, ProtocolError>
     Ok(group)
 }
 
+/// The keepwire identity (`user/device`) in an MLS member's credential.
+fn member_device(m: &mls_rs::group::Member) -> Option<MemberDevice> {
+    let id = &m.signing_identity.credential.as_basic()?.identifier;
+    let (user, device) = parse_device_identity(id)?;
+    Some(MemberDevice {
+        user: user.to_string(),
+        device_id: device.to_string(),
+    })
+}
+
+fn member_at(group: &Followed, index: u32) -> Option<MemberDevice> {
+    group
+        .roster()
+        .member_with_index(index)
+        .ok()
+        .and_then(|m| member_device(&m))
+}
+
 /// The devices in the followed roster.
 pub fn members(group: &Followed) -> Vec<MemberDevice> {
     group
         .roster()
         .members_iter()
-        .filter_map(|m| {
-            let id = m.signing_identity.credential.as_basic()?.identifier.clone();
-            let (user, device) = parse_device_identity(&id)?;
-            Some(MemberDevice {
-                user: user.to_string(),
-                device_id: device.to_string(),
-            })
-        })
+        .filter_map(|m| member_device(&m))
         .collect()
 }
 
@@ -170,16 +182,28 @@ pub fn check_message(
         user: sender.user.clone(),
         device_id: sender.device_id.clone(),
     };
+    let is_sender = |m: Option<MemberDevice>| m.as_ref() == Some(&sender_member);
     if !roster.contains(&sender_member) {
-        return Err(refuse(
-            ErrorCode::NotMember,
-            format!(
-                "device {} is not a member of this conversation",
-                sender.device_id
-            ),
-        ));
+        let external = matches!(
+            msg.description(),
+            MlsMessageDescription::PublicProtocolMessage {
+                sender: Sender::NewMemberCommit,
+                content_type: ContentType::Commit,
+                ..
+            }
+        );
+        if !external {
+            return Err(refuse(
+                ErrorCode::NotMember,
+                format!(
+                    "device {} is not a member of this conversation",
+                    sender.device_id
+                ),
+            ));
+        }
+        return check_external_join(group, msg, &roster, &sender_member, registry);
     }
-    if !roster.iter().any(|m| m.user == RECORDS_USER) {
+    if records_count(&roster) == 0 {
         return Err(refuse(
             ErrorCode::RecordsMemberMissing,
             "this conversation has no records member; nothing can be sent to it",
@@ -207,60 +231,36 @@ pub fn check_message(
         }
         ContentType::Proposal | ContentType::Commit => {
             let mut next = group.clone();
-            let committer_ok = |idx: u32| {
-                group
-                    .roster()
-                    .member_with_index(idx)
-                    .ok()
-                    .and_then(|m| {
-                        m.signing_identity
-                            .credential
-                            .as_basic()
-                            .map(|b| b.identifier.clone())
-                    })
-                    .and_then(|id| {
-                        parse_device_identity(&id)
-                            .map(|(u, d)| u == sender.user && d == sender.device_id)
-                    })
-                    .unwrap_or(false)
-            };
             match next.process_incoming_message(msg).map_err(invalid)? {
                 ExternalReceivedMessage::Proposal(p) => {
-                    if !matches!(p.sender, mls_rs::group::ProposalSender::Member(i) if committer_ok(i))
+                    if !matches!(p.sender, mls_rs::group::ProposalSender::Member(i) if is_sender(member_at(group, i)))
                     {
                         return Err(refuse(
                             ErrorCode::NotMember,
                             "proposal is not signed by the submitting device",
                         ));
                     }
-                    if matches!(p.proposal, mls_rs::group::proposal::Proposal::ReInit(_)) {
-                        return Err(refuse(ErrorCode::ReinitRefused, "ReInit is not allowed: it would start a group without the records member"));
-                    }
-                    if let mls_rs::group::proposal::Proposal::Remove(r) = &p.proposal {
-                        let removed = group.roster().member_with_index(r.to_remove()).ok();
-                        if removed
-                            .and_then(|m| {
-                                m.signing_identity
-                                    .credential
-                                    .as_basic()
-                                    .map(|b| b.identifier.clone())
-                            })
-                            .and_then(|id| {
-                                parse_device_identity(&id).map(|(u, _)| u == RECORDS_USER)
-                            })
-                            .unwrap_or(false)
-                            && records_count(&roster) <= 1
-                        {
-                            return Err(refuse(
-                                ErrorCode::RecordsMemberMissing,
-                                "a proposal may not remove the records member",
-                            ));
+                    match &p.proposal {
+                        Proposal::ReInit(_) => {
+                            return Err(refuse(ErrorCode::ReinitRefused, "ReInit is not allowed: it would start a group without the records member"));
                         }
+                        Proposal::Remove(r) => {
+                            let removed = member_at(group, r.to_remove());
+                            if removed.is_some_and(|m| m.user == RECORDS_USER)
+                                && records_count(&roster) <= 1
+                            {
+                                return Err(refuse(
+                                    ErrorCode::RecordsMemberMissing,
+                                    "a proposal may not remove the records member",
+                                ));
+                            }
+                        }
+                        _ => {}
                     }
                     Ok(Accepted::Proposal)
                 }
                 ExternalReceivedMessage::Commit(desc) => {
-                    if desc.is_external || !committer_ok(desc.committer) {
+                    if desc.is_external || !is_sender(member_at(group, desc.committer)) {
                         return Err(refuse(
                             ErrorCode::NotMember,
                             "commit is not signed by the submitting device",
@@ -282,6 +282,65 @@ pub fn check_message(
             }
         }
     }
+}
+
+/// An external commit: a new device of a user already in the conversation
+/// joins by itself. It may add only itself and remove nobody else (an
+/// older leaf of the same device, when it re-joins, is allowed).
+fn check_external_join(
+    group: &Followed,
+    msg: MlsMessage,
+    roster: &[MemberDevice],
+    sender: &MemberDevice,
+    registry: &dyn Registry,
+) -> Result<Accepted, ProtocolError> {
+    if !roster.iter().any(|m| m.user == sender.user) {
+        return Err(refuse(
+            ErrorCode::NotMember,
+            format!(
+                "{} is not in this conversation: a new device may join by itself only where its user already is",
+                sender.user
+            ),
+        ));
+    }
+    let mut next = group.clone();
+    let desc = match next.process_incoming_message(msg).map_err(invalid)? {
+        ExternalReceivedMessage::Commit(desc) => desc,
+        _ => return Err(refuse(ErrorCode::InvalidMls, "expected an external commit")),
+    };
+    if !desc.is_external || member_at(&next, desc.committer).as_ref() != Some(sender) {
+        return Err(refuse(
+            ErrorCode::NotMember,
+            "external commit does not add the submitting device",
+        ));
+    }
+    if let CommitEffect::ReInit(_) = desc.effect {
+        return Err(refuse(ErrorCode::ReinitRefused, "ReInit is not allowed"));
+    }
+    let after = members(&next);
+    if let Some(gone) = roster
+        .iter()
+        .find(|m| !after.contains(m) && m.device_id != sender.device_id)
+    {
+        return Err(refuse(
+            ErrorCode::NotMember,
+            format!(
+                "an external commit may not remove another member ({}/{})",
+                gone.user, gone.device_id
+            ),
+        ));
+    }
+    let added = check_roster(&next, roster, registry)?;
+    if added.as_slice() != std::slice::from_ref(sender) {
+        return Err(refuse(
+            ErrorCode::NotMember,
+            "an external commit may add only the submitting device",
+        ));
+    }
+    Ok(Accepted::Commit {
+        group: Box::new(next),
+        added,
+    })
 }
 
 fn records_count(roster: &[MemberDevice]) -> usize {

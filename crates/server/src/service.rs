@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use ed25519_dalek::{Signer, SigningKey};
 use keepwire_protocol::clock::Clock;
 use keepwire_protocol::{
-    receipt_signed_bytes, ClaimedKeyPackage, ConversationInfo, Delivery, ErrorCode, Policy,
-    ProtocolError, Receipt, Request, ServerBody, ServerFrame, AUTH_CONTEXT, RECORDS_USER,
+    receipt_signed_bytes, ClaimedKeyPackage, ConversationInfo, Delivery, ErrorCode,
+    JoinableConversation, Policy, ProtocolError, Receipt, Request, ServerBody, ServerFrame,
+    AUTH_CONTEXT, RECORDS_USER,
 };
 use mls_rs::CipherSuiteProvider;
 use mls_rs::CryptoProvider;
@@ -22,7 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::roster::{self, Accepted, Followed, MemberDevice, Registry};
-use crate::store::{DeviceRow, LogEntry, Store};
+use crate::store::{DeviceRow, LogEntry, RosterUpdate, Store};
 use crate::ServerError;
 
 #[derive(Debug, Clone)]
@@ -243,15 +244,18 @@ impl Core {
                 group_info,
                 commit,
                 welcome,
-            } => self.create(&device, conv, group_info, commit, welcome),
+                next_group_info,
+            } => self.create(&device, conv, group_info, commit, welcome, next_group_info),
             Request::Submit {
                 conv,
                 message,
                 welcome,
+                next_group_info,
             } => {
-                let receipt = self.submit(&device, &conv, message, welcome)?;
+                let receipt = self.submit(&device, &conv, message, welcome, next_group_info)?;
                 Ok(ServerBody::Receipt(receipt))
             }
+            Request::Joinable => self.joinable(&device),
             Request::Ack { conv, seq } => self.ack(&device, &conv, seq),
             Request::Sync => self.sync(session, &device),
             Request::Conversations => Ok(ServerBody::Conversations {
@@ -511,6 +515,7 @@ impl Core {
         group_info: Vec<u8>,
         commit: Vec<u8>,
         welcome: Vec<u8>,
+        next_group_info: Vec<u8>,
     ) -> Result<ServerBody, ProtocolError> {
         self.check_sender(device)?;
         self.capture_open()?;
@@ -551,7 +556,14 @@ impl Core {
                 records_acked: 0,
             },
         );
-        let receipt = self.append(device, &conv, commit, Some((next, added, welcome)), true);
+        check_group_info(&next, &next_group_info)?;
+        let change = CommitChange {
+            group: next,
+            added,
+            welcome: Some(welcome),
+            group_info: next_group_info,
+        };
+        let receipt = self.append(device, &conv, commit, Some(change), true);
         if receipt.is_err() {
             self.convs.remove(&conv);
         }
@@ -564,6 +576,7 @@ impl Core {
         conv: &str,
         message: Vec<u8>,
         welcome: Option<Vec<u8>>,
+        next_group_info: Option<Vec<u8>>,
     ) -> Result<Receipt, ProtocolError> {
         self.check_sender(device)?;
         self.capture_open()?;
@@ -579,19 +592,27 @@ impl Core {
             }
             Accepted::Commit { group, added } => {
                 self.check_guests(&added)?;
-                if !added.is_empty() && welcome.is_none() {
+                let external = added.iter().any(|m| m.device_id == device.device_id);
+                if !added.is_empty() && !external && welcome.is_none() {
                     return Err(refuse(
                         ErrorCode::BadFrame,
                         "a commit that adds members must carry their Welcome",
                     ));
                 }
-                self.append(
-                    device,
-                    conv,
-                    message,
-                    Some((group, added, welcome.unwrap_or_default())),
-                    false,
-                )
+                let group_info = next_group_info.ok_or_else(|| {
+                    refuse(
+                        ErrorCode::BadFrame,
+                        "a commit must carry next_group_info, the GroupInfo of the epoch it creates",
+                    )
+                })?;
+                check_group_info(&group, &group_info)?;
+                let change = CommitChange {
+                    group,
+                    added,
+                    welcome: welcome.filter(|_| !external),
+                    group_info,
+                };
+                self.append(device, conv, message, Some(change), false)
             }
         }
     }
@@ -602,7 +623,7 @@ impl Core {
         device: &DeviceRow,
         conv: &str,
         message: Vec<u8>,
-        commit: Option<(Box<Followed>, Vec<MemberDevice>, Vec<u8>)>,
+        commit: Option<CommitChange>,
         create: bool,
     ) -> Result<Receipt, ProtocolError> {
         let now = self.clock.now_ms();
@@ -629,18 +650,23 @@ impl Core {
         };
         let snapshot = commit
             .as_ref()
-            .map(|(g, _, _)| roster::snapshot(g))
+            .map(|c| roster::snapshot(&c.group))
             .transpose()?;
         let added_ids: Vec<String> = commit
             .as_ref()
-            .map(|(_, a, _)| a.iter().map(|m| m.device_id.clone()).collect())
+            .map(|c| c.added.iter().map(|m| m.device_id.clone()).collect())
             .unwrap_or_default();
-        let welcome = commit
-            .as_ref()
-            .filter(|(_, a, _)| !a.is_empty())
-            .map(|(_, _, w)| (w.as_slice(), added_ids.as_slice()));
+        let update = match (&commit, &snapshot) {
+            (Some(c), Some(snapshot)) => Some(RosterUpdate {
+                snapshot,
+                group_info: &c.group_info,
+                added: &added_ids,
+                welcome: c.welcome.as_deref(),
+            }),
+            _ => None,
+        };
         self.store
-            .append(&entry, snapshot.as_deref(), welcome, create)
+            .append(&entry, update.as_ref(), create)
             .map_err(internal)?;
         // Durable from here on.
         let c = self
@@ -650,20 +676,22 @@ impl Core {
         c.last_seq = seq;
         self.backlog += 1;
         let mut recipients: Vec<MemberDevice> = c.members.clone();
-        if let Some((group, added, welcome)) = commit {
-            c.members = roster::members(&group);
-            c.group = *group;
-            for m in &added {
-                self.push(
-                    &m.device_id,
-                    ServerBody::WelcomeMessage {
-                        conv: conv.to_string(),
-                        seq,
-                        message: welcome.clone(),
-                    },
-                );
+        if let Some(change) = commit {
+            c.members = roster::members(&change.group);
+            c.group = *change.group;
+            if let Some(welcome) = change.welcome {
+                for m in &change.added {
+                    self.push(
+                        &m.device_id,
+                        ServerBody::WelcomeMessage {
+                            conv: conv.to_string(),
+                            seq,
+                            message: welcome.clone(),
+                        },
+                    );
+                }
             }
-            recipients.retain(|m| !added.contains(m));
+            recipients.retain(|m| !change.added.contains(m));
         }
         let receipt = self.receipt(&entry);
         let delivery = ServerBody::Deliver(Delivery {
@@ -682,6 +710,55 @@ impl Core {
             }
         }
         Ok(receipt)
+    }
+
+    /// Conversations `device` may join by external commit: another device
+    /// of its user is in them, it is not.
+    fn joinable(&self, device: &DeviceRow) -> Result<ServerBody, ProtocolError> {
+        let mut conversations = Vec::new();
+        for (conv, c) in &self.convs {
+            let user_in = c.members.iter().any(|m| m.user == device.user);
+            let device_in = c.members.iter().any(|m| m.device_id == device.device_id);
+            if user_in && !device_in {
+                if let Some(group_info) = self.store.group_info(conv).map_err(internal)? {
+                    conversations.push(JoinableConversation {
+                        conv: conv.clone(),
+                        group_info,
+                    });
+                }
+            }
+        }
+        Ok(ServerBody::Joinable { conversations })
+    }
+
+    /// Ask the records service to evict revoked devices that are still in
+    /// some conversation's roster. Called periodically: an eviction that
+    /// lost a race with another commit is simply asked for again.
+    pub fn request_evictions(&mut self) -> Result<usize, ServerError> {
+        let revoked = self.store.revoked_devices()?;
+        if revoked.is_empty() {
+            return Ok(0);
+        }
+        let mut asks = Vec::new();
+        for (conv, c) in &self.convs {
+            let devices: Vec<String> = c
+                .members
+                .iter()
+                .filter(|m| revoked.contains(&m.device_id))
+                .map(|m| m.device_id.clone())
+                .collect();
+            if devices.is_empty() {
+                continue;
+            }
+            if let Some(r) = c.members.iter().find(|m| m.user == RECORDS_USER) {
+                asks.push((r.device_id.clone(), conv.clone(), devices));
+            }
+        }
+        let n = asks.len();
+        for (records, conv, devices) in asks {
+            self.push(&records, ServerBody::Evict { conv, devices });
+        }
+        Ok(n)
     }
 
     fn receipt(&self, e: &LogEntry) -> Receipt {
@@ -811,6 +888,39 @@ impl Core {
         }
         Ok(deleted)
     }
+}
+
+/// What an accepted commit changes.
+struct CommitChange {
+    group: Box<Followed>,
+    added: Vec<MemberDevice>,
+    welcome: Option<Vec<u8>>,
+    group_info: Vec<u8>,
+}
+
+/// The GroupInfo uploaded with a commit must be the new epoch's, of this
+/// group; otherwise external joins from it would fail.
+fn check_group_info(next: &Followed, group_info: &[u8]) -> Result<(), ProtocolError> {
+    let msg = mls_rs::MlsMessage::from_bytes(group_info).map_err(|e| {
+        refuse(
+            ErrorCode::InvalidMls,
+            format!("next_group_info does not parse: {e:?}"),
+        )
+    })?;
+    let ctx = next.group_context();
+    if !matches!(msg.description(), mls_rs::MlsMessageDescription::GroupInfo)
+        || msg.group_id() != Some(ctx.group_id())
+        || msg.epoch() != Some(ctx.epoch())
+    {
+        return Err(refuse(
+            ErrorCode::InvalidMls,
+            format!(
+                "next_group_info must be this conversation's GroupInfo for epoch {}",
+                ctx.epoch()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The creator's first commit, checked like any other except that the

@@ -57,6 +57,30 @@ pub struct Store {
     conn: Connection,
 }
 
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreStatus {
+    pub users: u64,
+    pub active_devices: u64,
+    pub revoked_devices: u64,
+    pub conversations: u64,
+    /// Log entries still held for delivery or capture.
+    pub relay_entries: u64,
+    /// Entries the records service has not acknowledged yet.
+    pub capture_backlog: u64,
+}
+
+/// What an accepted commit changes besides the log.
+pub struct RosterUpdate<'a> {
+    /// The followed group's new snapshot.
+    pub snapshot: &'a [u8],
+    /// The new epoch's GroupInfo, for external joins.
+    pub group_info: &'a [u8],
+    /// Devices the commit adds.
+    pub added: &'a [String],
+    /// The Welcome for `added` (none for an external join).
+    pub welcome: Option<&'a [u8]>,
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Self, ServerError> {
         let conn = Connection::open(path)?;
@@ -73,7 +97,7 @@ impl Store {
                 kp BLOB NOT NULL, last_resort INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS key_packages_device ON key_packages (device, last_resort);
              CREATE TABLE IF NOT EXISTS conversations (conv TEXT PRIMARY KEY, snapshot BLOB NOT NULL, created_ms INTEGER NOT NULL,
-                last_seq INTEGER NOT NULL, records_acked INTEGER NOT NULL DEFAULT 0);
+                last_seq INTEGER NOT NULL, records_acked INTEGER NOT NULL DEFAULT 0, group_info BLOB);
              CREATE TABLE IF NOT EXISTS log (conv TEXT NOT NULL, seq INTEGER NOT NULL, sender_user TEXT NOT NULL,
                 sender_device TEXT NOT NULL, server_time_ms INTEGER NOT NULL, message BLOB NOT NULL, sha256 BLOB NOT NULL,
                 signature BLOB NOT NULL, PRIMARY KEY (conv, seq));
@@ -333,21 +357,20 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Append one entry to its conversation's log, together with the
-    /// conversation's new roster snapshot (for commits) and the Welcome for
-    /// the devices the entry adds, in one durable transaction.
+    /// Append one entry to its conversation's log, together with what a
+    /// commit changes (roster snapshot, GroupInfo, new members' cursors and
+    /// Welcome), in one durable transaction.
     pub fn append(
         &mut self,
         entry: &LogEntry,
-        snapshot: Option<&[u8]>,
-        welcome: Option<(&[u8], &[String])>,
+        roster: Option<&RosterUpdate<'_>>,
         create: bool,
     ) -> Result<(), ServerError> {
         let tx = self.conn.transaction()?;
         if create {
             tx.execute(
-                "INSERT INTO conversations (conv, snapshot, created_ms, last_seq) VALUES (?1, ?2, ?3, 0)",
-                params![entry.conv, snapshot.unwrap_or_default(), entry.server_time_ms as i64],
+                "INSERT INTO conversations (conv, snapshot, created_ms, last_seq) VALUES (?1, x'', ?2, 0)",
+                params![entry.conv, entry.server_time_ms as i64],
             )?;
         }
         tx.execute(
@@ -364,31 +387,84 @@ impl Store {
                 entry.signature
             ],
         )?;
-        match snapshot {
-            Some(s) => tx.execute(
-                "UPDATE conversations SET last_seq=?1, snapshot=?2 WHERE conv=?3",
-                params![entry.seq as i64, s, entry.conv],
-            )?,
-            None => tx.execute(
-                "UPDATE conversations SET last_seq=?1 WHERE conv=?2",
-                params![entry.seq as i64, entry.conv],
-            )?,
-        };
-        if let Some((welcome, devices)) = welcome {
-            for d in devices {
+        // The sender has its own message; if it had everything before it,
+        // its cursor moves on without an acknowledgement round trip.
+        tx.execute(
+            "UPDATE cursors SET acked=?1 WHERE device=?2 AND conv=?3 AND acked=?4",
+            params![
+                entry.seq as i64,
+                entry.sender_device,
+                entry.conv,
+                entry.seq as i64 - 1
+            ],
+        )?;
+        match roster {
+            Some(r) => {
                 tx.execute(
-                    "INSERT OR REPLACE INTO welcomes (device, conv, seq, message) VALUES (?1, ?2, ?3, ?4)",
-                    params![d, entry.conv, entry.seq as i64, welcome],
+                    "UPDATE conversations SET last_seq=?1, snapshot=?2, group_info=?3 WHERE conv=?4",
+                    params![entry.seq as i64, r.snapshot, r.group_info, entry.conv],
                 )?;
-                // A new member needs nothing before the commit that adds it.
+                for d in r.added {
+                    // A new member needs nothing before the commit that adds it.
+                    tx.execute(
+                        "INSERT OR REPLACE INTO cursors (device, conv, acked) VALUES (?1, ?2, ?3)",
+                        params![d, entry.conv, entry.seq as i64],
+                    )?;
+                    if let Some(welcome) = r.welcome {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO welcomes (device, conv, seq, message) VALUES (?1, ?2, ?3, ?4)",
+                            params![d, entry.conv, entry.seq as i64, welcome],
+                        )?;
+                    }
+                }
+            }
+            None => {
                 tx.execute(
-                    "INSERT OR REPLACE INTO cursors (device, conv, acked) VALUES (?1, ?2, ?3)",
-                    params![d, entry.conv, entry.seq as i64],
+                    "UPDATE conversations SET last_seq=?1 WHERE conv=?2",
+                    params![entry.seq as i64, entry.conv],
                 )?;
             }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Counts an admin checks: what is on the relay, how far capture lags.
+    pub fn status(&self) -> Result<StoreStatus, ServerError> {
+        let one = |sql: &str| -> Result<u64, ServerError> {
+            Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+        };
+        Ok(StoreStatus {
+            users: one("SELECT COUNT(*) FROM users")?,
+            active_devices: one("SELECT COUNT(*) FROM devices WHERE revoked_ms IS NULL")?,
+            revoked_devices: one("SELECT COUNT(*) FROM devices WHERE revoked_ms IS NOT NULL")?,
+            conversations: one("SELECT COUNT(*) FROM conversations")?,
+            relay_entries: one("SELECT COUNT(*) FROM log")?,
+            capture_backlog: one(
+                "SELECT COALESCE(SUM(last_seq - records_acked), 0) FROM conversations",
+            )?,
+        })
+    }
+
+    /// The latest GroupInfo of `conv` (for external joins).
+    pub fn group_info(&self, conv: &str) -> Result<Option<Vec<u8>>, ServerError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT group_info FROM conversations WHERE conv=?1",
+                params![conv],
+                |r| r.get::<_, Option<Vec<u8>>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    pub fn revoked_devices(&self) -> Result<Vec<String>, ServerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM devices WHERE revoked_ms IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn log_after(&self, conv: &str, after: u64) -> Result<Vec<LogEntry>, ServerError> {

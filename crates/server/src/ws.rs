@@ -135,11 +135,21 @@ pub async fn serve(
         let mut tick = tokio::time::interval(gc_every);
         loop {
             tick.tick().await;
-            let r = tokio::task::block_in_place(|| gc_state.core().collect_garbage());
-            match r {
+            let (gc, evict) = tokio::task::block_in_place(|| {
+                let mut core = gc_state.core();
+                (core.collect_garbage(), core.request_evictions())
+            });
+            match gc {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(deleted = n, "relay entries deleted"),
                 Err(e) => tracing::warn!(error = %e, "relay garbage collection failed"),
+            }
+            match evict {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::debug!(conversations = n, "asked records to evict revoked devices")
+                }
+                Err(e) => tracing::warn!(error = %e, "eviction check failed"),
             }
         }
     });

@@ -1,0 +1,322 @@
+//! Shared harness for the end-to-end tests: the real `keepwire` binary,
+//! real sockets, real stores in a temporary directory.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keepwire");
+
+pub fn keepwire(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run keepwire")
+}
+
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "keepwire failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// Poll `f` until it returns `Some`, failing the test after `secs`.
+pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub listen: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(listen: &str) {
+    wait_for("the server to listen", 30, || {
+        std::net::TcpStream::connect(listen).ok()
+    });
+}
+
+/// `keepwire serve` (server and records service in one process); returns
+/// once it says it is serving, which it does only after the records member
+/// is enrolled. Its log goes to `serve.log` next to the data directory.
+pub fn start_serve(dir: &Path, listen: &str, extra: &[&str]) -> Server {
+    std::fs::create_dir_all(dir).unwrap();
+    let log_path = dir.with_file_name("serve.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .unwrap();
+    let start = std::fs::metadata(&log_path).unwrap().len() as usize;
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            listen,
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_for("the server to start serving", 60, || {
+        let text = std::fs::read(&log_path).unwrap_or_default();
+        String::from_utf8_lossy(&text[start.min(text.len())..])
+            .contains("keepwire serving on")
+            .then_some(())
+    });
+    wait_listening(listen);
+    Server {
+        child,
+        url: format!("http://{listen}"),
+        listen: listen.to_string(),
+    }
+}
+
+/// An agency: a data directory, a running server, and its devices.
+pub struct Agency {
+    pub tmp: tempfile::TempDir,
+    pub data: PathBuf,
+    pub server: Option<Server>,
+    pub listen: String,
+}
+
+impl Agency {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let server = start_serve(&data, &listen, extra);
+        Self {
+            tmp,
+            data,
+            server: Some(server),
+            listen,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    pub fn data_dir(&self) -> &str {
+        self.data.to_str().unwrap()
+    }
+
+    pub fn admin(&self, args: &[&str]) -> String {
+        let mut all = vec!["admin", "--data-dir", self.data_dir()];
+        all.extend_from_slice(args);
+        ok(keepwire(&all, &[]))
+    }
+
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.admin(&["status", "--json"])).unwrap()
+    }
+
+    /// Create a user and enrol its first device (named like the user).
+    pub fn user(&self, name: &str, category: &str) -> Device {
+        let code = self.admin(&[
+            "user",
+            "add",
+            name,
+            "--display",
+            name,
+            "--category",
+            category,
+        ]);
+        self.enroll(name, code.trim())
+    }
+
+    /// Enrol another device of an existing user.
+    pub fn second_device(&self, user: &str, dir_name: &str) -> Device {
+        let code = self.admin(&["user", "code", user]);
+        self.enroll(dir_name, code.trim())
+    }
+
+    fn enroll(&self, dir_name: &str, code: &str) -> Device {
+        let dev = Device {
+            dir: self.tmp.path().join("devices").join(dir_name),
+            url: self.url(),
+            passphrase: format!("pass-{dir_name}"),
+            clock_file: None,
+            id: String::new(),
+        };
+        let out: Value =
+            serde_json::from_str(&dev.ok(&["chat", "enroll", "--code", code, "--json"])).unwrap();
+        Device {
+            id: out["device_id"].as_str().unwrap().to_string(),
+            ..dev
+        }
+    }
+
+    /// Captured records (messages only unless `all`).
+    pub fn records(&self, all: bool) -> Vec<Value> {
+        let mut args = vec!["records", "list", "--data-dir", self.data_dir(), "--json"];
+        if all {
+            args.push("--all");
+        }
+        let v: Value = serde_json::from_str(&ok(keepwire(&args, &[]))).unwrap();
+        v.as_array().unwrap().clone()
+    }
+
+    pub fn record_text(&self, id: &Value) -> String {
+        let id = id.as_i64().unwrap().to_string();
+        let v: Value = serde_json::from_str(&ok(keepwire(
+            &[
+                "records",
+                "show",
+                &id,
+                "--data-dir",
+                self.data_dir(),
+                "--json",
+            ],
+            &[],
+        )))
+        .unwrap();
+        v["text"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Wait until the archive holds `n` message records; returns their texts.
+    pub fn wait_captured(&self, n: usize) -> Vec<String> {
+        let records = wait_for(&format!("{n} captured messages"), 60, || {
+            let r = self.records(false);
+            (r.len() >= n).then_some(r)
+        });
+        records.iter().map(|r| self.record_text(&r["id"])).collect()
+    }
+
+    pub fn stop(&mut self) {
+        self.server = None;
+    }
+
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.server = None;
+        self.server = Some(start_serve(&self.data, &self.listen, extra));
+    }
+}
+
+pub struct Device {
+    pub dir: PathBuf,
+    pub url: String,
+    pub passphrase: String,
+    /// `KEEPWIRE_CLOCK_FILE` for this device's processes (controllable clock).
+    pub clock_file: Option<PathBuf>,
+    pub id: String,
+}
+
+impl Device {
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("KEEPWIRE_PASSPHRASE", &self.passphrase)
+            .env("KEEPWIRE_SERVER", &self.url)
+            .env("KEEPWIRE_DEVICE_DIR", &self.dir);
+        if let Some(c) = &self.clock_file {
+            cmd.env("KEEPWIRE_CLOCK_FILE", c);
+        }
+        cmd.output().expect("run keepwire")
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        ok(self.run(args))
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    pub fn accept_notice(&self) {
+        self.ok(&["chat", "notice", "--accept"]);
+    }
+
+    pub fn create(&self, users: &[&str]) -> String {
+        let mut args = vec!["chat", "create"];
+        args.extend_from_slice(users);
+        self.json(&args)["conv"].as_str().unwrap().to_string()
+    }
+
+    pub fn send(&self, conv: &str, text: &str) -> u64 {
+        self.json(&["chat", "send", conv, text])["seq"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// Texts of the messages this device holds for `conv`, in order.
+    pub fn read(&self, conv: &str) -> Vec<Value> {
+        self.json(&["chat", "read", conv])
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    pub fn texts(&self, conv: &str) -> Vec<String> {
+        self.read(conv)
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn members(&self, conv: &str) -> Vec<String> {
+        let list = self.json(&["chat", "conversations"]);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["conv"] == conv)
+            .map(|c| {
+                c["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
