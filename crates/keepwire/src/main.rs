@@ -647,7 +647,13 @@ async fn records(command: RecordsCommand) -> Result<()> {
             server,
             records_dir,
             code,
-        } => serve::run_records(server, records_dir, code).await,
+        } => {
+            if let Some(code) = code {
+                serve::enroll_records(&server, &records_dir, &code).await?;
+            }
+            eprintln!("records service running against {server}");
+            serve::run_records(server, records_dir, None).await
+        }
         RecordsCommand::List {
             data_dir,
             all,

@@ -75,37 +75,54 @@ fn wait_listening(listen: &str) {
     });
 }
 
+/// Spawn `keepwire ARGS` with its log appended to `log_path`, and wait
+/// until the log shows `ready` (from this start on).
+pub fn spawn_logged(args: &[&str], log_path: &Path, ready: &str) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap();
+    let start = std::fs::metadata(log_path).unwrap().len() as usize;
+    let child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_for(&format!("`{ready}` in {}", log_path.display()), 60, || {
+        let text = std::fs::read(log_path).unwrap_or_default();
+        String::from_utf8_lossy(&text[start.min(text.len())..])
+            .contains(ready)
+            .then_some(())
+    });
+    child
+}
+
+/// The lines of a log that appeared after the first `skip` bytes.
+pub fn log_after(log_path: &Path, skip: usize) -> String {
+    let text = std::fs::read(log_path).unwrap_or_default();
+    String::from_utf8_lossy(&text[skip.min(text.len())..]).to_string()
+}
+
 /// `keepwire serve` (server and records service in one process); returns
 /// once it says it is serving, which it does only after the records member
 /// is enrolled. Its log goes to `serve.log` next to the data directory.
 pub fn start_serve(dir: &Path, listen: &str, extra: &[&str]) -> Server {
     std::fs::create_dir_all(dir).unwrap();
-    let log_path = dir.with_file_name("serve.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .unwrap();
-    let start = std::fs::metadata(&log_path).unwrap().len() as usize;
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--listen",
-            listen,
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    wait_for("the server to start serving", 60, || {
-        let text = std::fs::read(&log_path).unwrap_or_default();
-        String::from_utf8_lossy(&text[start.min(text.len())..])
-            .contains("keepwire serving on")
-            .then_some(())
-    });
+    let mut args = vec![
+        "serve",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        listen,
+    ];
+    args.extend_from_slice(extra);
+    let child = spawn_logged(
+        &args,
+        &dir.with_file_name("serve.log"),
+        "keepwire serving on",
+    );
     wait_listening(listen);
     Server {
         child,
@@ -120,6 +137,14 @@ pub struct Agency {
     pub data: PathBuf,
     pub server: Option<Server>,
     pub listen: String,
+    /// `keepwire records serve`, when the two halves run apart.
+    pub records: Option<Child>,
+}
+
+impl Drop for Agency {
+    fn drop(&mut self) {
+        self.stop_records();
+    }
 }
 
 impl Agency {
@@ -137,6 +162,69 @@ impl Agency {
             data,
             server: Some(server),
             listen,
+            records: None,
+        }
+    }
+
+    /// `keepwire server` and `keepwire records serve` as two processes.
+    pub fn start_split(server_args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let log = tmp.path().join("server.log");
+        let mut args = vec![
+            "server",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ];
+        args.extend_from_slice(server_args);
+        let child = spawn_logged(&args, &log, "keepwire server on");
+        let text = log_after(&log, 0);
+        let code = text
+            .lines()
+            .find_map(|l| l.strip_prefix("records service enrolment code: "))
+            .expect("the server prints the records enrolment code")
+            .trim()
+            .to_string();
+        let mut agency = Self {
+            tmp,
+            data,
+            server: Some(Server {
+                child,
+                url: format!("http://{listen}"),
+                listen: listen.clone(),
+            }),
+            listen,
+            records: None,
+        };
+        agency.start_records(Some(&code));
+        agency
+    }
+
+    pub fn start_records(&mut self, code: Option<&str>) {
+        let url = self.url();
+        let dir = self.data.join("records");
+        let mut args = vec![
+            "records",
+            "serve",
+            "--server",
+            &url,
+            "--records-dir",
+            dir.to_str().unwrap(),
+        ];
+        if let Some(c) = code {
+            args.extend_from_slice(&["--code", c]);
+        }
+        let log = self.tmp.path().join("records.log");
+        self.records = Some(spawn_logged(&args, &log, "records service running"));
+    }
+
+    pub fn stop_records(&mut self) {
+        if let Some(mut c) = self.records.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 

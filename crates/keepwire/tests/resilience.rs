@@ -1,0 +1,170 @@
+//! End-to-end resilience: the server killed with SIGKILL mid-traffic, and
+//! the records service stopped under load (fail closed, then recovery).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{wait_for, Agency, Device};
+
+/// Every text in the archive, with how many times it appears.
+fn archive_texts(agency: &Agency) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in agency.records(false) {
+        *out.entry(agency.record_text(&r["id"])).or_insert(0) += 1;
+    }
+    out
+}
+
+fn wait_backlog_zero(agency: &Agency) {
+    wait_for("the records service to catch up", 120, || {
+        (agency.status()["capture_backlog"] == 0).then_some(())
+    });
+}
+
+#[test]
+fn killing_the_server_mid_traffic_loses_and_duplicates_nothing() {
+    let mut agency = Agency::start();
+    let names = ["alice", "bob", "carol"];
+    let devices: Vec<Arc<Device>> = names
+        .iter()
+        .map(|n| Arc::new(agency.user(n, "staff")))
+        .collect();
+    for d in &devices {
+        d.accept_notice();
+    }
+    let conv = devices[0].create(&["bob", "carol"]);
+
+    // Each device sends its own numbered messages; a send that fails (the
+    // server is down, or died before answering) is not retried: the next
+    // one gets a new text, so every text is sent at most once.
+    const PER_DEVICE: usize = 14;
+    let receipted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let senders: Vec<_> = devices
+        .iter()
+        .zip(names)
+        .map(|(d, name)| {
+            let d = Arc::clone(d);
+            let conv = conv.clone();
+            let receipted = Arc::clone(&receipted);
+            std::thread::spawn(move || {
+                for i in 0..PER_DEVICE {
+                    let text = format!("{name}-{i}");
+                    let out = d.run(&["chat", "send", &conv, &text, "--json"]);
+                    if out.status.success() {
+                        receipted.lock().unwrap().insert(text);
+                    } else {
+                        std::thread::sleep(Duration::from_millis(150));
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Kill -9 at different moments while they send, restarting each time.
+    let pauses = [250u64, 700, 400, 900, 150, 600];
+    for p in pauses {
+        std::thread::sleep(Duration::from_millis(p));
+        agency.stop(); // SIGKILL: no shutdown path runs
+        std::thread::sleep(Duration::from_millis(100));
+        agency.restart(&[]);
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+    wait_backlog_zero(&agency);
+
+    let receipted = receipted.lock().unwrap().clone();
+    assert!(
+        receipted.len() >= PER_DEVICE,
+        "enough traffic got through to mean something: {}",
+        receipted.len()
+    );
+    let archived = archive_texts(&agency);
+    eprintln!(
+        "{} sends receipted, {} archived (the rest failed while the server was down)",
+        receipted.len(),
+        archived.len()
+    );
+    for (text, n) in &archived {
+        assert_eq!(*n, 1, "{text} archived {n} times");
+    }
+    for t in &receipted {
+        assert!(
+            archived.contains_key(t),
+            "receipted {t} is not in the archive"
+        );
+    }
+    for (d, name) in devices.iter().zip(names) {
+        let got = d.texts(&conv);
+        let set: BTreeSet<&String> = got.iter().collect();
+        assert_eq!(
+            set.len(),
+            got.len(),
+            "{name} holds a message twice: {got:?}"
+        );
+        for t in &got {
+            assert!(
+                archived.contains_key(t),
+                "{name} holds {t}, which the archive does not"
+            );
+        }
+        for t in receipted.iter().filter(|t| !t.starts_with(name)) {
+            assert!(got.contains(t), "{name} never got receipted {t}");
+        }
+    }
+}
+
+#[test]
+fn a_records_outage_fails_closed_past_the_backlog_and_recovers_by_itself() {
+    let mut agency = Agency::start_split(&["--max-capture-backlog", "5"]);
+    let alice = agency.user("alice", "staff");
+    let bob = agency.user("bob", "staff");
+    alice.accept_notice();
+    bob.accept_notice();
+    let conv = alice.create(&["bob"]);
+    alice.send(&conv, "before the outage");
+    wait_backlog_zero(&agency);
+
+    agency.stop_records();
+    // Both keep sending; exactly the backlog limit is accepted, then every
+    // send is refused with a clear reason, and nothing is lost.
+    let mut accepted = Vec::new();
+    let mut refusals = Vec::new();
+    for i in 0..10 {
+        let (d, name) = if i % 2 == 0 {
+            (&alice, "alice")
+        } else {
+            (&bob, "bob")
+        };
+        let text = format!("{name} during outage {i}");
+        let out = d.run(&["chat", "send", &conv, &text]);
+        if out.status.success() {
+            accepted.push(text);
+        } else {
+            refusals.push(common::stderr(&out));
+        }
+    }
+    assert_eq!(accepted.len(), 5, "refused: {refusals:?}");
+    for r in &refusals {
+        assert!(r.contains("records capture unavailable"), "{r}");
+    }
+    assert_eq!(agency.status()["capture_backlog"], 5);
+
+    agency.start_records(None);
+    wait_backlog_zero(&agency);
+    alice.send(&conv, "after the outage");
+
+    let mut expected = vec!["before the outage".to_string()];
+    expected.extend(accepted.iter().cloned());
+    expected.push("after the outage".to_string());
+    let archived = agency.wait_captured(expected.len());
+    assert_eq!(
+        archived, expected,
+        "everything accepted is archived, in order"
+    );
+    let at_bob = bob.texts(&conv);
+    assert_eq!(at_bob, expected, "and delivered, in order");
+}
