@@ -122,6 +122,14 @@ pub enum Incoming {
         conv: String,
         seq: u64,
     },
+    /// An application message the server accepted (it cannot look inside)
+    /// that does not decrypt or verify here: a modified or broken sender.
+    /// It is skipped, never allowed to stall the conversation.
+    Undecryptable {
+        conv: String,
+        seq: u64,
+        reason: String,
+    },
 }
 
 pub struct Device {
@@ -520,8 +528,22 @@ impl Device {
             }
             return Ok(Incoming::Own);
         }
+        let application = msg.wire_format() == mls_rs::WireFormat::PrivateMessage;
         let group = self.group(&d.conv)?;
-        let received = group.process_incoming_message(msg)?;
+        let received = match group.process_incoming_message(msg) {
+            Ok(r) => r,
+            // Commits and proposals were checked by the server's roster
+            // follower, so failing one is a real error; a ciphertext it
+            // could not check is only the sender's problem.
+            Err(e) if application => {
+                return Ok(Incoming::Undecryptable {
+                    conv: d.conv.clone(),
+                    seq: d.seq,
+                    reason: format!("{e:?}"),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
         let epoch = group.current_epoch();
         Ok(match received {
             ReceivedMessage::ApplicationMessage(app) => {

@@ -164,6 +164,10 @@ impl Online {
                 match incoming {
                     Incoming::Duplicate => {}
                     Incoming::Own => self.device.skip(&d.conv, d.seq)?,
+                    Incoming::Undecryptable { reason, .. } => {
+                        tracing::warn!(conv = %d.conv, seq = d.seq, sender = %d.sender_device, %reason, "message does not decrypt; skipped");
+                        self.device.skip(&d.conv, d.seq)?
+                    }
                     Incoming::Application {
                         sender, content, ..
                     } => {

@@ -27,7 +27,9 @@ pub struct Record {
     pub id: i64,
     pub conv: String,
     pub seq: u64,
-    /// `application`, `commit` or `proposal`.
+    /// `application`, `commit`, `proposal`, or `undecryptable` (an entry
+    /// the server accepted but that does not decrypt for the records
+    /// member: kept as a record of what was sent, with `note` saying why).
     pub kind: String,
     pub epoch: u64,
     /// `user/device` from the MLS leaf whose signature verified.
@@ -38,6 +40,10 @@ pub struct Record {
     pub expire_after_secs: Option<u64>,
     pub burn_on_read: bool,
     pub receipt: Receipt,
+    /// What capture noticed about this entry (an undecryptable message, a
+    /// sender other than the one the server named).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Decrypted text, present when the record was opened with the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -57,6 +63,7 @@ pub struct NewRecord<'a> {
     pub burn_on_read: bool,
     pub receipt: &'a Receipt,
     pub plaintext: Option<&'a [u8]>,
+    pub note: Option<&'a str>,
 }
 
 pub struct Archive {
@@ -109,7 +116,7 @@ impl Archive {
                 id INTEGER PRIMARY KEY, conv TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
                 epoch INTEGER NOT NULL, sender TEXT NOT NULL, participants TEXT NOT NULL,
                 server_time_ms INTEGER NOT NULL, captured_at_ms INTEGER NOT NULL, expire_after_secs INTEGER,
-                burn_on_read INTEGER NOT NULL, receipt TEXT NOT NULL, wrapped_key BLOB, body BLOB,
+                burn_on_read INTEGER NOT NULL, receipt TEXT NOT NULL, wrapped_key BLOB, body BLOB, note TEXT,
                 UNIQUE (conv, seq));",
         )?;
         let key = if with_key {
@@ -167,8 +174,8 @@ impl Archive {
             .map_err(|e| RecordsError::Archive(e.to_string()))?;
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO records (conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms,
-                expire_after_secs, burn_on_read, receipt, wrapped_key, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                expire_after_secs, burn_on_read, receipt, wrapped_key, body, note)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 r.conv,
                 r.seq as i64,
@@ -182,7 +189,8 @@ impl Archive {
                 r.burn_on_read,
                 receipt,
                 wrapped,
-                body
+                body,
+                r.note
             ],
         )?;
         Ok(n == 1)
@@ -211,7 +219,7 @@ impl Archive {
     /// Records in capture order; application messages only unless `all`.
     pub fn list(&self, all: bool, decrypt: bool) -> Result<Vec<Record>, RecordsError> {
         self.query(
-            "WHERE ?1 OR kind='application' ORDER BY id",
+            "WHERE ?1 OR kind IN ('application', 'undecryptable') ORDER BY id",
             params![all],
             decrypt,
         )
@@ -232,7 +240,7 @@ impl Archive {
     ) -> Result<Vec<Record>, RecordsError> {
         let sql = format!(
             "SELECT id, conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms, expire_after_secs,
-                burn_on_read, receipt, wrapped_key, body FROM records {clause}"
+                burn_on_read, receipt, wrapped_key, body, note FROM records {clause}"
         );
         let mut stmt = self.conn.prepare(&sql)?;
         let mut rows = stmt.query(p)?;
@@ -250,9 +258,12 @@ impl Archive {
                         RecordsError::Archive("record data key has the wrong length".into())
                     })?;
                     let plain = open(&cipher, aad.as_bytes(), &b, "record content")?;
-                    let content = keepwire_protocol::content::Content::decode(&plain)
-                        .map_err(|e| RecordsError::Archive(format!("record {conv}#{seq}: {e}")))?;
-                    Some(content.text)
+                    // Content that does not parse (a modified client) is
+                    // still shown, as the bytes that were sent.
+                    Some(match keepwire_protocol::content::Content::decode(&plain) {
+                        Ok(content) => content.text,
+                        Err(_) => String::from_utf8_lossy(&plain).into_owned(),
+                    })
                 }
                 _ => None,
             };
@@ -273,6 +284,7 @@ impl Archive {
                 burn_on_read: r.get(10)?,
                 receipt: serde_json::from_str(&receipt)
                     .map_err(|e| RecordsError::Archive(e.to_string()))?,
+                note: r.get(14)?,
                 text,
             });
         }

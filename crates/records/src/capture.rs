@@ -47,8 +47,16 @@ impl Capture {
         let claimed = device_identity(&d.sender_user, &d.sender_device);
         let incoming = self.device.process(d)?;
         let now = self.clock.now_ms();
+        let mut note = None;
         let (kind, epoch, sender, participants, content) = match &incoming {
-            Incoming::Duplicate => return Ok(Some(d.seq)),
+            // The commit that added the records member: its Welcome put the
+            // state past it, but it is a record like any other, with the
+            // roster it created.
+            Incoming::Duplicate => {
+                let participants = self.device.participants(&d.conv)?;
+                let epoch = self.device.epoch(&d.conv)?;
+                ("commit", epoch, claimed.clone(), participants, None)
+            }
             Incoming::Own => {
                 return Err(RecordsError::Archive(format!(
                     "{}#{}: own message with no pending commit to apply",
@@ -63,10 +71,12 @@ impl Capture {
                 ..
             } => {
                 if *sender != claimed {
-                    return Err(RecordsError::Archive(format!(
-                        "{}#{}: server says the sender is {claimed} but the MLS signature is {sender}'s",
-                        d.conv, d.seq
-                    )));
+                    // A member submitted another member's message. The
+                    // record names the signer, and keeps what the server said.
+                    tracing::warn!(conv = %d.conv, seq = d.seq, %claimed, %sender, "sender differs from the submitting device");
+                    note = Some(format!(
+                        "submitted by {claimed}; the MLS signature is {sender}'s"
+                    ));
                 }
                 (
                     "application",
@@ -92,6 +102,15 @@ impl Capture {
                 let epoch = self.device.epoch(&d.conv)?;
                 ("proposal", epoch, claimed.clone(), participants, None)
             }
+            Incoming::Undecryptable { reason, .. } => {
+                tracing::warn!(conv = %d.conv, seq = d.seq, %claimed, %reason, "captured an undecryptable message");
+                note = Some(format!(
+                    "does not decrypt or verify for the records member ({reason}); sender as named by the server, unverified"
+                ));
+                let participants = self.device.participants(&d.conv)?;
+                let epoch = self.device.epoch(&d.conv)?;
+                ("undecryptable", epoch, claimed.clone(), participants, None)
+            }
         };
         let parsed = content.as_deref().map(Content::decode).transpose();
         let (expire_after_secs, burn_on_read) = match &parsed {
@@ -115,8 +134,13 @@ impl Capture {
             burn_on_read,
             receipt: &d.receipt,
             plaintext: content.as_deref(),
+            note: note.as_deref(),
         })?;
-        self.device.save(&d.conv, d.seq)?;
+        if matches!(incoming, Incoming::Undecryptable { .. }) {
+            self.device.skip(&d.conv, d.seq)?;
+        } else {
+            self.device.save(&d.conv, d.seq)?;
+        }
         Ok(Some(d.seq))
     }
 

@@ -652,9 +652,19 @@ impl Core {
             .as_ref()
             .map(|c| roster::snapshot(&c.group))
             .transpose()?;
-        let added_ids: Vec<String> = commit
+        // A new member needs nothing before the commit that adds it; the
+        // records member also receives that commit, to archive it.
+        let added_ids: Vec<(String, u64)> = commit
             .as_ref()
-            .map(|c| c.added.iter().map(|m| m.device_id.clone()).collect())
+            .map(|c| {
+                c.added
+                    .iter()
+                    .map(|m| {
+                        let from = if m.user == RECORDS_USER { seq - 1 } else { seq };
+                        (m.device_id.clone(), from)
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         let update = match (&commit, &snapshot) {
             (Some(c), Some(snapshot)) => Some(RosterUpdate {
@@ -691,7 +701,15 @@ impl Core {
                     );
                 }
             }
-            recipients.retain(|m| !change.added.contains(m));
+            // Added devices start after this commit, except the records
+            // member, which archives the commit that added it.
+            recipients.extend(
+                change
+                    .added
+                    .iter()
+                    .filter(|m| m.user == RECORDS_USER)
+                    .cloned(),
+            );
         }
         let receipt = self.receipt(&entry);
         let delivery = ServerBody::Deliver(Delivery {

@@ -75,8 +75,8 @@ pub struct RosterUpdate<'a> {
     pub snapshot: &'a [u8],
     /// The new epoch's GroupInfo, for external joins.
     pub group_info: &'a [u8],
-    /// Devices the commit adds.
-    pub added: &'a [String],
+    /// Devices the commit adds, each with the cursor it starts from.
+    pub added: &'a [(String, u64)],
     /// The Welcome for `added` (none for an external join).
     pub welcome: Option<&'a [u8]>,
 }
@@ -404,11 +404,10 @@ impl Store {
                     "UPDATE conversations SET last_seq=?1, snapshot=?2, group_info=?3 WHERE conv=?4",
                     params![entry.seq as i64, r.snapshot, r.group_info, entry.conv],
                 )?;
-                for d in r.added {
-                    // A new member needs nothing before the commit that adds it.
+                for (d, cursor) in r.added {
                     tx.execute(
                         "INSERT OR REPLACE INTO cursors (device, conv, acked) VALUES (?1, ?2, ?3)",
-                        params![d, entry.conv, entry.seq as i64],
+                        params![d, entry.conv, *cursor as i64],
                     )?;
                     if let Some(welcome) = r.welcome {
                         tx.execute(
