@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use keepwire_protocol::clock::Clock;
-use keepwire_protocol::RECORDS_USER;
 use keepwire_records::Archive;
 use keepwire_server::Limits;
 use serde::Serialize;
@@ -29,25 +28,11 @@ const PASS: &str = "demo-passphrase";
 
 pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
     let clock = Clock::from_env();
-    let (addr, state) =
-        serve::serve_embedded(data_dir, "127.0.0.1:0".parse()?, Limits::default()).await?;
-    let url = format!("http://{addr}");
+    // Returns once the records member is enrolled with its key packages.
+    let started =
+        serve::serve_embedded(data_dir, "127.0.0.1:0".parse()?, None, Limits::default()).await?;
+    let (url, state) = (started.url.clone(), started.state.clone());
     let store = serve::open_server_store(data_dir)?;
-    // Wait for the records member to enrol and publish key packages.
-    let start = Instant::now();
-    loop {
-        let ready = store
-            .devices(Some(RECORDS_USER))?
-            .iter()
-            .any(|d| store.key_package_count(&d.device_id).unwrap_or(0) > 0);
-        if ready {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            bail!("the records service did not come up within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let mut devices: Vec<Online> = Vec::new();
     for (name, display, category) in [
         ("alice", "Alice Ng (field agent)", "staff"),

@@ -1,6 +1,7 @@
 //! keepwire: secure messaging for public agencies — disappearing for the
 //! people in the conversation, never lost for the record.
 
+mod config;
 mod demo;
 mod net;
 mod serve;
@@ -21,6 +22,11 @@ use keepwire_server::Limits;
     about = "End-to-end encrypted agency messaging with a complete records archive"
 )]
 struct Cli {
+    /// TOML file with settings: keys are the `KEEPWIRE_*` variable names
+    /// without the prefix, in lower case (e.g. `listen = "0.0.0.0:443"`).
+    /// Flags and environment variables take precedence over it.
+    #[arg(long, global = true, env = "KEEPWIRE_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,22 +35,14 @@ struct Cli {
 enum Command {
     /// Run the delivery server and the records service together (embedded SQLite).
     Serve {
-        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
-        data_dir: PathBuf,
-        #[arg(long, env = "KEEPWIRE_LISTEN", default_value = "127.0.0.1:7878")]
-        listen: SocketAddr,
-        /// Unarchived messages beyond which sending is refused (fail closed).
-        #[arg(long, env = "KEEPWIRE_MAX_CAPTURE_BACKLOG", default_value_t = 10_000)]
-        max_capture_backlog: u64,
+        #[command(flatten)]
+        server: ServerArgs,
     },
-    /// Run only the delivery server.
+    /// Run only the delivery server (the records service then runs apart:
+    /// `keepwire records serve`).
     Server {
-        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
-        data_dir: PathBuf,
-        #[arg(long, env = "KEEPWIRE_LISTEN", default_value = "127.0.0.1:7878")]
-        listen: SocketAddr,
-        #[arg(long, env = "KEEPWIRE_MAX_CAPTURE_BACKLOG", default_value_t = 10_000)]
-        max_capture_backlog: u64,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Administration: users, devices, policy (on the server's data directory).
     Admin {
@@ -74,6 +72,47 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
+    data_dir: PathBuf,
+    /// Address to listen on; anything but loopback requires TLS.
+    #[arg(long, env = "KEEPWIRE_LISTEN", default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "KEEPWIRE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "KEEPWIRE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Unarchived messages beyond which sending is refused (fail closed).
+    #[arg(long, env = "KEEPWIRE_MAX_CAPTURE_BACKLOG", default_value_t = 10_000)]
+    max_capture_backlog: u64,
+    /// Days a captured message stays on the relay for devices that have
+    /// not fetched it.
+    #[arg(long, env = "KEEPWIRE_RELAY_TTL_DAYS", default_value_t = 30)]
+    relay_ttl_days: u64,
+}
+
+impl ServerArgs {
+    fn tls(&self) -> Option<serve::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(serve::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_capture_backlog: self.max_capture_backlog,
+            relay_ttl_ms: self.relay_ttl_days * 24 * 3600 * 1000,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -144,6 +183,9 @@ struct DeviceArgs {
     server: String,
     #[arg(long, env = "KEEPWIRE_DEVICE_DIR", default_value = "keepwire-device")]
     device_dir: PathBuf,
+    /// Also trust this CA certificate (PEM) for the server's TLS.
+    #[arg(long, env = "KEEPWIRE_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -237,6 +279,9 @@ enum RecordsCommand {
         /// Enrolment code for the records device (first start only).
         #[arg(long)]
         code: Option<String>,
+        /// Also trust this CA certificate (PEM) for the server's TLS.
+        #[arg(long, env = "KEEPWIRE_CA_CERT")]
+        ca_cert: Option<PathBuf>,
     },
     /// List captured records.
     List {
@@ -271,6 +316,7 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    config::apply(&<Cli as clap::CommandFactory>::command())?;
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -286,38 +332,38 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     let clock = Clock::from_env();
     match cli.command {
-        Command::Serve {
-            data_dir,
-            listen,
-            max_capture_backlog,
-        } => {
-            let limits = Limits {
-                max_capture_backlog,
-                ..Limits::default()
-            };
-            let (addr, _state) = serve::serve_embedded(&data_dir, listen, limits).await?;
+        Command::Serve { server } => {
+            let started = serve::serve_embedded(
+                &server.data_dir,
+                server.listen,
+                server.tls().as_ref(),
+                server.limits(),
+            )
+            .await?;
             eprintln!(
-                "keepwire serving on http://{addr} (data in {})",
-                data_dir.display()
+                "keepwire serving on {} (data in {})",
+                started.url,
+                server.data_dir.display()
             );
-            tokio::signal::ctrl_c().await?;
+            tokio::select! {
+                r = started.handle => r??,
+                r = tokio::signal::ctrl_c() => r?,
+            }
             Ok(())
         }
-        Command::Server {
-            data_dir,
-            listen,
-            max_capture_backlog,
-        } => {
-            let limits = Limits {
-                max_capture_backlog,
-                ..Limits::default()
-            };
-            let (addr, _state, handle) = serve::start_server(&data_dir, listen, limits).await?;
-            if let Some(code) = serve::records_code(&data_dir, &clock)? {
+        Command::Server { server } => {
+            let started = serve::start_server(
+                &server.data_dir,
+                server.listen,
+                server.tls().as_ref(),
+                server.limits(),
+            )
+            .await?;
+            if let Some(code) = serve::records_code(&server.data_dir, &clock)? {
                 eprintln!("records service enrolment code: {code}");
             }
-            eprintln!("keepwire server on http://{addr}");
-            handle.await??;
+            eprintln!("keepwire server on {}", started.url);
+            started.handle.await??;
             Ok(())
         }
         Command::Records { command } => records(command).await,
@@ -444,7 +490,24 @@ fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -> Re
     Ok(())
 }
 
+impl ChatCommand {
+    fn device(&self) -> &DeviceArgs {
+        match self {
+            ChatCommand::Enroll { device, .. }
+            | ChatCommand::Notice { device, .. }
+            | ChatCommand::Conversations { device }
+            | ChatCommand::Create { device, .. }
+            | ChatCommand::Add { device, .. }
+            | ChatCommand::Remove { device, .. }
+            | ChatCommand::Send { device, .. }
+            | ChatCommand::Read { device, .. }
+            | ChatCommand::Timer { device, .. } => device,
+        }
+    }
+}
+
 async fn chat(command: ChatCommand) -> Result<()> {
+    net::trust_ca(command.device().ca_cert.clone());
     match command {
         ChatCommand::Enroll { device, code } => {
             let online =
@@ -647,7 +710,9 @@ async fn records(command: RecordsCommand) -> Result<()> {
             server,
             records_dir,
             code,
+            ca_cert,
         } => {
+            net::trust_ca(ca_cert);
             if let Some(code) = code {
                 serve::enroll_records(&server, &records_dir, &code).await?;
             }

@@ -2,13 +2,17 @@
 //! matched to responses by id, pushed frames queued in arrival order.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use keepwire_protocol::{ClientFrame, ProtocolError, Request, ServerBody, ServerFrame};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 pub struct Conn {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -22,13 +26,57 @@ pub struct Conn {
 #[error("server refused: {0}")]
 pub struct Refused(pub ProtocolError);
 
+/// An extra certificate authority to trust (an agency's internal CA), on
+/// top of the system's; set once at startup from `--ca-cert`.
+static EXTRA_CA: OnceLock<PathBuf> = OnceLock::new();
+
+pub fn trust_ca(path: Option<PathBuf>) {
+    if let Some(p) = path {
+        let _ = EXTRA_CA.set(p);
+    }
+}
+
+fn tls_config() -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A system certificate rustls cannot use is skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = EXTRA_CA.get() {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("cannot read CA certificate {}", path.display()))?;
+        for c in certs {
+            roots
+                .add(c)
+                .with_context(|| format!("unusable CA certificate in {}", path.display()))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 impl Conn {
+    /// Connect to `server` (`http://` on loopback, `https://` with TLS).
     pub async fn connect(server: &str) -> Result<Self> {
-        let url = format!(
-            "{}/v1/ws",
-            server.trim_end_matches('/').replacen("http", "ws", 1)
-        );
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(
+        let server = server.trim_end_matches('/');
+        let (url, connector) = if let Some(rest) = server.strip_prefix("https://") {
+            (
+                format!("wss://{rest}/v1/ws"),
+                Some(Connector::Rustls(tls_config()?)),
+            )
+        } else if let Some(rest) = server.strip_prefix("http://") {
+            (format!("ws://{rest}/v1/ws"), Some(Connector::Plain))
+        } else {
+            bail!("server URL must start with https:// (or http:// on loopback): {server}");
+        };
+        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
             &url,
             Some(
                 tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
@@ -36,6 +84,7 @@ impl Conn {
                     .max_frame_size(Some(keepwire_protocol::MAX_FRAME_BYTES * 2)),
             ),
             false,
+            connector,
         )
         .await
         .with_context(|| format!("cannot connect to {url}"))?;

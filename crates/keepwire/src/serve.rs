@@ -10,7 +10,7 @@ use keepwire_protocol::clock::Clock;
 use keepwire_protocol::{Request, ServerBody, RECORDS_USER};
 use keepwire_records::{Archive, Capture};
 use keepwire_server::store::Store;
-use keepwire_server::ws::AppState;
+use keepwire_server::ws::{AppState, Endpoint};
 use keepwire_server::{Core, Limits};
 use tokio::net::TcpListener;
 
@@ -26,29 +26,48 @@ pub fn open_server_store(data_dir: &Path) -> Result<Store> {
     Ok(Store::open(&data_dir.join(keepwire_server::SERVER_DB))?)
 }
 
-/// Refuse to expose plaintext-free but still sensitive traffic on a
-/// network interface without TLS.
-pub fn check_listen(addr: &SocketAddr) -> Result<()> {
-    if !addr.ip().is_loopback() {
+/// TLS certificate and key files (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Refuse to expose the service on a network interface without TLS: the
+/// traffic is end-to-end encrypted, but authentication challenges,
+/// metadata and receipts still deserve a protected channel.
+pub fn check_listen(addr: &SocketAddr, tls: Option<&TlsFiles>) -> Result<()> {
+    if !addr.ip().is_loopback() && tls.is_none() {
         bail!(
-            "refusing to listen on {addr} without TLS: binding a non-loopback address requires TLS, \
-             which this build does not offer yet; listen on 127.0.0.1 and put a TLS terminator in front"
+            "refusing to listen on {addr} without TLS: a non-loopback address requires \
+             --tls-cert and --tls-key (or listen on 127.0.0.1)"
         );
     }
     Ok(())
 }
 
-/// Bind and start the delivery server; returns its address and a handle.
+/// A running delivery server.
+pub struct Started {
+    /// `https://…` with TLS, `http://…` on loopback without.
+    pub url: String,
+    /// A plain loopback URL for the embedded records service (with TLS,
+    /// an extra listener on 127.0.0.1 so it needs no certificate check).
+    pub internal_url: String,
+    pub state: AppState,
+    pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Bind and start the delivery server.
 pub async fn start_server(
     data_dir: &Path,
     listen: SocketAddr,
+    tls: Option<&TlsFiles>,
     limits: Limits,
-) -> Result<(
-    SocketAddr,
-    AppState,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-)> {
-    check_listen(&listen)?;
+) -> Result<Started> {
+    check_listen(&listen, tls)?;
+    let tls_config = tls
+        .map(|t| keepwire_server::tls::load_config(&t.cert, &t.key))
+        .transpose()?;
     let store = open_server_store(data_dir)?;
     let key = keepwire_server::load_or_create_key(data_dir)?;
     let core = Core::open(store, key, limits, Clock::from_env())?;
@@ -57,18 +76,33 @@ pub async fn start_server(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
+    let mut endpoints = vec![Endpoint {
+        listener,
+        tls: tls_config.clone(),
+    }];
+    let (url, internal_url) = match &tls_config {
+        None => (format!("http://{addr}"), format!("http://{addr}")),
+        Some(_) => {
+            let internal = TcpListener::bind("127.0.0.1:0").await?;
+            let internal_addr = internal.local_addr()?;
+            endpoints.push(Endpoint {
+                listener: internal,
+                tls: None,
+            });
+            (format!("https://{addr}"), format!("http://{internal_addr}"))
+        }
+    };
     let st = state.clone();
     let handle = tokio::spawn(async move {
-        keepwire_server::ws::serve(
-            listener,
-            st,
-            Duration::from_millis(500),
-            std::future::pending(),
-        )
-        .await
+        keepwire_server::ws::serve(endpoints, st, Duration::from_millis(500)).await
     });
-    tracing::info!(%addr, "delivery server listening");
-    Ok((addr, state, handle))
+    tracing::info!(%url, "delivery server listening");
+    Ok(Started {
+        url,
+        internal_url,
+        state,
+        handle,
+    })
 }
 
 fn records_passphrase(dir: &Path) -> Result<String> {
@@ -216,14 +250,16 @@ async fn evict(
 }
 
 /// Everything in one process: the server, and the records service
-/// connected to it over loopback like any device.
+/// connected to it over loopback like any device. Returns once the records
+/// member is enrolled, so conversations can be created right away.
 pub async fn serve_embedded(
     data_dir: &Path,
     listen: SocketAddr,
+    tls: Option<&TlsFiles>,
     limits: Limits,
-) -> Result<(SocketAddr, AppState)> {
-    let (addr, state, _server) = start_server(data_dir, listen, limits).await?;
-    let url = format!("http://{addr}");
+) -> Result<Started> {
+    let started = start_server(data_dir, listen, tls, limits).await?;
+    let url = started.internal_url.clone();
     let dir = records_dir(data_dir);
     if let Some(code) = records_code(data_dir, &Clock::from_env())? {
         enroll_records(&url, &dir, &code).await?;
@@ -233,5 +269,5 @@ pub async fn serve_embedded(
             tracing::error!(error = %format!("{e:#}"), "records service stopped");
         }
     });
-    Ok((addr, state))
+    Ok(started)
 }

@@ -9,6 +9,7 @@
 pub mod roster;
 pub mod service;
 pub mod store;
+pub mod tls;
 pub mod ws;
 
 use std::path::Path;

@@ -2,7 +2,6 @@
 //! decoded, handed to the [`Core`] under its lock, and the answer written
 //! back; pushes for other devices go out through their sessions' queues.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -122,13 +121,18 @@ async fn connection(socket: WebSocket, state: AppState) {
     writer.abort();
 }
 
-/// Serve until the future `shutdown` completes. Collects relay garbage
-/// every `gc_every`.
+/// Where the server listens: plain (loopback only; the caller checks) or TLS.
+pub struct Endpoint {
+    pub listener: TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Serve on every endpoint until one fails. Collects relay garbage and asks
+/// for evictions every `gc_every`.
 pub async fn serve(
-    listener: TcpListener,
+    endpoints: Vec<Endpoint>,
     state: AppState,
     gc_every: Duration,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let gc_state = state.clone();
     let gc = tokio::spawn(async move {
@@ -153,12 +157,22 @@ pub async fn serve(
             }
         }
     });
-    let r = axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for e in endpoints {
+        let app = router(state.clone());
+        match e.tls {
+            None => tasks.spawn(async move { axum::serve(e.listener, app).await }),
+            Some(config) => {
+                let listener = crate::tls::TlsListener::new(e.listener, config)?;
+                tasks.spawn(async move { axum::serve(listener, app).await })
+            }
+        };
+    }
+    let r = match tasks.join_next().await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => Err(std::io::Error::other(e)),
+        None => Ok(()),
+    };
     gc.abort();
     r
 }
