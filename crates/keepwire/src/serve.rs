@@ -71,7 +71,8 @@ pub async fn start_server(
     let store = open_server_store(data_dir)?;
     let key = keepwire_server::load_or_create_key(data_dir)?;
     let core = Core::open(store, key, limits, Clock::from_env())?;
-    let state = AppState::new(core);
+    let log_store = open_server_store(data_dir)?;
+    let state = AppState::new(core, Some(log_store));
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -21,9 +21,10 @@ use mls_rs::CryptoProvider;
 use mls_rs_crypto_awslc::AwsLcCryptoProvider;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
 
 use crate::roster::{self, Accepted, Followed, MemberDevice, Registry};
-use crate::store::{DeviceRow, LogEntry, RosterUpdate, Store};
+use crate::store::{Append, DeviceRow, LogEntry, RosterUpdate, Store};
 use crate::ServerError;
 
 #[derive(Debug, Clone)]
@@ -68,6 +69,8 @@ pub struct Core {
     limits: Limits,
     key: SigningKey,
     clock: Clock,
+    writer: Option<std::sync::mpsc::Sender<Job>>,
+    wait: Option<oneshot::Receiver<bool>>,
 }
 
 struct StoreRegistry<'a>(&'a Store);
@@ -121,6 +124,8 @@ impl Core {
             limits,
             key,
             clock,
+            writer: None,
+            wait: None,
         })
     }
 
@@ -171,6 +176,7 @@ impl Core {
         session: &mut Session,
         req: Request,
     ) -> Result<ServerBody, ProtocolError> {
+        self.wait = None;
         let device = match (&req, &session.device) {
             (
                 Request::Enroll {
@@ -618,6 +624,13 @@ impl Core {
     }
 
     /// Append to the log durably, then answer and push: promise 1.
+    ///
+    /// With a log writer attached ([`Core::attach_writer`]) the entry joins
+    /// the writer's next group commit: the conversation's in-memory state
+    /// moves on at once (so the next message gets the next number and is
+    /// checked against the new roster), while the receipt and every push
+    /// wait until the batch is durable ([`Core::take_durability_wait`]).
+    /// Without one the entry is written here, before anything else.
     fn append(
         &mut self,
         device: &DeviceRow,
@@ -648,57 +661,51 @@ impl Core {
             sha256: sha,
             signature,
         };
-        let snapshot = commit
-            .as_ref()
-            .map(|c| roster::snapshot(&c.group))
-            .transpose()?;
-        // A new member needs nothing before the commit that adds it; the
-        // records member also receives that commit, to archive it.
-        let added_ids: Vec<(String, u64)> = commit
-            .as_ref()
-            .map(|c| {
-                c.added
+        let roster = match &commit {
+            Some(change) => Some(OwnedRosterUpdate {
+                snapshot: roster::snapshot(&change.group)?,
+                group_info: change.group_info.clone(),
+                // A new member needs nothing before the commit that adds
+                // it; the records member also receives that commit, to
+                // archive it.
+                added: change
+                    .added
                     .iter()
                     .map(|m| {
                         let from = if m.user == RECORDS_USER { seq - 1 } else { seq };
                         (m.device_id.clone(), from)
                     })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let update = match (&commit, &snapshot) {
-            (Some(c), Some(snapshot)) => Some(RosterUpdate {
-                snapshot,
-                group_info: &c.group_info,
-                added: &added_ids,
-                welcome: c.welcome.as_deref(),
+                    .collect(),
+                welcome: change.welcome.clone(),
             }),
-            _ => None,
+            None => None,
         };
-        self.store
-            .append(&entry, update.as_ref(), create)
-            .map_err(internal)?;
-        // Durable from here on.
+        if self.writer.is_none() {
+            self.store
+                .append(&entry, roster.as_ref().map(|r| r.view()).as_ref(), create)
+                .map_err(internal)?;
+        }
+        // From here the entry is (or will be, before anyone hears of it) durable.
         let c = self
             .convs
             .get_mut(conv)
             .ok_or_else(|| refuse(ErrorCode::Internal, "conversation vanished"))?;
         c.last_seq = seq;
         self.backlog += 1;
+        let mut effects = Vec::new();
         let mut recipients: Vec<MemberDevice> = c.members.clone();
         if let Some(change) = commit {
             c.members = roster::members(&change.group);
             c.group = *change.group;
             if let Some(welcome) = change.welcome {
+                let text = ServerFrame::push(ServerBody::WelcomeMessage {
+                    conv: conv.to_string(),
+                    seq,
+                    message: welcome,
+                })
+                .to_json();
                 for m in &change.added {
-                    self.push(
-                        &m.device_id,
-                        ServerBody::WelcomeMessage {
-                            conv: conv.to_string(),
-                            seq,
-                            message: welcome.clone(),
-                        },
-                    );
+                    effects.push((m.device_id.clone(), text.clone()));
                 }
             }
             // Added devices start after this commit, except the records
@@ -712,22 +719,61 @@ impl Core {
             );
         }
         let receipt = self.receipt(&entry);
-        let delivery = ServerBody::Deliver(Delivery {
+        let text = ServerFrame::push(ServerBody::Deliver(Delivery {
             conv: conv.to_string(),
             seq,
             sender_user: entry.sender_user.clone(),
             sender_device: entry.sender_device.clone(),
             server_time_ms: now,
-            message: entry.message,
+            message: entry.message.clone(),
             receipt: receipt.clone(),
-        });
-        let text = ServerFrame::push(delivery).to_json();
+        }))
+        .to_json();
         for m in recipients {
             if m.device_id != device.device_id {
-                self.push_text(&m.device_id, &text);
+                effects.push((m.device_id, text.clone()));
+            }
+        }
+        match &self.writer {
+            None => self.apply_effects(&effects),
+            Some(writer) => {
+                let (done, wait) = oneshot::channel();
+                let job = Job {
+                    entry,
+                    roster,
+                    create,
+                    effects,
+                    done,
+                };
+                if writer.send(job).is_err() {
+                    // The writer only stops after a storage failure, which
+                    // ends the process; until then nothing more is accepted.
+                    return Err(refuse(
+                        ErrorCode::Internal,
+                        "the server's log writer has stopped; restart the server",
+                    ));
+                }
+                self.wait = Some(wait);
             }
         }
         Ok(receipt)
+    }
+
+    fn apply_effects(&mut self, effects: &[(String, String)]) {
+        for (device, text) in effects {
+            self.push_text(device, text);
+        }
+    }
+
+    /// Hand durable appends to a log writer (see [`run_log_writer`]).
+    pub fn attach_writer(&mut self, writer: std::sync::mpsc::Sender<Job>) {
+        self.writer = Some(writer);
+    }
+
+    /// After [`Core::handle`]: if the request appended to the log, the
+    /// answer may only be sent once this completes with `true`.
+    pub fn take_durability_wait(&mut self) -> Option<oneshot::Receiver<bool>> {
+        self.wait.take()
     }
 
     /// Conversations `device` may join by external commit: another device
@@ -905,6 +951,92 @@ impl Core {
             )?;
         }
         Ok(deleted)
+    }
+}
+
+/// One entry on its way to the log writer, with what to push and whom
+/// to answer once it is durable.
+pub struct Job {
+    entry: LogEntry,
+    roster: Option<OwnedRosterUpdate>,
+    create: bool,
+    /// (device, frame) pushes, in order.
+    effects: Vec<(String, String)>,
+    done: oneshot::Sender<bool>,
+}
+
+struct OwnedRosterUpdate {
+    snapshot: Vec<u8>,
+    group_info: Vec<u8>,
+    added: Vec<(String, u64)>,
+    welcome: Option<Vec<u8>>,
+}
+
+impl OwnedRosterUpdate {
+    fn view(&self) -> RosterUpdate<'_> {
+        RosterUpdate {
+            snapshot: &self.snapshot,
+            group_info: &self.group_info,
+            added: &self.added,
+            welcome: self.welcome.as_deref(),
+        }
+    }
+}
+
+/// Most entries one group commit takes.
+const MAX_BATCH: usize = 1024;
+
+/// The log writer: takes every entry queued since its last commit, writes
+/// them in one transaction on its own connection (one fsync), then, under
+/// the core's lock, pushes them and releases their receipts, in order.
+/// Runs on its own thread until the core drops its sender. A storage
+/// failure ends the process: the in-memory state ran ahead of the disk,
+/// and only a restart from the durable log is safe.
+pub fn run_log_writer(
+    mut store: Store,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    core: std::sync::Arc<std::sync::Mutex<Core>>,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let views: Vec<Option<RosterUpdate<'_>>> = batch
+            .iter()
+            .map(|j| j.roster.as_ref().map(|r| r.view()))
+            .collect();
+        let appends: Vec<Append<'_>> = batch
+            .iter()
+            .zip(&views)
+            .map(|(j, v)| Append {
+                entry: &j.entry,
+                roster: v.as_ref(),
+                create: j.create,
+            })
+            .collect();
+        let result = store.append_batch(&appends);
+        drop(appends);
+        drop(views);
+        match result {
+            Ok(()) => {
+                let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
+                for j in batch {
+                    core.apply_effects(&j.effects);
+                    let _ = j.done.send(true);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, entries = batch.len(), "log write failed; stopping the server");
+                for j in batch {
+                    let _ = j.done.send(false);
+                }
+                std::process::exit(1);
+            }
+        }
     }
 }
 

@@ -69,6 +69,14 @@ pub struct StoreStatus {
     pub capture_backlog: u64,
 }
 
+/// One entry of a group commit.
+pub struct Append<'a> {
+    pub entry: &'a LogEntry,
+    pub roster: Option<&'a RosterUpdate<'a>>,
+    /// The entry creates its conversation.
+    pub create: bool,
+}
+
 /// What an accepted commit changes besides the log.
 pub struct RosterUpdate<'a> {
     /// The followed group's new snapshot.
@@ -366,63 +374,19 @@ impl Store {
         roster: Option<&RosterUpdate<'_>>,
         create: bool,
     ) -> Result<(), ServerError> {
+        self.append_batch(&[Append {
+            entry,
+            roster,
+            create,
+        }])
+    }
+
+    /// Append several entries in one transaction: one fsync for all of
+    /// them (group commit). All or nothing.
+    pub fn append_batch(&mut self, batch: &[Append<'_>]) -> Result<(), ServerError> {
         let tx = self.conn.transaction()?;
-        if create {
-            tx.execute(
-                "INSERT INTO conversations (conv, snapshot, created_ms, last_seq) VALUES (?1, x'', ?2, 0)",
-                params![entry.conv, entry.server_time_ms as i64],
-            )?;
-        }
-        tx.execute(
-            "INSERT INTO log (conv, seq, sender_user, sender_device, server_time_ms, message, sha256, signature)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                entry.conv,
-                entry.seq as i64,
-                entry.sender_user,
-                entry.sender_device,
-                entry.server_time_ms as i64,
-                entry.message,
-                entry.sha256,
-                entry.signature
-            ],
-        )?;
-        // The sender has its own message; if it had everything before it,
-        // its cursor moves on without an acknowledgement round trip.
-        tx.execute(
-            "UPDATE cursors SET acked=?1 WHERE device=?2 AND conv=?3 AND acked=?4",
-            params![
-                entry.seq as i64,
-                entry.sender_device,
-                entry.conv,
-                entry.seq as i64 - 1
-            ],
-        )?;
-        match roster {
-            Some(r) => {
-                tx.execute(
-                    "UPDATE conversations SET last_seq=?1, snapshot=?2, group_info=?3 WHERE conv=?4",
-                    params![entry.seq as i64, r.snapshot, r.group_info, entry.conv],
-                )?;
-                for (d, cursor) in r.added {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO cursors (device, conv, acked) VALUES (?1, ?2, ?3)",
-                        params![d, entry.conv, *cursor as i64],
-                    )?;
-                    if let Some(welcome) = r.welcome {
-                        tx.execute(
-                            "INSERT OR REPLACE INTO welcomes (device, conv, seq, message) VALUES (?1, ?2, ?3, ?4)",
-                            params![d, entry.conv, entry.seq as i64, welcome],
-                        )?;
-                    }
-                }
-            }
-            None => {
-                tx.execute(
-                    "UPDATE conversations SET last_seq=?1 WHERE conv=?2",
-                    params![entry.seq as i64, entry.conv],
-                )?;
-            }
+        for a in batch {
+            append_in(&tx, a.entry, a.roster, a.create)?;
         }
         tx.commit()?;
         Ok(())
@@ -567,6 +531,72 @@ impl Store {
     }
 }
 
+fn append_in(
+    tx: &rusqlite::Transaction<'_>,
+    entry: &LogEntry,
+    roster: Option<&RosterUpdate<'_>>,
+    create: bool,
+) -> Result<(), ServerError> {
+    if create {
+        tx.execute(
+            "INSERT INTO conversations (conv, snapshot, created_ms, last_seq) VALUES (?1, x'', ?2, 0)",
+            params![entry.conv, entry.server_time_ms as i64],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO log (conv, seq, sender_user, sender_device, server_time_ms, message, sha256, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            entry.conv,
+            entry.seq as i64,
+            entry.sender_user,
+            entry.sender_device,
+            entry.server_time_ms as i64,
+            entry.message,
+            entry.sha256,
+            entry.signature
+        ],
+    )?;
+    // The sender has its own message; if it had everything before it,
+    // its cursor moves on without an acknowledgement round trip.
+    tx.execute(
+        "UPDATE cursors SET acked=?1 WHERE device=?2 AND conv=?3 AND acked=?4",
+        params![
+            entry.seq as i64,
+            entry.sender_device,
+            entry.conv,
+            entry.seq as i64 - 1
+        ],
+    )?;
+    match roster {
+        Some(r) => {
+            tx.execute(
+                "UPDATE conversations SET last_seq=?1, snapshot=?2, group_info=?3 WHERE conv=?4",
+                params![entry.seq as i64, r.snapshot, r.group_info, entry.conv],
+            )?;
+            for (d, cursor) in r.added {
+                tx.execute(
+                    "INSERT OR REPLACE INTO cursors (device, conv, acked) VALUES (?1, ?2, ?3)",
+                    params![d, entry.conv, *cursor as i64],
+                )?;
+                if let Some(welcome) = r.welcome {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO welcomes (device, conv, seq, message) VALUES (?1, ?2, ?3, ?4)",
+                        params![d, entry.conv, entry.seq as i64, welcome],
+                    )?;
+                }
+            }
+        }
+        None => {
+            tx.execute(
+                "UPDATE conversations SET last_seq=?1 WHERE conv=?2",
+                params![entry.seq as i64, entry.conv],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
     Ok(UserRow {
         name: r.get(0)?,
@@ -583,4 +613,73 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
         signature_key: r.get(2)?,
         revoked: r.get::<_, Option<i64>>(3)?.is_some(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(conv: &str, seq: u64) -> LogEntry {
+        LogEntry {
+            conv: conv.into(),
+            seq,
+            sender_user: "alice".into(),
+            sender_device: "d1".into(),
+            server_time_ms: 1,
+            message: vec![seq as u8],
+            sha256: vec![0; 32],
+            signature: vec![0; 64],
+        }
+    }
+
+    #[test]
+    fn a_group_commit_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let update = RosterUpdate {
+            snapshot: b"s",
+            group_info: b"g",
+            added: &[("d2".to_string(), 1)],
+            welcome: Some(b"w"),
+        };
+        let (e1, e2, e3) = (entry("c", 1), entry("c", 2), entry("c", 3));
+        store
+            .append_batch(&[
+                Append {
+                    entry: &e1,
+                    roster: Some(&update),
+                    create: true,
+                },
+                Append {
+                    entry: &e2,
+                    roster: None,
+                    create: false,
+                },
+            ])
+            .unwrap();
+        assert_eq!(store.log_after("c", 0).unwrap().len(), 2);
+        assert_eq!(store.cursor("d2", "c").unwrap(), Some(1));
+        assert_eq!(store.group_info("c").unwrap().as_deref(), Some(&b"g"[..]));
+
+        // seq 2 again in the middle of a batch: the whole batch is refused,
+        // seq 3 included, and the log is as before.
+        let dup = entry("c", 2);
+        assert!(store
+            .append_batch(&[
+                Append {
+                    entry: &e3,
+                    roster: None,
+                    create: false
+                },
+                Append {
+                    entry: &dup,
+                    roster: None,
+                    create: false
+                },
+            ])
+            .is_err());
+        let log = store.log_after("c", 0).unwrap();
+        assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(store.conversations().unwrap()[0].last_seq, 2);
+    }
 }

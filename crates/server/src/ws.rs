@@ -19,6 +19,7 @@ use rand::RngCore;
 use tokio::net::TcpListener;
 
 use crate::service::Session;
+use crate::store::Store;
 use crate::Core;
 
 #[derive(Clone)]
@@ -28,9 +29,27 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(core: Core) -> Self {
+    /// Wrap the core; `log_store`, a second connection to the server's
+    /// database, becomes the log writer that batches appends into group
+    /// commits (without one, each append commits on its own).
+    pub fn new(mut core: Core, log_store: Option<Store>) -> Self {
+        let writer = log_store.map(|store| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            core.attach_writer(tx);
+            (store, rx)
+        });
+        let core = Arc::new(Mutex::new(core));
+        if let Some((store, rx)) = writer {
+            let core = Arc::clone(&core);
+            std::thread::Builder::new()
+                .name("keepwire-log-writer".into())
+                .spawn(move || crate::service::run_log_writer(store, rx, core))
+                // Invariant: spawning a thread fails only when the OS is out
+                // of resources at startup, where stopping is right.
+                .expect("cannot start the log writer thread");
+        }
         Self {
-            core: Arc::new(Mutex::new(core)),
+            core,
             next_session: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -100,16 +119,39 @@ async fn connection(socket: WebSocket, state: AppState) {
             Err((id, err)) => ServerFrame::error(id, &err),
             Ok(frame) => {
                 let id = frame.id;
-                let result = tokio::task::block_in_place(|| {
-                    state.core().handle(&mut session, frame.request)
+                let (result, wait) = tokio::task::block_in_place(|| {
+                    let mut core = state.core();
+                    let r = core.handle(&mut session, frame.request);
+                    (r, core.take_durability_wait())
                 });
-                match result {
+                let reply = match result {
                     Ok(body) => ServerFrame::response(id, body),
                     Err(err) => {
                         tracing::debug!(code = %err.code, message = %err.message, "request refused");
                         ServerFrame::error(Some(id), &err)
                     }
+                };
+                if let Some(wait) = wait {
+                    // The answer (a receipt) leaves only once the entry is
+                    // durable; meanwhile this connection keeps reading, so a
+                    // device may have many messages in flight.
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let reply = match wait.await {
+                            Ok(true) => reply,
+                            _ => ServerFrame::error(
+                                Some(id),
+                                &ProtocolError::new(
+                                    ErrorCode::Internal,
+                                    "the message could not be stored; it was not accepted",
+                                ),
+                            ),
+                        };
+                        let _ = tx.send(reply.to_json());
+                    });
+                    continue;
                 }
+                reply
             }
         };
         if tx.send(reply.to_json()).is_err() {
