@@ -37,6 +37,25 @@ pub struct StoredMessage {
     pub read: bool,
 }
 
+impl StoredMessage {
+    /// How long this message stays on the device, as a person reads it.
+    pub fn remaining(&self, now_ms: u64) -> String {
+        match self.expire_at_ms {
+            Some(t) => {
+                let s = t.saturating_sub(now_ms) / 1000;
+                match s {
+                    s if s >= 86_400 => format!("{}d {}h left", s / 86_400, s % 86_400 / 3600),
+                    s if s >= 3600 => format!("{}h {}m left", s / 3600, s % 3600 / 60),
+                    s if s >= 60 => format!("{}m {}s left", s / 60, s % 60),
+                    s => format!("{s}s left"),
+                }
+            }
+            None if self.burn_on_read => "burns on read".to_string(),
+            None => "kept".to_string(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,

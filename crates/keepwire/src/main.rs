@@ -6,6 +6,7 @@ mod demo;
 mod net;
 mod serve;
 mod session;
+mod tui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,10 +52,14 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
-    /// The chat client.
+    /// The chat client: without a subcommand, the interactive terminal
+    /// client (conversations, history with each message's remaining time,
+    /// compose, the records notice); with one, a scriptable action.
     Chat {
+        #[command(flatten)]
+        device: DeviceArgs,
         #[command(subcommand)]
-        command: ChatCommand,
+        command: Option<ChatCommand>,
     },
     /// The records service and the archive.
     Records {
@@ -368,7 +373,19 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Records { command } => records(command).await,
         Command::Admin { data_dir, command } => admin(&data_dir, command, &clock),
-        Command::Chat { command } => chat(command).await,
+        Command::Chat {
+            device,
+            command: None,
+        } => {
+            net::trust_ca(device.ca_cert.clone());
+            let online =
+                session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            tui::run(online).await
+        }
+        Command::Chat {
+            command: Some(command),
+            ..
+        } => chat(command).await,
         Command::Demo {
             data_dir,
             timer,
@@ -663,11 +680,7 @@ fn print_message(m: &keepwire_client::StoredMessage, now_ms: u64, json: bool) ->
         println!("{}", serde_json::to_string(m)?);
         return Ok(());
     }
-    let left = match m.expire_at_ms {
-        Some(t) => format!("{}s left", t.saturating_sub(now_ms) / 1000),
-        None if m.burn_on_read => "burns on read".to_string(),
-        None => "kept".to_string(),
-    };
+    let left = m.remaining(now_ms);
     println!(
         "[{}#{}] {}: {}  ({left})",
         &m.conv[..8.min(m.conv.len())],

@@ -220,3 +220,87 @@ fn timers_delete_messages_from_devices_on_time_but_not_from_the_archive() {
     assert_eq!(records[1]["expire_after_secs"], 60);
     assert_eq!(records[2]["burn_on_read"], true);
 }
+
+/// The interactive client in a real pseudo-terminal (util-linux `script`):
+/// it shows the records notice first, then the conversation with its
+/// remaining time, and sends what is typed.
+#[test]
+fn the_terminal_client_acknowledges_the_notice_and_sends() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+
+    let agency = Agency::start();
+    let alice = agency.user("alice", "staff");
+    let bob = agency.user("bob", "staff");
+    bob.accept_notice();
+    let conv = bob.create(&["alice"]);
+    bob.ok(&["chat", "send", &conv, "are you there", "--timer", "600"]);
+
+    let mut child = Command::new("script")
+        .args(["-qfec", &format!("{} chat", common::BIN), "/dev/null"])
+        .env("KEEPWIRE_PASSPHRASE", &alice.passphrase)
+        .env("KEEPWIRE_SERVER", &alice.url)
+        .env("KEEPWIRE_DEVICE_DIR", &alice.dir)
+        .env("TERM", "xterm")
+        .env("COLUMNS", "120")
+        .env("LINES", "30")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("util-linux `script` runs the client in a pseudo-terminal");
+    let screen = Arc::new(Mutex::new(String::new()));
+    let mut out = child.stdout.take().unwrap();
+    let sink = Arc::clone(&screen);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let shown = |s: &str| {
+        let s = s.to_string();
+        let screen = Arc::clone(&screen);
+        move || screen.lock().unwrap().contains(&s).then_some(())
+    };
+    let mut keys = child.stdin.take().unwrap();
+    wait_for("the records notice", 60, shown("Records notice"));
+    keys.write_all(b"a").unwrap();
+    keys.flush().unwrap();
+    // (What the screen shows afterwards is checked cell by cell in the
+    // client's own tests; a terminal stream only carries the changes.)
+    let acknowledged = || {
+        let users: serde_json::Value =
+            serde_json::from_str(&agency.admin(&["user", "list", "--json"])).unwrap();
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "alice")
+            .and_then(|u| u["notice_acknowledged_at_ms"].as_u64())
+    };
+    wait_for(
+        "the server to record alice's acknowledgement",
+        60,
+        acknowledged,
+    );
+    keys.write_all(b"on my way\r").unwrap();
+    keys.flush().unwrap();
+    wait_for("the message to reach bob", 60, || {
+        bob.texts(&conv)
+            .contains(&"on my way".to_string())
+            .then_some(())
+    });
+    keys.write_all(b"\x1b").unwrap();
+    keys.flush().unwrap();
+    let status = wait_for("the client to quit on Esc", 30, || {
+        child.try_wait().unwrap()
+    });
+    assert!(status.success());
+}
