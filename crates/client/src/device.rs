@@ -402,6 +402,29 @@ impl Device {
         Ok(built)
     }
 
+    /// Propose this device's own removal from `conv` (MLS does not let a
+    /// member commit its own removal; the records member, or any other
+    /// member, commits the proposal).
+    pub fn leave(&mut self, conv: &str) -> Result<Request, ClientError> {
+        let cursor = self.cursor(conv)?;
+        let group = self.group(conv)?;
+        let me = group.current_member_index();
+        let proposal = group.propose_remove(me, vec![])?;
+        self.save(conv, cursor)?;
+        Ok(Request::Submit {
+            conv: conv.to_string(),
+            message: proposal.to_bytes()?,
+            welcome: None,
+            next_group_info: None,
+        })
+    }
+
+    /// Commit the proposals this device holds for `conv` (a member's
+    /// request to leave).
+    pub fn commit_proposals(&mut self, conv: &str) -> Result<Request, ClientError> {
+        Ok(self.commit(conv, |b| Ok(b))?.submit(conv))
+    }
+
     /// The server accepted this device's commit as `seq`: move to the new epoch.
     pub fn commit_accepted(&mut self, conv: &str, seq: u64) -> Result<(), ClientError> {
         let group = self.group(conv)?;

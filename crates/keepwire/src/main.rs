@@ -236,6 +236,12 @@ enum ChatCommand {
         conv: String,
         users: Vec<String>,
     },
+    /// Leave a conversation (the records member commits the removal).
+    Leave {
+        #[command(flatten)]
+        device: DeviceArgs,
+        conv: String,
+    },
     /// Send a message.
     Send {
         #[command(flatten)]
@@ -516,6 +522,7 @@ impl ChatCommand {
             | ChatCommand::Create { device, .. }
             | ChatCommand::Add { device, .. }
             | ChatCommand::Remove { device, .. }
+            | ChatCommand::Leave { device, .. }
             | ChatCommand::Send { device, .. }
             | ChatCommand::Read { device, .. }
             | ChatCommand::Timer { device, .. } => device,
@@ -609,6 +616,12 @@ async fn chat(command: ChatCommand) -> Result<()> {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             let seq = online.remove(&conv, &users).await?;
+            println!("{}", serde_json::json!({"conv": conv, "seq": seq}));
+        }
+        ChatCommand::Leave { device, conv } => {
+            let mut online =
+                session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            let seq = online.leave(&conv).await?;
             println!("{}", serde_json::json!({"conv": conv, "seq": seq}));
         }
         ChatCommand::Send {

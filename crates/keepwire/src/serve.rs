@@ -204,6 +204,12 @@ async fn records_once(server: &str, dir: &Path, passphrase: &str, clock: &Clock)
                     })
                     .await?;
                 }
+                for (conv, req) in capture.proposal_commits() {
+                    match req {
+                        Ok(req) => commit_as_records(&mut conn, &mut capture, &conv, req).await?,
+                        Err(e) => tracing::warn!(conv, error = %e, "cannot commit proposals"),
+                    }
+                }
             }
             ServerBody::Evict { conv, devices } => {
                 evict(&mut conn, &mut capture, &conv, &devices).await?;
@@ -213,25 +219,36 @@ async fn records_once(server: &str, dir: &Path, passphrase: &str, clock: &Clock)
     }
 }
 
-/// Commit the removal of revoked devices from `conv` and archive that
-/// commit. A refusal (another commit won the epoch) is left for the
-/// server's next request.
+/// Commit the removal of revoked devices from `conv`.
 async fn evict(
     conn: &mut Conn,
     capture: &mut Capture,
     conv: &str,
     devices: &[String],
 ) -> Result<()> {
-    let Some(req) = capture.evict(conv, devices)? else {
-        return Ok(());
-    };
+    match capture.evict(conv, devices)? {
+        Some(req) => commit_as_records(conn, capture, conv, req).await,
+        None => Ok(()),
+    }
+}
+
+/// Send a commit the records member made (an eviction, or carrying out a
+/// member's request to leave) and archive it once accepted. A refusal
+/// (another commit won the epoch) needs nothing more: the server asks for
+/// evictions again, and another member's commit carried the proposals.
+async fn commit_as_records(
+    conn: &mut Conn,
+    capture: &mut Capture,
+    conv: &str,
+    req: Request,
+) -> Result<()> {
     let message = match &req {
         Request::Submit { message, .. } => message.clone(),
-        _ => bail!("eviction is not a submit"),
+        _ => bail!("a records commit must be a submit"),
     };
     match conn.request(req).await {
         Ok(ServerBody::Receipt(r)) => {
-            tracing::info!(conv, ?devices, seq = r.seq, "revoked devices removed");
+            tracing::info!(conv, seq = r.seq, "records member committed");
             if let Some(seq) = capture.own_commit_accepted(message, r)? {
                 conn.request(Request::Ack {
                     conv: conv.to_string(),
@@ -240,9 +257,9 @@ async fn evict(
                 .await?;
             }
         }
-        Ok(other) => bail!("unexpected answer to an eviction commit: {other:?}"),
+        Ok(other) => bail!("unexpected answer to a records commit: {other:?}"),
         Err(e) if e.downcast_ref::<Refused>().is_some() => {
-            tracing::info!(conv, error = %format!("{e:#}"), "eviction commit refused; will retry");
+            tracing::info!(conv, error = %format!("{e:#}"), "records commit refused");
             capture.device.commit_refused(conv)?;
         }
         Err(e) => return Err(e),

@@ -340,6 +340,20 @@ impl Online {
         self.commit(conv, req).await
     }
 
+    /// Ask to leave `conv`; the records member commits the removal.
+    pub async fn leave(&mut self, conv: &str) -> Result<u64> {
+        self.sync().await?;
+        let req = self.device.leave(conv)?;
+        match self.conn.request(req).await? {
+            ServerBody::Receipt(r) => {
+                // Our own proposal: nothing to process when it comes back.
+                self.device.skip(conv, r.seq)?;
+                Ok(r.seq)
+            }
+            other => bail!("unexpected answer to leave: {other:?}"),
+        }
+    }
+
     pub async fn remove(&mut self, conv: &str, users: &[String]) -> Result<u64> {
         self.sync().await?;
         let req = self.device.remove_users(conv, users)?;

@@ -304,3 +304,34 @@ fn the_terminal_client_acknowledges_the_notice_and_sends() {
     });
     assert!(status.success());
 }
+
+#[test]
+fn a_member_leaves_and_receives_nothing_after() {
+    let agency = Agency::start();
+    let alice = agency.user("alice", "staff");
+    let bob = agency.user("bob", "staff");
+    let carol = agency.user("carol", "staff");
+    alice.accept_notice();
+    let conv = alice.create(&["bob", "carol"]);
+    alice.send(&conv, "before carol left");
+    carol.ok(&["chat", "leave", &conv]);
+    let carol_id = format!("carol/{}", carol.id);
+    wait_for("the records member to commit carol's leaving", 30, || {
+        (!alice.members(&conv).contains(&carol_id)).then_some(())
+    });
+    alice.send(&conv, "after carol left");
+    assert_eq!(bob.texts(&conv), ["before carol left", "after carol left"]);
+    assert_eq!(carol.texts(&conv), ["before carol left"]);
+    let kinds: Vec<String> = wait_for("the leave to be archived", 30, || {
+        let all = agency.records(true);
+        (all.len() >= 5).then_some(all)
+    })
+    .iter()
+    .map(|r| r["kind"].as_str().unwrap().to_string())
+    .collect();
+    assert_eq!(
+        kinds,
+        ["commit", "application", "proposal", "commit", "application"],
+        "the request to leave and its commit are records too"
+    );
+}

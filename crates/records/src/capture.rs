@@ -17,6 +17,8 @@ pub struct Capture {
     pub device: Device,
     pub archive: Archive,
     clock: keepwire_protocol::clock::Clock,
+    /// Conversations with a proposal (a member leaving) waiting for a commit.
+    proposals: std::collections::BTreeSet<String>,
 }
 
 impl Capture {
@@ -25,6 +27,7 @@ impl Capture {
             device,
             archive,
             clock,
+            proposals: Default::default(),
         }
     }
 
@@ -98,6 +101,7 @@ impl Capture {
                 None,
             ),
             Incoming::Proposal { .. } => {
+                self.proposals.insert(d.conv.clone());
                 let participants = self.device.participants(&d.conv)?;
                 let epoch = self.device.epoch(&d.conv)?;
                 ("proposal", epoch, claimed.clone(), participants, None)
@@ -164,6 +168,18 @@ impl Capture {
             return Ok(None);
         }
         Ok(Some(self.device.remove_devices(conv, &present)?))
+    }
+
+    /// Commits for the proposals captured since the last call: the records
+    /// member, always online, carries out members' requests to leave.
+    pub fn proposal_commits(&mut self) -> Vec<(String, Result<Request, RecordsError>)> {
+        std::mem::take(&mut self.proposals)
+            .into_iter()
+            .map(|conv| {
+                let req = self.device.commit_proposals(&conv).map_err(Into::into);
+                (conv, req)
+            })
+            .collect()
     }
 
     /// The server accepted this member's own commit (`message`) with

@@ -67,7 +67,9 @@ pub struct MemberDevice {
 /// What an accepted message does to the conversation.
 pub enum Accepted {
     Application,
-    Proposal,
+    /// A proposal: the followed group with it cached, for the commit that
+    /// will reference it.
+    Proposal(Box<Followed>),
     /// A commit: the followed group in its new epoch, and the devices it
     /// added (they receive the Welcome).
     Commit {
@@ -257,7 +259,7 @@ pub fn check_message(
                         }
                         _ => {}
                     }
-                    Ok(Accepted::Proposal)
+                    Ok(Accepted::Proposal(Box::new(next)))
                 }
                 ExternalReceivedMessage::Commit(desc) => {
                     if desc.is_external || !is_sender(member_at(group, desc.committer)) {

@@ -567,7 +567,7 @@ impl Core {
             group: next,
             added,
             welcome: Some(welcome),
-            group_info: next_group_info,
+            group_info: Some(next_group_info),
         };
         let receipt = self.append(device, &conv, commit, Some(change), true);
         if receipt.is_err() {
@@ -584,7 +584,6 @@ impl Core {
         welcome: Option<Vec<u8>>,
         next_group_info: Option<Vec<u8>>,
     ) -> Result<Receipt, ProtocolError> {
-        self.check_sender(device)?;
         self.capture_open()?;
         let c = self.convs.get(conv).ok_or_else(|| {
             refuse(
@@ -592,9 +591,24 @@ impl Core {
                 format!("no conversation {conv}"),
             )
         })?;
-        match roster::check_message(&c.group, &message, device, &StoreRegistry(&self.store))? {
-            Accepted::Application | Accepted::Proposal => {
-                self.append(device, conv, message, None, false)
+        let accepted =
+            roster::check_message(&c.group, &message, device, &StoreRegistry(&self.store))?;
+        // Proposals (a member asking to leave) carry no content: someone
+        // added to a conversation may leave it without having acknowledged
+        // the records notice. Everything else needs the acknowledgement.
+        if !matches!(accepted, Accepted::Proposal(_)) {
+            self.check_sender(device)?;
+        }
+        match accepted {
+            Accepted::Application => self.append(device, conv, message, None, false),
+            Accepted::Proposal(group) => {
+                let change = CommitChange {
+                    group,
+                    added: Vec::new(),
+                    welcome: None,
+                    group_info: None,
+                };
+                self.append(device, conv, message, Some(change), false)
             }
             Accepted::Commit { group, added } => {
                 self.check_guests(&added)?;
@@ -616,7 +630,7 @@ impl Core {
                     group,
                     added,
                     welcome: welcome.filter(|_| !external),
-                    group_info,
+                    group_info: Some(group_info),
                 };
                 self.append(device, conv, message, Some(change), false)
             }
@@ -967,7 +981,7 @@ pub struct Job {
 
 struct OwnedRosterUpdate {
     snapshot: Vec<u8>,
-    group_info: Vec<u8>,
+    group_info: Option<Vec<u8>>,
     added: Vec<(String, u64)>,
     welcome: Option<Vec<u8>>,
 }
@@ -976,7 +990,7 @@ impl OwnedRosterUpdate {
     fn view(&self) -> RosterUpdate<'_> {
         RosterUpdate {
             snapshot: &self.snapshot,
-            group_info: &self.group_info,
+            group_info: self.group_info.as_deref(),
             added: &self.added,
             welcome: self.welcome.as_deref(),
         }
@@ -1040,12 +1054,13 @@ pub fn run_log_writer(
     }
 }
 
-/// What an accepted commit changes.
+/// What an accepted commit (or proposal) changes in the followed group.
 struct CommitChange {
     group: Box<Followed>,
     added: Vec<MemberDevice>,
     welcome: Option<Vec<u8>>,
-    group_info: Vec<u8>,
+    /// The new epoch's GroupInfo; none for a proposal.
+    group_info: Option<Vec<u8>>,
 }
 
 /// The GroupInfo uploaded with a commit must be the new epoch's, of this

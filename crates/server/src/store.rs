@@ -81,8 +81,9 @@ pub struct Append<'a> {
 pub struct RosterUpdate<'a> {
     /// The followed group's new snapshot.
     pub snapshot: &'a [u8],
-    /// The new epoch's GroupInfo, for external joins.
-    pub group_info: &'a [u8],
+    /// The new epoch's GroupInfo, for external joins (none for a
+    /// proposal, which changes no epoch).
+    pub group_info: Option<&'a [u8]>,
     /// Devices the commit adds, each with the cursor it starts from.
     pub added: &'a [(String, u64)],
     /// The Welcome for `added` (none for an external join).
@@ -571,7 +572,7 @@ fn append_in(
     match roster {
         Some(r) => {
             tx.execute(
-                "UPDATE conversations SET last_seq=?1, snapshot=?2, group_info=?3 WHERE conv=?4",
+                "UPDATE conversations SET last_seq=?1, snapshot=?2, group_info=COALESCE(?3, group_info) WHERE conv=?4",
                 params![entry.seq as i64, r.snapshot, r.group_info, entry.conv],
             )?;
             for (d, cursor) in r.added {
@@ -638,7 +639,7 @@ mod tests {
         let mut store = Store::open(&dir.path().join("s.db")).unwrap();
         let update = RosterUpdate {
             snapshot: b"s",
-            group_info: b"g",
+            group_info: Some(b"g"),
             added: &[("d2".to_string(), 1)],
             welcome: Some(b"w"),
         };
