@@ -39,7 +39,8 @@ fn a_conversation_of_a_thousand_devices() {
         let mut devices = Vec::new();
         for chunk in codes.chunks(100) {
             let mut set = tokio::task::JoinSet::new();
-            for (user, code) in chunk.iter().cloned() {
+            for (user, code) in chunk {
+                let (user, code) = (user.clone(), code.clone());
                 let url = url.clone();
                 set.spawn(async move {
                     let mut d = Rogue::enroll(&url, &user, &code).await;
