@@ -48,6 +48,7 @@ pub fn sign_challenge(secret: &SignatureSecretKey, nonce: &[u8]) -> Result<Vec<u
 /// A device that has keys but has not redeemed an enrolment code yet.
 pub struct PendingDevice {
     store: Store,
+    path: std::path::PathBuf,
     secret: SignatureSecretKey,
     public: SignaturePublicKey,
 }
@@ -72,9 +73,26 @@ impl PendingDevice {
         store.put("identity", b"public", public.as_bytes())?;
         Ok(Self {
             store,
+            path,
             secret,
             public,
         })
+    }
+
+    /// The server refused enrolment: remove the store, which holds nothing
+    /// but this attempt's fresh keys.
+    pub fn abandon(self) -> Result<(), ClientError> {
+        drop(self.store);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(suffix);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ClientError::Store(format!("cannot remove {p:?}: {e}"))),
+            }
+        }
+        Ok(())
     }
 
     pub fn enroll_request(&self, code: &str, nonce: &[u8]) -> Result<Request, ClientError> {

@@ -25,57 +25,74 @@ pub struct Online {
     joins_checked: bool,
 }
 
-pub async fn enroll(server: &str, code: &str, dir: &Path, passphrase: &str) -> Result<Online> {
-    let mut conn = Conn::connect(server).await?;
-    let pending = PendingDevice::create(dir, passphrase)?;
-    let body = conn
-        .request(pending.enroll_request(code, &conn.nonce)?)
-        .await?;
-    let (user, device_id, policy, notice) = match body {
+/// What the server says when a connection is authenticated.
+struct Authenticated {
+    user: String,
+    device_id: String,
+    policy: Policy,
+    notice_acknowledged: bool,
+}
+
+fn authenticated(body: ServerBody, what: &str) -> Result<Authenticated> {
+    match body {
         ServerBody::Authenticated {
             user,
             device_id,
             policy,
             notice_acknowledged,
-        } => (user, device_id, policy, notice_acknowledged),
-        other => bail!("unexpected answer to enroll: {other:?}"),
+        } => Ok(Authenticated {
+            user,
+            device_id,
+            policy,
+            notice_acknowledged,
+        }),
+        other => bail!("unexpected answer to {what}: {other:?}"),
+    }
+}
+
+impl Online {
+    fn new(device: Device, conn: Conn, auth: Authenticated) -> Self {
+        Online {
+            device,
+            conn,
+            policy: auth.policy,
+            notice_acknowledged: auth.notice_acknowledged,
+            clock: Clock::from_env(),
+            received: 0,
+            joins_checked: false,
+        }
+    }
+}
+
+/// Create a device in `dir` and enrol it with a one-time `code`. If the
+/// server refuses, the half-made device is removed, so the same directory
+/// can be used again with a good code.
+pub async fn enroll(server: &str, code: &str, dir: &Path, passphrase: &str) -> Result<Online> {
+    let mut conn = Conn::connect(server).await?;
+    let pending = PendingDevice::create(dir, passphrase)?;
+    let answer = match conn
+        .request(pending.enroll_request(code, &conn.nonce)?)
+        .await
+        .and_then(|body| authenticated(body, "enroll"))
+    {
+        Ok(a) => a,
+        Err(e) => {
+            pending.abandon()?;
+            return Err(e);
+        }
     };
-    let device = pending.complete(&user, &device_id)?;
+    let device = pending.complete(&answer.user, &answer.device_id)?;
     conn.request(device.key_packages_request(KEY_PACKAGE_POOL, true)?)
         .await
         .context("uploading key packages")?;
-    Ok(Online {
-        device,
-        conn,
-        policy,
-        notice_acknowledged: notice,
-        clock: Clock::from_env(),
-        received: 0,
-        joins_checked: false,
-    })
+    Ok(Online::new(device, conn, answer))
 }
 
 pub async fn connect(server: &str, dir: &Path, passphrase: &str) -> Result<Online> {
     let device = Device::open(dir, passphrase)?;
     let mut conn = Conn::connect(server).await?;
     let body = conn.request(device.auth_request(&conn.nonce)?).await?;
-    let (policy, notice) = match body {
-        ServerBody::Authenticated {
-            policy,
-            notice_acknowledged,
-            ..
-        } => (policy, notice_acknowledged),
-        other => bail!("unexpected answer to auth: {other:?}"),
-    };
-    let online = Online {
-        device,
-        conn,
-        policy,
-        notice_acknowledged: notice,
-        clock: Clock::from_env(),
-        received: 0,
-        joins_checked: false,
-    };
+    let online = Online::new(device, conn, authenticated(body, "auth")?);
     online.device.store().purge_expired(online.clock.now_ms())?;
     Ok(online)
 }

@@ -48,18 +48,8 @@ fn a_modified_client_is_refused_every_forbidden_action() {
         let rules = Rules::default();
         let ca = a.client(rules.clone());
         let cb = b.client(Rules::default());
-        for (c, r) in [(&ca, &mut a), (&cb, &mut b)] {
-            let kp = c
-                .generate_key_package_message(ExtensionList::new(), ExtensionList::new(), None)
-                .unwrap();
-            r.wire
-                .call(Request::UploadKeyPackages {
-                    key_packages: vec![kp.to_bytes().unwrap()],
-                    last_resort: None,
-                })
-                .await
-                .unwrap();
-        }
+        a.upload_key_package(&ca).await;
+        b.upload_key_package(&cb).await;
 
         // A group with bob and the records member, created before the
         // records notice was acknowledged: refused.

@@ -335,3 +335,29 @@ fn a_member_leaves_and_receives_nothing_after() {
         "the request to leave and its commit are records too"
     );
 }
+
+#[test]
+fn guests_join_only_while_the_policy_allows_them() {
+    let agency = Agency::start();
+    let alice = agency.user("alice", "staff");
+    agency.user("partner", "guest");
+    agency.user("other", "guest");
+    alice.accept_notice();
+    let conv = alice.create(&["partner"]);
+    assert!(alice
+        .members(&conv)
+        .iter()
+        .any(|m| m.starts_with("partner/")));
+
+    agency.admin(&["policy", "--guests-allowed", "false"]);
+    let refused = alice.run(&["chat", "add", &conv, "other"]);
+    assert!(!refused.status.success());
+    let msg = common::stderr(&refused);
+    assert!(
+        msg.contains("policy does not allow guests") && msg.contains("other"),
+        "{msg}"
+    );
+    let refused = alice.run(&["chat", "create", "other"]);
+    assert!(common::stderr(&refused).contains("policy does not allow guests"));
+    assert!(!alice.members(&conv).iter().any(|m| m.starts_with("other/")));
+}

@@ -101,6 +101,23 @@ fn cli_flow_notice_send_read_and_capture() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+    // The refused attempt left nothing behind: the same directory enrols
+    // with a good code.
+    let fresh = ok(keepwire(
+        &["admin", "--data-dir", d, "user", "code", "alice"],
+        &[],
+    ));
+    ok(keepwire(
+        &[
+            "chat",
+            "enroll",
+            "--code",
+            fresh.trim(),
+            "--device-dir",
+            tmp.path().join("x").to_str().unwrap(),
+        ],
+        &env_a,
+    ));
 
     // A wrong passphrase does not open the device store.
     let wrong = keepwire(

@@ -45,20 +45,7 @@ fn a_conversation_of_a_thousand_devices() {
                 set.spawn(async move {
                     let mut d = Rogue::enroll(&url, &user, &code).await;
                     let client = d.client(Rules::default());
-                    let kp = client
-                        .generate_key_package_message(
-                            ExtensionList::new(),
-                            ExtensionList::new(),
-                            None,
-                        )
-                        .unwrap();
-                    d.wire
-                        .call(Request::UploadKeyPackages {
-                            key_packages: vec![kp.to_bytes().unwrap()],
-                            last_resort: None,
-                        })
-                        .await
-                        .unwrap();
+                    d.upload_key_package(&client).await;
                     (d, client)
                 });
             }

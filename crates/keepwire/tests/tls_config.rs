@@ -98,7 +98,6 @@ fn serves_over_tls_configured_from_a_toml_file() {
         msg.contains("cannot connect") && msg.to_lowercase().contains("certificate"),
         "{msg}"
     );
-    std::fs::remove_dir_all(&device).ok();
 
     let ca = tmp.path().join("ca.pem");
     let trusted = [

@@ -212,6 +212,27 @@ impl Rogue {
         )
     }
 
+    /// Upload one key package made by `client` (this device's MLS client).
+    pub async fn upload_key_package<C: mls_rs::client_builder::MlsConfig>(
+        &mut self,
+        client: &mls_rs::Client<C>,
+    ) {
+        let kp = client
+            .generate_key_package_message(
+                mls_rs::ExtensionList::new(),
+                mls_rs::ExtensionList::new(),
+                None,
+            )
+            .unwrap();
+        self.wire
+            .call(Request::UploadKeyPackages {
+                key_packages: vec![kp.to_bytes().unwrap()],
+                last_resort: None,
+            })
+            .await
+            .unwrap();
+    }
+
     pub async fn claim(&mut self, users: &[&str], records: bool) -> Vec<ClaimedKeyPackage> {
         match self
             .wire
