@@ -158,8 +158,6 @@ pub struct Device {
     pub user: String,
     pub device_id: String,
     groups: HashMap<String, MlsGroup>,
-    /// Groups joined by an external commit the server has not accepted yet.
-    joining: HashMap<String, MlsGroup>,
 }
 
 impl Device {
@@ -205,7 +203,6 @@ impl Device {
             user,
             device_id,
             groups: HashMap::new(),
-            joining: HashMap::new(),
         })
     }
 
@@ -463,9 +460,13 @@ impl Device {
     }
 
     /// Join `conv`, which this device's user is already in, by external
-    /// commit from the GroupInfo the server keeps. The new group waits in
-    /// memory until the server accepts the commit
-    /// ([`Device::external_join_accepted`]).
+    /// commit from the GroupInfo the server keeps. The new group is stored
+    /// (cursor 0) before the commit leaves: if the server accepts it and
+    /// this device crashes before the receipt, the log replays from the
+    /// server's cursor for it and the device is a working member, never a
+    /// leaf nobody can reach. A refused join is forgotten
+    /// ([`Device::external_join_refused`]); one that never reached the
+    /// server is simply made again on the next sync.
     pub fn join_external(&mut self, conv: &str, group_info: &[u8]) -> Result<Request, ClientError> {
         let (group, commit) = self
             .client
@@ -480,7 +481,8 @@ impl Device {
         let next_group_info = group
             .group_info_message_allowing_ext_commit(true)?
             .to_bytes()?;
-        self.joining.insert(conv.to_string(), group);
+        self.groups.insert(conv.to_string(), group);
+        self.save(conv, 0)?;
         Ok(Request::Submit {
             conv: conv.to_string(),
             message: commit.to_bytes()?,
@@ -491,17 +493,15 @@ impl Device {
 
     /// The server accepted this device's external commit as `seq`.
     pub fn external_join_accepted(&mut self, conv: &str, seq: u64) -> Result<(), ClientError> {
-        let group = self
-            .joining
-            .remove(conv)
-            .ok_or_else(|| ClientError::UnknownConversation(conv.to_string()))?;
-        self.groups.insert(conv.to_string(), group);
         self.save(conv, seq)
     }
 
-    /// The server refused the external commit: drop the would-be group.
-    pub fn external_join_refused(&mut self, conv: &str) {
-        self.joining.remove(conv);
+    /// The server refused the external commit: forget the would-be group.
+    pub fn external_join_refused(&mut self, conv: &str) -> Result<(), ClientError> {
+        self.groups.remove(conv);
+        let id = hex::decode(conv).map_err(|_| ClientError::UnknownConversation(conv.into()))?;
+        self.group_store.forget(&id)?;
+        self.store.delete("cursor", conv.as_bytes())
     }
 
     /// Encrypt a message for `conv`.

@@ -83,6 +83,17 @@ impl GroupStore {
     }
 }
 
+impl GroupStore {
+    /// Delete a group's state and stored epochs (a join that never happened).
+    pub fn forget(&self, group_id: &[u8]) -> Result<(), ClientError> {
+        let mut deletes: Vec<(&str, Vec<u8>)> = vec![("group", group_id.to_vec())];
+        for k in self.store.keys("epoch", group_id)? {
+            deletes.push(("epoch", k));
+        }
+        self.store.write_batch(&[], &deletes)
+    }
+}
+
 fn epoch_key(group_id: &[u8], epoch: u64) -> Vec<u8> {
     [group_id, &epoch.to_be_bytes()].concat()
 }

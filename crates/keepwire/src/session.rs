@@ -150,7 +150,7 @@ impl Online {
                 Ok(other) => bail!("unexpected answer to an external join: {other:?}"),
                 Err(e) if e.downcast_ref::<Refused>().is_some() => {
                     // Lost a race for the epoch: the next connection retries.
-                    self.device.external_join_refused(&j.conv);
+                    self.device.external_join_refused(&j.conv)?;
                     tracing::warn!(conv = %j.conv, error = %format!("{e:#}"), "external join refused");
                 }
                 Err(e) => return Err(e),
