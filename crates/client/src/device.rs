@@ -524,11 +524,14 @@ impl Device {
     /// Join a conversation from a Welcome; the commit that added this
     /// device is `seq`, so processing resumes after it.
     pub fn join(&mut self, conv: &str, seq: u64, welcome: &[u8]) -> Result<(), ClientError> {
-        if self
+        // A Welcome at or before what this device already processed is a
+        // redelivery; a later one re-adds a device that was removed (its old
+        // state is stale and is replaced).
+        let known = self
             .store
             .get("group", &hex::decode(conv).unwrap_or_default())?
-            .is_some()
-        {
+            .is_some();
+        if known && seq <= self.cursor(conv)? {
             return Ok(());
         }
         let (group, _) = self

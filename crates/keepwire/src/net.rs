@@ -146,6 +146,18 @@ impl Conn {
         self.pushes.pop_front()
     }
 
+    /// Every push received and not yet handled, in arrival order.
+    pub fn take_queued(&mut self) -> Vec<ServerBody> {
+        self.pushes.drain(..).collect()
+    }
+
+    /// Put pushes back in front of any that arrived since, keeping order.
+    pub fn requeue_front(&mut self, pushes: Vec<ServerBody>) {
+        for p in pushes.into_iter().rev() {
+            self.pushes.push_front(p);
+        }
+    }
+
     /// The next pushed frame, waiting for one if none is queued.
     pub async fn next_push(&mut self) -> Result<ServerBody> {
         if let Some(p) = self.pushes.pop_front() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use keepwire_client::Device;
 use keepwire_protocol::clock::Clock;
-use keepwire_protocol::{Request, ServerBody, RECORDS_USER};
+use keepwire_protocol::{Delivery, Request, ServerBody, RECORDS_USER};
 use keepwire_records::{Archive, Capture};
 use keepwire_server::store::Store;
 use keepwire_server::ws::{AppState, Endpoint};
@@ -193,30 +193,47 @@ async fn records_once(server: &str, dir: &Path, passphrase: &str, clock: &Clock)
     loop {
         match conn.next_push().await? {
             ServerBody::WelcomeMessage { conv, seq, message } => {
+                // Not acknowledged: the records member acknowledges the
+                // commit at `seq` once it is archived, which also clears
+                // the Welcome on the server.
                 capture.join(&conv, seq, &message)?;
-                conn.request(Request::Ack { conv, seq }).await?;
             }
-            ServerBody::Deliver(d) => {
-                if let Some(seq) = capture.capture(&d)? {
-                    conn.request(Request::Ack {
-                        conv: d.conv.clone(),
-                        seq,
-                    })
-                    .await?;
-                }
-                for (conv, req) in capture.proposal_commits() {
-                    match req {
-                        Ok(req) => commit_as_records(&mut conn, &mut capture, &conv, req).await?,
-                        Err(e) => tracing::warn!(conv, error = %e, "cannot commit proposals"),
-                    }
-                }
-            }
+            ServerBody::Deliver(d) => capture_and_ack(&mut conn, &mut capture, &d).await?,
             ServerBody::Evict { conv, devices } => {
                 evict(&mut conn, &mut capture, &conv, &devices).await?;
             }
             _ => {}
         }
+        for (conv, req) in capture.proposal_commits() {
+            match req {
+                Ok(req) => commit_as_records(&mut conn, &mut capture, &conv, req).await?,
+                Err(e) => tracing::warn!(conv, error = %e, "cannot commit proposals"),
+            }
+        }
+        report_failures(&mut conn, &mut capture).await?;
     }
+}
+
+/// Archive one entry, then acknowledge it.
+async fn capture_and_ack(conn: &mut Conn, capture: &mut Capture, d: &Delivery) -> Result<()> {
+    if let Some(seq) = capture.capture(d)? {
+        conn.request(Request::Ack {
+            conv: d.conv.clone(),
+            seq,
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Tell the server which conversations could not be captured, so it
+/// suspends them.
+async fn report_failures(conn: &mut Conn, capture: &mut Capture) -> Result<()> {
+    for (conv, seq, reason) in capture.take_failures() {
+        conn.request(Request::CaptureFailed { conv, seq, reason })
+            .await?;
+    }
+    Ok(())
 }
 
 /// Commit the removal of revoked devices from `conv`.
@@ -249,6 +266,18 @@ async fn commit_as_records(
     match conn.request(req).await {
         Ok(ServerBody::Receipt(r)) => {
             tracing::info!(conv, seq = r.seq, "records member committed");
+            // Entries of this conversation that precede the commit and
+            // arrived while it was on its way are archived first.
+            let mut later = Vec::new();
+            for push in conn.take_queued() {
+                match push {
+                    ServerBody::Deliver(d) if d.conv == conv && d.seq < r.seq => {
+                        capture_and_ack(conn, capture, &d).await?
+                    }
+                    other => later.push(other),
+                }
+            }
+            conn.requeue_front(later);
             if let Some(seq) = capture.own_commit_accepted(message, r)? {
                 conn.request(Request::Ack {
                     conv: conv.to_string(),

@@ -328,6 +328,18 @@ impl Online {
     async fn commit(&mut self, conv: &str, req: Request) -> Result<u64> {
         match self.conn.request(req).await {
             Ok(ServerBody::Receipt(r)) => {
+                // Entries before the commit that arrived while it was on its
+                // way are processed first, in the old epoch.
+                let mut later = Vec::new();
+                for push in self.conn.take_queued() {
+                    match push {
+                        ServerBody::Deliver(d) if d.conv == conv && d.seq < r.seq => {
+                            self.handle_push(ServerBody::Deliver(d)).await?;
+                        }
+                        other => later.push(other),
+                    }
+                }
+                self.conn.requeue_front(later);
                 self.device.commit_accepted(conv, r.seq)?;
                 self.conn
                     .request(Request::Ack {
@@ -364,7 +376,15 @@ impl Online {
         match self.conn.request(req).await? {
             ServerBody::Receipt(r) => {
                 // Our own proposal: nothing to process when it comes back.
-                self.device.skip(conv, r.seq)?;
+                if self.device.cursor(conv)? + 1 == r.seq {
+                    self.device.skip(conv, r.seq)?;
+                    self.conn
+                        .request(Request::Ack {
+                            conv: conv.to_string(),
+                            seq: r.seq,
+                        })
+                        .await?;
+                }
                 Ok(r.seq)
             }
             other => bail!("unexpected answer to leave: {other:?}"),

@@ -106,6 +106,15 @@ pub enum Request {
         )]
         next_group_info: Option<Vec<u8>>,
     },
+    /// From the records service only: the entry `seq` of `conv` could not
+    /// be processed (it is archived as `unprocessable`). The server then
+    /// suspends the conversation: what the records member cannot read must
+    /// not be sent.
+    CaptureFailed {
+        conv: String,
+        seq: u64,
+        reason: String,
+    },
     /// List the conversations this device may join by external commit:
     /// those where another device of its user is a member and it is not.
     Joinable,
@@ -262,6 +271,9 @@ pub enum ErrorCode {
     /// The records service is too far behind: nothing is accepted until it
     /// catches up (fail closed).
     RecordsUnavailable,
+    /// The records service could not process an entry of this conversation;
+    /// nothing more is accepted into it.
+    ConversationSuspended,
     Internal,
 }
 
@@ -285,6 +297,7 @@ impl ErrorCode {
             ErrorCode::StaleEpoch => "stale_epoch",
             ErrorCode::NoKeyPackage => "no_key_package",
             ErrorCode::RecordsUnavailable => "records_unavailable",
+            ErrorCode::ConversationSuspended => "conversation_suspended",
             ErrorCode::Internal => "internal",
         }
     }

@@ -6,7 +6,7 @@
 //! acknowledge. A crash anywhere before the acknowledgement makes the server
 //! redeliver; the archive's (conv, seq) uniqueness makes that harmless.
 
-use keepwire_client::{Device, Incoming};
+use keepwire_client::{ClientError, Device, Incoming};
 use keepwire_protocol::content::Content;
 use keepwire_protocol::{device_identity, parse_device_identity, Delivery, Receipt, Request};
 
@@ -19,6 +19,8 @@ pub struct Capture {
     clock: keepwire_protocol::clock::Clock,
     /// Conversations with a proposal (a member leaving) waiting for a commit.
     proposals: std::collections::BTreeSet<String>,
+    /// Entries archived as unprocessable, not yet reported to the server.
+    failed: Vec<(String, u64, String)>,
 }
 
 impl Capture {
@@ -28,6 +30,7 @@ impl Capture {
             archive,
             clock,
             proposals: Default::default(),
+            failed: Vec::new(),
         }
     }
 
@@ -47,14 +50,44 @@ impl Capture {
             }
             return Ok(Some(d.seq));
         }
+        let cursor = self.device.cursor(&d.conv)?;
+        if d.seq > cursor + 1 {
+            // Never archive past a gap: the connection restarts and the
+            // server replays from the last contiguous acknowledgement.
+            return Err(RecordsError::Archive(format!(
+                "{}: expected #{} next, got #{}",
+                d.conv,
+                cursor + 1,
+                d.seq
+            )));
+        }
+        if d.seq < cursor {
+            return Err(RecordsError::Archive(format!(
+                "{}#{} was processed but is not in the archive; the archive needs attention",
+                d.conv, d.seq
+            )));
+        }
         let claimed = device_identity(&d.sender_user, &d.sender_device);
-        let incoming = self.device.process(d)?;
+        let incoming = match self.device.process(d) {
+            Ok(i) => i,
+            // A commit the server's observer accepted but the records member
+            // cannot process (a modified client can craft one), or a
+            // conversation whose Welcome failed: record it, report it so the
+            // server suspends the conversation, and move on. Storage errors
+            // are not caught here: those are retried.
+            Err(
+                e @ (ClientError::Mls(_)
+                | ClientError::Refused(_)
+                | ClientError::UnknownConversation(_)),
+            ) => return self.unprocessable(d, &claimed, &e.to_string()),
+            Err(e) => return Err(e.into()),
+        };
         let now = self.clock.now_ms();
         let mut note = None;
         let (kind, epoch, sender, participants, content) = match &incoming {
-            // The commit that added the records member: its Welcome put the
-            // state past it, but it is a record like any other, with the
-            // roster it created.
+            // The commit that added the records member (its seq is the
+            // cursor the Welcome set): the Welcome put the state past it,
+            // but it is a record like any other, with the roster it created.
             Incoming::Duplicate => {
                 let participants = self.device.participants(&d.conv)?;
                 let epoch = self.device.epoch(&d.conv)?;
@@ -148,6 +181,43 @@ impl Capture {
         Ok(Some(d.seq))
     }
 
+    /// Archive an entry that cannot be processed, and remember to report it.
+    fn unprocessable(
+        &mut self,
+        d: &Delivery,
+        claimed: &str,
+        reason: &str,
+    ) -> Result<Option<u64>, RecordsError> {
+        tracing::error!(conv = %d.conv, seq = d.seq, %claimed, %reason, "entry cannot be processed by the records member");
+        let participants = self.device.participants(&d.conv).unwrap_or_default();
+        let epoch = self.device.epoch(&d.conv).unwrap_or_default();
+        let note = format!("the records member could not process this entry: {reason}; sender as named by the server, unverified");
+        self.archive.insert(&NewRecord {
+            conv: &d.conv,
+            seq: d.seq,
+            kind: "unprocessable",
+            epoch,
+            sender: claimed,
+            participants: &participants,
+            server_time_ms: d.server_time_ms,
+            captured_at_ms: self.clock.now_ms(),
+            expire_after_secs: None,
+            burn_on_read: false,
+            receipt: &d.receipt,
+            plaintext: None,
+            note: Some(&note),
+        })?;
+        self.device.skip(&d.conv, d.seq)?;
+        self.failed
+            .push((d.conv.clone(), d.seq, reason.chars().take(300).collect()));
+        Ok(Some(d.seq))
+    }
+
+    /// Failures to report to the server since the last call.
+    pub fn take_failures(&mut self) -> Vec<(String, u64, String)> {
+        std::mem::take(&mut self.failed)
+    }
+
     /// Build the commit evicting revoked `devices` from `conv`, if any of
     /// them is still in this member's view of the roster. The server asks
     /// again until the roster no longer holds them, so a refused (stale)
@@ -204,8 +274,16 @@ impl Capture {
     /// Join a conversation the records member was added to. The commit
     /// that added it is archived when it arrives through the log replay
     /// of other members; for the records member it is its join point.
+    /// A Welcome that does not work is not fatal: the entries of that
+    /// conversation then come out unprocessable, and are reported.
     pub fn join(&mut self, conv: &str, seq: u64, welcome: &[u8]) -> Result<(), RecordsError> {
-        self.device.join(conv, seq, welcome)?;
-        Ok(())
+        match self.device.join(conv, seq, welcome) {
+            Ok(()) => Ok(()),
+            Err(e @ (ClientError::Mls(_) | ClientError::Refused(_))) => {
+                tracing::error!(conv, seq, error = %e, "the records member cannot join from this Welcome");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }

@@ -242,22 +242,27 @@ pub fn check_message(
                             "proposal is not signed by the submitting device",
                         ));
                     }
+                    // The one proposal an honest client sends is a member's
+                    // request to leave; the records member commits it, so
+                    // anything else would let a member act through it.
                     match &p.proposal {
                         Proposal::ReInit(_) => {
                             return Err(refuse(ErrorCode::ReinitRefused, "ReInit is not allowed: it would start a group without the records member"));
                         }
-                        Proposal::Remove(r) => {
-                            let removed = member_at(group, r.to_remove());
-                            if removed.is_some_and(|m| m.user == RECORDS_USER)
-                                && records_count(&roster) <= 1
-                            {
+                        Proposal::Remove(r) if is_sender(member_at(group, r.to_remove())) => {
+                            if sender.user == RECORDS_USER && records_count(&roster) <= 1 {
                                 return Err(refuse(
                                     ErrorCode::RecordsMemberMissing,
-                                    "a proposal may not remove the records member",
+                                    "the records member may not leave",
                                 ));
                             }
                         }
-                        _ => {}
+                        _ => {
+                            return Err(refuse(
+                                ErrorCode::Unauthorized,
+                                "the only proposal accepted is a member's removal of itself (leaving); make other changes by commit",
+                            ));
+                        }
                     }
                     Ok(Accepted::Proposal(Box::new(next)))
                 }

@@ -51,6 +51,8 @@ struct Conv {
     members: Vec<MemberDevice>,
     last_seq: u64,
     records_acked: u64,
+    /// Set when the records service could not process an entry.
+    suspended: Option<String>,
 }
 
 /// One connection's state.
@@ -113,6 +115,7 @@ impl Core {
                     group,
                     last_seq: row.last_seq,
                     records_acked: row.records_acked,
+                    suspended: row.suspended,
                 },
             );
         }
@@ -262,6 +265,9 @@ impl Core {
                 Ok(ServerBody::Receipt(receipt))
             }
             Request::Joinable => self.joinable(&device),
+            Request::CaptureFailed { conv, seq, reason } => {
+                self.capture_failed(&device, &conv, seq, &reason)
+            }
             Request::Ack { conv, seq } => self.ack(&device, &conv, seq),
             Request::Sync => self.sync(session, &device),
             Request::Conversations => Ok(ServerBody::Conversations {
@@ -553,6 +559,7 @@ impl Core {
             }
         };
         self.check_guests(&added)?;
+        check_group_info(&next, &next_group_info)?;
         self.convs.insert(
             conv.clone(),
             Conv {
@@ -560,9 +567,9 @@ impl Core {
                 group,
                 last_seq: 0,
                 records_acked: 0,
+                suspended: None,
             },
         );
-        check_group_info(&next, &next_group_info)?;
         let change = CommitChange {
             group: next,
             added,
@@ -591,6 +598,9 @@ impl Core {
                 format!("no conversation {conv}"),
             )
         })?;
+        if let Some(why) = &c.suspended {
+            return Err(refuse(ErrorCode::ConversationSuspended, why.clone()));
+        }
         let accepted =
             roster::check_message(&c.group, &message, device, &StoreRegistry(&self.store))?;
         // Proposals (a member asking to leave) carry no content: someone
@@ -790,6 +800,42 @@ impl Core {
         self.wait.take()
     }
 
+    /// The records service could not process `seq` of `conv`: suspend the
+    /// conversation, durably, so nothing the archive cannot read is accepted.
+    fn capture_failed(
+        &mut self,
+        device: &DeviceRow,
+        conv: &str,
+        seq: u64,
+        reason: &str,
+    ) -> Result<ServerBody, ProtocolError> {
+        if device.user != RECORDS_USER {
+            return Err(refuse(
+                ErrorCode::Unauthorized,
+                "only the records service reports capture failures",
+            ));
+        }
+        let c = self.convs.get_mut(conv).ok_or_else(|| {
+            refuse(
+                ErrorCode::UnknownConversation,
+                format!("no conversation {conv}"),
+            )
+        })?;
+        let why = format!(
+            "records capture failed for this conversation at #{seq} ({}); nothing more can be sent to it until an administrator reviews it",
+            reason.chars().take(300).collect::<String>()
+        );
+        self.store.suspend(conv, &why).map_err(internal)?;
+        tracing::error!(
+            conv,
+            seq,
+            reason,
+            "conversation suspended: records capture failed"
+        );
+        c.suspended.get_or_insert(why);
+        Ok(ServerBody::Ok)
+    }
+
     /// Conversations `device` may join by external commit: another device
     /// of its user is in them, it is not.
     fn joinable(&self, device: &DeviceRow) -> Result<ServerBody, ProtocolError> {
@@ -883,6 +929,19 @@ impl Core {
             ));
         }
         let records = device.user == RECORDS_USER;
+        // The records service archives in order, so its acknowledgements
+        // advance one entry at a time; a jump would certify entries it never
+        // archived.
+        if records && seq > c.records_acked + 1 {
+            return Err(refuse(
+                ErrorCode::BadFrame,
+                format!(
+                    "records acknowledgements must be contiguous: {conv} is archived up to {}, not {}",
+                    c.records_acked,
+                    seq - 1
+                ),
+            ));
+        }
         self.store
             .ack(&device.device_id, conv, seq, records)
             .map_err(internal)?;
@@ -912,11 +971,15 @@ impl Core {
             .map(|(k, _)| k.clone())
             .collect();
         for conv in mine {
-            let cursor = self
+            // No cursor row: the commit adding this device is not durable
+            // yet; its Welcome (and the log after it) will follow.
+            let Some(cursor) = self
                 .store
                 .cursor(&device.device_id, &conv)
                 .map_err(internal)?
-                .unwrap_or(0);
+            else {
+                continue;
+            };
             for e in self.store.log_after(&conv, cursor).map_err(internal)? {
                 let receipt = self.receipt(&e);
                 let d = Delivery {

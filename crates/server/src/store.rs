@@ -51,6 +51,8 @@ pub struct ConversationRow {
     pub snapshot: Vec<u8>,
     pub last_seq: u64,
     pub records_acked: u64,
+    /// Why the conversation is suspended, if it is.
+    pub suspended: Option<String>,
 }
 
 pub struct Store {
@@ -106,7 +108,8 @@ impl Store {
                 kp BLOB NOT NULL, last_resort INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS key_packages_device ON key_packages (device, last_resort);
              CREATE TABLE IF NOT EXISTS conversations (conv TEXT PRIMARY KEY, snapshot BLOB NOT NULL, created_ms INTEGER NOT NULL,
-                last_seq INTEGER NOT NULL, records_acked INTEGER NOT NULL DEFAULT 0, group_info BLOB);
+                last_seq INTEGER NOT NULL, records_acked INTEGER NOT NULL DEFAULT 0, group_info BLOB,
+                suspended TEXT);
              CREATE TABLE IF NOT EXISTS log (conv TEXT NOT NULL, seq INTEGER NOT NULL, sender_user TEXT NOT NULL,
                 sender_device TEXT NOT NULL, server_time_ms INTEGER NOT NULL, message BLOB NOT NULL, sha256 BLOB NOT NULL,
                 signature BLOB NOT NULL, PRIMARY KEY (conv, seq));
@@ -352,15 +355,16 @@ impl Store {
     }
 
     pub fn conversations(&self) -> Result<Vec<ConversationRow>, ServerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT conv, snapshot, last_seq, records_acked FROM conversations")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT conv, snapshot, last_seq, records_acked, suspended FROM conversations",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok(ConversationRow {
                 conv: r.get(0)?,
                 snapshot: r.get(1)?,
                 last_seq: r.get::<_, i64>(2)? as u64,
                 records_acked: r.get::<_, i64>(3)? as u64,
+                suspended: r.get(4)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -408,6 +412,15 @@ impl Store {
                 "SELECT COALESCE(SUM(last_seq - records_acked), 0) FROM conversations",
             )?,
         })
+    }
+
+    /// Suspend `conv`: the records service could not process an entry.
+    pub fn suspend(&self, conv: &str, why: &str) -> Result<(), ServerError> {
+        self.conn.execute(
+            "UPDATE conversations SET suspended=?1 WHERE conv=?2 AND suspended IS NULL",
+            params![why, conv],
+        )?;
+        Ok(())
     }
 
     /// The latest GroupInfo of `conv` (for external joins).
@@ -558,17 +571,28 @@ fn append_in(
             entry.signature
         ],
     )?;
-    // The sender has its own message; if it had everything before it,
-    // its cursor moves on without an acknowledgement round trip.
-    tx.execute(
-        "UPDATE cursors SET acked=?1 WHERE device=?2 AND conv=?3 AND acked=?4",
-        params![
-            entry.seq as i64,
-            entry.sender_device,
-            entry.conv,
-            entry.seq as i64 - 1
-        ],
-    )?;
+    // The sender has its own application message; if it had everything
+    // before it, its cursor moves on without an acknowledgement round trip.
+    // Not for commits and proposals: a sender that crashes before their
+    // receipt must get them replayed to apply its pending commit.
+    if roster.is_none() {
+        tx.execute(
+            "UPDATE cursors SET acked=?1 WHERE device=?2 AND conv=?3 AND acked=?4",
+            params![
+                entry.seq as i64,
+                entry.sender_device,
+                entry.conv,
+                entry.seq as i64 - 1
+            ],
+        )?;
+    }
+    if create {
+        // The creator replays from the start until it acknowledges.
+        tx.execute(
+            "INSERT OR IGNORE INTO cursors (device, conv, acked) VALUES (?1, ?2, 0)",
+            params![entry.sender_device, entry.conv],
+        )?;
+    }
     match roster {
         Some(r) => {
             tx.execute(
