@@ -175,6 +175,21 @@ impl Online {
                         tracing::warn!(conv = %c, seq = d.seq, "delivery for a conversation this device has no state for");
                         return Ok(None);
                     }
+                    // A commit this device cannot process (a modified sender;
+                    // the server suspends such a conversation once the
+                    // records service reports it): skip it so every other
+                    // conversation keeps working.
+                    Err(e @ keepwire_client::ClientError::Mls(_)) => {
+                        tracing::error!(conv = %d.conv, seq = d.seq, error = %e, "entry cannot be processed; this conversation is broken on this device");
+                        self.device.skip(&d.conv, d.seq)?;
+                        self.conn
+                            .request(Request::Ack {
+                                conv: d.conv,
+                                seq: d.seq,
+                            })
+                            .await?;
+                        return Ok(None);
+                    }
                     r => r?,
                 };
                 let mut stored = None;

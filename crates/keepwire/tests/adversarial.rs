@@ -425,3 +425,115 @@ fn a_modified_client_is_refused_every_forbidden_action() {
     assert_eq!(all[7]["kind"], "commit");
     assert!(all[7]["sender"].as_str().unwrap().starts_with("records/"));
 }
+
+/// A commit the server's observer cannot fault (its membership tag, which
+/// only members can check, is broken): the records member archives it as
+/// unprocessable, the server suspends that conversation, and capture goes
+/// on everywhere else.
+#[test]
+fn a_commit_only_members_can_fault_suspends_its_conversation_not_the_archive() {
+    let agency = Agency::start();
+    let alice = agency.user("alice", "staff");
+    let bob = agency.user("bob", "staff");
+    alice.accept_notice();
+    bob.accept_notice();
+    let code = agency.admin(&[
+        "user",
+        "add",
+        "mallory",
+        "--display",
+        "M",
+        "--category",
+        "staff",
+    ]);
+    let url = agency.url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let conv = rt.block_on(async {
+        let mut m = Rogue::enroll(&url, "mallory", code.trim()).await;
+        m.wire.call(Request::AcknowledgeNotice).await.unwrap();
+        let client = m.client(Rules::default());
+        let kps = m.claim(&["bob"], true).await;
+        let mut g = client
+            .create_group(ExtensionList::new(), ExtensionList::new(), None)
+            .unwrap();
+        let conv = hex(g.group_id());
+        let epoch0 = g.group_info_message(true).unwrap().to_bytes().unwrap();
+        let mut b = g.commit_builder();
+        for k in &kps {
+            b = b
+                .add_member(MlsMessage::from_bytes(&k.key_package).unwrap())
+                .unwrap();
+        }
+        let out = b.build().unwrap();
+        m.wire
+            .call(Request::CreateConversation {
+                conv: conv.clone(),
+                group_info: epoch0,
+                commit: out.commit_message.to_bytes().unwrap(),
+                welcome: out.welcome_messages[0].to_bytes().unwrap(),
+                next_group_info: out.external_commit_group_info.unwrap().to_bytes().unwrap(),
+            })
+            .await
+            .unwrap();
+        g.apply_pending_commit().unwrap();
+
+        // A probe for the epoch before the broken commit: refused as stale
+        // while the conversation is open, as suspended once it is not;
+        // either way it is never appended.
+        let probe = g
+            .encrypt_application_message(&text("probe"), vec![])
+            .unwrap();
+        let out = g.commit_builder().build().unwrap();
+        let mut broken = out.commit_message.to_bytes().unwrap();
+        let last = broken.len() - 1;
+        broken[last] ^= 0x01;
+        m.submit(
+            &conv,
+            &MlsMessage::from_bytes(&broken).unwrap(),
+            None,
+            out.external_commit_group_info.as_ref(),
+        )
+        .await
+        .expect("the server's observer cannot check a membership tag");
+        g.apply_pending_commit().unwrap();
+        let mut why = None;
+        for _ in 0..300 {
+            match m.submit(&conv, &probe, None, None).await {
+                Err((ErrorCode::ConversationSuspended, w)) => {
+                    why = Some(w);
+                    break;
+                }
+                Err((ErrorCode::StaleEpoch, _)) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                }
+                other => panic!("unexpected answer to the probe: {other:?}"),
+            }
+        }
+        let why = why.expect("the conversation is suspended");
+        assert!(why.contains("records capture failed"), "{why}");
+        let msg = g
+            .encrypt_application_message(&text("after"), vec![])
+            .unwrap();
+        refused(
+            m.submit(&conv, &msg, None, None).await,
+            ErrorCode::ConversationSuspended,
+            "a message to a suspended conversation",
+        );
+        conv
+    });
+    let kinds: Vec<String> = agency
+        .records(true)
+        .iter()
+        .filter(|r| r["conv"] == conv.as_str())
+        .map(|r| r["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["commit", "unprocessable"]);
+
+    // Bob's device skips the broken conversation; everything else works.
+    bob.ok(&["chat", "read"]);
+    let other = alice.create(&["bob"]);
+    alice.send(&other, "capture goes on");
+    assert_eq!(bob.texts(&other), ["capture goes on"]);
+    let texts = agency.wait_captured(1);
+    assert_eq!(texts, ["capture goes on"]);
+}
