@@ -4,6 +4,7 @@
 mod config;
 mod demo;
 mod net;
+mod records_cmd;
 mod serve;
 mod session;
 mod tui;
@@ -304,9 +305,42 @@ enum RecordsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show one record, decrypted.
+    /// Show one record, decrypted (a privileged action: it is logged).
     Show {
         id: i64,
+        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
+        data_dir: PathBuf,
+        /// Who is looking (default: $USER), for the log of privileged actions.
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the latest signed checkpoint of the archive's transparency log
+    /// (C2SP tlog-checkpoint, Ed25519 signed note), signing a new one first
+    /// if the log has grown since.
+    Checkpoint {
+        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A record's RFC 9162 inclusion proof against the current checkpoint (JSON).
+    Proof {
+        record_id: i64,
+        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
+        data_dir: PathBuf,
+    },
+    /// An RFC 9162 consistency proof between two tree sizes (JSON).
+    Consistency {
+        old_size: u64,
+        new_size: u64,
+        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
+        data_dir: PathBuf,
+    },
+    /// Recompute the log from storage and check the whole archive against
+    /// it; exits non-zero, naming each problem, if anything is wrong.
+    Verify {
         #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
         data_dir: PathBuf,
         #[arg(long)]
@@ -769,11 +803,24 @@ async fn records(command: RecordsCommand) -> Result<()> {
             }
             Ok(())
         }
-        RecordsCommand::Show { id, data_dir, json } => {
-            let archive = keepwire_records::Archive::open(&serve::records_dir(&data_dir), true)?;
+        RecordsCommand::Show {
+            id,
+            data_dir,
+            actor,
+            json,
+        } => {
+            let dir = serve::records_dir(&data_dir);
+            let mut archive = keepwire_records::Archive::open(&dir, true)?;
             let r = archive
                 .get(id, true)?
                 .with_context(|| format!("no record {id}"))?;
+            // Reading content is a privileged action: logged before shown.
+            archive.log_action(
+                &records_cmd::actor(actor),
+                "view",
+                &format!("record {id} ({}#{})", r.conv, r.seq),
+                Clock::from_env().now_ms(),
+            )?;
             if json {
                 print_json(&r)?;
             } else {
@@ -782,6 +829,24 @@ async fn records(command: RecordsCommand) -> Result<()> {
                 println!("  participants: {}", r.participants.join(", "));
                 println!("  server time:  {} ms", r.server_time_ms);
                 println!("  text:         {}", r.text.unwrap_or_default());
+            }
+            Ok(())
+        }
+        RecordsCommand::Checkpoint { data_dir, json } => {
+            records_cmd::checkpoint(&serve::records_dir(&data_dir), json)
+        }
+        RecordsCommand::Proof {
+            record_id,
+            data_dir,
+        } => records_cmd::proof(&serve::records_dir(&data_dir), record_id),
+        RecordsCommand::Consistency {
+            old_size,
+            new_size,
+            data_dir,
+        } => records_cmd::consistency(&serve::records_dir(&data_dir), old_size, new_size),
+        RecordsCommand::Verify { data_dir, json } => {
+            if !records_cmd::verify(&serve::records_dir(&data_dir), json)? {
+                std::process::exit(1);
             }
             Ok(())
         }

@@ -188,10 +188,22 @@ async fn records_once(server: &str, dir: &Path, passphrase: &str, clock: &Clock)
     // Keep the key package pool topped up so new conversations can add us.
     conn.request(device.key_packages_request(crate::session::KEY_PACKAGE_POOL, true)?)
         .await?;
+    let notary = keepwire_records::checkpoint::Notary::open(dir)?;
     let mut capture = Capture::new(device, archive, clock.clone());
     conn.request(Request::Sync).await?;
+    let mut checkpoints = tokio::time::interval(checkpoint_every());
     loop {
-        match conn.next_push().await? {
+        let push = tokio::select! {
+            push = conn.next_push() => push?,
+            _ = checkpoints.tick() => {
+                if keepwire_records::tlog::size(capture.archive.conn())? > 0 {
+                    let note = keepwire_records::checkpoint::issue(capture.archive.conn(), &notary, clock.now_ms())?;
+                    conn.request(Request::PublishCheckpoint { checkpoint: note }).await?;
+                }
+                continue;
+            }
+        };
+        match push {
             ServerBody::WelcomeMessage { conv, seq, message } => {
                 // Not acknowledged: the records member acknowledges the
                 // commit at `seq` once it is archived, which also clears
@@ -212,6 +224,16 @@ async fn records_once(server: &str, dir: &Path, passphrase: &str, clock: &Clock)
         }
         report_failures(&mut conn, &mut capture).await?;
     }
+}
+
+/// How often the records service signs a checkpoint (when the log grew).
+fn checkpoint_every() -> Duration {
+    let secs = std::env::var("KEEPWIRE_CHECKPOINT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(60);
+    Duration::from_secs(secs)
 }
 
 /// Archive one entry, then acknowledge it.

@@ -115,6 +115,10 @@ pub enum Request {
         seq: u64,
         reason: String,
     },
+    /// From the records service only: its latest signed checkpoint, which
+    /// the server publishes unauthenticated at `GET /checkpoint` (a
+    /// checkpoint reveals nothing but the log's size and root).
+    PublishCheckpoint { checkpoint: String },
     /// List the conversations this device may join by external commit:
     /// those where another device of its user is a member and it is not.
     Joinable,

@@ -44,6 +44,10 @@ pub struct Record {
     /// sender other than the one the server named).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Its leaf in the transparency log.
+    pub leaf: Option<u64>,
+    /// Whether its content is still held (false once destroyed).
+    pub has_content: bool,
     /// Decrypted text, present when the record was opened with the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -117,8 +121,13 @@ impl Archive {
                 epoch INTEGER NOT NULL, sender TEXT NOT NULL, participants TEXT NOT NULL,
                 server_time_ms INTEGER NOT NULL, captured_at_ms INTEGER NOT NULL, expire_after_secs INTEGER,
                 burn_on_read INTEGER NOT NULL, receipt TEXT NOT NULL, wrapped_key BLOB, body BLOB, note TEXT,
-                UNIQUE (conv, seq));",
+                leaf INTEGER, UNIQUE (conv, seq));",
         )?;
+        conn.execute_batch(crate::tlog::SCHEMA)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS server_keys (key BLOB PRIMARY KEY, first_seen_ms INTEGER NOT NULL);",
+        )?;
+        conn.execute_batch(crate::checkpoint::SCHEMA)?;
         let key = if with_key {
             let path = dir.join(ARCHIVE_KEY);
             let bytes = match std::fs::read(&path) {
@@ -147,11 +156,12 @@ impl Archive {
         Ok(Self { conn, key })
     }
 
-    /// Store one record durably. Idempotent per (conv, seq): an entry
-    /// redelivered after a crash is archived exactly once.
-    pub fn insert(&self, r: &NewRecord<'_>) -> Result<bool, RecordsError> {
+    /// Store one record durably, with its transparency-log leaf, in one
+    /// transaction. Idempotent per (conv, seq): an entry redelivered after
+    /// a crash is archived exactly once.
+    pub fn insert(&mut self, r: &NewRecord<'_>) -> Result<bool, RecordsError> {
         let aad = format!("{}:{}", r.conv, r.seq);
-        let (wrapped, body) = match r.plaintext {
+        let (wrapped, body, commitment) = match r.plaintext {
             Some(p) => {
                 let archive_key = self
                     .key
@@ -164,15 +174,17 @@ impl Archive {
                 (
                     Some(seal(archive_key, aad.as_bytes(), &data_key)?),
                     Some(body),
+                    Some(content_commitment(&data_key, p)),
                 )
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let receipt =
             serde_json::to_string(r.receipt).map_err(|e| RecordsError::Archive(e.to_string()))?;
         let participants = serde_json::to_string(r.participants)
             .map_err(|e| RecordsError::Archive(e.to_string()))?;
-        let n = self.conn.execute(
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
             "INSERT OR IGNORE INTO records (conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms,
                 expire_after_secs, burn_on_read, receipt, wrapped_key, body, note)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -193,7 +205,142 @@ impl Archive {
                 r.note
             ],
         )?;
+        if n == 1 {
+            let id = tx.last_insert_rowid();
+            // The server keys receipts were signed with, as the records
+            // service saw them (rotation adds one; old ones stay).
+            tx.execute(
+                "INSERT OR IGNORE INTO server_keys (key, first_seen_ms) VALUES (?1, ?2)",
+                params![r.receipt.server_key, r.captured_at_ms as i64],
+            )?;
+            let leaf = record_leaf(
+                r.conv,
+                r.seq,
+                r.kind,
+                r.epoch,
+                r.sender,
+                r.participants,
+                r.server_time_ms,
+                r.captured_at_ms,
+                r.expire_after_secs,
+                r.burn_on_read,
+                r.note,
+                r.receipt,
+                commitment,
+            );
+            let leaf_n = crate::tlog::append(&tx, &leaf, Some(id))?;
+            tx.execute(
+                "UPDATE records SET leaf=?1 WHERE id=?2",
+                params![leaf_n as i64, id],
+            )?;
+        }
+        tx.commit()?;
         Ok(n == 1)
+    }
+
+    /// The connection, for the transparency log and its checks.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Append a privileged action (view, search, export, …) to the log.
+    pub fn log_action(
+        &mut self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        at_ms: u64,
+    ) -> Result<u64, RecordsError> {
+        let tx = self.conn.transaction()?;
+        let n = crate::tlog::append(
+            &tx,
+            &crate::tlog::Leaf::Action {
+                actor: actor.to_string(),
+                action: action.to_string(),
+                target: target.to_string(),
+                at_ms,
+            },
+            None,
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Destroy a record's content: delete its data key (and ciphertext) and
+    /// append a tombstone naming the authority. The leaf, metadata and
+    /// tombstone stay verifiable; the content is gone for good.
+    pub fn destroy(
+        &mut self,
+        id: i64,
+        authority: &str,
+        by: &str,
+        at_ms: u64,
+    ) -> Result<(), RecordsError> {
+        let tx = self.conn.transaction()?;
+        let (conv, seq, leaf): (String, i64, Option<i64>) = tx
+            .query_row(
+                "SELECT conv, seq, leaf FROM records WHERE id=?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?
+            .ok_or_else(|| RecordsError::Archive(format!("no record {id}")))?;
+        let leaf = leaf.ok_or_else(|| {
+            RecordsError::Archive(format!("record {id} has no transparency-log leaf"))
+        })?;
+        tx.execute(
+            "UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=?1",
+            params![id],
+        )?;
+        crate::tlog::append(
+            &tx,
+            &crate::tlog::Leaf::Tombstone {
+                conv,
+                seq: seq as u64,
+                record_leaf: leaf as u64,
+                authority: authority.to_string(),
+                by: by.to_string(),
+                at_ms,
+            },
+            Some(id),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The record's content commitment recomputed from its stored content:
+    /// `Ok(None)` when it has no content (or no longer has it).
+    pub fn recompute_commitment(&self, id: i64) -> Result<Option<String>, RecordsError> {
+        type Sealed = (String, i64, Option<Vec<u8>>, Option<Vec<u8>>);
+        let row: Option<Sealed> = self
+            .conn
+            .query_row(
+                "SELECT conv, seq, wrapped_key, body FROM records WHERE id=?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((conv, seq, Some(w), Some(b))) = row else {
+            return Ok(None);
+        };
+        let k = self
+            .key
+            .as_ref()
+            .ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?;
+        let aad = format!("{conv}:{seq}");
+        let data_key = open(k, aad.as_bytes(), &w, "record data key")?;
+        let cipher = XChaCha20Poly1305::new_from_slice(&data_key)
+            .map_err(|_| RecordsError::Archive("record data key has the wrong length".into()))?;
+        let plain = open(&cipher, aad.as_bytes(), &b, "record content")?;
+        let data_key: [u8; 32] = data_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| RecordsError::Archive("record data key has the wrong length".into()))?;
+        Ok(Some(content_commitment(&data_key, &plain)))
+    }
+
+    pub fn has_key(&self) -> bool {
+        self.key.is_some()
     }
 
     pub fn contains(&self, conv: &str, seq: u64) -> Result<bool, RecordsError> {
@@ -240,7 +387,7 @@ impl Archive {
     ) -> Result<Vec<Record>, RecordsError> {
         let sql = format!(
             "SELECT id, conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms, expire_after_secs,
-                burn_on_read, receipt, wrapped_key, body, note FROM records {clause}"
+                burn_on_read, receipt, wrapped_key, body, note, leaf FROM records {clause}"
         );
         let mut stmt = self.conn.prepare(&sql)?;
         let mut rows = stmt.query(p)?;
@@ -250,6 +397,7 @@ impl Archive {
             let seq = r.get::<_, i64>(2)? as u64;
             let wrapped: Option<Vec<u8>> = r.get(12)?;
             let body: Option<Vec<u8>> = r.get(13)?;
+            let has_content = wrapped.is_some() && body.is_some();
             let text = match (decrypt, &self.key, wrapped, body) {
                 (true, Some(k), Some(w), Some(b)) => {
                     let aad = format!("{conv}:{seq}");
@@ -285,6 +433,8 @@ impl Archive {
                 receipt: serde_json::from_str(&receipt)
                     .map_err(|e| RecordsError::Archive(e.to_string()))?,
                 note: r.get(14)?,
+                leaf: r.get::<_, Option<i64>>(15)?.map(|v| v as u64),
+                has_content,
                 text,
             });
         }
@@ -292,7 +442,55 @@ impl Archive {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// HMAC-SHA256 of the plaintext under the record's own data key: binds the
+/// log to the content, and stops binding anything once the key is gone.
+pub fn content_commitment(data_key: &[u8; 32], plaintext: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    // Invariant: HMAC takes keys of any length.
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(data_key).expect("HMAC accepts any key");
+    mac.update(plaintext);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The leaf a record's metadata and receipt make (the one place a record
+/// leaf is built: capture uses it, and `verify` rebuilds it from the row).
+#[allow(clippy::too_many_arguments)]
+pub fn record_leaf(
+    conv: &str,
+    seq: u64,
+    kind: &str,
+    epoch: u64,
+    sender: &str,
+    participants: &[String],
+    server_time_ms: u64,
+    captured_at_ms: u64,
+    expire_after_secs: Option<u64>,
+    burn_on_read: bool,
+    note: Option<&str>,
+    receipt: &Receipt,
+    content_commitment: Option<String>,
+) -> crate::tlog::Leaf {
+    crate::tlog::Leaf::Record {
+        conv: conv.to_string(),
+        seq,
+        kind: kind.to_string(),
+        epoch,
+        sender: sender.to_string(),
+        participants: participants.to_vec(),
+        server_time_ms,
+        captured_at_ms,
+        expire_after_secs,
+        burn_on_read,
+        note: note.map(String::from),
+        message_sha256: hex::encode(&receipt.message_sha256),
+        receipt_signature: hex::encode(&receipt.signature),
+        receipt_key: hex::encode(&receipt.server_key),
+        content_commitment,
+    }
+}
+
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

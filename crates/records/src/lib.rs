@@ -3,11 +3,16 @@
 //! It processes each conversation's log in the server's order, like any
 //! device, but keeps what it decrypts instead of letting it disappear:
 //! every log entry becomes a record in the [`archive`], durably, and only
-//! then is it acknowledged to the server ([`capture`]). Later issues add
-//! the transparency log, the records lifecycle and the console here.
+//! then is it acknowledged to the server ([`capture`]). Every record, and
+//! every privileged action on the archive, is also a leaf of the archive's
+//! transparency log ([`tlog`]), whose signed checkpoints ([`checkpoint`])
+//! let anyone detect a later change, and [`verify`] checks it all.
 
 pub mod archive;
 pub mod capture;
+pub mod checkpoint;
+pub mod tlog;
+pub mod verify;
 
 pub use archive::{Archive, Record};
 pub use capture::Capture;
@@ -22,4 +27,6 @@ pub enum RecordsError {
     Client(#[from] keepwire_client::ClientError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("transparency log: {0}")]
+    Log(String),
 }

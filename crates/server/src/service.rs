@@ -140,6 +140,11 @@ impl Core {
         self.key.verifying_key().to_bytes()
     }
 
+    /// The records service's latest published checkpoint.
+    pub fn checkpoint(&self) -> Option<String> {
+        self.store.meta("records.checkpoint").ok().flatten()
+    }
+
     pub fn backlog(&self) -> u64 {
         self.backlog
     }
@@ -265,6 +270,24 @@ impl Core {
                 Ok(ServerBody::Receipt(receipt))
             }
             Request::Joinable => self.joinable(&device),
+            Request::PublishCheckpoint { checkpoint } => {
+                if device.user != RECORDS_USER {
+                    return Err(refuse(
+                        ErrorCode::Unauthorized,
+                        "only the records service publishes checkpoints",
+                    ));
+                }
+                if checkpoint.len() > 64 * 1024 {
+                    return Err(refuse(
+                        ErrorCode::TooLarge,
+                        "a checkpoint is at most 64 KiB",
+                    ));
+                }
+                self.store
+                    .set_meta("records.checkpoint", &checkpoint)
+                    .map_err(internal)?;
+                Ok(ServerBody::Ok)
+            }
             Request::CaptureFailed { conv, seq, reason } => {
                 self.capture_failed(&device, &conv, seq, &reason)
             }

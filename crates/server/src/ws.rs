@@ -65,11 +65,32 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/ws", get(ws_handler))
         .route("/v1/receipt-key", get(receipt_key))
+        .route("/checkpoint", get(checkpoint))
         .with_state(state)
 }
 
 async fn receipt_key(State(state): State<AppState>) -> impl IntoResponse {
     keepwire_protocol::b64::encode(&state.core().public_key())
+}
+
+/// The archive's latest signed checkpoint, for anyone (C2SP
+/// tlog-checkpoint text).
+async fn checkpoint(State(state): State<AppState>) -> axum::response::Response {
+    match state.core().checkpoint() {
+        Some(note) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            note,
+        )
+            .into_response(),
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            "no checkpoint published yet\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn ws_handler(ws: WebSocketUpgrade, State(state): State<AppState>) -> impl IntoResponse {

@@ -1,0 +1,179 @@
+//! `keepwire records checkpoint|proof|consistency|verify`: the archive's
+//! transparency log from the command line, as JSON any RFC 9162 verifier
+//! can check (docs/verification.md walks through one by hand).
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use keepwire_protocol::b64;
+use keepwire_records::checkpoint::{self, Notary};
+use keepwire_records::{tlog, verify, Archive};
+use serde::Serialize;
+
+/// Who is acting, for the log of privileged actions.
+pub fn actor(explicit: Option<String>) -> String {
+    explicit
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn now_ms() -> u64 {
+    keepwire_protocol::clock::Clock::from_env().now_ms()
+}
+
+/// The latest checkpoint covering the whole log, issuing one if the log
+/// has grown since the last.
+pub fn current_checkpoint(dir: &Path, archive: &Archive) -> Result<String> {
+    let notary = Notary::open(dir)?;
+    Ok(checkpoint::issue(archive.conn(), &notary, now_ms())?)
+}
+
+#[derive(Serialize)]
+struct CheckpointOut {
+    checkpoint: String,
+    tree_size: u64,
+    verifier_key: String,
+}
+
+pub fn checkpoint(dir: &Path, json: bool) -> Result<()> {
+    let archive = Archive::open(dir, false)?;
+    let note = current_checkpoint(dir, &archive)?;
+    let notary = Notary::open(dir)?;
+    let cp = checkpoint::open_note(&note, &notary.verifier_key).map_err(anyhow::Error::msg)?;
+    if json {
+        crate::print_json(&CheckpointOut {
+            checkpoint: note,
+            tree_size: cp.size(),
+            verifier_key: notary.verifier_key,
+        })
+    } else {
+        print!("{note}");
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct InclusionOut {
+    record_id: i64,
+    leaf_index: u64,
+    tree_size: u64,
+    /// The leaf's exact bytes (UTF-8 JSON); its hash is SHA-256(0x00 || leaf).
+    leaf: String,
+    leaf_hash: String,
+    root_hash: String,
+    /// RFC 9162 inclusion path, from the leaf's sibling upwards (base64).
+    inclusion_path: Vec<String>,
+    /// The signed checkpoint whose root this proof reaches.
+    checkpoint: String,
+}
+
+pub fn proof(dir: &Path, record_id: i64) -> Result<()> {
+    let archive = Archive::open(dir, false)?;
+    let record = archive
+        .get(record_id, false)?
+        .with_context(|| format!("no record {record_id}"))?;
+    let n = record
+        .leaf
+        .with_context(|| format!("record {record_id} has no leaf in the log"))?;
+    let note = current_checkpoint(dir, &archive)?;
+    let notary = Notary::open(dir)?;
+    let cp = checkpoint::open_note(&note, &notary.verifier_key).map_err(anyhow::Error::msg)?;
+    let (_, _, data) =
+        tlog::leaf(archive.conn(), n)?.with_context(|| format!("leaf {n} is gone"))?;
+    let path = tlog::prove_inclusion(archive.conn(), cp.size(), n)?;
+    crate::print_json(&InclusionOut {
+        record_id,
+        leaf_index: n,
+        tree_size: cp.size(),
+        leaf: String::from_utf8_lossy(&data).into_owned(),
+        leaf_hash: b64::encode(&tlog_tiles::tlog::record_hash(&data).0),
+        root_hash: b64::encode(&cp.hash().0),
+        inclusion_path: path.iter().map(|h| b64::encode(&h.0)).collect(),
+        checkpoint: note,
+    })
+}
+
+#[derive(Serialize)]
+struct ConsistencyOut {
+    old_size: u64,
+    new_size: u64,
+    old_root: String,
+    new_root: String,
+    /// RFC 9162 consistency path (base64).
+    consistency_path: Vec<String>,
+}
+
+pub fn consistency(dir: &Path, old: u64, new: u64) -> Result<()> {
+    let archive = Archive::open(dir, false)?;
+    let size = tlog::size(archive.conn())?;
+    if new > size {
+        bail!("the log has {size} leaves; no tree of size {new} exists yet");
+    }
+    let path = tlog::prove_consistency(archive.conn(), old, new)?;
+    crate::print_json(&ConsistencyOut {
+        old_size: old,
+        new_size: new,
+        old_root: b64::encode(&tlog::root(archive.conn(), old)?.0),
+        new_root: b64::encode(&tlog::root(archive.conn(), new)?.0),
+        consistency_path: path.iter().map(|h| b64::encode(&h.0)).collect(),
+    })
+}
+
+/// Returns whether the archive verified.
+pub fn verify(dir: &Path, json: bool) -> Result<bool> {
+    let archive = Archive::open(
+        dir,
+        dir.join(keepwire_records::archive::ARCHIVE_KEY).exists(),
+    )?;
+    let verifier_key = std::fs::read_to_string(dir.join(checkpoint::PUB_FILE))
+        .ok()
+        .map(|s| s.trim().to_string());
+    let show_progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let bar = indicatif::ProgressBar::hidden();
+    if show_progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} leaves ({per_sec})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+    }
+    let report = verify::verify(&archive, verifier_key.as_deref(), |done, total| {
+        if done % 4096 == 0 || done == total {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    })?;
+    bar.finish_and_clear();
+    if json {
+        crate::print_json(&report)?;
+    } else {
+        println!(
+            "{} leaves, {} records in {} conversations, {} checkpoints; content {}",
+            report.tree_size,
+            report.records,
+            report.conversations,
+            report.checkpoints,
+            if report.content_checked {
+                "checked"
+            } else {
+                "not checked (no archive key)"
+            }
+        );
+        if report.ok() {
+            println!("OK: the archive matches its log, every sequence is complete, every signature verifies");
+        }
+        for p in &report.problems {
+            let place = match (&p.record_id, &p.conv, &p.seq) {
+                (Some(id), Some(c), Some(s)) => format!("record {id} ({c}#{s})"),
+                (None, Some(c), Some(s)) => format!("{c}#{s}"),
+                _ => p.leaf.map(|n| format!("leaf {n}")).unwrap_or_default(),
+            };
+            println!(
+                "PROBLEM {:<18} {place}: {}",
+                serde_json::to_value(p.kind)?.as_str().unwrap_or_default(),
+                p.detail
+            );
+        }
+    }
+    Ok(report.ok())
+}

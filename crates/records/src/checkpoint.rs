@@ -1,0 +1,128 @@
+//! Signed checkpoints of the transparency log: C2SP tlog-checkpoint text
+//! (origin, tree size, root hash) in a C2SP signed note with an Ed25519
+//! key that only the records service holds.
+//!
+//! Every checkpoint issued is kept, so `verify` can show that each one is
+//! a prefix of today's tree: a rewritten history shows up as a fork.
+
+use std::path::Path;
+
+use rand::RngCore;
+use rusqlite::{params, Connection};
+use signed_note::{Note, Signer, StandardSigner, StandardVerifier, VerifierList};
+use tlog_tiles::checkpoint::Checkpoint;
+use tlog_tiles::tlog::Hash;
+
+use crate::{tlog, RecordsError};
+
+pub const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS checkpoints (id INTEGER PRIMARY KEY, size INTEGER NOT NULL, note TEXT NOT NULL,
+        issued_ms INTEGER NOT NULL);";
+
+/// The signing key file (C2SP note private key format) and its public half.
+pub const KEY_FILE: &str = "checkpoint.key";
+pub const PUB_FILE: &str = "checkpoint.pub";
+
+/// The archive's checkpoint signer.
+pub struct Notary {
+    signer: StandardSigner,
+    /// The verifier key, `name+id+base64` (what auditors are given).
+    pub verifier_key: String,
+}
+
+impl Notary {
+    /// Load the key from `dir`, creating it (and its public half) on first use.
+    pub fn open(dir: &Path) -> Result<Self, RecordsError> {
+        let key_path = dir.join(KEY_FILE);
+        let pub_path = dir.join(PUB_FILE);
+        let skey = match std::fs::read_to_string(&key_path) {
+            Ok(s) => s.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut id = [0u8; 8];
+                rand::thread_rng().fill_bytes(&mut id);
+                let name = format!("keepwire.archive/{}", hex::encode(id));
+                let (skey, vkey) = signed_note::generate_key(&mut rand::rngs::OsRng, &name);
+                crate::archive::write_private(&key_path, skey.as_bytes())?;
+                std::fs::write(&pub_path, format!("{vkey}\n"))?;
+                skey
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let signer = StandardSigner::new(&skey)
+            .map_err(|e| RecordsError::Log(format!("{}: {e}", key_path.display())))?;
+        let verifier_key = std::fs::read_to_string(&pub_path)
+            .map_err(|e| RecordsError::Log(format!("{}: {e}", pub_path.display())))?
+            .trim()
+            .to_string();
+        Ok(Self {
+            signer,
+            verifier_key,
+        })
+    }
+
+    /// The log's origin line: the key's name.
+    pub fn origin(&self) -> &str {
+        self.signer.name()
+    }
+
+    fn sign(&self, size: u64, root: Hash) -> Result<String, RecordsError> {
+        let text = Checkpoint::new(self.origin(), size, root, "")
+            .map_err(|e| RecordsError::Log(e.to_string()))?
+            .to_bytes();
+        let mut note = Note::new(&text, &[]).map_err(|e| RecordsError::Log(e.to_string()))?;
+        note.add_sigs(&[&self.signer])
+            .map_err(|e| RecordsError::Log(e.to_string()))?;
+        String::from_utf8(note.to_bytes()).map_err(|e| RecordsError::Log(e.to_string()))
+    }
+}
+
+/// Issue a checkpoint of the current tree (unless the latest one already
+/// covers it) and keep it. Returns the checkpoint's note text.
+pub fn issue(conn: &Connection, notary: &Notary, now_ms: u64) -> Result<String, RecordsError> {
+    let size = tlog::size(conn)?;
+    if let Some((latest_size, note)) = latest(conn)? {
+        if latest_size == size {
+            return Ok(note);
+        }
+    }
+    let note = notary.sign(size, tlog::root(conn, size)?)?;
+    conn.execute(
+        "INSERT INTO checkpoints (size, note, issued_ms) VALUES (?1, ?2, ?3)",
+        params![size as i64, note, now_ms as i64],
+    )?;
+    Ok(note)
+}
+
+pub fn latest(conn: &Connection) -> Result<Option<(u64, String)>, RecordsError> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row(
+            "SELECT size, note FROM checkpoints ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// Every checkpoint issued, oldest first: (id, size, note).
+pub fn history(conn: &Connection) -> Result<Vec<(i64, u64, String)>, RecordsError> {
+    let mut stmt = conn.prepare("SELECT id, size, note FROM checkpoints ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Check a checkpoint's signature with `verifier_key` and read it.
+pub fn open_note(note: &str, verifier_key: &str) -> Result<Checkpoint, String> {
+    let verifier = StandardVerifier::new(verifier_key).map_err(|e| format!("verifier key: {e}"))?;
+    let list = VerifierList::new(vec![Box::new(verifier)]);
+    let n = Note::from_bytes(note.as_bytes()).map_err(|e| format!("not a signed note: {e}"))?;
+    let (verified, _) = n
+        .verify(&list)
+        .map_err(|e| format!("signature does not verify: {e}"))?;
+    if verified.is_empty() {
+        return Err("no signature by the archive's key".into());
+    }
+    Checkpoint::from_bytes(n.text()).map_err(|e| format!("not a checkpoint: {e}"))
+}

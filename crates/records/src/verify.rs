@@ -1,0 +1,489 @@
+//! `keepwire records verify`: recompute the transparency log from storage
+//! and check the archive against it, naming every problem exactly.
+//!
+//! What is checked, and what each failure is called:
+//! - the tree: every stored hash recomputed from the leaves (`altered`,
+//!   `missing` leaf);
+//! - every record against its leaf, rebuilt from the row (metadata,
+//!   receipt and, with the archive key, the content commitment):
+//!   `altered`, or `reordered` when the row carries another entry's place;
+//!   a leaf whose record row is gone, or a row without its leaf: `missing`;
+//! - every conversation's sequence numbers, contiguous from 1 to the last
+//!   archived, each archived (`gap`);
+//! - every receipt's Ed25519 signature, by a server key the archive knows
+//!   (`bad_signature`);
+//! - content gone without a tombstone naming its authority
+//!   (`missing_tombstone`);
+//! - every checkpoint ever issued: its signature (`bad_signature`) and that
+//!   it is a prefix of today's tree (`forked_checkpoint`).
+//!
+//! Verification reads only; it works on a stopped archive and on a live
+//! one (it checks the tree as of the moment it started).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use keepwire_protocol::{receipt_signed_bytes, Receipt};
+use rusqlite::params;
+use serde::Serialize;
+
+use crate::archive::{record_leaf, Archive};
+use crate::tlog::{self, Leaf, TreeProblem};
+use crate::{checkpoint, RecordsError};
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    Altered,
+    Missing,
+    Reordered,
+    Gap,
+    BadSignature,
+    ForkedCheckpoint,
+    MissingTombstone,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conv: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leaf: Option<u64>,
+    pub detail: String,
+}
+
+impl Problem {
+    fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            record_id: None,
+            conv: None,
+            seq: None,
+            leaf: None,
+            detail: detail.into(),
+        }
+    }
+
+    fn at(mut self, id: Option<i64>, conv: &str, seq: u64) -> Self {
+        self.record_id = id;
+        self.conv = Some(conv.to_string());
+        self.seq = Some(seq);
+        self
+    }
+
+    fn leaf(mut self, n: u64) -> Self {
+        self.leaf = Some(n);
+        self
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    pub tree_size: u64,
+    pub records: u64,
+    pub conversations: u64,
+    pub checkpoints: u64,
+    /// Whether content commitments were checked (needs the archive key).
+    pub content_checked: bool,
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+struct Row {
+    id: i64,
+    conv: String,
+    seq: u64,
+    kind: String,
+    epoch: u64,
+    sender: String,
+    participants: Vec<String>,
+    server_time_ms: u64,
+    captured_at_ms: u64,
+    expire_after_secs: Option<u64>,
+    burn_on_read: bool,
+    receipt: String,
+    has_content: bool,
+    note: Option<String>,
+    leaf: Option<u64>,
+}
+
+/// Check the archive. `verifier_key` is the checkpoint key's public half
+/// (without it, checkpoints are checked against the tree but their
+/// signatures are not). `progress(done, total)` is called as leaves are
+/// recomputed.
+pub fn verify(
+    archive: &Archive,
+    verifier_key: Option<&str>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Report, RecordsError> {
+    let conn = archive.conn();
+    let mut report = Report {
+        content_checked: archive.has_key(),
+        ..Report::default()
+    };
+    let total = tlog::size(conn)?;
+
+    // 1. The tree, from the leaves up.
+    let tree = tlog::recompute(conn, |n| progress(n + 1, total))?;
+    report.tree_size = tree.size;
+    match tree.problem {
+        None => {}
+        Some(TreeProblem::MissingLeaf(n)) => report.problems.push(
+            Problem::new(ProblemKind::Missing, format!("leaf {n} is missing from the log")).leaf(n),
+        ),
+        Some(TreeProblem::HashMismatch { leaf, index }) => report.problems.push(
+            Problem::new(
+                ProblemKind::Altered,
+                format!("the log does not recompute at leaf {leaf} (stored hash {index} differs): a leaf or hash was changed"),
+            )
+            .leaf(leaf),
+        ),
+        Some(TreeProblem::ExtraHashes(i)) => report.problems.push(Problem::new(
+            ProblemKind::Altered,
+            format!("stored hashes beyond the leaves, from index {i}"),
+        )),
+    }
+
+    // 2. Leaves: which records and tombstones the log holds.
+    let mut record_leaves: BTreeMap<u64, Option<i64>> = BTreeMap::new();
+    let mut tombstoned: BTreeSet<u64> = BTreeSet::new();
+    {
+        let mut stmt =
+            conn.prepare("SELECT n, kind, record_id, data FROM tlog_leaves ORDER BY n")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let n = r.get::<_, i64>(0)? as u64;
+            let kind: String = r.get(1)?;
+            let record_id: Option<i64> = r.get(2)?;
+            match kind.as_str() {
+                "record" => {
+                    record_leaves.insert(n, record_id);
+                }
+                "tombstone" => {
+                    let data: Vec<u8> = r.get(3)?;
+                    if let Ok(Leaf::Tombstone { record_leaf, .. }) = serde_json::from_slice(&data) {
+                        tombstoned.insert(record_leaf);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // 3. Every record against its leaf; receipts; tombstones.
+    let known_keys = server_keys(archive)?;
+    let mut seqs: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let mut row_ids: BTreeSet<i64> = BTreeSet::new();
+    for row in rows(archive)? {
+        report.records += 1;
+        row_ids.insert(row.id);
+        seqs.entry(row.conv.clone()).or_default().insert(row.seq);
+        check_row(archive, &row, &known_keys, &tombstoned, &mut report)?;
+    }
+    for (n, id) in &record_leaves {
+        if !id.is_some_and(|id| row_ids.contains(&id)) {
+            let mut p = Problem::new(
+                ProblemKind::Missing,
+                format!("leaf {n} records an entry whose archive row is gone"),
+            )
+            .leaf(*n);
+            if let Some(Ok(Leaf::Record { conv, seq, .. })) =
+                tlog::leaf(conn, *n)?.map(|(_, _, data)| serde_json::from_slice::<Leaf>(&data))
+            {
+                p = p.at(*id, &conv, seq);
+            }
+            report.problems.push(p);
+        }
+    }
+
+    // 4. Each conversation's sequence, gap-free from 1.
+    report.conversations = seqs.len() as u64;
+    for (conv, s) in &seqs {
+        let last = s.iter().next_back().copied().unwrap_or(0);
+        for seq in 1..=last {
+            if !s.contains(&seq) {
+                report.problems.push(
+                    Problem::new(
+                        ProblemKind::Gap,
+                        format!("{conv}: #{seq} is neither archived nor tombstoned"),
+                    )
+                    .at(None, conv, seq),
+                );
+            }
+        }
+    }
+
+    // 5. Every checkpoint is a prefix of today's tree.
+    for (id, size, note) in checkpoint::history(conn)? {
+        report.checkpoints += 1;
+        let parsed = match verifier_key {
+            Some(k) => checkpoint::open_note(&note, k),
+            None => unsigned_checkpoint(&note),
+        };
+        let cp = match parsed {
+            Ok(cp) => cp,
+            Err(e) => {
+                report.problems.push(Problem::new(
+                    ProblemKind::BadSignature,
+                    format!("checkpoint {id} (size {size}): {e}"),
+                ));
+                continue;
+            }
+        };
+        if cp.size() != size || cp.size() > tree.size {
+            report.problems.push(Problem::new(
+                ProblemKind::ForkedCheckpoint,
+                format!(
+                    "checkpoint {id} is for a tree of {} leaves; the log has {}",
+                    cp.size(),
+                    tree.size
+                ),
+            ));
+            continue;
+        }
+        match tlog::root(conn, cp.size()) {
+            Ok(root) if &root == cp.hash() => {}
+            Ok(root) => report.problems.push(Problem::new(
+                ProblemKind::ForkedCheckpoint,
+                format!(
+                    "checkpoint {id} signed root {} for size {}, but the log's root at that size is {root}",
+                    cp.hash(),
+                    cp.size()
+                ),
+            )),
+            Err(e) => report.problems.push(Problem::new(
+                ProblemKind::ForkedCheckpoint,
+                format!("checkpoint {id}: the log cannot produce its root: {e}"),
+            )),
+        }
+    }
+    Ok(report)
+}
+
+fn check_row(
+    archive: &Archive,
+    row: &Row,
+    known_keys: &BTreeSet<Vec<u8>>,
+    tombstoned: &BTreeSet<u64>,
+    report: &mut Report,
+) -> Result<(), RecordsError> {
+    let here =
+        |kind, detail: String| Problem::new(kind, detail).at(Some(row.id), &row.conv, row.seq);
+    let receipt: Receipt = match serde_json::from_str(&row.receipt) {
+        Ok(r) => r,
+        Err(e) => {
+            report.problems.push(here(
+                ProblemKind::Altered,
+                format!("receipt does not parse: {e}"),
+            ));
+            return Ok(());
+        }
+    };
+    // The receipt: the server's signature over this entry's place and hash.
+    let signed = receipt_signed_bytes(
+        &row.conv,
+        row.seq,
+        &receipt.message_sha256,
+        receipt.server_time_ms,
+    );
+    if !signature_ok(&receipt.server_key, &receipt.signature, &signed) {
+        report.problems.push(here(
+            ProblemKind::BadSignature,
+            "the server's receipt signature does not verify for this entry".into(),
+        ));
+    } else if !known_keys.contains(&receipt.server_key) {
+        report.problems.push(here(
+            ProblemKind::BadSignature,
+            format!(
+                "the receipt is signed by {}, which is not a server key this archive knows",
+                hex::encode(&receipt.server_key)
+            ),
+        ));
+    }
+    let Some(n) = row.leaf else {
+        report.problems.push(here(
+            ProblemKind::Missing,
+            "the record has no leaf in the transparency log".into(),
+        ));
+        return Ok(());
+    };
+    let Some((_, leaf_record, data)) = tlog::leaf(archive.conn(), n)? else {
+        report.problems.push(
+            here(
+                ProblemKind::Missing,
+                format!("its leaf {n} is gone from the log"),
+            )
+            .leaf(n),
+        );
+        return Ok(());
+    };
+    let stored: Leaf = match serde_json::from_slice(&data) {
+        Ok(l @ Leaf::Record { .. }) => l,
+        _ => {
+            report.problems.push(
+                here(
+                    ProblemKind::Altered,
+                    format!("leaf {n} is not a record leaf"),
+                )
+                .leaf(n),
+            );
+            return Ok(());
+        }
+    };
+    let Leaf::Record {
+        conv: leaf_conv,
+        seq: leaf_seq,
+        content_commitment: leaf_commitment,
+        ..
+    } = &stored
+    else {
+        return Ok(());
+    };
+    if leaf_record != Some(row.id) || leaf_conv != &row.conv || *leaf_seq != row.seq {
+        report.problems.push(
+            here(
+                ProblemKind::Reordered,
+                format!(
+                    "row holds {}#{} but its leaf {n} records {leaf_conv}#{leaf_seq}",
+                    row.conv, row.seq
+                ),
+            )
+            .leaf(n),
+        );
+        return Ok(());
+    }
+    // The commitment: recomputed from the content when we can read it;
+    // otherwise taken from the leaf (and content presence checked below).
+    let commitment = if row.has_content && archive.has_key() {
+        match archive.recompute_commitment(row.id) {
+            Ok(c) => c,
+            Err(e) => {
+                report.problems.push(
+                    here(ProblemKind::Altered, format!("content does not open: {e}")).leaf(n),
+                );
+                return Ok(());
+            }
+        }
+    } else {
+        leaf_commitment.clone()
+    };
+    let rebuilt = record_leaf(
+        &row.conv,
+        row.seq,
+        &row.kind,
+        row.epoch,
+        &row.sender,
+        &row.participants,
+        row.server_time_ms,
+        row.captured_at_ms,
+        row.expire_after_secs,
+        row.burn_on_read,
+        row.note.as_deref(),
+        &receipt,
+        commitment,
+    );
+    if rebuilt.to_bytes() != data {
+        report.problems.push(
+            here(
+                ProblemKind::Altered,
+                format!(
+                    "differs from its leaf {n} in: {}",
+                    differing_fields(&rebuilt, &stored)
+                ),
+            )
+            .leaf(n),
+        );
+    }
+    if leaf_commitment.is_some() && !row.has_content && !tombstoned.contains(&n) {
+        report.problems.push(
+            here(
+                ProblemKind::MissingTombstone,
+                "its content is gone but no tombstone names an authority".into(),
+            )
+            .leaf(n),
+        );
+    }
+    Ok(())
+}
+
+fn differing_fields(a: &Leaf, b: &Leaf) -> String {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(a), serde_json::to_value(b))
+    else {
+        return "everything".into();
+    };
+    let fields: Vec<&str> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if fields.is_empty() {
+        "encoding".into()
+    } else {
+        fields.join(", ")
+    }
+}
+
+fn signature_ok(key: &[u8], sig: &[u8], msg: &[u8]) -> bool {
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    let (Ok(key), Ok(sig)) = (
+        <[u8; 32]>::try_from(key)
+            .map_err(|_| ())
+            .and_then(|k| VerifyingKey::from_bytes(&k).map_err(|_| ())),
+        <[u8; 64]>::try_from(sig).map(|s| Signature::from_bytes(&s)),
+    ) else {
+        return false;
+    };
+    key.verify(msg, &sig).is_ok()
+}
+
+fn unsigned_checkpoint(note: &str) -> Result<tlog_tiles::checkpoint::Checkpoint, String> {
+    let n = signed_note::Note::from_bytes(note.as_bytes())
+        .map_err(|e| format!("not a signed note: {e}"))?;
+    tlog_tiles::checkpoint::Checkpoint::from_bytes(n.text())
+        .map_err(|e| format!("not a checkpoint: {e}"))
+}
+
+fn server_keys(archive: &Archive) -> Result<BTreeSet<Vec<u8>>, RecordsError> {
+    let mut stmt = archive.conn().prepare("SELECT key FROM server_keys")?;
+    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn rows(archive: &Archive) -> Result<Vec<Row>, RecordsError> {
+    let mut stmt = archive.conn().prepare(
+        "SELECT id, conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms,
+            expire_after_secs, burn_on_read, receipt, wrapped_key IS NOT NULL AND body IS NOT NULL, note, leaf
+         FROM records ORDER BY id",
+    )?;
+    let rows = stmt.query_map(params![], |r| {
+        let participants: String = r.get(6)?;
+        Ok(Row {
+            id: r.get(0)?,
+            conv: r.get(1)?,
+            seq: r.get::<_, i64>(2)? as u64,
+            kind: r.get(3)?,
+            epoch: r.get::<_, i64>(4)? as u64,
+            sender: r.get(5)?,
+            participants: serde_json::from_str(&participants).unwrap_or_default(),
+            server_time_ms: r.get::<_, i64>(7)? as u64,
+            captured_at_ms: r.get::<_, i64>(8)? as u64,
+            expire_after_secs: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+            burn_on_read: r.get(10)?,
+            receipt: r.get(11)?,
+            has_content: r.get(12)?,
+            note: r.get(13)?,
+            leaf: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
