@@ -338,6 +338,19 @@ enum RecordsCommand {
         #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
         data_dir: PathBuf,
     },
+    /// Destroy a record's content (crypto-shredding its data key) under a
+    /// named authority; its metadata, leaf and a tombstone stay verifiable.
+    /// (Holds and approvals arrive with the disposition workflow.)
+    Destroy {
+        id: i64,
+        /// The disposition authority, e.g. "GRS 5.2 item 020" or a court order.
+        #[arg(long)]
+        authority: String,
+        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+    },
     /// Recompute the log from storage and check the whole archive against
     /// it; exits non-zero, naming each problem, if anything is wrong.
     Verify {
@@ -844,6 +857,26 @@ async fn records(command: RecordsCommand) -> Result<()> {
             new_size,
             data_dir,
         } => records_cmd::consistency(&serve::records_dir(&data_dir), old_size, new_size),
+        RecordsCommand::Destroy {
+            id,
+            authority,
+            data_dir,
+            actor,
+        } => {
+            if authority.trim().is_empty() {
+                bail!("--authority must name the disposition authority");
+            }
+            let mut archive =
+                keepwire_records::Archive::open(&serve::records_dir(&data_dir), false)?;
+            archive.destroy(
+                id,
+                authority.trim(),
+                &records_cmd::actor(actor),
+                Clock::from_env().now_ms(),
+            )?;
+            println!("record {id}: content destroyed under {}", authority.trim());
+            Ok(())
+        }
         RecordsCommand::Verify { data_dir, json } => {
             if !records_cmd::verify(&serve::records_dir(&data_dir), json)? {
                 std::process::exit(1);

@@ -277,14 +277,19 @@ impl Archive {
         at_ms: u64,
     ) -> Result<(), RecordsError> {
         let tx = self.conn.transaction()?;
-        let (conv, seq, leaf): (String, i64, Option<i64>) = tx
+        let (conv, seq, leaf, has_key): (String, i64, Option<i64>, bool) = tx
             .query_row(
-                "SELECT conv, seq, leaf FROM records WHERE id=?1",
+                "SELECT conv, seq, leaf, wrapped_key IS NOT NULL FROM records WHERE id=?1",
                 params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?
             .ok_or_else(|| RecordsError::Archive(format!("no record {id}")))?;
+        if !has_key {
+            return Err(RecordsError::Archive(format!(
+                "record {id} holds no content to destroy (none captured, or already destroyed)"
+            )));
+        }
         let leaf = leaf.ok_or_else(|| {
             RecordsError::Archive(format!("record {id} has no transparency-log leaf"))
         })?;

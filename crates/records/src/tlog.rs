@@ -204,16 +204,23 @@ pub fn recompute(
     while let Some(r) = rows.next()? {
         let n = r.get::<_, i64>(0)? as u64;
         let data: Vec<u8> = r.get(1)?;
-        if n != next_n && first_bad.is_none() {
-            first_bad = Some(TreeProblem::MissingLeaf(next_n));
+        if n != next_n {
+            // Everything after a hole is misplaced; the hole is the finding.
+            return Ok(TreeCheck {
+                size: tlog_size_from(conn)?,
+                problem: Some(TreeProblem::MissingLeaf(next_n)),
+            });
         }
         next_n = n + 1;
         let mut h = tlog::record_hash(&data);
         let mut computed = vec![h];
         let mut k = n;
         while k & 1 == 1 {
-            // Invariant: a set low bit means a complete left sibling sits on the edge.
-            let left = edge.pop().expect("left sibling on the edge");
+            // With no hole before leaf n, each set low bit of n has its
+            // complete left sibling on the edge.
+            let Some(left) = edge.pop() else {
+                return Err(RecordsError::Log(format!("tree edge broken at leaf {n}")));
+            };
             h = tlog::node_hash(left, h);
             computed.push(h);
             k >>= 1;
@@ -241,6 +248,10 @@ pub fn recompute(
         size: next_n,
         problem: first_bad,
     })
+}
+
+fn tlog_size_from(conn: &Connection) -> Result<u64, RecordsError> {
+    size(conn)
 }
 
 #[derive(Debug, Clone, PartialEq)]

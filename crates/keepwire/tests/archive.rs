@@ -1,0 +1,517 @@
+//! The tamper-evident archive, end to end: proofs checked by a verifier
+//! written here from RFC 9162 and the C2SP signed-note format (not the
+//! production code path), and `records verify` run against a real archive
+//! altered on disk in every way an insider might try.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use base64::Engine;
+use common::{keepwire, ok};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// One demo archive, made once; each test works on its own copy.
+fn demo_archive() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep().join("demo");
+        ok(keepwire(
+            &[
+                "demo",
+                "--json",
+                "--timer",
+                "1",
+                "--data-dir",
+                dir.to_str().unwrap(),
+            ],
+            &[],
+        ));
+        dir
+    })
+}
+
+fn copy_archive() -> (tempfile::TempDir, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let to = tmp.path().join("records");
+    std::fs::create_dir_all(&to).unwrap();
+    for f in std::fs::read_dir(demo_archive().join("records")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+    }
+    let d = tmp.path().to_str().unwrap().to_string();
+    // A checkpoint of the whole log, as the running service would sign.
+    ok(keepwire(&["records", "checkpoint", "--data-dir", &d], &[]));
+    (tmp, d)
+}
+
+fn db(data_dir: &str) -> rusqlite::Connection {
+    rusqlite::Connection::open(Path::new(data_dir).join("records").join("archive.db")).unwrap()
+}
+
+fn verify(data_dir: &str) -> (bool, Value) {
+    let out = keepwire(
+        &["records", "verify", "--json", "--data-dir", data_dir],
+        &[],
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no report ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), report)
+}
+
+/// `verify` fails and names `kind` (at `record`, when given).
+fn detects(data_dir: &str, kind: &str, record: Option<i64>) -> Value {
+    let (passed, report) = verify(data_dir);
+    assert!(!passed, "verify must fail: {report:#}");
+    let problems = report["problems"].as_array().unwrap();
+    let hit = problems
+        .iter()
+        .find(|p| p["kind"] == kind && record.is_none_or(|id| p["record_id"].as_i64() == Some(id)));
+    assert!(
+        hit.is_some(),
+        "expected a `{kind}` problem{}: {problems:#?}",
+        record
+            .map(|r| format!(" at record {r}"))
+            .unwrap_or_default()
+    );
+    hit.unwrap().clone()
+}
+
+/// An application record's id and its (conv, seq).
+fn an_application(c: &rusqlite::Connection) -> (i64, String, i64) {
+    c.query_row(
+        "SELECT id, conv, seq FROM records WHERE kind='application' ORDER BY id LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .unwrap()
+}
+
+// ---- an RFC 9162 verifier, from the RFC's text ----
+
+fn node(l: &[u8], r: &[u8]) -> Vec<u8> {
+    Sha256::digest([&[1u8][..], l, r].concat()).to_vec()
+}
+
+/// RFC 9162 §2.1.3.2.
+fn verify_inclusion(
+    index: u64,
+    size: u64,
+    leaf_hash: &[u8],
+    path: &[Vec<u8>],
+    root: &[u8],
+) -> bool {
+    if index >= size {
+        return false;
+    }
+    let (mut fnn, mut sn) = (index, size - 1);
+    let mut r = leaf_hash.to_vec();
+    for p in path {
+        if sn == 0 {
+            return false;
+        }
+        if fnn & 1 == 1 || fnn == sn {
+            r = node(p, &r);
+            if fnn & 1 == 0 {
+                while fnn & 1 == 0 && fnn != 0 {
+                    fnn >>= 1;
+                    sn >>= 1;
+                }
+            }
+        } else {
+            r = node(&r, p);
+        }
+        fnn >>= 1;
+        sn >>= 1;
+    }
+    sn == 0 && r == root
+}
+
+/// RFC 9162 §2.1.4.2.
+fn verify_consistency(
+    first: u64,
+    second: u64,
+    first_hash: &[u8],
+    second_hash: &[u8],
+    path: &[Vec<u8>],
+) -> bool {
+    if path.is_empty() || first == 0 || first >= second {
+        return false;
+    }
+    let mut path = path.to_vec();
+    if first.is_power_of_two() {
+        path.insert(0, first_hash.to_vec());
+    }
+    let (mut fnn, mut sn) = (first - 1, second - 1);
+    while fnn & 1 == 1 {
+        fnn >>= 1;
+        sn >>= 1;
+    }
+    let (mut fr, mut sr) = (path[0].clone(), path[0].clone());
+    for c in &path[1..] {
+        if sn == 0 {
+            return false;
+        }
+        if fnn & 1 == 1 || fnn == sn {
+            fr = node(c, &fr);
+            sr = node(c, &sr);
+            if fnn & 1 == 0 {
+                while fnn & 1 == 0 && fnn != 0 {
+                    fnn >>= 1;
+                    sn >>= 1;
+                }
+            }
+        } else {
+            sr = node(&sr, c);
+        }
+        fnn >>= 1;
+        sn >>= 1;
+    }
+    fr == first_hash && sr == second_hash && sn == 0
+}
+
+/// A C2SP checkpoint in a signed note, checked with ed25519 directly:
+/// returns (origin, size, root).
+fn open_checkpoint(note: &str, verifier_key: &str) -> (String, u64, Vec<u8>) {
+    let (text, sigs) = note
+        .split_once("\n\n")
+        .expect("text, blank line, signatures");
+    let text = format!("{text}\n");
+    // verifier key: name+hexid+base64(0x01 || ed25519 public key)
+    let mut parts = verifier_key.splitn(3, '+');
+    let (name, id, key) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let key = B64.decode(key).unwrap();
+    assert_eq!(key[0], 1, "Ed25519 algorithm byte");
+    let pk = ed25519_dalek::VerifyingKey::from_bytes(key[1..].try_into().unwrap()).unwrap();
+    let line = sigs
+        .lines()
+        .find(|l| l.starts_with(&format!("— {name} ")))
+        .expect("a signature by the archive's key");
+    let sig = B64.decode(line.rsplit(' ').next().unwrap()).unwrap();
+    assert_eq!(hex4(&sig[..4]), id, "key id");
+    let sig = ed25519_dalek::Signature::from_slice(&sig[4..]).unwrap();
+    use ed25519_dalek::Verifier;
+    pk.verify(text.as_bytes(), &sig)
+        .expect("checkpoint signature");
+    let mut lines = text.lines();
+    let origin = lines.next().unwrap().to_string();
+    let size = lines.next().unwrap().parse().unwrap();
+    let root = B64.decode(lines.next().unwrap()).unwrap();
+    (origin, size, root)
+}
+
+fn hex4(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn b64list(v: &Value) -> Vec<Vec<u8>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| B64.decode(h.as_str().unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn proofs_check_out_with_an_independent_rfc_9162_verifier() {
+    let (_tmp, d) = copy_archive();
+    let (passed, report) = verify(&d);
+    assert!(passed, "a fresh archive verifies: {report:#}");
+    let verifier_key =
+        std::fs::read_to_string(Path::new(&d).join("records/checkpoint.pub")).unwrap();
+    let verifier_key = verifier_key.trim();
+
+    let (id, _, _) = an_application(&db(&d));
+    let proof: Value = serde_json::from_str(&ok(keepwire(
+        &["records", "proof", &id.to_string(), "--data-dir", &d],
+        &[],
+    )))
+    .unwrap();
+    let (_, size, root) = open_checkpoint(proof["checkpoint"].as_str().unwrap(), verifier_key);
+    assert_eq!(size, proof["tree_size"].as_u64().unwrap());
+    let leaf = proof["leaf"].as_str().unwrap();
+    let leaf_hash = Sha256::digest([&[0u8][..], leaf.as_bytes()].concat()).to_vec();
+    let path = b64list(&proof["inclusion_path"]);
+    let index = proof["leaf_index"].as_u64().unwrap();
+    assert!(verify_inclusion(index, size, &leaf_hash, &path, &root));
+    // The leaf is this record: its receipt's hash of the MLS message.
+    let leaf: Value = serde_json::from_str(leaf).unwrap();
+    assert_eq!(leaf["type"], "record");
+    assert!(leaf["content_commitment"].as_str().is_some());
+    // A wrong leaf or a wrong position does not verify.
+    let other = Sha256::digest(b"\x00something else").to_vec();
+    assert!(!verify_inclusion(index, size, &other, &path, &root));
+    assert!(!verify_inclusion(
+        (index + 1) % size,
+        size,
+        &leaf_hash,
+        &path,
+        &root
+    ));
+
+    for (old, new) in [(1, size), (3, size), (4, size), (size - 1, size)] {
+        let c: Value = serde_json::from_str(&ok(keepwire(
+            &[
+                "records",
+                "consistency",
+                &old.to_string(),
+                &new.to_string(),
+                "--data-dir",
+                &d,
+            ],
+            &[],
+        )))
+        .unwrap();
+        let old_root = B64.decode(c["old_root"].as_str().unwrap()).unwrap();
+        let new_root = B64.decode(c["new_root"].as_str().unwrap()).unwrap();
+        assert_eq!(new_root, root, "the newest root is the checkpoint's");
+        let path = b64list(&c["consistency_path"]);
+        assert!(
+            verify_consistency(old, new, &old_root, &new_root, &path),
+            "consistency {old} -> {new}"
+        );
+        assert!(!verify_consistency(old, new, &other, &new_root, &path));
+    }
+}
+
+#[test]
+fn destroying_content_keeps_the_record_verifiable_and_the_content_gone() {
+    let (_tmp, d) = copy_archive();
+    let (id, _, _) = an_application(&db(&d));
+    ok(keepwire(
+        &[
+            "records",
+            "destroy",
+            &id.to_string(),
+            "--authority",
+            "GRS 5.2 item 020",
+            "--data-dir",
+            &d,
+        ],
+        &[],
+    ));
+    let (passed, report) = verify(&d);
+    assert!(passed, "{report:#}");
+    let shown: Value = serde_json::from_str(&ok(keepwire(
+        &[
+            "records",
+            "show",
+            &id.to_string(),
+            "--json",
+            "--data-dir",
+            &d,
+        ],
+        &[],
+    )))
+    .unwrap();
+    assert!(
+        shown["text"].is_null(),
+        "no content after destruction: {shown}"
+    );
+    assert_eq!(shown["has_content"], false);
+    let again = keepwire(
+        &[
+            "records",
+            "destroy",
+            &id.to_string(),
+            "--authority",
+            "x",
+            "--data-dir",
+            &d,
+        ],
+        &[],
+    );
+    assert!(!again.status.success());
+}
+
+#[test]
+fn every_kind_of_tampering_is_detected_and_named() {
+    // Each case: what to do to a fresh copy, and what verify must say.
+    type Tamper = fn(&rusqlite::Connection) -> (&'static str, Option<i64>);
+    let cases: Vec<(&str, Tamper)> = vec![
+        ("one byte of a record's ciphertext", |c| {
+            let (id, _, _) = an_application(c);
+            let mut body: Vec<u8> = c
+                .query_row("SELECT body FROM records WHERE id=?1", [id], |r| r.get(0))
+                .unwrap();
+            body[30] ^= 0xff;
+            c.execute(
+                "UPDATE records SET body=?1 WHERE id=?2",
+                rusqlite::params![body, id],
+            )
+            .unwrap();
+            ("altered", Some(id))
+        }),
+        ("the sender", |c| {
+            let (id, _, _) = an_application(c);
+            c.execute("UPDATE records SET sender='mallory/x' WHERE id=?1", [id])
+                .unwrap();
+            ("altered", Some(id))
+        }),
+        ("the server time", |c| {
+            let (id, _, _) = an_application(c);
+            c.execute(
+                "UPDATE records SET server_time_ms = server_time_ms + 1 WHERE id=?1",
+                [id],
+            )
+            .unwrap();
+            ("altered", Some(id))
+        }),
+        ("the participants", |c| {
+            let (id, _, _) = an_application(c);
+            c.execute("UPDATE records SET participants='[]' WHERE id=?1", [id])
+                .unwrap();
+            ("altered", Some(id))
+        }),
+        ("a deleted record row", |c| {
+            let (id, _, _) = an_application(c);
+            c.execute("DELETE FROM records WHERE id=?1", [id]).unwrap();
+            ("missing", Some(id))
+        }),
+        ("a deleted leaf", |c| {
+            c.execute("DELETE FROM tlog_leaves WHERE n = 2", [])
+                .unwrap();
+            ("missing", None)
+        }),
+        ("two records swapped", |c| {
+            let ids: Vec<i64> = c
+                .prepare("SELECT id FROM records WHERE kind='application' ORDER BY id LIMIT 2")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            c.execute_batch(&format!(
+                "UPDATE records SET leaf = -1 WHERE id={a};
+                 UPDATE records SET leaf = (SELECT n FROM tlog_leaves WHERE record_id={a}) WHERE id={b};
+                 UPDATE records SET leaf = (SELECT n FROM tlog_leaves WHERE record_id={b}) WHERE id={a};",
+                a = ids[0],
+                b = ids[1]
+            ))
+            .unwrap();
+            ("reordered", Some(ids[0]))
+        }),
+        ("a truncated log", |c| {
+            let n: i64 = c
+                .query_row("SELECT MAX(n) FROM tlog_leaves", [], |r| r.get(0))
+                .unwrap();
+            c.execute("DELETE FROM tlog_leaves WHERE n >= ?1", [n - 1])
+                .unwrap();
+            ("forked_checkpoint", None)
+        }),
+        ("a forged checkpoint", |c| {
+            // Claim a smaller tree: the signature no longer covers the text.
+            let note: String = c
+                .query_row(
+                    "SELECT note FROM checkpoints ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            let mut lines: Vec<String> = note.split('\n').map(String::from).collect();
+            let size: u64 = lines[1].parse().unwrap();
+            lines[1] = (size - 1).to_string();
+            c.execute(
+                "UPDATE checkpoints SET note=?1 WHERE id=(SELECT MAX(id) FROM checkpoints)",
+                [lines.join("\n")],
+            )
+            .unwrap();
+            ("bad_signature", None)
+        }),
+        ("a replaced server receipt", |c| {
+            let (id, _, _) = an_application(c);
+            let receipt: String = c
+                .query_row("SELECT receipt FROM records WHERE id=?1", [id], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            let mut v: Value = serde_json::from_str(&receipt).unwrap();
+            v["signature"] = Value::String(B64.encode([7u8; 64]));
+            c.execute(
+                "UPDATE records SET receipt=?1 WHERE id=?2",
+                rusqlite::params![v.to_string(), id],
+            )
+            .unwrap();
+            ("bad_signature", Some(id))
+        }),
+        ("a dropped sequence number", |c| {
+            let (id, _, _) = an_application(c);
+            c.execute("DELETE FROM tlog_leaves WHERE record_id=?1", [id])
+                .unwrap();
+            c.execute("DELETE FROM records WHERE id=?1", [id]).unwrap();
+            ("gap", None)
+        }),
+        ("a data key destroyed without a tombstone", |c| {
+            let (id, _, _) = an_application(c);
+            c.execute(
+                "UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=?1",
+                [id],
+            )
+            .unwrap();
+            ("missing_tombstone", Some(id))
+        }),
+    ];
+    for (what, tamper) in cases {
+        let (_tmp, d) = copy_archive();
+        let (kind, record) = {
+            let c = db(&d);
+            tamper(&c)
+        };
+        let problem = detects(&d, kind, record);
+        assert!(
+            !problem["detail"].as_str().unwrap().is_empty(),
+            "{what}: the problem says what and where"
+        );
+        eprintln!("{what}: {kind} — {}", problem["detail"]);
+    }
+}
+
+#[test]
+fn viewing_a_record_is_itself_logged() {
+    let (_tmp, d) = copy_archive();
+    let before: i64 = db(&d)
+        .query_row(
+            "SELECT COUNT(*) FROM tlog_leaves WHERE kind='action'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let (id, _, _) = an_application(&db(&d));
+    ok(keepwire(
+        &[
+            "records",
+            "show",
+            &id.to_string(),
+            "--data-dir",
+            &d,
+            "--actor",
+            "officer.jones",
+        ],
+        &[],
+    ));
+    let (n, data): (i64, Vec<u8>) = db(&d)
+        .query_row(
+            "SELECT COUNT(*), (SELECT data FROM tlog_leaves WHERE kind='action' ORDER BY n DESC LIMIT 1)
+             FROM tlog_leaves WHERE kind='action'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(n, before + 1);
+    let leaf: Value = serde_json::from_slice(&data).unwrap();
+    assert_eq!(leaf["actor"], "officer.jones");
+    assert_eq!(leaf["action"], "view");
+    assert!(verify(&d).0);
+}
