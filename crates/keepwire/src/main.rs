@@ -351,6 +351,15 @@ enum RecordsCommand {
         #[arg(long, env = "KEEPWIRE_ACTOR")]
         actor: Option<String>,
     },
+    /// Rotate the archive key: every record's data key is re-wrapped under
+    /// a new key (content is not re-encrypted); logged. Stop the records
+    /// service first.
+    RotateKey {
+        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+    },
     /// Recompute the log from storage and check the whole archive against
     /// it; exits non-zero, naming each problem, if anything is wrong.
     Verify {
@@ -875,6 +884,15 @@ async fn records(command: RecordsCommand) -> Result<()> {
                 Clock::from_env().now_ms(),
             )?;
             println!("record {id}: content destroyed under {}", authority.trim());
+            Ok(())
+        }
+        RecordsCommand::RotateKey { data_dir, actor } => {
+            let dir = serve::records_dir(&data_dir);
+            let _lock = serve::lock_records_dir(&dir, "cannot rotate the archive key")?;
+            let mut archive = keepwire_records::Archive::open(&dir, true)?;
+            let n =
+                archive.rotate_key(&dir, &records_cmd::actor(actor), Clock::from_env().now_ms())?;
+            println!("archive key rotated: {n} data keys re-wrapped, no content re-encrypted");
             Ok(())
         }
         RecordsCommand::Verify { data_dir, json } => {

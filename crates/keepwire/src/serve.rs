@@ -152,7 +152,28 @@ pub fn records_code(data_dir: &Path, clock: &Clock) -> Result<Option<String>> {
 
 /// Run the records service against `server` forever, reconnecting on
 /// failure. `code` enrols its device on first start.
+/// Exclusive use of a records directory: held by the running records
+/// service, taken by maintenance that must not run beside it (archive key
+/// rotation). Released when the file is dropped (or the process dies).
+pub fn lock_records_dir(dir: &Path, what: &str) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("service.lock"))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{what}: a records service is running on {}; stop it first",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
 pub async fn run_records(server: String, dir: PathBuf, code: Option<String>) -> Result<()> {
+    let _lock = lock_records_dir(&dir, "cannot start the records service")?;
     if let Some(code) = code {
         enroll_records(&server, &dir, &code).await?;
     }

@@ -515,3 +515,68 @@ fn viewing_a_record_is_itself_logged() {
     assert_eq!(leaf["action"], "view");
     assert!(verify(&d).0);
 }
+
+#[test]
+fn rotating_the_archive_key_rewraps_data_keys_without_reencrypting_content() {
+    let (_tmp, d) = copy_archive();
+    let (id, _, _) = an_application(&db(&d));
+    let show = |d: &str| -> Value {
+        serde_json::from_str(&ok(keepwire(
+            &[
+                "records",
+                "show",
+                &id.to_string(),
+                "--json",
+                "--data-dir",
+                d,
+            ],
+            &[],
+        )))
+        .unwrap()
+    };
+    let before = show(&d);
+    let key_path = Path::new(&d).join("records/archive.key");
+    let old_key = std::fs::read(&key_path).unwrap();
+    let blobs = |d: &str| -> (Vec<u8>, Vec<u8>) {
+        db(d)
+            .query_row(
+                "SELECT body, wrapped_key FROM records WHERE id=?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    let (body_before, wrapped_before) = blobs(&d);
+
+    let out = ok(keepwire(
+        &[
+            "records",
+            "rotate-key",
+            "--data-dir",
+            &d,
+            "--actor",
+            "kms-admin",
+        ],
+        &[],
+    ));
+    assert!(out.contains("re-wrapped"), "{out}");
+    assert_ne!(
+        std::fs::read(&key_path).unwrap(),
+        old_key,
+        "a new archive key"
+    );
+    let (body_after, wrapped_after) = blobs(&d);
+    assert_eq!(body_after, body_before, "content is not re-encrypted");
+    assert_ne!(wrapped_after, wrapped_before, "its data key is re-wrapped");
+    assert_eq!(show(&d)["text"], before["text"]);
+    let (passed, report) = verify(&d);
+    assert!(passed, "{report:#}");
+    let logged: i64 = db(&d)
+        .query_row(
+            "SELECT COUNT(*) FROM tlog_leaves WHERE kind='action' AND CAST(data AS TEXT) LIKE '%rotate-key%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(logged, 1, "the rotation is in the log");
+}

@@ -128,28 +128,11 @@ impl Archive {
             "CREATE TABLE IF NOT EXISTS server_keys (key BLOB PRIMARY KEY, first_seen_ms INTEGER NOT NULL);",
         )?;
         conn.execute_batch(crate::checkpoint::SCHEMA)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS archive_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);",
+        )?;
         let key = if with_key {
-            let path = dir.join(ARCHIVE_KEY);
-            let bytes = match std::fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let mut k = vec![0u8; 32];
-                    rand::thread_rng().fill_bytes(&mut k);
-                    write_private(&path, &k)?;
-                    k
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if bytes.len() != 32 {
-                return Err(RecordsError::Archive(format!(
-                    "{} is not a 32-byte key",
-                    path.display()
-                )));
-            }
-            Some(
-                XChaCha20Poly1305::new_from_slice(&bytes)
-                    .map_err(|_| RecordsError::Archive("bad archive key".into()))?,
-            )
+            Some(load_key(dir, &conn)?)
         } else {
             None
         };
@@ -160,82 +143,22 @@ impl Archive {
     /// transaction. Idempotent per (conv, seq): an entry redelivered after
     /// a crash is archived exactly once.
     pub fn insert(&mut self, r: &NewRecord<'_>) -> Result<bool, RecordsError> {
-        let aad = format!("{}:{}", r.conv, r.seq);
-        let (wrapped, body, commitment) = match r.plaintext {
-            Some(p) => {
-                let archive_key = self
-                    .key
-                    .as_ref()
-                    .ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?;
-                let mut data_key = [0u8; 32];
-                rand::thread_rng().fill_bytes(&mut data_key);
-                let cipher = XChaCha20Poly1305::new((&data_key).into());
-                let body = seal(&cipher, aad.as_bytes(), p)?;
-                (
-                    Some(seal(archive_key, aad.as_bytes(), &data_key)?),
-                    Some(body),
-                    Some(content_commitment(&data_key, p)),
-                )
-            }
-            None => (None, None, None),
-        };
-        let receipt =
-            serde_json::to_string(r.receipt).map_err(|e| RecordsError::Archive(e.to_string()))?;
-        let participants = serde_json::to_string(r.participants)
-            .map_err(|e| RecordsError::Archive(e.to_string()))?;
+        Ok(self.insert_many(std::slice::from_ref(r))? == 1)
+    }
+
+    /// Store several records in one transaction (one fsync); returns how
+    /// many were new.
+    pub fn insert_many(&mut self, records: &[NewRecord<'_>]) -> Result<usize, RecordsError> {
+        let archive_key = self.key.clone();
         let tx = self.conn.transaction()?;
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO records (conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms,
-                expire_after_secs, burn_on_read, receipt, wrapped_key, body, note)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            params![
-                r.conv,
-                r.seq as i64,
-                r.kind,
-                r.epoch as i64,
-                r.sender,
-                participants,
-                r.server_time_ms as i64,
-                r.captured_at_ms as i64,
-                r.expire_after_secs.map(|v| v as i64),
-                r.burn_on_read,
-                receipt,
-                wrapped,
-                body,
-                r.note
-            ],
-        )?;
-        if n == 1 {
-            let id = tx.last_insert_rowid();
-            // The server keys receipts were signed with, as the records
-            // service saw them (rotation adds one; old ones stay).
-            tx.execute(
-                "INSERT OR IGNORE INTO server_keys (key, first_seen_ms) VALUES (?1, ?2)",
-                params![r.receipt.server_key, r.captured_at_ms as i64],
-            )?;
-            let leaf = record_leaf(
-                r.conv,
-                r.seq,
-                r.kind,
-                r.epoch,
-                r.sender,
-                r.participants,
-                r.server_time_ms,
-                r.captured_at_ms,
-                r.expire_after_secs,
-                r.burn_on_read,
-                r.note,
-                r.receipt,
-                commitment,
-            );
-            let leaf_n = crate::tlog::append(&tx, &leaf, Some(id))?;
-            tx.execute(
-                "UPDATE records SET leaf=?1 WHERE id=?2",
-                params![leaf_n as i64, id],
-            )?;
+        let mut new = 0;
+        for r in records {
+            if insert_in(&tx, archive_key.as_ref(), r)? {
+                new += 1;
+            }
         }
         tx.commit()?;
-        Ok(n == 1)
+        Ok(new)
     }
 
     /// The connection, for the transparency log and its checks.
@@ -348,6 +271,63 @@ impl Archive {
         self.key.is_some()
     }
 
+    /// Replace the archive key: every record's data key is unwrapped and
+    /// wrapped again under a new archive key, in one transaction, and the
+    /// rotation is logged; no content is re-encrypted. The new key is on
+    /// disk (as `archive.key.next`) before the transaction and takes the
+    /// old one's place after it, so a crash at any point leaves a key that
+    /// opens the archive. Run it with the records service stopped (the
+    /// binary holds the service lock to make sure). Returns how many data
+    /// keys were re-wrapped.
+    pub fn rotate_key(&mut self, dir: &Path, actor: &str, at_ms: u64) -> Result<u64, RecordsError> {
+        let old = self
+            .key
+            .clone()
+            .ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?;
+        let mut fresh = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut fresh);
+        let next_path = dir.join(NEXT_KEY);
+        let _ = std::fs::remove_file(&next_path);
+        write_private(&next_path, &fresh)?;
+        let new = XChaCha20Poly1305::new((&fresh).into());
+        let tx = self.conn.transaction()?;
+        let mut count = 0u64;
+        {
+            let mut read = tx.prepare(
+                "SELECT id, conv, seq, wrapped_key FROM records WHERE wrapped_key IS NOT NULL",
+            )?;
+            let mut write = tx.prepare("UPDATE records SET wrapped_key=?1 WHERE id=?2")?;
+            let mut rows = read.query([])?;
+            while let Some(r) = rows.next()? {
+                let id: i64 = r.get(0)?;
+                let aad = format!("{}:{}", r.get::<_, String>(1)?, r.get::<_, i64>(2)?);
+                let wrapped: Vec<u8> = r.get(3)?;
+                let data_key = open(&old, aad.as_bytes(), &wrapped, "record data key")?;
+                write.execute(params![seal(&new, aad.as_bytes(), &data_key)?, id])?;
+                count += 1;
+            }
+        }
+        let id = key_id(&fresh);
+        tx.execute(
+            "INSERT OR REPLACE INTO archive_meta (k, v) VALUES ('key_id', ?1)",
+            params![id],
+        )?;
+        crate::tlog::append(
+            &tx,
+            &crate::tlog::Leaf::Action {
+                actor: actor.to_string(),
+                action: "rotate-key".into(),
+                target: format!("archive key {id} ({count} data keys re-wrapped)"),
+                at_ms,
+            },
+            None,
+        )?;
+        tx.commit()?;
+        std::fs::rename(&next_path, dir.join(ARCHIVE_KEY))?;
+        self.key = Some(new);
+        Ok(count)
+    }
+
     pub fn contains(&self, conv: &str, seq: u64) -> Result<bool, RecordsError> {
         Ok(self
             .conn
@@ -447,6 +427,85 @@ impl Archive {
     }
 }
 
+fn insert_in(
+    tx: &rusqlite::Transaction<'_>,
+    archive_key: Option<&XChaCha20Poly1305>,
+    r: &NewRecord<'_>,
+) -> Result<bool, RecordsError> {
+    let aad = format!("{}:{}", r.conv, r.seq);
+    let (wrapped, body, commitment) = match r.plaintext {
+        Some(p) => {
+            let archive_key = archive_key
+                .ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?;
+            let mut data_key = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut data_key);
+            let cipher = XChaCha20Poly1305::new((&data_key).into());
+            let body = seal(&cipher, aad.as_bytes(), p)?;
+            (
+                Some(seal(archive_key, aad.as_bytes(), &data_key)?),
+                Some(body),
+                Some(content_commitment(&data_key, p)),
+            )
+        }
+        None => (None, None, None),
+    };
+    let receipt =
+        serde_json::to_string(r.receipt).map_err(|e| RecordsError::Archive(e.to_string()))?;
+    let participants =
+        serde_json::to_string(r.participants).map_err(|e| RecordsError::Archive(e.to_string()))?;
+    let n = tx.execute(
+        "INSERT OR IGNORE INTO records (conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms,
+            expire_after_secs, burn_on_read, receipt, wrapped_key, body, note)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![
+            r.conv,
+            r.seq as i64,
+            r.kind,
+            r.epoch as i64,
+            r.sender,
+            participants,
+            r.server_time_ms as i64,
+            r.captured_at_ms as i64,
+            r.expire_after_secs.map(|v| v as i64),
+            r.burn_on_read,
+            receipt,
+            wrapped,
+            body,
+            r.note
+        ],
+    )?;
+    if n == 1 {
+        let id = tx.last_insert_rowid();
+        // The server keys receipts were signed with, as the records
+        // service saw them (rotation adds one; old ones stay).
+        tx.execute(
+            "INSERT OR IGNORE INTO server_keys (key, first_seen_ms) VALUES (?1, ?2)",
+            params![r.receipt.server_key, r.captured_at_ms as i64],
+        )?;
+        let leaf = record_leaf(
+            r.conv,
+            r.seq,
+            r.kind,
+            r.epoch,
+            r.sender,
+            r.participants,
+            r.server_time_ms,
+            r.captured_at_ms,
+            r.expire_after_secs,
+            r.burn_on_read,
+            r.note,
+            r.receipt,
+            commitment,
+        );
+        let leaf_n = crate::tlog::append(tx, &leaf, Some(id))?;
+        tx.execute(
+            "UPDATE records SET leaf=?1 WHERE id=?2",
+            params![leaf_n as i64, id],
+        )?;
+    }
+    Ok(n == 1)
+}
+
 /// HMAC-SHA256 of the plaintext under the record's own data key: binds the
 /// log to the content, and stops binding anything once the key is gone.
 pub fn content_commitment(data_key: &[u8; 32], plaintext: &[u8]) -> String {
@@ -495,6 +554,68 @@ pub fn record_leaf(
     }
 }
 
+/// The archive key waiting to replace `archive.key` during a rotation.
+const NEXT_KEY: &str = "archive.key.next";
+
+/// A short public name for an archive key (not a secret).
+fn key_id(key: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest([b"keepwire-archive-key:".as_slice(), key].concat())[..8])
+}
+
+fn read_key(path: &Path) -> Result<Option<[u8; 32]>, RecordsError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b.as_slice().try_into().map_err(|_| {
+            RecordsError::Archive(format!("{} is not a 32-byte key", path.display()))
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Load the archive key, creating it on first use, and finish a rotation
+/// a crash interrupted: the archive records which key wraps its data keys.
+fn load_key(dir: &Path, conn: &Connection) -> Result<XChaCha20Poly1305, RecordsError> {
+    let path = dir.join(ARCHIVE_KEY);
+    let expected: Option<String> = conn
+        .query_row("SELECT v FROM archive_meta WHERE k='key_id'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let key = match (read_key(&path)?, &expected) {
+        (Some(k), Some(id)) if key_id(&k) == *id => k,
+        (current, Some(id)) => match read_key(&dir.join(NEXT_KEY))? {
+            Some(next) if key_id(&next) == *id => {
+                std::fs::rename(dir.join(NEXT_KEY), &path)?;
+                next
+            }
+            _ => {
+                return Err(RecordsError::Archive(format!(
+                    "the archive's data keys are wrapped by archive key {id}, but {} holds {}",
+                    path.display(),
+                    current
+                        .map(|k| key_id(&k))
+                        .unwrap_or_else(|| "nothing".into())
+                )))
+            }
+        },
+        (Some(k), None) => k,
+        (None, None) => {
+            let mut k = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut k);
+            write_private(&path, &k)?;
+            k
+        }
+    };
+    if expected.is_none() {
+        conn.execute(
+            "INSERT OR IGNORE INTO archive_meta (k, v) VALUES ('key_id', ?1)",
+            params![key_id(&key)],
+        )?;
+    }
+    Ok(XChaCha20Poly1305::new((&key).into()))
+}
+
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
@@ -507,4 +628,61 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = opts.open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt() -> Receipt {
+        Receipt {
+            conv: "c".into(),
+            seq: 1,
+            message_sha256: vec![1; 32],
+            server_time_ms: 1,
+            signature: vec![2; 64],
+            server_key: vec![3; 32],
+        }
+    }
+
+    #[test]
+    fn a_rotation_interrupted_after_its_commit_finishes_on_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let receipt = receipt();
+        let participants = vec!["a/1".to_string()];
+        {
+            let mut a = Archive::open(dir.path(), true).unwrap();
+            a.insert(&NewRecord {
+                conv: "c",
+                seq: 1,
+                kind: "application",
+                epoch: 1,
+                sender: "a/1",
+                participants: &participants,
+                server_time_ms: 1,
+                captured_at_ms: 2,
+                expire_after_secs: None,
+                burn_on_read: false,
+                receipt: &receipt,
+                plaintext: Some(br#"{"format":1,"text":"kept","sent_at_ms":1}"#),
+                note: None,
+            })
+            .unwrap();
+            let old = std::fs::read(dir.path().join(ARCHIVE_KEY)).unwrap();
+            a.rotate_key(dir.path(), "t", 3).unwrap();
+            // The crash: the new key is still only `archive.key.next`.
+            let new = std::fs::read(dir.path().join(ARCHIVE_KEY)).unwrap();
+            std::fs::write(dir.path().join(NEXT_KEY), &new).unwrap();
+            std::fs::write(dir.path().join(ARCHIVE_KEY), &old).unwrap();
+        }
+        let a = Archive::open(dir.path(), true).unwrap();
+        let r = a.list(true, true).unwrap();
+        assert_eq!(r[0].text.as_deref(), Some("kept"));
+        assert!(!dir.path().join(NEXT_KEY).exists());
+
+        // A wrong key is refused with a clear message, not used.
+        std::fs::write(dir.path().join(ARCHIVE_KEY), [9u8; 32]).unwrap();
+        let e = Archive::open(dir.path(), true).err().unwrap().to_string();
+        assert!(e.contains("wrapped by archive key"), "{e}");
+    }
 }

@@ -1,0 +1,128 @@
+//! Archive verification at scale: builds an archive of N records (default
+//! 1,000,000; `KEEPWIRE_BENCH_RECORDS` to change) and prints
+//! - the tree part of `verify` (recomputing every stored hash from the
+//!   leaves) in leaves per second,
+//! - the whole of `verify` (records against leaves, sequences, receipts,
+//!   checkpoints; content commitments included),
+//! - inclusion and consistency proof generation latency.
+//!
+//! `cargo bench -p keepwire-records --bench verify`. Figures are printed,
+//! never asserted.
+
+use std::time::Instant;
+
+use ed25519_dalek::Signer;
+use keepwire_protocol::{receipt_signed_bytes, Receipt};
+use keepwire_records::archive::NewRecord;
+use keepwire_records::{checkpoint, tlog, verify, Archive};
+use rand::Rng;
+
+fn main() {
+    let n: u64 = std::env::var("KEEPWIRE_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut archive = Archive::open(dir.path(), true).expect("archive");
+    let server = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let participants: Vec<String> = (0..4).map(|i| format!("user{i}/device{i}")).collect();
+    let text = br#"{"format":1,"text":"a message of a typical length for a field team, about this long.","sent_at_ms":1}"#;
+
+    let start = Instant::now();
+    let batch = 10_000u64;
+    let mut seq = 0u64;
+    while seq < n {
+        let receipts: Vec<(String, u64, Receipt)> = (seq..(seq + batch).min(n))
+            .map(|s| {
+                let conv = format!("{:064x}", s % 1000);
+                let seq_in_conv = s / 1000 + 1;
+                let sha = vec![(s % 251) as u8; 32];
+                let t = 1_800_000_000_000 + s;
+                let sig = server.sign(&receipt_signed_bytes(&conv, seq_in_conv, &sha, t));
+                let receipt = Receipt {
+                    conv: conv.clone(),
+                    seq: seq_in_conv,
+                    message_sha256: sha,
+                    server_time_ms: t,
+                    signature: sig.to_bytes().to_vec(),
+                    server_key: server.verifying_key().to_bytes().to_vec(),
+                };
+                (conv, seq_in_conv, receipt)
+            })
+            .collect();
+        let records: Vec<NewRecord<'_>> = receipts
+            .iter()
+            .map(|(conv, s, receipt)| NewRecord {
+                conv,
+                seq: *s,
+                kind: "application",
+                epoch: 1,
+                sender: &participants[0],
+                participants: &participants,
+                server_time_ms: receipt.server_time_ms,
+                captured_at_ms: receipt.server_time_ms + 3,
+                expire_after_secs: Some(3600),
+                burn_on_read: false,
+                receipt,
+                plaintext: Some(text),
+                note: None,
+            })
+            .collect();
+        archive.insert_many(&records).expect("insert");
+        seq += batch;
+    }
+    let built = start.elapsed();
+    println!(
+        "built an archive of {n} records in {:.1} s ({:.0} records/s, batches of {batch})",
+        built.as_secs_f64(),
+        n as f64 / built.as_secs_f64()
+    );
+    let notary = checkpoint::Notary::open(dir.path()).expect("checkpoint key");
+    checkpoint::issue(archive.conn(), &notary, 0).expect("checkpoint");
+
+    let start = Instant::now();
+    let tree = tlog::recompute(archive.conn(), |_| {}).expect("recompute");
+    let t = start.elapsed();
+    assert!(tree.problem.is_none(), "{tree:?}");
+    println!(
+        "verify, tree part: {} leaves in {:.2} s = {:.0} leaves/s (target >= 1,000,000)",
+        tree.size,
+        t.as_secs_f64(),
+        tree.size as f64 / t.as_secs_f64()
+    );
+
+    let start = Instant::now();
+    let report = verify::verify(&archive, Some(&notary.verifier_key), |_, _| {}).expect("verify");
+    let t = start.elapsed();
+    println!(
+        "verify, everything: {} records in {:.2} s = {:.0} records/s ({} problems)",
+        report.records,
+        t.as_secs_f64(),
+        report.records as f64 / t.as_secs_f64(),
+        report.problems.len()
+    );
+
+    let size = tlog::size(archive.conn()).expect("size");
+    let mut rng = rand::thread_rng();
+    for (what, f) in [("inclusion proof", 0u8), ("consistency proof", 1u8)] {
+        let mut lat: Vec<f64> = (0..2000)
+            .map(|_| {
+                let i = rng.gen_range(0..size);
+                let start = Instant::now();
+                match f {
+                    0 => drop(tlog::prove_inclusion(archive.conn(), size, i).expect("proof")),
+                    _ => drop(
+                        tlog::prove_consistency(archive.conn(), i.max(1), size).expect("proof"),
+                    ),
+                }
+                start.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        lat.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "{what} in a tree of {size}: p50 {:.0} µs, p99 {:.0} µs",
+            lat[lat.len() / 2],
+            lat[lat.len() * 99 / 100]
+        );
+    }
+}
