@@ -9,6 +9,7 @@
 pub mod device;
 pub mod mls;
 pub mod store;
+pub mod witness;
 
 pub use device::{Device, Incoming, PendingDevice};
 pub use store::{Store, StoredMessage};

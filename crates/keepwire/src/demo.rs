@@ -29,8 +29,14 @@ const PASS: &str = "demo-passphrase";
 pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
     let clock = Clock::from_env();
     // Returns once the records member is enrolled with its key packages.
-    let started =
-        serve::serve_embedded(data_dir, "127.0.0.1:0".parse()?, None, Limits::default()).await?;
+    let started = serve::serve_embedded(
+        data_dir,
+        "127.0.0.1:0".parse()?,
+        None,
+        Limits::default(),
+        Duration::from_secs(60),
+    )
+    .await?;
     let (url, state) = (started.url.clone(), started.state.clone());
     let store = serve::open_server_store(data_dir)?;
     let mut devices: Vec<Online> = Vec::new();

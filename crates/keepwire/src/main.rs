@@ -39,6 +39,9 @@ enum Command {
     Serve {
         #[command(flatten)]
         server: ServerArgs,
+        /// Seconds between signed checkpoints of the archive's log.
+        #[arg(long, env = "KEEPWIRE_CHECKPOINT_SECS", default_value_t = 60)]
+        checkpoint_secs: u64,
     },
     /// Run only the delivery server (the records service then runs apart:
     /// `keepwire records serve`).
@@ -237,6 +240,12 @@ enum ChatCommand {
         conv: String,
         users: Vec<String>,
     },
+    /// The archive checkpoint this device has witnessed: every newer one
+    /// must extend it (checked on each connection; a rewrite is an error).
+    Checkpoint {
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
     /// Leave a conversation (the records member commits the removal).
     Leave {
         #[command(flatten)]
@@ -294,6 +303,9 @@ enum RecordsCommand {
         /// Also trust this CA certificate (PEM) for the server's TLS.
         #[arg(long, env = "KEEPWIRE_CA_CERT")]
         ca_cert: Option<PathBuf>,
+        /// Seconds between signed checkpoints of the archive's log.
+        #[arg(long, env = "KEEPWIRE_CHECKPOINT_SECS", default_value_t = 60)]
+        checkpoint_secs: u64,
     },
     /// List captured records.
     List {
@@ -399,12 +411,16 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     let clock = Clock::from_env();
     match cli.command {
-        Command::Serve { server } => {
+        Command::Serve {
+            server,
+            checkpoint_secs,
+        } => {
             let started = serve::serve_embedded(
                 &server.data_dir,
                 server.listen,
                 server.tls().as_ref(),
                 server.limits(),
+                std::time::Duration::from_secs(checkpoint_secs.max(1)),
             )
             .await?;
             eprintln!(
@@ -579,6 +595,7 @@ impl ChatCommand {
             | ChatCommand::Add { device, .. }
             | ChatCommand::Remove { device, .. }
             | ChatCommand::Leave { device, .. }
+            | ChatCommand::Checkpoint { device }
             | ChatCommand::Send { device, .. }
             | ChatCommand::Read { device, .. }
             | ChatCommand::Timer { device, .. } => device,
@@ -673,6 +690,20 @@ async fn chat(command: ChatCommand) -> Result<()> {
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             let seq = online.remove(&conv, &users).await?;
             println!("{}", serde_json::json!({"conv": conv, "seq": seq}));
+        }
+        ChatCommand::Checkpoint { device } => {
+            let mut online =
+                session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            online.sync().await?;
+            let pinned = online.pinned_checkpoint()?;
+            if device.json {
+                print_json(&pinned)?;
+            } else {
+                match pinned {
+                    Some(p) => print!("{}", p.checkpoint),
+                    None => println!("no archive checkpoint witnessed yet"),
+                }
+            }
         }
         ChatCommand::Leave { device, conv } => {
             let mut online =
@@ -793,13 +824,20 @@ async fn records(command: RecordsCommand) -> Result<()> {
             records_dir,
             code,
             ca_cert,
+            checkpoint_secs,
         } => {
             net::trust_ca(ca_cert);
             if let Some(code) = code {
                 serve::enroll_records(&server, &records_dir, &code).await?;
             }
             eprintln!("records service running against {server}");
-            serve::run_records(server, records_dir, None).await
+            serve::run_records(
+                server,
+                records_dir,
+                None,
+                std::time::Duration::from_secs(checkpoint_secs.max(1)),
+            )
+            .await
         }
         RecordsCommand::List {
             data_dir,

@@ -172,7 +172,15 @@ pub fn lock_records_dir(dir: &Path, what: &str) -> Result<std::fs::File> {
     }
 }
 
-pub async fn run_records(server: String, dir: PathBuf, code: Option<String>) -> Result<()> {
+/// Run the records service against `server` forever, reconnecting on
+/// failure; it signs and publishes a checkpoint every `checkpoint_every`
+/// when the log grew.
+pub async fn run_records(
+    server: String,
+    dir: PathBuf,
+    code: Option<String>,
+    checkpoint_every: Duration,
+) -> Result<()> {
     let _lock = lock_records_dir(&dir, "cannot start the records service")?;
     if let Some(code) = code {
         enroll_records(&server, &dir, &code).await?;
@@ -180,7 +188,7 @@ pub async fn run_records(server: String, dir: PathBuf, code: Option<String>) -> 
     let passphrase = records_passphrase(&dir)?;
     let clock = Clock::from_env();
     loop {
-        match records_once(&server, &dir, &passphrase, &clock).await {
+        match records_once(&server, &dir, &passphrase, &clock, checkpoint_every).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "records service disconnected; reconnecting")
@@ -201,7 +209,13 @@ pub async fn enroll_records(server: &str, dir: &Path, code: &str) -> Result<()> 
     Ok(())
 }
 
-async fn records_once(server: &str, dir: &Path, passphrase: &str, clock: &Clock) -> Result<()> {
+async fn records_once(
+    server: &str,
+    dir: &Path,
+    passphrase: &str,
+    clock: &Clock,
+    checkpoint_every: Duration,
+) -> Result<()> {
     let device = Device::open(dir, passphrase)?;
     let archive = Archive::open(dir, true)?;
     let mut conn = Conn::connect(server).await?;
@@ -212,14 +226,14 @@ async fn records_once(server: &str, dir: &Path, passphrase: &str, clock: &Clock)
     let notary = keepwire_records::checkpoint::Notary::open(dir)?;
     let mut capture = Capture::new(device, archive, clock.clone());
     conn.request(Request::Sync).await?;
-    let mut checkpoints = tokio::time::interval(checkpoint_every());
+    let mut checkpoints = tokio::time::interval(checkpoint_every);
     loop {
         let push = tokio::select! {
             push = conn.next_push() => push?,
             _ = checkpoints.tick() => {
-                if keepwire_records::tlog::size(capture.archive.conn())? > 0 {
-                    let note = keepwire_records::checkpoint::issue(capture.archive.conn(), &notary, clock.now_ms())?;
-                    conn.request(Request::PublishCheckpoint { checkpoint: note }).await?;
+                if let Some((req, size)) = checkpoint_to_publish(&capture.archive, &notary, clock)? {
+                    conn.request(req).await?;
+                    capture.archive.set_meta("published_size", &size.to_string())?;
                 }
                 continue;
             }
@@ -247,14 +261,41 @@ async fn records_once(server: &str, dir: &Path, passphrase: &str, clock: &Clock)
     }
 }
 
-/// How often the records service signs a checkpoint (when the log grew).
-fn checkpoint_every() -> Duration {
-    let secs = std::env::var("KEEPWIRE_CHECKPOINT_SECS")
-        .ok()
+/// Sign a checkpoint if the log grew since the last one published: the
+/// request publishing it with the consistency proof from that one, and
+/// the size it covers.
+fn checkpoint_to_publish(
+    archive: &Archive,
+    notary: &keepwire_records::checkpoint::Notary,
+    clock: &Clock,
+) -> Result<Option<(Request, u64)>> {
+    use keepwire_records::{checkpoint, tlog};
+    let size = tlog::size(archive.conn())?;
+    let published: u64 = archive
+        .meta("published_size")?
         .and_then(|v| v.parse().ok())
-        .filter(|s| *s > 0)
-        .unwrap_or(60);
-    Duration::from_secs(secs)
+        .unwrap_or(0);
+    if size == 0 || size == published {
+        return Ok(None);
+    }
+    let note = checkpoint::issue(archive.conn(), notary, clock.now_ms())?;
+    let link = if published == 0 {
+        keepwire_protocol::CheckpointProof::default()
+    } else {
+        keepwire_protocol::CheckpointProof {
+            from_size: Some(published),
+            consistency_path: tlog::prove_consistency(archive.conn(), published, size)?
+                .into_iter()
+                .map(|h| h.0.to_vec())
+                .collect(),
+        }
+    };
+    let req = Request::PublishCheckpoint {
+        checkpoint: note,
+        verifier_key: notary.verifier_key.clone(),
+        link,
+    };
+    Ok(Some((req, size)))
 }
 
 /// Archive one entry, then acknowledge it.
@@ -347,6 +388,7 @@ pub async fn serve_embedded(
     listen: SocketAddr,
     tls: Option<&TlsFiles>,
     limits: Limits,
+    checkpoint_every: Duration,
 ) -> Result<Started> {
     let started = start_server(data_dir, listen, tls, limits).await?;
     let url = started.internal_url.clone();
@@ -355,7 +397,7 @@ pub async fn serve_embedded(
         enroll_records(&url, &dir, &code).await?;
     }
     tokio::spawn(async move {
-        if let Err(e) = run_records(url, dir, None).await {
+        if let Err(e) = run_records(url, dir, None, checkpoint_every).await {
             tracing::error!(error = %format!("{e:#}"), "records service stopped");
         }
     });

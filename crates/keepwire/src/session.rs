@@ -118,9 +118,66 @@ impl Online {
         if !self.joins_checked {
             self.joins_checked = true;
             self.join_existing().await?;
+            self.witness().await?;
         }
         self.device.store().purge_expired(self.clock.now_ms())?;
         Ok(out)
+    }
+
+    /// Check the archive's newer checkpoints against the one this device
+    /// pinned, and pin the newest. A rewritten history is an error for
+    /// every command until someone looks into it.
+    async fn witness(&mut self) -> Result<()> {
+        use keepwire_client::witness::{self, Pinned, WitnessError};
+        let pinned: Option<Pinned> = self
+            .device
+            .store()
+            .get(WITNESS_NS, b"pinned")?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let since = pinned.as_ref().map(|p| p.size).unwrap_or(0);
+        let (verifier_key, chain) = match self
+            .conn
+            .request(Request::Checkpoints { since_size: since })
+            .await?
+        {
+            ServerBody::Checkpoints {
+                verifier_key,
+                chain,
+            } => (verifier_key, chain),
+            other => bail!("unexpected answer to checkpoints: {other:?}"),
+        };
+        if verifier_key.is_empty() {
+            return Ok(()); // nothing published yet
+        }
+        match witness::advance(pinned.as_ref(), &verifier_key, &chain) {
+            Ok(Some(p)) => {
+                if pinned.as_ref() != Some(&p) {
+                    tracing::debug!(size = p.size, "archive checkpoint pinned");
+                    self.device
+                        .store()
+                        .put(WITNESS_NS, b"pinned", &serde_json::to_vec(&p)?)?;
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e @ WitnessError::Fork(_)) => {
+                tracing::error!(error = %e, "the archive's history was rewritten");
+                Err(e.into())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "archive checkpoint not accepted; keeping the pinned one");
+                Ok(())
+            }
+        }
+    }
+
+    /// The archive checkpoint this device has pinned, if any.
+    pub fn pinned_checkpoint(&self) -> Result<Option<keepwire_client::witness::Pinned>> {
+        Ok(self
+            .device
+            .store()
+            .get(WITNESS_NS, b"pinned")?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
     async fn join_existing(&mut self) -> Result<()> {
@@ -453,6 +510,9 @@ impl Online {
         Ok(r.seq)
     }
 }
+
+/// Where a device keeps the archive checkpoint it witnessed.
+const WITNESS_NS: &str = "witness";
 
 /// Where a device keeps each conversation's timer.
 const TIMER_NS: &str = "timer";

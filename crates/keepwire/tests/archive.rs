@@ -580,3 +580,85 @@ fn rotating_the_archive_key_rewraps_data_keys_without_reencrypting_content() {
         .unwrap();
     assert_eq!(logged, 1, "the rotation is in the log");
 }
+
+/// Devices pin the archive's checkpoints: each newer one must extend the
+/// last they saw, and a rewritten history stops them loudly.
+#[test]
+fn devices_witness_the_archive_and_report_a_fork() {
+    let agency = common::Agency::start_with(&["--checkpoint-secs", "1"]);
+    let alice = agency.user("alice", "staff");
+    agency.user("bob", "staff");
+    alice.accept_notice();
+    let conv = alice.create(&["bob"]);
+    alice.send(&conv, "first");
+    let pinned = |min: u64| {
+        common::wait_for("a witnessed checkpoint", 30, || {
+            let v = alice.json(&["chat", "checkpoint"]);
+            (v["size"].as_u64().unwrap_or(0) >= min).then_some(v)
+        })
+    };
+    let first = pinned(2);
+    let first_size = first["size"].as_u64().unwrap();
+    alice.send(&conv, "second");
+    alice.send(&conv, "third");
+    let later = pinned(first_size + 2);
+    assert!(later["checkpoint"]
+        .as_str()
+        .unwrap()
+        .starts_with("keepwire.archive/"));
+    // Served to anyone, without authentication.
+    let body = http_get(&agency.listen, "/checkpoint");
+    assert!(body.contains("keepwire.archive/"), "{body}");
+
+    // Someone with the archive's signing key publishes a history that does
+    // not extend what alice saw.
+    let size = later["size"].as_u64().unwrap();
+    let skey = std::fs::read_to_string(agency.data.join("records/checkpoint.key")).unwrap();
+    let signer = signed_note::StandardSigner::new(skey.trim()).unwrap();
+    let origin = later["checkpoint"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let text = tlog_tiles::checkpoint::Checkpoint::new(
+        &origin,
+        size + 3,
+        tlog_tiles::tlog::Hash([9; 32]),
+        "",
+    )
+    .unwrap()
+    .to_bytes();
+    let mut note = signed_note::Note::new(&text, &[]).unwrap();
+    note.add_sigs(&[&signer]).unwrap();
+    let server = rusqlite::Connection::open(agency.data.join("server.db")).unwrap();
+    server
+        .execute(
+            "INSERT INTO checkpoints (size, note, from_size, path) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![
+                (size + 3) as i64,
+                String::from_utf8(note.to_bytes()).unwrap(),
+                size as i64,
+                vec![0u8; 64]
+            ],
+        )
+        .unwrap();
+    let out = alice.run(&["chat", "read", &conv]);
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    assert!(err.contains("ARCHIVE LOG FORK"), "{err}");
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}

@@ -115,10 +115,22 @@ pub enum Request {
         seq: u64,
         reason: String,
     },
-    /// From the records service only: its latest signed checkpoint, which
-    /// the server publishes unauthenticated at `GET /checkpoint` (a
-    /// checkpoint reveals nothing but the log's size and root).
-    PublishCheckpoint { checkpoint: String },
+    /// From the records service only: a new signed checkpoint of the
+    /// archive's log, with the consistency proof from the previously
+    /// published one, so devices can check each step. The latest is also
+    /// served unauthenticated at `GET /checkpoint` (a checkpoint reveals
+    /// nothing but the log's size and root).
+    PublishCheckpoint {
+        checkpoint: String,
+        /// The checkpoint key's public half (C2SP verifier key).
+        verifier_key: String,
+        #[serde(flatten)]
+        link: CheckpointProof,
+    },
+    /// The checkpoints published after the tree of `since_size` leaves,
+    /// each with its consistency proof from the one before (a device
+    /// pinning the archive's history); with `since_size` 0, the latest.
+    Checkpoints { since_size: u64 },
     /// List the conversations this device may join by external commit:
     /// those where another device of its user is a member and it is not.
     Joinable,
@@ -161,6 +173,11 @@ pub enum ServerBody {
     /// Answer to `joinable`: each conversation with its latest GroupInfo.
     Joinable {
         conversations: Vec<JoinableConversation>,
+    },
+    /// Answer to `checkpoints`.
+    Checkpoints {
+        verifier_key: String,
+        chain: Vec<PublishedCheckpoint>,
     },
     /// Pushed to the records service: these revoked devices are still in
     /// the conversation's roster; commit their removal.
@@ -227,6 +244,24 @@ pub struct Delivery {
     #[serde(with = "crate::b64")]
     pub message: Vec<u8>,
     pub receipt: Receipt,
+}
+
+/// How a checkpoint follows from the one published before it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointProof {
+    /// The size of the previously published checkpoint (none for the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_size: Option<u64>,
+    /// RFC 9162 consistency path from that size to this one.
+    #[serde(default, with = "crate::b64_list")]
+    pub consistency_path: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PublishedCheckpoint {
+    pub checkpoint: String,
+    #[serde(flatten)]
+    pub link: CheckpointProof,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -271,6 +271,23 @@ impl Archive {
         self.key.is_some()
     }
 
+    pub fn meta(&self, k: &str) -> Result<Option<String>, RecordsError> {
+        Ok(self
+            .conn
+            .query_row("SELECT v FROM archive_meta WHERE k=?1", params![k], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, k: &str, v: &str) -> Result<(), RecordsError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO archive_meta (k, v) VALUES (?1, ?2)",
+            params![k, v],
+        )?;
+        Ok(())
+    }
+
     /// Replace the archive key: every record's data key is unwrapped and
     /// wrapped again under a new archive key, in one transaction, and the
     /// rotation is logged; no content is re-encrypted. The new key is on

@@ -270,24 +270,12 @@ impl Core {
                 Ok(ServerBody::Receipt(receipt))
             }
             Request::Joinable => self.joinable(&device),
-            Request::PublishCheckpoint { checkpoint } => {
-                if device.user != RECORDS_USER {
-                    return Err(refuse(
-                        ErrorCode::Unauthorized,
-                        "only the records service publishes checkpoints",
-                    ));
-                }
-                if checkpoint.len() > 64 * 1024 {
-                    return Err(refuse(
-                        ErrorCode::TooLarge,
-                        "a checkpoint is at most 64 KiB",
-                    ));
-                }
-                self.store
-                    .set_meta("records.checkpoint", &checkpoint)
-                    .map_err(internal)?;
-                Ok(ServerBody::Ok)
-            }
+            Request::PublishCheckpoint {
+                checkpoint,
+                verifier_key,
+                link,
+            } => self.publish_checkpoint(&device, checkpoint, verifier_key, link),
+            Request::Checkpoints { since_size } => self.checkpoints(since_size),
             Request::CaptureFailed { conv, seq, reason } => {
                 self.capture_failed(&device, &conv, seq, &reason)
             }
@@ -821,6 +809,68 @@ impl Core {
     /// answer may only be sent once this completes with `true`.
     pub fn take_durability_wait(&mut self) -> Option<oneshot::Receiver<bool>> {
         self.wait.take()
+    }
+
+    /// Keep the records service's checkpoint and its proof from the one
+    /// before. The server cannot and need not check them: devices do, with
+    /// the verifier key they pinned.
+    fn publish_checkpoint(
+        &mut self,
+        device: &DeviceRow,
+        checkpoint: String,
+        verifier_key: String,
+        link: keepwire_protocol::CheckpointProof,
+    ) -> Result<ServerBody, ProtocolError> {
+        if device.user != RECORDS_USER {
+            return Err(refuse(
+                ErrorCode::Unauthorized,
+                "only the records service publishes checkpoints",
+            ));
+        }
+        if checkpoint.len() > 64 * 1024
+            || verifier_key.len() > 1024
+            || link.consistency_path.len() > 128
+        {
+            return Err(refuse(
+                ErrorCode::TooLarge,
+                "checkpoint, key or proof too large",
+            ));
+        }
+        if link.consistency_path.iter().any(|h| h.len() != 32) {
+            return Err(refuse(
+                ErrorCode::BadFrame,
+                "consistency path hashes are 32 bytes",
+            ));
+        }
+        // The size is the checkpoint's second line.
+        let size = checkpoint
+            .lines()
+            .nth(1)
+            .and_then(|l| l.parse::<u64>().ok())
+            .ok_or_else(|| refuse(ErrorCode::BadFrame, "not a tlog checkpoint (no size line)"))?;
+        self.store
+            .add_checkpoint(size, &checkpoint, link.from_size, &link.consistency_path)
+            .and_then(|()| self.store.set_meta("records.checkpoint", &checkpoint))
+            .and_then(|()| self.store.set_meta("records.verifier_key", &verifier_key))
+            .map_err(internal)?;
+        Ok(ServerBody::Ok)
+    }
+
+    fn checkpoints(&self, since_size: u64) -> Result<ServerBody, ProtocolError> {
+        let verifier_key = self
+            .store
+            .meta("records.verifier_key")
+            .map_err(internal)?
+            .unwrap_or_default();
+        let mut chain = self.store.checkpoints_after(since_size).map_err(internal)?;
+        if since_size == 0 {
+            // A device that pinned nothing yet starts from the latest.
+            chain = chain.split_off(chain.len().saturating_sub(1));
+        }
+        Ok(ServerBody::Checkpoints {
+            verifier_key,
+            chain,
+        })
     }
 
     /// The records service could not process `seq` of `conv`: suspend the

@@ -116,7 +116,9 @@ impl Store {
              CREATE TABLE IF NOT EXISTS welcomes (device TEXT NOT NULL, conv TEXT NOT NULL, seq INTEGER NOT NULL,
                 message BLOB NOT NULL, PRIMARY KEY (device, conv));
              CREATE TABLE IF NOT EXISTS cursors (device TEXT NOT NULL, conv TEXT NOT NULL, acked INTEGER NOT NULL,
-                PRIMARY KEY (device, conv));",
+                PRIMARY KEY (device, conv));
+             CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL, from_size INTEGER,
+                path BLOB NOT NULL);",
         )?;
         Ok(Self { conn })
     }
@@ -412,6 +414,42 @@ impl Store {
                 "SELECT COALESCE(SUM(last_seq - records_acked), 0) FROM conversations",
             )?,
         })
+    }
+
+    /// Keep a checkpoint the records service published, with its proof.
+    pub fn add_checkpoint(
+        &self,
+        size: u64,
+        note: &str,
+        from_size: Option<u64>,
+        path: &[Vec<u8>],
+    ) -> Result<(), ServerError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO checkpoints (size, note, from_size, path) VALUES (?1, ?2, ?3, ?4)",
+            params![size as i64, note, from_size.map(|v| v as i64), path.concat()],
+        )?;
+        Ok(())
+    }
+
+    /// Published checkpoints after `since_size`, oldest first.
+    pub fn checkpoints_after(
+        &self,
+        since_size: u64,
+    ) -> Result<Vec<keepwire_protocol::PublishedCheckpoint>, ServerError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT note, from_size, path FROM checkpoints WHERE size > ?1 ORDER BY size",
+        )?;
+        let rows = stmt.query_map(params![since_size as i64], |r| {
+            let path: Vec<u8> = r.get(2)?;
+            Ok(keepwire_protocol::PublishedCheckpoint {
+                checkpoint: r.get(0)?,
+                link: keepwire_protocol::CheckpointProof {
+                    from_size: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
+                    consistency_path: path.chunks(32).map(<[u8]>::to_vec).collect(),
+                },
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Suspend `conv`: the records service could not process an entry.
