@@ -22,15 +22,20 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let mut archive = Archive::open(dir.path(), true).expect("archive");
+    // KEEPWIRE_BENCH_DIR keeps the archive (and reuses one already built).
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let path = std::env::var("KEEPWIRE_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| tmp.path().to_path_buf());
+    let mut archive = Archive::open(&path, true).expect("archive");
+    let existing = tlog::size(archive.conn()).expect("size");
     let server = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
     let participants: Vec<String> = (0..4).map(|i| format!("user{i}/device{i}")).collect();
     let text = br#"{"format":1,"text":"a message of a typical length for a field team, about this long.","sent_at_ms":1}"#;
 
     let start = Instant::now();
     let batch = 10_000u64;
-    let mut seq = 0u64;
+    let mut seq = if existing >= n { n } else { 0 };
     while seq < n {
         let receipts: Vec<(String, u64, Receipt)> = (seq..(seq + batch).min(n))
             .map(|s| {
@@ -77,7 +82,7 @@ fn main() {
         built.as_secs_f64(),
         n as f64 / built.as_secs_f64()
     );
-    let notary = checkpoint::Notary::open(dir.path()).expect("checkpoint key");
+    let notary = checkpoint::Notary::open(&path).expect("checkpoint key");
     checkpoint::issue(archive.conn(), &notary, 0).expect("checkpoint");
 
     let start = Instant::now();

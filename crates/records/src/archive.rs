@@ -116,6 +116,7 @@ impl Archive {
         let conn = Connection::open(dir.join(ARCHIVE_DB))?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;
+             PRAGMA mmap_size=1073741824; PRAGMA cache_size=-65536;
              CREATE TABLE IF NOT EXISTS records (
                 id INTEGER PRIMARY KEY, conv TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
                 epoch INTEGER NOT NULL, sender TEXT NOT NULL, participants TEXT NOT NULL,
