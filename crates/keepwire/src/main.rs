@@ -136,6 +136,9 @@ enum AdminCommand {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Replace the server's receipt-signing key (the old one stays listed at
+    /// /v1/receipt-keys); takes effect at the server's next start.
+    RotateReceiptKey,
     /// Relay and capture status: users, devices, conversations, entries
     /// still on the relay, and how far the records service lags.
     Status {
@@ -554,6 +557,13 @@ fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -> Re
                 bail!("no active device {device_id}");
             }
             println!("revoked {device_id}");
+        }
+        AdminCommand::RotateReceiptKey => {
+            let key = keepwire_server::rotate_key(data_dir, &store, clock.now_ms())?;
+            println!(
+                "new receipt key {}; restart the server to use it",
+                keepwire_protocol::b64::encode(&key)
+            );
         }
         AdminCommand::Status { json } => {
             let s = store.status()?;

@@ -662,3 +662,37 @@ fn http_get(addr: &str, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+/// The server's receipt key can be rotated; receipts signed by the old
+/// key stay verifiable, and both keys are published.
+#[test]
+fn receipts_stay_verifiable_across_a_receipt_key_rotation() {
+    let mut agency = common::Agency::start();
+    let alice = agency.user("alice", "staff");
+    agency.user("bob", "staff");
+    alice.accept_notice();
+    let conv = alice.create(&["bob"]);
+    alice.send(&conv, "signed by the first key");
+    agency.wait_captured(1);
+    let out = agency.admin(&["rotate-receipt-key"]);
+    assert!(out.contains("restart the server"), "{out}");
+    agency.restart(&[]);
+    alice.send(&conv, "signed by the second key");
+    agency.wait_captured(2);
+
+    let records = agency.records(false);
+    assert_ne!(
+        records[0]["receipt"]["server_key"], records[1]["receipt"]["server_key"],
+        "the two messages were receipted by different keys"
+    );
+    let body = http_get(&agency.listen, "/v1/receipt-keys");
+    let json = &body[body.find("\r\n\r\n").unwrap() + 4..];
+    let keys: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 2, "{keys}");
+    assert!(
+        keys[0]["until_ms"].as_u64().is_some(),
+        "the old key is retired, not forgotten"
+    );
+    let (passed, report) = verify(agency.data_dir());
+    assert!(passed, "{report:#}");
+}

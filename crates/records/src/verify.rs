@@ -126,6 +126,9 @@ pub fn verify(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Report, RecordsError> {
     let conn = archive.conn();
+    // One read transaction: a live archive is checked as of this moment,
+    // whatever the records service appends meanwhile.
+    let _snapshot = conn.unchecked_transaction()?;
     let mut report = Report {
         content_checked: archive.has_key(),
         ..Report::default()

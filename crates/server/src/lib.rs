@@ -26,6 +26,23 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
+/// Replace the receipt-signing key. The old public key stays listed (with
+/// the time it stopped signing) so every receipt it signed stays
+/// verifiable; the running server picks the new key up at its next start.
+/// Returns the new public key.
+pub fn rotate_key(dir: &Path, store: &store::Store, now_ms: u64) -> Result<[u8; 32], ServerError> {
+    let old = load_or_create_key(dir)?;
+    store.record_receipt_key(&old.verifying_key().to_bytes(), 0)?;
+    let new = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let next = dir.join("receipt.key.new");
+    let _ = std::fs::remove_file(&next);
+    write_private(&next, &new.to_bytes())?;
+    std::fs::rename(&next, dir.join("receipt.key"))?;
+    store.retire_receipt_key(&old.verifying_key().to_bytes(), now_ms)?;
+    store.record_receipt_key(&new.verifying_key().to_bytes(), now_ms)?;
+    Ok(new.verifying_key().to_bytes())
+}
+
 /// Load the server's Ed25519 receipt-signing key from `dir`, creating it
 /// (readable by the owner only) on first start.
 pub fn load_or_create_key(dir: &Path) -> Result<ed25519_dalek::SigningKey, ServerError> {

@@ -102,6 +102,7 @@ impl Core {
         limits: Limits,
         clock: Clock,
     ) -> Result<Self, ServerError> {
+        store.record_receipt_key(&key.verifying_key().to_bytes(), clock.now_ms())?;
         let mut convs = HashMap::new();
         let mut backlog = 0;
         for row in store.conversations()? {
@@ -138,6 +139,22 @@ impl Core {
 
     pub fn public_key(&self) -> [u8; 32] {
         self.key.verifying_key().to_bytes()
+    }
+
+    /// Every receipt-signing key, current and retired, as JSON.
+    pub fn receipt_keys(&self) -> serde_json::Value {
+        let keys = self.store.receipt_keys().unwrap_or_default();
+        serde_json::Value::Array(
+            keys.into_iter()
+                .map(|k| {
+                    serde_json::json!({
+                        "key": keepwire_protocol::b64::encode(&k.key),
+                        "from_ms": k.from_ms,
+                        "until_ms": k.until_ms,
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// The records service's latest published checkpoint.

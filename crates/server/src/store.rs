@@ -71,6 +71,14 @@ pub struct StoreStatus {
     pub capture_backlog: u64,
 }
 
+/// A key that signs, or signed, receipts.
+pub struct ReceiptKey {
+    pub key: Vec<u8>,
+    pub from_ms: u64,
+    /// When it stopped signing (None: the current key).
+    pub until_ms: Option<u64>,
+}
+
 /// One entry of a group commit.
 pub struct Append<'a> {
     pub entry: &'a LogEntry,
@@ -118,7 +126,8 @@ impl Store {
              CREATE TABLE IF NOT EXISTS cursors (device TEXT NOT NULL, conv TEXT NOT NULL, acked INTEGER NOT NULL,
                 PRIMARY KEY (device, conv));
              CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL, from_size INTEGER,
-                path BLOB NOT NULL);",
+                path BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS receipt_keys (key BLOB PRIMARY KEY, from_ms INTEGER NOT NULL, until_ms INTEGER);",
         )?;
         Ok(Self { conn })
     }
@@ -414,6 +423,38 @@ impl Store {
                 "SELECT COALESCE(SUM(last_seq - records_acked), 0) FROM conversations",
             )?,
         })
+    }
+
+    /// List a receipt-signing public key (idempotent).
+    pub fn record_receipt_key(&self, key: &[u8], from_ms: u64) -> Result<(), ServerError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO receipt_keys (key, from_ms) VALUES (?1, ?2)",
+            params![key, from_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn retire_receipt_key(&self, key: &[u8], until_ms: u64) -> Result<(), ServerError> {
+        self.conn.execute(
+            "UPDATE receipt_keys SET until_ms=?1 WHERE key=?2 AND until_ms IS NULL",
+            params![until_ms as i64, key],
+        )?;
+        Ok(())
+    }
+
+    /// Every receipt key the server has used, oldest first.
+    pub fn receipt_keys(&self) -> Result<Vec<ReceiptKey>, ServerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, from_ms, until_ms FROM receipt_keys ORDER BY from_ms")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ReceiptKey {
+                key: r.get(0)?,
+                from_ms: r.get::<_, i64>(1)? as u64,
+                until_ms: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Keep a checkpoint the records service published, with its proof.

@@ -65,12 +65,19 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/ws", get(ws_handler))
         .route("/v1/receipt-key", get(receipt_key))
+        .route("/v1/receipt-keys", get(receipt_keys))
         .route("/checkpoint", get(checkpoint))
         .with_state(state)
 }
 
 async fn receipt_key(State(state): State<AppState>) -> impl IntoResponse {
     keepwire_protocol::b64::encode(&state.core().public_key())
+}
+
+/// Every key that has signed receipts, so old receipts stay verifiable
+/// after a rotation.
+async fn receipt_keys(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(state.core().receipt_keys())
 }
 
 /// The archive's latest signed checkpoint, for anyone (C2SP
