@@ -77,11 +77,15 @@ fn main() {
         seq += batch;
     }
     let built = start.elapsed();
-    println!(
-        "built an archive of {n} records in {:.1} s ({:.0} records/s, batches of {batch})",
-        built.as_secs_f64(),
-        n as f64 / built.as_secs_f64()
-    );
+    if existing >= n {
+        println!("reusing the archive of {existing} records in {}", path.display());
+    } else {
+        println!(
+            "built an archive of {n} records in {:.1} s ({:.0} records/s, batches of {batch})",
+            built.as_secs_f64(),
+            n as f64 / built.as_secs_f64()
+        );
+    }
     let notary = checkpoint::Notary::open(&path).expect("checkpoint key");
     checkpoint::issue(archive.conn(), &notary, 0).expect("checkpoint");
 
