@@ -78,7 +78,10 @@ fn main() {
     }
     let built = start.elapsed();
     if existing >= n {
-        println!("reusing the archive of {existing} records in {}", path.display());
+        println!(
+            "reusing the archive of {existing} records in {}",
+            path.display()
+        );
     } else {
         println!(
             "built an archive of {n} records in {:.1} s ({:.0} records/s, batches of {batch})",

@@ -148,10 +148,15 @@ impl Archive {
     }
 
     /// Store several records in one transaction (one fsync); returns how
-    /// many were new.
+    /// many were new. Every write to the log takes the write lock up front
+    /// (an IMMEDIATE transaction), so a second writer on the same archive
+    /// (a CLI beside the running service) waits instead of both computing
+    /// the same next leaf.
     pub fn insert_many(&mut self, records: &[NewRecord<'_>]) -> Result<usize, RecordsError> {
         let archive_key = self.key.clone();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut new = 0;
         for r in records {
             if insert_in(&tx, archive_key.as_ref(), r)? {
@@ -175,7 +180,9 @@ impl Archive {
         target: &str,
         at_ms: u64,
     ) -> Result<u64, RecordsError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let n = crate::tlog::append(
             &tx,
             &crate::tlog::Leaf::Action {
@@ -200,7 +207,9 @@ impl Archive {
         by: &str,
         at_ms: u64,
     ) -> Result<(), RecordsError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (conv, seq, leaf, has_key): (String, i64, Option<i64>, bool) = tx
             .query_row(
                 "SELECT conv, seq, leaf, wrapped_key IS NOT NULL FROM records WHERE id=?1",
@@ -308,7 +317,9 @@ impl Archive {
         let _ = std::fs::remove_file(&next_path);
         write_private(&next_path, &fresh)?;
         let new = XChaCha20Poly1305::new((&fresh).into());
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut count = 0u64;
         {
             let mut read = tx.prepare(
