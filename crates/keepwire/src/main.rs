@@ -380,6 +380,15 @@ enum RecordsCommand {
     Verify {
         #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
         data_dir: PathBuf,
+        /// The checkpoint key's public half (default: the archive's checkpoint.pub).
+        #[arg(long)]
+        verifier_key: Option<String>,
+        /// A checkpoint kept outside the archive (repeatable): the log must extend it.
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+        /// The server's receipt keys, as saved from GET /v1/receipt-keys.
+        #[arg(long)]
+        server_keys: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -943,8 +952,19 @@ async fn records(command: RecordsCommand) -> Result<()> {
             println!("archive key rotated: {n} data keys re-wrapped, no content re-encrypted");
             Ok(())
         }
-        RecordsCommand::Verify { data_dir, json } => {
-            if !records_cmd::verify(&serve::records_dir(&data_dir), json)? {
+        RecordsCommand::Verify {
+            data_dir,
+            verifier_key,
+            checkpoint,
+            server_keys,
+            json,
+        } => {
+            let inputs = records_cmd::VerifyInputs {
+                verifier_key,
+                checkpoints: checkpoint,
+                server_keys,
+            };
+            if !records_cmd::verify(&serve::records_dir(&data_dir), inputs, json)? {
                 std::process::exit(1);
             }
             Ok(())

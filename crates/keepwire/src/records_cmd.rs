@@ -25,7 +25,7 @@ fn now_ms() -> u64 {
 /// has grown since the last.
 pub fn current_checkpoint(dir: &Path, archive: &Archive) -> Result<String> {
     let notary = Notary::open(dir)?;
-    Ok(checkpoint::issue(archive.conn(), &notary, now_ms())?)
+    Ok(checkpoint::issue(archive.conn(), &notary, now_ms())?.1)
 }
 
 #[derive(Serialize)]
@@ -119,15 +119,67 @@ pub fn consistency(dir: &Path, old: u64, new: u64) -> Result<()> {
     })
 }
 
+/// What an auditor brings to `verify` from outside the archive.
+pub struct VerifyInputs {
+    pub verifier_key: Option<String>,
+    pub checkpoints: Vec<std::path::PathBuf>,
+    pub server_keys: Option<std::path::PathBuf>,
+}
+
+/// The server's published receipt keys (`GET /v1/receipt-keys`, saved).
+fn read_server_keys(path: &Path) -> Result<verify::ServerKeys> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not the JSON list from /v1/receipt-keys",
+            path.display()
+        )
+    })?;
+    let mut keys = verify::ServerKeys::new();
+    for k in list {
+        let key = k["key"]
+            .as_str()
+            .and_then(|s| b64::decode(s).ok())
+            .with_context(|| format!("{}: an entry without a base64 `key`", path.display()))?;
+        keys.insert(
+            key,
+            (k["from_ms"].as_u64().unwrap_or(0), k["until_ms"].as_u64()),
+        );
+    }
+    Ok(keys)
+}
+
 /// Returns whether the archive verified.
-pub fn verify(dir: &Path, json: bool) -> Result<bool> {
+pub fn verify(dir: &Path, inputs: VerifyInputs, json: bool) -> Result<bool> {
+    if !dir.join(keepwire_records::archive::ARCHIVE_DB).exists() {
+        bail!("no archive in {} (check --data-dir)", dir.display());
+    }
     let archive = Archive::open(
         dir,
         dir.join(keepwire_records::archive::ARCHIVE_KEY).exists(),
     )?;
-    let verifier_key = std::fs::read_to_string(dir.join(checkpoint::PUB_FILE))
-        .ok()
-        .map(|s| s.trim().to_string());
+    let verifier_key = match inputs.verifier_key {
+        Some(k) => Some(k),
+        None => std::fs::read_to_string(dir.join(checkpoint::PUB_FILE))
+            .ok()
+            .map(|s| s.trim().to_string()),
+    };
+    let mut external = Vec::new();
+    for p in &inputs.checkpoints {
+        external.push(
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        );
+    }
+    let options = verify::Options {
+        verifier_key,
+        external_checkpoints: external,
+        server_keys: inputs
+            .server_keys
+            .as_deref()
+            .map(read_server_keys)
+            .transpose()?,
+    };
     let show_progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let bar = indicatif::ProgressBar::hidden();
     if show_progress {
@@ -137,7 +189,7 @@ pub fn verify(dir: &Path, json: bool) -> Result<bool> {
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
     }
-    let report = verify::verify(&archive, verifier_key.as_deref(), |done, total| {
+    let report = verify::verify(&archive, &options, |done, total| {
         if done % 4096 == 0 || done == total {
             bar.set_length(total);
             bar.set_position(done);
@@ -159,6 +211,15 @@ pub fn verify(dir: &Path, json: bool) -> Result<bool> {
                 "not checked (no archive key)"
             }
         );
+        if !report.signatures_checked {
+            println!("WARNING: checkpoint signatures not checked (no verifier key: --verifier-key or checkpoint.pub)");
+        }
+        if report.receipt_keys_from == "archive" {
+            println!("note: receipts checked against the keys the archive recorded; pass --server-keys (the server's /v1/receipt-keys) to check against the server's own list");
+        }
+        if report.external_checkpoints == 0 {
+            println!("note: no checkpoint from outside the archive given (--checkpoint FILE); a rewrite of the whole log with its checkpoint history is only caught against one");
+        }
         if report.ok() {
             println!("OK: the archive matches its log, every sequence is complete, every signature verifies");
         }

@@ -231,9 +231,15 @@ async fn records_once(
         let push = tokio::select! {
             push = conn.next_push() => push?,
             _ = checkpoints.tick() => {
-                if let Some((req, size)) = checkpoint_to_publish(&capture.archive, &notary, clock)? {
-                    conn.request(req).await?;
-                    capture.archive.set_meta("published_size", &size.to_string())?;
+                let published = latest_published(&mut conn).await?;
+                if let Some(req) = checkpoint_to_publish(&capture.archive, &notary, clock, published)? {
+                    match conn.request(req).await {
+                        Ok(_) => {}
+                        Err(e) if e.downcast_ref::<Refused>().is_some() => {
+                            tracing::error!(error = %format!("{e:#}"), "the server refused this archive's checkpoint");
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 continue;
             }
@@ -261,41 +267,56 @@ async fn records_once(
     }
 }
 
-/// Sign a checkpoint if the log grew since the last one published: the
-/// request publishing it with the consistency proof from that one, and
-/// the size it covers.
+/// The size of the last checkpoint the server published, if any.
+async fn latest_published(conn: &mut Conn) -> Result<Option<u64>> {
+    match conn.request(Request::Checkpoints { since_size: 0 }).await? {
+        ServerBody::Checkpoints { chain, .. } => Ok(chain
+            .last()
+            .and_then(|c| c.checkpoint.lines().nth(1).and_then(|l| l.parse().ok()))),
+        other => bail!("unexpected answer to checkpoints: {other:?}"),
+    }
+}
+
+/// Sign a checkpoint if the log grew past the last one the server
+/// published, and the request publishing it with the consistency proof from
+/// that one. A server ahead of this archive means the archive lost leaves:
+/// that is reported, never papered over with a fresh start.
 fn checkpoint_to_publish(
     archive: &Archive,
     notary: &keepwire_records::checkpoint::Notary,
     clock: &Clock,
-) -> Result<Option<(Request, u64)>> {
+    published: Option<u64>,
+) -> Result<Option<Request>> {
     use keepwire_records::{checkpoint, tlog};
-    let size = tlog::size(archive.conn())?;
-    let published: u64 = archive
-        .meta("published_size")?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if size == 0 || size == published {
+    let local = tlog::size(archive.conn())?;
+    if let Some(p) = published {
+        if p > local {
+            tracing::error!(published = p, local, "the server has a checkpoint of a larger log than this archive holds: the archive was cut back or restored from an old copy");
+            return Ok(None);
+        }
+        if p == local {
+            return Ok(None);
+        }
+    }
+    if local == 0 {
         return Ok(None);
     }
-    let note = checkpoint::issue(archive.conn(), notary, clock.now_ms())?;
-    let link = if published == 0 {
-        keepwire_protocol::CheckpointProof::default()
-    } else {
-        keepwire_protocol::CheckpointProof {
-            from_size: Some(published),
-            consistency_path: tlog::prove_consistency(archive.conn(), published, size)?
+    let (size, note) = checkpoint::issue(archive.conn(), notary, clock.now_ms())?;
+    let link = match published {
+        None => keepwire_protocol::CheckpointProof::default(),
+        Some(p) => keepwire_protocol::CheckpointProof {
+            from_size: Some(p),
+            consistency_path: tlog::prove_consistency(archive.conn(), p, size)?
                 .into_iter()
                 .map(|h| h.0.to_vec())
                 .collect(),
-        }
+        },
     };
-    let req = Request::PublishCheckpoint {
+    Ok(Some(Request::PublishCheckpoint {
         checkpoint: note,
         verifier_key: notary.verifier_key.clone(),
         link,
-    };
-    Ok(Some((req, size)))
+    }))
 }
 
 /// Archive one entry, then acknowledge it.

@@ -164,9 +164,11 @@ impl Online {
                 tracing::error!(error = %e, "the archive's history was rewritten");
                 Err(e.into())
             }
+            // The server only keeps a chain whose every link it checked, so
+            // a link that does not verify here is as serious as a fork.
             Err(e) => {
-                tracing::warn!(error = %e, "archive checkpoint not accepted; keeping the pinned one");
-                Ok(())
+                tracing::error!(error = %e, "the archive's checkpoint chain does not verify");
+                Err(e.into())
             }
         }
     }

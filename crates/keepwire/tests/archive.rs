@@ -696,3 +696,81 @@ fn receipts_stay_verifiable_across_a_receipt_key_rotation() {
     let (passed, report) = verify(agency.data_dir());
     assert!(passed, "{report:#}");
 }
+
+/// Attacks by someone who can write the archive's database but does not
+/// hold the checkpoint key: relabelling leaves to hide deleted rows, and
+/// rewriting the tail of the log together with the stored checkpoints —
+/// caught against a checkpoint kept outside the archive.
+#[test]
+fn insider_rewrites_are_caught_by_the_hashed_leaves_and_an_outside_checkpoint() {
+    // Hide a deleted record by relabelling its leaf in the index columns.
+    let (_tmp, d) = copy_archive();
+    {
+        let c = db(&d);
+        let (id, _, _) = an_application(&c);
+        c.execute("DELETE FROM records WHERE id=?1", [id]).unwrap();
+        c.execute(
+            "UPDATE tlog_leaves SET kind='action', record_id=NULL WHERE record_id=?1",
+            [id],
+        )
+        .unwrap();
+    }
+    let p = detects(&d, "missing", None);
+    assert!(
+        p["detail"].as_str().unwrap().contains("not in the archive"),
+        "{p}"
+    );
+
+    // Cut the log back and delete every stored checkpoint: nothing inside
+    // the archive disagrees any more, but an auditor's earlier checkpoint
+    // does.
+    let (tmp, d) = copy_archive();
+    let held = tmp.path().join("held-checkpoint");
+    std::fs::write(
+        &held,
+        ok(keepwire(&["records", "checkpoint", "--data-dir", &d], &[])),
+    )
+    .unwrap();
+    {
+        let c = db(&d);
+        let n: i64 = c
+            .query_row("SELECT MAX(n) FROM tlog_leaves", [], |r| r.get(0))
+            .unwrap();
+        let id: i64 = c
+            .query_row("SELECT record_id FROM tlog_leaves WHERE n=?1", [n], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        c.execute("DELETE FROM records WHERE id=?1", [id]).unwrap();
+        c.execute("DELETE FROM tlog_leaves WHERE n=?1", [n])
+            .unwrap();
+        c.execute("DELETE FROM checkpoints", []).unwrap();
+    }
+    let out = keepwire(
+        &[
+            "records",
+            "verify",
+            "--json",
+            "--data-dir",
+            &d,
+            "--checkpoint",
+            held.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["external_checkpoints"], 1);
+    assert!(
+        report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "forked_checkpoint"
+                && p["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("outside the archive")),
+        "{report:#}"
+    );
+}

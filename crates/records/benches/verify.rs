@@ -104,7 +104,11 @@ fn main() {
     );
 
     let start = Instant::now();
-    let report = verify::verify(&archive, Some(&notary.verifier_key), |_, _| {}).expect("verify");
+    let options = verify::Options {
+        verifier_key: Some(notary.verifier_key.clone()),
+        ..verify::Options::default()
+    };
+    let report = verify::verify(&archive, &options, |_, _| {}).expect("verify");
     let t = start.elapsed();
     println!(
         "verify, everything: {} records in {:.2} s = {:.0} records/s ({} problems)",

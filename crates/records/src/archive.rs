@@ -316,6 +316,9 @@ impl Archive {
         let next_path = dir.join(NEXT_KEY);
         let _ = std::fs::remove_file(&next_path);
         write_private(&next_path, &fresh)?;
+        // The new key's directory entry is durable before any data key
+        // depends on it.
+        sync_dir(dir)?;
         let new = XChaCha20Poly1305::new((&fresh).into());
         let tx = self
             .conn
@@ -353,6 +356,7 @@ impl Archive {
         )?;
         tx.commit()?;
         std::fs::rename(&next_path, dir.join(ARCHIVE_KEY))?;
+        sync_dir(dir)?;
         self.key = Some(new);
         Ok(count)
     }
@@ -581,6 +585,10 @@ pub fn record_leaf(
         receipt_key: hex::encode(&receipt.server_key),
         content_commitment,
     }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The archive key waiting to replace `archive.key` during a rotation.

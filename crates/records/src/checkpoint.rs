@@ -77,20 +77,27 @@ impl Notary {
 }
 
 /// Issue a checkpoint of the current tree (unless the latest one already
-/// covers it) and keep it. Returns the checkpoint's note text.
-pub fn issue(conn: &Connection, notary: &Notary, now_ms: u64) -> Result<String, RecordsError> {
-    let size = tlog::size(conn)?;
-    if let Some((latest_size, note)) = latest(conn)? {
+/// covers it) and keep it. Returns the size it covers and the note text;
+/// size and root are read in one snapshot, whatever is appended meanwhile.
+pub fn issue(
+    conn: &Connection,
+    notary: &Notary,
+    now_ms: u64,
+) -> Result<(u64, String), RecordsError> {
+    let snapshot = conn.unchecked_transaction()?;
+    let size = tlog::size(&snapshot)?;
+    if let Some((latest_size, note)) = latest(&snapshot)? {
         if latest_size == size {
-            return Ok(note);
+            return Ok((size, note));
         }
     }
-    let note = notary.sign(size, tlog::root(conn, size)?)?;
-    conn.execute(
+    let note = notary.sign(size, tlog::root(&snapshot, size)?)?;
+    snapshot.execute(
         "INSERT INTO checkpoints (size, note, issued_ms) VALUES (?1, ?2, ?3)",
         params![size as i64, note, now_ms as i64],
     )?;
-    Ok(note)
+    snapshot.commit()?;
+    Ok((size, note))
 }
 
 pub fn latest(conn: &Connection) -> Result<Option<(u64, String)>, RecordsError> {
@@ -124,5 +131,14 @@ pub fn open_note(note: &str, verifier_key: &str) -> Result<Checkpoint, String> {
     if verified.is_empty() {
         return Err("no signature by the archive's key".into());
     }
-    Checkpoint::from_bytes(n.text()).map_err(|e| format!("not a checkpoint: {e}"))
+    let cp = Checkpoint::from_bytes(n.text()).map_err(|e| format!("not a checkpoint: {e}"))?;
+    // C2SP: the origin line names the log, and must be the key's name.
+    let key_name = verifier_key.split('+').next().unwrap_or_default();
+    if cp.origin() != key_name {
+        return Err(format!(
+            "checkpoint is for log `{}`, not `{key_name}`",
+            cp.origin()
+        ));
+    }
+    Ok(cp)
 }

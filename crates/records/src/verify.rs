@@ -89,6 +89,13 @@ pub struct Report {
     pub checkpoints: u64,
     /// Whether content commitments were checked (needs the archive key).
     pub content_checked: bool,
+    /// Whether checkpoint signatures were checked (needs the verifier key).
+    pub signatures_checked: bool,
+    /// Where the trusted receipt keys came from: `server` (a published
+    /// list given to verify) or `archive` (what the archive recorded).
+    pub receipt_keys_from: String,
+    /// Checkpoints held outside the archive that were checked.
+    pub external_checkpoints: u64,
     pub problems: Vec<Problem>,
 }
 
@@ -116,21 +123,47 @@ struct Row {
     leaf: Option<u64>,
 }
 
-/// Check the archive. `verifier_key` is the checkpoint key's public half
-/// (without it, checkpoints are checked against the tree but their
-/// signatures are not). `progress(done, total)` is called as leaves are
+/// What `verify` checks against beyond the archive itself: an insider
+/// can write to the archive's database, so the strongest checks use
+/// references kept elsewhere.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The checkpoint key's public half (C2SP verifier key). Without it,
+    /// checkpoint signatures are not checked (and the report says so).
+    pub verifier_key: Option<String>,
+    /// Checkpoints held outside the archive (by an auditor, a device, the
+    /// server's `GET /checkpoint`): today's log must extend each.
+    pub external_checkpoints: Vec<String>,
+    /// The server's receipt keys with their validity (key, from, until), as
+    /// published at `GET /v1/receipt-keys`. Without them, the keys the
+    /// archive itself recorded are used (and the report says so).
+    pub server_keys: Option<ServerKeys>,
+}
+
+/// Receipt keys and when each signed: key -> (from_ms, until_ms).
+pub type ServerKeys = BTreeMap<Vec<u8>, (u64, Option<u64>)>;
+
+/// Check the archive. `progress(done, total)` is called as leaves are
 /// recomputed.
 pub fn verify(
     archive: &Archive,
-    verifier_key: Option<&str>,
+    options: &Options,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Report, RecordsError> {
+    let verifier_key = options.verifier_key.as_deref();
     let conn = archive.conn();
     // One read transaction: a live archive is checked as of this moment,
     // whatever the records service appends meanwhile.
     let _snapshot = conn.unchecked_transaction()?;
     let mut report = Report {
         content_checked: archive.has_key(),
+        signatures_checked: verifier_key.is_some(),
+        receipt_keys_from: if options.server_keys.is_some() {
+            "server"
+        } else {
+            "archive"
+        }
+        .into(),
         ..Report::default()
     };
     let total = tlog::size(conn)?;
@@ -156,72 +189,145 @@ pub fn verify(
         )),
     }
 
-    // 2. Leaves: which records and tombstones the log holds.
-    let mut record_leaves: BTreeMap<u64, Option<i64>> = BTreeMap::new();
+    // 2. Leaves: what the log itself says it holds. Only the hashed data
+    //    counts; the `kind` and `record_id` columns are an index, checked
+    //    against it.
+    let mut by_place: BTreeMap<(String, u64), u64> = BTreeMap::new();
     let mut tombstoned: BTreeSet<u64> = BTreeSet::new();
+    // The index's record id per leaf: only a hint for naming a missing row.
+    let mut indexed_id: BTreeMap<u64, i64> = BTreeMap::new();
     {
-        let mut stmt =
-            conn.prepare("SELECT n, kind, record_id, data FROM tlog_leaves ORDER BY n")?;
-        let mut rows = stmt.query([])?;
+        let mut stmt = conn
+            .prepare("SELECT n, kind, record_id, data FROM tlog_leaves WHERE n < ?1 ORDER BY n")?;
+        let mut rows = stmt.query(params![tree.size as i64])?;
         while let Some(r) = rows.next()? {
             let n = r.get::<_, i64>(0)? as u64;
-            let kind: String = r.get(1)?;
-            let record_id: Option<i64> = r.get(2)?;
-            match kind.as_str() {
-                "record" => {
-                    record_leaves.insert(n, record_id);
-                }
-                "tombstone" => {
-                    let data: Vec<u8> = r.get(3)?;
-                    if let Ok(Leaf::Tombstone { record_leaf, .. }) = serde_json::from_slice(&data) {
-                        tombstoned.insert(record_leaf);
+            let kind: String = r
+                .get::<_, Option<String>>(1)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            if let Ok(Some(id)) = r.get::<_, Option<i64>>(2) {
+                indexed_id.insert(n, id);
+            }
+            let leaf: Leaf =
+                match serde_json::from_slice(r.get_ref(3)?.as_blob().unwrap_or_default()) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        report.problems.push(
+                            Problem::new(
+                                ProblemKind::Altered,
+                                format!("leaf {n} does not parse: {e}"),
+                            )
+                            .leaf(n),
+                        );
+                        continue;
+                    }
+                };
+            if kind != leaf.kind() {
+                report.problems.push(
+                    Problem::new(
+                        ProblemKind::Altered,
+                        format!(
+                            "leaf {n} is indexed as `{kind}` but is a {} leaf",
+                            leaf.kind()
+                        ),
+                    )
+                    .leaf(n),
+                );
+            }
+            match leaf {
+                Leaf::Record { conv, seq, .. } => {
+                    if let Some(first) = by_place.insert((conv.clone(), seq), n) {
+                        report.problems.push(
+                            Problem::new(
+                                ProblemKind::Altered,
+                                format!("leaves {first} and {n} both record {conv}#{seq}"),
+                            )
+                            .at(None, &conv, seq)
+                            .leaf(n),
+                        );
                     }
                 }
-                _ => {}
+                Leaf::Tombstone {
+                    record_leaf,
+                    conv,
+                    seq,
+                    ..
+                } => {
+                    // A tombstone follows the record it buries, and names it.
+                    if by_place.get(&(conv.clone(), seq)) != Some(&record_leaf) || record_leaf >= n
+                    {
+                        report.problems.push(
+                            Problem::new(
+                                ProblemKind::Altered,
+                                format!("tombstone leaf {n} names leaf {record_leaf} as {conv}#{seq}, which it is not"),
+                            )
+                            .at(None, &conv, seq)
+                            .leaf(n),
+                        );
+                    }
+                    tombstoned.insert(record_leaf);
+                }
+                Leaf::Action { .. } => {}
             }
         }
     }
 
-    // 3. Every record against its leaf; receipts; tombstones.
-    let known_keys = server_keys(archive)?;
-    let mut seqs: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
-    let mut row_ids: BTreeSet<i64> = BTreeSet::new();
+    // 3. Every record row against its leaf; receipts; tombstones.
+    let known_keys = match &options.server_keys {
+        Some(keys) => keys.clone(),
+        None => server_keys(archive)?,
+    };
+    let mut matched: BTreeSet<u64> = BTreeSet::new();
     for row in rows(archive)? {
         report.records += 1;
-        row_ids.insert(row.id);
-        seqs.entry(row.conv.clone()).or_default().insert(row.seq);
+        if let Some(n) = row.leaf {
+            if by_place.get(&(row.conv.clone(), row.seq)) == Some(&n) {
+                matched.insert(n);
+            }
+        }
         check_row(archive, &row, &known_keys, &tombstoned, &mut report)?;
     }
-    for (n, id) in &record_leaves {
-        if !id.is_some_and(|id| row_ids.contains(&id)) {
-            let mut p = Problem::new(
-                ProblemKind::Missing,
-                format!("leaf {n} records an entry whose archive row is gone"),
-            )
-            .leaf(*n);
-            if let Some(Ok(Leaf::Record { conv, seq, .. })) =
-                tlog::leaf(conn, *n)?.map(|(_, _, data)| serde_json::from_slice::<Leaf>(&data))
-            {
-                p = p.at(*id, &conv, seq);
-            }
-            report.problems.push(p);
+    for ((conv, seq), n) in &by_place {
+        if !matched.contains(n) {
+            report.problems.push(
+                Problem::new(
+                    ProblemKind::Missing,
+                    format!("leaf {n} records {conv}#{seq}, which is not in the archive"),
+                )
+                .at(indexed_id.get(n).copied(), conv, *seq)
+                .leaf(*n),
+            );
         }
     }
 
-    // 4. Each conversation's sequence, gap-free from 1.
+    // 4. Each conversation's sequence, as the log records it: gap-free
+    //    from 1. Gaps are reported as ranges, so a wild number costs one
+    //    line, not billions.
+    let mut seqs: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for (conv, seq) in by_place.keys() {
+        seqs.entry(conv.as_str()).or_default().push(*seq);
+    }
     report.conversations = seqs.len() as u64;
-    for (conv, s) in &seqs {
-        let last = s.iter().next_back().copied().unwrap_or(0);
-        for seq in 1..=last {
-            if !s.contains(&seq) {
+    for (conv, list) in &seqs {
+        let mut expected = 1u64;
+        for &seq in list {
+            if seq > expected {
+                let what = if seq - 1 == expected {
+                    format!("#{expected}")
+                } else {
+                    format!("#{expected} to #{}", seq - 1)
+                };
                 report.problems.push(
                     Problem::new(
                         ProblemKind::Gap,
-                        format!("{conv}: #{seq} is neither archived nor tombstoned"),
+                        format!("{conv}: {what} neither archived nor tombstoned"),
                     )
-                    .at(None, conv, seq),
+                    .at(None, conv, expected),
                 );
             }
+            expected = seq.saturating_add(1);
         }
     }
 
@@ -269,13 +375,37 @@ pub fn verify(
             )),
         }
     }
+    for (i, note) in options.external_checkpoints.iter().enumerate() {
+        report.external_checkpoints += 1;
+        let what = format!("the checkpoint held outside the archive (#{})", i + 1);
+        let cp = match verifier_key {
+            Some(k) => checkpoint::open_note(note, k),
+            None => unsigned_checkpoint(note),
+        };
+        match cp {
+            Err(e) => report
+                .problems
+                .push(Problem::new(ProblemKind::BadSignature, format!("{what}: {e}"))),
+            Ok(cp) if cp.size() > tree.size => report.problems.push(Problem::new(
+                ProblemKind::ForkedCheckpoint,
+                format!("{what} is for {} leaves; the log has only {}: it was cut back", cp.size(), tree.size),
+            )),
+            Ok(cp) => match tlog::root(conn, cp.size()) {
+                Ok(root) if &root == cp.hash() => {}
+                _ => report.problems.push(Problem::new(
+                    ProblemKind::ForkedCheckpoint,
+                    format!("{what} signed a root the log no longer has at size {}: history was rewritten", cp.size()),
+                )),
+            },
+        }
+    }
     Ok(report)
 }
 
 fn check_row(
     archive: &Archive,
     row: &Row,
-    known_keys: &BTreeSet<Vec<u8>>,
+    known_keys: &ServerKeys,
     tombstoned: &BTreeSet<u64>,
     report: &mut Report,
 ) -> Result<(), RecordsError> {
@@ -303,14 +433,26 @@ fn check_row(
             ProblemKind::BadSignature,
             "the server's receipt signature does not verify for this entry".into(),
         ));
-    } else if !known_keys.contains(&receipt.server_key) {
-        report.problems.push(here(
-            ProblemKind::BadSignature,
-            format!(
-                "the receipt is signed by {}, which is not a server key this archive knows",
-                hex::encode(&receipt.server_key)
-            ),
-        ));
+    } else {
+        match known_keys.get(&receipt.server_key) {
+            None => report.problems.push(here(
+                ProblemKind::BadSignature,
+                format!(
+                    "the receipt is signed by {}, which is not a known server key",
+                    hex::encode(&receipt.server_key)
+                ),
+            )),
+            Some((from, until))
+                if receipt.server_time_ms < *from
+                    || until.is_some_and(|u| receipt.server_time_ms > u) =>
+            {
+                report.problems.push(here(
+                    ProblemKind::BadSignature,
+                    "the receipt's key was not the server's key at the receipt's time".into(),
+                ))
+            }
+            Some(_) => {}
+        }
     }
     let Some(n) = row.leaf else {
         report.problems.push(here(
@@ -456,10 +598,10 @@ fn unsigned_checkpoint(note: &str) -> Result<tlog_tiles::checkpoint::Checkpoint,
         .map_err(|e| format!("not a checkpoint: {e}"))
 }
 
-fn server_keys(archive: &Archive) -> Result<BTreeSet<Vec<u8>>, RecordsError> {
+fn server_keys(archive: &Archive) -> Result<ServerKeys, RecordsError> {
     let mut stmt = archive.conn().prepare("SELECT key FROM server_keys")?;
     let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.map(|k| Ok((k?, (0, None)))).collect()
 }
 
 fn rows(archive: &Archive) -> Result<Vec<Row>, RecordsError> {

@@ -859,12 +859,51 @@ impl Core {
                 "consistency path hashes are 32 bytes",
             ));
         }
-        // The size is the checkpoint's second line.
-        let size = checkpoint
-            .lines()
-            .nth(1)
-            .and_then(|l| l.parse::<u64>().ok())
-            .ok_or_else(|| refuse(ErrorCode::BadFrame, "not a tlog checkpoint (no size line)"))?;
+        let new = read_checkpoint(&checkpoint)?;
+        let size = new.size();
+        // Each published checkpoint must extend the one before: the chain
+        // devices walk is consistent by construction (they check it too).
+        if let Some(last) = self
+            .store
+            .checkpoints_after(0)
+            .map_err(internal)?
+            .last()
+            .map(|c| read_checkpoint(&c.checkpoint))
+            .transpose()?
+        {
+            let extends = if size == last.size() {
+                new.hash() == last.hash()
+            } else {
+                let path: Vec<tlog_tiles::tlog::Hash> = link
+                    .consistency_path
+                    .iter()
+                    .filter_map(|h| {
+                        <[u8; 32]>::try_from(h.as_slice())
+                            .ok()
+                            .map(tlog_tiles::tlog::Hash)
+                    })
+                    .collect();
+                size > last.size()
+                    && link.from_size == Some(last.size())
+                    && tlog_tiles::tlog::check_tree(
+                        &path,
+                        size,
+                        *new.hash(),
+                        last.size(),
+                        *last.hash(),
+                    )
+                    .is_ok()
+            };
+            if !extends {
+                return Err(refuse(
+                    ErrorCode::BadFrame,
+                    format!(
+                        "this checkpoint (size {size}) does not provably extend the last published one (size {}); publish with a consistency proof from it",
+                        last.size()
+                    ),
+                ));
+            }
+        }
         self.store
             .add_checkpoint(size, &checkpoint, link.from_size, &link.consistency_path)
             .and_then(|()| self.store.set_meta("records.checkpoint", &checkpoint))
@@ -1205,6 +1244,16 @@ pub fn run_log_writer(
             }
         }
     }
+}
+
+/// The checkpoint inside a signed note. The signature is the devices' to
+/// check (against the key they pinned); the server only keeps the chain
+/// consistent.
+fn read_checkpoint(note: &str) -> Result<tlog_tiles::checkpoint::Checkpoint, ProtocolError> {
+    let n = signed_note::Note::from_bytes(note.as_bytes())
+        .map_err(|e| refuse(ErrorCode::BadFrame, format!("not a signed note: {e}")))?;
+    tlog_tiles::checkpoint::Checkpoint::from_bytes(n.text())
+        .map_err(|e| refuse(ErrorCode::BadFrame, format!("not a tlog checkpoint: {e}")))
 }
 
 /// What an accepted commit (or proposal) changes in the followed group.
