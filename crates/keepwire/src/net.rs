@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
-use keepwire_protocol::{ClientFrame, ProtocolError, Request, ServerBody, ServerFrame};
+use keepwire_protocol::{ClientFrame, Delivery, ProtocolError, Request, ServerBody, ServerFrame};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
@@ -146,16 +146,21 @@ impl Conn {
         self.pushes.pop_front()
     }
 
-    /// Every push received and not yet handled, in arrival order.
-    pub fn take_queued(&mut self) -> Vec<ServerBody> {
-        self.pushes.drain(..).collect()
-    }
-
-    /// Put pushes back in front of any that arrived since, keeping order.
-    pub fn requeue_front(&mut self, pushes: Vec<ServerBody>) {
-        for p in pushes.into_iter().rev() {
-            self.pushes.push_front(p);
+    /// Take out the queued deliveries of `conv` that precede `seq`, in
+    /// order, leaving every other push queued as it was: what must be
+    /// processed before one's own commit at `seq` is applied (they arrived
+    /// while the commit was on its way).
+    pub fn take_deliveries_before(&mut self, conv: &str, seq: u64) -> Vec<Delivery> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.pushes.len());
+        for p in self.pushes.drain(..) {
+            match p {
+                ServerBody::Deliver(d) if d.conv == conv && d.seq < seq => taken.push(d),
+                other => kept.push_back(other),
+            }
         }
+        self.pushes = kept;
+        taken
     }
 
     /// The next pushed frame, waiting for one if none is queued.

@@ -373,16 +373,9 @@ async fn commit_as_records(
             tracing::info!(conv, seq = r.seq, "records member committed");
             // Entries of this conversation that precede the commit and
             // arrived while it was on its way are archived first.
-            let mut later = Vec::new();
-            for push in conn.take_queued() {
-                match push {
-                    ServerBody::Deliver(d) if d.conv == conv && d.seq < r.seq => {
-                        capture_and_ack(conn, capture, &d).await?
-                    }
-                    other => later.push(other),
-                }
+            for d in conn.take_deliveries_before(conv, r.seq) {
+                capture_and_ack(conn, capture, &d).await?;
             }
-            conn.requeue_front(later);
             if let Some(seq) = capture.own_commit_accepted(message, r)? {
                 conn.request(Request::Ack {
                     conv: conv.to_string(),

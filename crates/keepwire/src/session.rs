@@ -404,16 +404,9 @@ impl Online {
             Ok(ServerBody::Receipt(r)) => {
                 // Entries before the commit that arrived while it was on its
                 // way are processed first, in the old epoch.
-                let mut later = Vec::new();
-                for push in self.conn.take_queued() {
-                    match push {
-                        ServerBody::Deliver(d) if d.conv == conv && d.seq < r.seq => {
-                            self.handle_push(ServerBody::Deliver(d)).await?;
-                        }
-                        other => later.push(other),
-                    }
+                for d in self.conn.take_deliveries_before(conv, r.seq) {
+                    self.handle_push(ServerBody::Deliver(d)).await?;
                 }
-                self.conn.requeue_front(later);
                 self.device.commit_accepted(conv, r.seq)?;
                 self.conn
                     .request(Request::Ack {
