@@ -24,6 +24,11 @@ fn demo_sends_disappears_and_captures_everything() {
     assert_eq!(v["captured_verified"], 5);
     assert_eq!(v["remaining_on_devices"], 0);
     assert_eq!(v["remaining_on_relay"], 0);
+    assert_eq!(
+        v["archive_problems"], 0,
+        "the archive verifies against its log"
+    );
+    assert!(v["log_leaves"].as_u64().unwrap() >= 5);
 }
 
 #[test]
