@@ -146,6 +146,13 @@ impl Conn {
         self.pushes.pop_front()
     }
 
+    /// Put pushes back in front of any that arrived since, keeping order.
+    pub fn requeue_front(&mut self, pushes: Vec<ServerBody>) {
+        for p in pushes.into_iter().rev() {
+            self.pushes.push_front(p);
+        }
+    }
+
     /// Take out the queued deliveries of `conv` that precede `seq`, in
     /// order, leaving every other push queued as it was: what must be
     /// processed before one's own commit at `seq` is applied (they arrived
@@ -161,6 +168,32 @@ impl Conn {
         }
         self.pushes = kept;
         taken
+    }
+
+    /// A pushed frame that is already here (queued, or buffered by the
+    /// socket), without waiting: how the records service gathers a batch.
+    pub fn try_next_push(&mut self) -> Result<Option<ServerBody>> {
+        use futures_util::FutureExt;
+        if let Some(p) = self.pushes.pop_front() {
+            return Ok(Some(p));
+        }
+        loop {
+            match self.ws.next().now_or_never() {
+                None => return Ok(None),
+                Some(None) | Some(Some(Ok(Message::Close(_)))) => {
+                    bail!("server closed the connection")
+                }
+                Some(Some(Err(e))) => return Err(anyhow!("connection error: {e}")),
+                Some(Some(Ok(Message::Text(t)))) => {
+                    let f = ServerFrame::from_json(&t)
+                        .with_context(|| format!("server sent an unreadable frame: {t}"))?;
+                    if f.id.is_none() {
+                        return Ok(Some(f.body));
+                    }
+                }
+                Some(Some(Ok(_))) => continue,
+            }
+        }
     }
 
     /// The next pushed frame, waiting for one if none is queued.

@@ -251,7 +251,23 @@ async fn records_once(
                 // the Welcome on the server.
                 capture.join(&conv, seq, &message)?;
             }
-            ServerBody::Deliver(d) => capture_and_ack(&mut conn, &mut capture, &d).await?,
+            ServerBody::Deliver(d) => {
+                // Everything already here goes into one durable write.
+                let mut batch = vec![d];
+                while batch.len() < CAPTURE_BATCH {
+                    match conn.try_next_push()? {
+                        Some(ServerBody::Deliver(d)) => batch.push(d),
+                        Some(other) => {
+                            conn.requeue_front(vec![other]);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                for (conv, seq) in capture.capture_batch(&batch)? {
+                    conn.request(Request::Ack { conv, seq }).await?;
+                }
+            }
             ServerBody::Evict { conv, devices } => {
                 evict(&mut conn, &mut capture, &conv, &devices).await?;
             }
@@ -318,6 +334,9 @@ fn checkpoint_to_publish(
         link,
     }))
 }
+
+/// Most entries captured in one durable write.
+const CAPTURE_BATCH: usize = 256;
 
 /// Archive one entry, then acknowledge it.
 async fn capture_and_ack(conn: &mut Conn, capture: &mut Capture, d: &Delivery) -> Result<()> {

@@ -21,6 +21,28 @@ pub struct Capture {
     proposals: std::collections::BTreeSet<String>,
     /// Entries archived as unprocessable, not yet reported to the server.
     failed: Vec<(String, u64, String)>,
+    /// Records decrypted but not yet durable (see [`Capture::capture_batch`]).
+    staged: Vec<Staged>,
+    /// Per conversation: the last staged seq, and whether its MLS state
+    /// must be written (false: only the cursor moves).
+    dirty: std::collections::BTreeMap<String, (u64, bool)>,
+}
+
+/// A record waiting for the batch's one durable write.
+struct Staged {
+    conv: String,
+    seq: u64,
+    kind: &'static str,
+    epoch: u64,
+    sender: String,
+    participants: Vec<String>,
+    server_time_ms: u64,
+    captured_at_ms: u64,
+    expire_after_secs: Option<u64>,
+    burn_on_read: bool,
+    receipt: Receipt,
+    plaintext: Option<Vec<u8>>,
+    note: Option<String>,
 }
 
 impl Capture {
@@ -31,12 +53,87 @@ impl Capture {
             clock,
             proposals: Default::default(),
             failed: Vec::new(),
+            staged: Vec::new(),
+            dirty: Default::default(),
         }
     }
 
-    /// Capture one entry; returns the sequence number to acknowledge.
+    /// Capture one entry, durably; returns the sequence number to acknowledge.
     pub fn capture(&mut self, d: &Delivery) -> Result<Option<u64>, RecordsError> {
+        let seq = self.stage(d)?;
+        self.flush()?;
+        Ok(seq)
+    }
+
+    /// Capture several entries with one durable archive write and one MLS
+    /// state write per conversation (group commit): the (conv, seq) pairs
+    /// to acknowledge, in order, once this returns. A crash before it
+    /// returns loses nothing: nothing was acknowledged, so the server
+    /// redelivers, and archived entries are recognised.
+    pub fn capture_batch(&mut self, ds: &[Delivery]) -> Result<Vec<(String, u64)>, RecordsError> {
+        let mut acks = Vec::with_capacity(ds.len());
+        for d in ds {
+            if let Some(seq) = self.stage(d)? {
+                acks.push((d.conv.clone(), seq));
+            }
+        }
+        self.flush()?;
+        Ok(acks)
+    }
+
+    /// Make everything staged durable: the records first, then each
+    /// conversation's MLS state and cursor.
+    fn flush(&mut self) -> Result<(), RecordsError> {
+        if !self.staged.is_empty() {
+            let staged = std::mem::take(&mut self.staged);
+            let records: Vec<NewRecord<'_>> = staged
+                .iter()
+                .map(|r| NewRecord {
+                    conv: &r.conv,
+                    seq: r.seq,
+                    kind: r.kind,
+                    epoch: r.epoch,
+                    sender: &r.sender,
+                    participants: &r.participants,
+                    server_time_ms: r.server_time_ms,
+                    captured_at_ms: r.captured_at_ms,
+                    expire_after_secs: r.expire_after_secs,
+                    burn_on_read: r.burn_on_read,
+                    receipt: &r.receipt,
+                    plaintext: r.plaintext.as_deref(),
+                    note: r.note.as_deref(),
+                })
+                .collect();
+            self.archive.insert_many(&records)?;
+        }
+        for (conv, (seq, save)) in std::mem::take(&mut self.dirty) {
+            if save {
+                self.device.save(&conv, seq)?;
+            } else {
+                self.device.skip(&conv, seq)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn mark(&mut self, conv: &str, seq: u64, save: bool) {
+        let e = self.dirty.entry(conv.to_string()).or_insert((seq, false));
+        e.0 = seq;
+        e.1 |= save;
+    }
+
+    /// Where `conv` stands, counting what is staged.
+    fn cursor(&self, conv: &str) -> Result<u64, RecordsError> {
+        match self.dirty.get(conv) {
+            Some((seq, _)) => Ok(*seq),
+            None => Ok(self.device.cursor(conv)?),
+        }
+    }
+
+    /// Decrypt one entry and stage its record.
+    fn stage(&mut self, d: &Delivery) -> Result<Option<u64>, RecordsError> {
         if self.archive.contains(&d.conv, d.seq)? {
+            self.flush()?;
             // Archived before a crash; make sure the state caught up too.
             if self.device.cursor(&d.conv)? < d.seq {
                 if let Ok(
@@ -50,7 +147,7 @@ impl Capture {
             }
             return Ok(Some(d.seq));
         }
-        let cursor = self.device.cursor(&d.conv)?;
+        let cursor = self.cursor(&d.conv)?;
         if d.seq > cursor + 1 {
             // Never archive past a gap: the connection restarts and the
             // server replays from the last contiguous acknowledgement.
@@ -158,26 +255,23 @@ impl Capture {
             // Keep it anyway: a record that does not parse is still a record.
             tracing::warn!(conv = %d.conv, seq = d.seq, error = %e, "captured content does not parse");
         }
-        self.archive.insert(&NewRecord {
-            conv: &d.conv,
+        self.staged.push(Staged {
+            conv: d.conv.clone(),
             seq: d.seq,
             kind,
             epoch,
-            sender: &sender,
-            participants: &participants,
+            sender,
+            participants,
             server_time_ms: d.server_time_ms,
             captured_at_ms: now,
             expire_after_secs,
             burn_on_read,
-            receipt: &d.receipt,
-            plaintext: content.as_deref(),
-            note: note.as_deref(),
-        })?;
-        if matches!(incoming, Incoming::Undecryptable { .. }) {
-            self.device.skip(&d.conv, d.seq)?;
-        } else {
-            self.device.save(&d.conv, d.seq)?;
-        }
+            receipt: d.receipt.clone(),
+            plaintext: content,
+            note,
+        });
+        let save = !matches!(incoming, Incoming::Undecryptable { .. });
+        self.mark(&d.conv, d.seq, save);
         Ok(Some(d.seq))
     }
 
@@ -192,22 +286,22 @@ impl Capture {
         let participants = self.device.participants(&d.conv).unwrap_or_default();
         let epoch = self.device.epoch(&d.conv).unwrap_or_default();
         let note = format!("the records member could not process this entry: {reason}; sender as named by the server, unverified");
-        self.archive.insert(&NewRecord {
-            conv: &d.conv,
+        self.staged.push(Staged {
+            conv: d.conv.clone(),
             seq: d.seq,
             kind: "unprocessable",
             epoch,
-            sender: claimed,
-            participants: &participants,
+            sender: claimed.to_string(),
+            participants,
             server_time_ms: d.server_time_ms,
             captured_at_ms: self.clock.now_ms(),
             expire_after_secs: None,
             burn_on_read: false,
-            receipt: &d.receipt,
+            receipt: d.receipt.clone(),
             plaintext: None,
-            note: Some(&note),
-        })?;
-        self.device.skip(&d.conv, d.seq)?;
+            note: Some(note),
+        });
+        self.mark(&d.conv, d.seq, false);
         self.failed
             .push((d.conv.clone(), d.seq, reason.chars().take(300).collect()));
         Ok(Some(d.seq))
