@@ -159,7 +159,11 @@ impl Core {
 
     /// The records service's latest published checkpoint.
     pub fn checkpoint(&self) -> Option<String> {
-        self.store.meta("records.checkpoint").ok().flatten()
+        self.store
+            .latest_checkpoint()
+            .ok()
+            .flatten()
+            .map(|c| c.checkpoint)
     }
 
     pub fn backlog(&self) -> u64 {
@@ -865,9 +869,8 @@ impl Core {
         // devices walk is consistent by construction (they check it too).
         if let Some(last) = self
             .store
-            .checkpoints_after(0)
+            .latest_checkpoint()
             .map_err(internal)?
-            .last()
             .map(|c| read_checkpoint(&c.checkpoint))
             .transpose()?
         {
@@ -906,7 +909,6 @@ impl Core {
         }
         self.store
             .add_checkpoint(size, &checkpoint, link.from_size, &link.consistency_path)
-            .and_then(|()| self.store.set_meta("records.checkpoint", &checkpoint))
             .and_then(|()| self.store.set_meta("records.verifier_key", &verifier_key))
             .map_err(internal)?;
         Ok(ServerBody::Ok)
@@ -918,11 +920,16 @@ impl Core {
             .meta("records.verifier_key")
             .map_err(internal)?
             .unwrap_or_default();
-        let mut chain = self.store.checkpoints_after(since_size).map_err(internal)?;
-        if since_size == 0 {
+        let chain = if since_size == 0 {
             // A device that pinned nothing yet starts from the latest.
-            chain = chain.split_off(chain.len().saturating_sub(1));
-        }
+            self.store
+                .latest_checkpoint()
+                .map_err(internal)?
+                .into_iter()
+                .collect()
+        } else {
+            self.store.checkpoints_after(since_size).map_err(internal)?
+        };
         Ok(ServerBody::Checkpoints {
             verifier_key,
             chain,

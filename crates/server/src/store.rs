@@ -477,10 +477,32 @@ impl Store {
         &self,
         since_size: u64,
     ) -> Result<Vec<keepwire_protocol::PublishedCheckpoint>, ServerError> {
-        let mut stmt = self.conn.prepare_cached(
+        self.query_checkpoints(
             "SELECT note, from_size, path FROM checkpoints WHERE size > ?1 ORDER BY size",
-        )?;
-        let rows = stmt.query_map(params![since_size as i64], |r| {
+            since_size,
+        )
+    }
+
+    /// The latest published checkpoint (one indexed read, however long the
+    /// history).
+    pub fn latest_checkpoint(
+        &self,
+    ) -> Result<Option<keepwire_protocol::PublishedCheckpoint>, ServerError> {
+        Ok(self
+            .query_checkpoints(
+                "SELECT note, from_size, path FROM checkpoints WHERE size >= ?1 ORDER BY size DESC LIMIT 1",
+                0,
+            )?
+            .pop())
+    }
+
+    fn query_checkpoints(
+        &self,
+        sql: &str,
+        size: u64,
+    ) -> Result<Vec<keepwire_protocol::PublishedCheckpoint>, ServerError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params![size as i64], |r| {
             let path: Vec<u8> = r.get(2)?;
             Ok(keepwire_protocol::PublishedCheckpoint {
                 checkpoint: r.get(0)?,
