@@ -45,6 +45,15 @@ pub fn sign_challenge(secret: &SignatureSecretKey, nonce: &[u8]) -> Result<Vec<u
         .map_err(|e| ClientError::Store(format!("signing failed: {e:?}")))
 }
 
+/// A fresh device signing key pair: what a device that only needs to
+/// authenticate (an idle connection in the load generator) carries.
+pub fn new_signature_key() -> Result<(SignatureSecretKey, Vec<u8>), ClientError> {
+    let (secret, public) = suite()
+        .signature_key_generate()
+        .map_err(|e| ClientError::Store(format!("key generation failed: {e:?}")))?;
+    Ok((secret, public.as_bytes().to_vec()))
+}
+
 /// A device that has keys but has not redeemed an enrolment code yet.
 pub struct PendingDevice {
     store: Store,
@@ -65,10 +74,18 @@ impl PendingDevice {
                 dir.display()
             )));
         }
-        let store = Store::open(&path, passphrase)?;
-        let (secret, public) = suite()
-            .signature_key_generate()
-            .map_err(|e| ClientError::Store(format!("key generation failed: {e:?}")))?;
+        Self::with_store(Store::open(&path, passphrase)?, path)
+    }
+
+    /// A device that lives in memory only ([`Store::in_memory`]): the load
+    /// generator's devices, which run the same code as real ones.
+    pub fn in_memory() -> Result<Self, ClientError> {
+        Self::with_store(Store::in_memory()?, std::path::PathBuf::new())
+    }
+
+    fn with_store(store: Store, path: std::path::PathBuf) -> Result<Self, ClientError> {
+        let (secret, public) = new_signature_key()?;
+        let public = SignaturePublicKey::new(public);
         store.put("identity", b"secret", secret.as_bytes())?;
         store.put("identity", b"public", public.as_bytes())?;
         Ok(Self {
@@ -83,6 +100,9 @@ impl PendingDevice {
     /// but this attempt's fresh keys.
     pub fn abandon(self) -> Result<(), ClientError> {
         drop(self.store);
+        if self.path.as_os_str().is_empty() {
+            return Ok(()); // in memory: nothing on disk
+        }
         for suffix in ["", "-wal", "-shm"] {
             let mut p = self.path.clone().into_os_string();
             p.push(suffix);

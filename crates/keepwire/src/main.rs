@@ -1,6 +1,7 @@
 //! keepwire: secure messaging for public agencies — disappearing for the
 //! people in the conversation, never lost for the record.
 
+mod bench;
 mod config;
 mod demo;
 mod net;
@@ -31,6 +32,13 @@ struct Cli {
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Medians of several runs (keepwire's and the peers' JSON lines): a
+    /// markdown table and a throughput-against-latency plot.
+    Report(bench::report::ReportArgs),
 }
 
 #[derive(Subcommand)]
@@ -69,6 +77,15 @@ enum Command {
     Records {
         #[command(subcommand)]
         command: RecordsCommand,
+    },
+    /// Load generator: measure the server, the records service and the
+    /// clients under load (`bench report` turns results into tables and a plot).
+    #[command(args_conflicts_with_subcommands = true)]
+    Bench {
+        #[command(subcommand)]
+        command: Option<BenchCommand>,
+        #[command(flatten)]
+        args: bench::BenchArgs,
     },
     /// Run the whole path end to end in a temporary directory and check it.
     Demo {
@@ -476,6 +493,14 @@ async fn run(cli: Cli) -> Result<()> {
             command: Some(command),
             ..
         } => chat(command).await,
+        Command::Bench {
+            command: Some(BenchCommand::Report(args)),
+            ..
+        } => bench::report::run(args),
+        Command::Bench {
+            command: None,
+            args,
+        } => bench::run(args).await,
         Command::Demo {
             data_dir,
             timer,

@@ -142,6 +142,17 @@ impl Conn {
         }
     }
 
+    /// The socket and the pushes queued so far, for a caller that drives
+    /// the connection itself (the load generator pipelines requests).
+    pub fn into_parts(
+        self,
+    ) -> (
+        WebSocketStream<MaybeTlsStream<TcpStream>>,
+        VecDeque<ServerBody>,
+    ) {
+        (self.ws, self.pushes)
+    }
+
     pub fn queued_push(&mut self) -> Option<ServerBody> {
         self.pushes.pop_front()
     }

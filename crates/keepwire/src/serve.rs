@@ -335,8 +335,7 @@ fn checkpoint_to_publish(
     }))
 }
 
-/// Most entries captured in one durable write.
-const CAPTURE_BATCH: usize = 256;
+use keepwire_records::capture::CAPTURE_BATCH;
 
 /// Archive one entry, then acknowledge it.
 async fn capture_and_ack(conn: &mut Conn, capture: &mut Capture, d: &Delivery) -> Result<()> {

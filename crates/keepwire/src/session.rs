@@ -68,8 +68,21 @@ impl Online {
 /// server refuses, the half-made device is removed, so the same directory
 /// can be used again with a good code.
 pub async fn enroll(server: &str, code: &str, dir: &Path, passphrase: &str) -> Result<Online> {
+    enroll_device(server, code, || Ok(PendingDevice::create(dir, passphrase)?)).await
+}
+
+/// Enrol a device that lives in memory only (the load generator's).
+pub async fn enroll_in_memory(server: &str, code: &str) -> Result<Online> {
+    enroll_device(server, code, || Ok(PendingDevice::in_memory()?)).await
+}
+
+async fn enroll_device(
+    server: &str,
+    code: &str,
+    create: impl FnOnce() -> Result<PendingDevice>,
+) -> Result<Online> {
     let mut conn = Conn::connect(server).await?;
-    let pending = PendingDevice::create(dir, passphrase)?;
+    let pending = create()?;
     let answer = match conn
         .request(pending.enroll_request(code, &conn.nonce)?)
         .await

@@ -45,6 +45,11 @@ struct Staged {
     note: Option<String>,
 }
 
+/// Most entries the records service captures in one durable write, when
+/// that many are already waiting (one batch = one archive transaction and
+/// one MLS state write per conversation).
+pub const CAPTURE_BATCH: usize = 256;
+
 impl Capture {
     pub fn new(device: Device, archive: Archive, clock: keepwire_protocol::clock::Clock) -> Self {
         Self {

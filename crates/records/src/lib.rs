@@ -10,6 +10,7 @@
 
 pub mod archive;
 pub mod capture;
+pub mod capture_limit;
 pub mod checkpoint;
 pub mod tlog;
 pub mod verify;
