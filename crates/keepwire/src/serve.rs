@@ -264,8 +264,8 @@ async fn records_once(
                         None => break,
                     }
                 }
-                for (conv, seq) in capture.capture_batch(&batch)? {
-                    conn.request(Request::Ack { conv, seq }).await?;
+                for (conv, from, to) in archived_ranges(capture.capture_batch(&batch)?) {
+                    conn.request(Request::Archived { conv, from, to }).await?;
                 }
             }
             ServerBody::Evict { conv, devices } => {
@@ -281,6 +281,21 @@ async fn records_once(
         }
         report_failures(&mut conn, &mut capture).await?;
     }
+}
+
+/// A batch's captured entries as one contiguous range per conversation
+/// run (`capture_batch` lists them in order, each conversation's
+/// increasing), so the server hears one acknowledgement per run instead of
+/// one per entry.
+fn archived_ranges(captured: Vec<(String, u64)>) -> Vec<(String, u64, u64)> {
+    let mut ranges: Vec<(String, u64, u64)> = Vec::new();
+    for (conv, seq) in captured {
+        match ranges.iter_mut().rev().find(|(c, _, _)| *c == conv) {
+            Some((_, _, to)) if *to + 1 == seq => *to = seq,
+            _ => ranges.push((conv, seq, seq)),
+        }
+    }
+    ranges
 }
 
 /// The size of the last checkpoint the server published, if any.
@@ -434,4 +449,30 @@ pub async fn serve_embedded(
         }
     });
     Ok(started)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::archived_ranges;
+
+    #[test]
+    fn captured_entries_become_one_range_per_contiguous_run() {
+        let c = |v: &[(&str, u64)]| v.iter().map(|(c, s)| (c.to_string(), *s)).collect();
+        assert_eq!(
+            archived_ranges(c(&[
+                ("a", 3),
+                ("b", 7),
+                ("a", 4),
+                ("a", 5),
+                ("b", 8),
+                ("a", 9)
+            ])),
+            vec![
+                ("a".to_string(), 3, 5),
+                ("b".to_string(), 7, 8),
+                ("a".to_string(), 9, 9)
+            ]
+        );
+        assert!(archived_ranges(Vec::new()).is_empty());
+    }
 }

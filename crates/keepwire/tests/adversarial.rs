@@ -261,6 +261,20 @@ fn a_modified_client_is_refused_every_forbidden_action() {
             "a message for a past epoch",
         );
 
+        // A member claiming to be the records service: only it may say
+        // what is archived (that is what lets the relay drop entries).
+        refused(
+            a.wire
+                .call(Request::Archived {
+                    conv: conv.clone(),
+                    from: 1,
+                    to: 2,
+                })
+                .await,
+            ErrorCode::Unauthorized,
+            "archived ranges from a device that is not the records service",
+        );
+
         // An oversize application message.
         let big = g
             .encrypt_application_message(&vec![b'x'; 100 * 1024], vec![])

@@ -137,6 +137,10 @@ pub enum Request {
     /// The device has durably stored everything up to `seq` in `conv`. For
     /// the records service this means archived.
     Ack { conv: String, seq: u64 },
+    /// From the records service only: entries `from..=to` of `conv` are
+    /// durably archived (one acknowledgement for a whole captured batch;
+    /// `from` must follow what it acknowledged before).
+    Archived { conv: String, from: u64, to: u64 },
     /// Ask for everything not yet acknowledged: pending welcomes, then each
     /// conversation's log from this device's cursor, in order.
     Sync,

@@ -300,7 +300,22 @@ impl Core {
             Request::CaptureFailed { conv, seq, reason } => {
                 self.capture_failed(&device, &conv, seq, &reason)
             }
-            Request::Ack { conv, seq } => self.ack(&device, &conv, seq),
+            Request::Ack { conv, seq } => self.ack(&device, &conv, seq, seq),
+            Request::Archived { conv, from, to } => {
+                if device.user != RECORDS_USER {
+                    return Err(refuse(
+                        ErrorCode::Unauthorized,
+                        "only the records service reports archived entries",
+                    ));
+                }
+                if from == 0 || from > to {
+                    return Err(refuse(
+                        ErrorCode::BadFrame,
+                        format!("archived range {from}..={to} is empty or starts before 1"),
+                    ));
+                }
+                self.ack(&device, &conv, from, to)
+            }
             Request::Sync => self.sync(session, &device),
             Request::Conversations => Ok(ServerBody::Conversations {
                 conversations: self
@@ -1043,10 +1058,13 @@ impl Core {
         }
     }
 
+    /// `device` has stored entries `from..=seq` of `conv` (a plain ack
+    /// names only `seq`: `from == seq`).
     fn ack(
         &mut self,
         device: &DeviceRow,
         conv: &str,
+        from: u64,
         seq: u64,
     ) -> Result<ServerBody, ProtocolError> {
         let c = self.convs.get_mut(conv).ok_or_else(|| {
@@ -1066,9 +1084,10 @@ impl Core {
         }
         let records = device.user == RECORDS_USER;
         // The records service archives in order, so its acknowledgements
-        // advance one entry at a time; a jump would certify entries it never
+        // advance without gaps (one entry, or a range it names from where
+        // the last one ended); a jump would certify entries it never
         // archived.
-        if records && seq > c.records_acked + 1 {
+        if records && from > c.records_acked + 1 {
             return Err(refuse(
                 ErrorCode::BadFrame,
                 format!(

@@ -596,6 +596,25 @@ impl Store {
         seq: u64,
         records: bool,
     ) -> Result<(), ServerError> {
+        // An acknowledgement need not survive a power cut: losing one only
+        // means the entries are delivered again, which devices and the
+        // records service recognise. So it is committed without waiting for
+        // the disk (WAL, synchronous=NORMAL: still atomic and ordered; the
+        // next durable commit carries it to disk), which keeps the fsync
+        // off the core's lock for the most frequent request there is.
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let r = self.ack_in_tx(device, conv, seq, records);
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        r
+    }
+
+    fn ack_in_tx(
+        &mut self,
+        device: &str,
+        conv: &str,
+        seq: u64,
+        records: bool,
+    ) -> Result<(), ServerError> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO cursors (device, conv, acked) VALUES (?1, ?2, ?3)

@@ -101,8 +101,13 @@ async fn checkpoint(State(state): State<AppState>) -> axum::response::Response {
 }
 
 async fn ws_handler(ws: WebSocketUpgrade, State(state): State<AppState>) -> impl IntoResponse {
+    // Small starting buffers (they grow for large frames): most devices sit
+    // idle, and tungstenite's 128 KiB defaults would cost each connection
+    // far more memory than its state does.
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
         .on_upgrade(move |socket| connection(socket, state))
 }
 
