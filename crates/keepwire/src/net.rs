@@ -83,7 +83,7 @@ impl Conn {
                     .max_message_size(Some(keepwire_protocol::MAX_FRAME_BYTES * 2))
                     .max_frame_size(Some(keepwire_protocol::MAX_FRAME_BYTES * 2)),
             ),
-            false,
+            true, // no Nagle delay: requests are small and answered at once
             connector,
         )
         .await

@@ -114,6 +114,9 @@ impl Archive {
     pub fn open(dir: &Path, with_key: bool) -> Result<Self, RecordsError> {
         std::fs::create_dir_all(dir)?;
         let conn = Connection::open(dir.join(ARCHIVE_DB))?;
+        // Every statement is prepared once per connection (parsing was a
+        // tenth of the server's CPU under load); room for all of them.
+        conn.set_prepared_statement_cache_capacity(128);
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;
              PRAGMA mmap_size=1073741824; PRAGMA cache_size=-65536;
@@ -211,11 +214,12 @@ impl Archive {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (conv, seq, leaf, has_key): (String, i64, Option<i64>, bool) = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT conv, seq, leaf, wrapped_key IS NOT NULL FROM records WHERE id=?1",
-                params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
+            )?
+            .query_row(params![id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?
             .ok_or_else(|| RecordsError::Archive(format!("no record {id}")))?;
         if !has_key {
@@ -226,10 +230,8 @@ impl Archive {
         let leaf = leaf.ok_or_else(|| {
             RecordsError::Archive(format!("record {id} has no transparency-log leaf"))
         })?;
-        tx.execute(
-            "UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=?1",
-            params![id],
-        )?;
+        tx.prepare_cached("UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=?1")?
+            .execute(params![id])?;
         crate::tlog::append(
             &tx,
             &crate::tlog::Leaf::Tombstone {
@@ -252,11 +254,10 @@ impl Archive {
         type Sealed = (String, i64, Option<Vec<u8>>, Option<Vec<u8>>);
         let row: Option<Sealed> = self
             .conn
-            .query_row(
-                "SELECT conv, seq, wrapped_key, body FROM records WHERE id=?1",
-                params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
+            .prepare_cached("SELECT conv, seq, wrapped_key, body FROM records WHERE id=?1")?
+            .query_row(params![id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?;
         let Some((conv, seq, Some(w), Some(b))) = row else {
             return Ok(None);
@@ -284,17 +285,15 @@ impl Archive {
     pub fn meta(&self, k: &str) -> Result<Option<String>, RecordsError> {
         Ok(self
             .conn
-            .query_row("SELECT v FROM archive_meta WHERE k=?1", params![k], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT v FROM archive_meta WHERE k=?1")?
+            .query_row(params![k], |r| r.get(0))
             .optional()?)
     }
 
     pub fn set_meta(&self, k: &str, v: &str) -> Result<(), RecordsError> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO archive_meta (k, v) VALUES (?1, ?2)",
-            params![k, v],
-        )?;
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO archive_meta (k, v) VALUES (?1, ?2)")?
+            .execute(params![k, v])?;
         Ok(())
     }
 
@@ -328,7 +327,7 @@ impl Archive {
             let mut read = tx.prepare(
                 "SELECT id, conv, seq, wrapped_key FROM records WHERE wrapped_key IS NOT NULL",
             )?;
-            let mut write = tx.prepare("UPDATE records SET wrapped_key=?1 WHERE id=?2")?;
+            let mut write = tx.prepare_cached("UPDATE records SET wrapped_key=?1 WHERE id=?2")?;
             let mut rows = read.query([])?;
             while let Some(r) = rows.next()? {
                 let id: i64 = r.get(0)?;
@@ -340,10 +339,8 @@ impl Archive {
             }
         }
         let id = key_id(&fresh);
-        tx.execute(
-            "INSERT OR REPLACE INTO archive_meta (k, v) VALUES ('key_id', ?1)",
-            params![id],
-        )?;
+        tx.prepare_cached("INSERT OR REPLACE INTO archive_meta (k, v) VALUES ('key_id', ?1)")?
+            .execute(params![id])?;
         crate::tlog::append(
             &tx,
             &crate::tlog::Leaf::Action {
@@ -364,21 +361,17 @@ impl Archive {
     pub fn contains(&self, conv: &str, seq: u64) -> Result<bool, RecordsError> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT 1 FROM records WHERE conv=?1 AND seq=?2",
-                params![conv, seq as i64],
-                |_| Ok(()),
-            )
+            .prepare_cached("SELECT 1 FROM records WHERE conv=?1 AND seq=?2")?
+            .query_row(params![conv, seq as i64], |_| Ok(()))
             .optional()?
             .is_some())
     }
 
     pub fn count(&self, kind: Option<&str>) -> Result<u64, RecordsError> {
-        Ok(self.conn.query_row(
-            "SELECT COUNT(*) FROM records WHERE ?1 IS NULL OR kind=?1",
-            params![kind],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
+        Ok(self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM records WHERE ?1 IS NULL OR kind=?1")?
+            .query_row(params![kind], |r| r.get::<_, i64>(0))? as u64)
     }
 
     /// Records in capture order; application messages only unless `all`.
@@ -486,11 +479,9 @@ fn insert_in(
         serde_json::to_string(r.receipt).map_err(|e| RecordsError::Archive(e.to_string()))?;
     let participants =
         serde_json::to_string(r.participants).map_err(|e| RecordsError::Archive(e.to_string()))?;
-    let n = tx.execute(
-        "INSERT OR IGNORE INTO records (conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms,
+    let n = tx.prepare_cached("INSERT OR IGNORE INTO records (conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms,
             expire_after_secs, burn_on_read, receipt, wrapped_key, body, note)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        params![
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)")?.execute(params![
             r.conv,
             r.seq as i64,
             r.kind,
@@ -511,10 +502,10 @@ fn insert_in(
         let id = tx.last_insert_rowid();
         // The server keys receipts were signed with, as the records
         // service saw them (rotation adds one; old ones stay).
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR IGNORE INTO server_keys (key, first_seen_ms) VALUES (?1, ?2)",
-            params![r.receipt.server_key, r.captured_at_ms as i64],
-        )?;
+        )?
+        .execute(params![r.receipt.server_key, r.captured_at_ms as i64])?;
         let leaf = record_leaf(
             r.conv,
             r.seq,
@@ -531,10 +522,8 @@ fn insert_in(
             commitment,
         );
         let leaf_n = crate::tlog::append(tx, &leaf, Some(id))?;
-        tx.execute(
-            "UPDATE records SET leaf=?1 WHERE id=?2",
-            params![leaf_n as i64, id],
-        )?;
+        tx.prepare_cached("UPDATE records SET leaf=?1 WHERE id=?2")?
+            .execute(params![leaf_n as i64, id])?;
     }
     Ok(n == 1)
 }
@@ -615,9 +604,8 @@ fn read_key(path: &Path) -> Result<Option<[u8; 32]>, RecordsError> {
 fn load_key(dir: &Path, conn: &Connection) -> Result<XChaCha20Poly1305, RecordsError> {
     let path = dir.join(ARCHIVE_KEY);
     let expected: Option<String> = conn
-        .query_row("SELECT v FROM archive_meta WHERE k='key_id'", [], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT v FROM archive_meta WHERE k='key_id'")?
+        .query_row([], |r| r.get(0))
         .optional()?;
     let key = match (read_key(&path)?, &expected) {
         (Some(k), Some(id)) if key_id(&k) == *id => k,
@@ -645,10 +633,8 @@ fn load_key(dir: &Path, conn: &Connection) -> Result<XChaCha20Poly1305, RecordsE
         }
     };
     if expected.is_none() {
-        conn.execute(
-            "INSERT OR IGNORE INTO archive_meta (k, v) VALUES ('key_id', ?1)",
-            params![key_id(&key)],
-        )?;
+        conn.prepare_cached("INSERT OR IGNORE INTO archive_meta (k, v) VALUES ('key_id', ?1)")?
+            .execute(params![key_id(&key)])?;
     }
     Ok(XChaCha20Poly1305::new((&key).into()))
 }

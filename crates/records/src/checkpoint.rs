@@ -92,10 +92,9 @@ pub fn issue(
         }
     }
     let note = notary.sign(size, tlog::root(&snapshot, size)?)?;
-    snapshot.execute(
-        "INSERT INTO checkpoints (size, note, issued_ms) VALUES (?1, ?2, ?3)",
-        params![size as i64, note, now_ms as i64],
-    )?;
+    snapshot
+        .prepare_cached("INSERT INTO checkpoints (size, note, issued_ms) VALUES (?1, ?2, ?3)")?
+        .execute(params![size as i64, note, now_ms as i64])?;
     snapshot.commit()?;
     Ok((size, note))
 }
@@ -103,17 +102,14 @@ pub fn issue(
 pub fn latest(conn: &Connection) -> Result<Option<(u64, String)>, RecordsError> {
     use rusqlite::OptionalExtension;
     Ok(conn
-        .query_row(
-            "SELECT size, note FROM checkpoints ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-        )
+        .prepare_cached("SELECT size, note FROM checkpoints ORDER BY id DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
         .optional()?)
 }
 
 /// Every checkpoint issued, oldest first: (id, size, note).
 pub fn history(conn: &Connection) -> Result<Vec<(i64, u64, String)>, RecordsError> {
-    let mut stmt = conn.prepare("SELECT id, size, note FROM checkpoints ORDER BY id")?;
+    let mut stmt = conn.prepare_cached("SELECT id, size, note FROM checkpoints ORDER BY id")?;
     let rows = stmt.query_map([], |r| {
         Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
     })?;

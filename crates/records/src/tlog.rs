@@ -116,11 +116,9 @@ fn tlog_err(e: tlog::Error) -> RecordsError {
 
 /// Number of leaves.
 pub fn size(conn: &Connection) -> Result<u64, RecordsError> {
-    Ok(
-        conn.query_row("SELECT COALESCE(MAX(n) + 1, 0) FROM tlog_leaves", [], |r| {
-            r.get::<_, i64>(0)
-        })? as u64,
-    )
+    Ok(conn
+        .prepare_cached("SELECT COALESCE(MAX(n) + 1, 0) FROM tlog_leaves")?
+        .query_row([], |r| r.get::<_, i64>(0))? as u64)
 }
 
 /// Append a leaf (inside the caller's transaction); returns its index.
@@ -128,10 +126,10 @@ pub fn append(conn: &Connection, leaf: &Leaf, record_id: Option<i64>) -> Result<
     let n = size(conn)?;
     let data = leaf.to_bytes();
     let hashes = tlog::stored_hashes(n, &data, &Stored(conn)).map_err(tlog_err)?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO tlog_leaves (n, kind, record_id, data) VALUES (?1, ?2, ?3, ?4)",
-        params![n as i64, leaf.kind(), record_id, data],
-    )?;
+    )?
+    .execute(params![n as i64, leaf.kind(), record_id, data])?;
     let first = tlog::stored_hash_count(n);
     let mut stmt = conn.prepare_cached("INSERT INTO tlog_hashes (idx, hash) VALUES (?1, ?2)")?;
     for (i, h) in hashes.iter().enumerate() {
@@ -151,11 +149,8 @@ pub type StoredLeaf = (String, Option<i64>, Vec<u8>);
 /// The leaf at `n`.
 pub fn leaf(conn: &Connection, n: u64) -> Result<Option<StoredLeaf>, RecordsError> {
     Ok(conn
-        .query_row(
-            "SELECT kind, record_id, data FROM tlog_leaves WHERE n=?1",
-            params![n as i64],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        .prepare_cached("SELECT kind, record_id, data FROM tlog_leaves WHERE n=?1")?
+        .query_row(params![n as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?)
 }
 
@@ -194,7 +189,7 @@ pub fn recompute(
     // The tree as of now; later appends are the next verification's.
     let total = size(conn)?;
     let mut hashes =
-        conn.prepare("SELECT idx, hash FROM tlog_hashes WHERE idx < ?1 ORDER BY idx")?;
+        conn.prepare_cached("SELECT idx, hash FROM tlog_hashes WHERE idx < ?1 ORDER BY idx")?;
     let mut stored = hashes.query(params![tlog::stored_hash_count(total) as i64])?;
     // Right edge of the tree: the roots of complete subtrees, leftmost first.
     let mut edge: Vec<Hash> = Vec::new();
@@ -276,7 +271,8 @@ fn leaf_hashes(
         total: u64,
         emit: &mut impl FnMut(LeafBatch) -> bool,
     ) -> Result<(), RecordsError> {
-        let mut stmt = conn.prepare("SELECT n, data FROM tlog_leaves WHERE n < ?1 ORDER BY n")?;
+        let mut stmt =
+            conn.prepare_cached("SELECT n, data FROM tlog_leaves WHERE n < ?1 ORDER BY n")?;
         let mut rows = stmt.query(params![total as i64])?;
         let mut batch = Vec::with_capacity(BATCH);
         while let Some(r) = rows.next()? {

@@ -103,6 +103,9 @@ pub struct RosterUpdate<'a> {
 impl Store {
     pub fn open(path: &Path) -> Result<Self, ServerError> {
         let conn = Connection::open(path)?;
+        // Every statement is prepared once per connection (parsing was a
+        // tenth of the server's CPU under load); room for all of them.
+        conn.set_prepared_statement_cache_capacity(128);
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;
              CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -135,15 +138,15 @@ impl Store {
     pub fn meta(&self, k: &str) -> Result<Option<String>, ServerError> {
         Ok(self
             .conn
-            .query_row("SELECT v FROM meta WHERE k=?1", params![k], |r| r.get(0))
+            .prepare_cached("SELECT v FROM meta WHERE k=?1")?
+            .query_row(params![k], |r| r.get(0))
             .optional()?)
     }
 
     pub fn set_meta(&self, k: &str, v: &str) -> Result<(), ServerError> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)",
-            params![k, v],
-        )?;
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)")?
+            .execute(params![k, v])?;
         Ok(())
     }
 
@@ -179,18 +182,17 @@ impl Store {
     pub fn user(&self, name: &str) -> Result<Option<UserRow>, ServerError> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT name, display, category, notice_acked_ms FROM users WHERE name=?1",
-                params![name],
-                user_row,
-            )
+            )?
+            .query_row(params![name], user_row)
             .optional()?)
     }
 
     pub fn users(&self) -> Result<Vec<UserRow>, ServerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, display, category, notice_acked_ms FROM users ORDER BY name")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, display, category, notice_acked_ms FROM users ORDER BY name",
+        )?;
         let rows = stmt.query_map([], user_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -212,11 +214,8 @@ impl Store {
     ) -> Result<DeviceRow, ServerError> {
         let tx = self.conn.transaction()?;
         let row: Option<(String, i64, Option<i64>)> = tx
-            .query_row(
-                "SELECT user, expires_ms, used_ms FROM enrolment_codes WHERE code=?1",
-                params![code],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            .prepare_cached("SELECT user, expires_ms, used_ms FROM enrolment_codes WHERE code=?1")?
+            .query_row(params![code], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         let user = match row {
             None => return Err(ServerError::Invalid("enrolment code is not known".into())),
@@ -235,13 +234,9 @@ impl Store {
         let mut id = [0u8; 8];
         rand::thread_rng().fill(&mut id);
         let device_id = hex::encode(id);
-        tx.execute(
-            "UPDATE enrolment_codes SET used_ms=?1 WHERE code=?2",
-            params![now_ms as i64, code],
-        )?;
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO devices (id, user, signature_key, created_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![device_id, user, signature_key, now_ms as i64],
+        tx.prepare_cached("UPDATE enrolment_codes SET used_ms=?1 WHERE code=?2")?
+            .execute(params![now_ms as i64, code])?;
+        let n = tx.prepare_cached("INSERT OR IGNORE INTO devices (id, user, signature_key, created_ms) VALUES (?1, ?2, ?3, ?4)")?.execute(params![device_id, user, signature_key, now_ms as i64],
         )?;
         if n == 0 {
             return Err(ServerError::Invalid(
@@ -260,11 +255,8 @@ impl Store {
     pub fn device(&self, id: &str) -> Result<Option<DeviceRow>, ServerError> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT id, user, signature_key, revoked_ms FROM devices WHERE id=?1",
-                params![id],
-                device_row,
-            )
+            .prepare_cached("SELECT id, user, signature_key, revoked_ms FROM devices WHERE id=?1")?
+            .query_row(params![id], device_row)
             .optional()?)
     }
 
@@ -277,17 +269,19 @@ impl Store {
     }
 
     pub fn revoke_device(&self, id: &str, now_ms: u64) -> Result<bool, ServerError> {
-        Ok(self.conn.execute(
-            "UPDATE devices SET revoked_ms=?1 WHERE id=?2 AND revoked_ms IS NULL",
-            params![now_ms as i64, id],
-        )? > 0)
+        Ok(self
+            .conn
+            .prepare_cached("UPDATE devices SET revoked_ms=?1 WHERE id=?2 AND revoked_ms IS NULL")?
+            .execute(params![now_ms as i64, id])?
+            > 0)
     }
 
     pub fn acknowledge_notice(&self, user: &str, now_ms: u64) -> Result<(), ServerError> {
-        self.conn.execute(
-            "UPDATE users SET notice_acked_ms=?1 WHERE name=?2 AND notice_acked_ms IS NULL",
-            params![now_ms as i64, user],
-        )?;
+        self.conn
+            .prepare_cached(
+                "UPDATE users SET notice_acked_ms=?1 WHERE name=?2 AND notice_acked_ms IS NULL",
+            )?
+            .execute(params![now_ms as i64, user])?;
         Ok(())
     }
 
@@ -299,20 +293,18 @@ impl Store {
     ) -> Result<(), ServerError> {
         let tx = self.conn.transaction()?;
         for kp in kps {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO key_packages (device, kp, last_resort) VALUES (?1, ?2, 0)",
-                params![device, kp],
-            )?;
+            )?
+            .execute(params![device, kp])?;
         }
         if let Some(lr) = last_resort {
-            tx.execute(
-                "DELETE FROM key_packages WHERE device=?1 AND last_resort=1",
-                params![device],
-            )?;
-            tx.execute(
+            tx.prepare_cached("DELETE FROM key_packages WHERE device=?1 AND last_resort=1")?
+                .execute(params![device])?;
+            tx.prepare_cached(
                 "INSERT INTO key_packages (device, kp, last_resort) VALUES (?1, ?2, 1)",
-                params![device, lr],
-            )?;
+            )?
+            .execute(params![device, lr])?;
         }
         tx.commit()?;
         Ok(())
@@ -323,9 +315,7 @@ impl Store {
     pub fn claim_key_package(&self, device: &str) -> Result<Option<Vec<u8>>, ServerError> {
         let row: Option<(i64, Vec<u8>, bool)> = self
             .conn
-            .query_row(
-                "SELECT id, kp, last_resort FROM key_packages WHERE device=?1 ORDER BY last_resort, id LIMIT 1",
-                params![device],
+            .prepare_cached("SELECT id, kp, last_resort FROM key_packages WHERE device=?1 ORDER BY last_resort, id LIMIT 1")?.query_row(params![device],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
@@ -334,7 +324,8 @@ impl Store {
             Some((id, kp, last_resort)) => {
                 if !last_resort {
                     self.conn
-                        .execute("DELETE FROM key_packages WHERE id=?1", params![id])?;
+                        .prepare_cached("DELETE FROM key_packages WHERE id=?1")?
+                        .execute(params![id])?;
                 }
                 Some(kp)
             }
@@ -342,11 +333,10 @@ impl Store {
     }
 
     pub fn key_package_count(&self, device: &str) -> Result<u64, ServerError> {
-        Ok(self.conn.query_row(
-            "SELECT COUNT(*) FROM key_packages WHERE device=?1 AND last_resort=0",
-            params![device],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
+        Ok(self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM key_packages WHERE device=?1 AND last_resort=0")?
+            .query_row(params![device], |r| r.get::<_, i64>(0))? as u64)
     }
 
     /// How far the records service has captured each conversation
@@ -421,18 +411,18 @@ impl Store {
 
     /// List a receipt-signing public key (idempotent).
     pub fn record_receipt_key(&self, key: &[u8], from_ms: u64) -> Result<(), ServerError> {
-        self.conn.execute(
-            "INSERT OR IGNORE INTO receipt_keys (key, from_ms) VALUES (?1, ?2)",
-            params![key, from_ms as i64],
-        )?;
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO receipt_keys (key, from_ms) VALUES (?1, ?2)")?
+            .execute(params![key, from_ms as i64])?;
         Ok(())
     }
 
     pub fn retire_receipt_key(&self, key: &[u8], until_ms: u64) -> Result<(), ServerError> {
-        self.conn.execute(
-            "UPDATE receipt_keys SET until_ms=?1 WHERE key=?2 AND until_ms IS NULL",
-            params![until_ms as i64, key],
-        )?;
+        self.conn
+            .prepare_cached(
+                "UPDATE receipt_keys SET until_ms=?1 WHERE key=?2 AND until_ms IS NULL",
+            )?
+            .execute(params![until_ms as i64, key])?;
         Ok(())
     }
 
@@ -440,7 +430,7 @@ impl Store {
     pub fn receipt_keys(&self) -> Result<Vec<ReceiptKey>, ServerError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT key, from_ms, until_ms FROM receipt_keys ORDER BY from_ms")?;
+            .prepare_cached("SELECT key, from_ms, until_ms FROM receipt_keys ORDER BY from_ms")?;
         let rows = stmt.query_map([], |r| {
             Ok(ReceiptKey {
                 key: r.get(0)?,
@@ -459,9 +449,7 @@ impl Store {
         from_size: Option<u64>,
         path: &[Vec<u8>],
     ) -> Result<(), ServerError> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO checkpoints (size, note, from_size, path) VALUES (?1, ?2, ?3, ?4)",
-            params![size as i64, note, from_size.map(|v| v as i64), path.concat()],
+        self.conn.prepare_cached("INSERT OR REPLACE INTO checkpoints (size, note, from_size, path) VALUES (?1, ?2, ?3, ?4)")?.execute(params![size as i64, note, from_size.map(|v| v as i64), path.concat()],
         )?;
         Ok(())
     }
@@ -511,10 +499,11 @@ impl Store {
 
     /// Suspend `conv`: the records service could not process an entry.
     pub fn suspend(&self, conv: &str, why: &str) -> Result<(), ServerError> {
-        self.conn.execute(
-            "UPDATE conversations SET suspended=?1 WHERE conv=?2 AND suspended IS NULL",
-            params![why, conv],
-        )?;
+        self.conn
+            .prepare_cached(
+                "UPDATE conversations SET suspended=?1 WHERE conv=?2 AND suspended IS NULL",
+            )?
+            .execute(params![why, conv])?;
         Ok(())
     }
 
@@ -522,11 +511,8 @@ impl Store {
     pub fn group_info(&self, conv: &str) -> Result<Option<Vec<u8>>, ServerError> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT group_info FROM conversations WHERE conv=?1",
-                params![conv],
-                |r| r.get::<_, Option<Vec<u8>>>(0),
-            )
+            .prepare_cached("SELECT group_info FROM conversations WHERE conv=?1")?
+            .query_row(params![conv], |r| r.get::<_, Option<Vec<u8>>>(0))
             .optional()?
             .flatten())
     }
@@ -562,13 +548,14 @@ impl Store {
     pub fn log_len(&self) -> Result<u64, ServerError> {
         Ok(self
             .conn
-            .query_row("SELECT COUNT(*) FROM log", [], |r| r.get::<_, i64>(0))? as u64)
+            .prepare_cached("SELECT COUNT(*) FROM log")?
+            .query_row([], |r| r.get::<_, i64>(0))? as u64)
     }
 
     pub fn welcomes_for(&self, device: &str) -> Result<Vec<(String, u64, Vec<u8>)>, ServerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT conv, seq, message FROM welcomes WHERE device=?1 ORDER BY conv")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT conv, seq, message FROM welcomes WHERE device=?1 ORDER BY conv",
+        )?;
         let rows = stmt.query_map(params![device], |r| {
             Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
         })?;
@@ -578,11 +565,8 @@ impl Store {
     pub fn cursor(&self, device: &str, conv: &str) -> Result<Option<u64>, ServerError> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT acked FROM cursors WHERE device=?1 AND conv=?2",
-                params![device, conv],
-                |r| r.get::<_, i64>(0),
-            )
+            .prepare_cached("SELECT acked FROM cursors WHERE device=?1 AND conv=?2")?
+            .query_row(params![device, conv], |r| r.get::<_, i64>(0))
             .optional()?
             .map(|v| v as u64))
     }
@@ -616,20 +600,18 @@ impl Store {
         records: bool,
     ) -> Result<(), ServerError> {
         let tx = self.conn.transaction()?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO cursors (device, conv, acked) VALUES (?1, ?2, ?3)
              ON CONFLICT (device, conv) DO UPDATE SET acked = MAX(acked, excluded.acked)",
-            params![device, conv, seq as i64],
-        )?;
-        tx.execute(
-            "DELETE FROM welcomes WHERE device=?1 AND conv=?2 AND seq<=?3",
-            params![device, conv, seq as i64],
-        )?;
+        )?
+        .execute(params![device, conv, seq as i64])?;
+        tx.prepare_cached("DELETE FROM welcomes WHERE device=?1 AND conv=?2 AND seq<=?3")?
+            .execute(params![device, conv, seq as i64])?;
         if records {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE conversations SET records_acked = MAX(records_acked, ?1) WHERE conv=?2",
-                params![seq as i64, conv],
-            )?;
+            )?
+            .execute(params![seq as i64, conv])?;
         }
         tx.commit()?;
         Ok(())
@@ -639,10 +621,10 @@ impl Store {
     /// the records service and every member device acknowledged them, or
     /// the relay TTL passed after capture). Returns how many went.
     pub fn delete_log_upto(&self, conv: &str, upto: u64) -> Result<usize, ServerError> {
-        Ok(self.conn.execute(
-            "DELETE FROM log WHERE conv=?1 AND seq<=?2",
-            params![conv, upto as i64],
-        )?)
+        Ok(self
+            .conn
+            .prepare_cached("DELETE FROM log WHERE conv=?1 AND seq<=?2")?
+            .execute(params![conv, upto as i64])?)
     }
 
     /// Entries of `conv` captured by records and older than `before_ms`.
@@ -652,10 +634,10 @@ impl Store {
         records_acked: u64,
         before_ms: u64,
     ) -> Result<usize, ServerError> {
-        Ok(self.conn.execute(
-            "DELETE FROM log WHERE conv=?1 AND seq<=?2 AND server_time_ms<?3",
-            params![conv, records_acked as i64, before_ms as i64],
-        )?)
+        Ok(self
+            .conn
+            .prepare_cached("DELETE FROM log WHERE conv=?1 AND seq<=?2 AND server_time_ms<?3")?
+            .execute(params![conv, records_acked as i64, before_ms as i64])?)
     }
 }
 
@@ -666,15 +648,11 @@ fn append_in(
     create: bool,
 ) -> Result<(), ServerError> {
     if create {
-        tx.execute(
-            "INSERT INTO conversations (conv, snapshot, created_ms, last_seq) VALUES (?1, x'', ?2, 0)",
-            params![entry.conv, entry.server_time_ms as i64],
+        tx.prepare_cached("INSERT INTO conversations (conv, snapshot, created_ms, last_seq) VALUES (?1, x'', ?2, 0)")?.execute(params![entry.conv, entry.server_time_ms as i64],
         )?;
     }
-    tx.execute(
-        "INSERT INTO log (conv, seq, sender_user, sender_device, server_time_ms, message, sha256, signature)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
+    tx.prepare_cached("INSERT INTO log (conv, seq, sender_user, sender_device, server_time_ms, message, sha256, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![
             entry.conv,
             entry.seq as i64,
             entry.sender_user,
@@ -690,47 +668,39 @@ fn append_in(
     // Not for commits and proposals: a sender that crashes before their
     // receipt must get them replayed to apply its pending commit.
     if roster.is_none() {
-        tx.execute(
-            "UPDATE cursors SET acked=?1 WHERE device=?2 AND conv=?3 AND acked=?4",
-            params![
+        tx.prepare_cached("UPDATE cursors SET acked=?1 WHERE device=?2 AND conv=?3 AND acked=?4")?
+            .execute(params![
                 entry.seq as i64,
                 entry.sender_device,
                 entry.conv,
                 entry.seq as i64 - 1
-            ],
-        )?;
+            ])?;
     }
     if create {
         // The creator replays from the start until it acknowledges.
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR IGNORE INTO cursors (device, conv, acked) VALUES (?1, ?2, 0)",
-            params![entry.sender_device, entry.conv],
-        )?;
+        )?
+        .execute(params![entry.sender_device, entry.conv])?;
     }
     match roster {
         Some(r) => {
-            tx.execute(
-                "UPDATE conversations SET last_seq=?1, snapshot=?2, group_info=COALESCE(?3, group_info) WHERE conv=?4",
-                params![entry.seq as i64, r.snapshot, r.group_info, entry.conv],
+            tx.prepare_cached("UPDATE conversations SET last_seq=?1, snapshot=?2, group_info=COALESCE(?3, group_info) WHERE conv=?4")?.execute(params![entry.seq as i64, r.snapshot, r.group_info, entry.conv],
             )?;
             for (d, cursor) in r.added {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR REPLACE INTO cursors (device, conv, acked) VALUES (?1, ?2, ?3)",
-                    params![d, entry.conv, *cursor as i64],
-                )?;
+                )?
+                .execute(params![d, entry.conv, *cursor as i64])?;
                 if let Some(welcome) = r.welcome {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO welcomes (device, conv, seq, message) VALUES (?1, ?2, ?3, ?4)",
-                        params![d, entry.conv, entry.seq as i64, welcome],
+                    tx.prepare_cached("INSERT OR REPLACE INTO welcomes (device, conv, seq, message) VALUES (?1, ?2, ?3, ?4)")?.execute(params![d, entry.conv, entry.seq as i64, welcome],
                     )?;
                 }
             }
         }
         None => {
-            tx.execute(
-                "UPDATE conversations SET last_seq=?1 WHERE conv=?2",
-                params![entry.seq as i64, entry.conv],
-            )?;
+            tx.prepare_cached("UPDATE conversations SET last_seq=?1 WHERE conv=?2")?
+                .execute(params![entry.seq as i64, entry.conv])?;
         }
     }
     Ok(())
@@ -841,9 +811,7 @@ fn insert_user(
             "user name {name:?} must be 1-64 characters of a-z, 0-9, '-', '_' or '.'"
         )));
     }
-    let n = conn.execute(
-        "INSERT OR IGNORE INTO users (name, display, category, created_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![name, display, category, now_ms as i64],
+    let n = conn.prepare_cached("INSERT OR IGNORE INTO users (name, display, category, created_ms) VALUES (?1, ?2, ?3, ?4)")?.execute(params![name, display, category, now_ms as i64],
     )?;
     if n == 0 {
         return Err(ServerError::Invalid(format!("user {name} already exists")));
@@ -866,9 +834,9 @@ fn insert_code(conn: &Connection, user: &str, now_ms: u64) -> Result<String, Ser
         &raw[8..12],
         &raw[12..16]
     );
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO enrolment_codes (code, user, expires_ms) VALUES (?1, ?2, ?3)",
-        params![code, user, (now_ms + ENROLMENT_CODE_TTL_MS) as i64],
-    )?;
+    )?
+    .execute(params![code, user, (now_ms + ENROLMENT_CODE_TTL_MS) as i64])?;
     Ok(code)
 }

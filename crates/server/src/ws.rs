@@ -236,7 +236,15 @@ pub async fn serve(
     for e in endpoints {
         let app = router(state.clone());
         match e.tls {
-            None => tasks.spawn(async move { axum::serve(e.listener, app).await }),
+            // No Nagle delay: a receipt or a push is one small frame that
+            // must leave at once, not wait for the peer's delayed ACK.
+            None => tasks.spawn(async move {
+                use axum::serve::ListenerExt;
+                let listener = e.listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, app).await
+            }),
             Some(config) => {
                 let listener = crate::tls::TlsListener::new(e.listener, config)?;
                 tasks.spawn(async move { axum::serve(listener, app).await })

@@ -49,6 +49,7 @@ async fn open(server: SocketAddr, source: IpAddr) -> Result<(Ws, Vec<u8>)> {
         .bind(SocketAddr::new(source, 0))
         .with_context(|| format!("binding to {source}"))?;
     let stream = socket.connect(server).await.context("connecting")?;
+    stream.set_nodelay(true)?;
     // Idle devices need little buffer; the default 128 KiB each would make
     // the load generator, not the server, run out of memory.
     let config = WebSocketConfig::default()

@@ -527,8 +527,18 @@ async fn receive_all(
 /// from a thread of its own.
 struct CapturePoller {
     stop: Arc<AtomicBool>,
+    /// Set when the phase failed and nobody will wait for the poller.
+    abandoned: Arc<AtomicBool>,
     targets: Arc<Mutex<Option<Vec<u64>>>>,
-    handle: tokio::task::JoinHandle<Result<Captured>>,
+    handle: Option<tokio::task::JoinHandle<Result<Captured>>>,
+}
+
+impl Drop for CapturePoller {
+    fn drop(&mut self) {
+        // Without this, a failed phase would leave the thread polling and
+        // the runtime waiting for it at exit, hiding the error.
+        self.abandoned.store(true, Ordering::Release);
+    }
 }
 
 /// Per conversation, (acknowledged seq, first seen at), increasing.
@@ -547,7 +557,8 @@ impl CapturePoller {
         let store = crate::serve::open_server_store(&server.data_dir)?;
         let stop = Arc::new(AtomicBool::new(false));
         let targets: Arc<Mutex<Option<Vec<u64>>>> = Arc::new(Mutex::new(None));
-        let (stop2, targets2) = (stop.clone(), targets.clone());
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let (stop2, targets2, abandoned2) = (stop.clone(), targets.clone(), abandoned.clone());
         let handle = tokio::task::spawn_blocking(move || {
             let index: HashMap<String, usize> = convs
                 .iter()
@@ -557,6 +568,9 @@ impl CapturePoller {
             let mut steps: Vec<Vec<(u64, Instant)>> = vec![Vec::new(); convs.len()];
             let mut deadline: Option<Instant> = None;
             loop {
+                if abandoned2.load(Ordering::Acquire) {
+                    bail!("capture polling abandoned");
+                }
                 let now = Instant::now();
                 for (conv, acked) in store.records_progress()? {
                     if let Some(&i) = index.get(&conv) {
@@ -584,14 +598,18 @@ impl CapturePoller {
         });
         Ok(Self {
             stop,
+            abandoned,
             targets,
-            handle,
+            handle: Some(handle),
         })
     }
 
-    async fn finish(self, targets: Vec<u64>) -> Result<Captured> {
+    async fn finish(mut self, targets: Vec<u64>) -> Result<Captured> {
         *lock(&self.targets) = Some(targets);
         self.stop.store(true, Ordering::Release);
-        self.handle.await?
+        self.handle
+            .take()
+            .context("capture poller already finished")?
+            .await?
     }
 }

@@ -1,0 +1,113 @@
+//! `keepwire bench --quick` end to end, as CI's smoke run: the real binary
+//! starts its own server, drives every scenario through it and writes its
+//! figures; `bench report` turns them into a table and a PNG. What is
+//! checked is that every scenario ran to completion and measured something
+//! (every message sent was receipted, delivered and archived — the bench
+//! fails otherwise); how fast is never asserted here.
+
+mod common;
+
+use common::{keepwire, ok};
+use serde_json::Value;
+
+#[test]
+fn quick_bench_runs_every_scenario_and_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("results.jsonl");
+    let out = ok(keepwire(
+        &[
+            "bench",
+            "--quick",
+            "--json",
+            json.to_str().unwrap(),
+            "--dir",
+            tmp.path().join("data").to_str().unwrap(),
+        ],
+        &[],
+    ));
+    assert!(
+        out.contains("durable mode"),
+        "the output says which mode ran:\n{out}"
+    );
+    assert!(out.contains("bench finished in"), "{out}");
+
+    let lines: Vec<Value> = std::fs::read_to_string(&json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |scenario: &str| -> Vec<&Value> {
+        lines.iter().filter(|v| v["scenario"] == scenario).collect()
+    };
+    // 4 windows × (pre-encrypted, live)
+    let throughput = of("throughput");
+    assert_eq!(throughput.len(), 8, "{lines:?}");
+    for v in throughput
+        .iter()
+        .chain(of("latency").iter())
+        .chain(of("fanout").iter())
+    {
+        assert_eq!(v["system"], "keepwire");
+        assert_eq!(v["durable"], true);
+        assert!(v["messages"].as_u64().unwrap() > 0, "{v}");
+        for f in [
+            "accepted_per_s",
+            "captured_per_s",
+            "ack_p99_ms",
+            "e2e_p99_ms",
+            "capture_p99_ms",
+        ] {
+            let x = v[f].as_f64().unwrap_or(f64::NAN);
+            assert!(x.is_finite() && x > 0.0, "{f} measured in {v}");
+        }
+    }
+    assert_eq!(of("latency").len(), 1);
+    assert_eq!(of("fanout").len(), 1);
+    let conns = of("connections");
+    assert_eq!(conns.len(), 1);
+    assert_eq!(
+        conns[0]["connected"], conns[0]["devices"],
+        "every idle device connected"
+    );
+    let capture = of("capture");
+    assert_eq!(capture.len(), 1);
+    assert!(capture[0]["bare_per_s"].as_f64().unwrap() > 0.0);
+
+    let doc = tmp.path().join("benchmarks.md");
+    std::fs::write(
+        &doc,
+        "intro\n<!-- bench:table -->\nold\n<!-- /bench:table -->\nrest\n",
+    )
+    .unwrap();
+    let png = tmp.path().join("plot.png");
+    ok(keepwire(
+        &[
+            "bench",
+            "report",
+            json.to_str().unwrap(),
+            "--doc",
+            doc.to_str().unwrap(),
+            "--plot",
+            png.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let text = std::fs::read_to_string(&doc).unwrap();
+    assert!(
+        text.starts_with("intro\n<!-- bench:table -->\n| system |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| keepwire | throughput | pre-encrypted | 256 | 1 |"),
+        "{text}"
+    );
+    assert!(!text.contains("old"), "the section was replaced:\n{text}");
+    assert!(text.ends_with("<!-- /bench:table -->\nrest\n"), "{text}");
+    let image = std::fs::read(&png).unwrap();
+    assert_eq!(&image[..8], b"\x89PNG\r\n\x1a\n", "a PNG was drawn");
+    assert!(
+        image.len() > 10_000,
+        "the plot has content ({} bytes)",
+        image.len()
+    );
+}
