@@ -724,6 +724,54 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
     })
 }
 
+fn insert_user(
+    conn: &Connection,
+    name: &str,
+    display: &str,
+    category: &str,
+    now_ms: u64,
+) -> Result<(), ServerError> {
+    if name.is_empty()
+        || name.contains('/')
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ServerError::Invalid(format!(
+            "user name {name:?} must be 1-64 characters of a-z, 0-9, '-', '_' or '.'"
+        )));
+    }
+    let n = conn.prepare_cached("INSERT OR IGNORE INTO users (name, display, category, created_ms) VALUES (?1, ?2, ?3, ?4)")?.execute(params![name, display, category, now_ms as i64],
+    )?;
+    if n == 0 {
+        return Err(ServerError::Invalid(format!("user {name} already exists")));
+    }
+    Ok(())
+}
+
+/// A one-time enrolment code for an existing `user`, valid for 24 hours.
+fn insert_code(conn: &Connection, user: &str, now_ms: u64) -> Result<String, ServerError> {
+    // 16 characters from a 32-symbol alphabet without look-alikes: 80 bits.
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    let raw: String = (0..16)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
+    let code = format!(
+        "{}-{}-{}-{}",
+        &raw[0..4],
+        &raw[4..8],
+        &raw[8..12],
+        &raw[12..16]
+    );
+    conn.prepare_cached(
+        "INSERT INTO enrolment_codes (code, user, expires_ms) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![code, user, (now_ms + ENROLMENT_CODE_TTL_MS) as i64])?;
+    Ok(code)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -739,6 +787,27 @@ mod tests {
             sha256: vec![0; 32],
             signature: vec![0; 64],
         }
+    }
+
+    #[test]
+    fn bulk_provisioning_is_all_or_nothing_and_codes_redeem() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let bad = ["ok-1".to_string(), "not ok/2".to_string()];
+        let e = store.add_users_with_codes(&bad, "staff", 1).unwrap_err();
+        assert!(e.to_string().contains("not ok/2"), "{e}");
+        assert!(store.user("ok-1").unwrap().is_none(), "nothing was added");
+
+        let names = ["u1".to_string(), "u2".to_string()];
+        let codes = store.add_users_with_codes(&names, "staff", 1).unwrap();
+        assert_eq!(codes.len(), 2);
+        assert_ne!(codes[0], codes[1]);
+        let d = store.redeem_code(&codes[1], b"key-2", 2).unwrap();
+        assert_eq!(d.user, "u2");
+        assert!(
+            store.add_users_with_codes(&names[..1], "staff", 3).is_err(),
+            "u1 exists"
+        );
     }
 
     #[test]
@@ -791,52 +860,4 @@ mod tests {
         assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(store.conversations().unwrap()[0].last_seq, 2);
     }
-}
-
-fn insert_user(
-    conn: &Connection,
-    name: &str,
-    display: &str,
-    category: &str,
-    now_ms: u64,
-) -> Result<(), ServerError> {
-    if name.is_empty()
-        || name.contains('/')
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(ServerError::Invalid(format!(
-            "user name {name:?} must be 1-64 characters of a-z, 0-9, '-', '_' or '.'"
-        )));
-    }
-    let n = conn.prepare_cached("INSERT OR IGNORE INTO users (name, display, category, created_ms) VALUES (?1, ?2, ?3, ?4)")?.execute(params![name, display, category, now_ms as i64],
-    )?;
-    if n == 0 {
-        return Err(ServerError::Invalid(format!("user {name} already exists")));
-    }
-    Ok(())
-}
-
-/// A one-time enrolment code for an existing `user`, valid for 24 hours.
-fn insert_code(conn: &Connection, user: &str, now_ms: u64) -> Result<String, ServerError> {
-    // 16 characters from a 32-symbol alphabet without look-alikes: 80 bits.
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut rng = rand::thread_rng();
-    let raw: String = (0..16)
-        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-        .collect();
-    let code = format!(
-        "{}-{}-{}-{}",
-        &raw[0..4],
-        &raw[4..8],
-        &raw[8..12],
-        &raw[12..16]
-    );
-    conn.prepare_cached(
-        "INSERT INTO enrolment_codes (code, user, expires_ms) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![code, user, (now_ms + ENROLMENT_CODE_TTL_MS) as i64])?;
-    Ok(code)
 }

@@ -238,7 +238,7 @@ pub async fn run_phase(
     for o in &sender_outs {
         targets[o.conv] = o.sent.iter().map(|(s, _)| *s).max().unwrap_or(0);
     }
-    let mut arrivals: Vec<(usize, usize, Vec<(u64, Instant)>)> = Vec::new();
+    let mut arrivals: Vec<(usize, usize, Arrivals)> = Vec::new();
     let mut back_recipients: HashMap<(usize, usize), Member> = HashMap::new();
     while let Some(r) = tokio::time::timeout(limit, receivers.join_next())
         .await
