@@ -7,6 +7,7 @@
 //! every privileged action on the archive, is also a leaf of the archive's
 //! transparency log ([`tlog`]), whose signed checkpoints ([`checkpoint`])
 //! let anyone detect a later change, and [`verify`] checks it all.
+//! [`capture_limit`] measures capture against the bare MLS decrypt rate.
 
 pub mod archive;
 pub mod capture;

@@ -24,6 +24,8 @@ use super::server::{provision, raise_fd_limit, ServerProc};
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
 pub struct IdleFigures {
+    /// Devices asked for, and the ones the open-file limit allowed.
+    pub requested: usize,
     pub devices: usize,
     pub connected: usize,
     pub enrol_s: f64,
@@ -37,7 +39,7 @@ pub struct IdleFigures {
 }
 
 /// Connections per source address (below the ~28,000 ephemeral ports).
-const PER_SOURCE: usize = 20_000;
+const PER_SOURCE: usize = 10_000;
 /// Connection attempts in flight at once.
 const PARALLEL: usize = 256;
 
@@ -45,6 +47,7 @@ type Ws = WebSocketStream<TcpStream>;
 
 async fn open(server: SocketAddr, source: IpAddr) -> Result<(Ws, Vec<u8>)> {
     let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
     socket
         .bind(SocketAddr::new(source, 0))
         .with_context(|| format!("binding to {source}"))?;
@@ -93,17 +96,26 @@ async fn request(ws: &mut Ws, req: Request) -> Result<ServerBody> {
     }
 }
 
-fn source_for(i: usize) -> IpAddr {
-    // 127.0.1.1, 127.0.2.1, ...: all loopback on Linux.
-    IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (i / PER_SOURCE) as u8, 1))
+/// The source address of connection `i` of a phase (0: enrolment, 1:
+/// the measured connections): 127.1.1.1, 127.1.2.1, … then 127.2.1.1, …
+/// — all loopback on Linux. Separate ranges per phase, since enrolment's
+/// closed connections hold their ports for a while (TIME_WAIT).
+fn source_for(phase: u8, i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 1 + phase, 1 + (i / PER_SOURCE) as u8, 1))
 }
 
-pub async fn run(dir: &std::path::Path, devices: usize) -> Result<IdleFigures> {
-    let fd_limit = raise_fd_limit(devices as u64 + 10_000);
-    if fd_limit < devices as u64 + 1_000 {
-        bail!(
-            "the open-file limit is {fd_limit}, too low for {devices} connections (raise it, or run as root)"
+pub async fn run(dir: &std::path::Path, requested: usize) -> Result<IdleFigures> {
+    let fd_limit = raise_fd_limit(requested as u64 + 10_000);
+    // Each connection is one descriptor in the server and one here; keep
+    // room for the server's files and the runtime.
+    let devices = requested.min(fd_limit.saturating_sub(1_000) as usize);
+    if devices < requested {
+        println!(
+            "  the open-file limit is {fd_limit} and cannot be raised here (needs CAP_SYS_RESOURCE): {devices} of {requested} devices"
         );
+    }
+    if devices == 0 {
+        bail!("the open-file limit ({fd_limit}) leaves no room for connections");
     }
     let names: Vec<String> = (0..devices).map(|i| format!("idle-{i}")).collect();
     let codes = provision(dir, &names)?;
@@ -123,7 +135,7 @@ pub async fn run(dir: &std::path::Path, devices: usize) -> Result<IdleFigures> {
         set.spawn(async move {
             let _p = gate.acquire_owned().await?;
             let (secret, public) = new_signature_key()?;
-            let (mut ws, nonce) = open(addr, source_for(i)).await?;
+            let (mut ws, nonce) = open(addr, source_for(0, i)).await?;
             let body = request(
                 &mut ws,
                 Request::Enroll {
@@ -155,7 +167,7 @@ pub async fn run(dir: &std::path::Path, devices: usize) -> Result<IdleFigures> {
         let gate = gate.clone();
         set.spawn(async move {
             let _p = gate.acquire_owned().await?;
-            let (mut ws, nonce) = open(addr, source_for(i)).await?;
+            let (mut ws, nonce) = open(addr, source_for(1, i)).await?;
             let signature = sign_challenge(&secret, &nonce)?;
             match request(
                 &mut ws,
@@ -182,6 +194,7 @@ pub async fn run(dir: &std::path::Path, devices: usize) -> Result<IdleFigures> {
     drop(open_conns);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     Ok(IdleFigures {
+        requested,
         devices,
         connected,
         enrol_s,

@@ -295,7 +295,7 @@ async fn connections(dir: &Path, devices: usize, out: &mut Out) -> Result<()> {
     println!("connections: {devices} idle devices");
     let f = idle::run(dir, devices).await?;
     println!(
-        "  {} connected and authenticated in {:.1} s ({:.0}/s, from {} source addresses; enrolment took {:.1} s); server RSS {:.0} → {:.0} MiB = {:.1} KiB per connection",
+        "  {} connected and authenticated in {:.1} s ({:.0}/s, from {} source addresses; enrolment took {:.1} s); server RSS {:.0} → {:.0} MiB = {:.1} KiB per connection (at that rate {} would take {:.0} MiB)",
         f.connected,
         f.connect_s,
         f.connects_per_s,
@@ -303,7 +303,9 @@ async fn connections(dir: &Path, devices: usize, out: &mut Out) -> Result<()> {
         f.enrol_s,
         f.server_rss_before_mib,
         f.server_rss_after_mib,
-        f.server_rss_per_connection_kib
+        f.server_rss_per_connection_kib,
+        f.requested,
+        f.server_rss_before_mib + f.server_rss_per_connection_kib * f.requested as f64 / 1024.0
     );
     let mut v = serde_json::to_value(&f)?;
     v["scenario"] = json!("connections");

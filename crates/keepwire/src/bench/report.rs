@@ -175,8 +175,9 @@ fn table(points: &BTreeMap<Key, Point>) -> String {
                 fmt(p.median("last_p99_ms"), 1)
             ),
             "connections" => format!(
-                "| {sys} | idle connections | {} connected in {} s; server RSS {} MiB = {} KiB per connection |",
+                "| {sys} | idle connections | {} of {} asked connected in {} s; server RSS {} MiB = {} KiB per connection |",
                 fmt(p.median("connected"), 0),
+                fmt(p.median("requested"), 0),
                 fmt(p.median("connect_s"), 1),
                 fmt(p.median("server_rss_after_mib"), 0),
                 fmt(p.median("server_rss_per_connection_kib"), 1)
