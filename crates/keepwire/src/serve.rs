@@ -252,18 +252,7 @@ async fn records_once(
                 capture.join(&conv, seq, &message)?;
             }
             ServerBody::Deliver(d) => {
-                // Everything already here goes into one durable write.
-                let mut batch = vec![d];
-                while batch.len() < CAPTURE_BATCH {
-                    match conn.try_next_push()? {
-                        Some(ServerBody::Deliver(d)) => batch.push(d),
-                        Some(other) => {
-                            conn.requeue_front(vec![other]);
-                            break;
-                        }
-                        None => break,
-                    }
-                }
+                let batch = gather_batch(&mut conn, d).await?;
                 for (conv, from, to) in archived_ranges(capture.capture_batch(&batch)?) {
                     conn.request(Request::Archived { conv, from, to }).await?;
                 }
@@ -281,6 +270,41 @@ async fn records_once(
         }
         report_failures(&mut conn, &mut capture).await?;
     }
+}
+
+/// How long the records service waits for more deliveries before
+/// capturing a small batch. Each capture costs an fsync of the archive and
+/// one of the member's store; at low rates, waiting a moment lets one pair
+/// of fsyncs carry several messages instead of competing, message by
+/// message, with the server's own fsync before each receipt. A few
+/// milliseconds of capture lag matter to nobody; receipts matter to users.
+const CAPTURE_LINGER: Duration = Duration::from_millis(3);
+
+/// Everything already here, and what arrives within [`CAPTURE_LINGER`],
+/// up to [`CAPTURE_BATCH`] deliveries, for one durable write. A pushed
+/// frame that is not a delivery ends the batch and stays queued.
+async fn gather_batch(conn: &mut Conn, first: Delivery) -> Result<Vec<Delivery>> {
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + CAPTURE_LINGER;
+    while batch.len() < CAPTURE_BATCH {
+        let next = match conn.try_next_push()? {
+            Some(p) => p,
+            // Reading a frame is cancel-safe: an unfinished one stays
+            // buffered in the socket for the next read.
+            None => match tokio::time::timeout_at(deadline, conn.next_push()).await {
+                Ok(p) => p?,
+                Err(_) => break,
+            },
+        };
+        match next {
+            ServerBody::Deliver(d) => batch.push(d),
+            other => {
+                conn.requeue_front(vec![other]);
+                break;
+            }
+        }
+    }
+    Ok(batch)
 }
 
 /// A batch's captured entries as one contiguous range per conversation

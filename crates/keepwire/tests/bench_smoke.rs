@@ -14,17 +14,22 @@ use serde_json::Value;
 fn quick_bench_runs_every_scenario_and_reports() {
     let tmp = tempfile::tempdir().unwrap();
     let json = tmp.path().join("results.jsonl");
-    let out = ok(keepwire(
-        &[
+    // Bounded, so a hang fails the test instead of stalling CI (a quick
+    // run takes about 15 s in release, under a minute in debug).
+    let run = std::process::Command::new("timeout")
+        .arg("300")
+        .arg(common::BIN)
+        .args([
             "bench",
             "--quick",
             "--json",
             json.to_str().unwrap(),
             "--dir",
             tmp.path().join("data").to_str().unwrap(),
-        ],
-        &[],
-    ));
+        ])
+        .output()
+        .expect("run keepwire bench");
+    let out = ok(run);
     assert!(
         out.contains("durable mode"),
         "the output says which mode ran:\n{out}"

@@ -50,6 +50,12 @@ struct Conv {
     group: Followed,
     members: Vec<MemberDevice>,
     last_seq: u64,
+    /// The last entry whose pushes have gone out (to the devices live at
+    /// that moment). Entries after it are durable or on their way, and
+    /// will be pushed live: `sync` replays only up to here, so a device
+    /// never gets an entry twice out of order, nor a delivery before the
+    /// Welcome that lets it read it.
+    pushed_seq: u64,
     records_acked: u64,
     /// Set when the records service could not process an entry.
     suspended: Option<String>,
@@ -120,6 +126,7 @@ impl Core {
                     members: roster::members(&group),
                     group,
                     last_seq: row.last_seq,
+                    pushed_seq: row.last_seq,
                     records_acked: row.records_acked,
                     suspended: row.suspended,
                 },
@@ -619,6 +626,7 @@ impl Core {
                 members: creator,
                 group,
                 last_seq: 0,
+                pushed_seq: 0,
                 records_acked: 0,
                 suspended: None,
             },
@@ -812,7 +820,7 @@ impl Core {
             }
         }
         match &self.writer {
-            None => self.apply_effects(&effects),
+            None => self.apply_effects(conv, seq, &effects),
             Some(writer) => {
                 let (done, wait) = oneshot::channel();
                 let job = Job {
@@ -836,9 +844,14 @@ impl Core {
         Ok(receipt)
     }
 
-    fn apply_effects(&mut self, effects: &[(String, String)]) {
+    /// Push entry `seq` of `conv` (and its Welcomes) to the devices live
+    /// now, and remember that it went out.
+    fn apply_effects(&mut self, conv: &str, seq: u64, effects: &[(String, String)]) {
         for (device, text) in effects {
             self.push_text(device, text);
+        }
+        if let Some(c) = self.convs.get_mut(conv) {
+            c.pushed_seq = c.pushed_seq.max(seq);
         }
     }
 
@@ -1115,12 +1128,22 @@ impl Core {
 
     /// Replay what this device has not acknowledged, then go live: both
     /// under the core's lock, so live pushes can never overtake the replay.
+    /// The log writer commits without that lock, so the store may already
+    /// hold entries whose pushes have not gone out yet; those are left to
+    /// the live pushes (in order, Welcome first), and only entries up to
+    /// each conversation's `pushed_seq` are replayed.
     fn sync(&mut self, session: &Session, device: &DeviceRow) -> Result<ServerBody, ProtocolError> {
+        let pushed = |convs: &HashMap<String, Conv>, conv: &str| {
+            convs.get(conv).map(|c| c.pushed_seq).unwrap_or(0)
+        };
         for (conv, seq, message) in self
             .store
             .welcomes_for(&device.device_id)
             .map_err(internal)?
         {
+            if seq > pushed(&self.convs, &conv) {
+                continue;
+            }
             let _ = session.out.send(
                 ServerFrame::push(ServerBody::WelcomeMessage { conv, seq, message }).to_json(),
             );
@@ -1141,7 +1164,11 @@ impl Core {
             else {
                 continue;
             };
+            let upto = pushed(&self.convs, &conv);
             for e in self.store.log_after(&conv, cursor).map_err(internal)? {
+                if e.seq > upto {
+                    break;
+                }
                 let receipt = self.receipt(&e);
                 let d = Delivery {
                     conv: e.conv,
@@ -1263,7 +1290,7 @@ pub fn run_log_writer(
             Ok(()) => {
                 let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
                 for j in batch {
-                    core.apply_effects(&j.effects);
+                    core.apply_effects(&j.entry.conv, j.entry.seq, &j.effects);
                     let _ = j.done.send(true);
                 }
             }
