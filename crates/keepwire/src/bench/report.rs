@@ -133,7 +133,7 @@ fn keepwire_at(points: &BTreeMap<Key, Point>, window: u64) -> Option<(u64, f64)>
 
 fn table(points: &BTreeMap<Key, Point>) -> String {
     let mut t = String::from(
-        "| system | scenario | mode | in flight | runs | msgs/s (median) | ack p50 ms | ack p99 ms | e2e p50 ms | e2e p99 ms | keepwire ÷ system |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| system | scenario | mode | in flight | runs | msgs/s (median) | ack p50 ms | ack p99 ms | e2e p50 ms | e2e p99 ms | keepwire ÷ system | server CPU-s / 1k msgs |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for ((sys, scen, mode, w), p) in points {
         if scen != "throughput" && scen != "latency" {
@@ -149,7 +149,7 @@ fn table(points: &BTreeMap<Key, Point>) -> String {
             }
         };
         t.push_str(&format!(
-            "| {sys} | {scen} | {mode} | {} | {} | {} | {} | {} | {} | {} | {ratio} |\n",
+            "| {sys} | {scen} | {mode} | {} | {} | {} | {} | {} | {} | {} | {ratio} | {} |\n",
             if *w == 0 { "—".into() } else { w.to_string() },
             p.runs.len(),
             rate(msgs),
@@ -157,6 +157,7 @@ fn table(points: &BTreeMap<Key, Point>) -> String {
             fmt(p.median("ack_p99_ms"), 2),
             fmt(p.median("e2e_p50_ms"), 2),
             fmt(p.median("e2e_p99_ms"), 2),
+            fmt(p.median("server_cpu_s_per_1k"), 3),
         ));
     }
     let mut other = String::new();
@@ -346,7 +347,7 @@ mod tests {
             t.contains("| keepwire | throughput | pre-encrypted | 16 | 3 | 10,000 |"),
             "{t}"
         );
-        assert!(t.contains("| 100.00× (keepwire at 16) |"), "{t}");
+        assert!(t.contains("| 100.00× (keepwire at 16) | — |"), "{t}");
     }
 
     #[test]
