@@ -133,7 +133,7 @@ fn keepwire_at(points: &BTreeMap<Key, Point>, window: u64) -> Option<(u64, f64)>
 
 fn table(points: &BTreeMap<Key, Point>) -> String {
     let mut t = String::from(
-        "| system | scenario | mode | in flight | runs | msgs/s (median) | ack p50 ms | ack p99 ms | e2e p50 ms | e2e p99 ms | keepwire ÷ system | server CPU-s / 1k msgs |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| system | scenario | mode | in flight | runs | msgs/s (median) | ack p50 ms | ack p99 ms | ack p99.9 ms | e2e p50 ms | e2e p99 ms | capture lag p50 / p99 ms | keepwire ÷ system | server CPU-s / 1k msgs |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for ((sys, scen, mode, w), p) in points {
         if scen != "throughput" && scen != "latency" {
@@ -149,14 +149,24 @@ fn table(points: &BTreeMap<Key, Point>) -> String {
             }
         };
         t.push_str(&format!(
-            "| {sys} | {scen} | {mode} | {} | {} | {} | {} | {} | {} | {} | {ratio} | {} |\n",
+            "| {sys} | {scen} | {mode} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {ratio} | {} |\n",
             if *w == 0 { "—".into() } else { w.to_string() },
             p.runs.len(),
             rate(msgs),
             fmt(p.median("ack_p50_ms"), 2),
             fmt(p.median("ack_p99_ms"), 2),
+            fmt(p.median("ack_p999_ms"), 2),
             fmt(p.median("e2e_p50_ms"), 2),
             fmt(p.median("e2e_p99_ms"), 2),
+            if p.median("capture_p99_ms").is_finite() {
+                format!(
+                    "{} / {}",
+                    fmt(p.median("capture_p50_ms"), 0),
+                    fmt(p.median("capture_p99_ms"), 0)
+                )
+            } else {
+                "—".into()
+            },
             fmt(p.median("server_cpu_s_per_1k"), 3),
         ));
     }
@@ -347,7 +357,7 @@ mod tests {
             t.contains("| keepwire | throughput | pre-encrypted | 16 | 3 | 10,000 |"),
             "{t}"
         );
-        assert!(t.contains("| 100.00× (keepwire at 16) | — |"), "{t}");
+        assert!(t.contains("| — | 100.00× (keepwire at 16) | — |"), "{t}");
     }
 
     #[test]

@@ -613,3 +613,23 @@ impl CapturePoller {
             .await?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_archived_when_the_first_acknowledgement_covers_it() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // conversation 0 acknowledged up to 3 at 10 ms, up to 7 at 20 ms
+        let c = Captured(vec![vec![(3, at(10)), (7, at(20))], vec![]]);
+        assert_eq!(c.when(0, 1), Some(at(10)));
+        assert_eq!(c.when(0, 3), Some(at(10)));
+        assert_eq!(c.when(0, 4), Some(at(20)));
+        assert_eq!(c.when(0, 7), Some(at(20)));
+        assert_eq!(c.when(0, 8), None, "not archived yet");
+        assert_eq!(c.when(1, 1), None);
+        assert_eq!(c.when(2, 1), None, "unknown conversation");
+    }
+}
