@@ -161,8 +161,9 @@ impl Archive {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut new = 0;
+        let mut key_seen: Option<&[u8]> = None;
         for r in records {
-            if insert_in(&tx, archive_key.as_ref(), r)? {
+            if insert_in(&tx, archive_key.as_ref(), r, &mut key_seen)? {
                 new += 1;
             }
         }
@@ -453,10 +454,13 @@ impl Archive {
     }
 }
 
-fn insert_in(
+/// `key_seen`: the receipt key already listed in this transaction (one
+/// key signs nearly every receipt; listing it once per batch is enough).
+fn insert_in<'r>(
     tx: &rusqlite::Transaction<'_>,
     archive_key: Option<&XChaCha20Poly1305>,
-    r: &NewRecord<'_>,
+    r: &NewRecord<'r>,
+    key_seen: &mut Option<&'r [u8]>,
 ) -> Result<bool, RecordsError> {
     let aad = format!("{}:{}", r.conv, r.seq);
     let (wrapped, body, commitment) = match r.plaintext {
@@ -479,9 +483,13 @@ fn insert_in(
         serde_json::to_string(r.receipt).map_err(|e| RecordsError::Archive(e.to_string()))?;
     let participants =
         serde_json::to_string(r.participants).map_err(|e| RecordsError::Archive(e.to_string()))?;
+    // The leaf this record will get if it is new: the log's next index
+    // (the IMMEDIATE transaction holds the write lock, so nothing else can
+    // take it), written with the row instead of by a second update.
+    let next_leaf = crate::tlog::size(tx)?;
     let n = tx.prepare_cached("INSERT OR IGNORE INTO records (conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms,
-            expire_after_secs, burn_on_read, receipt, wrapped_key, body, note)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)")?.execute(params![
+            expire_after_secs, burn_on_read, receipt, wrapped_key, body, note, leaf)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)")?.execute(params![
             r.conv,
             r.seq as i64,
             r.kind,
@@ -495,17 +503,21 @@ fn insert_in(
             receipt,
             wrapped,
             body,
-            r.note
+            r.note,
+            next_leaf as i64
         ],
     )?;
     if n == 1 {
         let id = tx.last_insert_rowid();
         // The server keys receipts were signed with, as the records
         // service saw them (rotation adds one; old ones stay).
-        tx.prepare_cached(
-            "INSERT OR IGNORE INTO server_keys (key, first_seen_ms) VALUES (?1, ?2)",
-        )?
-        .execute(params![r.receipt.server_key, r.captured_at_ms as i64])?;
+        if *key_seen != Some(r.receipt.server_key.as_slice()) {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO server_keys (key, first_seen_ms) VALUES (?1, ?2)",
+            )?
+            .execute(params![r.receipt.server_key, r.captured_at_ms as i64])?;
+            *key_seen = Some(r.receipt.server_key.as_slice());
+        }
         let leaf = record_leaf(
             r.conv,
             r.seq,
@@ -522,8 +534,12 @@ fn insert_in(
             commitment,
         );
         let leaf_n = crate::tlog::append(tx, &leaf, Some(id))?;
-        tx.prepare_cached("UPDATE records SET leaf=?1 WHERE id=?2")?
-            .execute(params![leaf_n as i64, id])?;
+        if leaf_n != next_leaf {
+            return Err(RecordsError::Log(format!(
+                "record {}#{} was given leaf {next_leaf} but the log appended it at {leaf_n}",
+                r.conv, r.seq
+            )));
+        }
     }
     Ok(n == 1)
 }
