@@ -55,6 +55,9 @@ pub struct ConversationRow {
     pub suspended: Option<String>,
 }
 
+/// The most one-time key packages the server keeps for one device.
+pub const MAX_KEY_PACKAGES: usize = 1000;
+
 pub struct Store {
     conn: Connection,
 }
@@ -285,6 +288,8 @@ impl Store {
         Ok(())
     }
 
+    /// Add to `device`'s pool of key packages (at most [`MAX_KEY_PACKAGES`]
+    /// are kept, the newest) and replace its last-resort one if given.
     pub fn add_key_packages(
         &mut self,
         device: &str,
@@ -298,6 +303,13 @@ impl Store {
             )?
             .execute(params![device, kp])?;
         }
+        // A device that uploads on every connection (the records service
+        // does) must not grow its pool without bound: keep the newest.
+        tx.prepare_cached(
+            "DELETE FROM key_packages WHERE device=?1 AND last_resort=0 AND id NOT IN
+               (SELECT id FROM key_packages WHERE device=?1 AND last_resort=0 ORDER BY id DESC LIMIT ?2)",
+        )?
+        .execute(params![device, MAX_KEY_PACKAGES as i64])?;
         if let Some(lr) = last_resort {
             tx.prepare_cached("DELETE FROM key_packages WHERE device=?1 AND last_resort=1")?
                 .execute(params![device])?;
@@ -787,6 +799,34 @@ mod tests {
             sha256: vec![0; 32],
             signature: vec![0; 64],
         }
+    }
+
+    #[test]
+    fn a_device_pool_of_key_packages_is_bounded_keeping_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let codes = store
+            .add_users_with_codes(&["r".to_string()], "staff", 1)
+            .unwrap();
+        let d = store.redeem_code(&codes[0], b"key", 2).unwrap();
+        let batch = |tag: u8| -> Vec<Vec<u8>> {
+            (0..600u16)
+                .map(|i| [vec![tag], i.to_be_bytes().to_vec()].concat())
+                .collect()
+        };
+        store
+            .add_key_packages(&d.device_id, &batch(1), Some(b"lr"))
+            .unwrap();
+        store
+            .add_key_packages(&d.device_id, &batch(2), None)
+            .unwrap();
+        assert_eq!(
+            store.key_package_count(&d.device_id).unwrap(),
+            MAX_KEY_PACKAGES as u64
+        );
+        // The oldest 200 of the first upload went; claims start at the oldest kept.
+        let first = store.claim_key_package(&d.device_id).unwrap().unwrap();
+        assert_eq!(first, [vec![1u8], 200u16.to_be_bytes().to_vec()].concat());
     }
 
     #[test]
