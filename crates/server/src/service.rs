@@ -1197,7 +1197,8 @@ impl Core {
     /// not acknowledged (promise 1).
     pub fn collect_garbage(&mut self) -> Result<usize, ServerError> {
         let now = self.clock.now_ms();
-        let mut deleted = 0;
+        let before = now.saturating_sub(self.limits.relay_ttl_ms);
+        let mut passes = Vec::new();
         for (conv, c) in &self.convs {
             if c.records_acked == 0 {
                 continue;
@@ -1206,16 +1207,12 @@ impl Core {
             for m in &c.members {
                 upto = upto.min(self.store.cursor(&m.device_id, conv)?.unwrap_or(0));
             }
-            if upto > 0 {
-                deleted += self.store.delete_log_upto(conv, upto)?;
-            }
-            deleted += self.store.delete_expired_relay(
-                conv,
-                c.records_acked,
-                now.saturating_sub(self.limits.relay_ttl_ms),
-            )?;
+            passes.push((conv.as_str(), upto, c.records_acked, before));
         }
-        Ok(deleted)
+        if passes.is_empty() {
+            return Ok(0);
+        }
+        self.store.collect(&passes)
     }
 }
 

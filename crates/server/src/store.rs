@@ -629,27 +629,39 @@ impl Store {
         Ok(())
     }
 
-    /// Delete log entries of `conv` up to `upto` (the caller has checked
-    /// the records service and every member device acknowledged them, or
-    /// the relay TTL passed after capture). Returns how many went.
-    pub fn delete_log_upto(&self, conv: &str, upto: u64) -> Result<usize, ServerError> {
-        Ok(self
-            .conn
-            .prepare_cached("DELETE FROM log WHERE conv=?1 AND seq<=?2")?
-            .execute(params![conv, upto as i64])?)
-    }
-
-    /// Entries of `conv` captured by records and older than `before_ms`.
-    pub fn delete_expired_relay(
-        &self,
-        conv: &str,
-        records_acked: u64,
-        before_ms: u64,
-    ) -> Result<usize, ServerError> {
-        Ok(self
-            .conn
-            .prepare_cached("DELETE FROM log WHERE conv=?1 AND seq<=?2 AND server_time_ms<?3")?
-            .execute(params![conv, records_acked as i64, before_ms as i64])?)
+    /// Delete what nobody needs any more (the caller has checked): per
+    /// conversation, entries up to `delivered_upto` (archived by the records
+    /// service and acknowledged by every member device), and entries up to
+    /// `records_acked` older than `expired_before_ms` (the relay TTL).
+    /// Returns how many went.
+    ///
+    /// One pass, `(conv, delivered_upto, records_acked, expired_before_ms)`
+    /// per conversation, in one transaction without
+    /// waiting for the disk: a deletion lost to a power cut is simply done
+    /// again by the next pass, and the pass runs under the server's lock,
+    /// where an fsync per conversation stalled every request.
+    pub fn collect(&mut self, passes: &[(&str, u64, u64, u64)]) -> Result<usize, ServerError> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let r = (|| {
+            let tx = self.conn.transaction()?;
+            let mut deleted = 0;
+            for (conv, upto, records_acked, before_ms) in passes {
+                if *upto > 0 {
+                    deleted += tx
+                        .prepare_cached("DELETE FROM log WHERE conv=?1 AND seq<=?2")?
+                        .execute(params![conv, *upto as i64])?;
+                }
+                deleted += tx
+                    .prepare_cached(
+                        "DELETE FROM log WHERE conv=?1 AND seq<=?2 AND server_time_ms<?3",
+                    )?
+                    .execute(params![conv, *records_acked as i64, *before_ms as i64])?;
+            }
+            tx.commit()?;
+            Ok(deleted)
+        })();
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        r
     }
 }
 
