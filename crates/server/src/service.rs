@@ -81,6 +81,9 @@ pub struct Core {
     signer: aws_lc_rs::signature::Ed25519KeyPair,
     clock: Clock,
     writer: Option<std::sync::mpsc::Sender<Job>>,
+    /// The session whose request is being handled (see [`Core::handle`]):
+    /// its own commits are pushed to the device's other sessions only.
+    handling_session: u64,
     wait: Option<oneshot::Receiver<bool>>,
 }
 
@@ -143,6 +146,7 @@ impl Core {
             clock,
             writer: None,
             wait: None,
+            handling_session: 0,
         })
     }
 
@@ -219,6 +223,7 @@ impl Core {
         req: Request,
     ) -> Result<ServerBody, ProtocolError> {
         self.wait = None;
+        self.handling_session = session.id;
         let device = match (&req, &session.device) {
             (
                 Request::Enroll {
@@ -778,6 +783,7 @@ impl Core {
         c.last_seq = seq;
         self.backlog += 1;
         let mut effects = Vec::new();
+        let is_handshake = commit.is_some();
         let mut recipients: Vec<MemberDevice> = c.members.clone();
         if let Some(change) = commit {
             c.members = roster::members(&change.group);
@@ -790,7 +796,7 @@ impl Core {
                 })
                 .to_json();
                 for m in &change.added {
-                    effects.push((m.device_id.clone(), text.clone()));
+                    effects.push((m.device_id.clone(), None, text.clone()));
                 }
             }
             // Added devices start after this commit, except the records
@@ -816,8 +822,14 @@ impl Core {
         .to_json();
         for m in recipients {
             if m.device_id != device.device_id {
-                effects.push((m.device_id, text.clone()));
+                effects.push((m.device_id, None, text.clone()));
             }
+        }
+        if is_handshake {
+            // The sender's own commit or proposal also goes to its other
+            // sessions: one that reconnected before this entry's pushes went
+            // out is not replayed it by `sync`, and must still apply it.
+            effects.push((device.device_id.clone(), Some(self.handling_session), text));
         }
         match &self.writer {
             None => self.apply_effects(conv, seq, &effects),
@@ -846,9 +858,9 @@ impl Core {
 
     /// Push entry `seq` of `conv` (and its Welcomes) to the devices live
     /// now, and remember that it went out.
-    fn apply_effects(&mut self, conv: &str, seq: u64, effects: &[(String, String)]) {
-        for (device, text) in effects {
-            self.push_text(device, text);
+    fn apply_effects(&mut self, conv: &str, seq: u64, effects: &[Effect]) {
+        for (device, skip_session, text) in effects {
+            self.push_text_except(device, *skip_session, text);
         }
         if let Some(c) = self.convs.get_mut(conv) {
             c.pushed_seq = c.pushed_seq.max(seq);
@@ -1072,8 +1084,13 @@ impl Core {
     }
 
     fn push_text(&mut self, device_id: &str, text: &str) {
+        self.push_text_except(device_id, None, text);
+    }
+
+    /// Push to every live session of `device_id` but `skip`.
+    fn push_text_except(&mut self, device_id: &str, skip: Option<u64>, text: &str) {
         if let Some(list) = self.live.get_mut(device_id) {
-            list.retain(|(_, tx)| tx.send(text.to_string()).is_ok());
+            list.retain(|(id, tx)| Some(*id) == skip || tx.send(text.to_string()).is_ok());
         }
     }
 
@@ -1216,14 +1233,17 @@ impl Core {
     }
 }
 
+/// A push: (device, a session of it not to push to, frame).
+type Effect = (String, Option<u64>, String);
+
 /// One entry on its way to the log writer, with what to push and whom
 /// to answer once it is durable.
 pub struct Job {
     entry: LogEntry,
     roster: Option<OwnedRosterUpdate>,
     create: bool,
-    /// (device, frame) pushes, in order.
-    effects: Vec<(String, String)>,
+    /// Pushes, in order.
+    effects: Vec<Effect>,
     done: oneshot::Sender<bool>,
 }
 

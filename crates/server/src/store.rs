@@ -600,8 +600,17 @@ impl Store {
         // off the core's lock for the most frequent request there is.
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         let r = self.ack_in_tx(device, conv, seq, records);
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        self.restore_full_sync();
         r
+    }
+
+    /// Back to fsync-before-commit after a write that did not need it. A
+    /// failure here must not hide that the write itself committed, so it is
+    /// logged, not returned.
+    fn restore_full_sync(&self) {
+        if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
+            tracing::error!(error = %e, "could not restore synchronous=FULL on the server store");
+        }
     }
 
     fn ack_in_tx(
@@ -660,7 +669,7 @@ impl Store {
             tx.commit()?;
             Ok(deleted)
         })();
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        self.restore_full_sync();
         r
     }
 }

@@ -380,16 +380,22 @@ async fn send_all(
         let mut prepared = prepared.map(|v| v.into_iter());
         for i in 0..count {
             let permit = gate.clone().acquire_owned().await?;
+            // Paced, a message's latency counts from when it was due, so a
+            // generator falling behind shows up in the figures instead of
+            // hiding the queue it built (coordinated omission).
+            let mut due = None;
             if let Some(rate) = phase.rate {
-                let due = t0 + Duration::from_secs_f64((i * nconv + c) as f64 / rate);
-                tokio::time::sleep_until(due.into()).await;
+                let at = t0 + Duration::from_secs_f64((i * nconv + c) as f64 / rate);
+                tokio::time::sleep_until(at.into()).await;
+                due = Some(at);
             }
             let id = next_id + i as u64;
             let frame = match prepared.as_mut() {
                 Some(p) => p.next().context("prepared frames ran out")?,
                 None => ClientFrame::new(id, encrypt(&mut device, conv_ref, &text)?).to_json(),
             };
-            lock(inflight).insert(id, (Instant::now(), frame.clone(), permit));
+            let sent = due.unwrap_or_else(Instant::now);
+            lock(inflight).insert(id, (sent, frame.clone(), permit));
             tx.send(frame)
                 .map_err(|_| anyhow!("connection writer stopped"))?;
         }
@@ -425,10 +431,13 @@ async fn send_all(
                         .get(&id)
                         .map(|(_, f, _)| f.clone())
                         .ok_or_else(|| anyhow!("a refusal for an unknown request {id}"))?;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    tx_retry
-                        .send(frame)
-                        .map_err(|_| anyhow!("connection writer stopped"))?;
+                    // Resent a moment later, without holding up the
+                    // receipts behind it on this connection.
+                    let tx = tx_retry.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        let _ = tx.send(frame);
+                    });
                 }
                 ServerBody::Error { code, message } => {
                     bail!("the server refused a message: {code}: {message}")
@@ -439,11 +448,11 @@ async fn send_all(
         drop(tx_retry);
         anyhow::Ok((stream, out))
     };
-    let (sink, produced, read) = tokio::join!(writer, producer, reader);
-    let device = produced?;
-    let (stream, out) = read?;
+    // The first failure ends the sender at once (and releases its window
+    // permits), instead of leaving the other two waiting for it.
+    let (sink, device, (stream, out)) = tokio::try_join!(writer, producer, reader)?;
     let ws = stream
-        .reunite(sink?)
+        .reunite(sink)
         .map_err(|_| anyhow!("socket halves do not match"))?;
     Ok((
         Member {
