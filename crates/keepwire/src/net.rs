@@ -102,18 +102,7 @@ impl Conn {
     }
 
     async fn read(&mut self) -> Result<ServerFrame> {
-        loop {
-            match self.ws.next().await {
-                None => bail!("server closed the connection"),
-                Some(Err(e)) => return Err(anyhow!("connection error: {e}")),
-                Some(Ok(Message::Text(t))) => {
-                    return ServerFrame::from_json(&t)
-                        .with_context(|| format!("server sent an unreadable frame: {t}"))
-                }
-                Some(Ok(Message::Close(_))) => bail!("server closed the connection"),
-                Some(Ok(_)) => continue,
-            }
-        }
+        read_frame(&mut self.ws).await
     }
 
     /// Send a request and wait for its response; pushes that arrive
@@ -217,6 +206,27 @@ impl Conn {
             if f.id.is_none() {
                 return Ok(f.body);
             }
+        }
+    }
+}
+
+/// The next frame the server sent on `stream` (any WebSocket stream or its
+/// read half), skipping pings; a close or an unreadable frame is an error.
+/// Reading is cancel-safe: an unfinished frame stays buffered.
+pub async fn read_frame<S>(stream: &mut S) -> Result<ServerFrame>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match stream.next().await {
+            None => bail!("server closed the connection"),
+            Some(Err(e)) => return Err(anyhow!("connection error: {e}")),
+            Some(Ok(Message::Text(t))) => {
+                return ServerFrame::from_json(&t)
+                    .with_context(|| format!("server sent an unreadable frame: {t}"))
+            }
+            Some(Ok(Message::Close(_))) => bail!("server closed the connection"),
+            Some(Ok(_)) => continue,
         }
     }
 }

@@ -533,13 +533,7 @@ fn insert_in<'r>(
             r.receipt,
             commitment,
         );
-        let leaf_n = crate::tlog::append(tx, &leaf, Some(id))?;
-        if leaf_n != next_leaf {
-            return Err(RecordsError::Log(format!(
-                "record {}#{} was given leaf {next_leaf} but the log appended it at {leaf_n}",
-                r.conv, r.seq
-            )));
-        }
+        crate::tlog::append_at(tx, next_leaf, &leaf, Some(id))?;
     }
     Ok(n == 1)
 }

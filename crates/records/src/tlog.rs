@@ -123,7 +123,18 @@ pub fn size(conn: &Connection) -> Result<u64, RecordsError> {
 
 /// Append a leaf (inside the caller's transaction); returns its index.
 pub fn append(conn: &Connection, leaf: &Leaf, record_id: Option<i64>) -> Result<u64, RecordsError> {
-    let n = size(conn)?;
+    append_at(conn, size(conn)?, leaf, record_id)
+}
+
+/// Append a leaf at `n`, which must be [`size`] read in the same write
+/// transaction (a caller that already needs it reads it once); a wrong `n`
+/// fails on the leaf's primary key or, past the end, on the stored hashes.
+pub fn append_at(
+    conn: &Connection,
+    n: u64,
+    leaf: &Leaf,
+    record_id: Option<i64>,
+) -> Result<u64, RecordsError> {
     let data = leaf.to_bytes();
     let hashes = tlog::stored_hashes(n, &data, &Stored(conn)).map_err(tlog_err)?;
     conn.prepare_cached(

@@ -598,19 +598,24 @@ impl Store {
         // the disk (WAL, synchronous=NORMAL: still atomic and ordered; the
         // next durable commit carries it to disk), which keeps the fsync
         // off the core's lock for the most frequent request there is.
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let r = self.ack_in_tx(device, conv, seq, records);
-        self.restore_full_sync();
-        r
+        self.without_fsync(|store| store.ack_in_tx(device, conv, seq, records))
     }
 
-    /// Back to fsync-before-commit after a write that did not need it. A
-    /// failure here must not hide that the write itself committed, so it is
-    /// logged, not returned.
-    fn restore_full_sync(&self) {
+    /// Run `write` committing without waiting for the disk (WAL,
+    /// synchronous=NORMAL: atomic and ordered; the next durable commit
+    /// carries it to disk), for writes whose loss after a power cut is
+    /// harmless. Back to fsync-before-commit after; a failure there must not
+    /// hide that the write itself committed, so it is logged, not returned.
+    fn without_fsync<T>(
+        &mut self,
+        write: impl FnOnce(&mut Self) -> Result<T, ServerError>,
+    ) -> Result<T, ServerError> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let r = write(self);
         if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
             tracing::error!(error = %e, "could not restore synchronous=FULL on the server store");
         }
+        r
     }
 
     fn ack_in_tx(
@@ -650,9 +655,8 @@ impl Store {
     /// again by the next pass, and the pass runs under the server's lock,
     /// where an fsync per conversation stalled every request.
     pub fn collect(&mut self, passes: &[(&str, u64, u64, u64)]) -> Result<usize, ServerError> {
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let r = (|| {
-            let tx = self.conn.transaction()?;
+        self.without_fsync(|store| {
+            let tx = store.conn.transaction()?;
             let mut deleted = 0;
             for (conv, upto, records_acked, before_ms) in passes {
                 if *upto > 0 {
@@ -668,9 +672,7 @@ impl Store {
             }
             tx.commit()?;
             Ok(deleted)
-        })();
-        self.restore_full_sync();
-        r
+        })
     }
 }
 

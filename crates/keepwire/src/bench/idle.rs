@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use keepwire_client::device::{new_signature_key, sign_challenge};
-use keepwire_protocol::{ClientFrame, Request, ServerBody, ServerFrame};
+use keepwire_protocol::{ClientFrame, Request, ServerBody};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::server::{provision, raise_fd_limit, ServerProc};
+use crate::net::read_frame;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
 pub struct IdleFigures {
@@ -65,20 +66,9 @@ async fn open(server: SocketAddr, source: IpAddr) -> Result<(Ws, Vec<u8>)> {
     )
     .await
     .context("WebSocket handshake")?;
-    match read(&mut ws).await?.body {
+    match read_frame(&mut ws).await?.body {
         ServerBody::Challenge { nonce, .. } => Ok((ws, nonce)),
         other => bail!("expected a challenge, got {other:?}"),
-    }
-}
-
-async fn read(ws: &mut Ws) -> Result<ServerFrame> {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => return Ok(ServerFrame::from_json(&t)?),
-            Some(Ok(Message::Close(_))) | None => bail!("the server closed the connection"),
-            Some(Err(e)) => bail!("connection error: {e}"),
-            Some(Ok(_)) => {}
-        }
     }
 }
 
@@ -86,7 +76,7 @@ async fn request(ws: &mut Ws, req: Request) -> Result<ServerBody> {
     ws.send(Message::Text(ClientFrame::new(1, req).to_json().into()))
         .await?;
     loop {
-        let f = read(ws).await?;
+        let f = read_frame(ws).await?;
         if f.id == Some(1) {
             return match f.body {
                 ServerBody::Error { code, message } => bail!("refused: {code}: {message}"),

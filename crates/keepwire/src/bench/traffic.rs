@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use keepwire_client::{Device, Incoming};
 use keepwire_protocol::content::Content;
-use keepwire_protocol::{ClientFrame, ErrorCode, Request, ServerBody, ServerFrame};
+use keepwire_protocol::{ClientFrame, ErrorCode, Request, ServerBody};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -25,6 +25,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::server::ServerProc;
 use super::stats::Samples;
+use crate::net::read_frame;
 use crate::session;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -410,7 +411,7 @@ async fn send_all(
             deferred: 0,
         };
         while out.sent.len() < count {
-            let f = next_frame(&mut stream).await?;
+            let f = read_frame(&mut stream).await?;
             let Some(id) = f.id else { continue };
             match f.body {
                 ServerBody::Receipt(r) => {
@@ -470,23 +471,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn next_frame(
-    stream: &mut (impl futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
-              + Unpin),
-) -> Result<ServerFrame> {
-    loop {
-        match stream.next().await {
-            None => bail!("the server closed the connection"),
-            Some(Err(e)) => bail!("connection error: {e}"),
-            Some(Ok(Message::Text(t))) => {
-                return ServerFrame::from_json(&t).context("an unreadable frame from the server")
-            }
-            Some(Ok(Message::Close(_))) => bail!("the server closed the connection"),
-            Some(Ok(_)) => continue,
-        }
-    }
-}
-
 type Arrivals = Vec<(u64, Instant)>;
 
 /// One recipient: timestamps each delivery as it arrives (after decrypting
@@ -502,7 +486,7 @@ async fn receive_all(
 ) -> Result<(usize, usize, Member, Arrivals)> {
     let mut arrivals = Vec::with_capacity(expect);
     while arrivals.len() < expect {
-        let f = next_frame(&mut m.ws).await?;
+        let f = read_frame(&mut m.ws).await?;
         match (f.id, f.body) {
             (None, ServerBody::Deliver(d)) if d.conv == conv => {
                 if decrypt {
