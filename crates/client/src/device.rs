@@ -292,7 +292,7 @@ impl Device {
     /// Conversations this device is in, from its own state.
     pub fn conversations(&self) -> Result<Vec<String>, ClientError> {
         Ok(self
-            .store
+            .group_store
             .keys("group", b"")?
             .iter()
             .map(hex::encode)
@@ -309,7 +309,7 @@ impl Device {
 
     pub fn cursor(&self, conv: &str) -> Result<u64, ClientError> {
         Ok(self
-            .store
+            .group_store
             .get("cursor", conv.as_bytes())?
             .map(|b| be_u64(&b))
             .unwrap_or(0))
@@ -548,7 +548,7 @@ impl Device {
         // redelivery; a later one re-adds a device that was removed (its old
         // state is stale and is replaced).
         let known = self
-            .store
+            .group_store
             .get("group", &hex::decode(conv).unwrap_or_default())?
             .is_some();
         if known && seq <= self.cursor(conv)? {
@@ -662,8 +662,17 @@ impl Device {
     /// Move the cursor past an entry that needs no MLS processing (this
     /// device's own message).
     pub fn skip(&mut self, conv: &str, seq: u64) -> Result<(), ClientError> {
-        self.store
+        self.group_store
             .put("cursor", conv.as_bytes(), &seq.to_be_bytes())
+    }
+
+    /// From now on, hold the MLS state and cursor writes back until they
+    /// are applied through the returned handle (in order, from any
+    /// thread); this device reads them as if written. For the records
+    /// member, whose state must not become durable before the records it
+    /// covers are.
+    pub fn defer_writes(&mut self) -> crate::mls::DeferredWrites {
+        self.group_store.defer()
     }
 }
 

@@ -12,6 +12,7 @@ pub mod store;
 pub mod witness;
 
 pub use device::{Device, Incoming, PendingDevice};
+pub use mls::DeferredWrites;
 pub use store::{Store, StoredMessage};
 
 #[derive(Debug, thiserror::Error)]

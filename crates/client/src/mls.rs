@@ -55,16 +55,52 @@ pub type MlsGroup = mls_rs::Group<MlsConfig>;
 
 impl mls_rs_core::error::IntoAnyError for ClientError {}
 
+/// A row (namespace, key, value) waiting for the next group-state write.
+/// Values are group secrets (before the store seals them): wiped on drop.
+type QueuedRow = (&'static str, Vec<u8>, Zeroizing<Vec<u8>>);
+
 /// Group state in the device store. Extra rows (the conversation cursor)
 /// can be queued to land in the same transaction as the next state write,
 /// so a crash never leaves the cursor and the MLS state out of step.
-/// A row (namespace, key, value) waiting for the next group-state write.
-type QueuedRow = (&'static str, Vec<u8>, Vec<u8>);
-
+///
+/// Writes can also be held back ([`GroupStore::defer`]): they then wait,
+/// in order, until the holder of the [`DeferredWrites`] handle applies
+/// them, while every read through this store sees them already. The
+/// records service uses this to decrypt the next batch while the previous
+/// one is still being archived: a state snapshot must never become durable
+/// before the records it covers.
 #[derive(Clone)]
 pub struct GroupStore {
     store: Store,
     pending: Arc<Mutex<Vec<QueuedRow>>>,
+    deferred: Arc<Mutex<Deferred>>,
+}
+
+/// One group-state write (or a lone cursor move), as it will be applied.
+struct Write {
+    puts: Vec<QueuedRow>,
+    /// The group and the newest epoch written: older epochs past the
+    /// retention are deleted when the write is applied.
+    prune: Option<(Vec<u8>, u64)>,
+}
+
+/// (namespace, key) of a store row.
+type RowKey = (&'static str, Vec<u8>);
+
+#[derive(Default)]
+struct Deferred {
+    enabled: bool,
+    /// Writes queued so far (the mark of the next one).
+    queued: u64,
+    /// Not yet applied, oldest first, each with its mark.
+    waiting: std::collections::VecDeque<(u64, Write)>,
+    /// The newest unapplied value of each key, and the write it is in.
+    overlay: std::collections::BTreeMap<RowKey, (u64, Zeroizing<Vec<u8>>)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; go on with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl GroupStore {
@@ -72,18 +108,68 @@ impl GroupStore {
         Self {
             store,
             pending: Arc::default(),
+            deferred: Arc::default(),
         }
     }
 
     pub fn queue(&self, ns: &'static str, k: Vec<u8>, v: Vec<u8>) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((ns, k, v));
+        lock(&self.pending).push((ns, k, Zeroizing::new(v)));
     }
-}
 
-impl GroupStore {
+    /// Hold every later write back until it is applied through the handle.
+    pub fn defer(&self) -> DeferredWrites {
+        lock(&self.deferred).enabled = true;
+        DeferredWrites {
+            store: self.store.clone(),
+            deferred: Arc::clone(&self.deferred),
+        }
+    }
+
+    /// A value, as the last write (applied or not) left it.
+    pub fn get(&self, ns: &'static str, k: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        if let Some((_, v)) = lock(&self.deferred).overlay.get(&(ns, k.to_vec())) {
+            return Ok(Some(v.to_vec()));
+        }
+        self.store.get(ns, k)
+    }
+
+    /// Keys of `ns` starting with `prefix`, counting unapplied writes.
+    pub fn keys(&self, ns: &'static str, prefix: &[u8]) -> Result<Vec<Vec<u8>>, ClientError> {
+        let mut keys: std::collections::BTreeSet<Vec<u8>> =
+            self.store.keys(ns, prefix)?.into_iter().collect();
+        let d = lock(&self.deferred);
+        keys.extend(
+            d.overlay
+                .range((ns, prefix.to_vec())..)
+                .take_while(|((n, k), _)| *n == ns && k.starts_with(prefix))
+                .map(|((_, k), _)| k.clone()),
+        );
+        Ok(keys.into_iter().collect())
+    }
+
+    /// Write one row now, or after what is already waiting when deferred.
+    pub fn put(&self, ns: &'static str, k: &[u8], v: &[u8]) -> Result<(), ClientError> {
+        self.submit(Write {
+            puts: vec![(ns, k.to_vec(), Zeroizing::new(v.to_vec()))],
+            prune: None,
+        })
+    }
+
+    fn submit(&self, w: Write) -> Result<(), ClientError> {
+        let mut d = lock(&self.deferred);
+        if !d.enabled {
+            drop(d);
+            return apply(&self.store, &w);
+        }
+        let mark = d.queued;
+        d.queued += 1;
+        for (ns, k, v) in &w.puts {
+            d.overlay.insert((*ns, k.clone()), (mark, v.clone()));
+        }
+        d.waiting.push_back((mark, w));
+        Ok(())
+    }
+
     /// Delete a group's state and stored epochs (a join that never happened).
     pub fn forget(&self, group_id: &[u8]) -> Result<(), ClientError> {
         let mut deletes: Vec<(&str, Vec<u8>)> = vec![("group", group_id.to_vec())];
@@ -91,6 +177,68 @@ impl GroupStore {
             deletes.push(("epoch", k));
         }
         self.store.write_batch(&[], &deletes)
+    }
+}
+
+/// Apply one write in one transaction, pruning epochs past the retention.
+fn apply(store: &Store, w: &Write) -> Result<(), ClientError> {
+    let puts: Vec<(&str, Vec<u8>, &[u8])> = w
+        .puts
+        .iter()
+        .map(|(ns, k, v)| (*ns, k.clone(), &v[..]))
+        .collect();
+    let mut deletes = Vec::new();
+    if let Some((group_id, max)) = &w.prune {
+        for k in store.keys("epoch", group_id)? {
+            if k.len() == group_id.len() + 8 {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&k[group_id.len()..]);
+                if u64::from_be_bytes(b) + MAX_EPOCH_RETENTION <= *max {
+                    deletes.push(("epoch", k));
+                }
+            }
+        }
+    }
+    store.write_batch(&puts, &deletes)
+}
+
+/// The holder's side of deferred group-state writes: say how far the
+/// writes go now ([`DeferredWrites::mark`]), and later make them durable
+/// up to that mark ([`DeferredWrites::apply`]), from any thread.
+#[derive(Clone)]
+pub struct DeferredWrites {
+    store: Store,
+    deferred: Arc<Mutex<Deferred>>,
+}
+
+impl DeferredWrites {
+    /// The point reached by the writes queued so far.
+    pub fn mark(&self) -> u64 {
+        lock(&self.deferred).queued
+    }
+
+    /// Apply, in order, every write queued before `mark`. Reads keep
+    /// seeing a value until it is in the store, so no reader ever sees
+    /// an older one.
+    pub fn apply(&self, mark: u64) -> Result<(), ClientError> {
+        loop {
+            let next = {
+                let mut d = lock(&self.deferred);
+                match d.waiting.front() {
+                    Some((m, _)) if *m < mark => d.waiting.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((m, w)) = next else { return Ok(()) };
+            apply(&self.store, &w)?;
+            let mut d = lock(&self.deferred);
+            for (ns, k, _) in &w.puts {
+                let key = (*ns, k.clone());
+                if d.overlay.get(&key).is_some_and(|(at, _)| *at == m) {
+                    d.overlay.remove(&key);
+                }
+            }
+        }
     }
 }
 
@@ -102,7 +250,7 @@ impl GroupStateStorage for GroupStore {
     type Error = ClientError;
 
     fn state(&self, group_id: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, Self::Error> {
-        Ok(self.store.get("group", group_id)?.map(Zeroizing::new))
+        Ok(self.get("group", group_id)?.map(Zeroizing::new))
     }
 
     fn epoch(
@@ -111,7 +259,6 @@ impl GroupStateStorage for GroupStore {
         epoch_id: u64,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, Self::Error> {
         Ok(self
-            .store
             .get("epoch", &epoch_key(group_id, epoch_id))?
             .map(Zeroizing::new))
     }
@@ -122,35 +269,20 @@ impl GroupStateStorage for GroupStore {
         inserts: Vec<EpochRecord>,
         updates: Vec<EpochRecord>,
     ) -> Result<(), Self::Error> {
-        let extra: Vec<_> =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let extra: Vec<_> = std::mem::take(&mut *lock(&self.pending));
         let max = inserts.iter().chain(updates.iter()).map(|e| e.id).max();
-        let mut puts: Vec<(&str, Vec<u8>, &[u8])> =
-            vec![("group", state.id.clone(), &state.data[..])];
-        for e in inserts.iter().chain(updates.iter()) {
-            puts.push(("epoch", epoch_key(&state.id, e.id), &e.data[..]));
+        let mut puts: Vec<QueuedRow> = Vec::with_capacity(1 + inserts.len() + updates.len());
+        for e in inserts.into_iter().chain(updates) {
+            puts.push(("epoch", epoch_key(&state.id, e.id), e.data));
         }
-        for (ns, k, v) in &extra {
-            puts.push((ns, k.clone(), v));
-        }
-        let mut deletes = Vec::new();
-        if let Some(max) = max {
-            for k in self.store.keys("epoch", &state.id)? {
-                if k.len() == state.id.len() + 8 {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&k[state.id.len()..]);
-                    if u64::from_be_bytes(b) + MAX_EPOCH_RETENTION <= max {
-                        deletes.push(("epoch", k));
-                    }
-                }
-            }
-        }
-        self.store.write_batch(&puts, &deletes)
+        puts.extend(extra);
+        let prune = max.map(|m| (state.id.clone(), m));
+        puts.push(("group", state.id, state.data));
+        self.submit(Write { puts, prune })
     }
 
     fn max_epoch_id(&self, group_id: &[u8]) -> Result<Option<u64>, Self::Error> {
         Ok(self
-            .store
             .keys("epoch", group_id)?
             .iter()
             .filter(|k| k.len() == group_id.len() + 8)

@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use keepwire_client::Device;
 use keepwire_protocol::clock::Clock;
 use keepwire_protocol::{Delivery, Request, ServerBody, RECORDS_USER};
-use keepwire_records::{Archive, Capture};
+use keepwire_records::capture::Captured;
+use keepwire_records::{Archive, Capture, RecordsError};
 use keepwire_server::store::Store;
 use keepwire_server::ws::{AppState, Endpoint};
 use keepwire_server::{Core, Limits};
@@ -224,11 +225,27 @@ async fn records_once(
     conn.request(device.key_packages_request(crate::session::KEY_PACKAGE_POOL, true)?)
         .await?;
     let notary = keepwire_records::checkpoint::Notary::open(dir)?;
-    let mut capture = Capture::new(device, archive, clock.clone());
+    // Batches are written by the capture's writer thread while the next
+    // is decrypted; their outcomes come back here to be acknowledged.
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+    let mut capture = Capture::new(device, archive, clock.clone()).with_writer(
+        Archive::open(dir, true)?,
+        move |r| {
+            let _ = done_tx.send(r);
+        },
+    )?;
     conn.request(Request::Sync).await?;
     let mut checkpoints = tokio::time::interval(checkpoint_every);
     loop {
         let push = tokio::select! {
+            // Acknowledgements first: they free the server's backlog and
+            // end capture lag; deliveries wait in the socket meanwhile.
+            biased;
+            captured = done.recv() => {
+                let captured = captured.context("the archive writer is gone")?;
+                acknowledge(&mut conn, captured?).await?;
+                continue;
+            }
             push = conn.next_push() => push?,
             _ = checkpoints.tick() => {
                 let published = latest_published(&mut conn).await?;
@@ -253,23 +270,51 @@ async fn records_once(
             }
             ServerBody::Deliver(d) => {
                 let batch = gather_batch(&mut conn, d).await?;
-                for (conv, from, to) in archived_ranges(capture.capture_batch(&batch)?) {
-                    conn.request(Request::Archived { conv, from, to }).await?;
-                }
+                capture.submit_batch(&batch)?;
             }
             ServerBody::Evict { conv, devices } => {
+                settle(&mut conn, &mut capture, &mut done).await?;
                 evict(&mut conn, &mut capture, &conv, &devices).await?;
             }
             _ => {}
         }
-        for (conv, req) in capture.proposal_commits() {
-            match req {
-                Ok(req) => commit_as_records(&mut conn, &mut capture, &conv, req).await?,
-                Err(e) => tracing::warn!(conv, error = %e, "cannot commit proposals"),
+        if capture.has_proposals() {
+            settle(&mut conn, &mut capture, &mut done).await?;
+            for (conv, req) in capture.proposal_commits() {
+                match req {
+                    Ok(req) => commit_as_records(&mut conn, &mut capture, &conv, req).await?,
+                    Err(e) => tracing::warn!(conv, error = %e, "cannot commit proposals"),
+                }
             }
         }
         report_failures(&mut conn, &mut capture).await?;
     }
+}
+
+type Done = tokio::sync::mpsc::UnboundedReceiver<Result<Captured, RecordsError>>;
+
+/// Wait until every batch handed to the archive writer is durable, and
+/// acknowledge them: the server takes a conversation's acknowledgements
+/// only in order, so this comes before any entry is captured another way.
+async fn settle(conn: &mut Conn, capture: &mut Capture, done: &mut Done) -> Result<()> {
+    capture.settle()?;
+    while let Ok(captured) = done.try_recv() {
+        acknowledge(conn, captured?).await?;
+    }
+    Ok(())
+}
+
+/// Acknowledge a durable batch, one range per conversation run, and
+/// report what could not be processed so the server suspends it.
+async fn acknowledge(conn: &mut Conn, captured: Captured) -> Result<()> {
+    for (conv, from, to) in archived_ranges(captured.acks) {
+        conn.request(Request::Archived { conv, from, to }).await?;
+    }
+    for (conv, seq, reason) in captured.failures {
+        conn.request(Request::CaptureFailed { conv, seq, reason })
+            .await?;
+    }
+    Ok(())
 }
 
 /// How long the records service waits for more deliveries before
@@ -444,7 +489,7 @@ async fn commit_as_records(
         Ok(other) => bail!("unexpected answer to a records commit: {other:?}"),
         Err(e) if e.downcast_ref::<Refused>().is_some() => {
             tracing::info!(conv, error = %format!("{e:#}"), "records commit refused");
-            capture.device.commit_refused(conv)?;
+            capture.commit_refused(conv)?;
         }
         Err(e) => return Err(e),
     }

@@ -1,5 +1,6 @@
-//! End-to-end resilience: the server killed with SIGKILL mid-traffic, and
-//! the records service stopped under load (fail closed, then recovery).
+//! End-to-end resilience: the server killed with SIGKILL mid-traffic, the
+//! records service killed the same way mid-capture, and the records
+//! service stopped under load (fail closed, then recovery).
 
 mod common;
 
@@ -167,4 +168,84 @@ fn a_records_outage_fails_closed_past_the_backlog_and_recovers_by_itself() {
     );
     let at_bob = bob.texts(&conv);
     assert_eq!(at_bob, expected, "and delivered, in order");
+}
+
+#[test]
+fn killing_the_records_service_mid_capture_loses_and_duplicates_nothing() {
+    let mut agency = Agency::start_split(&[]);
+    let names = ["alice", "bob", "carol"];
+    let devices: Vec<Arc<Device>> = names
+        .iter()
+        .map(|n| Arc::new(agency.user(n, "staff")))
+        .collect();
+    for d in &devices {
+        d.accept_notice();
+    }
+    let conv = devices[0].create(&["bob", "carol"]);
+
+    // The server stays up, so every send is receipted; the records service
+    // dies (SIGKILL) at different moments of its capture pipeline: while
+    // decrypting, while its writer thread archives, between the archive
+    // write and the member's state write, before acknowledging.
+    const PER_DEVICE: usize = 12;
+    let senders: Vec<_> = devices
+        .iter()
+        .zip(names)
+        .map(|(d, name)| {
+            let d = Arc::clone(d);
+            let conv = conv.clone();
+            std::thread::spawn(move || {
+                (0..PER_DEVICE)
+                    .map(|i| {
+                        let text = format!("{name}-{i}");
+                        d.send(&conv, &text);
+                        text
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for p in [200u64, 550, 300, 800, 120] {
+        std::thread::sleep(Duration::from_millis(p));
+        agency.stop_records();
+        agency.start_records(None);
+    }
+    let sent: BTreeSet<String> = senders
+        .into_iter()
+        .flat_map(|s| s.join().unwrap())
+        .collect();
+    wait_backlog_zero(&agency);
+
+    let archived = archive_texts(&agency);
+    for (text, n) in &archived {
+        assert_eq!(*n, 1, "{text} archived {n} times");
+    }
+    let archived: BTreeSet<String> = archived.into_keys().collect();
+    assert_eq!(
+        archived, sent,
+        "every receipted message archived, nothing else"
+    );
+    // Each conversation's entries are archived in log order, without gaps.
+    let seqs: Vec<u64> = agency
+        .records(true)
+        .iter()
+        .filter(|r| r["conv"] == conv.as_str())
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    let first = seqs[0];
+    assert_eq!(
+        seqs,
+        (first..first + seqs.len() as u64).collect::<Vec<_>>(),
+        "archived in order, each entry once"
+    );
+    let out = common::keepwire(&["records", "verify", "--data-dir", agency.data_dir()], &[]);
+    assert!(
+        out.status.success(),
+        "the archive verifies against its transparency log: {}",
+        common::stderr(&out)
+    );
+    // Capture kept working after the last restart.
+    devices[0].send(&conv, "after the kills");
+    let texts = agency.wait_captured(sent.len() + 1);
+    assert_eq!(texts.last().map(String::as_str), Some("after the kills"));
 }
