@@ -512,11 +512,29 @@ pub async fn serve_embedded(
     if let Some(code) = records_code(data_dir, &Clock::from_env())? {
         enroll_records(&url, &dir, &code).await?;
     }
-    tokio::spawn(async move {
-        if let Err(e) = run_records(url, dir, None, checkpoint_every).await {
-            tracing::error!(error = %format!("{e:#}"), "records service stopped");
-        }
-    });
+    // The records service decrypts and archives in long synchronous
+    // stretches (a batch is ~20 ms of MLS work). On the server's runtime
+    // that would hold a worker, and the connection tasks queued on it,
+    // for that long: it gets a thread and a runtime of its own, as a
+    // separate process would.
+    std::thread::Builder::new()
+        .name("records".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "records service cannot start its runtime");
+                    return;
+                }
+            };
+            if let Err(e) = rt.block_on(run_records(url, dir, None, checkpoint_every)) {
+                tracing::error!(error = %format!("{e:#}"), "records service stopped");
+            }
+        })
+        .context("starting the records service's thread")?;
     Ok(started)
 }
 

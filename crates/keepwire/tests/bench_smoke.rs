@@ -66,7 +66,16 @@ fn quick_bench_runs_every_scenario_and_reports() {
             assert!(x.is_finite() && x > 0.0, "{f} measured in {v}");
         }
     }
-    assert_eq!(of("latency").len(), 1);
+    // Live clients, then the same pace with the clients' crypto done
+    // beforehand.
+    let latency = of("latency");
+    assert_eq!(
+        latency
+            .iter()
+            .map(|v| v["mode"].clone())
+            .collect::<Vec<_>>(),
+        ["live", "pre-encrypted"]
+    );
     assert_eq!(of("fanout").len(), 1);
     let conns = of("connections");
     assert_eq!(conns.len(), 1);
@@ -76,7 +85,9 @@ fn quick_bench_runs_every_scenario_and_reports() {
     );
     let capture = of("capture");
     assert_eq!(capture.len(), 1);
-    assert!(capture[0]["bare_per_s"].as_f64().unwrap() > 0.0);
+    for f in ["bare_per_s", "batched_per_s", "pipelined_per_s"] {
+        assert!(capture[0][f].as_f64().unwrap() > 0.0, "{f} measured");
+    }
 
     let doc = tmp.path().join("benchmarks.md");
     std::fs::write(

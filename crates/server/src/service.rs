@@ -81,6 +81,9 @@ pub struct Core {
     signer: aws_lc_rs::signature::Ed25519KeyPair,
     clock: Clock,
     writer: Option<std::sync::mpsc::Sender<Job>>,
+    /// Relay garbage handed to the log writer, which deletes it a little
+    /// at a time (see [`run_log_writer`]).
+    garbage: Option<Garbage>,
     /// The session whose request is being handled (see [`Core::handle`]):
     /// its own commits are pushed to the device's other sessions only.
     handling_session: u64,
@@ -145,6 +148,7 @@ impl Core {
             signer,
             clock,
             writer: None,
+            garbage: None,
             wait: None,
             handling_session: 0,
         })
@@ -867,9 +871,11 @@ impl Core {
         }
     }
 
-    /// Hand durable appends to a log writer (see [`run_log_writer`]).
-    pub fn attach_writer(&mut self, writer: std::sync::mpsc::Sender<Job>) {
+    /// Hand durable appends, and relay garbage, to a log writer (see
+    /// [`run_log_writer`]).
+    pub fn attach_writer(&mut self, writer: std::sync::mpsc::Sender<Job>, garbage: Garbage) {
         self.writer = Some(writer);
+        self.garbage = Some(garbage);
     }
 
     /// After [`Core::handle`]: if the request appended to the log, the
@@ -1211,7 +1217,10 @@ impl Core {
     /// Delete log entries nobody needs any more: captured by the records
     /// service and acknowledged by every member device, or captured and
     /// older than the relay TTL. Never anything the records service has
-    /// not acknowledged (promise 1).
+    /// not acknowledged (promise 1). With a log writer, this only works out
+    /// what may go and hands it over (returns 0): deleting thousands of
+    /// entries here, under the core's lock, stalled every request for tens
+    /// of milliseconds. Without one, deletes at once and returns how many.
     pub fn collect_garbage(&mut self) -> Result<usize, ServerError> {
         let now = self.clock.now_ms();
         let before = now.saturating_sub(self.limits.relay_ttl_ms);
@@ -1224,12 +1233,38 @@ impl Core {
             for m in &c.members {
                 upto = upto.min(self.store.cursor(&m.device_id, conv)?.unwrap_or(0));
             }
-            passes.push((conv.as_str(), upto, c.records_acked, before));
+            passes.push(crate::store::Collectable {
+                conv: conv.clone(),
+                delivered_upto: upto,
+                records_acked: c.records_acked,
+                expired_before_ms: before,
+            });
         }
         if passes.is_empty() {
             return Ok(0);
         }
-        self.store.collect(&passes)
+        match &self.garbage {
+            Some(g) => {
+                g.hand_over(passes);
+                Ok(0)
+            }
+            None => self.store.collect(&passes),
+        }
+    }
+}
+
+/// Relay garbage on its way from the core to the log writer: the latest
+/// passes only (bounds only grow, so newer passes cover older ones).
+#[derive(Clone, Default)]
+pub struct Garbage(std::sync::Arc<std::sync::Mutex<Option<Vec<crate::store::Collectable>>>>);
+
+impl Garbage {
+    fn hand_over(&self, passes: Vec<crate::store::Collectable>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(passes);
+    }
+
+    fn take(&self) -> Option<Vec<crate::store::Collectable>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -1271,21 +1306,45 @@ const MAX_BATCH: usize = 1024;
 /// The log writer: takes every entry queued since its last commit, writes
 /// them in one transaction on its own connection (one fsync), then, under
 /// the core's lock, pushes them and releases their receipts, in order.
-/// Runs on its own thread until the core drops its sender. A storage
-/// failure ends the process: the in-memory state ran ahead of the disk,
-/// and only a restart from the durable log is safe.
+/// Each commit also deletes a little relay garbage (a bounded number of
+/// entries, in proportion to the batch, so collection keeps ahead of
+/// appends without lengthening any commit much); when no entries come, it
+/// collects on its own. Runs on its own thread until the core drops its
+/// sender. A storage failure ends the process: the in-memory state ran
+/// ahead of the disk, and only a restart from the durable log is safe.
 pub fn run_log_writer(
     mut store: Store,
     jobs: std::sync::mpsc::Receiver<Job>,
     core: std::sync::Arc<std::sync::Mutex<Core>>,
+    garbage: Garbage,
 ) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut pending: std::collections::VecDeque<crate::store::Collectable> = Default::default();
+    loop {
+        if let Some(newer) = garbage.take() {
+            pending = newer.into();
+        }
+        // Idle with garbage waiting: collect soon; otherwise look for new
+        // garbage now and then.
+        let wait = if pending.is_empty() {
+            GC_IDLE_POLL
+        } else {
+            std::time::Duration::from_millis(10)
+        };
+        let first = match jobs.recv_timeout(wait) {
+            Ok(j) => Some(j),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch: Vec<Job> = first.into_iter().collect();
+        while !batch.is_empty() && batch.len() < MAX_BATCH {
             match jobs.try_recv() {
                 Ok(j) => batch.push(j),
                 Err(_) => break,
             }
+        }
+        if batch.is_empty() && pending.is_empty() {
+            continue;
         }
         let views: Vec<Option<RosterUpdate<'_>>> = batch
             .iter()
@@ -1300,11 +1359,22 @@ pub fn run_log_writer(
                 create: j.create,
             })
             .collect();
-        let result = store.append_batch(&appends);
+        let limit = if batch.is_empty() {
+            GC_IDLE_CHUNK
+        } else {
+            GC_PER_COMMIT + 2 * batch.len()
+        };
+        let result = store.append_collecting(&appends, &mut pending, limit);
         drop(appends);
         drop(views);
         match result {
-            Ok(()) => {
+            Ok(deleted) => {
+                if deleted > 0 {
+                    tracing::debug!(deleted, "relay entries deleted");
+                }
+                if batch.is_empty() {
+                    continue;
+                }
                 let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
                 for j in batch {
                     core.apply_effects(&j.entry.conv, j.entry.seq, &j.effects);
@@ -1321,6 +1391,13 @@ pub fn run_log_writer(
         }
     }
 }
+
+/// Relay entries deleted with each group commit, beyond twice its size.
+const GC_PER_COMMIT: usize = 64;
+/// Entries deleted per transaction when no appends come.
+const GC_IDLE_CHUNK: usize = 1024;
+/// How often an idle log writer looks for garbage handed over.
+const GC_IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The checkpoint inside a signed note. The signature is the devices' to
 /// check (against the key they pinned); the server only keeps the chain

@@ -396,12 +396,38 @@ impl Store {
     /// Append several entries in one transaction: one fsync for all of
     /// them (group commit). All or nothing.
     pub fn append_batch(&mut self, batch: &[Append<'_>]) -> Result<(), ServerError> {
+        self.append_collecting(batch, &mut Default::default(), 0)
+            .map(|_| ())
+    }
+
+    /// Append `batch` and, in the same transaction (the same fsync),
+    /// delete up to `limit` entries of relay garbage from `garbage`,
+    /// dropping the passes that are done. The log writer runs garbage
+    /// collection this way: a little with each group commit, never holding
+    /// the server's lock nor the database's write lock for a long delete.
+    /// Returns how many entries were deleted.
+    pub fn append_collecting(
+        &mut self,
+        batch: &[Append<'_>],
+        garbage: &mut std::collections::VecDeque<Collectable>,
+        limit: usize,
+    ) -> Result<usize, ServerError> {
         let tx = self.conn.transaction()?;
         for a in batch {
             append_in(&tx, a.entry, a.roster, a.create)?;
         }
+        let mut deleted = 0;
+        while deleted < limit {
+            let Some(p) = garbage.front() else { break };
+            let want = limit - deleted;
+            let n = collect_in(&tx, p, Some(want))?;
+            deleted += n;
+            if n < want {
+                garbage.pop_front();
+            }
+        }
         tx.commit()?;
-        Ok(())
+        Ok(deleted)
     }
 
     /// Counts an admin checks: what is on the relay, how far capture lags.
@@ -643,37 +669,56 @@ impl Store {
         Ok(())
     }
 
-    /// Delete what nobody needs any more (the caller has checked): per
-    /// conversation, entries up to `delivered_upto` (archived by the records
-    /// service and acknowledged by every member device), and entries up to
-    /// `records_acked` older than `expired_before_ms` (the relay TTL).
-    /// Returns how many went.
-    ///
-    /// One pass, `(conv, delivered_upto, records_acked, expired_before_ms)`
-    /// per conversation, in one transaction without
-    /// waiting for the disk: a deletion lost to a power cut is simply done
-    /// again by the next pass, and the pass runs under the server's lock,
-    /// where an fsync per conversation stalled every request.
-    pub fn collect(&mut self, passes: &[(&str, u64, u64, u64)]) -> Result<usize, ServerError> {
+    /// Delete, in one transaction without waiting for the disk, everything
+    /// `passes` allows (a server without a log writer; see
+    /// [`Store::append_batch`] for the usual way). Returns how many went.
+    pub fn collect(&mut self, passes: &[Collectable]) -> Result<usize, ServerError> {
         self.without_fsync(|store| {
             let tx = store.conn.transaction()?;
             let mut deleted = 0;
-            for (conv, upto, records_acked, before_ms) in passes {
-                if *upto > 0 {
-                    deleted += tx
-                        .prepare_cached("DELETE FROM log WHERE conv=?1 AND seq<=?2")?
-                        .execute(params![conv, *upto as i64])?;
-                }
-                deleted += tx
-                    .prepare_cached(
-                        "DELETE FROM log WHERE conv=?1 AND seq<=?2 AND server_time_ms<?3",
-                    )?
-                    .execute(params![conv, *records_acked as i64, *before_ms as i64])?;
+            for p in passes {
+                deleted += collect_in(&tx, p, None)?;
             }
             tx.commit()?;
             Ok(deleted)
         })
     }
+}
+
+/// What relay garbage collection may delete in one conversation (the
+/// caller, [`crate::Core::collect_garbage`], has checked): entries up to
+/// `delivered_upto` (archived by the records service and acknowledged by
+/// every member device), and entries up to `records_acked` older than
+/// `expired_before_ms` (the relay TTL). Both bounds only ever grow, so a
+/// pass stays true however late it is carried out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Collectable {
+    pub conv: String,
+    pub delivered_upto: u64,
+    pub records_acked: u64,
+    pub expired_before_ms: u64,
+}
+
+/// Delete up to `limit` (all, if none) of what `p` allows, oldest first;
+/// returns how many went.
+fn collect_in(
+    tx: &rusqlite::Transaction<'_>,
+    p: &Collectable,
+    limit: Option<usize>,
+) -> Result<usize, ServerError> {
+    let limit = limit.map(|l| l as i64).unwrap_or(-1); // -1: no limit
+    Ok(tx
+        .prepare_cached(
+            "DELETE FROM log WHERE conv=?1 AND seq IN (SELECT seq FROM log WHERE conv=?1
+               AND seq<=?3 AND (seq<=?2 OR server_time_ms<?4) ORDER BY seq LIMIT ?5)",
+        )?
+        .execute(params![
+            p.conv,
+            p.delivered_upto as i64,
+            p.records_acked as i64,
+            p.expired_before_ms as i64,
+            limit
+        ])?)
 }
 
 fn append_in(
@@ -922,5 +967,84 @@ mod tests {
         let log = store.log_after("c", 0).unwrap();
         assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(store.conversations().unwrap()[0].last_seq, 2);
+    }
+
+    #[test]
+    fn garbage_goes_a_bounded_chunk_per_commit_never_past_its_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let seqs = |store: &Store, conv: &str| -> Vec<u64> {
+            store
+                .log_after(conv, 0)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect()
+        };
+        // Two conversations of 10 entries; in "b", entries 1-4 are old.
+        for conv in ["a", "b"] {
+            let entries: Vec<LogEntry> = (1..=10)
+                .map(|seq| LogEntry {
+                    server_time_ms: if conv == "b" && seq <= 4 { 10 } else { 1_000 },
+                    ..entry(conv, seq)
+                })
+                .collect();
+            let appends: Vec<Append<'_>> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Append {
+                    entry: e,
+                    roster: None,
+                    create: i == 0,
+                })
+                .collect();
+            store.append_batch(&appends).unwrap();
+        }
+        // "a": everyone has 1-6 and the records service up to 8.
+        // "b": a member is at 0, the records service at 6, 1-4 expired.
+        let mut garbage: std::collections::VecDeque<Collectable> = [
+            Collectable {
+                conv: "a".into(),
+                delivered_upto: 6,
+                records_acked: 8,
+                expired_before_ms: 500,
+            },
+            Collectable {
+                conv: "b".into(),
+                delivered_upto: 0,
+                records_acked: 6,
+                expired_before_ms: 500,
+            },
+        ]
+        .into();
+        let e11 = entry("a", 11);
+        let one = [Append {
+            entry: &e11,
+            roster: None,
+            create: false,
+        }];
+        // A commit carries at most `limit` deletions, oldest first.
+        assert_eq!(store.append_collecting(&one, &mut garbage, 4).unwrap(), 4);
+        assert_eq!(seqs(&store, "a"), [5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(garbage.len(), 2);
+        // The rest of "a" (two), then "b"'s expired entries.
+        assert_eq!(store.append_collecting(&[], &mut garbage, 100).unwrap(), 6);
+        assert_eq!(
+            seqs(&store, "a"),
+            [7, 8, 9, 10, 11],
+            "nothing past delivered_upto"
+        );
+        assert_eq!(seqs(&store, "b"), [5, 6, 7, 8, 9, 10], "only what expired");
+        assert!(garbage.is_empty());
+        // A pass carried out late deletes nothing it should not.
+        let mut late: std::collections::VecDeque<Collectable> = [Collectable {
+            conv: "b".into(),
+            delivered_upto: 0,
+            records_acked: 6,
+            expired_before_ms: 500,
+        }]
+        .into();
+        assert_eq!(store.append_collecting(&[], &mut late, 100).unwrap(), 0);
+        assert_eq!(seqs(&store, "b"), [5, 6, 7, 8, 9, 10]);
     }
 }

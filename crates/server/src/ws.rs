@@ -13,7 +13,8 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
 use keepwire_protocol::{
-    decode_client_frame, ErrorCode, ProtocolError, ServerBody, ServerFrame, MAX_FRAME_BYTES,
+    decode_client_frame, ErrorCode, ProtocolError, Request, ServerBody, ServerFrame,
+    MAX_FRAME_BYTES,
 };
 use rand::RngCore;
 use tokio::net::TcpListener;
@@ -35,15 +36,16 @@ impl AppState {
     pub fn new(mut core: Core, log_store: Option<Store>) -> Self {
         let writer = log_store.map(|store| {
             let (tx, rx) = std::sync::mpsc::channel();
-            core.attach_writer(tx);
-            (store, rx)
+            let garbage = crate::service::Garbage::default();
+            core.attach_writer(tx, garbage.clone());
+            (store, rx, garbage)
         });
         let core = Arc::new(Mutex::new(core));
-        if let Some((store, rx)) = writer {
+        if let Some((store, rx, garbage)) = writer {
             let core = Arc::clone(&core);
             std::thread::Builder::new()
                 .name("keepwire-log-writer".into())
-                .spawn(move || crate::service::run_log_writer(store, rx, core))
+                .spawn(move || crate::service::run_log_writer(store, rx, core, garbage))
                 // Invariant: spawning a thread fails only when the OS is out
                 // of resources at startup, where stopping is right.
                 .expect("cannot start the log writer thread");
@@ -152,11 +154,23 @@ async fn connection(socket: WebSocket, state: AppState) {
             Err((id, err)) => ServerFrame::error(id, &err),
             Ok(frame) => {
                 let id = frame.id;
-                let (result, wait) = tokio::task::block_in_place(|| {
+                let long = matches!(frame.request, Request::Sync);
+                let handle = || {
                     let mut core = state.core();
                     let r = core.handle(&mut session, frame.request);
                     (r, core.take_durability_wait())
-                });
+                };
+                // Requests take tens of microseconds under the core's lock
+                // (the fsync is the log writer's, off this thread): run
+                // them in place. Handing the worker over to another thread
+                // for each (`block_in_place`) cost more than the request,
+                // in thread switches and latency. A sync replays a device's
+                // backlog, which may be long: that one moves aside.
+                let (result, wait) = if long {
+                    tokio::task::block_in_place(handle)
+                } else {
+                    handle()
+                };
                 let reply = match result {
                     Ok(body) => ServerFrame::response(id, body),
                     Err(err) => {

@@ -194,6 +194,12 @@ fn print_phase(what: &str, f: &traffic::Figures) {
             String::new()
         }
     );
+    if f.send_lag_p99_ms > 0.0 {
+        println!(
+            "  {:<34} of which the generator's own lag (sent after due): p50 {:.2} p99 {:.2} ms",
+            "", f.send_lag_p50_ms, f.send_lag_p99_ms
+        );
+    }
 }
 
 async fn throughput(dir: &Path, quick: bool, out: &mut Out) -> Result<()> {
@@ -246,22 +252,32 @@ async fn latency(dir: &Path, quick: bool, out: &mut Out) -> Result<()> {
     let rate = 5_000.0;
     let messages = if quick { 2_500 } else { 50_000 };
     println!(
-        "latency: clients encrypting and decrypting live, paced at {rate:.0} msgs/s over {conversations} conversations ({messages} messages)"
+        "latency: paced at {rate:.0} msgs/s over {conversations} conversations ({messages} messages): clients encrypting and decrypting live (the target), then with the clients' crypto done beforehand (the server's share)"
     );
-    let (server, groups) = traffic_setup(dir, conversations, members).await?;
-    let phase = Phase {
-        messages,
-        window: 1024,
-        preencrypted: false,
-        rate: Some(rate),
-    };
-    let (_, f) = traffic::run_phase(&server, groups, phase).await?;
-    print_phase(&format!("paced {rate:.0}/s, live"), &f);
-    let mut v = serde_json::to_value(&f)?;
-    v["scenario"] = json!("latency");
-    v["mode"] = json!("live");
-    v["rate"] = json!(rate);
-    out.record(v)
+    // Separate conversations per mode, as in `throughput`.
+    let (server, mut live) = traffic_setup(dir, 2 * conversations, members).await?;
+    let pre = live.split_off(conversations);
+    for (groups, preencrypted) in [(live, false), (pre, true)] {
+        let phase = Phase {
+            messages,
+            window: 1024,
+            preencrypted,
+            rate: Some(rate),
+        };
+        let (_, f) = traffic::run_phase(&server, groups, phase).await?;
+        let mode = if preencrypted {
+            "pre-encrypted"
+        } else {
+            "live"
+        };
+        print_phase(&format!("paced {rate:.0}/s, {mode}"), &f);
+        let mut v = serde_json::to_value(&f)?;
+        v["scenario"] = json!("latency");
+        v["mode"] = json!(mode);
+        v["rate"] = json!(rate);
+        out.record(v)?;
+    }
+    Ok(())
 }
 
 async fn fanout(dir: &Path, devices: usize, quick: bool, out: &mut Out) -> Result<()> {

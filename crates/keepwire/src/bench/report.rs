@@ -171,7 +171,7 @@ fn table(points: &BTreeMap<Key, Point>) -> String {
         ));
     }
     let mut other = String::new();
-    for ((sys, scen, _, _), p) in points {
+    for ((sys, scen, mode, _), p) in points {
         let line = match scen.as_str() {
             "capture" => format!(
                 "| {sys} | capture | bare MLS decrypt+verify {} msgs/s; records capture {} msgs/s = {} % of bare (batches pipelined; on one thread {} msgs/s) |",
@@ -179,6 +179,11 @@ fn table(points: &BTreeMap<Key, Point>) -> String {
                 rate(p.median("pipelined_per_s")),
                 fmt(100.0 * p.median("ratio"), 0),
                 rate(p.median("batched_per_s"))
+            ),
+            "latency" if p.median("send_lag_p99_ms") > 0.0 => format!(
+                "| {sys} | latency, {mode} | of those latencies, the load generator's own lag behind its schedule (its CPU queue, not the server's): p50 {} ms, p99 {} ms |",
+                fmt(p.median("send_lag_p50_ms"), 1),
+                fmt(p.median("send_lag_p99_ms"), 1)
             ),
             "fanout" => format!(
                 "| {sys} | fan-out | {} devices: to the last one p50 {} ms, p99 {} ms |",

@@ -156,6 +156,14 @@ pub struct Figures {
     /// records service was at its backlog limit) and the sender retried.
     pub deferred: u64,
     pub seconds: f64,
+    /// Paced phases: how late the generator itself handed messages to its
+    /// sockets (after encrypting), against when they were due. This part
+    /// of the latencies is the load generator's own CPU queue, not the
+    /// server's.
+    #[serde(default)]
+    pub send_lag_p50_ms: f64,
+    #[serde(default)]
+    pub send_lag_p99_ms: f64,
 }
 
 struct SenderOut {
@@ -165,6 +173,8 @@ struct SenderOut {
     sent: Vec<(u64, Instant)>,
     last_receipt: Instant,
     deferred: u64,
+    /// When paced: handed to the socket writer minus due.
+    lag: Samples,
 }
 
 /// Run one phase over `groups` and give them back for the next one.
@@ -258,10 +268,12 @@ pub async fn run_phase(
     let mut ack = Samples::default();
     let mut last_receipt = t0;
     let mut deferred = 0;
+    let mut lag = Samples::default();
     for o in sender_outs {
         last_receipt = last_receipt.max(o.last_receipt);
         deferred += o.deferred;
         ack.extend(o.ack);
+        lag.extend(o.lag);
         for (seq, at) in o.sent {
             sent_at.insert((o.conv, seq), at);
         }
@@ -330,6 +342,8 @@ pub async fn run_phase(
         server_rss_mib: rss as f64 / (1024.0 * 1024.0),
         deferred,
         seconds: (captured_end.max(last_receipt) - t0).as_secs_f64(),
+        send_lag_p50_ms: if lag.len() > 0 { lag.ms(0.5) } else { 0.0 },
+        send_lag_p99_ms: if lag.len() > 0 { lag.ms(0.99) } else { 0.0 },
     };
     Ok((groups, figures))
 }
@@ -379,6 +393,7 @@ async fn send_all(
     let producer = async move {
         let mut device = device;
         let mut prepared = prepared.map(|v| v.into_iter());
+        let mut lag = Samples::default();
         for i in 0..count {
             let permit = gate.clone().acquire_owned().await?;
             // Paced, a message's latency counts from when it was due, so a
@@ -396,11 +411,14 @@ async fn send_all(
                 None => ClientFrame::new(id, encrypt(&mut device, conv_ref, &text)?).to_json(),
             };
             let sent = due.unwrap_or_else(Instant::now);
+            if due.is_some() {
+                lag.push(sent.elapsed());
+            }
             lock(inflight).insert(id, (sent, frame.clone(), permit));
             tx.send(frame)
                 .map_err(|_| anyhow!("connection writer stopped"))?;
         }
-        anyhow::Ok(device)
+        anyhow::Ok((device, lag))
     };
     let reader = async move {
         let mut out = SenderOut {
@@ -409,6 +427,7 @@ async fn send_all(
             sent: Vec::with_capacity(count),
             last_receipt: t0,
             deferred: 0,
+            lag: Samples::default(),
         };
         while out.sent.len() < count {
             let f = read_frame(&mut stream).await?;
@@ -451,7 +470,8 @@ async fn send_all(
     };
     // The first failure ends the sender at once (and releases its window
     // permits), instead of leaving the other two waiting for it.
-    let (sink, device, (stream, out)) = tokio::try_join!(writer, producer, reader)?;
+    let (sink, (device, lag), (stream, mut out)) = tokio::try_join!(writer, producer, reader)?;
+    out.lag = lag;
     let ws = stream
         .reunite(sink)
         .map_err(|_| anyhow!("socket halves do not match"))?;
