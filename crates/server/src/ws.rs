@@ -45,7 +45,10 @@ impl AppState {
             let core = Arc::clone(&core);
             std::thread::Builder::new()
                 .name("keepwire-log-writer".into())
-                .spawn(move || crate::service::run_log_writer(store, rx, core, garbage))
+                .spawn(move || {
+                    raise_priority();
+                    crate::service::run_log_writer(store, rx, core, garbage)
+                })
                 // Invariant: spawning a thread fails only when the OS is out
                 // of resources at startup, where stopping is right.
                 .expect("cannot start the log writer thread");
@@ -60,6 +63,24 @@ impl AppState {
         // A panic while holding the lock would be a bug; the core's durable
         // state is in SQLite transactions, so continuing is safe.
         self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Run the calling thread ahead of ordinary ones (nice -10), if the
+/// process may (root, or CAP_SYS_NICE). The log writer is on every
+/// receipt's path and uses a tenth of a core; when the machine is busy,
+/// each time it waits for a CPU, every message in flight waits with it
+/// (measured at 5,000 msgs/s on 2 busy cores: group commits p50 0.7 ->
+/// 0.4 ms, p99 9.6 -> 5.8 ms). Without the privilege it runs as is.
+fn raise_priority() {
+    // SAFETY: gettid and setpriority only read and change this thread's
+    // own scheduling priority; no memory is involved.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -10) };
+    if r != 0 {
+        tracing::info!(
+            error = %std::io::Error::last_os_error(),
+            "the log writer runs at normal priority (raising it needs CAP_SYS_NICE); receipts may wait longer when the CPUs are busy"
+        );
     }
 }
 
