@@ -21,7 +21,6 @@ use mls_rs::CryptoProvider;
 use mls_rs_crypto_awslc::AwsLcCryptoProvider;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::oneshot;
 
 use crate::roster::{self, Accepted, Followed, MemberDevice, Registry};
 use crate::store::{Append, DeviceRow, LogEntry, RosterUpdate, Store};
@@ -87,7 +86,10 @@ pub struct Core {
     /// The session whose request is being handled (see [`Core::handle`]):
     /// its own commits are pushed to the device's other sessions only.
     handling_session: u64,
-    wait: Option<oneshot::Receiver<bool>>,
+    /// An append of the request being handled, held until its answer is
+    /// attached ([`Core::answer_when_durable`]) and then given to the log
+    /// writer, which sends that answer once the entry is durable.
+    pending: Option<Job>,
 }
 
 struct StoreRegistry<'a>(&'a Store);
@@ -149,7 +151,7 @@ impl Core {
             clock,
             writer: None,
             garbage: None,
-            wait: None,
+            pending: None,
             handling_session: 0,
         })
     }
@@ -226,7 +228,9 @@ impl Core {
         session: &mut Session,
         req: Request,
     ) -> Result<ServerBody, ProtocolError> {
-        self.wait = None;
+        // A caller that never attached an answer: the entry still goes,
+        // in order, unanswered.
+        self.release_pending(None);
         self.handling_session = session.id;
         let device = match (&req, &session.device) {
             (
@@ -723,7 +727,7 @@ impl Core {
     /// the writer's next group commit: the conversation's in-memory state
     /// moves on at once (so the next message gets the next number and is
     /// checked against the new roster), while the receipt and every push
-    /// wait until the batch is durable ([`Core::take_durability_wait`]).
+    /// wait until the batch is durable ([`Core::answer_when_durable`]).
     /// Without one the entry is written here, before anything else.
     fn append(
         &mut self,
@@ -837,27 +841,34 @@ impl Core {
         }
         match &self.writer {
             None => self.apply_effects(conv, seq, &effects),
-            Some(writer) => {
-                let (done, wait) = oneshot::channel();
-                let job = Job {
+            Some(_) => {
+                self.pending = Some(Job {
                     entry,
                     roster,
                     create,
                     effects,
-                    done,
-                };
-                if writer.send(job).is_err() {
-                    // The writer only stops after a storage failure, which
-                    // ends the process; until then nothing more is accepted.
-                    return Err(refuse(
-                        ErrorCode::Internal,
-                        "the server's log writer has stopped; restart the server",
-                    ));
-                }
-                self.wait = Some(wait);
+                    answer: None,
+                });
             }
         }
         Ok(receipt)
+    }
+
+    /// Give the held append to the log writer, with the answer it sends
+    /// once the entry is durable. Still under the core's lock, so entries
+    /// reach the writer in the order their numbers were given.
+    fn release_pending(&mut self, answer: Option<Answer>) -> bool {
+        let Some(mut job) = self.pending.take() else {
+            return false;
+        };
+        job.answer = answer;
+        let sent = self.writer.as_ref().map(|w| w.send(job).is_ok());
+        if sent != Some(true) {
+            // The writer only stops after a storage failure, which ends the
+            // process; the entry is not durable and nobody is told it is.
+            tracing::error!("the server's log writer has stopped");
+        }
+        true
     }
 
     /// Push entry `seq` of `conv` (and its Welcomes) to the devices live
@@ -878,10 +889,26 @@ impl Core {
         self.garbage = Some(garbage);
     }
 
-    /// After [`Core::handle`]: if the request appended to the log, the
-    /// answer may only be sent once this completes with `true`.
-    pub fn take_durability_wait(&mut self) -> Option<oneshot::Receiver<bool>> {
-        self.wait.take()
+    /// After [`Core::handle`]: if the request appended to the log, its
+    /// answer may only leave once the entry is durable. Then the log writer
+    /// sends `reply` (or `failed`, if the write fails) to `out` right after
+    /// its group commit, in order with the pushes (returns `None`, handed
+    /// over); otherwise `reply` is returned to be sent now.
+    pub fn answer_when_durable(
+        &mut self,
+        out: &UnboundedSender<String>,
+        reply: String,
+        failed: impl FnOnce() -> String,
+    ) -> Option<String> {
+        if self.pending.is_none() {
+            return Some(reply);
+        }
+        self.release_pending(Some(Answer {
+            out: out.clone(),
+            reply,
+            failed: failed(),
+        }));
+        None
     }
 
     /// Keep the records service's checkpoint and its proof from the one
@@ -1279,7 +1306,15 @@ pub struct Job {
     create: bool,
     /// Pushes, in order.
     effects: Vec<Effect>,
-    done: oneshot::Sender<bool>,
+    answer: Option<Answer>,
+}
+
+/// The answer to the request that appended an entry: `reply` once it is
+/// durable, `failed` if writing it failed.
+struct Answer {
+    out: UnboundedSender<String>,
+    reply: String,
+    failed: String,
 }
 
 struct OwnedRosterUpdate {
@@ -1378,13 +1413,15 @@ pub fn run_log_writer(
                 let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
                 for j in batch {
                     core.apply_effects(&j.entry.conv, j.entry.seq, &j.effects);
-                    let _ = j.done.send(true);
+                    if let Some(a) = j.answer {
+                        let _ = a.out.send(a.reply);
+                    }
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, entries = batch.len(), "log write failed; stopping the server");
-                for j in batch {
-                    let _ = j.done.send(false);
+                for a in batch.into_iter().filter_map(|j| j.answer) {
+                    let _ = a.out.send(a.failed);
                 }
                 std::process::exit(1);
             }

@@ -172,14 +172,34 @@ async fn connection(socket: WebSocket, state: AppState) {
             Ok(_) => continue,
         };
         let reply = match decode_client_frame(&text) {
-            Err((id, err)) => ServerFrame::error(id, &err),
+            Err((id, err)) => ServerFrame::error(id, &err).to_json(),
             Ok(frame) => {
                 let id = frame.id;
                 let long = matches!(frame.request, Request::Sync);
                 let handle = || {
                     let mut core = state.core();
-                    let r = core.handle(&mut session, frame.request);
-                    (r, core.take_durability_wait())
+                    let reply = match core.handle(&mut session, frame.request) {
+                        Ok(body) => ServerFrame::response(id, body),
+                        Err(err) => {
+                            tracing::debug!(code = %err.code, message = %err.message, "request refused");
+                            ServerFrame::error(Some(id), &err)
+                        }
+                    };
+                    // An answer to an append (a receipt) leaves only once
+                    // the entry is durable: the log writer sends it, right
+                    // after its group commit. Meanwhile this connection
+                    // keeps reading, so a device may have many messages in
+                    // flight.
+                    core.answer_when_durable(&tx, reply.to_json(), || {
+                        ServerFrame::error(
+                            Some(id),
+                            &ProtocolError::new(
+                                ErrorCode::Internal,
+                                "the message could not be stored; it was not accepted",
+                            ),
+                        )
+                        .to_json()
+                    })
                 };
                 // Requests take tens of microseconds under the core's lock
                 // (the fsync is the log writer's, off this thread): run
@@ -187,42 +207,18 @@ async fn connection(socket: WebSocket, state: AppState) {
                 // for each (`block_in_place`) cost more than the request,
                 // in thread switches and latency. A sync replays a device's
                 // backlog, which may be long: that one moves aside.
-                let (result, wait) = if long {
+                let now = if long {
                     tokio::task::block_in_place(handle)
                 } else {
                     handle()
                 };
-                let reply = match result {
-                    Ok(body) => ServerFrame::response(id, body),
-                    Err(err) => {
-                        tracing::debug!(code = %err.code, message = %err.message, "request refused");
-                        ServerFrame::error(Some(id), &err)
-                    }
-                };
-                if let Some(wait) = wait {
-                    // The answer (a receipt) leaves only once the entry is
-                    // durable; meanwhile this connection keeps reading, so a
-                    // device may have many messages in flight.
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        let reply = match wait.await {
-                            Ok(true) => reply,
-                            _ => ServerFrame::error(
-                                Some(id),
-                                &ProtocolError::new(
-                                    ErrorCode::Internal,
-                                    "the message could not be stored; it was not accepted",
-                                ),
-                            ),
-                        };
-                        let _ = tx.send(reply.to_json());
-                    });
-                    continue;
+                match now {
+                    Some(reply) => reply,
+                    None => continue,
                 }
-                reply
             }
         };
-        if tx.send(reply.to_json()).is_err() {
+        if tx.send(reply).is_err() {
             break;
         }
     }
