@@ -122,6 +122,7 @@ impl GroupStore {
         DeferredWrites {
             store: self.store.clone(),
             deferred: Arc::clone(&self.deferred),
+            applying: Arc::default(),
         }
     }
 
@@ -135,15 +136,16 @@ impl GroupStore {
 
     /// Keys of `ns` starting with `prefix`, counting unapplied writes.
     pub fn keys(&self, ns: &'static str, prefix: &[u8]) -> Result<Vec<Vec<u8>>, ClientError> {
-        let mut keys: std::collections::BTreeSet<Vec<u8>> =
-            self.store.keys(ns, prefix)?.into_iter().collect();
-        let d = lock(&self.deferred);
-        keys.extend(
-            d.overlay
-                .range((ns, prefix.to_vec())..)
-                .take_while(|((n, k), _)| *n == ns && k.starts_with(prefix))
-                .map(|((_, k), _)| k.clone()),
-        );
+        // The overlay first: a write being applied meanwhile reaches the
+        // store before it leaves the overlay, so it is seen in one or the
+        // other (the reverse order could miss it in both).
+        let mut keys: std::collections::BTreeSet<Vec<u8>> = lock(&self.deferred)
+            .overlay
+            .range((ns, prefix.to_vec())..)
+            .take_while(|((n, k), _)| *n == ns && k.starts_with(prefix))
+            .map(|((_, k), _)| k.clone())
+            .collect();
+        keys.extend(self.store.keys(ns, prefix)?);
         Ok(keys.into_iter().collect())
     }
 
@@ -209,6 +211,8 @@ fn apply(store: &Store, w: &Write) -> Result<(), ClientError> {
 pub struct DeferredWrites {
     store: Store,
     deferred: Arc<Mutex<Deferred>>,
+    /// One applier at a time, so writes land in their order.
+    applying: Arc<Mutex<()>>,
 }
 
 impl DeferredWrites {
@@ -221,6 +225,7 @@ impl DeferredWrites {
     /// seeing a value until it is in the store, so no reader ever sees
     /// an older one.
     pub fn apply(&self, mark: u64) -> Result<(), ClientError> {
+        let _one = lock(&self.applying);
         loop {
             let next = {
                 let mut d = lock(&self.deferred);
@@ -230,7 +235,11 @@ impl DeferredWrites {
                 }
             };
             let Some((m, w)) = next else { return Ok(()) };
-            apply(&self.store, &w)?;
+            if let Err(e) = apply(&self.store, &w) {
+                // Back at the head: nothing after it may land first.
+                lock(&self.deferred).waiting.push_front((m, w));
+                return Err(e);
+            }
             let mut d = lock(&self.deferred);
             for (ns, k, _) in &w.puts {
                 let key = (*ns, k.clone());
@@ -239,6 +248,23 @@ impl DeferredWrites {
                 }
             }
         }
+    }
+}
+
+impl DeferredWrites {
+    /// Run `f` with writes going straight to the store, after everything
+    /// queued so far. For steps whose writes cover no records and must be
+    /// durable in mls-rs's own order: joining writes the group state, then
+    /// deletes the key package it used — deferring only the first would
+    /// let a crash lose the state and keep the deletion, and the Welcome
+    /// could never be processed again. The caller makes sure nobody else
+    /// applies meanwhile (the records service settles its writer first).
+    pub fn immediately<R>(&self, f: impl FnOnce() -> R) -> Result<R, ClientError> {
+        self.apply(self.mark())?;
+        lock(&self.deferred).enabled = false;
+        let r = f();
+        lock(&self.deferred).enabled = true;
+        Ok(r)
     }
 }
 

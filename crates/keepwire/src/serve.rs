@@ -239,15 +239,17 @@ async fn records_once(
     loop {
         let push = tokio::select! {
             // Acknowledgements first: they free the server's backlog and
-            // end capture lag; deliveries wait in the socket meanwhile.
+            // end capture lag; deliveries wait in the socket meanwhile. The
+            // checkpoint tick comes before deliveries, or a steady stream
+            // of them would hold it off for as long as it lasts.
             biased;
             captured = done.recv() => {
                 let captured = captured.context("the archive writer is gone")?;
                 acknowledge(&mut conn, captured?).await?;
                 continue;
             }
-            push = conn.next_push() => push?,
             _ = checkpoints.tick() => {
+                settle(&mut conn, &mut capture, &mut done).await?;
                 let published = latest_published(&mut conn).await?;
                 if let Some(req) = checkpoint_to_publish(&capture.archive, &notary, clock, published)? {
                     match conn.request(req).await {
@@ -260,6 +262,7 @@ async fn records_once(
                 }
                 continue;
             }
+            push = conn.next_push() => push?,
         };
         match push {
             ServerBody::WelcomeMessage { conv, seq, message } => {

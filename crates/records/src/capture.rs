@@ -144,6 +144,9 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("archive-writer".into())
             .spawn(move || {
+                // However the thread ends (a panic included), whoever waits
+                // for it hears that it stopped instead of waiting forever.
+                let _exit = ExitNotice(Arc::clone(&shared));
                 for batch in rx {
                     let result = batch.commit(&mut archive, &writes);
                     let failed = result.as_ref().err().map(|e| e.to_string());
@@ -199,6 +202,24 @@ impl Writer {
             Some(e) => Err(Self::stopped(e)),
             None => Ok(()),
         }
+    }
+}
+
+/// Marks the writer stopped when its thread ends, if nothing else did.
+struct ExitNotice(Arc<(Mutex<WriterState>, Condvar)>);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let (m, cv) = &*self.0;
+        let mut s = lock(m);
+        if s.failed.is_none() {
+            s.failed = Some(if std::thread::panicking() {
+                "it panicked".into()
+            } else {
+                "it exited".into()
+            });
+        }
+        cv.notify_all();
     }
 }
 
@@ -365,13 +386,24 @@ impl Capture {
             // so everything before this entry is archived as well and the
             // state may move past it (the write is queued like any other).
             if self.cursor(&d.conv)? < d.seq {
-                if let Ok(
-                    Incoming::Application { .. }
-                    | Incoming::Commit { .. }
-                    | Incoming::Proposal { .. },
-                ) = self.device.process(d)
-                {
-                    self.device.save(&d.conv, d.seq)?;
+                // As the first time: the state moves past what processed,
+                // only the cursor past what did not (an undecryptable or
+                // unprocessable entry, archived as such). Leaving the
+                // cursor behind would refuse every later entry as a gap.
+                match self.device.process(d) {
+                    Ok(
+                        Incoming::Application { .. }
+                        | Incoming::Commit { .. }
+                        | Incoming::Proposal { .. },
+                    ) => self.device.save(&d.conv, d.seq)?,
+                    Ok(Incoming::Duplicate | Incoming::Own) => {}
+                    Ok(Incoming::Undecryptable { .. })
+                    | Err(
+                        ClientError::Mls(_)
+                        | ClientError::Refused(_)
+                        | ClientError::UnknownConversation(_),
+                    ) => self.device.skip(&d.conv, d.seq)?,
+                    Err(e) => return Err(e.into()),
                 }
             }
             return Ok(Some(d.seq));
@@ -631,8 +663,14 @@ impl Capture {
     /// conversation then come out unprocessable, and are reported.
     pub fn join(&mut self, conv: &str, seq: u64, welcome: &[u8]) -> Result<(), RecordsError> {
         self.settle()?;
-        match self.device.join(conv, seq, welcome) {
-            Ok(()) => self.settle(),
+        // Written straight through: the new group covers no records yet,
+        // and mls-rs deletes the used key package right after writing it.
+        let device = &mut self.device;
+        match self
+            .writes
+            .immediately(|| device.join(conv, seq, welcome))?
+        {
+            Ok(()) => Ok(()),
             Err(e @ (ClientError::Mls(_) | ClientError::Refused(_))) => {
                 tracing::error!(conv, seq, error = %e, "the records member cannot join from this Welcome");
                 Ok(())
@@ -753,6 +791,59 @@ mod tests {
             .collect();
         assert_eq!(texts.len(), 39);
         assert_eq!(texts[38], "message 41");
+    }
+
+    #[test]
+    fn deferred_writes_wait_for_their_turn_unless_written_straight_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_alice, mut capture, log) = conversation(dir.path());
+        let conv = log[0].conv.clone();
+        let on_disk = |dir: &Path| {
+            Device::open(&dir.join("records"), PASS)
+                .unwrap()
+                .cursor(&conv)
+                .unwrap()
+        };
+        // Joining wrote straight through: durable on return.
+        assert_eq!(on_disk(dir.path()), 1);
+        capture.device.skip(&conv, 7).unwrap();
+        assert_eq!(
+            capture.device.cursor(&conv).unwrap(),
+            7,
+            "read back at once"
+        );
+        assert_eq!(on_disk(dir.path()), 1, "not on disk before it is applied");
+        let device = &mut capture.device;
+        capture
+            .writes
+            .immediately(|| device.skip(&conv, 9))
+            .unwrap()
+            .unwrap();
+        assert_eq!(on_disk(dir.path()), 9, "queued writes first, then this one");
+        capture.device.skip(&conv, 11).unwrap();
+        assert_eq!(on_disk(dir.path()), 9, "deferred again afterwards");
+    }
+
+    #[test]
+    fn an_archived_entry_that_did_not_process_does_not_stall_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_alice, mut capture, mut log) = conversation(dir.path());
+        let conv = log[0].conv.clone();
+        log[5].message = b"not an MLS message".to_vec(); // seq 6
+                                                         // Archived (seq 6 as unprocessable), the state not yet: a crash.
+        let b = capture.stage_batch(&log[..6]).unwrap();
+        assert_eq!(b.failures.len(), 1);
+        b.write_records(&mut capture.archive).unwrap();
+        drop(b);
+        drop(capture);
+
+        let mut capture = reopen(dir.path());
+        let acks = capture.capture_batch(&log[..10]).unwrap();
+        assert_eq!(acks.len(), 10, "redelivered and the next ones, no gap");
+        assert_eq!(capture.device.cursor(&conv).unwrap(), 10);
+        let all = capture.archive.list(true, false).unwrap();
+        assert_eq!(all.len(), 10, "each archived once");
+        assert_eq!(all[5].kind, "unprocessable");
     }
 
     #[test]

@@ -84,7 +84,11 @@ pub fn issue(
     notary: &Notary,
     now_ms: u64,
 ) -> Result<(u64, String), RecordsError> {
-    let snapshot = conn.unchecked_transaction()?;
+    // IMMEDIATE: the write lock from the start, so the archive writer
+    // cannot append between this read and the insert (a deferred
+    // transaction would then fail to upgrade, SQLITE_BUSY_SNAPSHOT).
+    let snapshot =
+        rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let size = tlog::size(&snapshot)?;
     if let Some((latest_size, note)) = latest(&snapshot)? {
         if latest_size == size {

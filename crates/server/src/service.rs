@@ -862,11 +862,17 @@ impl Core {
             return false;
         };
         job.answer = answer;
-        let sent = self.writer.as_ref().map(|w| w.send(job).is_ok());
-        if sent != Some(true) {
+        let refused = match &self.writer {
+            Some(w) => w.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        if let Some(job) = refused {
             // The writer only stops after a storage failure, which ends the
-            // process; the entry is not durable and nobody is told it is.
+            // process; the entry is not durable, and the sender is told so.
             tracing::error!("the server's log writer has stopped");
+            if let Some(a) = job.answer {
+                let _ = a.out.send(a.failed);
+            }
         }
         true
     }

@@ -417,11 +417,15 @@ impl Store {
             append_in(&tx, a.entry, a.roster, a.create)?;
         }
         let mut deleted = 0;
-        while deleted < limit {
+        // Passes with nothing to delete still cost a lookup each (thousands
+        // of conversations, most of them quiet): a few per commit.
+        let mut passes = 0;
+        while deleted < limit && passes < GC_PASSES_PER_COMMIT {
             let Some(p) = garbage.front() else { break };
             let want = limit - deleted;
             let n = collect_in(&tx, p, Some(want))?;
             deleted += n;
+            passes += 1;
             if n < want {
                 garbage.pop_front();
             }
@@ -684,6 +688,9 @@ impl Store {
         })
     }
 }
+
+/// Conversations relay garbage collection looks at per group commit.
+const GC_PASSES_PER_COMMIT: usize = 32;
 
 /// What relay garbage collection may delete in one conversation (the
 /// caller, [`crate::Core::collect_garbage`], has checked): entries up to

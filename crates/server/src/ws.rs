@@ -72,6 +72,7 @@ impl AppState {
 /// each time it waits for a CPU, every message in flight waits with it
 /// (measured at 5,000 msgs/s on 2 busy cores: group commits p50 0.7 ->
 /// 0.4 ms, p99 9.6 -> 5.8 ms). Without the privilege it runs as is.
+#[cfg(target_os = "linux")]
 fn raise_priority() {
     // SAFETY: gettid and setpriority only read and change this thread's
     // own scheduling priority; no memory is involved.
@@ -83,6 +84,9 @@ fn raise_priority() {
         );
     }
 }
+
+#[cfg(not(target_os = "linux"))]
+fn raise_priority() {}
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -175,7 +179,16 @@ async fn connection(socket: WebSocket, state: AppState) {
             Err((id, err)) => ServerFrame::error(id, &err).to_json(),
             Ok(frame) => {
                 let id = frame.id;
-                let long = matches!(frame.request, Request::Sync);
+                // Requests that may take long (a backlog to replay, a
+                // thousand key packages to check, a roster to follow, a
+                // checkpoint proof) move aside; see below.
+                let long = matches!(
+                    frame.request,
+                    Request::Sync
+                        | Request::UploadKeyPackages { .. }
+                        | Request::CreateConversation { .. }
+                        | Request::PublishCheckpoint { .. }
+                );
                 let handle = || {
                     let mut core = state.core();
                     let reply = match core.handle(&mut session, frame.request) {
@@ -205,8 +218,7 @@ async fn connection(socket: WebSocket, state: AppState) {
                 // (the fsync is the log writer's, off this thread): run
                 // them in place. Handing the worker over to another thread
                 // for each (`block_in_place`) cost more than the request,
-                // in thread switches and latency. A sync replays a device's
-                // backlog, which may be long: that one moves aside.
+                // in thread switches and latency. The long ones move aside.
                 let now = if long {
                     tokio::task::block_in_place(handle)
                 } else {
