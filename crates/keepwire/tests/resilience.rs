@@ -25,9 +25,8 @@ fn wait_backlog_zero(agency: &Agency) {
     });
 }
 
-#[test]
-fn killing_the_server_mid_traffic_loses_and_duplicates_nothing() {
-    let mut agency = Agency::start();
+/// Alice, Bob and Carol, notice accepted, in one conversation.
+fn three_in_a_conversation(agency: &Agency) -> ([&'static str; 3], Vec<Arc<Device>>, String) {
     let names = ["alice", "bob", "carol"];
     let devices: Vec<Arc<Device>> = names
         .iter()
@@ -37,6 +36,13 @@ fn killing_the_server_mid_traffic_loses_and_duplicates_nothing() {
         d.accept_notice();
     }
     let conv = devices[0].create(&["bob", "carol"]);
+    (names, devices, conv)
+}
+
+#[test]
+fn killing_the_server_mid_traffic_loses_and_duplicates_nothing() {
+    let mut agency = Agency::start();
+    let (names, devices, conv) = three_in_a_conversation(&agency);
 
     // Each device sends its own numbered messages; a send that fails (the
     // server is down, or died before answering) is not retried: the next
@@ -173,15 +179,7 @@ fn a_records_outage_fails_closed_past_the_backlog_and_recovers_by_itself() {
 #[test]
 fn killing_the_records_service_mid_capture_loses_and_duplicates_nothing() {
     let mut agency = Agency::start_split(&[]);
-    let names = ["alice", "bob", "carol"];
-    let devices: Vec<Arc<Device>> = names
-        .iter()
-        .map(|n| Arc::new(agency.user(n, "staff")))
-        .collect();
-    for d in &devices {
-        d.accept_notice();
-    }
-    let conv = devices[0].create(&["bob", "carol"]);
+    let (names, devices, conv) = three_in_a_conversation(&agency);
 
     // The server stays up, so every send is receipted; the records service
     // dies (SIGKILL) at different moments of its capture pipeline: while
