@@ -290,7 +290,7 @@ async fn records_once(
                 }
             }
         }
-        report_failures(&mut conn, &mut capture).await?;
+        report_failures(&mut conn, capture.take_failures()).await?;
     }
 }
 
@@ -313,11 +313,7 @@ async fn acknowledge(conn: &mut Conn, captured: Captured) -> Result<()> {
     for (conv, from, to) in archived_ranges(captured.acks) {
         conn.request(Request::Archived { conv, from, to }).await?;
     }
-    for (conv, seq, reason) in captured.failures {
-        conn.request(Request::CaptureFailed { conv, seq, reason })
-            .await?;
-    }
-    Ok(())
+    report_failures(conn, captured.failures).await
 }
 
 /// How long the records service waits for more deliveries before
@@ -438,8 +434,8 @@ async fn capture_and_ack(conn: &mut Conn, capture: &mut Capture, d: &Delivery) -
 
 /// Tell the server which conversations could not be captured, so it
 /// suspends them.
-async fn report_failures(conn: &mut Conn, capture: &mut Capture) -> Result<()> {
-    for (conv, seq, reason) in capture.take_failures() {
+async fn report_failures(conn: &mut Conn, failures: Vec<(String, u64, String)>) -> Result<()> {
+    for (conv, seq, reason) in failures {
         conn.request(Request::CaptureFailed { conv, seq, reason })
             .await?;
     }

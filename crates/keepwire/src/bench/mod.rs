@@ -202,6 +202,22 @@ fn print_phase(what: &str, f: &traffic::Figures) {
     }
 }
 
+fn mode_name(preencrypted: bool) -> &'static str {
+    if preencrypted {
+        "pre-encrypted"
+    } else {
+        "live"
+    }
+}
+
+/// A phase's figures as the JSON line `bench report` reads.
+fn phase_record(f: &traffic::Figures, scenario: &str, mode: &str) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(f)?;
+    v["scenario"] = json!(scenario);
+    v["mode"] = json!(mode);
+    Ok(v)
+}
+
 async fn throughput(dir: &Path, quick: bool, out: &mut Out) -> Result<()> {
     let (conversations, members) = (8, 2);
     println!(
@@ -231,15 +247,9 @@ async fn throughput(dir: &Path, quick: bool, out: &mut Out) -> Result<()> {
             let groups = if preencrypted { &mut pre } else { &mut live };
             let (g, f) = traffic::run_phase(&server, std::mem::take(groups), phase).await?;
             *groups = g;
-            let mode = if preencrypted {
-                "pre-encrypted"
-            } else {
-                "live"
-            };
+            let mode = mode_name(preencrypted);
             print_phase(&format!("{window:>3} in flight, {mode}"), &f);
-            let mut v = serde_json::to_value(&f)?;
-            v["scenario"] = json!("throughput");
-            v["mode"] = json!(mode);
+            let mut v = phase_record(&f, "throughput", mode)?;
             v["window"] = json!(window);
             out.record(v)?;
         }
@@ -265,15 +275,9 @@ async fn latency(dir: &Path, quick: bool, out: &mut Out) -> Result<()> {
             rate: Some(rate),
         };
         let (_, f) = traffic::run_phase(&server, groups, phase).await?;
-        let mode = if preencrypted {
-            "pre-encrypted"
-        } else {
-            "live"
-        };
+        let mode = mode_name(preencrypted);
         print_phase(&format!("paced {rate:.0}/s, {mode}"), &f);
-        let mut v = serde_json::to_value(&f)?;
-        v["scenario"] = json!("latency");
-        v["mode"] = json!(mode);
+        let mut v = phase_record(&f, "latency", mode)?;
         v["rate"] = json!(rate);
         out.record(v)?;
     }
