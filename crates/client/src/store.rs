@@ -23,6 +23,9 @@ use crate::ClientError;
 
 const CHECK_PLAINTEXT: &[u8] = b"keepwire-device-store-v1";
 
+/// Where the store keeps, per conversation, how far it is archived.
+const CAPTURED_NS: &str = "captured";
+
 /// A message as the device keeps it until it expires.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StoredMessage {
@@ -35,6 +38,10 @@ pub struct StoredMessage {
     pub expire_at_ms: Option<u64>,
     pub burn_on_read: bool,
     pub read: bool,
+    /// The records service has archived it (so it could be delivered): a
+    /// message from someone else always is; one this device sent once the
+    /// server says so.
+    pub captured: bool,
 }
 
 impl StoredMessage {
@@ -262,25 +269,37 @@ impl Store {
     }
 
     pub fn messages(&self, conv: Option<&str>) -> Result<Vec<StoredMessage>, ClientError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT conv, seq, server_time_ms, expire_at_ms, burn_on_read, read, body FROM messages
-             WHERE ?1 IS NULL OR conv = ?1 ORDER BY conv, seq",
-        )?;
-        let rows = stmt.query_map(params![conv], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Option<i64>>(3)?,
-                r.get::<_, bool>(4)?,
-                r.get::<_, bool>(5)?,
-                r.get::<_, Vec<u8>>(6)?,
-            ))
-        })?;
+        type Row = (String, i64, i64, Option<i64>, bool, bool, Vec<u8>);
+        let rows: Vec<Row> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT conv, seq, server_time_ms, expire_at_ms, burn_on_read, read, body FROM messages
+                 WHERE ?1 IS NULL OR conv = ?1 ORDER BY conv, seq",
+            )?;
+            let rows = stmt.query_map(params![conv], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
         let mut out = Vec::new();
-        for row in rows {
-            let (conv, seq, server_time_ms, expire_at_ms, burn_on_read, read, body) = row?;
+        let mut captured: std::collections::HashMap<String, u64> = Default::default();
+        for (conv, seq, server_time_ms, expire_at_ms, burn_on_read, read, body) in rows {
+            let upto = match captured.get(&conv) {
+                Some(u) => *u,
+                None => {
+                    let u = self.captured_upto(&conv)?;
+                    captured.insert(conv.clone(), u);
+                    u
+                }
+            };
             let key = format!("{conv}:{seq}");
             let plain = self.open_sealed("messages", key.as_bytes(), &body)?;
             let (sender, text, sent_at_ms): (String, String, u64) =
@@ -295,9 +314,28 @@ impl Store {
                 expire_at_ms: expire_at_ms.map(|v| v as u64),
                 burn_on_read,
                 read,
+                captured: seq as u64 <= upto,
             });
         }
         Ok(out)
+    }
+
+    /// Everything in `conv` up to `upto` is archived by the records service
+    /// (the server says so, or delivered it, which it does only then).
+    pub fn set_captured(&self, conv: &str, upto: u64) -> Result<(), ClientError> {
+        if upto > self.captured_upto(conv)? {
+            self.put(CAPTURED_NS, conv.as_bytes(), &upto.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// How far `conv` is known to be archived.
+    pub fn captured_upto(&self, conv: &str) -> Result<u64, ClientError> {
+        Ok(self
+            .get(CAPTURED_NS, conv.as_bytes())?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
     }
 
     /// Mark messages as read; burn-on-read messages are deleted right away.
@@ -395,6 +433,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("d.db"), "p").unwrap();
         let m = |seq, expire_at_ms, burn_on_read| StoredMessage {
+            captured: false,
             conv: "c".into(),
             seq,
             sender: "alice".into(),

@@ -56,7 +56,8 @@ pub fn settings(path: &Path, cmd: &clap::Command) -> Result<Vec<(String, String)
         if !names.contains(&env) {
             let keys: Vec<String> = names
                 .iter()
-                .map(|n| n["KEEPWIRE_".len()..].to_lowercase())
+                .filter_map(|n| n.strip_prefix("KEEPWIRE_"))
+                .map(|n| n.to_lowercase())
                 .collect();
             bail!(
                 "config file {}: unknown setting `{key}` (known: {})",

@@ -69,13 +69,17 @@ pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
     .enumerate()
     {
         let from = i % 3;
-        devices[from]
+        let seq = devices[from]
             .send(&group, text, Some(timer_secs), false)
+            .await?;
+        // Delivered only once captured: the sender hears when it is.
+        devices[from]
+            .wait_captured(&group, seq, Duration::from_secs(30))
             .await?;
         sent += 1;
     }
     let direct = devices[1].create(&users(&["alice"])).await?;
-    devices[1]
+    let seq = devices[1]
         .send(
             &direct,
             "Call me after the briefing.",
@@ -83,8 +87,14 @@ pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
             false,
         )
         .await?;
-    devices[0]
+    devices[1]
+        .wait_captured(&direct, seq, Duration::from_secs(30))
+        .await?;
+    let seq = devices[0]
         .send(&direct, "Will do.", Some(timer_secs), true)
+        .await?;
+    devices[0]
+        .wait_captured(&direct, seq, Duration::from_secs(30))
         .await?;
     sent += 2;
 

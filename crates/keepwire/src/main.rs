@@ -153,6 +153,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Conversations suspended after a capture failure.
+    Conversation {
+        #[command(subcommand)]
+        command: ConversationCommand,
+    },
     /// Replace the server's receipt-signing key (the old one stays listed at
     /// /v1/receipt-keys); takes effect at the server's next start.
     RotateReceiptKey,
@@ -204,6 +209,39 @@ enum DeviceCommand {
     /// Revoke a device: its connections are refused from its next request
     /// on, and the records service removes it from every conversation.
     Revoke { device_id: String },
+    /// Let a device blocked after a capture failure connect and send again
+    /// (logged with who and why; revoke it instead if it is compromised).
+    Unblock {
+        device_id: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+        /// Who decides (default: the operating-system user).
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConversationCommand {
+    /// List suspended conversations, what was withheld in them and why.
+    Suspended {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept messages into a suspended conversation again, after dealing
+    /// with the device that sent what was withheld (logged with who and
+    /// why). Refused when a commit was withheld: that conversation cannot
+    /// be repaired, and its members start a new one.
+    Resume {
+        conv: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+        /// Who decides (default: the operating-system user).
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -284,6 +322,10 @@ enum ChatCommand {
         /// Disappear as soon as read.
         #[arg(long)]
         burn_on_read: bool,
+        /// Also wait (up to this many seconds) until the records service
+        /// has archived it, which is when the others receive it.
+        #[arg(long, value_name = "SECS")]
+        wait_captured: Option<u64>,
     },
     /// Fetch and show messages (each with its remaining time).
     Read {
@@ -528,8 +570,16 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Who an administrator's decision is recorded under: `--actor`, or the
+/// operating-system user.
+fn actor_or_user(actor: Option<String>) -> String {
+    actor
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -> Result<()> {
-    let store = serve::open_server_store(data_dir)?;
+    let mut store = serve::open_server_store(data_dir)?;
     match command {
         AdminCommand::User {
             command:
@@ -571,16 +621,16 @@ fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -> Re
         } => {
             let devices = store.devices(user.as_deref())?;
             if json {
-                let v: Vec<_> = devices.iter().map(|d| serde_json::json!({"device_id": d.device_id, "user": d.user, "revoked": d.revoked})).collect();
+                let v: Vec<_> = devices.iter().map(|d| serde_json::json!({"device_id": d.device_id, "user": d.user, "revoked": d.revoked, "blocked": d.blocked})).collect();
                 print_json(&v)?;
             } else {
                 for d in devices {
-                    println!(
-                        "{} {:<16} {}",
-                        d.device_id,
-                        d.user,
-                        if d.revoked { "revoked" } else { "active" }
-                    );
+                    let state = match (&d.blocked, d.revoked) {
+                        (_, true) => "revoked".to_string(),
+                        (Some(why), false) => format!("BLOCKED: {why}"),
+                        (None, false) => "active".to_string(),
+                    };
+                    println!("{} {:<16} {state}", d.device_id, d.user);
                 }
             }
         }
@@ -591,6 +641,50 @@ fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -> Re
                 bail!("no active device {device_id}");
             }
             println!("revoked {device_id}");
+        }
+        AdminCommand::Device {
+            command:
+                DeviceCommand::Unblock {
+                    device_id,
+                    reason,
+                    actor,
+                },
+        } => {
+            store.unblock_device(&device_id, &actor_or_user(actor), &reason, clock.now_ms())?;
+            println!("unblocked {device_id}");
+        }
+        AdminCommand::Conversation {
+            command: ConversationCommand::Suspended { json },
+        } => {
+            let suspended = store.suspended_conversations()?;
+            let withheld = store.withheld(None)?;
+            if json {
+                print_json(&serde_json::json!({"suspended": suspended, "withheld": withheld}))?;
+            } else {
+                for c in &suspended {
+                    println!("{}  {}", c.conv, c.reason);
+                    for w in withheld.iter().filter(|w| w.conv == c.conv) {
+                        println!(
+                            "    withheld #{} from device {}: {}",
+                            w.seq, w.device, w.reason
+                        );
+                    }
+                }
+                if suspended.is_empty() {
+                    println!("no suspended conversations");
+                }
+            }
+        }
+        AdminCommand::Conversation {
+            command:
+                ConversationCommand::Resume {
+                    conv,
+                    reason,
+                    actor,
+                },
+        } => {
+            store.resume_conversation(&conv, &actor_or_user(actor), &reason, clock.now_ms())?;
+            println!("resumed {conv}");
         }
         AdminCommand::RotateReceiptKey => {
             let key = keepwire_server::rotate_key(data_dir, &store, clock.now_ms())?;
@@ -612,6 +706,16 @@ fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -> Re
                 println!("conversations    {}", s.conversations);
                 println!("relay entries    {}", s.relay_entries);
                 println!("capture backlog  {}", s.capture_backlog);
+                println!(
+                    "capture failures {} withheld entries, {} suspended conversations, {} blocked devices",
+                    s.withheld_entries, s.suspended_conversations, s.blocked_devices
+                );
+                for c in store.suspended_conversations()? {
+                    println!("  suspended {}: {}", c.conv, c.reason);
+                }
+                for d in store.blocked_devices()? {
+                    println!("  blocked {} ({}): {}", d.device, d.user, d.reason);
+                }
             }
         }
         AdminCommand::Policy {
@@ -761,12 +865,21 @@ async fn chat(command: ChatCommand) -> Result<()> {
             text,
             timer,
             burn_on_read,
+            wait_captured,
         } => {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             let seq = online.send(&conv, &text, timer, burn_on_read).await?;
+            if let Some(secs) = wait_captured {
+                online
+                    .wait_captured(&conv, seq, std::time::Duration::from_secs(secs))
+                    .await?;
+            }
+            let captured = wait_captured.is_some();
             if device.json {
-                print_json(&serde_json::json!({"conv": conv, "seq": seq}))?;
+                print_json(&serde_json::json!({"conv": conv, "seq": seq, "captured": captured}))?;
+            } else if captured {
+                println!("sent as #{seq}; captured by the records service");
             } else {
                 println!("sent as #{seq}");
             }
@@ -825,8 +938,13 @@ fn print_message(m: &keepwire_client::StoredMessage, now_ms: u64, json: bool) ->
         return Ok(());
     }
     let left = m.remaining(now_ms);
+    let captured = if m.captured {
+        ""
+    } else {
+        "  [awaiting capture]"
+    };
     println!(
-        "[{}#{}] {}: {}  ({left})",
+        "[{}#{}] {}: {}  ({left}){captured}",
         &m.conv[..8.min(m.conv.len())],
         m.seq,
         m.sender,

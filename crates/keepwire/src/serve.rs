@@ -268,7 +268,8 @@ async fn records_once(
             ServerBody::WelcomeMessage { conv, seq, message } => {
                 // Not acknowledged: the records member acknowledges the
                 // commit at `seq` once it is archived, which also clears
-                // the Welcome on the server.
+                // the Welcome on the server. A Welcome it cannot join from
+                // makes that commit, and all that follows, withheld.
                 capture.join(&conv, seq, &message)?;
             }
             ServerBody::Deliver(d) => {
@@ -290,7 +291,6 @@ async fn records_once(
                 }
             }
         }
-        report_failures(&mut conn, capture.take_failures()).await?;
     }
 }
 
@@ -307,13 +307,13 @@ async fn settle(conn: &mut Conn, capture: &mut Capture, done: &mut Done) -> Resu
     Ok(())
 }
 
-/// Acknowledge a durable batch, one range per conversation run, and
-/// report what could not be processed so the server suspends it.
+/// Acknowledge a durable batch, one range per conversation run, each
+/// naming what it withheld: only then does the server deliver the rest.
 async fn acknowledge(conn: &mut Conn, captured: Captured) -> Result<()> {
-    for (conv, from, to) in archived_ranges(captured.acks) {
-        conn.request(Request::Archived { conv, from, to }).await?;
+    for report in captured.reports() {
+        conn.request(report).await?;
     }
-    report_failures(conn, captured.failures).await
+    Ok(())
 }
 
 /// How long the records service waits for more deliveries before
@@ -349,21 +349,6 @@ async fn gather_batch(conn: &mut Conn, first: Delivery) -> Result<Vec<Delivery>>
         }
     }
     Ok(batch)
-}
-
-/// A batch's captured entries as one contiguous range per conversation
-/// run (`capture_batch` lists them in order, each conversation's
-/// increasing), so the server hears one acknowledgement per run instead of
-/// one per entry.
-fn archived_ranges(captured: Vec<(String, u64)>) -> Vec<(String, u64, u64)> {
-    let mut ranges: Vec<(String, u64, u64)> = Vec::new();
-    for (conv, seq) in captured {
-        match ranges.iter_mut().rev().find(|(c, _, _)| *c == conv) {
-            Some((_, _, to)) if *to + 1 == seq => *to = seq,
-            _ => ranges.push((conv, seq, seq)),
-        }
-    }
-    ranges
 }
 
 /// The size of the last checkpoint the server published, if any.
@@ -422,24 +407,8 @@ use keepwire_records::capture::CAPTURE_BATCH;
 
 /// Archive one entry, then acknowledge it.
 async fn capture_and_ack(conn: &mut Conn, capture: &mut Capture, d: &Delivery) -> Result<()> {
-    if let Some(seq) = capture.capture(d)? {
-        conn.request(Request::Ack {
-            conv: d.conv.clone(),
-            seq,
-        })
-        .await?;
-    }
-    Ok(())
-}
-
-/// Tell the server which conversations could not be captured, so it
-/// suspends them.
-async fn report_failures(conn: &mut Conn, failures: Vec<(String, u64, String)>) -> Result<()> {
-    for (conv, seq, reason) in failures {
-        conn.request(Request::CaptureFailed { conv, seq, reason })
-            .await?;
-    }
-    Ok(())
+    let captured = capture.capture(d)?;
+    acknowledge(conn, captured).await
 }
 
 /// Commit the removal of revoked devices from `conv`.
@@ -477,13 +446,8 @@ async fn commit_as_records(
             for d in conn.take_deliveries_before(conv, r.seq) {
                 capture_and_ack(conn, capture, &d).await?;
             }
-            if let Some(seq) = capture.own_commit_accepted(message, r)? {
-                conn.request(Request::Ack {
-                    conv: conv.to_string(),
-                    seq,
-                })
-                .await?;
-            }
+            let captured = capture.own_commit_accepted(message, r)?;
+            acknowledge(conn, captured).await?;
         }
         Ok(other) => bail!("unexpected answer to a records commit: {other:?}"),
         Err(e) if e.downcast_ref::<Refused>().is_some() => {
@@ -535,30 +499,4 @@ pub async fn serve_embedded(
         })
         .context("starting the records service's thread")?;
     Ok(started)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::archived_ranges;
-
-    #[test]
-    fn captured_entries_become_one_range_per_contiguous_run() {
-        let c = |v: &[(&str, u64)]| v.iter().map(|(c, s)| (c.to_string(), *s)).collect();
-        assert_eq!(
-            archived_ranges(c(&[
-                ("a", 3),
-                ("b", 7),
-                ("a", 4),
-                ("a", 5),
-                ("b", 8),
-                ("a", 9)
-            ])),
-            vec![
-                ("a".to_string(), 3, 5),
-                ("b".to_string(), 7, 8),
-                ("a".to_string(), 9, 9)
-            ]
-        );
-        assert!(archived_ranges(Vec::new()).is_empty());
-    }
 }

@@ -11,6 +11,10 @@ use keepwire_protocol::{ClaimedKeyPackage, Policy, Request, ServerBody};
 
 use crate::net::{Conn, Refused};
 
+/// How long creating a conversation waits for the records service to
+/// capture it (after which the others are added).
+const CREATE_CAPTURE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How many key packages a device keeps on the server.
 pub const KEY_PACKAGE_POOL: usize = 20;
 
@@ -234,6 +238,10 @@ impl Online {
     /// Process one pushed frame; acknowledges it once stored.
     pub async fn handle_push(&mut self, push: ServerBody) -> Result<Option<StoredMessage>> {
         match push {
+            ServerBody::Captured { conv, upto } => {
+                self.device.store().set_captured(&conv, upto)?;
+                Ok(None)
+            }
             ServerBody::WelcomeMessage { conv, seq, message } => {
                 self.device.join(&conv, seq, &message)?;
                 self.conn.request(Request::Ack { conv, seq }).await?;
@@ -275,6 +283,9 @@ impl Online {
                     Incoming::Application {
                         sender, content, ..
                     } => {
+                        // Delivered, so archived: the server releases
+                        // nothing before the records service has it.
+                        self.device.store().set_captured(&d.conv, d.seq)?;
                         let m =
                             self.to_stored(&d.conv, d.seq, &sender, d.server_time_ms, &content)?;
                         if let Some(m) = &m {
@@ -341,6 +352,8 @@ impl Online {
             expire_at_ms: timer.map(|t| server_time_ms + t * 1000),
             burn_on_read: c.burn_on_read,
             read: false,
+            // Received: delivered only once archived. Sent: not yet.
+            captured: sender != self.device.identity(),
         }))
     }
 
@@ -405,6 +418,12 @@ impl Online {
                         seq: r.seq,
                     })
                     .await?;
+                // The others get their Welcome once the records service
+                // has captured the commit: only then does the
+                // conversation exist for them.
+                self.wait_captured(&conv, r.seq, CREATE_CAPTURE_WAIT)
+                    .await
+                    .with_context(|| format!("conversation {conv} was created"))?;
                 Ok(conv)
             }
             Ok(other) => bail!("unexpected answer to create: {other:?}"),
@@ -495,6 +514,30 @@ impl Online {
         };
         let content = Content::text(text, timer, burn_on_read, self.clock.now_ms());
         self.send_content(conv, content).await
+    }
+
+    /// Wait until the records service has archived `conv` up to `seq` (the
+    /// server's `captured` notice), processing what arrives meanwhile;
+    /// gives up after `timeout` with an error saying so.
+    pub async fn wait_captured(
+        &mut self,
+        conv: &str,
+        seq: u64,
+        timeout: std::time::Duration,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.device.store().captured_upto(conv)? < seq {
+            let push = match tokio::time::timeout_at(deadline, self.conn.next_push()).await {
+                Ok(p) => p?,
+                Err(_) => bail!(
+                    "#{seq} is logged (receipted) but the records service has not archived it within {} s; \
+                     the others will receive it once it does",
+                    timeout.as_secs()
+                ),
+            };
+            self.handle_push(push).await?;
+        }
+        Ok(())
     }
 
     async fn send_content(&mut self, conv: &str, content: Content) -> Result<u64> {

@@ -198,6 +198,13 @@ pub fn draw(f: &mut Frame, app: &App, now_ms: u64) {
             } else {
                 m.sender.split('/').next().unwrap_or(&m.sender).to_string()
             };
+            // Like a delivered tick: the records service has archived it,
+            // so the others can read it.
+            let tick = match (m.sender == app.me, m.captured) {
+                (true, true) => "  ✓ captured",
+                (true, false) => "  … awaiting capture",
+                (false, _) => "",
+            };
             Line::from(vec![
                 Span::styled(format!("{who}: "), Style::default().fg(Color::Cyan)),
                 Span::raw(m.text.clone()),
@@ -205,6 +212,7 @@ pub fn draw(f: &mut Frame, app: &App, now_ms: u64) {
                     format!("  ({})", m.remaining(now_ms)),
                     Style::default().fg(Color::DarkGray),
                 ),
+                Span::styled(tick, Style::default().fg(Color::Green)),
             ])
         })
         .collect();
@@ -411,6 +419,7 @@ mod tests {
                 },
             ],
             messages: vec![StoredMessage {
+                captured: true,
                 conv: "aaaaaaaa".into(),
                 seq: 2,
                 sender: "bob/d2".into(),

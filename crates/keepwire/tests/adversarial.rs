@@ -3,7 +3,8 @@
 //! the server must refuse. Each refusal must carry its precise code, and
 //! nothing refused may be delivered or captured; what the server cannot
 //! see inside (a ciphertext that does not decrypt, another member's
-//! message relayed) must not stall anyone and is kept as a noted record.
+//! message relayed) is withheld: archived, delivered to no one, its sender
+//! blocked and the conversation suspended until an administrator acts.
 
 mod common;
 
@@ -40,7 +41,7 @@ fn a_modified_client_is_refused_every_forbidden_action() {
     ]);
     let url = agency.url();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let conv = rt.block_on(async {
+    let (conv, b_device, relayed_seq, garbage_seq) = rt.block_on(async {
         let mut a = Rogue::enroll(&url, "mallory", code_a.trim()).await;
         let mut b = Rogue::enroll(&url, "mallory", code_b.trim()).await;
         let mut eve = Rogue::enroll(&url, "eve", code_e.trim()).await;
@@ -269,6 +270,7 @@ fn a_modified_client_is_refused_every_forbidden_action() {
                     conv: conv.clone(),
                     from: 1,
                     to: 2,
+                    withheld: Vec::new(),
                 })
                 .await,
             ErrorCode::Unauthorized,
@@ -335,13 +337,15 @@ fn a_modified_client_is_refused_every_forbidden_action() {
         );
         g.clear_pending_commit();
 
-        // What the server cannot see inside is accepted, but must neither
-        // stall anyone nor go unrecorded: a message of A relayed by B, and a
-        // ciphertext that does not decrypt.
+        // What the server cannot see inside is accepted, then withheld by
+        // the records service: a message of A relayed by B reaches no one,
+        // B is blocked and the conversation suspended until an
+        // administrator looks into it.
         let relayed = g
             .encrypt_application_message(&text("relayed by b"), vec![])
             .unwrap();
-        b.submit(&conv, &relayed, None, None).await.unwrap();
+        let relayed_seq = b.submit(&conv, &relayed, None, None).await.unwrap();
+        wait_suspended(&agency, &conv);
         let mut garbage = gb
             .encrypt_application_message(&text("garbage"), vec![])
             .unwrap()
@@ -349,18 +353,33 @@ fn a_modified_client_is_refused_every_forbidden_action() {
             .unwrap();
         let last = garbage.len() - 1;
         garbage[last] ^= 0xff;
-        b.submit(
-            &conv,
-            &MlsMessage::from_bytes(&garbage).unwrap(),
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+        let garbage = MlsMessage::from_bytes(&garbage).unwrap();
+        refused(
+            b.submit(&conv, &garbage, None, None).await,
+            ErrorCode::DeviceBlocked,
+            "a device whose message was withheld",
+        );
         let after = g
             .encrypt_application_message(&text("still flowing"), vec![])
             .unwrap();
+        refused(
+            a.submit(&conv, &after, None, None).await,
+            ErrorCode::ConversationSuspended,
+            "a message to a suspended conversation",
+        );
+        // The administrator deals with it, and the conversation goes on.
+        for args in [
+            ["device", "unblock", b.device_id.as_str(), "--reason"],
+            ["conversation", "resume", conv.as_str(), "--reason"],
+        ] {
+            let mut args = args.to_vec();
+            args.extend(["reviewed in the adversarial test", "--actor", "admin1"]);
+            agency.admin(&args);
+        }
         a.submit(&conv, &after, None, None).await.unwrap();
+        // A ciphertext that does not decrypt: withheld the same way.
+        let garbage_seq = b.submit(&conv, &garbage, None, None).await.unwrap();
+        wait_suspended(&agency, &conv);
 
         // A revoked device: refused on its open connection and on a new one.
         common::ok(common::keepwire(
@@ -394,24 +413,21 @@ fn a_modified_client_is_refused_every_forbidden_action() {
             ErrorCode::DeviceRevoked,
             "a revoked device connecting",
         );
-        conv
+        (conv, b.device_id.clone(), relayed_seq, garbage_seq)
     });
 
-    // Bob's honest device: exactly what was accepted, nothing refused, and
-    // the undecryptable entry skipped without stalling what followed.
-    assert_eq!(
-        bob.texts(&conv),
-        ["hello from mallory", "relayed by b", "still flowing"]
-    );
-    // The archive: every accepted entry, in a gap-free sequence, and none
-    // of the refused ones.
+    // Bob's honest device: exactly what was captured, nothing refused,
+    // nothing withheld, nothing stalled.
+    assert_eq!(bob.texts(&conv), ["hello from mallory", "still flowing"]);
+    // The archive: every accepted entry, in a gap-free sequence, none of
+    // the refused ones, the withheld ones saying why.
     let all = wait_for("capture of every accepted entry", 60, || {
         let all: Vec<_> = agency
             .records(true)
             .into_iter()
             .filter(|r| r["conv"] == conv.as_str())
             .collect();
-        // commit, hello, commit, commit(add b), relayed, garbage, after, eviction of b
+        // commit, hello, commit, commit(add b), relayed, after, garbage, eviction of b
         (all.len() >= 8).then_some(all)
     });
     let seqs: Vec<u64> = all.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
@@ -423,27 +439,76 @@ fn a_modified_client_is_refused_every_forbidden_action() {
         .collect();
     assert_eq!(
         texts,
-        ["hello from mallory", "relayed by b", "", "still flowing"]
+        ["hello from mallory", "relayed by b", "still flowing", ""]
     );
-    assert_eq!(messages[2]["kind"], "undecryptable");
-    assert!(messages[2]["note"]
-        .as_str()
-        .unwrap()
-        .contains("does not decrypt"));
+    let kinds: Vec<&str> = messages
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["application", "withheld", "application", "withheld"]
+    );
+    assert_eq!(messages[1]["seq"], relayed_seq);
+    assert_eq!(messages[3]["seq"], garbage_seq);
     let relayed_note = messages[1]["note"].as_str().unwrap();
     assert!(
-        relayed_note.contains("the MLS signature is mallory/"),
+        relayed_note.contains("the MLS signature is mallory/")
+            && relayed_note.contains("withheld from every member"),
         "{relayed_note}"
     );
+    let garbage_note = messages[3]["note"].as_str().unwrap();
+    assert!(garbage_note.contains("does not decrypt"), "{garbage_note}");
     assert!(messages[0]["note"].is_null());
     assert_eq!(all[7]["kind"], "commit");
     assert!(all[7]["sender"].as_str().unwrap().starts_with("records/"));
+    // The server says the same: both withheld from device b, b blocked,
+    // the conversation suspended again; the administrator's decisions kept.
+    let status: serde_json::Value =
+        serde_json::from_str(&agency.admin(&["conversation", "suspended", "--json"])).unwrap();
+    let withheld: Vec<(u64, String)> = status["withheld"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["seq"].as_u64().unwrap(),
+                w["device"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        withheld,
+        [(relayed_seq, b_device.clone()), (garbage_seq, b_device)]
+    );
+    assert_eq!(status["suspended"][0]["conv"], conv.as_str());
+    // An auditor's check of the archive passes: withheld is not missing.
+    common::ok(common::keepwire(
+        &["records", "verify", "--data-dir", agency.data_dir()],
+        &[],
+    ));
+}
+
+/// Wait until the records service has reported `conv` (withholding
+/// something) and the server suspended it.
+fn wait_suspended(agency: &Agency, conv: &str) {
+    wait_for("the conversation to be suspended", 60, || {
+        let v: serde_json::Value =
+            serde_json::from_str(&agency.admin(&["conversation", "suspended", "--json"])).unwrap();
+        v["suspended"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["conv"] == conv)
+            .then_some(())
+    });
 }
 
 /// A commit the server's observer cannot fault (its membership tag, which
 /// only members can check, is broken): the records member archives it as
-/// unprocessable, the server suspends that conversation, and capture goes
-/// on everywhere else.
+/// withheld, nobody receives it, the server blocks the sender and
+/// suspends that conversation for good, and capture goes on everywhere
+/// else.
 #[test]
 fn a_commit_only_members_can_fault_suspends_its_conversation_not_the_archive() {
     let agency = Agency::start();
@@ -492,8 +557,9 @@ fn a_commit_only_members_can_fault_suspends_its_conversation_not_the_archive() {
         g.apply_pending_commit().unwrap();
 
         // A probe for the epoch before the broken commit: refused as stale
-        // while the conversation is open, as suspended once it is not;
-        // either way it is never appended.
+        // while the records service has not reported, and once it has,
+        // refused because mallory's device is blocked; either way it is
+        // never appended.
         let probe = g
             .encrypt_application_message(&text("probe"), vec![])
             .unwrap();
@@ -513,7 +579,7 @@ fn a_commit_only_members_can_fault_suspends_its_conversation_not_the_archive() {
         let mut why = None;
         for _ in 0..300 {
             match m.submit(&conv, &probe, None, None).await {
-                Err((ErrorCode::ConversationSuspended, w)) => {
+                Err((ErrorCode::DeviceBlocked, w)) => {
                     why = Some(w);
                     break;
                 }
@@ -523,31 +589,57 @@ fn a_commit_only_members_can_fault_suspends_its_conversation_not_the_archive() {
                 other => panic!("unexpected answer to the probe: {other:?}"),
             }
         }
-        let why = why.expect("the conversation is suspended");
-        assert!(why.contains("records capture failed"), "{why}");
-        let msg = g
-            .encrypt_application_message(&text("after"), vec![])
-            .unwrap();
-        refused(
-            m.submit(&conv, &msg, None, None).await,
-            ErrorCode::ConversationSuspended,
-            "a message to a suspended conversation",
+        let why = why.expect("the device is blocked");
+        assert!(
+            why.contains("the records service could not capture"),
+            "{why}"
         );
         conv
     });
+    // The conversation is suspended, and cannot be resumed: its group moved
+    // past a commit the records member could not apply.
+    let suspended = agency.admin(&["conversation", "suspended"]);
+    assert!(
+        suspended.contains(&conv) && suspended.contains("records capture failed"),
+        "{suspended}"
+    );
+    let out = common::keepwire(
+        &[
+            "admin",
+            "--data-dir",
+            agency.data_dir(),
+            "conversation",
+            "resume",
+            &conv,
+            "--reason",
+            "try",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        common::stderr(&out).contains("start a new conversation"),
+        "{}",
+        common::stderr(&out)
+    );
     let kinds: Vec<String> = agency
         .records(true)
         .iter()
         .filter(|r| r["conv"] == conv.as_str())
         .map(|r| r["kind"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(kinds, ["commit", "unprocessable"]);
+    assert_eq!(kinds, ["commit", "withheld"]);
 
     // Bob's device skips the broken conversation; everything else works.
     bob.ok(&["chat", "read"]);
     let other = alice.create(&["bob"]);
     alice.send(&other, "capture goes on");
     assert_eq!(bob.texts(&other), ["capture goes on"]);
-    let texts = agency.wait_captured(1);
-    assert_eq!(texts, ["capture goes on"]);
+    let captured: Vec<String> = agency
+        .records(false)
+        .iter()
+        .filter(|r| r["conv"] == other.as_str())
+        .map(|r| agency.record_text(&r["id"]))
+        .collect();
+    assert_eq!(captured, ["capture goes on"]);
 }

@@ -109,7 +109,10 @@ fn a_conversation_of_a_thousand_devices() {
         let msg = group
             .encrypt_application_message(&text("to all thousand"), vec![])
             .unwrap();
-        creator.submit(&conv, &msg, None, None).await.unwrap();
+        let seq = creator.submit(&conv, &msg, None, None).await.unwrap();
+        // Delivered once captured: the records member joins the 1,001-leaf
+        // group and decrypts it first.
+        creator.wire.wait_captured(&conv, seq).await;
 
         // Three members, first, middle and last, join from the Welcome the
         // server pushed them and decrypt the message.

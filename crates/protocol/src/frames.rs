@@ -106,15 +106,6 @@ pub enum Request {
         )]
         next_group_info: Option<Vec<u8>>,
     },
-    /// From the records service only: the entry `seq` of `conv` could not
-    /// be processed (it is archived as `unprocessable`). The server then
-    /// suspends the conversation: what the records member cannot read must
-    /// not be sent.
-    CaptureFailed {
-        conv: String,
-        seq: u64,
-        reason: String,
-    },
     /// From the records service only: a new signed checkpoint of the
     /// archive's log, with the consistency proof from the previously
     /// published one, so devices can check each step. The latest is also
@@ -139,8 +130,18 @@ pub enum Request {
     Ack { conv: String, seq: u64 },
     /// From the records service only: entries `from..=to` of `conv` are
     /// durably archived (one acknowledgement for a whole captured batch;
-    /// `from` must follow what it acknowledged before).
-    Archived { conv: String, from: u64, to: u64 },
+    /// `from` must follow what it acknowledged before). The entries the
+    /// server then delivers are exactly these, minus `withheld`: those the
+    /// records member could not decrypt or process (archived as withheld).
+    /// They are delivered to no one, their senders are blocked and the
+    /// conversation is suspended.
+    Archived {
+        conv: String,
+        from: u64,
+        to: u64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        withheld: Vec<WithheldReport>,
+    },
     /// Ask for everything not yet acknowledged: pending welcomes, then each
     /// conversation's log from this device's cursor, in order.
     Sync,
@@ -189,8 +190,16 @@ pub enum ServerBody {
         conv: String,
         devices: Vec<String>,
     },
-    /// A log entry of a conversation this device is in.
+    /// A log entry of a conversation this device is in. Pushed to members
+    /// only once the records service has archived it.
     Deliver(Delivery),
+    /// Pushed to a device that sent entries of `conv`: everything up to
+    /// `upto` is archived by the records service (and delivered, except
+    /// what was withheld). Also sent after `sync`, per conversation.
+    Captured {
+        conv: String,
+        upto: u64,
+    },
     /// An MLS Welcome that adds this device to a conversation; the device
     /// then processes the conversation's log from `seq + 1`.
     WelcomeMessage {
@@ -212,6 +221,13 @@ pub struct Policy {
     pub max_timer_secs: u64,
     /// Whether guests may be added to conversations.
     pub guests_allowed: bool,
+}
+
+/// An entry the records service archived as withheld, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WithheldReport {
+    pub seq: u64,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -296,6 +312,9 @@ pub enum ErrorCode {
     Unauthorized,
     InvalidEnrollmentCode,
     DeviceRevoked,
+    /// The records service could not capture something this device sent:
+    /// it may do nothing until an administrator unblocks it.
+    DeviceBlocked,
     NoticeNotAcknowledged,
     UnknownConversation,
     ConversationExists,
@@ -329,6 +348,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::InvalidEnrollmentCode => "invalid_enrollment_code",
             ErrorCode::DeviceRevoked => "device_revoked",
+            ErrorCode::DeviceBlocked => "device_blocked",
             ErrorCode::NoticeNotAcknowledged => "notice_not_acknowledged",
             ErrorCode::UnknownConversation => "unknown_conversation",
             ErrorCode::ConversationExists => "conversation_exists",

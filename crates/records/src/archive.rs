@@ -27,9 +27,12 @@ pub struct Record {
     pub id: i64,
     pub conv: String,
     pub seq: u64,
-    /// `application`, `commit`, `proposal`, or `undecryptable` (an entry
-    /// the server accepted but that does not decrypt for the records
-    /// member: kept as a record of what was sent, with `note` saying why).
+    /// `application`, `commit`, `proposal`, or `withheld`: an entry the
+    /// server accepted but the records member could not decrypt or
+    /// process (or that a device submitted in another member's name). It
+    /// is kept as a record of what was sent, `note` says why, and the
+    /// server delivered it to no one. (Archives from before 0.2 may also
+    /// hold `undecryptable` and `unprocessable` records, noted only.)
     pub kind: String,
     pub epoch: u64,
     /// `user/device` from the MLS leaf whose signature verified.
@@ -360,12 +363,20 @@ impl Archive {
     }
 
     pub fn contains(&self, conv: &str, seq: u64) -> Result<bool, RecordsError> {
+        Ok(self.archived_as(conv, seq)?.is_some())
+    }
+
+    /// The kind and note of the record of `conv`#`seq`, if archived.
+    pub fn archived_as(
+        &self,
+        conv: &str,
+        seq: u64,
+    ) -> Result<Option<(String, Option<String>)>, RecordsError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT 1 FROM records WHERE conv=?1 AND seq=?2")?
-            .query_row(params![conv, seq as i64], |_| Ok(()))
-            .optional()?
-            .is_some())
+            .prepare_cached("SELECT kind, note FROM records WHERE conv=?1 AND seq=?2")?
+            .query_row(params![conv, seq as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
     }
 
     pub fn count(&self, kind: Option<&str>) -> Result<u64, RecordsError> {
@@ -378,7 +389,7 @@ impl Archive {
     /// Records in capture order; application messages only unless `all`.
     pub fn list(&self, all: bool, decrypt: bool) -> Result<Vec<Record>, RecordsError> {
         self.query(
-            "WHERE ?1 OR kind IN ('application', 'undecryptable') ORDER BY id",
+            "WHERE ?1 OR kind IN ('application', 'withheld', 'undecryptable') ORDER BY id",
             params![all],
             decrypt,
         )

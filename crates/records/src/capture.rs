@@ -22,7 +22,9 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use keepwire_client::{ClientError, DeferredWrites, Device, Incoming};
 use keepwire_protocol::content::Content;
-use keepwire_protocol::{device_identity, parse_device_identity, Delivery, Receipt, Request};
+use keepwire_protocol::{
+    device_identity, parse_device_identity, Delivery, Receipt, Request, WithheldReport,
+};
 
 use crate::archive::{Archive, NewRecord};
 use crate::RecordsError;
@@ -33,7 +35,7 @@ pub struct Capture {
     clock: keepwire_protocol::clock::Clock,
     /// Conversations with a proposal (a member leaving) waiting for a commit.
     proposals: std::collections::BTreeSet<String>,
-    /// Entries archived as unprocessable, not yet reported to the server.
+    /// Entries of the batch being staged that are archived as withheld.
     failed: Vec<(String, u64, String)>,
     /// Records decrypted but not yet durable (see [`Capture::capture_batch`]).
     staged: Vec<Staged>,
@@ -55,12 +57,46 @@ pub struct StagedBatch {
 }
 
 /// A batch made durable: what may be acknowledged, in order, and the
-/// entries that could not be processed (to report, so the server suspends
-/// their conversations).
+/// entries among them archived as withheld (the server delivers those to
+/// no one, blocks their senders and suspends their conversations).
 #[derive(Debug, Default)]
 pub struct Captured {
     pub acks: Vec<(String, u64)>,
     pub failures: Vec<(String, u64, String)>,
+}
+
+impl Captured {
+    /// The `archived` reports for this batch: one contiguous range per
+    /// conversation run (acks are listed in order, each conversation's
+    /// increasing), each naming what in it was withheld. The server hears
+    /// one report per run instead of one per entry, and learns what to
+    /// withhold in the same request that releases the rest.
+    pub fn reports(self) -> Vec<Request> {
+        let mut ranges: Vec<(String, u64, u64, Vec<WithheldReport>)> = Vec::new();
+        for (conv, seq) in self.acks {
+            match ranges.iter_mut().rev().find(|(c, ..)| *c == conv) {
+                Some((_, _, to, _)) if *to + 1 == seq => *to = seq,
+                _ => ranges.push((conv, seq, seq, Vec::new())),
+            }
+        }
+        for (conv, seq, reason) in self.failures {
+            if let Some((.., w)) = ranges
+                .iter_mut()
+                .find(|(c, from, to, _)| *c == conv && (*from..=*to).contains(&seq))
+            {
+                w.push(WithheldReport { seq, reason });
+            }
+        }
+        ranges
+            .into_iter()
+            .map(|(conv, from, to, withheld)| Request::Archived {
+                conv,
+                from,
+                to,
+                withheld,
+            })
+            .collect()
+    }
 }
 
 impl StagedBatch {
@@ -252,6 +288,10 @@ struct Staged {
     note: Option<String>,
 }
 
+/// The kind of record an entry the records member could not capture is
+/// archived as (see [`crate::archive::Record::kind`]).
+pub const WITHHELD: &str = "withheld";
+
 /// Most entries the records service captures in one durable write, when
 /// that many are already waiting (one batch = one archive transaction and
 /// one MLS state write per conversation).
@@ -305,10 +345,9 @@ impl Capture {
         Ok(())
     }
 
-    /// Capture one entry, durably; returns the sequence number to acknowledge.
-    pub fn capture(&mut self, d: &Delivery) -> Result<Option<u64>, RecordsError> {
-        let acks = self.capture_batch(std::slice::from_ref(d))?;
-        Ok(acks.into_iter().next().map(|(_, seq)| seq))
+    /// Capture one entry, durably.
+    pub fn capture(&mut self, d: &Delivery) -> Result<Captured, RecordsError> {
+        self.capture_batch(std::slice::from_ref(d))
     }
 
     /// Capture several entries with one durable archive write and one MLS
@@ -316,12 +355,10 @@ impl Capture {
     /// to acknowledge, in order, once this returns. A crash before it
     /// returns loses nothing: nothing was acknowledged, so the server
     /// redelivers, and archived entries are recognised.
-    pub fn capture_batch(&mut self, ds: &[Delivery]) -> Result<Vec<(String, u64)>, RecordsError> {
+    pub fn capture_batch(&mut self, ds: &[Delivery]) -> Result<Captured, RecordsError> {
         self.settle()?;
         let batch = self.stage_batch(ds)?;
-        let captured = batch.commit(&mut self.archive, &self.writes)?;
-        self.failed.extend(captured.failures);
-        Ok(captured.acks)
+        batch.commit(&mut self.archive, &self.writes)
     }
 
     /// Stage `ds` and hand the batch to the writer thread; its outcome
@@ -380,7 +417,16 @@ impl Capture {
 
     /// Decrypt one entry and stage its record.
     fn stage(&mut self, d: &Delivery) -> Result<Option<u64>, RecordsError> {
-        if self.archive.contains(&d.conv, d.seq)? {
+        if let Some((kind, note)) = self.archive.archived_as(&d.conv, d.seq)? {
+            if kind == WITHHELD {
+                // Reported again: the server may have lost the report in a
+                // crash, and must never release this entry.
+                self.failed.push((
+                    d.conv.clone(),
+                    d.seq,
+                    note.unwrap_or_default().chars().take(300).collect(),
+                ));
+            }
             // Archived before a crash; make sure the state caught up too.
             // The archive holds each conversation's records without gaps,
             // so everything before this entry is archived as well and the
@@ -430,18 +476,19 @@ impl Capture {
             Ok(i) => i,
             // A commit the server's observer accepted but the records member
             // cannot process (a modified client can craft one), or a
-            // conversation whose Welcome failed: record it, report it so the
-            // server suspends the conversation, and move on. Storage errors
+            // conversation whose Welcome failed: withheld. Storage errors
             // are not caught here: those are retried.
             Err(
                 e @ (ClientError::Mls(_)
                 | ClientError::Refused(_)
                 | ClientError::UnknownConversation(_)),
-            ) => return self.unprocessable(d, &claimed, &e.to_string()),
+            ) => {
+                let reason = format!("the records member could not process it: {e}");
+                return self.withhold(d, &claimed, reason, None, false);
+            }
             Err(e) => return Err(e.into()),
         };
         let now = self.clock.now_ms();
-        let mut note = None;
         let (kind, epoch, sender, participants, content) = match &incoming {
             // The commit that added the records member (its seq is the
             // cursor the Welcome set): the Welcome put the state past it,
@@ -465,12 +512,11 @@ impl Capture {
                 ..
             } => {
                 if *sender != claimed {
-                    // A member submitted another member's message. The
-                    // record names the signer, and keeps what the server said.
-                    tracing::warn!(conv = %d.conv, seq = d.seq, %claimed, %sender, "sender differs from the submitting device");
-                    note = Some(format!(
-                        "submitted by {claimed}; the MLS signature is {sender}'s"
-                    ));
+                    // A device submitted another member's message: no
+                    // honest client does. Withheld, the content kept.
+                    let reason =
+                        format!("submitted by {claimed} but the MLS signature is {sender}'s");
+                    return self.withhold(d, &claimed, reason, Some(content.clone()), true);
                 }
                 (
                     "application",
@@ -498,13 +544,9 @@ impl Capture {
                 ("proposal", epoch, claimed.clone(), participants, None)
             }
             Incoming::Undecryptable { reason, .. } => {
-                tracing::warn!(conv = %d.conv, seq = d.seq, %claimed, %reason, "captured an undecryptable message");
-                note = Some(format!(
-                    "does not decrypt or verify for the records member ({reason}); sender as named by the server, unverified"
-                ));
-                let participants = self.device.participants(&d.conv)?;
-                let epoch = self.device.epoch(&d.conv)?;
-                ("undecryptable", epoch, claimed.clone(), participants, None)
+                let reason =
+                    format!("it does not decrypt or verify for the records member ({reason})");
+                return self.withhold(d, &claimed, reason, None, false);
             }
         };
         let parsed = content.as_deref().map(Content::decode).transpose();
@@ -529,28 +571,35 @@ impl Capture {
             burn_on_read,
             receipt: d.receipt.clone(),
             plaintext: content,
-            note,
+            note: None,
         });
-        let save = !matches!(incoming, Incoming::Undecryptable { .. });
-        self.mark(&d.conv, d.seq, save);
+        self.mark(&d.conv, d.seq, true);
         Ok(Some(d.seq))
     }
 
-    /// Archive an entry that cannot be processed, and remember to report it.
-    fn unprocessable(
+    /// Archive an entry the records member could not capture as withheld,
+    /// and report it with its batch: the server delivers it to no one,
+    /// blocks the device that sent it and suspends the conversation.
+    /// `content` is kept when it decrypted; `save` says whether the MLS
+    /// state moved (otherwise only the cursor does).
+    fn withhold(
         &mut self,
         d: &Delivery,
         claimed: &str,
-        reason: &str,
+        reason: String,
+        content: Option<Vec<u8>>,
+        save: bool,
     ) -> Result<Option<u64>, RecordsError> {
-        tracing::error!(conv = %d.conv, seq = d.seq, %claimed, %reason, "entry cannot be processed by the records member");
+        tracing::error!(conv = %d.conv, seq = d.seq, %claimed, %reason, "entry withheld: the records member could not capture it");
         let participants = self.device.participants(&d.conv).unwrap_or_default();
         let epoch = self.device.epoch(&d.conv).unwrap_or_default();
-        let note = format!("the records member could not process this entry: {reason}; sender as named by the server, unverified");
+        let note = format!(
+            "withheld from every member: {reason}; sent by {claimed} as named by the server"
+        );
         self.staged.push(Staged {
             conv: d.conv.clone(),
             seq: d.seq,
-            kind: "unprocessable",
+            kind: WITHHELD,
             epoch,
             sender: claimed.to_string(),
             participants,
@@ -559,10 +608,10 @@ impl Capture {
             expire_after_secs: None,
             burn_on_read: false,
             receipt: d.receipt.clone(),
-            plaintext: None,
+            plaintext: content,
             note: Some(note),
         });
-        self.mark(&d.conv, d.seq, false);
+        self.mark(&d.conv, d.seq, save);
         self.failed
             .push((d.conv.clone(), d.seq, reason.chars().take(300).collect()));
         Ok(Some(d.seq))
@@ -572,11 +621,6 @@ impl Capture {
     /// ([`Capture::proposal_commits`]).
     pub fn has_proposals(&self) -> bool {
         !self.proposals.is_empty()
-    }
-
-    /// Failures to report to the server since the last call.
-    pub fn take_failures(&mut self) -> Vec<(String, u64, String)> {
-        std::mem::take(&mut self.failed)
     }
 
     /// Build the commit evicting revoked `devices` from `conv`, if any of
@@ -643,7 +687,7 @@ impl Capture {
         &mut self,
         message: Vec<u8>,
         receipt: Receipt,
-    ) -> Result<Option<u64>, RecordsError> {
+    ) -> Result<Captured, RecordsError> {
         let d = Delivery {
             conv: receipt.conv.clone(),
             seq: receipt.seq,
@@ -758,6 +802,34 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_reported_as_one_range_per_run_naming_what_it_withheld() {
+        let c = |v: &[(&str, u64)]| v.iter().map(|(c, s)| (c.to_string(), *s)).collect();
+        let captured = Captured {
+            acks: c(&[("a", 3), ("b", 7), ("a", 4), ("a", 5), ("b", 8), ("a", 9)]),
+            failures: vec![("a".into(), 4, "garbage".into())],
+        };
+        let w = |seq| WithheldReport {
+            seq,
+            reason: "garbage".into(),
+        };
+        let archived = |conv: &str, from, to, withheld| Request::Archived {
+            conv: conv.into(),
+            from,
+            to,
+            withheld,
+        };
+        assert_eq!(
+            captured.reports(),
+            vec![
+                archived("a", 3, 5, vec![w(4)]),
+                archived("b", 7, 8, vec![]),
+                archived("a", 9, 9, vec![]),
+            ]
+        );
+        assert!(Captured::default().reports().is_empty());
+    }
+
+    #[test]
     fn pipelined_batches_are_archived_once_in_order_and_the_state_follows() {
         let dir = tempfile::tempdir().unwrap();
         let (_alice, capture, log) = conversation(dir.path());
@@ -825,12 +897,13 @@ mod tests {
     }
 
     #[test]
-    fn an_archived_entry_that_did_not_process_does_not_stall_after_a_crash() {
+    fn a_withheld_entry_stays_withheld_and_does_not_stall_after_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let (_alice, mut capture, mut log) = conversation(dir.path());
         let conv = log[0].conv.clone();
-        log[5].message = b"not an MLS message".to_vec(); // seq 6
-                                                         // Archived (seq 6 as unprocessable), the state not yet: a crash.
+        // seq 6: not an MLS message; archived as withheld, the state not
+        // yet written, and nothing reported: a crash.
+        log[5].message = b"not an MLS message".to_vec();
         let b = capture.stage_batch(&log[..6]).unwrap();
         assert_eq!(b.failures.len(), 1);
         b.write_records(&mut capture.archive).unwrap();
@@ -838,12 +911,62 @@ mod tests {
         drop(capture);
 
         let mut capture = reopen(dir.path());
-        let acks = capture.capture_batch(&log[..10]).unwrap();
-        assert_eq!(acks.len(), 10, "redelivered and the next ones, no gap");
+        let captured = capture.capture_batch(&log[..10]).unwrap();
+        assert_eq!(
+            captured.acks.len(),
+            10,
+            "redelivered and the next ones, no gap"
+        );
+        let withheld: Vec<u64> = captured.failures.iter().map(|f| f.1).collect();
+        assert_eq!(
+            withheld,
+            [6],
+            "reported again, so the server never releases it"
+        );
         assert_eq!(capture.device.cursor(&conv).unwrap(), 10);
         let all = capture.archive.list(true, false).unwrap();
         assert_eq!(all.len(), 10, "each archived once");
-        assert_eq!(all[5].kind, "unprocessable");
+        assert_eq!(all[5].kind, WITHHELD);
+        assert!(all[5]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("withheld from every member"));
+    }
+
+    #[test]
+    fn what_the_records_member_cannot_read_is_withheld_not_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_alice, mut capture, mut log) = conversation(dir.path());
+        // seq 3: a ciphertext broken in transit (its last byte flipped).
+        let last = log[2].message.len() - 1;
+        log[2].message[last] ^= 0xff;
+        let captured = capture.capture_batch(&log[..5]).unwrap();
+        assert_eq!(captured.acks.len(), 5);
+        assert_eq!(captured.failures.len(), 1);
+        assert_eq!(captured.failures[0].1, 3);
+        assert!(
+            captured.failures[0].2.contains("does not decrypt"),
+            "{:?}",
+            captured.failures
+        );
+        let kinds: Vec<String> = capture
+            .archive
+            .list(true, false)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "commit",
+                "application",
+                WITHHELD,
+                "application",
+                "application"
+            ]
+        );
     }
 
     #[test]
@@ -871,7 +994,7 @@ mod tests {
             "only batch 1's state is durable"
         );
         // The server redelivers from the last acknowledgement.
-        let acks = capture.capture_batch(&log[10..20]).unwrap();
+        let acks = capture.capture_batch(&log[10..20]).unwrap().acks;
         assert_eq!(acks.len(), 10);
 
         // Batch 3 (across the epoch change): records durable, the state
@@ -885,7 +1008,7 @@ mod tests {
         assert_eq!(capture.device.cursor(&conv).unwrap(), 20);
         // Redelivered: recognised as archived, the state catches up, and
         // what follows decrypts.
-        let acks = capture.capture_batch(&log[20..]).unwrap();
+        let acks = capture.capture_batch(&log[20..]).unwrap().acks;
         assert_eq!(acks.len(), 21);
         assert_eq!(capture.device.cursor(&conv).unwrap(), 41);
         assert_eq!(

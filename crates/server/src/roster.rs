@@ -106,6 +106,12 @@ pub fn observe(group_info: &[u8], conv: &str) -> Result<Followed, ProtocolError>
     Ok(group)
 }
 
+/// Whether a log entry is a commit or proposal: handshakes are accepted
+/// only as PublicMessages, application messages only as PrivateMessages.
+pub fn is_handshake(bytes: &[u8]) -> bool {
+    MlsMessage::from_bytes(bytes).is_ok_and(|m| m.wire_format() == WireFormat::PublicMessage)
+}
+
 /// The keepwire identity (`user/device`) in an MLS member's credential.
 fn member_device(m: &mls_rs::group::Member) -> Option<MemberDevice> {
     let id = &m.signing_identity.credential.as_basic()?.identifier;

@@ -1,11 +1,14 @@
 //! The delivery service's core: one request in, one response out, plus the
 //! pushes it causes. The WebSocket shell ([`crate::ws`]) only moves frames.
 //!
-//! Promise 1 lives in [`Core::accept`]: a message is appended to its
-//! conversation's durable log (fsync'd SQLite transaction) before the
-//! sender gets a receipt and before any recipient sees it; log entries are
-//! deleted only by [`Core::collect_garbage`], never past the records
-//! service's acknowledgement. Fail-closed capture is [`Core::capture_open`].
+//! Promise 1 lives in [`Core::append`], [`Core::archived`] and
+//! [`crate::gate`]: a message is appended to its conversation's durable
+//! log (fsync'd SQLite transaction) before the sender gets a receipt and
+//! before the records member gets it, and reaches any other member only
+//! once the records service has archived it — never if it was withheld;
+//! log entries are deleted only by [`Core::collect_garbage`], never past
+//! the records service's acknowledgement and never if withheld.
+//! Fail-closed capture is [`Core::capture_open`].
 
 use std::collections::HashMap;
 
@@ -22,8 +25,9 @@ use mls_rs_crypto_awslc::AwsLcCryptoProvider;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::gate::{Gate, Held};
 use crate::roster::{self, Accepted, Followed, MemberDevice, Registry};
-use crate::store::{Append, DeviceRow, LogEntry, RosterUpdate, Store};
+use crate::store::{Append, DeviceRow, LogEntry, RosterUpdate, Store, WithheldEntry};
 use crate::ServerError;
 
 #[derive(Debug, Clone)]
@@ -49,14 +53,13 @@ struct Conv {
     group: Followed,
     members: Vec<MemberDevice>,
     last_seq: u64,
-    /// The last entry whose pushes have gone out (to the devices live at
-    /// that moment). Entries after it are durable or on their way, and
-    /// will be pushed live: `sync` replays only up to here, so a device
-    /// never gets an entry twice out of order, nor a delivery before the
-    /// Welcome that lets it read it.
-    pushed_seq: u64,
-    records_acked: u64,
-    /// Set when the records service could not process an entry.
+    /// Which entries are durable, archived, released (see [`crate::gate`]).
+    /// The records member's pushes go out at the durable mark, everyone
+    /// else's at the released one; `sync` replays only up to the same
+    /// marks, so a device never gets an entry twice out of order, nor a
+    /// delivery before the Welcome that lets it read it.
+    gate: Gate,
+    /// Set when the records service could not capture an entry.
     suspended: Option<String>,
 }
 
@@ -124,18 +127,30 @@ impl Core {
             .map_err(|e| ServerError::Invalid(format!("receipt key: {e}")))?;
         let mut convs = HashMap::new();
         let mut backlog = 0;
+        let mut withheld: HashMap<String, Vec<u64>> = HashMap::new();
+        for w in store.withheld(None)? {
+            withheld.entry(w.conv).or_default().push(w.seq);
+        }
         for row in store.conversations()? {
             let group = roster::load(&row.snapshot)
                 .map_err(|e| ServerError::Invalid(format!("conversation {}: {e}", row.conv)))?;
             backlog += row.last_seq.saturating_sub(row.records_acked);
+            let members = roster::members(&group);
+            let mut gate = Gate::new(
+                row.last_seq,
+                row.records_acked,
+                withheld.remove(&row.conv).unwrap_or_default(),
+            );
+            if row.records_acked < row.last_seq {
+                hold_after_restart(&store, &row.conv, row.records_acked, &members, &mut gate)?;
+            }
             convs.insert(
                 row.conv.clone(),
                 Conv {
-                    members: roster::members(&group),
+                    members,
                     group,
                     last_seq: row.last_seq,
-                    pushed_seq: row.last_seq,
-                    records_acked: row.records_acked,
+                    gate,
                     suspended: row.suspended,
                 },
             );
@@ -271,6 +286,9 @@ impl Core {
                 "this device has been revoked",
             ));
         }
+        if let Some(why) = fresh.and_then(|d| d.blocked) {
+            return Err(refuse(ErrorCode::DeviceBlocked, blocked_message(&why)));
+        }
         match req {
             Request::UploadKeyPackages {
                 key_packages,
@@ -323,25 +341,13 @@ impl Core {
                 link,
             } => self.publish_checkpoint(&device, checkpoint, verifier_key, link),
             Request::Checkpoints { since_size } => self.checkpoints(since_size),
-            Request::CaptureFailed { conv, seq, reason } => {
-                self.capture_failed(&device, &conv, seq, &reason)
-            }
-            Request::Ack { conv, seq } => self.ack(&device, &conv, seq, seq),
-            Request::Archived { conv, from, to } => {
-                if device.user != RECORDS_USER {
-                    return Err(refuse(
-                        ErrorCode::Unauthorized,
-                        "only the records service reports archived entries",
-                    ));
-                }
-                if from == 0 || from > to {
-                    return Err(refuse(
-                        ErrorCode::BadFrame,
-                        format!("archived range {from}..={to} is empty or starts before 1"),
-                    ));
-                }
-                self.ack(&device, &conv, from, to)
-            }
+            Request::Ack { conv, seq } => self.ack(&device, &conv, seq),
+            Request::Archived {
+                conv,
+                from,
+                to,
+                withheld,
+            } => self.archived(&device, &conv, from, to, withheld),
             Request::Sync => self.sync(session, &device),
             Request::Conversations => Ok(ServerBody::Conversations {
                 conversations: self
@@ -426,6 +432,9 @@ impl Core {
             ));
         }
         self.verify_challenge(session, &row.signature_key, signature)?;
+        if let Some(why) = &row.blocked {
+            return Err(refuse(ErrorCode::DeviceBlocked, blocked_message(why)));
+        }
         self.authenticated(session, row)
     }
 
@@ -639,8 +648,7 @@ impl Core {
                 members: creator,
                 group,
                 last_seq: 0,
-                pushed_seq: 0,
-                records_acked: 0,
+                gate: Gate::default(),
                 suspended: None,
             },
         );
@@ -666,15 +674,18 @@ impl Core {
         next_group_info: Option<Vec<u8>>,
     ) -> Result<Receipt, ProtocolError> {
         self.capture_open()?;
+        // The records member's own commits (evicting a revoked device,
+        // carrying out a member's leaving) go on in a suspended
+        // conversation: they are what an administrator may be waiting for.
+        if device.user != RECORDS_USER {
+            self.check_suspension(conv)?;
+        }
         let c = self.convs.get(conv).ok_or_else(|| {
             refuse(
                 ErrorCode::UnknownConversation,
                 format!("no conversation {conv}"),
             )
         })?;
-        if let Some(why) = &c.suspended {
-            return Err(refuse(ErrorCode::ConversationSuspended, why.clone()));
-        }
         let accepted =
             roster::check_message(&c.group, &message, device, &StoreRegistry(&self.store))?;
         // Proposals (a member asking to leave) carry no content: someone
@@ -790,54 +801,65 @@ impl Core {
             .ok_or_else(|| refuse(ErrorCode::Internal, "conversation vanished"))?;
         c.last_seq = seq;
         self.backlog += 1;
+        // Two sets of pushes: the records member's, which go out as soon
+        // as the entry is durable (it must capture it), and everyone
+        // else's, held until the records service has archived it.
         let mut effects = Vec::new();
         let is_handshake = commit.is_some();
-        let mut recipients: Vec<MemberDevice> = c.members.clone();
-        if let Some(change) = commit {
-            c.members = roster::members(&change.group);
-            c.group = *change.group;
-            if let Some(welcome) = change.welcome {
-                let text = ServerFrame::push(ServerBody::WelcomeMessage {
-                    conv: conv.to_string(),
-                    seq,
-                    message: welcome,
-                })
-                .to_json();
-                for m in &change.added {
-                    effects.push((m.device_id.clone(), None, text.clone()));
-                }
-            }
-            // Added devices start after this commit, except the records
-            // member, which archives the commit that added it.
-            recipients.extend(
-                change
-                    .added
-                    .iter()
-                    .filter(|m| m.user == RECORDS_USER)
-                    .cloned(),
-            );
-        }
-        let receipt = self.receipt(&entry);
-        let text = ServerFrame::push(ServerBody::Deliver(Delivery {
-            conv: conv.to_string(),
+        let mut held = Held {
             seq,
-            sender_user: entry.sender_user.clone(),
-            sender_device: entry.sender_device.clone(),
-            server_time_ms: now,
-            message: entry.message.clone(),
-            receipt: receipt.clone(),
-        }))
-        .to_json();
-        for m in recipients {
-            if m.device_id != device.device_id {
-                effects.push((m.device_id, None, text.clone()));
+            sender_device: device.device_id.clone(),
+            recipients: Vec::new(),
+            welcomed: Vec::new(),
+        };
+        let mut records_recipients: Vec<MemberDevice> = Vec::new();
+        for m in &c.members {
+            if m.device_id == device.device_id {
+                continue;
+            }
+            if m.user == RECORDS_USER {
+                records_recipients.push(m.clone());
+            } else {
+                held.recipients.push((m.device_id.clone(), None));
             }
         }
         if is_handshake {
             // The sender's own commit or proposal also goes to its other
-            // sessions: one that reconnected before this entry's pushes went
-            // out is not replayed it by `sync`, and must still apply it.
-            effects.push((device.device_id.clone(), Some(self.handling_session), text));
+            // sessions: one that reconnected before this entry went out is
+            // not replayed it by `sync`, and must still apply it.
+            held.recipients
+                .push((device.device_id.clone(), Some(self.handling_session)));
+        }
+        if let Some(change) = commit {
+            c.members = roster::members(&change.group);
+            c.group = *change.group;
+            for m in &change.added {
+                if m.user == RECORDS_USER {
+                    // The records member archives the commit that added
+                    // it, and joins from its Welcome at once.
+                    records_recipients.push(m.clone());
+                    if let Some(welcome) = &change.welcome {
+                        let text = ServerFrame::push(ServerBody::WelcomeMessage {
+                            conv: conv.to_string(),
+                            seq,
+                            message: welcome.clone(),
+                        })
+                        .to_json();
+                        effects.push((m.device_id.clone(), None, text));
+                    }
+                } else if change.welcome.is_some() {
+                    held.welcomed.push(m.device_id.clone());
+                }
+            }
+        }
+        c.gate.hold(held);
+        records_recipients.dedup();
+        let receipt = self.receipt(&entry);
+        if !records_recipients.is_empty() {
+            let text = deliver_text(&entry, receipt.clone());
+            for m in records_recipients {
+                effects.push((m.device_id, None, text.clone()));
+            }
         }
         match &self.writer {
             None => self.apply_effects(conv, seq, &effects),
@@ -877,14 +899,14 @@ impl Core {
         true
     }
 
-    /// Push entry `seq` of `conv` (and its Welcomes) to the devices live
-    /// now, and remember that it went out.
+    /// Entry `seq` of `conv` is durable: push it (and the records
+    /// member's Welcome) to the records member's live sessions.
     fn apply_effects(&mut self, conv: &str, seq: u64, effects: &[Effect]) {
         for (device, skip_session, text) in effects {
             self.push_text_except(device, *skip_session, text);
         }
         if let Some(c) = self.convs.get_mut(conv) {
-            c.pushed_seq = c.pushed_seq.max(seq);
+            c.gate.durable(seq);
         }
     }
 
@@ -1021,42 +1043,6 @@ impl Core {
         })
     }
 
-    /// The records service could not process `seq` of `conv`: suspend the
-    /// conversation, durably, so nothing the archive cannot read is accepted.
-    fn capture_failed(
-        &mut self,
-        device: &DeviceRow,
-        conv: &str,
-        seq: u64,
-        reason: &str,
-    ) -> Result<ServerBody, ProtocolError> {
-        if device.user != RECORDS_USER {
-            return Err(refuse(
-                ErrorCode::Unauthorized,
-                "only the records service reports capture failures",
-            ));
-        }
-        let c = self.convs.get_mut(conv).ok_or_else(|| {
-            refuse(
-                ErrorCode::UnknownConversation,
-                format!("no conversation {conv}"),
-            )
-        })?;
-        let why = format!(
-            "records capture failed for this conversation at #{seq} ({}); nothing more can be sent to it until an administrator reviews it",
-            reason.chars().take(300).collect::<String>()
-        );
-        self.store.suspend(conv, &why).map_err(internal)?;
-        tracing::error!(
-            conv,
-            seq,
-            reason,
-            "conversation suspended: records capture failed"
-        );
-        c.suspended.get_or_insert(why);
-        Ok(ServerBody::Ok)
-    }
-
     /// Conversations `device` may join by external commit: another device
     /// of its user is in them, it is not.
     fn joinable(&self, device: &DeviceRow) -> Result<ServerBody, ProtocolError> {
@@ -1126,6 +1112,10 @@ impl Core {
         self.push_text_except(device_id, None, text);
     }
 
+    fn is_live(&self, device_id: &str) -> bool {
+        self.live.get(device_id).is_some_and(|l| !l.is_empty())
+    }
+
     /// Push to every live session of `device_id` but `skip`.
     fn push_text_except(&mut self, device_id: &str, skip: Option<u64>, text: &str) {
         if let Some(list) = self.live.get_mut(device_id) {
@@ -1133,16 +1123,23 @@ impl Core {
         }
     }
 
-    /// `device` has stored entries `from..=seq` of `conv` (a plain ack
-    /// names only `seq`: `from == seq`).
+    /// A member's device has stored everything of `conv` up to `seq` it
+    /// was sent. Only from a device that is, or was, in the conversation
+    /// (it has a cursor there); never from the records service, whose
+    /// acknowledgements say what is archived ([`Core::archived`]).
     fn ack(
         &mut self,
         device: &DeviceRow,
         conv: &str,
-        from: u64,
         seq: u64,
     ) -> Result<ServerBody, ProtocolError> {
-        let c = self.convs.get_mut(conv).ok_or_else(|| {
+        if device.user == RECORDS_USER {
+            return Err(refuse(
+                ErrorCode::BadFrame,
+                "the records service acknowledges with `archived`, naming what it withheld",
+            ));
+        }
+        let c = self.convs.get(conv).ok_or_else(|| {
             refuse(
                 ErrorCode::UnknownConversation,
                 format!("no conversation {conv}"),
@@ -1157,48 +1154,259 @@ impl Core {
                 ),
             ));
         }
-        let records = device.user == RECORDS_USER;
-        // The records service archives in order, so its acknowledgements
-        // advance without gaps (one entry, or a range it names from where
-        // the last one ended); a jump would certify entries it never
-        // archived.
-        if records && from > c.records_acked + 1 {
+        let member = c.members.iter().any(|m| m.device_id == device.device_id);
+        if !member
+            && self
+                .store
+                .cursor(&device.device_id, conv)
+                .map_err(internal)?
+                .is_none()
+        {
             return Err(refuse(
-                ErrorCode::BadFrame,
-                format!(
-                    "records acknowledgements must be contiguous: {conv} is archived up to {}, not {}",
-                    c.records_acked,
-                    seq - 1
-                ),
+                ErrorCode::NotMember,
+                format!("device {} is not in conversation {conv}", device.device_id),
             ));
         }
         self.store
-            .ack(&device.device_id, conv, seq, records)
+            .ack(&device.device_id, conv, seq, false)
             .map_err(internal)?;
-        if records && seq > c.records_acked {
-            self.backlog = self.backlog.saturating_sub(seq - c.records_acked);
-            c.records_acked = seq;
-        }
         Ok(ServerBody::Ok)
+    }
+
+    /// The records service archived entries `from..=to` of `conv`, and
+    /// could not capture `withheld`. Its reports advance without gaps (a
+    /// jump would certify entries it never archived). What it withheld is
+    /// marked for good, the devices that sent it are blocked and the
+    /// conversation suspended, durably, before anything after it is
+    /// released; then the other entries go out ([`Core::release`]).
+    fn archived(
+        &mut self,
+        device: &DeviceRow,
+        conv: &str,
+        from: u64,
+        to: u64,
+        withheld: Vec<keepwire_protocol::WithheldReport>,
+    ) -> Result<ServerBody, ProtocolError> {
+        if device.user != RECORDS_USER {
+            return Err(refuse(
+                ErrorCode::Unauthorized,
+                "only the records service reports archived entries",
+            ));
+        }
+        if from == 0 || from > to {
+            return Err(refuse(
+                ErrorCode::BadFrame,
+                format!("archived range {from}..={to} is empty or starts before 1"),
+            ));
+        }
+        let c = self.convs.get(conv).ok_or_else(|| {
+            refuse(
+                ErrorCode::UnknownConversation,
+                format!("no conversation {conv}"),
+            )
+        })?;
+        if to > c.gate.durable_seq() {
+            return Err(refuse(
+                ErrorCode::BadFrame,
+                format!(
+                    "cannot report #{to} archived: the durable log of {conv} ends at {}",
+                    c.gate.durable_seq()
+                ),
+            ));
+        }
+        let acked = c.gate.archived_seq();
+        if from > acked + 1 {
+            return Err(refuse(
+                ErrorCode::BadFrame,
+                format!(
+                    "records acknowledgements must be contiguous: {conv} is archived up to {acked}, not {}",
+                    from - 1
+                ),
+            ));
+        }
+        if withheld.len() as u64 > to - from + 1
+            || withheld
+                .iter()
+                .any(|w| w.seq < from || w.seq > to || w.reason.len() > 4096)
+        {
+            return Err(refuse(
+                ErrorCode::BadFrame,
+                format!("withheld entries must lie in {from}..={to}, each reason under 4 KiB"),
+            ));
+        }
+        let now = self.clock.now_ms();
+        let mut marks = Vec::with_capacity(withheld.len());
+        for w in &withheld {
+            let entry = self
+                .store
+                .log_range(conv, w.seq, w.seq)
+                .map_err(internal)?
+                .pop();
+            let (sender, handshake) = match &entry {
+                Some(e) => (e.sender_device.clone(), roster::is_handshake(&e.message)),
+                None => (String::new(), false),
+            };
+            marks.push(WithheldEntry {
+                conv: conv.to_string(),
+                seq: w.seq,
+                device: sender,
+                handshake,
+                reason: w.reason.clone(),
+                at_ms: now,
+            });
+        }
+        let why = marks.first().map(|w| {
+            format!(
+                "records capture failed for this conversation at #{} sent by device {} ({}); \
+                 nothing more can be sent to it until an administrator reviews it",
+                w.seq,
+                w.device,
+                w.reason.chars().take(300).collect::<String>()
+            )
+        });
+        self.store
+            .records_archived(&device.device_id, conv, to, &marks, why.as_deref())
+            .map_err(internal)?;
+        for w in &marks {
+            tracing::error!(conv, seq = w.seq, device = %w.device, reason = %w.reason, "entry withheld: the records service could not capture it; device blocked, conversation suspended");
+            // Blocked at once: no more pushes; its next request is refused.
+            if self
+                .store
+                .device(&w.device)
+                .map_err(internal)?
+                .is_some_and(|d| d.user != RECORDS_USER)
+            {
+                self.live.remove(&w.device);
+            }
+        }
+        let seqs: Vec<u64> = marks.iter().map(|w| w.seq).collect();
+        let c = self
+            .convs
+            .get_mut(conv)
+            .ok_or_else(|| refuse(ErrorCode::Internal, "conversation vanished"))?;
+        if let Some(why) = why {
+            c.suspended.get_or_insert(why);
+        }
+        if to > acked {
+            self.backlog = self.backlog.saturating_sub(to - acked);
+        }
+        let released = c.gate.archived(to, &seqs);
+        let upto = c.gate.released();
+        self.release(conv, released, upto).map_err(internal)?;
+        Ok(ServerBody::Ok)
+    }
+
+    /// Push entries the records service has archived to the members they
+    /// were held for (with the Welcomes they carry), and tell their
+    /// senders they are captured. The entries are read back from the log
+    /// rather than kept in memory: a backlog of large messages would
+    /// otherwise sit in the server's memory until capture caught up.
+    fn release(&mut self, conv: &str, released: Vec<Held>, upto: u64) -> Result<(), ServerError> {
+        let (Some(first), Some(last)) = (released.first(), released.last()) else {
+            return Ok(());
+        };
+        let anyone = released.iter().any(|h| {
+            h.recipients.iter().any(|(d, _)| self.is_live(d))
+                || h.welcomed.iter().any(|d| self.is_live(d))
+                || self.is_live(&h.sender_device)
+        });
+        if !anyone {
+            return Ok(()); // they catch up by sync
+        }
+        let entries: HashMap<u64, LogEntry> = self
+            .store
+            .log_range(conv, first.seq, last.seq)?
+            .into_iter()
+            .map(|e| (e.seq, e))
+            .collect();
+        let mut senders: Vec<String> = Vec::new();
+        for h in released {
+            for d in &h.welcomed {
+                if let Some((seq, message)) = self.store.welcome(d, conv)? {
+                    if seq == h.seq {
+                        let text = ServerFrame::push(ServerBody::WelcomeMessage {
+                            conv: conv.to_string(),
+                            seq,
+                            message,
+                        })
+                        .to_json();
+                        self.push_text(d, &text);
+                    }
+                }
+            }
+            if let Some(e) = entries.get(&h.seq) {
+                if h.recipients.iter().any(|(d, _)| self.is_live(d)) {
+                    let text = deliver_text(e, self.receipt(e));
+                    for (d, skip) in &h.recipients {
+                        self.push_text_except(d, *skip, &text);
+                    }
+                }
+            }
+            if !senders.contains(&h.sender_device) {
+                senders.push(h.sender_device);
+            }
+        }
+        let captured = ServerFrame::push(ServerBody::Captured {
+            conv: conv.to_string(),
+            upto,
+        })
+        .to_json();
+        for d in senders {
+            self.push_text(&d, &captured);
+        }
+        Ok(())
+    }
+
+    /// Refuse to append to a suspended conversation, unless an
+    /// administrator has resumed it since (read back from the store, so
+    /// `keepwire admin conversation resume` takes effect on a running
+    /// server).
+    fn check_suspension(&mut self, conv: &str) -> Result<(), ProtocolError> {
+        let Some(c) = self.convs.get(conv) else {
+            return Ok(());
+        };
+        if c.suspended.is_none() {
+            return Ok(());
+        }
+        let now = self.store.suspension(conv).map_err(internal)?;
+        let c = self
+            .convs
+            .get_mut(conv)
+            .ok_or_else(|| refuse(ErrorCode::Internal, "conversation vanished"))?;
+        c.suspended = now;
+        match &c.suspended {
+            Some(why) => Err(refuse(ErrorCode::ConversationSuspended, why.clone())),
+            None => {
+                tracing::info!(conv, "conversation resumed by an administrator");
+                Ok(())
+            }
+        }
     }
 
     /// Replay what this device has not acknowledged, then go live: both
     /// under the core's lock, so live pushes can never overtake the replay.
-    /// The log writer commits without that lock, so the store may already
-    /// hold entries whose pushes have not gone out yet; those are left to
-    /// the live pushes (in order, Welcome first), and only entries up to
-    /// each conversation's `pushed_seq` are replayed.
+    /// Members are replayed only what was released (archived, never a
+    /// withheld entry); the records member what is durable. The log writer
+    /// commits without that lock, so the store may already hold entries
+    /// whose pushes have not gone out yet; those are left to the live
+    /// pushes (in order, Welcome first).
     fn sync(&mut self, session: &Session, device: &DeviceRow) -> Result<ServerBody, ProtocolError> {
-        let pushed = |convs: &HashMap<String, Conv>, conv: &str| {
-            convs.get(conv).map(|c| c.pushed_seq).unwrap_or(0)
+        let records = device.user == RECORDS_USER;
+        let upto = |c: &Conv| {
+            if records {
+                c.gate.durable_seq()
+            } else {
+                c.gate.released()
+            }
         };
         for (conv, seq, message) in self
             .store
             .welcomes_for(&device.device_id)
             .map_err(internal)?
         {
-            if seq > pushed(&self.convs, &conv) {
-                continue;
+            match self.convs.get(&conv) {
+                Some(c) if seq <= upto(c) && !c.gate.is_withheld(seq) => {}
+                _ => continue,
             }
             let _ = session.out.send(
                 ServerFrame::push(ServerBody::WelcomeMessage { conv, seq, message }).to_json(),
@@ -1220,24 +1428,31 @@ impl Core {
             else {
                 continue;
             };
-            let upto = pushed(&self.convs, &conv);
-            for e in self.store.log_after(&conv, cursor).map_err(internal)? {
-                if e.seq > upto {
-                    break;
+            let Some(c) = self.convs.get(&conv) else {
+                continue;
+            };
+            let (to, released) = (upto(c), c.gate.released());
+            if to > cursor {
+                for e in self
+                    .store
+                    .log_range(&conv, cursor + 1, to)
+                    .map_err(internal)?
+                {
+                    if !records && c.gate.is_withheld(e.seq) {
+                        continue;
+                    }
+                    let text = deliver_text(&e, self.receipt(&e));
+                    let _ = session.out.send(text);
                 }
-                let receipt = self.receipt(&e);
-                let d = Delivery {
-                    conv: e.conv,
-                    seq: e.seq,
-                    sender_user: e.sender_user,
-                    sender_device: e.sender_device,
-                    server_time_ms: e.server_time_ms,
-                    message: e.message,
-                    receipt,
-                };
-                let _ = session
-                    .out
-                    .send(ServerFrame::push(ServerBody::Deliver(d)).to_json());
+            }
+            if !records && released > 0 {
+                let _ = session.out.send(
+                    ServerFrame::push(ServerBody::Captured {
+                        conv: conv.clone(),
+                        upto: released,
+                    })
+                    .to_json(),
+                );
             }
         }
         let list = self.live.entry(device.device_id.clone()).or_default();
@@ -1259,17 +1474,18 @@ impl Core {
         let before = now.saturating_sub(self.limits.relay_ttl_ms);
         let mut passes = Vec::new();
         for (conv, c) in &self.convs {
-            if c.records_acked == 0 {
+            let records_acked = c.gate.archived_seq();
+            if records_acked == 0 {
                 continue;
             }
-            let mut upto = c.records_acked;
+            let mut upto = records_acked;
             for m in &c.members {
                 upto = upto.min(self.store.cursor(&m.device_id, conv)?.unwrap_or(0));
             }
             passes.push(crate::store::Collectable {
                 conv: conv.clone(),
                 delivered_upto: upto,
-                records_acked: c.records_acked,
+                records_acked,
                 expired_before_ms: before,
             });
         }
@@ -1284,6 +1500,60 @@ impl Core {
             None => self.store.collect(&passes),
         }
     }
+}
+
+/// The frame that delivers a log entry.
+fn deliver_text(e: &LogEntry, receipt: Receipt) -> String {
+    ServerFrame::push(ServerBody::Deliver(Delivery {
+        conv: e.conv.clone(),
+        seq: e.seq,
+        sender_user: e.sender_user.clone(),
+        sender_device: e.sender_device.clone(),
+        server_time_ms: e.server_time_ms,
+        message: e.message.clone(),
+        receipt,
+    }))
+    .to_json()
+}
+
+fn blocked_message(why: &str) -> String {
+    format!("this device is blocked until an administrator unblocks it: {why}")
+}
+
+/// After a restart, the entries of `conv` after `archived` wait for the
+/// records service again. Who they go to is worked out from the roster
+/// as it stands and each device's cursor (the roster they were appended
+/// under is gone): every member but the records member whose cursor is
+/// before the entry, with the Welcomes still waiting. A device removed
+/// from the conversation in the meantime does not get them, as `sync`
+/// replays only the conversations a device is in.
+fn hold_after_restart(
+    store: &Store,
+    conv: &str,
+    archived: u64,
+    members: &[MemberDevice],
+    gate: &mut Gate,
+) -> Result<(), ServerError> {
+    let cursors: HashMap<String, u64> = store.cursors_in(conv)?.into_iter().collect();
+    let welcomes = store.welcomes_in(conv)?;
+    for e in store.log_range(conv, archived + 1, u64::MAX >> 1)? {
+        gate.hold(Held {
+            seq: e.seq,
+            recipients: members
+                .iter()
+                .filter(|m| m.user != RECORDS_USER)
+                .filter(|m| cursors.get(&m.device_id).is_some_and(|c| *c < e.seq))
+                .map(|m| (m.device_id.clone(), None))
+                .collect(),
+            welcomed: welcomes
+                .iter()
+                .filter(|(_, s)| *s == e.seq)
+                .map(|(d, _)| d.clone())
+                .collect(),
+            sender_device: e.sender_device,
+        });
+    }
+    Ok(())
 }
 
 /// Relay garbage on its way from the core to the log writer: the latest

@@ -15,6 +15,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::ServerError;
 
+mod withheld;
+pub use withheld::{AdminAction, BlockedDevice, SuspendedConversation, WithheldEntry};
+
 pub const ENROLMENT_CODE_TTL_MS: u64 = 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -23,6 +26,9 @@ pub struct DeviceRow {
     pub user: String,
     pub signature_key: Vec<u8>,
     pub revoked: bool,
+    /// Why the device is blocked (the records service could not capture
+    /// something it sent), if it is.
+    pub blocked: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -72,6 +78,12 @@ pub struct StoreStatus {
     pub relay_entries: u64,
     /// Entries the records service has not acknowledged yet.
     pub capture_backlog: u64,
+    /// Conversations suspended after a capture failure.
+    pub suspended_conversations: u64,
+    /// Devices blocked after a capture failure.
+    pub blocked_devices: u64,
+    /// Entries withheld from every member (never delivered).
+    pub withheld_entries: u64,
 }
 
 /// A key that signs, or signed, receipts.
@@ -135,6 +147,7 @@ impl Store {
                 path BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS receipt_keys (key BLOB PRIMARY KEY, from_ms INTEGER NOT NULL, until_ms INTEGER);",
         )?;
+        conn.execute_batch(withheld::SCHEMA)?;
         Ok(Self { conn })
     }
 
@@ -252,20 +265,26 @@ impl Store {
             user,
             signature_key: signature_key.to_vec(),
             revoked: false,
+            blocked: None,
         })
     }
 
     pub fn device(&self, id: &str) -> Result<Option<DeviceRow>, ServerError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT id, user, signature_key, revoked_ms FROM devices WHERE id=?1")?
+            .prepare_cached(
+                "SELECT d.id, d.user, d.signature_key, d.revoked_ms, b.reason FROM devices d
+                 LEFT JOIN blocked_devices b ON b.device = d.id WHERE d.id=?1",
+            )?
             .query_row(params![id], device_row)
             .optional()?)
     }
 
     pub fn devices(&self, user: Option<&str>) -> Result<Vec<DeviceRow>, ServerError> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, user, signature_key, revoked_ms FROM devices WHERE ?1 IS NULL OR user=?1 ORDER BY user, created_ms",
+            "SELECT d.id, d.user, d.signature_key, d.revoked_ms, b.reason FROM devices d
+             LEFT JOIN blocked_devices b ON b.device = d.id
+             WHERE ?1 IS NULL OR d.user=?1 ORDER BY d.user, d.created_ms",
         )?;
         let rows = stmt.query_map(params![user], device_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -448,6 +467,11 @@ impl Store {
             capture_backlog: one(
                 "SELECT COALESCE(SUM(last_seq - records_acked), 0) FROM conversations",
             )?,
+            suspended_conversations: one(
+                "SELECT COUNT(*) FROM conversations WHERE suspended IS NOT NULL",
+            )?,
+            blocked_devices: one("SELECT COUNT(*) FROM blocked_devices")?,
+            withheld_entries: one("SELECT COUNT(*) FROM withheld")?,
         })
     }
 
@@ -539,16 +563,6 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Suspend `conv`: the records service could not process an entry.
-    pub fn suspend(&self, conv: &str, why: &str) -> Result<(), ServerError> {
-        self.conn
-            .prepare_cached(
-                "UPDATE conversations SET suspended=?1 WHERE conv=?2 AND suspended IS NULL",
-            )?
-            .execute(params![why, conv])?;
-        Ok(())
-    }
-
     /// The latest GroupInfo of `conv` (for external joins).
     pub fn group_info(&self, conv: &str) -> Result<Option<Vec<u8>>, ServerError> {
         Ok(self
@@ -568,11 +582,16 @@ impl Store {
     }
 
     pub fn log_after(&self, conv: &str, after: u64) -> Result<Vec<LogEntry>, ServerError> {
+        self.log_range(conv, after + 1, u64::MAX >> 1)
+    }
+
+    /// Entries `from..=to` of `conv` still on the relay, in order.
+    pub fn log_range(&self, conv: &str, from: u64, to: u64) -> Result<Vec<LogEntry>, ServerError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT conv, seq, sender_user, sender_device, server_time_ms, message, sha256, signature
-             FROM log WHERE conv=?1 AND seq>?2 ORDER BY seq",
+             FROM log WHERE conv=?1 AND seq>=?2 AND seq<=?3 ORDER BY seq",
         )?;
-        let rows = stmt.query_map(params![conv, after as i64], |r| {
+        let rows = stmt.query_map(params![conv, from as i64, to as i64], |r| {
             Ok(LogEntry {
                 conv: r.get(0)?,
                 seq: r.get::<_, i64>(1)? as u64,
@@ -583,6 +602,39 @@ impl Store {
                 sha256: r.get(6)?,
                 signature: r.get(7)?,
             })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every device's cursor in `conv`.
+    pub fn cursors_in(&self, conv: &str) -> Result<Vec<(String, u64)>, ServerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT device, acked FROM cursors WHERE conv=?1")?;
+        let rows = stmt.query_map(params![conv], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The Welcome waiting for `device` in `conv`: (seq of the commit, message).
+    pub fn welcome(&self, device: &str, conv: &str) -> Result<Option<(u64, Vec<u8>)>, ServerError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT seq, message FROM welcomes WHERE device=?1 AND conv=?2")?
+            .query_row(params![device, conv], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    /// (device, seq) of every Welcome waiting in `conv`.
+    pub fn welcomes_in(&self, conv: &str) -> Result<Vec<(String, u64)>, ServerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT device, seq FROM welcomes WHERE conv=?1")?;
+        let rows = stmt.query_map(params![conv], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -656,19 +708,7 @@ impl Store {
         records: bool,
     ) -> Result<(), ServerError> {
         let tx = self.conn.transaction()?;
-        tx.prepare_cached(
-            "INSERT INTO cursors (device, conv, acked) VALUES (?1, ?2, ?3)
-             ON CONFLICT (device, conv) DO UPDATE SET acked = MAX(acked, excluded.acked)",
-        )?
-        .execute(params![device, conv, seq as i64])?;
-        tx.prepare_cached("DELETE FROM welcomes WHERE device=?1 AND conv=?2 AND seq<=?3")?
-            .execute(params![device, conv, seq as i64])?;
-        if records {
-            tx.prepare_cached(
-                "UPDATE conversations SET records_acked = MAX(records_acked, ?1) WHERE conv=?2",
-            )?
-            .execute(params![seq as i64, conv])?;
-        }
+        ack_in(&tx, device, conv, seq, records)?;
         tx.commit()?;
         Ok(())
     }
@@ -687,6 +727,32 @@ impl Store {
             Ok(deleted)
         })
     }
+}
+
+/// Move `device`'s cursor in `conv` to `seq` (never backwards), drop its
+/// Welcome once past it, and for the records service move the
+/// conversation's archived mark.
+fn ack_in(
+    tx: &rusqlite::Transaction<'_>,
+    device: &str,
+    conv: &str,
+    seq: u64,
+    records: bool,
+) -> Result<(), ServerError> {
+    tx.prepare_cached(
+        "INSERT INTO cursors (device, conv, acked) VALUES (?1, ?2, ?3)
+         ON CONFLICT (device, conv) DO UPDATE SET acked = MAX(acked, excluded.acked)",
+    )?
+    .execute(params![device, conv, seq as i64])?;
+    tx.prepare_cached("DELETE FROM welcomes WHERE device=?1 AND conv=?2 AND seq<=?3")?
+        .execute(params![device, conv, seq as i64])?;
+    if records {
+        tx.prepare_cached(
+            "UPDATE conversations SET records_acked = MAX(records_acked, ?1) WHERE conv=?2",
+        )?
+        .execute(params![seq as i64, conv])?;
+    }
+    Ok(())
 }
 
 /// Conversations relay garbage collection looks at per group commit.
@@ -717,7 +783,9 @@ fn collect_in(
     Ok(tx
         .prepare_cached(
             "DELETE FROM log WHERE conv=?1 AND seq IN (SELECT seq FROM log WHERE conv=?1
-               AND seq<=?3 AND (seq<=?2 OR server_time_ms<?4) ORDER BY seq LIMIT ?5)",
+               AND seq<=?3 AND (seq<=?2 OR server_time_ms<?4)
+               AND NOT EXISTS (SELECT 1 FROM withheld w WHERE w.conv=?1 AND w.seq=log.seq)
+               ORDER BY seq LIMIT ?5)",
         )?
         .execute(params![
             p.conv,
@@ -808,6 +876,7 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
         user: r.get(1)?,
         signature_key: r.get(2)?,
         revoked: r.get::<_, Option<i64>>(3)?.is_some(),
+        blocked: r.get(4)?,
     })
 }
 

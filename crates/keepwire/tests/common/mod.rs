@@ -372,10 +372,12 @@ impl Device {
         self.json(&args)["conv"].as_str().unwrap().to_string()
     }
 
+    /// Send, and wait until the records service has captured it (then,
+    /// and only then, the others can receive it).
     pub fn send(&self, conv: &str, text: &str) -> u64 {
-        self.json(&["chat", "send", conv, text])["seq"]
-            .as_u64()
-            .unwrap()
+        let out = self.json(&["chat", "send", conv, text, "--wait-captured", "60"]);
+        assert_eq!(out["captured"], true, "{out}");
+        out["seq"].as_u64().unwrap()
     }
 
     /// Texts of the messages this device holds for `conv`, in order.

@@ -158,6 +158,28 @@ impl Wire {
         }
     }
 
+    /// Wait for the server's `captured` notice covering `seq` of `conv`
+    /// (going live first: notices go to live sessions). Only then do the
+    /// other members receive the entry.
+    pub async fn wait_captured(&mut self, conv: &str, seq: u64) {
+        self.call(Request::Sync).await.unwrap();
+        let covered = |b: &ServerBody| matches!(b, ServerBody::Captured { conv: c, upto } if c == conv && *upto >= seq);
+        if self.pushes.iter().any(covered) {
+            return;
+        }
+        loop {
+            let f = tokio::time::timeout(std::time::Duration::from_secs(60), self.read())
+                .await
+                .expect("the records service captures it within 60 s");
+            if covered(&f.body) {
+                return;
+            }
+            if f.id.is_none() {
+                self.pushes.push(f.body);
+            }
+        }
+    }
+
     pub fn sign(&self, secret: &SignatureSecretKey) -> Vec<u8> {
         suite()
             .sign(secret, &[AUTH_CONTEXT, &self.nonce].concat())
