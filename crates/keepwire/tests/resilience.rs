@@ -135,9 +135,26 @@ fn a_records_outage_fails_closed_past_the_backlog_and_recovers_by_itself() {
     alice.send(&conv, "before the outage");
     wait_backlog_zero(&agency);
 
+    // Frozen mid-whatever (SIGSTOP): messages are receipted, but nobody
+    // receives one the archive does not hold yet.
+    agency.pause_records(true);
+    let paused = "while capture is frozen".to_string();
+    alice.ok(&["chat", "send", &conv, &paused]);
+    assert_eq!(
+        bob.texts(&conv),
+        ["before the outage"],
+        "nothing uncaptured"
+    );
+    let own = alice.read(&conv);
+    assert_eq!(own.last().unwrap()["text"], paused.as_str());
+    assert_eq!(own.last().unwrap()["captured"], false, "shown as awaiting");
+    agency.pause_records(false);
+    wait_backlog_zero(&agency);
+
     agency.stop_records();
     // Both keep sending; exactly the backlog limit is accepted, then every
-    // send is refused with a clear reason, and nothing is lost.
+    // send is refused with a clear reason, and nothing is lost — nor
+    // delivered before the records service is back.
     let mut accepted = Vec::new();
     let mut refusals = Vec::new();
     for i in 0..10 {
@@ -159,21 +176,37 @@ fn a_records_outage_fails_closed_past_the_backlog_and_recovers_by_itself() {
         assert!(r.contains("records capture unavailable"), "{r}");
     }
     assert_eq!(agency.status()["capture_backlog"], 5);
+    let mut before = vec!["before the outage".to_string(), paused];
+    // Each holds only what it sent itself: nothing crossed over.
+    for (d, name) in [(&alice, "alice"), (&bob, "bob")] {
+        let mut own = before.clone();
+        own.extend(accepted.iter().filter(|t| t.starts_with(name)).cloned());
+        assert_eq!(
+            d.texts(&conv),
+            own,
+            "{name} receives nothing during the outage"
+        );
+    }
 
     agency.start_records(None);
     wait_backlog_zero(&agency);
     alice.send(&conv, "after the outage");
 
-    let mut expected = vec!["before the outage".to_string()];
-    expected.extend(accepted.iter().cloned());
-    expected.push("after the outage".to_string());
+    before.extend(accepted.iter().cloned());
+    before.push("after the outage".to_string());
+    let expected = before;
     let archived = agency.wait_captured(expected.len());
     assert_eq!(
         archived, expected,
         "everything accepted is archived, in order"
     );
     let at_bob = bob.texts(&conv);
-    assert_eq!(at_bob, expected, "and delivered, in order");
+    assert_eq!(at_bob, expected, "and delivered, in order, once each");
+    let at_alice = alice.read(&conv);
+    assert!(
+        at_alice.iter().all(|m| m["captured"] == true),
+        "every message shown as captured: {at_alice:?}"
+    );
 }
 
 #[test]

@@ -230,6 +230,15 @@ impl Agency {
         }
     }
 
+    /// Freeze the records service (SIGSTOP) wherever it is, mid-batch
+    /// included, or let it go on (SIGCONT).
+    pub fn pause_records(&self, paused: bool) {
+        let pid = self.records.as_ref().expect("records service apart").id();
+        let sig = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: sends a signal to our own child process; no memory involved.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, sig) }, 0);
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.listen)
     }
