@@ -120,6 +120,19 @@ struct ServerArgs {
     /// not fetched it.
     #[arg(long, env = "KEEPWIRE_RELAY_TTL_DAYS", default_value_t = 30)]
     relay_ttl_days: u64,
+    /// Bytes of pushes a connection may have waiting before it is closed
+    /// (its device catches up by sync).
+    #[arg(long, env = "KEEPWIRE_MAX_OUTBOX_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_outbox_bytes: usize,
+    /// Connections held at once; more are refused until some close.
+    #[arg(long, env = "KEEPWIRE_MAX_CONNECTIONS", default_value_t = 60_000)]
+    max_connections: usize,
+    /// TLS handshakes in progress at once.
+    #[arg(long, env = "KEEPWIRE_MAX_TLS_HANDSHAKES", default_value_t = 1_024)]
+    max_tls_handshakes: usize,
+    /// Seconds a connection has to authenticate before it is closed.
+    #[arg(long, env = "KEEPWIRE_AUTH_TIMEOUT_SECS", default_value_t = 10)]
+    auth_timeout_secs: u64,
 }
 
 impl ServerArgs {
@@ -137,6 +150,10 @@ impl ServerArgs {
         Limits {
             max_capture_backlog: self.max_capture_backlog,
             relay_ttl_ms: self.relay_ttl_days * 24 * 3600 * 1000,
+            max_outbox_bytes: self.max_outbox_bytes,
+            max_connections: self.max_connections,
+            max_tls_handshakes: self.max_tls_handshakes,
+            auth_timeout_ms: self.auth_timeout_secs.saturating_mul(1000),
         }
     }
 }

@@ -142,6 +142,21 @@ impl Conn {
         (self.ws, self.pushes)
     }
 
+    /// Whether pushes are queued (read while waiting for a response).
+    pub fn has_queued(&self) -> bool {
+        !self.pushes.is_empty()
+    }
+
+    /// Ask for what is pending (`sync`); the replay is queued when this
+    /// returns (it precedes the answer on the wire). True when the server
+    /// stopped at its budget: process what came, then sync again.
+    pub async fn sync(&mut self) -> Result<bool> {
+        match self.request(Request::Sync).await? {
+            ServerBody::Synced { more } => Ok(more),
+            other => bail!("unexpected answer to sync: {other:?}"),
+        }
+    }
+
     pub fn queued_push(&mut self) -> Option<ServerBody> {
         self.pushes.pop_front()
     }

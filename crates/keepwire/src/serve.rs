@@ -234,9 +234,17 @@ async fn records_once(
             let _ = done_tx.send(r);
         },
     )?;
-    conn.request(Request::Sync).await?;
+    // A large backlog comes a page at a time: once a page is captured and
+    // acknowledged, ask for the next; the server pushes live only after
+    // the last.
+    let mut more = conn.sync().await?;
     let mut checkpoints = tokio::time::interval(checkpoint_every);
     loop {
+        if more && !conn.has_queued() {
+            settle(&mut conn, &mut capture, &mut done).await?;
+            more = conn.sync().await?;
+            continue;
+        }
         let push = tokio::select! {
             // Acknowledgements first: they free the server's backlog and
             // end capture lag; deliveries wait in the socket meanwhile. The

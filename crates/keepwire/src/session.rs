@@ -125,11 +125,16 @@ impl Online {
     /// The first sync of a connection also joins, by external commit, the
     /// conversations this device's user is in and it is not (a new device).
     pub async fn sync(&mut self) -> Result<Vec<StoredMessage>> {
-        self.conn.request(Request::Sync).await?;
         let mut out = Vec::new();
-        while let Some(push) = self.conn.queued_push() {
-            if let Some(m) = self.handle_push(push).await? {
-                out.push(m);
+        loop {
+            let more = self.conn.sync().await?;
+            while let Some(push) = self.conn.queued_push() {
+                if let Some(m) = self.handle_push(push).await? {
+                    out.push(m);
+                }
+            }
+            if !more {
+                break;
             }
         }
         if !self.joins_checked {

@@ -120,6 +120,55 @@ fn a_modified_client_is_refused_every_forbidden_action() {
             "a conversation without the records member",
         );
 
+        // A Welcome that leaves the records member out (here: one made for
+        // bob alone): refused before anything is accepted, so nothing sent
+        // after it can reach anyone.
+        let bob_only = {
+            let bob_kp3 = a.claim(&["bob"], false).await.remove(0);
+            let mut other = ca
+                .create_group(ExtensionList::new(), ExtensionList::new(), None)
+                .unwrap();
+            other
+                .commit_builder()
+                .add_member(MlsMessage::from_bytes(&bob_kp3.key_package).unwrap())
+                .unwrap()
+                .build()
+                .unwrap()
+                .welcome_messages
+                .remove(0)
+        };
+        let Request::CreateConversation {
+            conv: c,
+            group_info,
+            commit,
+            next_group_info,
+            ..
+        } = create.clone()
+        else {
+            unreachable!()
+        };
+        refused(
+            a.wire
+                .call(Request::CreateConversation {
+                    conv: c,
+                    group_info,
+                    commit,
+                    welcome: bob_only.to_bytes().unwrap(),
+                    next_group_info,
+                })
+                .await,
+            ErrorCode::InvalidMls,
+            "a Welcome without the records member",
+        );
+        let early = g
+            .encrypt_application_message(&text("pipelined after a stripped welcome"), vec![])
+            .unwrap();
+        refused(
+            a.submit(&conv, &early, None, None).await,
+            ErrorCode::UnknownConversation,
+            "a message pipelined after a refused creation",
+        );
+
         // Now the acknowledged, well-formed creation goes through.
         a.wire.call(create).await.unwrap();
         g.apply_pending_commit().unwrap();
@@ -156,6 +205,97 @@ fn a_modified_client_is_refused_every_forbidden_action() {
             "removing the records member",
         );
         g.clear_pending_commit();
+
+        // The swap: one commit removing the records member's leaf and
+        // adding a fresh key package of the same records device. By name
+        // nobody left and nobody came; by leaf the records member is gone.
+        let records_kp = a.claim(&[], true).await.remove(0);
+        let out = g
+            .commit_builder()
+            .remove_member(records_index)
+            .unwrap()
+            .add_member(MlsMessage::from_bytes(&records_kp.key_package).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        refused(
+            a.submit(
+                &conv,
+                &out.commit_message,
+                out.welcome_messages.first(),
+                out.external_commit_group_info.as_ref(),
+            )
+            .await,
+            ErrorCode::RecordsMemberMissing,
+            "swapping the records member's leaf for a fresh one",
+        );
+        g.clear_pending_commit();
+
+        // An update moving a's own leaf to a signature key it never
+        // enrolled.
+        let (new_secret, new_public) = suite().signature_key_generate().unwrap();
+        let out = g
+            .commit_builder()
+            .set_new_signing_identity(
+                new_secret,
+                mls_rs::identity::SigningIdentity::new(
+                    mls_rs::identity::basic::BasicCredential::new(a.identity().into_bytes())
+                        .into_credential(),
+                    new_public,
+                ),
+            )
+            .build()
+            .unwrap();
+        refused(
+            a.submit(
+                &conv,
+                &out.commit_message,
+                None,
+                out.external_commit_group_info.as_ref(),
+            )
+            .await,
+            ErrorCode::NotMember,
+            "an update to an unenrolled signature key",
+        );
+        g.clear_pending_commit();
+
+        // A well-formed commit whose GroupInfo is forged: another group's,
+        // with the same group id and epoch.
+        let out = g.commit_builder().build().unwrap();
+        let forged_info = {
+            let mut twin = ca
+                .create_group_with_id(
+                    g.group_id().to_vec(),
+                    ExtensionList::new(),
+                    ExtensionList::new(),
+                    None,
+                )
+                .unwrap();
+            while twin.current_epoch() < g.current_epoch() + 1 {
+                twin.commit_builder().build().unwrap();
+                twin.apply_pending_commit().unwrap();
+            }
+            twin.group_info_message_allowing_ext_commit(true).unwrap()
+        };
+        refused(
+            a.submit(&conv, &out.commit_message, None, Some(&forged_info))
+                .await,
+            ErrorCode::InvalidMls,
+            "a forged next_group_info",
+        );
+        g.clear_pending_commit();
+
+        // A non-member acknowledging entries of the conversation.
+        refused(
+            eve.wire
+                .call(Request::Ack {
+                    conv: conv.clone(),
+                    seq: 1,
+                })
+                .await,
+            ErrorCode::NotMember,
+            "an acknowledgement from a device outside the conversation",
+        );
 
         // A ReInit proposal.
         let reinit = g

@@ -173,8 +173,13 @@ pub enum ServerBody {
     Conversations {
         conversations: Vec<ConversationInfo>,
     },
-    /// Sync finished: everything pending up to now has been pushed.
-    Synced,
+    /// Sync finished: everything pending up to now has been pushed, unless
+    /// `more`, when the replay stopped at the connection's budget: process
+    /// what came, then `sync` again.
+    Synced {
+        #[serde(default)]
+        more: bool,
+    },
     /// Answer to `joinable`: each conversation with its latest GroupInfo.
     Joinable {
         conversations: Vec<JoinableConversation>,

@@ -7,6 +7,7 @@
 //! ciphertext, its hash, its sender device and its place in the log.
 
 pub mod gate;
+pub mod outbox;
 pub mod roster;
 pub mod service;
 pub mod store;

@@ -12,6 +12,7 @@
 //! here, in [`check_message`], for the first commit and every later one.
 
 use keepwire_protocol::{parse_device_identity, ErrorCode, ProtocolError, RECORDS_USER};
+use mls_rs::extension::built_in::{ExternalPubExt, RatchetTreeExt};
 use mls_rs::external_client::builder::{
     ExternalBaseConfig, IntoConfigOutput, WithCryptoProvider, WithIdentityProvider,
 };
@@ -55,6 +56,9 @@ fn invalid(e: impl std::fmt::Debug) -> ProtocolError {
 /// Where the server looks devices up.
 pub trait Registry {
     fn device(&self, device_id: &str) -> Option<DeviceRow>;
+    /// Whether the server handed out the key package with this reference
+    /// (KeyPackageRef) for `device_id` (see `claim_key_packages`).
+    fn handed_out(&self, device_id: &str, key_package_ref: &[u8]) -> bool;
 }
 
 /// A member of a followed group, as the server knows it.
@@ -70,13 +74,23 @@ pub enum Accepted {
     /// A proposal: the followed group with it cached, for the commit that
     /// will reference it.
     Proposal(Box<Followed>),
-    /// A commit: the followed group in its new epoch, and the devices it
-    /// added (they receive the Welcome).
+    /// A commit: the followed group in its new epoch, the devices it
+    /// added (they receive the Welcome), and the committer's leaf in the
+    /// new epoch (which must sign its GroupInfo).
     Commit {
         group: Box<Followed>,
         added: Vec<MemberDevice>,
+        /// Each added key package's device and KeyPackageRef: the Welcome
+        /// must have an entry for every one ([`check_welcome`]).
+        welcome_for: Vec<(MemberDevice, Vec<u8>)>,
+        committer: u32,
     },
 }
+
+/// Most members a conversation may have, and so most a commit may add
+/// (a default sized for agency-wide groups; the Welcome and the records
+/// member's join grow with it).
+pub const MAX_GROUP_SIZE: usize = 5_000;
 
 pub fn load(snapshot: &[u8]) -> Result<Followed, ProtocolError> {
     let snap = ExternalSnapshot::from_bytes(snapshot).map_err(invalid)?;
@@ -88,8 +102,16 @@ pub fn snapshot(group: &Followed) -> Result<Vec<u8>, ProtocolError> {
 }
 
 /// Start following a conversation from its creator's epoch-0 GroupInfo.
+/// Its tree may hold the creator's leaf alone, which is checked before
+/// anything is validated: validating a large tree is the expensive part.
 pub fn observe(group_info: &[u8], conv: &str) -> Result<Followed, ProtocolError> {
     let msg = MlsMessage::from_bytes(group_info).map_err(invalid)?;
+    if group_info_leaves(&msg)? != 1 {
+        return Err(refuse(
+            ErrorCode::InvalidMls,
+            "the epoch-0 GroupInfo must carry a ratchet tree holding the creator's leaf alone",
+        ));
+    }
     let group = observer().observe_group(msg, None, None).map_err(invalid)?;
     if hex::encode(group.group_context().group_id()) != conv {
         return Err(refuse(
@@ -104,6 +126,74 @@ pub fn observe(group_info: &[u8], conv: &str) -> Result<Followed, ProtocolError>
         ));
     }
     Ok(group)
+}
+
+/// Leaves in the ratchet tree a GroupInfo carries (0 without one), read
+/// without validating anything.
+fn group_info_leaves(msg: &MlsMessage) -> Result<usize, ProtocolError> {
+    let info = msg
+        .as_group_info()
+        .ok_or_else(|| refuse(ErrorCode::InvalidMls, "expected an MLS GroupInfo"))?;
+    Ok(info
+        .extensions()
+        .get_as::<RatchetTreeExt>()
+        .map_err(invalid)?
+        .map(|t| t.tree_data.nodes().len().div_ceil(2))
+        .unwrap_or(0))
+}
+
+/// The GroupInfo uploaded with a commit, for devices joining later by
+/// external commit: accepted only if it is this group's at the epoch the
+/// server followed to — its group context (group id, epoch, tree hash,
+/// confirmed transcript hash), confirmation tag and any embedded tree —
+/// signed by the committer's leaf, and allowing external commits.
+/// mls-rs checks the first part when the followed group processes it.
+pub fn check_group_info(
+    next: &mut Followed,
+    committer: u32,
+    bytes: &[u8],
+) -> Result<(), ProtocolError> {
+    let msg = MlsMessage::from_bytes(bytes).map_err(|e| {
+        refuse(
+            ErrorCode::InvalidMls,
+            format!("next_group_info does not parse: {e:?}"),
+        )
+    })?;
+    let epoch = next.group_context().epoch();
+    let wrong = |why: String| {
+        refuse(
+            ErrorCode::InvalidMls,
+            format!(
+                "next_group_info must be this conversation's GroupInfo for epoch {epoch}: {why}"
+            ),
+        )
+    };
+    if group_info_leaves(&msg)? > MAX_GROUP_SIZE {
+        return Err(wrong(format!(
+            "its tree has more than {MAX_GROUP_SIZE} leaves"
+        )));
+    }
+    let info = msg
+        .as_group_info()
+        .ok_or_else(|| wrong("it is not a GroupInfo".into()))?;
+    if info.sender() != committer {
+        return Err(wrong(format!(
+            "it is signed by leaf {}, not by the committer's leaf {committer}",
+            info.sender()
+        )));
+    }
+    if !matches!(info.extensions().get_as::<ExternalPubExt>(), Ok(Some(_))) {
+        return Err(wrong(
+            "it lacks the external-pub extension new devices join with".into(),
+        ));
+    }
+    match next.process_incoming_message(msg) {
+        Ok(ExternalReceivedMessage::GroupInfo(_)) => Ok(()),
+        Ok(_) => Err(wrong("it is not a GroupInfo".into())),
+        Err(e) => Err(wrong(format!(
+            "its signature, group context or tree do not match ({e:?})"
+        ))),
+    }
 }
 
 /// Whether a log entry is a commit or proposal: handshakes are accepted
@@ -279,13 +369,18 @@ pub fn check_message(
                             "commit is not signed by the submitting device",
                         ));
                     }
-                    if let CommitEffect::ReInit(_) = desc.effect {
-                        return Err(refuse(ErrorCode::ReinitRefused, "ReInit is not allowed: it would start a group without the records member"));
-                    }
-                    let added = check_roster(&next, &roster, registry)?;
+                    let welcome_for = check_commit(
+                        group,
+                        &next,
+                        &desc.effect,
+                        sender.user == RECORDS_USER,
+                        registry,
+                    )?;
                     Ok(Accepted::Commit {
                         group: Box::new(next),
-                        added,
+                        added: devices(&welcome_for),
+                        welcome_for,
+                        committer: desc.committer,
                     })
                 }
                 _ => Err(refuse(
@@ -327,33 +422,201 @@ fn check_external_join(
             "external commit does not add the submitting device",
         ));
     }
-    if let CommitEffect::ReInit(_) = desc.effect {
-        return Err(refuse(ErrorCode::ReinitRefused, "ReInit is not allowed"));
+    let changes = applied(&desc.effect)?;
+    // Only an older leaf of the joining device itself may go.
+    for index in &changes.removed {
+        if member_at(group, *index).as_ref() != Some(sender) {
+            return Err(refuse(
+                ErrorCode::NotMember,
+                "an external commit may not remove another member",
+            ));
+        }
     }
-    let after = members(&next);
-    if let Some(gone) = roster
-        .iter()
-        .find(|m| !after.contains(m) && m.device_id != sender.device_id)
-    {
-        return Err(refuse(
-            ErrorCode::NotMember,
-            format!(
-                "an external commit may not remove another member ({}/{})",
-                gone.user, gone.device_id
-            ),
-        ));
-    }
-    let added = check_roster(&next, roster, registry)?;
-    if added.as_slice() != std::slice::from_ref(sender) {
+    if !changes.added.is_empty() {
         return Err(refuse(
             ErrorCode::NotMember,
             "an external commit may add only the submitting device",
         ));
     }
+    check_leaves(group, &next, &changes.removed, false)?;
+    check_roster(&next, registry)?;
     Ok(Accepted::Commit {
         group: Box::new(next),
-        added,
+        added: vec![sender.clone()],
+        welcome_for: Vec::new(),
+        committer: desc.committer,
     })
+}
+
+/// The distinct devices of a commit's adds, in order.
+pub fn devices(adds: &[(MemberDevice, Vec<u8>)]) -> Vec<MemberDevice> {
+    let mut out: Vec<MemberDevice> = Vec::new();
+    for (d, _) in adds {
+        if !out.contains(d) {
+            out.push(d.clone());
+        }
+    }
+    out
+}
+
+/// What a commit's applied proposals do, by leaf.
+struct Applied {
+    /// Leaves removed (indices in the epoch before).
+    removed: Vec<u32>,
+    /// Key packages added: the device each is for, and its reference.
+    added: Vec<(MemberDevice, Vec<u8>)>,
+}
+
+fn applied(effect: &CommitEffect) -> Result<Applied, ProtocolError> {
+    let epoch = match effect {
+        CommitEffect::NewEpoch(e) => e,
+        CommitEffect::Removed { new_epoch, .. } => new_epoch,
+        CommitEffect::ReInit(_) => {
+            return Err(refuse(
+                ErrorCode::ReinitRefused,
+                "ReInit is not allowed: it would start a group without the records member",
+            ))
+        }
+    };
+    let suite = {
+        use mls_rs::CryptoProvider;
+        AwsLcCryptoProvider::new()
+            .cipher_suite_provider(mls_rs::CipherSuite::P256_AES128)
+            .ok_or_else(|| refuse(ErrorCode::Internal, "cipher suite unavailable"))?
+    };
+    let mut out = Applied {
+        removed: Vec::new(),
+        added: Vec::new(),
+    };
+    for p in &epoch.applied_proposals {
+        match &p.proposal {
+            Proposal::Remove(r) => out.removed.push(r.to_remove()),
+            Proposal::Add(a) => {
+                let kp = a.key_package();
+                let id = &kp.signing_identity().credential;
+                let device = id
+                    .as_basic()
+                    .and_then(|b| parse_device_identity(&b.identifier))
+                    .map(|(user, device)| MemberDevice {
+                        user: user.to_string(),
+                        device_id: device.to_string(),
+                    })
+                    .ok_or_else(|| {
+                        refuse(
+                            ErrorCode::NotMember,
+                            "an added key package does not have a keepwire credential",
+                        )
+                    })?;
+                let r = kp.to_reference(&suite).map_err(invalid)?;
+                out.added.push((device, r.to_vec()));
+            }
+            _ => {}
+        }
+    }
+    if out.added.len() > MAX_GROUP_SIZE {
+        return Err(refuse(
+            ErrorCode::TooLarge,
+            format!("a commit may add at most {MAX_GROUP_SIZE} members"),
+        ));
+    }
+    Ok(out)
+}
+
+/// A member's commit, by leaf rather than by name: the records member's
+/// leaves stay (only the records member's own commits may remove one, and
+/// only while another records leaf stays), every leaf that stays keeps its
+/// credential and signature key (an Update or update path may change its
+/// encryption key only), every added key package is one the server handed
+/// out for that device, and afterwards the roster is valid. Returns the
+/// adds (by key package, so a device removed and re-added in one commit
+/// counts as added and gets its Welcome).
+pub fn check_commit(
+    before: &Followed,
+    next: &Followed,
+    effect: &CommitEffect,
+    records_committer: bool,
+    registry: &dyn Registry,
+) -> Result<Vec<(MemberDevice, Vec<u8>)>, ProtocolError> {
+    let changes = applied(effect)?;
+    check_leaves(before, next, &changes.removed, records_committer)?;
+    for (device, r) in &changes.added {
+        if !registry.handed_out(&device.device_id, r) {
+            return Err(refuse(
+                ErrorCode::NotMember,
+                format!(
+                    "the key package adding {}/{} was not handed out by this server for that device (claim it with claim_key_packages)",
+                    device.user, device.device_id
+                ),
+            ));
+        }
+    }
+    check_roster(next, registry)?;
+    Ok(changes.added)
+}
+
+/// The KeyPackageRefs a commit's adds must find among its Welcome's
+/// recipients (`welcome_key_package_references`). The server cannot read
+/// the encrypted secrets, so this only fails fast on a Welcome that leaves
+/// someone out; the records member's join, before anything is delivered,
+/// is what proves a Welcome works.
+pub fn check_welcome(
+    adds: &[(MemberDevice, Vec<u8>)],
+    welcome: &[u8],
+) -> Result<(), ProtocolError> {
+    let msg = MlsMessage::from_bytes(welcome).map_err(|e| {
+        refuse(
+            ErrorCode::InvalidMls,
+            format!("welcome does not parse: {e:?}"),
+        )
+    })?;
+    let listed: Vec<Vec<u8>> = msg
+        .welcome_key_package_references()
+        .into_iter()
+        .map(|r| r.to_vec())
+        .collect();
+    if let Some((d, _)) = adds.iter().find(|(_, r)| !listed.contains(r)) {
+        return Err(refuse(
+            ErrorCode::InvalidMls,
+            format!(
+                "the Welcome has no entry for the key package adding {}/{}",
+                d.user, d.device_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Leaves that stay keep who they are, and the records member's leaves
+/// stay unless the records member itself commits.
+fn check_leaves(
+    before: &Followed,
+    next: &Followed,
+    removed: &[u32],
+    records_committer: bool,
+) -> Result<(), ProtocolError> {
+    for m in before.roster().members_iter() {
+        let records = member_device(&m).is_some_and(|d| d.user == RECORDS_USER);
+        if removed.contains(&m.index) {
+            if records && !records_committer {
+                return Err(refuse(
+                    ErrorCode::RecordsMemberMissing,
+                    "a member's commit may not remove the records member's leaf (whatever it adds)",
+                ));
+            }
+            continue;
+        }
+        let now = next.roster().member_with_index(m.index).ok();
+        if now.as_ref().map(|n| &n.signing_identity) != Some(&m.signing_identity) {
+            return Err(refuse(
+                ErrorCode::NotMember,
+                format!(
+                    "leaf {} changed its credential or signature key: an update may change a leaf's encryption key only",
+                    m.index
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn records_count(roster: &[MemberDevice]) -> usize {
@@ -370,14 +633,10 @@ fn same_group(group: &Followed, group_id: &[u8]) -> Result<(), ProtocolError> {
     Ok(())
 }
 
-/// After a commit: the records member is still there, and every member is
-/// an enrolled, unrevoked device whose MLS key is the one it enrolled with.
-/// Returns the devices the commit added.
-pub fn check_roster(
-    next: &Followed,
-    before: &[MemberDevice],
-    registry: &dyn Registry,
-) -> Result<Vec<MemberDevice>, ProtocolError> {
+/// After a commit: the records member is still there, the group is not
+/// too large, and every member is an enrolled, unrevoked device whose MLS
+/// key is the one it enrolled with.
+pub fn check_roster(next: &Followed, registry: &dyn Registry) -> Result<(), ProtocolError> {
     let mut after = Vec::new();
     for m in next.roster().members_iter() {
         let id = m
@@ -432,5 +691,11 @@ pub fn check_roster(
             "this commit would leave the conversation without the agency's records member",
         ));
     }
-    Ok(after.into_iter().filter(|m| !before.contains(m)).collect())
+    if after.len() > MAX_GROUP_SIZE {
+        return Err(refuse(
+            ErrorCode::TooLarge,
+            format!("a conversation may have at most {MAX_GROUP_SIZE} members"),
+        ));
+    }
+    Ok(())
 }

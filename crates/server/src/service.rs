@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 
+use crate::outbox::Outbox;
 use ed25519_dalek::SigningKey;
 use keepwire_protocol::clock::Clock;
 use keepwire_protocol::{
@@ -23,7 +24,6 @@ use mls_rs::CipherSuiteProvider;
 use mls_rs::CryptoProvider;
 use mls_rs_crypto_awslc::AwsLcCryptoProvider;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::gate::{Gate, Held};
 use crate::roster::{self, Accepted, Followed, MemberDevice, Registry};
@@ -38,6 +38,18 @@ pub struct Limits {
     /// How long a captured entry stays on the relay for devices that have
     /// not fetched it.
     pub relay_ttl_ms: u64,
+    /// Bytes of pushes a connection may have waiting before it is closed
+    /// (a reader that fell behind catches up by sync).
+    pub max_outbox_bytes: usize,
+    /// Connections held at once; more are refused (HTTP 503) until some
+    /// close. Sized for 50,000 devices, some with two connections.
+    pub max_connections: usize,
+    /// TLS handshakes in progress at once; more wait in the kernel's
+    /// accept queue.
+    pub max_tls_handshakes: usize,
+    /// Time a connection has to authenticate (`auth` or `enroll`) before
+    /// it is closed.
+    pub auth_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -45,6 +57,10 @@ impl Default for Limits {
         Self {
             max_capture_backlog: 10_000,
             relay_ttl_ms: 30 * 24 * 3600 * 1000,
+            max_outbox_bytes: 16 * 1024 * 1024,
+            max_connections: 60_000,
+            max_tls_handshakes: 1_024,
+            auth_timeout_ms: 10_000,
         }
     }
 }
@@ -68,13 +84,13 @@ pub struct Session {
     pub id: u64,
     pub nonce: Vec<u8>,
     pub device: Option<DeviceRow>,
-    pub out: UnboundedSender<String>,
+    pub out: Outbox,
 }
 
 pub struct Core {
     store: Store,
     convs: HashMap<String, Conv>,
-    live: HashMap<String, Vec<(u64, UnboundedSender<String>)>>,
+    live: HashMap<String, Vec<(u64, Outbox)>>,
     backlog: u64,
     limits: Limits,
     key: SigningKey,
@@ -100,6 +116,12 @@ struct StoreRegistry<'a>(&'a Store);
 impl Registry for StoreRegistry<'_> {
     fn device(&self, id: &str) -> Option<DeviceRow> {
         self.0.device(id).ok().flatten()
+    }
+
+    fn handed_out(&self, device_id: &str, key_package_ref: &[u8]) -> bool {
+        self.0
+            .handed_out(device_id, key_package_ref)
+            .unwrap_or(false)
     }
 }
 
@@ -206,6 +228,10 @@ impl Core {
 
     pub fn backlog(&self) -> u64 {
         self.backlog
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     fn policy(&self) -> Policy {
@@ -500,9 +526,25 @@ impl Core {
         include_records: bool,
     ) -> Result<ServerBody, ProtocolError> {
         let mut packages = Vec::new();
-        let mut wanted: Vec<String> = users;
-        if include_records {
+        // Distinct users, no more than a conversation may hold: a claim
+        // for 200,000 names once answered with a 126 MB frame and held the
+        // core's lock for seconds.
+        let mut seen = std::collections::HashSet::new();
+        let mut wanted: Vec<String> = users
+            .into_iter()
+            .filter(|u| seen.insert(u.clone()))
+            .collect();
+        if include_records && seen.insert(RECORDS_USER.to_string()) {
             wanted.push(RECORDS_USER.to_string());
+        }
+        if wanted.len() > roster::MAX_GROUP_SIZE {
+            return Err(refuse(
+                ErrorCode::TooLarge,
+                format!(
+                    "claim key packages for at most {} distinct users at once",
+                    roster::MAX_GROUP_SIZE
+                ),
+            ));
         }
         for user in &wanted {
             if self.store.user(user).map_err(internal)?.is_none() {
@@ -526,6 +568,7 @@ impl Core {
                     .map_err(internal)?
                 {
                     found += 1;
+                    self.hand_out(&d.device_id, &kp)?;
                     packages.push(ClaimedKeyPackage {
                         user: user.clone(),
                         device_id: d.device_id,
@@ -545,6 +588,24 @@ impl Core {
             }
         }
         Ok(ServerBody::KeyPackages { packages })
+    }
+
+    /// Remember a key package handed out to be added (only those may be).
+    fn hand_out(&self, device: &str, kp: &[u8]) -> Result<(), ProtocolError> {
+        let suite = AwsLcCryptoProvider::new()
+            .cipher_suite_provider(mls_rs::CipherSuite::P256_AES128)
+            .ok_or_else(|| refuse(ErrorCode::Internal, "cipher suite unavailable"))?;
+        let r = mls_rs::MlsMessage::from_bytes(kp)
+            .ok()
+            .and_then(|m| m.key_package_reference(&suite).ok().flatten())
+            .ok_or_else(|| {
+                internal(ServerError::Invalid(format!(
+                    "a stored key package of device {device} does not parse"
+                )))
+            })?;
+        self.store
+            .hand_out(device, &r, self.clock.now_ms())
+            .map_err(internal)
     }
 
     /// Whether the records service is close enough behind to accept more.
@@ -631,8 +692,13 @@ impl Core {
             ));
         }
         let accepted = check_first_commit(&group, &commit, &self.store)?;
-        let (next, added) = match accepted {
-            Accepted::Commit { group, added } => (group, added),
+        let (mut next, added, welcome_for, committer) = match accepted {
+            Accepted::Commit {
+                group,
+                added,
+                welcome_for,
+                committer,
+            } => (group, added, welcome_for, committer),
             _ => {
                 return Err(refuse(
                     ErrorCode::InvalidMls,
@@ -641,7 +707,8 @@ impl Core {
             }
         };
         self.check_guests(&added)?;
-        check_group_info(&next, &next_group_info)?;
+        roster::check_welcome(&welcome_for, &welcome)?;
+        roster::check_group_info(&mut next, committer, &next_group_info)?;
         self.convs.insert(
             conv.clone(),
             Conv {
@@ -705,14 +772,22 @@ impl Core {
                 };
                 self.append(device, conv, message, Some(change), false)
             }
-            Accepted::Commit { group, added } => {
+            Accepted::Commit {
+                mut group,
+                added,
+                welcome_for,
+                committer,
+            } => {
                 self.check_guests(&added)?;
-                let external = added.iter().any(|m| m.device_id == device.device_id);
-                if !added.is_empty() && !external && welcome.is_none() {
-                    return Err(refuse(
-                        ErrorCode::BadFrame,
-                        "a commit that adds members must carry their Welcome",
-                    ));
+                let external = welcome_for.is_empty() && !added.is_empty();
+                if !welcome_for.is_empty() {
+                    let w = welcome.as_deref().ok_or_else(|| {
+                        refuse(
+                            ErrorCode::BadFrame,
+                            "a commit that adds members must carry their Welcome",
+                        )
+                    })?;
+                    roster::check_welcome(&welcome_for, w)?;
                 }
                 let group_info = next_group_info.ok_or_else(|| {
                     refuse(
@@ -720,7 +795,7 @@ impl Core {
                         "a commit must carry next_group_info, the GroupInfo of the epoch it creates",
                     )
                 })?;
-                check_group_info(&group, &group_info)?;
+                roster::check_group_info(&mut group, committer, &group_info)?;
                 let change = CommitChange {
                     group,
                     added,
@@ -924,7 +999,7 @@ impl Core {
     /// over); otherwise `reply` is returned to be sent now.
     pub fn answer_when_durable(
         &mut self,
-        out: &UnboundedSender<String>,
+        out: &Outbox,
         reply: String,
         failed: impl FnOnce() -> String,
     ) -> Option<String> {
@@ -1119,7 +1194,7 @@ impl Core {
     /// Push to every live session of `device_id` but `skip`.
     fn push_text_except(&mut self, device_id: &str, skip: Option<u64>, text: &str) {
         if let Some(list) = self.live.get_mut(device_id) {
-            list.retain(|(id, tx)| Some(*id) == skip || tx.send(text.to_string()).is_ok());
+            list.retain(|(id, tx)| Some(*id) == skip || tx.send(text.to_string()));
         }
     }
 
@@ -1392,6 +1467,18 @@ impl Core {
     /// pushes (in order, Welcome first).
     fn sync(&mut self, session: &Session, device: &DeviceRow) -> Result<ServerBody, ProtocolError> {
         let records = device.user == RECORDS_USER;
+        // A replay fills at most half the connection's queue; past that the
+        // device is told there is more and syncs again once it has read
+        // this part (a large backlog would otherwise overflow the queue and
+        // close the connection on every attempt). It goes live only once
+        // nothing is left, so live pushes never overtake the replay.
+        let budget = session.out.limit() / 2;
+        let mut sent = 0usize;
+        let mut send = |text: String| {
+            sent += text.len();
+            session.out.send(text);
+            sent < budget
+        };
         let upto = |c: &Conv| {
             if records {
                 c.gate.durable_seq()
@@ -1408,9 +1495,10 @@ impl Core {
                 Some(c) if seq <= upto(c) && !c.gate.is_withheld(seq) => {}
                 _ => continue,
             }
-            let _ = session.out.send(
-                ServerFrame::push(ServerBody::WelcomeMessage { conv, seq, message }).to_json(),
-            );
+            if !send(ServerFrame::push(ServerBody::WelcomeMessage { conv, seq, message }).to_json())
+            {
+                return Ok(ServerBody::Synced { more: true });
+            }
         }
         let mine: Vec<String> = self
             .convs
@@ -1441,12 +1529,13 @@ impl Core {
                     if !records && c.gate.is_withheld(e.seq) {
                         continue;
                     }
-                    let text = deliver_text(&e, self.receipt(&e));
-                    let _ = session.out.send(text);
+                    if !send(deliver_text(&e, self.receipt(&e))) {
+                        return Ok(ServerBody::Synced { more: true });
+                    }
                 }
             }
             if !records && released > 0 {
-                let _ = session.out.send(
+                send(
                     ServerFrame::push(ServerBody::Captured {
                         conv: conv.clone(),
                         upto: released,
@@ -1459,7 +1548,7 @@ impl Core {
         if !list.iter().any(|(id, _)| *id == session.id) {
             list.push((session.id, session.out.clone()));
         }
-        Ok(ServerBody::Synced)
+        Ok(ServerBody::Synced { more: false })
     }
 
     /// Delete log entries nobody needs any more: captured by the records
@@ -1588,7 +1677,7 @@ pub struct Job {
 /// The answer to the request that appended an entry: `reply` once it is
 /// durable, `failed` if writing it failed.
 struct Answer {
-    out: UnboundedSender<String>,
+    out: Outbox,
     reply: String,
     failed: String,
 }
@@ -1731,31 +1820,6 @@ struct CommitChange {
     group_info: Option<Vec<u8>>,
 }
 
-/// The GroupInfo uploaded with a commit must be the new epoch's, of this
-/// group; otherwise external joins from it would fail.
-fn check_group_info(next: &Followed, group_info: &[u8]) -> Result<(), ProtocolError> {
-    let msg = mls_rs::MlsMessage::from_bytes(group_info).map_err(|e| {
-        refuse(
-            ErrorCode::InvalidMls,
-            format!("next_group_info does not parse: {e:?}"),
-        )
-    })?;
-    let ctx = next.group_context();
-    if !matches!(msg.description(), mls_rs::MlsMessageDescription::GroupInfo)
-        || msg.group_id() != Some(ctx.group_id())
-        || msg.epoch() != Some(ctx.epoch())
-    {
-        return Err(refuse(
-            ErrorCode::InvalidMls,
-            format!(
-                "next_group_info must be this conversation's GroupInfo for epoch {}",
-                ctx.epoch()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// The creator's first commit, checked like any other except that the
 /// epoch-0 group (the creator alone) cannot contain the records member yet.
 fn check_first_commit(
@@ -1794,11 +1858,13 @@ fn check_first_commit(
             if let mls_rs::group::CommitEffect::ReInit(_) = desc.effect {
                 return Err(refuse(ErrorCode::ReinitRefused, "ReInit is not allowed"));
             }
-            let before = roster::members(group);
-            let added = roster::check_roster(&next, &before, &StoreRegistry(store))?;
+            let welcome_for =
+                roster::check_commit(group, &next, &desc.effect, false, &StoreRegistry(store))?;
             Ok(Accepted::Commit {
                 group: Box::new(next),
-                added,
+                added: roster::devices(&welcome_for),
+                welcome_for,
+                committer: desc.committer,
             })
         }
         _ => Err(refuse(

@@ -61,6 +61,11 @@ pub struct ConversationRow {
     pub suspended: Option<String>,
 }
 
+/// How long the server remembers a key package it handed out (a member
+/// adds what it claimed within moments; a device's key packages last far
+/// less than this).
+pub const HANDED_OUT_TTL_MS: u64 = 90 * 24 * 3600 * 1000;
+
 /// The most one-time key packages the server keeps for one device.
 pub const MAX_KEY_PACKAGES: usize = 1000;
 
@@ -148,6 +153,10 @@ impl Store {
              CREATE TABLE IF NOT EXISTS receipt_keys (key BLOB PRIMARY KEY, from_ms INTEGER NOT NULL, until_ms INTEGER);",
         )?;
         conn.execute_batch(withheld::SCHEMA)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS handed_out (ref BLOB PRIMARY KEY, device TEXT NOT NULL, at_ms INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS handed_out_at ON handed_out (at_ms);",
+        )?;
         Ok(Self { conn })
     }
 
@@ -363,6 +372,30 @@ impl Store {
         })
     }
 
+    /// Remember that the key package with reference `kp_ref` was handed
+    /// out for `device`: only such key packages may be added to a
+    /// conversation. References older than [`HANDED_OUT_TTL_MS`] go.
+    pub fn hand_out(&self, device: &str, kp_ref: &[u8], now_ms: u64) -> Result<(), ServerError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO handed_out (ref, device, at_ms) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![kp_ref, device, now_ms as i64])?;
+        self.conn
+            .prepare_cached("DELETE FROM handed_out WHERE at_ms < ?1")?
+            .execute(params![now_ms.saturating_sub(HANDED_OUT_TTL_MS) as i64])?;
+        Ok(())
+    }
+
+    pub fn handed_out(&self, device: &str, kp_ref: &[u8]) -> Result<bool, ServerError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM handed_out WHERE ref=?1 AND device=?2")?
+            .query_row(params![kp_ref, device], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     pub fn key_package_count(&self, device: &str) -> Result<u64, ServerError> {
         Ok(self
             .conn
@@ -521,12 +554,14 @@ impl Store {
     }
 
     /// Published checkpoints after `since_size`, oldest first.
+    /// Up to 256 checkpoints after `since_size`, oldest first: a device
+    /// far behind walks the chain a page at a time, pinning as it goes.
     pub fn checkpoints_after(
         &self,
         since_size: u64,
     ) -> Result<Vec<keepwire_protocol::PublishedCheckpoint>, ServerError> {
         self.query_checkpoints(
-            "SELECT note, from_size, path FROM checkpoints WHERE size > ?1 ORDER BY size",
+            "SELECT note, from_size, path FROM checkpoints WHERE size > ?1 ORDER BY size LIMIT 256",
             since_size,
         )
     }

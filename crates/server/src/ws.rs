@@ -27,6 +27,9 @@ use crate::Core;
 pub struct AppState {
     core: Arc<Mutex<Core>>,
     next_session: Arc<AtomicU64>,
+    limits: crate::Limits,
+    /// One permit per open WebSocket (`Limits::max_connections`).
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -34,6 +37,7 @@ impl AppState {
     /// database, becomes the log writer that batches appends into group
     /// commits (without one, each append commits on its own).
     pub fn new(mut core: Core, log_store: Option<Store>) -> Self {
+        let limits = core.limits().clone();
         let writer = log_store.map(|store| {
             let (tx, rx) = std::sync::mpsc::channel();
             let garbage = crate::service::Garbage::default();
@@ -56,6 +60,8 @@ impl AppState {
         Self {
             core,
             next_session: Arc::new(AtomicU64::new(1)),
+            connections: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
+            limits,
         }
     }
 
@@ -127,7 +133,21 @@ async fn checkpoint(State(state): State<AppState>) -> axum::response::Response {
     }
 }
 
-async fn ws_handler(ws: WebSocketUpgrade, State(state): State<AppState>) -> impl IntoResponse {
+async fn ws_handler(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+) -> axum::response::Response {
+    let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
+        tracing::warn!(
+            limit = state.limits.max_connections,
+            "connection refused: the server holds its maximum of connections"
+        );
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections; try again shortly\n",
+        )
+            .into_response();
+    };
     // Small starting buffers (they grow for large frames): most devices sit
     // idle, and tungstenite's 128 KiB defaults would cost each connection
     // far more memory than its state does.
@@ -135,12 +155,15 @@ async fn ws_handler(ws: WebSocketUpgrade, State(state): State<AppState>) -> impl
         .max_frame_size(MAX_FRAME_BYTES)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(16 * 1024)
-        .on_upgrade(move |socket| connection(socket, state))
+        .on_upgrade(move |socket| async move {
+            connection(socket, state).await;
+            drop(permit);
+        })
 }
 
 async fn connection(socket: WebSocket, state: AppState) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (tx, mut rx) = crate::outbox::Outbox::new(state.limits.max_outbox_bytes);
     let mut nonce = vec![0u8; 32];
     rand::thread_rng().fill_bytes(&mut nonce);
     let mut session = Session {
@@ -153,15 +176,35 @@ async fn connection(socket: WebSocket, state: AppState) {
         nonce,
         server_version: env!("CARGO_PKG_VERSION").to_string(),
     });
-    let _ = tx.send(hello.to_json());
-    let writer = tokio::spawn(async move {
+    tx.send(hello.to_json());
+    let mut writer = tokio::spawn(async move {
         while let Some(text) = rx.recv().await {
-            if sink.send(Message::Text(text.into())).await.is_err() {
-                break;
+            // A peer that takes this long to take one frame has stopped
+            // reading: the connection closes rather than hold its frames.
+            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => break,
             }
         }
     });
-    while let Some(msg) = stream.next().await {
+    // A connection that has not authenticated by then is closed: an
+    // unauthenticated peer may hold a connection only this long.
+    let auth_deadline =
+        tokio::time::Instant::now() + Duration::from_millis(state.limits.auth_timeout_ms);
+    loop {
+        let msg = tokio::select! {
+            // The writer ends when the peer stopped reading (its queue
+            // overflowed) or the socket failed: close the connection.
+            _ = &mut writer => break,
+            _ = tokio::time::sleep_until(auth_deadline), if session.device.is_none() => {
+                tracing::debug!("connection closed: it did not authenticate in time");
+                break;
+            }
+            msg = stream.next() => match msg {
+                Some(m) => m,
+                None => break,
+            },
+        };
         let text = match msg {
             Ok(Message::Text(t)) => t,
             Ok(Message::Binary(_)) => {
@@ -169,7 +212,7 @@ async fn connection(socket: WebSocket, state: AppState) {
                     ErrorCode::BadFrame,
                     "binary frames are not used; send JSON text frames",
                 );
-                let _ = tx.send(ServerFrame::error(None, &err).to_json());
+                tx.send(ServerFrame::error(None, &err).to_json());
                 continue;
             }
             Ok(Message::Close(_)) | Err(_) => break,
@@ -230,7 +273,7 @@ async fn connection(socket: WebSocket, state: AppState) {
                 }
             }
         };
-        if tx.send(reply).is_err() {
+        if !tx.send(reply) {
             break;
         }
     }
@@ -238,6 +281,9 @@ async fn connection(socket: WebSocket, state: AppState) {
     drop(tx);
     writer.abort();
 }
+
+/// How long writing one frame to a peer may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the server listens: plain (loopback only; the caller checks) or TLS.
 pub struct Endpoint {
@@ -289,7 +335,11 @@ pub async fn serve(
                 axum::serve(listener, app).await
             }),
             Some(config) => {
-                let listener = crate::tls::TlsListener::new(e.listener, config)?;
+                let listener = crate::tls::TlsListener::new(
+                    e.listener,
+                    config,
+                    state.limits.max_tls_handshakes,
+                )?;
                 tasks.spawn(async move { axum::serve(listener, app).await })
             }
         };

@@ -113,6 +113,31 @@ impl Wire {
     pub async fn connect(url: &str) -> Self {
         let url = format!("{}/v1/ws", url.replace("http", "ws"));
         let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        Self::start(ws).await
+    }
+
+    /// Connect with a tiny socket receive buffer (no kernel autotuning):
+    /// a reader that stops reading then backs up into the server at once,
+    /// instead of into megabytes of kernel buffers.
+    pub async fn connect_small_buffer(url: &str) -> Self {
+        let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(
+            format!("ws://{addr}/v1/ws"),
+            tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        )
+        .await
+        .unwrap();
+        Self::start(ws).await
+    }
+
+    async fn start(
+        ws: tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    ) -> Self {
         let mut w = Wire {
             ws,
             next_id: 1,

@@ -1,0 +1,223 @@
+//! Resource bounds, tried as an attacker would: every resource a peer can
+//! make the server hold is bounded, the bound engages, and honest devices
+//! keep sending and receiving meanwhile or right after.
+
+mod common;
+
+use std::time::Duration;
+
+use common::rogue::{Rogue, Wire};
+use common::Agency;
+use futures_util::StreamExt;
+use keepwire_protocol::{ErrorCode, Request, ServerBody};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Read frames until the server closes the connection; how many came.
+async fn frames_until_closed(ws: &mut Wire, within: Duration) -> usize {
+    let mut n = 0;
+    let closed = tokio::time::timeout(within, async {
+        loop {
+            match ws.ws.next().await {
+                Some(Ok(Message::Text(_))) => n += 1,
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server closes the connection within {within:?}"
+    );
+    n
+}
+
+#[test]
+fn connections_are_capped_and_unauthenticated_ones_time_out() {
+    let agency = Agency::start_with(&["--max-connections", "20", "--auth-timeout-secs", "1"]);
+    let alice = agency.user("alice", "staff");
+    let bob = agency.user("bob", "staff");
+    alice.accept_notice();
+    let conv = alice.create(&["bob"]);
+    let url = format!("{}/v1/ws", agency.url().replace("http", "ws"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // The records service holds one connection; 30 more are tried.
+        let mut open = Vec::new();
+        let mut refused = 0;
+        for _ in 0..30 {
+            match tokio_tungstenite::connect_async(&url).await {
+                Ok((ws, _)) => open.push(ws),
+                Err(e) => {
+                    assert!(e.to_string().contains("503"), "{e}");
+                    refused += 1;
+                }
+            }
+        }
+        assert!(open.len() <= 19, "{} held at once", open.len());
+        assert!(refused >= 11, "only {refused} refused");
+        // None of them authenticates: each is closed after a second.
+        for mut ws in open {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(_)) => {}
+                    }
+                }
+            })
+            .await
+            .expect("an unauthenticated connection is closed by the server");
+        }
+    });
+    // The slots are free again: honest devices work.
+    alice.send(&conv, "after the flood");
+    assert_eq!(bob.texts(&conv), ["after the flood"]);
+}
+
+#[test]
+fn a_claim_for_too_many_users_is_refused_and_cheap() {
+    let agency = Agency::start();
+    let alice = agency.user("alice", "staff");
+    let bob = agency.user("bob", "staff");
+    alice.accept_notice();
+    let code = agency.admin(&[
+        "user",
+        "add",
+        "mallory",
+        "--display",
+        "M",
+        "--category",
+        "staff",
+    ]);
+    let url = agency.url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut m = Rogue::enroll(&url, "mallory", code.trim()).await;
+        let names: Vec<String> = (0..200_000).map(|i| format!("user{i}")).collect();
+        let started = std::time::Instant::now();
+        let r = m
+            .wire
+            .call(Request::ClaimKeyPackages {
+                users: names,
+                include_records: true,
+            })
+            .await;
+        match r {
+            Err((ErrorCode::TooLarge, msg)) => assert!(msg.contains("5000"), "{msg}"),
+            other => panic!("expected too_large, got {other:?}"),
+        }
+        eprintln!("200,000-name claim refused in {:?}", started.elapsed());
+        // The same name many times counts once.
+        let r = m
+            .wire
+            .call(Request::ClaimKeyPackages {
+                users: vec!["bob".to_string(); 10_000],
+                include_records: false,
+            })
+            .await
+            .unwrap();
+        let ServerBody::KeyPackages { packages } = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(packages.len(), 1, "one key package for bob's one device");
+    });
+    let conv = alice.create(&["bob"]);
+    alice.send(&conv, "still working");
+    assert_eq!(bob.texts(&conv), ["still working"]);
+}
+
+#[test]
+fn a_reader_that_stops_reading_is_cut_off_and_catches_up_by_sync() {
+    // A small outbox, so a few messages overflow it.
+    let agency = Agency::start_with(&["--max-outbox-bytes", "200000"]);
+    let alice = agency.user("alice", "staff");
+    alice.accept_notice();
+    let code = agency.admin(&[
+        "user",
+        "add",
+        "slow",
+        "--display",
+        "S",
+        "--category",
+        "staff",
+    ]);
+    let url = agency.url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let slow = rt.block_on(async {
+        let mut slow = Rogue::enroll(&url, "slow", code.trim()).await;
+        slow.wire.call(Request::AcknowledgeNotice).await.unwrap();
+        let client = slow.client(Default::default());
+        slow.upload_key_package(&client).await;
+        slow
+    });
+    let conv = alice.create(&["slow"]);
+    // The slow device goes live on a connection it then stops reading.
+    let mut reader = rt.block_on(async {
+        let mut w = Wire::connect_small_buffer(&url).await;
+        let signature = w.sign(&slow.secret);
+        w.call(Request::Auth {
+            device_id: slow.device_id.clone(),
+            signature,
+        })
+        .await
+        .unwrap();
+        w.call(Request::Sync).await.unwrap();
+        w
+    });
+    // About 6 MB of messages: more than the socket buffers and the outbox.
+    const N: usize = 80;
+    let text = "x".repeat(60_000);
+    for _ in 0..N {
+        alice.ok(&["chat", "send", &conv, &text]);
+    }
+    alice.send(&conv, "last");
+    // The server cut the reader off rather than hold it all.
+    let got = rt.block_on(frames_until_closed(&mut reader, Duration::from_secs(60)));
+    assert!(got < N, "the reader was cut off after {got} frames");
+    // It reconnects and catches up by sync, a page at a time, losing nothing.
+    let delivered = rt.block_on(async {
+        let mut w = Wire::connect(&url).await;
+        let signature = w.sign(&slow.secret);
+        w.call(Request::Auth {
+            device_id: slow.device_id.clone(),
+            signature,
+        })
+        .await
+        .unwrap();
+        let mut seqs = Vec::new();
+        let mut pages = 0;
+        loop {
+            let more = match w.call(Request::Sync).await.unwrap() {
+                ServerBody::Synced { more } => more,
+                other => panic!("{other:?}"),
+            };
+            pages += 1;
+            let mut last = None;
+            for p in std::mem::take(&mut w.pushes) {
+                if let ServerBody::Deliver(d) = p {
+                    if d.conv == conv {
+                        last = Some(d.seq);
+                        seqs.push(d.seq);
+                    }
+                }
+            }
+            if let Some(seq) = last {
+                w.call(Request::Ack {
+                    conv: conv.clone(),
+                    seq,
+                })
+                .await
+                .unwrap();
+            }
+            if !more {
+                break;
+            }
+        }
+        assert!(pages > 1, "a backlog larger than the budget comes in pages");
+        seqs
+    });
+    // seq 1 is the commit that added it (its Welcome's), then N + 1 messages.
+    let expected: Vec<u64> = (2..=(N as u64 + 2)).collect();
+    assert_eq!(delivered, expected, "every message once, in order");
+}
