@@ -436,6 +436,59 @@ impl Online {
         }
     }
 
+    /// Build a commit with `build` and send it; while the server says
+    /// entries before it are still being captured, wait until this device
+    /// has them (or is told they are captured) and build it again.
+    async fn commit_when_caught_up(
+        &mut self,
+        conv: &str,
+        mut build: impl FnMut(&mut Device) -> Result<Request>,
+    ) -> Result<u64> {
+        let deadline = tokio::time::Instant::now() + CREATE_CAPTURE_WAIT;
+        loop {
+            let req = build(&mut self.device)?;
+            match self.commit(conv, req).await {
+                Err(e)
+                    if e.downcast_ref::<Refused>().is_some_and(|r| {
+                        r.0.code == keepwire_protocol::ErrorCode::CapturePending
+                    }) && tokio::time::Instant::now() < deadline =>
+                {
+                    self.wait_caught_up(conv, deadline).await?;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Wait until this device has processed, or been told are captured,
+    /// all entries of `conv` the server holds now.
+    async fn wait_caught_up(&mut self, conv: &str, deadline: tokio::time::Instant) -> Result<()> {
+        let last = match self.conn.request(Request::Conversations).await? {
+            ServerBody::Conversations { conversations } => conversations
+                .into_iter()
+                .find(|c| c.conv == conv)
+                .map(|c| c.last_seq)
+                .unwrap_or(0),
+            other => bail!("unexpected answer to conversations: {other:?}"),
+        };
+        loop {
+            let at = self
+                .device
+                .cursor(conv)?
+                .max(self.device.store().captured_upto(conv)?);
+            if at >= last {
+                return Ok(());
+            }
+            let push = match tokio::time::timeout_at(deadline, self.conn.next_push()).await {
+                Ok(p) => p?,
+                Err(_) => bail!(
+                    "entries up to #{last} of this conversation are still waiting for the records service; try again once it has captured them"
+                ),
+            };
+            self.handle_push(push).await?;
+        }
+    }
+
     async fn commit(&mut self, conv: &str, req: Request) -> Result<u64> {
         match self.conn.request(req).await {
             Ok(ServerBody::Receipt(r)) => {
@@ -469,8 +522,8 @@ impl Online {
     pub async fn add(&mut self, conv: &str, users: &[String]) -> Result<u64> {
         self.sync().await?;
         let kps = self.claim(users, false).await?;
-        let req = self.device.add_members(conv, &kps)?;
-        self.commit(conv, req).await
+        self.commit_when_caught_up(conv, |d| Ok(d.add_members(conv, &kps)?))
+            .await
     }
 
     /// Ask to leave `conv`; the records member commits the removal.
@@ -497,8 +550,8 @@ impl Online {
 
     pub async fn remove(&mut self, conv: &str, users: &[String]) -> Result<u64> {
         self.sync().await?;
-        let req = self.device.remove_users(conv, users)?;
-        self.commit(conv, req).await
+        self.commit_when_caught_up(conv, |d| Ok(d.remove_users(conv, users)?))
+            .await
     }
 
     /// Send a text; returns the receipt's sequence number. Without an

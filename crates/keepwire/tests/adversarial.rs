@@ -169,8 +169,11 @@ fn a_modified_client_is_refused_every_forbidden_action() {
             "a message pipelined after a refused creation",
         );
 
-        // Now the acknowledged, well-formed creation goes through.
+        // Now the acknowledged, well-formed creation goes through. A
+        // member commits only once it has everything before (the server
+        // refuses otherwise, `capture_pending`): wait for the capture.
         a.wire.call(create).await.unwrap();
+        a.wire.wait_captured(&conv, 1).await;
         g.apply_pending_commit().unwrap();
         let records_index = g
             .roster()
@@ -231,33 +234,56 @@ fn a_modified_client_is_refused_every_forbidden_action() {
         );
         g.clear_pending_commit();
 
-        // An update moving a's own leaf to a signature key it never
-        // enrolled.
+        // Updates that change who a leaf is: to a signature key never
+        // enrolled (the leaf check), and to mallory's other device's
+        // enrolled identity and key (a valid roster by name; mls-rs's own
+        // successor check already refuses a new identity, the leaf check
+        // stands behind it).
         let (new_secret, new_public) = suite().signature_key_generate().unwrap();
-        let out = g
-            .commit_builder()
-            .set_new_signing_identity(
+        for (secret, identity, public, code, why, what) in [
+            (
                 new_secret,
-                mls_rs::identity::SigningIdentity::new(
-                    mls_rs::identity::basic::BasicCredential::new(a.identity().into_bytes())
-                        .into_credential(),
-                    new_public,
-                ),
-            )
-            .build()
-            .unwrap();
-        refused(
-            a.submit(
-                &conv,
-                &out.commit_message,
-                None,
-                out.external_commit_group_info.as_ref(),
-            )
-            .await,
-            ErrorCode::NotMember,
-            "an update to an unenrolled signature key",
-        );
-        g.clear_pending_commit();
+                a.identity(),
+                new_public,
+                ErrorCode::NotMember,
+                "credential or signature key",
+                "an update to an unenrolled signature key",
+            ),
+            (
+                b.secret.clone(),
+                b.identity(),
+                b.public.clone(),
+                ErrorCode::InvalidMls,
+                "InvalidSuccessor",
+                "an update turning one device's leaf into another's",
+            ),
+        ] {
+            let out = g
+                .commit_builder()
+                .set_new_signing_identity(
+                    secret,
+                    mls_rs::identity::SigningIdentity::new(
+                        mls_rs::identity::basic::BasicCredential::new(identity.into_bytes())
+                            .into_credential(),
+                        public,
+                    ),
+                )
+                .build()
+                .unwrap();
+            let r = a
+                .submit(
+                    &conv,
+                    &out.commit_message,
+                    None,
+                    out.external_commit_group_info.as_ref(),
+                )
+                .await;
+            if let Err((_, m)) = &r {
+                assert!(m.contains(why), "{what}: {m}");
+            }
+            refused(r, code, what);
+            g.clear_pending_commit();
+        }
 
         // A well-formed commit whose GroupInfo is forged: another group's,
         // with the same group id and epoch.
@@ -380,21 +406,24 @@ fn a_modified_client_is_refused_every_forbidden_action() {
         let hello = g
             .encrypt_application_message(&text("hello from mallory"), vec![])
             .unwrap();
-        a.submit(&conv, &hello, None, None).await.unwrap();
+        let seq = a.submit(&conv, &hello, None, None).await.unwrap();
+        a.wire.wait_captured(&conv, seq).await;
 
         // A message for an epoch that has passed.
         let stale = g
             .encrypt_application_message(&text("stale"), vec![])
             .unwrap();
         let out = g.commit_builder().build().unwrap();
-        a.submit(
-            &conv,
-            &out.commit_message,
-            None,
-            out.external_commit_group_info.as_ref(),
-        )
-        .await
-        .unwrap();
+        let seq = a
+            .submit(
+                &conv,
+                &out.commit_message,
+                None,
+                out.external_commit_group_info.as_ref(),
+            )
+            .await
+            .unwrap();
+        a.wire.wait_captured(&conv, seq).await;
         g.apply_pending_commit().unwrap();
         refused(
             a.submit(&conv, &stale, None, None).await,
@@ -695,6 +724,7 @@ fn a_commit_only_members_can_fault_suspends_its_conversation_not_the_archive() {
             .await
             .unwrap();
         g.apply_pending_commit().unwrap();
+        m.wire.wait_captured(&conv, 1).await;
 
         // A probe for the epoch before the broken commit: refused as stale
         // while the records service has not reported, and once it has,

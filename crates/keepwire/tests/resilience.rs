@@ -280,3 +280,38 @@ fn killing_the_records_service_mid_capture_loses_and_duplicates_nothing() {
     let texts = agency.wait_captured(sent.len() + 1);
     assert_eq!(texts.last().map(String::as_str), Some("after the kills"));
 }
+
+/// A member who commits (adds someone) while a message before the commit
+/// still waits for the records service must not skip it: the server
+/// refuses the commit (`capture_pending`), the client waits until it has
+/// that message, and commits again.
+#[test]
+fn a_commit_waits_for_what_is_still_being_captured_and_loses_nothing() {
+    let agency = Agency::start_split(&[]);
+    let alice = agency.user("alice", "staff");
+    let bob = agency.user("bob", "staff");
+    let carol = agency.user("carol", "staff");
+    alice.accept_notice();
+    bob.accept_notice();
+    let conv = alice.create(&["bob"]);
+    agency.pause_records(true);
+    bob.ok(&["chat", "send", &conv, "sent before carol was added"]);
+    std::thread::scope(|s| {
+        let adding = s.spawn(|| alice.ok(&["chat", "add", &conv, "carol"]));
+        // Not waiting for a condition: giving alice's add the time to reach
+        // the server while capture is frozen (it takes well under a second).
+        // Were it later, the test would still pass, proving less.
+        std::thread::sleep(Duration::from_secs(1));
+        agency.pause_records(false);
+        adding.join().unwrap();
+    });
+    assert_eq!(
+        alice.texts(&conv),
+        ["sent before carol was added"],
+        "alice processed bob's message before her commit"
+    );
+    assert!(alice.members(&conv).iter().any(|m| m.starts_with("carol/")));
+    bob.send(&conv, "after");
+    assert_eq!(carol.texts(&conv), ["after"]);
+    assert_eq!(alice.texts(&conv), ["sent before carol was added", "after"]);
+}

@@ -341,6 +341,10 @@ pub enum ErrorCode {
     /// The records service could not process an entry of this conversation;
     /// nothing more is accepted into it.
     ConversationSuspended,
+    /// A commit while entries before it still wait for the records
+    /// service: the committer cannot have seen them. Wait until they
+    /// arrive (or are captured) and build the commit again.
+    CapturePending,
     Internal,
 }
 
@@ -366,6 +370,7 @@ impl ErrorCode {
             ErrorCode::NoKeyPackage => "no_key_package",
             ErrorCode::RecordsUnavailable => "records_unavailable",
             ErrorCode::ConversationSuspended => "conversation_suspended",
+            ErrorCode::CapturePending => "capture_pending",
             ErrorCode::Internal => "internal",
         }
     }

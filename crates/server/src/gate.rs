@@ -21,17 +21,37 @@
 //! Plain data: the core does the reading and pushing.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 /// An entry waiting for the records service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Held {
     pub seq: u64,
     pub sender_device: String,
-    /// Where it goes once archived: (device, a session of it not to push
-    /// to — the one that submitted it).
-    pub recipients: Vec<(String, Option<u64>)>,
+    /// The members it goes to once archived (the records member aside):
+    /// the roster it was appended under, shared by every entry of that
+    /// roster rather than copied per entry (a 5,000-member conversation
+    /// with a full backlog would hold fifty million names).
+    pub members: Arc<[String]>,
+    /// Whether the sender's own device gets it too: `Some(s)`, on every
+    /// session but `s` (a sender's commit goes to its other sessions);
+    /// `None`, not at all (its own message).
+    pub sender_gets: Option<u64>,
     /// Devices a commit adds; their Welcome goes out with it.
     pub welcomed: Vec<String>,
+}
+
+impl Held {
+    /// Where it goes: (device, a session of it not to push to).
+    pub fn recipients(&self) -> impl Iterator<Item = (&str, Option<u64>)> + '_ {
+        self.members.iter().filter_map(move |d| {
+            if *d == self.sender_device {
+                self.sender_gets.map(|s| (d.as_str(), Some(s)))
+            } else {
+                Some((d.as_str(), None))
+            }
+        })
+    }
 }
 
 /// What one conversation's entries wait for (see the module docs).
@@ -119,9 +139,20 @@ mod tests {
         Held {
             seq,
             sender_device: "a".into(),
-            recipients: vec![("b".into(), None)],
+            members: Arc::from(vec!["a".to_string(), "b".to_string()]),
+            sender_gets: None,
             welcomed: Vec::new(),
         }
+    }
+
+    #[test]
+    fn an_entry_goes_to_the_others_and_a_commit_to_the_senders_other_sessions() {
+        let mut h = held(1);
+        let r: Vec<_> = h.recipients().collect();
+        assert_eq!(r, [("b", None)]);
+        h.sender_gets = Some(7);
+        let r: Vec<_> = h.recipients().collect();
+        assert_eq!(r, [("a", Some(7)), ("b", None)]);
     }
 
     fn seqs(v: &[Held]) -> Vec<u64> {

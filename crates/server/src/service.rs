@@ -68,6 +68,9 @@ impl Default for Limits {
 struct Conv {
     group: Followed,
     members: Vec<MemberDevice>,
+    /// The members' devices but the records member's, shared by the
+    /// entries held under this roster (see [`Held::members`]).
+    others: std::sync::Arc<[String]>,
     last_seq: u64,
     /// Which entries are durable, archived, released (see [`crate::gate`]).
     /// The records member's pushes go out at the durable mark, everyone
@@ -169,6 +172,7 @@ impl Core {
             convs.insert(
                 row.conv.clone(),
                 Conv {
+                    others: others_of(&members),
                     members,
                     group,
                     last_seq: row.last_seq,
@@ -712,6 +716,7 @@ impl Core {
         self.convs.insert(
             conv.clone(),
             Conv {
+                others: others_of(&creator),
                 members: creator,
                 group,
                 last_seq: 0,
@@ -780,6 +785,28 @@ impl Core {
             } => {
                 self.check_guests(&added)?;
                 let external = welcome_for.is_empty() && !added.is_empty();
+                let group_info = next_group_info.ok_or_else(|| {
+                    refuse(
+                        ErrorCode::BadFrame,
+                        "a commit must carry next_group_info, the GroupInfo of the epoch it creates",
+                    )
+                })?;
+                roster::check_group_info(&mut group, committer, &group_info)?;
+                // A member's commit moves its device past every entry
+                // before it; those it has not been sent yet (still waiting
+                // for capture) it would then never process. The records
+                // member has them all; a device joining has none to see.
+                if let Some(c) = self.convs.get(conv) {
+                    if device.user != RECORDS_USER && !external && c.gate.released() < c.last_seq {
+                        return Err(refuse(
+                            ErrorCode::CapturePending,
+                            format!(
+                                "entries up to #{} of this conversation are still being captured; commit again once they have arrived",
+                                c.last_seq
+                            ),
+                        ));
+                    }
+                }
                 if !welcome_for.is_empty() {
                     let w = welcome.as_deref().ok_or_else(|| {
                         refuse(
@@ -789,13 +816,6 @@ impl Core {
                     })?;
                     roster::check_welcome(&welcome_for, w)?;
                 }
-                let group_info = next_group_info.ok_or_else(|| {
-                    refuse(
-                        ErrorCode::BadFrame,
-                        "a commit must carry next_group_info, the GroupInfo of the epoch it creates",
-                    )
-                })?;
-                roster::check_group_info(&mut group, committer, &group_info)?;
                 let change = CommitChange {
                     group,
                     added,
@@ -884,29 +904,22 @@ impl Core {
         let mut held = Held {
             seq,
             sender_device: device.device_id.clone(),
-            recipients: Vec::new(),
-            welcomed: Vec::new(),
-        };
-        let mut records_recipients: Vec<MemberDevice> = Vec::new();
-        for m in &c.members {
-            if m.device_id == device.device_id {
-                continue;
-            }
-            if m.user == RECORDS_USER {
-                records_recipients.push(m.clone());
-            } else {
-                held.recipients.push((m.device_id.clone(), None));
-            }
-        }
-        if is_handshake {
+            members: std::sync::Arc::clone(&c.others),
             // The sender's own commit or proposal also goes to its other
             // sessions: one that reconnected before this entry went out is
             // not replayed it by `sync`, and must still apply it.
-            held.recipients
-                .push((device.device_id.clone(), Some(self.handling_session)));
-        }
+            sender_gets: is_handshake.then_some(self.handling_session),
+            welcomed: Vec::new(),
+        };
+        let mut records_recipients: Vec<MemberDevice> = c
+            .members
+            .iter()
+            .filter(|m| m.user == RECORDS_USER && m.device_id != device.device_id)
+            .cloned()
+            .collect();
         if let Some(change) = commit {
             c.members = roster::members(&change.group);
+            c.others = others_of(&c.members);
             c.group = *change.group;
             for m in &change.added {
                 if m.user == RECORDS_USER {
@@ -1302,11 +1315,13 @@ impl Core {
         if withheld.len() as u64 > to - from + 1
             || withheld
                 .iter()
-                .any(|w| w.seq < from || w.seq > to || w.reason.len() > 4096)
+                .any(|w| w.seq < from || w.seq <= acked || w.seq > to || w.reason.len() > 4096)
         {
             return Err(refuse(
                 ErrorCode::BadFrame,
-                format!("withheld entries must lie in {from}..={to}, each reason under 4 KiB"),
+                format!(
+                    "withheld entries must lie in {from}..={to}, after what was already archived ({acked}), each reason under 4 KiB"
+                ),
             ));
         }
         let now = self.clock.now_ms();
@@ -1381,7 +1396,7 @@ impl Core {
             return Ok(());
         };
         let anyone = released.iter().any(|h| {
-            h.recipients.iter().any(|(d, _)| self.is_live(d))
+            h.recipients().any(|(d, _)| self.is_live(d))
                 || h.welcomed.iter().any(|d| self.is_live(d))
                 || self.is_live(&h.sender_device)
         });
@@ -1410,10 +1425,10 @@ impl Core {
                 }
             }
             if let Some(e) = entries.get(&h.seq) {
-                if h.recipients.iter().any(|(d, _)| self.is_live(d)) {
+                if h.recipients().any(|(d, _)| self.is_live(d)) {
                     let text = deliver_text(e, self.receipt(e));
-                    for (d, skip) in &h.recipients {
-                        self.push_text_except(d, *skip, &text);
+                    for (d, skip) in h.recipients() {
+                        self.push_text_except(d, skip, &text);
                     }
                 }
             }
@@ -1473,6 +1488,12 @@ impl Core {
         // close the connection on every attempt). It goes live only once
         // nothing is left, so live pushes never overtake the replay.
         let budget = session.out.limit() / 2;
+        // Off the live list while replaying: a session that was live (a
+        // device syncing again on the same connection) would otherwise get
+        // live pushes interleaved with a paged replay.
+        if let Some(list) = self.live.get_mut(&device.device_id) {
+            list.retain(|(id, _)| *id != session.id);
+        }
         let mut sent = 0usize;
         let mut send = |text: String| {
             sent += text.len();
@@ -1495,10 +1516,10 @@ impl Core {
                 Some(c) if seq <= upto(c) && !c.gate.is_withheld(seq) => {}
                 _ => continue,
             }
-            if !send(ServerFrame::push(ServerBody::WelcomeMessage { conv, seq, message }).to_json())
-            {
-                return Ok(ServerBody::Synced { more: true });
-            }
+            // Welcomes always go in full (at most one per conversation):
+            // the records member clears its own only by archiving, so
+            // stopping at them could fill every page with the same ones.
+            send(ServerFrame::push(ServerBody::WelcomeMessage { conv, seq, message }).to_json());
         }
         let mine: Vec<String> = self
             .convs
@@ -1591,6 +1612,16 @@ impl Core {
     }
 }
 
+/// The devices of `members` but the records member's.
+fn others_of(members: &[MemberDevice]) -> std::sync::Arc<[String]> {
+    members
+        .iter()
+        .filter(|m| m.user != RECORDS_USER)
+        .map(|m| m.device_id.clone())
+        .collect::<Vec<_>>()
+        .into()
+}
+
 /// The frame that delivers a log entry.
 fn deliver_text(e: &LogEntry, receipt: Receipt) -> String {
     ServerFrame::push(ServerBody::Deliver(Delivery {
@@ -1626,14 +1657,18 @@ fn hold_after_restart(
     let cursors: HashMap<String, u64> = store.cursors_in(conv)?.into_iter().collect();
     let welcomes = store.welcomes_in(conv)?;
     for e in store.log_range(conv, archived + 1, u64::MAX >> 1)? {
+        let members: Vec<String> = members
+            .iter()
+            .filter(|m| m.user != RECORDS_USER)
+            .filter(|m| cursors.get(&m.device_id).is_some_and(|c| *c < e.seq))
+            .map(|m| m.device_id.clone())
+            .collect();
         gate.hold(Held {
             seq: e.seq,
-            recipients: members
-                .iter()
-                .filter(|m| m.user != RECORDS_USER)
-                .filter(|m| cursors.get(&m.device_id).is_some_and(|c| *c < e.seq))
-                .map(|m| (m.device_id.clone(), None))
-                .collect(),
+            members: members.into(),
+            // Every session is new after a restart; a sender still behind
+            // its own entry (a commit it must apply) gets it like anyone.
+            sender_gets: Some(0),
             welcomed: welcomes
                 .iter()
                 .filter(|(_, s)| *s == e.seq)
