@@ -284,6 +284,27 @@ async fn records_once(
                 let batch = gather_batch(&mut conn, d).await?;
                 capture.submit_batch(&batch)?;
             }
+            ServerBody::AdminDecision {
+                decision: id,
+                at_ms,
+                actor,
+                action,
+                subject,
+                reason,
+            } => {
+                // A privileged action like any other: in the transparency
+                // log, attributed, before the server forgets to relay it.
+                settle(&mut conn, &mut capture, &mut done).await?;
+                let target = format!("{subject} (server decision #{id}: {reason})");
+                if capture
+                    .archive
+                    .log_decision(id, &actor, &action, &target, at_ms)?
+                {
+                    tracing::info!(id, %actor, %action, %subject, "administrator's decision logged");
+                }
+                conn.request(Request::DecisionLogged { decision: id })
+                    .await?;
+            }
             ServerBody::Evict { conv, devices } => {
                 settle(&mut conn, &mut capture, &mut done).await?;
                 evict(&mut conn, &mut capture, &conv, &devices).await?;

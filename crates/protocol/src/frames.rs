@@ -142,6 +142,9 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         withheld: Vec<WithheldReport>,
     },
+    /// From the records service only: the administrators' decisions up to
+    /// `decision` are logged in the archive's transparency log.
+    DecisionLogged { decision: u64 },
     /// Ask for everything not yet acknowledged: pending welcomes, then each
     /// conversation's log from this device's cursor, in order.
     Sync,
@@ -188,6 +191,19 @@ pub enum ServerBody {
     Checkpoints {
         verifier_key: String,
         chain: Vec<PublishedCheckpoint>,
+    },
+    /// Pushed to the records service: an administrator's decision after a
+    /// capture failure (resuming a conversation, unblocking a device), to
+    /// be logged as a privileged action in the archive's transparency log.
+    /// Repeated until the records service answers `decision_logged`.
+    /// (Named `decision`, not `id`: `id` is the frame's own field.)
+    AdminDecision {
+        decision: u64,
+        at_ms: u64,
+        actor: String,
+        action: String,
+        subject: String,
+        reason: String,
     },
     /// Pushed to the records service: these revoked devices are still in
     /// the conversation's roster; commit their removal.
@@ -522,6 +538,46 @@ mod tests {
         let text = f.to_json();
         assert!(text.contains("\"type\":\"submit\""), "{text}");
         assert_eq!(decode_client_frame(&text).unwrap(), f);
+    }
+
+    #[test]
+    fn the_frames_of_capture_round_trip_without_clashing_with_the_frame_id() {
+        // A body field named `id` would clash with the frame's own `id`
+        // (both flattened into one JSON object).
+        for body in [
+            ServerBody::Captured {
+                conv: "c".into(),
+                upto: 9,
+            },
+            ServerBody::Synced { more: true },
+            ServerBody::AdminDecision {
+                decision: 3,
+                at_ms: 1,
+                actor: "admin1".into(),
+                action: "resume conversation".into(),
+                subject: "c".into(),
+                reason: "reviewed".into(),
+            },
+        ] {
+            let f = ServerFrame::push(body.clone());
+            assert_eq!(ServerFrame::from_json(&f.to_json()).unwrap().body, body);
+        }
+        for request in [
+            Request::DecisionLogged { decision: 3 },
+            Request::Archived {
+                conv: "c".into(),
+                from: 1,
+                to: 4,
+                withheld: vec![WithheldReport {
+                    seq: 2,
+                    reason: "garbage".into(),
+                }],
+            },
+        ] {
+            let f = ClientFrame::new(11, request.clone());
+            let back = decode_client_frame(&f.to_json()).unwrap();
+            assert_eq!((back.id, back.request), (11, request));
+        }
     }
 
     #[test]

@@ -204,6 +204,47 @@ impl Archive {
         Ok(n)
     }
 
+    /// Log an administrator's decision the server relayed (numbered by
+    /// the server): once, however often it is relayed, in the same
+    /// transaction as the mark of the last one logged.
+    pub fn log_decision(
+        &mut self,
+        id: u64,
+        actor: &str,
+        action: &str,
+        target: &str,
+        at_ms: u64,
+    ) -> Result<bool, RecordsError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let done: u64 = tx
+            .prepare_cached("SELECT v FROM archive_meta WHERE k='server_decisions.logged'")?
+            .query_row([], |r| r.get::<_, String>(0))
+            .optional()?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if id <= done {
+            return Ok(false);
+        }
+        crate::tlog::append(
+            &tx,
+            &crate::tlog::Leaf::Action {
+                actor: actor.to_string(),
+                action: action.to_string(),
+                target: target.to_string(),
+                at_ms,
+            },
+            None,
+        )?;
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO archive_meta (k, v) VALUES ('server_decisions.logged', ?1)",
+        )?
+        .execute(params![id.to_string()])?;
+        tx.commit()?;
+        Ok(true)
+    }
+
     /// Destroy a record's content: delete its data key (and ciphertext) and
     /// append a tombstone naming the authority. The leaf, metadata and
     /// tombstone stay verifiable; the content is gone for good.

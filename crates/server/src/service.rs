@@ -378,6 +378,26 @@ impl Core {
                 to,
                 withheld,
             } => self.archived(&device, &conv, from, to, withheld),
+            Request::DecisionLogged { decision: id } => {
+                if device.user != RECORDS_USER {
+                    return Err(refuse(
+                        ErrorCode::Unauthorized,
+                        "only the records service logs administrators' decisions",
+                    ));
+                }
+                let done = self
+                    .store
+                    .meta("admin_actions.logged")
+                    .map_err(internal)?
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                if id > done {
+                    self.store
+                        .set_meta("admin_actions.logged", &id.to_string())
+                        .map_err(internal)?;
+                }
+                Ok(ServerBody::Ok)
+            }
             Request::Sync => self.sync(session, &device),
             Request::Conversations => Ok(ServerBody::Conversations {
                 conversations: self
@@ -1178,6 +1198,45 @@ impl Core {
             self.push(&records, ServerBody::Evict { conv, devices });
         }
         Ok(n)
+    }
+
+    /// Push the administrators' decisions the records service has not
+    /// logged yet (resuming a conversation, unblocking a device) to it, for
+    /// its transparency log. Called periodically, like evictions: a push
+    /// lost with a connection is simply made again.
+    pub fn relay_decisions(&mut self) -> Result<usize, ServerError> {
+        let done = self
+            .store
+            .meta("admin_actions.logged")?
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let pending = self.store.admin_actions(done)?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let records: Vec<String> = self
+            .store
+            .devices(Some(RECORDS_USER))?
+            .into_iter()
+            .map(|d| d.device_id)
+            .filter(|d| self.is_live(d))
+            .collect();
+        for d in &records {
+            for a in &pending {
+                self.push(
+                    d,
+                    ServerBody::AdminDecision {
+                        decision: a.id,
+                        at_ms: a.at_ms,
+                        actor: a.actor.clone(),
+                        action: a.action.clone(),
+                        subject: a.subject.clone(),
+                        reason: a.reason.clone(),
+                    },
+                );
+            }
+        }
+        Ok(pending.len())
     }
 
     fn receipt(&self, e: &LogEntry) -> Receipt {

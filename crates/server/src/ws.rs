@@ -303,10 +303,17 @@ pub async fn serve(
         let mut tick = tokio::time::interval(gc_every);
         loop {
             tick.tick().await;
-            let (gc, evict) = tokio::task::block_in_place(|| {
+            let (gc, evict, decisions) = tokio::task::block_in_place(|| {
                 let mut core = gc_state.core();
-                (core.collect_garbage(), core.request_evictions())
+                (
+                    core.collect_garbage(),
+                    core.request_evictions(),
+                    core.relay_decisions(),
+                )
             });
+            if let Err(e) = decisions {
+                tracing::warn!(error = %e, "relaying administrators' decisions failed");
+            }
             match gc {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(deleted = n, "relay entries deleted"),

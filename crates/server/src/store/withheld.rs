@@ -45,9 +45,11 @@ pub struct SuspendedConversation {
     pub reason: String,
 }
 
-/// An administrator's decision about a capture failure, kept for audit.
+/// An administrator's decision about a capture failure, kept for audit
+/// and relayed to the records service for its transparency log.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AdminAction {
+    pub id: u64,
     pub at_ms: u64,
     pub actor: String,
     pub action: String,
@@ -240,17 +242,19 @@ impl Store {
         Ok(())
     }
 
-    pub fn admin_actions(&self) -> Result<Vec<AdminAction>, ServerError> {
+    /// The administrators' decisions after `after` (an id), oldest first.
+    pub fn admin_actions(&self, after: u64) -> Result<Vec<AdminAction>, ServerError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT at_ms, actor, action, subject, reason FROM admin_actions ORDER BY id",
+            "SELECT id, at_ms, actor, action, subject, reason FROM admin_actions WHERE id > ?1 ORDER BY id LIMIT 100",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map(params![after as i64], |r| {
             Ok(AdminAction {
-                at_ms: r.get::<_, i64>(0)? as u64,
-                actor: r.get(1)?,
-                action: r.get(2)?,
-                subject: r.get(3)?,
-                reason: r.get(4)?,
+                id: r.get::<_, i64>(0)? as u64,
+                at_ms: r.get::<_, i64>(1)? as u64,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                subject: r.get(4)?,
+                reason: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
