@@ -238,6 +238,8 @@ async fn records_once(
     // acknowledged, ask for the next; the server pushes live only after
     // the last.
     let mut more = conn.sync().await?;
+    // Size of the last batch gathered: lingering pays only under traffic.
+    let mut last_batch = 0usize;
     let mut checkpoints = tokio::time::interval(checkpoint_every);
     loop {
         if more && !conn.has_queued() {
@@ -281,7 +283,8 @@ async fn records_once(
                 capture.join(&conv, seq, &message)?;
             }
             ServerBody::Deliver(d) => {
-                let batch = gather_batch(&mut conn, d).await?;
+                let batch = gather_batch(&mut conn, d, last_batch > 1).await?;
+                last_batch = batch.len();
                 capture.submit_batch(&batch)?;
             }
             ServerBody::AdminDecision {
@@ -346,19 +349,27 @@ async fn acknowledge(conn: &mut Conn, captured: Captured) -> Result<()> {
 }
 
 /// How long the records service waits for more deliveries before
-/// capturing a small batch. Each capture costs an fsync of the archive and
-/// one of the member's store; at low rates, waiting a moment lets one pair
-/// of fsyncs carry several messages instead of competing, message by
-/// message, with the server's own fsync before each receipt. A few
-/// milliseconds of capture lag matter to nobody; receipts matter to users.
+/// capturing a small batch, while messages are flowing. Each capture costs
+/// an fsync of the archive and one of the member's store; waiting a moment
+/// lets one pair of fsyncs carry several messages instead of competing,
+/// message by message, with the server's own fsync before each receipt.
+/// But since members receive a message only once it is captured, the wait
+/// sits on every delivery's path: when the last batch was a single
+/// message (nothing else was coming), the next is captured at once.
 const CAPTURE_LINGER: Duration = Duration::from_millis(3);
 
-/// Everything already here, and what arrives within [`CAPTURE_LINGER`],
-/// up to [`CAPTURE_BATCH`] deliveries, for one durable write. A pushed
-/// frame that is not a delivery ends the batch and stays queued.
-async fn gather_batch(conn: &mut Conn, first: Delivery) -> Result<Vec<Delivery>> {
+/// Everything already here, and (when `linger`) what arrives within
+/// [`CAPTURE_LINGER`], up to [`CAPTURE_BATCH`] deliveries, for one durable
+/// write. A pushed frame that is not a delivery ends the batch and stays
+/// queued.
+async fn gather_batch(conn: &mut Conn, first: Delivery, linger: bool) -> Result<Vec<Delivery>> {
     let mut batch = vec![first];
-    let deadline = tokio::time::Instant::now() + CAPTURE_LINGER;
+    let deadline = tokio::time::Instant::now()
+        + if linger {
+            CAPTURE_LINGER
+        } else {
+            Duration::ZERO
+        };
     while batch.len() < CAPTURE_BATCH {
         let next = match conn.try_next_push()? {
             Some(p) => p,
