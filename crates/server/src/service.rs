@@ -1158,7 +1158,13 @@ impl Core {
         for (conv, c) in &self.convs {
             let user_in = c.members.iter().any(|m| m.user == device.user);
             let device_in = c.members.iter().any(|m| m.device_id == device.device_id);
-            if user_in && !device_in {
+            // Only an epoch the records member has captured, in a
+            // conversation that accepts messages: the latest GroupInfo
+            // may belong to a commit still waiting for capture (or one it
+            // will withhold), and a join from it would land in an epoch
+            // nobody may read yet. The device asks again at its next sync.
+            let settled = c.gate.released() == c.last_seq && c.suspended.is_none();
+            if user_in && !device_in && settled {
                 if let Some(group_info) = self.store.group_info(conv).map_err(internal)? {
                     conversations.push(JoinableConversation {
                         conv: conv.clone(),
@@ -1715,25 +1721,25 @@ fn hold_after_restart(
 ) -> Result<(), ServerError> {
     let cursors: HashMap<String, u64> = store.cursors_in(conv)?.into_iter().collect();
     let welcomes = store.welcomes_in(conv)?;
-    for e in store.log_range(conv, archived + 1, u64::MAX >> 1)? {
+    for (seq, sender_device) in store.log_senders(conv, archived)? {
         let members: Vec<String> = members
             .iter()
             .filter(|m| m.user != RECORDS_USER)
-            .filter(|m| cursors.get(&m.device_id).is_some_and(|c| *c < e.seq))
+            .filter(|m| cursors.get(&m.device_id).is_some_and(|c| *c < seq))
             .map(|m| m.device_id.clone())
             .collect();
         gate.hold(Held {
-            seq: e.seq,
+            seq,
             members: members.into(),
             // Every session is new after a restart; a sender still behind
             // its own entry (a commit it must apply) gets it like anyone.
             sender_gets: Some(0),
             welcomed: welcomes
                 .iter()
-                .filter(|(_, s)| *s == e.seq)
+                .filter(|(_, s)| *s == seq)
                 .map(|(d, _)| d.clone())
                 .collect(),
-            sender_device: e.sender_device,
+            sender_device,
         });
     }
     Ok(())

@@ -641,6 +641,18 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// (seq, sender device) of the entries of `conv` after `after`, without
+    /// their messages.
+    pub fn log_senders(&self, conv: &str, after: u64) -> Result<Vec<(u64, String)>, ServerError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, sender_device FROM log WHERE conv=?1 AND seq>?2 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![conv, after as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Every device's cursor in `conv`.
     pub fn cursors_in(&self, conv: &str) -> Result<Vec<(String, u64)>, ServerError> {
         let mut stmt = self
