@@ -77,8 +77,8 @@ fn connections_are_capped_and_unauthenticated_ones_time_out() {
 }
 
 #[test]
-fn a_claim_for_too_many_users_is_refused_and_cheap() {
-    let agency = Agency::start();
+fn a_device_cannot_hoard_connections_nor_claim_for_the_world() {
+    let agency = Agency::start_with(&["--max-sessions-per-device", "3"]);
     let alice = agency.user("alice", "staff");
     let bob = agency.user("bob", "staff");
     alice.accept_notice();
@@ -95,6 +95,49 @@ fn a_claim_for_too_many_users_is_refused_and_cheap() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut m = Rogue::enroll(&url, "mallory", code.trim()).await;
+        // One connection from enrolling, two more allowed, the next refused.
+        let mut held = Vec::new();
+        for i in 0..3 {
+            let mut w = Wire::connect(&url).await;
+            let signature = w.sign(&m.secret);
+            let r = w
+                .call(Request::Auth {
+                    device_id: m.device_id.clone(),
+                    signature,
+                })
+                .await;
+            if i < 2 {
+                r.unwrap();
+                held.push(w);
+            } else {
+                match r {
+                    Err((ErrorCode::TooLarge, msg)) => {
+                        assert!(msg.contains("connections"), "{msg}")
+                    }
+                    other => panic!("expected too_large, got {other:?}"),
+                }
+            }
+        }
+        // Closing one frees its slot.
+        held.pop().unwrap().ws.close(None).await.unwrap();
+        // (Polled: the server frees it when it reads the close.)
+        let mut freed = false;
+        for _ in 0..100 {
+            let mut w = Wire::connect(&url).await;
+            let signature = w.sign(&m.secret);
+            let r = w
+                .call(Request::Auth {
+                    device_id: m.device_id.clone(),
+                    signature,
+                })
+                .await;
+            if r.is_ok() {
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(freed, "a closed connection frees its slot");
         let names: Vec<String> = (0..200_000).map(|i| format!("user{i}")).collect();
         let started = std::time::Instant::now();
         let r = m

@@ -50,6 +50,9 @@ pub struct Limits {
     /// Time a connection has to authenticate (`auth` or `enroll`) before
     /// it is closed.
     pub auth_timeout_ms: u64,
+    /// Connections one device may hold at once (otherwise one enrolled
+    /// device could hold every connection slot).
+    pub max_sessions_per_device: usize,
 }
 
 impl Default for Limits {
@@ -61,6 +64,7 @@ impl Default for Limits {
             max_connections: 60_000,
             max_tls_handshakes: 1_024,
             auth_timeout_ms: 10_000,
+            max_sessions_per_device: 8,
         }
     }
 }
@@ -94,6 +98,8 @@ pub struct Core {
     store: Store,
     convs: HashMap<String, Conv>,
     live: HashMap<String, Vec<(u64, Outbox)>>,
+    /// Authenticated connections per device.
+    sessions: HashMap<String, usize>,
     backlog: u64,
     limits: Limits,
     key: SigningKey,
@@ -185,6 +191,7 @@ impl Core {
             store,
             convs,
             live: HashMap::new(),
+            sessions: HashMap::new(),
             backlog,
             limits,
             key,
@@ -263,6 +270,12 @@ impl Core {
         if let Some(d) = &session.device {
             if let Some(list) = self.live.get_mut(&d.device_id) {
                 list.retain(|(id, _)| *id != session.id);
+            }
+            if let Some(n) = self.sessions.get_mut(&d.device_id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.sessions.remove(&d.device_id);
+                }
             }
         }
     }
@@ -493,12 +506,23 @@ impl Core {
         session: &mut Session,
         row: DeviceRow,
     ) -> Result<ServerBody, ProtocolError> {
+        let held = self.sessions.get(&row.device_id).copied().unwrap_or(0);
+        if held >= self.limits.max_sessions_per_device {
+            return Err(refuse(
+                ErrorCode::TooLarge,
+                format!(
+                    "device {} already holds {held} connections (the limit); close one first",
+                    row.device_id
+                ),
+            ));
+        }
         let notice = self
             .store
             .user(&row.user)
             .map_err(internal)?
             .and_then(|u| u.notice_acknowledged_at_ms)
             .is_some();
+        *self.sessions.entry(row.device_id.clone()).or_default() += 1;
         let body = ServerBody::Authenticated {
             user: row.user.clone(),
             device_id: row.device_id.clone(),
