@@ -190,16 +190,7 @@ impl Archive {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = crate::tlog::append(
-            &tx,
-            &crate::tlog::Leaf::Action {
-                actor: actor.to_string(),
-                action: action.to_string(),
-                target: target.to_string(),
-                at_ms,
-            },
-            None,
-        )?;
+        let n = append_action(&tx, actor, action, target, at_ms)?;
         tx.commit()?;
         Ok(n)
     }
@@ -227,16 +218,7 @@ impl Archive {
         if id <= done {
             return Ok(false);
         }
-        crate::tlog::append(
-            &tx,
-            &crate::tlog::Leaf::Action {
-                actor: actor.to_string(),
-                action: action.to_string(),
-                target: target.to_string(),
-                at_ms,
-            },
-            None,
-        )?;
+        append_action(&tx, actor, action, target, at_ms)?;
         tx.prepare_cached(
             "INSERT OR REPLACE INTO archive_meta (k, v) VALUES ('server_decisions.logged', ?1)",
         )?
@@ -386,15 +368,12 @@ impl Archive {
         let id = key_id(&fresh);
         tx.prepare_cached("INSERT OR REPLACE INTO archive_meta (k, v) VALUES ('key_id', ?1)")?
             .execute(params![id])?;
-        crate::tlog::append(
+        append_action(
             &tx,
-            &crate::tlog::Leaf::Action {
-                actor: actor.to_string(),
-                action: "rotate-key".into(),
-                target: format!("archive key {id} ({count} data keys re-wrapped)"),
-                at_ms,
-            },
-            None,
+            actor,
+            "rotate-key",
+            &format!("archive key {id} ({count} data keys re-wrapped)"),
+            at_ms,
         )?;
         tx.commit()?;
         std::fs::rename(&next_path, dir.join(ARCHIVE_KEY))?;
@@ -592,6 +571,26 @@ fn insert_in<'r>(
 
 /// HMAC-SHA256 of the plaintext under the record's own data key: binds the
 /// log to the content, and stops binding anything once the key is gone.
+/// A privileged action's leaf, appended in `tx`; returns its index.
+fn append_action(
+    tx: &Connection,
+    actor: &str,
+    action: &str,
+    target: &str,
+    at_ms: u64,
+) -> Result<u64, RecordsError> {
+    crate::tlog::append(
+        tx,
+        &crate::tlog::Leaf::Action {
+            actor: actor.to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            at_ms,
+        },
+        None,
+    )
+}
+
 pub fn content_commitment(data_key: &[u8; 32], plaintext: &[u8]) -> String {
     use hmac::{Hmac, Mac};
     // Invariant: HMAC takes keys of any length.

@@ -128,6 +128,16 @@ pub fn observe(group_info: &[u8], conv: &str) -> Result<Followed, ProtocolError>
     Ok(group)
 }
 
+/// An MLS message named `what` in the request, or why it is not one.
+fn parse(bytes: &[u8], what: &str) -> Result<MlsMessage, ProtocolError> {
+    MlsMessage::from_bytes(bytes).map_err(|e| {
+        refuse(
+            ErrorCode::InvalidMls,
+            format!("{what} does not parse: {e:?}"),
+        )
+    })
+}
+
 /// Leaves in the ratchet tree a GroupInfo carries (0 without one), read
 /// without validating anything.
 fn group_info_leaves(msg: &MlsMessage) -> Result<usize, ProtocolError> {
@@ -153,12 +163,7 @@ pub fn check_group_info(
     committer: u32,
     bytes: &[u8],
 ) -> Result<(), ProtocolError> {
-    let msg = MlsMessage::from_bytes(bytes).map_err(|e| {
-        refuse(
-            ErrorCode::InvalidMls,
-            format!("next_group_info does not parse: {e:?}"),
-        )
-    })?;
+    let msg = parse(bytes, "next_group_info")?;
     let epoch = next.group_context().epoch();
     let wrong = |why: String| {
         refuse(
@@ -563,12 +568,7 @@ pub fn check_welcome(
     adds: &[(MemberDevice, Vec<u8>)],
     welcome: &[u8],
 ) -> Result<(), ProtocolError> {
-    let msg = MlsMessage::from_bytes(welcome).map_err(|e| {
-        refuse(
-            ErrorCode::InvalidMls,
-            format!("welcome does not parse: {e:?}"),
-        )
-    })?;
+    let msg = parse(welcome, "welcome")?;
     let listed: Vec<Vec<u8>> = msg
         .welcome_key_package_references()
         .into_iter()
