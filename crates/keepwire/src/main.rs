@@ -133,6 +133,10 @@ struct ServerArgs {
     /// Seconds a connection has to authenticate before it is closed.
     #[arg(long, env = "KEEPWIRE_AUTH_TIMEOUT_SECS", default_value_t = 10)]
     auth_timeout_secs: u64,
+    /// Seconds a frame (or an HTTP request) that has started arriving has
+    /// to finish before the connection is closed.
+    #[arg(long, env = "KEEPWIRE_FRAME_TIMEOUT_SECS", default_value_t = 30)]
+    frame_timeout_secs: u64,
     /// Connections one device may hold at once.
     #[arg(long, env = "KEEPWIRE_MAX_SESSIONS_PER_DEVICE", default_value_t = 8)]
     max_sessions_per_device: usize,
@@ -157,6 +161,7 @@ impl ServerArgs {
             max_connections: self.max_connections,
             max_tls_handshakes: self.max_tls_handshakes,
             auth_timeout_ms: self.auth_timeout_secs.saturating_mul(1000),
+            frame_timeout_ms: self.frame_timeout_secs.saturating_mul(1000),
             max_sessions_per_device: self.max_sessions_per_device,
         }
     }

@@ -18,6 +18,8 @@ pub struct Conn {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     next_id: u64,
     pushes: VecDeque<ServerBody>,
+    /// Requests sent with [`Conn::post`] whose answers have not come yet.
+    posted: std::collections::BTreeSet<u64>,
     pub nonce: Vec<u8>,
 }
 
@@ -92,6 +94,7 @@ impl Conn {
             ws,
             next_id: 1,
             pushes: VecDeque::new(),
+            posted: Default::default(),
             nonce: Vec::new(),
         };
         match conn.read().await?.body {
@@ -101,19 +104,56 @@ impl Conn {
         Ok(conn)
     }
 
+    /// The next frame that is not the answer to a posted request (those
+    /// are checked and dropped here: a refusal is an error).
     async fn read(&mut self) -> Result<ServerFrame> {
-        read_frame(&mut self.ws).await
+        loop {
+            let f = read_frame(&mut self.ws).await?;
+            if let Some(f) = self.unless_posted(f)? {
+                return Ok(f);
+            }
+        }
     }
 
-    /// Send a request and wait for its response; pushes that arrive
-    /// meanwhile are queued for [`Conn::next_push`].
-    pub async fn request(&mut self, req: Request) -> Result<ServerBody> {
+    fn unless_posted(&mut self, f: ServerFrame) -> Result<Option<ServerFrame>> {
+        match f.id {
+            Some(id) if self.posted.remove(&id) => match f.body {
+                ServerBody::Error { code, message } => {
+                    Err(Refused(ProtocolError::new(code, message)).into())
+                }
+                _ => Ok(None),
+            },
+            _ => Ok(Some(f)),
+        }
+    }
+
+    async fn send(&mut self, req: Request) -> Result<u64> {
         let id = self.next_id;
         self.next_id += 1;
         self.ws
             .send(Message::Text(ClientFrame::new(id, req).to_json().into()))
             .await
             .context("sending request")?;
+        Ok(id)
+    }
+
+    /// Send a request without waiting for its answer: the server handles a
+    /// connection's requests in order, so later ones see its effect. The
+    /// answer is checked when it arrives, during a later read; a refusal
+    /// then fails that read. How the records service reports what it
+    /// archived: waiting for each answer cost a round trip per report
+    /// (measured: 7 reports of 0.5 ms per captured batch at 1,200 msgs/s,
+    /// a third of the capture cycle).
+    pub async fn post(&mut self, req: Request) -> Result<()> {
+        let id = self.send(req).await?;
+        self.posted.insert(id);
+        Ok(())
+    }
+
+    /// Send a request and wait for its response; pushes that arrive
+    /// meanwhile are queued for [`Conn::next_push`].
+    pub async fn request(&mut self, req: Request) -> Result<ServerBody> {
+        let id = self.send(req).await?;
         loop {
             let f = self.read().await?;
             match f.id {
@@ -202,8 +242,10 @@ impl Conn {
                 Some(Some(Ok(Message::Text(t)))) => {
                     let f = ServerFrame::from_json(&t)
                         .with_context(|| format!("server sent an unreadable frame: {t}"))?;
-                    if f.id.is_none() {
-                        return Ok(Some(f.body));
+                    if let Some(f) = self.unless_posted(f)? {
+                        if f.id.is_none() {
+                            return Ok(Some(f.body));
+                        }
                     }
                 }
                 Some(Some(Ok(_))) => continue,

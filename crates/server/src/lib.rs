@@ -6,6 +6,7 @@
 //! group secret (promise 4). Everything it stores about a message is the
 //! ciphertext, its hash, its sender device and its place in the log.
 
+pub mod deadline;
 pub mod gate;
 pub mod outbox;
 pub mod roster;

@@ -53,6 +53,9 @@ pub struct Limits {
     /// Time a connection has to authenticate (`auth` or `enroll`) before
     /// it is closed.
     pub auth_timeout_ms: u64,
+    /// Time a frame (or, before the WebSocket starts, the HTTP request)
+    /// that has started arriving has to finish ([`crate::deadline`]).
+    pub frame_timeout_ms: u64,
     /// Connections one device may hold at once (otherwise one enrolled
     /// device could hold every connection slot).
     pub max_sessions_per_device: usize,
@@ -67,6 +70,7 @@ impl Default for Limits {
             max_connections: 60_000,
             max_tls_handshakes: 1_024,
             auth_timeout_ms: 10_000,
+            frame_timeout_ms: 30_000,
             max_sessions_per_device: 8,
         }
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -19,6 +19,7 @@ use keepwire_protocol::{
 use rand::RngCore;
 use tokio::net::TcpListener;
 
+use crate::deadline::{ConnWatch, Watch, WatchedListener};
 use crate::service::Session;
 use crate::store::Store;
 use crate::Core;
@@ -136,6 +137,7 @@ async fn checkpoint(State(state): State<AppState>) -> axum::response::Response {
 async fn ws_handler(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
+    ConnectInfo(ConnWatch(watch)): ConnectInfo<ConnWatch>,
 ) -> axum::response::Response {
     let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
         tracing::warn!(
@@ -156,12 +158,14 @@ async fn ws_handler(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(16 * 1024)
         .on_upgrade(move |socket| async move {
-            connection(socket, state).await;
+            connection(socket, state, watch).await;
             drop(permit);
         })
 }
 
-async fn connection(socket: WebSocket, state: AppState) {
+async fn connection(socket: WebSocket, state: AppState, watch: Arc<Watch>) {
+    // The HTTP request is complete; from here on each frame is.
+    watch.complete();
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = crate::outbox::Outbox::new(state.limits.max_outbox_bytes);
     let mut nonce = vec![0u8; 32];
@@ -201,7 +205,10 @@ async fn connection(socket: WebSocket, state: AppState) {
                 break;
             }
             msg = stream.next() => match msg {
-                Some(m) => m,
+                Some(m) => {
+                    watch.complete();
+                    m
+                }
                 None => break,
             },
         };
@@ -329,8 +336,9 @@ pub async fn serve(
         }
     });
     let mut tasks = tokio::task::JoinSet::new();
+    let frame_timeout = Duration::from_millis(state.limits.frame_timeout_ms);
     for e in endpoints {
-        let app = router(state.clone());
+        let app = router(state.clone()).into_make_service_with_connect_info::<ConnWatch>();
         match e.tls {
             // No Nagle delay: a receipt or a push is one small frame that
             // must leave at once, not wait for the peer's delayed ACK.
@@ -339,7 +347,7 @@ pub async fn serve(
                 let listener = e.listener.tap_io(|tcp| {
                     let _ = tcp.set_nodelay(true);
                 });
-                axum::serve(listener, app).await
+                axum::serve(WatchedListener::new(listener, frame_timeout), app).await
             }),
             Some(config) => {
                 let listener = crate::tls::TlsListener::new(
@@ -347,7 +355,9 @@ pub async fn serve(
                     config,
                     state.limits.max_tls_handshakes,
                 )?;
-                tasks.spawn(async move { axum::serve(listener, app).await })
+                tasks.spawn(async move {
+                    axum::serve(WatchedListener::new(listener, frame_timeout), app).await
+                })
             }
         };
     }
