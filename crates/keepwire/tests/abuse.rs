@@ -320,9 +320,10 @@ fn half_sent_frames_and_silent_connections_are_cut_off_and_memory_stays_bounded(
             let mut halves = Vec::new();
             for _ in 0..16 {
                 let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-                let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/v1/ws"), tcp)
-                    .await
-                    .unwrap();
+                let (mut ws, _) =
+                    tokio_tungstenite::client_async(format!("ws://{addr}/v1/ws"), tcp)
+                        .await
+                        .unwrap();
                 // A masked text frame announcing 8 MiB, then half of it.
                 let mut head = vec![0x81, 0xFF];
                 head.extend_from_slice(&(8u64 * 1024 * 1024 - 1024).to_be_bytes());
@@ -373,4 +374,129 @@ fn half_sent_frames_and_silent_connections_are_cut_off_and_memory_stays_bounded(
     );
     alice.send(&conv, "after the abuse");
     assert_eq!(bob.texts(&conv), ["during the abuse", "after the abuse"]);
+}
+
+#[test]
+fn two_commits_for_one_epoch_never_both_land() {
+    // A commit's MLS checks run without the server's lock, on a copy of
+    // the group; two commits racing for the same epoch must still end with
+    // one accepted and the other refused, never both in the log.
+    use common::rogue::hex;
+    use mls_rs::{ExtensionList, MlsMessage};
+    let agency = Agency::start();
+    let bob = agency.user("bob", "staff");
+    bob.accept_notice();
+    let code = agency.admin(&[
+        "user",
+        "add",
+        "mallory",
+        "--display",
+        "M",
+        "--category",
+        "staff",
+    ]);
+    let url = agency.url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let convs = rt.block_on(async {
+        let mut a = Rogue::enroll(&url, "mallory", code.trim()).await;
+        a.wire.call(Request::AcknowledgeNotice).await.unwrap();
+        let client = a.client(Default::default());
+        // A second connection of the same device.
+        let mut second = Wire::connect(&url).await;
+        let signature = second.sign(&a.secret);
+        second
+            .call(Request::Auth {
+                device_id: a.device_id.clone(),
+                signature,
+            })
+            .await
+            .unwrap();
+        let mut convs = Vec::new();
+        for _ in 0..8 {
+            let kps = a.claim(&["bob"], true).await;
+            let mut g = client
+                .create_group(ExtensionList::new(), ExtensionList::new(), None)
+                .unwrap();
+            let conv = hex(g.group_id());
+            let epoch0 = g.group_info_message(true).unwrap().to_bytes().unwrap();
+            let mut builder = g.commit_builder();
+            for kp in &kps {
+                builder = builder
+                    .add_member(MlsMessage::from_bytes(&kp.key_package).unwrap())
+                    .unwrap();
+            }
+            let out = builder.build().unwrap();
+            a.wire
+                .call(Request::CreateConversation {
+                    conv: conv.clone(),
+                    group_info: epoch0,
+                    commit: out.commit_message.to_bytes().unwrap(),
+                    welcome: out.welcome_messages[0].to_bytes().unwrap(),
+                    next_group_info: out
+                        .external_commit_group_info
+                        .as_ref()
+                        .unwrap()
+                        .to_bytes()
+                        .unwrap(),
+                })
+                .await
+                .unwrap();
+            a.wire.wait_captured(&conv, 1).await;
+            g.apply_pending_commit().unwrap();
+            // Two different commits for epoch 1 (each a fresh path).
+            let commit = |g: &mut mls_rs::Group<_>| {
+                let out = g.commit_builder().build().unwrap();
+                g.clear_pending_commit();
+                Request::Submit {
+                    conv: conv.clone(),
+                    message: out.commit_message.to_bytes().unwrap(),
+                    welcome: None,
+                    next_group_info: Some(
+                        out.external_commit_group_info.unwrap().to_bytes().unwrap(),
+                    ),
+                }
+            };
+            let (one, two) = (commit(&mut g), commit(&mut g));
+            let (r1, r2) = tokio::join!(a.wire.call(one), second.call(two));
+            let accepted = [&r1, &r2].iter().filter(|r| r.is_ok()).count();
+            assert_eq!(
+                accepted, 1,
+                "exactly one of two racing commits lands: {r1:?} / {r2:?}"
+            );
+            for r in [r1, r2] {
+                if let Err((code, message)) = r {
+                    assert_eq!(code, ErrorCode::StaleEpoch, "{message}");
+                }
+            }
+            convs.push(conv);
+        }
+        // The server followed each conversation to epoch 2, once.
+        match a.wire.call(Request::Conversations).await.unwrap() {
+            ServerBody::Conversations { conversations } => {
+                for conv in &convs {
+                    let c = conversations.iter().find(|c| &c.conv == conv).unwrap();
+                    assert_eq!((c.epoch, c.last_seq), (2, 2), "{conv}");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        convs
+    });
+    // The records member followed every winning commit: all sixteen
+    // commits archived, nothing withheld, nothing suspended, and bob is in
+    // every conversation.
+    let records = common::wait_for("the commits archived", 60, || {
+        let r = agency.records(true);
+        (r.len() >= 2 * convs.len()).then_some(r)
+    });
+    assert!(
+        records.iter().all(|r| r["kind"] != "withheld"),
+        "{records:?}"
+    );
+    let suspended: serde_json::Value =
+        serde_json::from_str(&agency.admin(&["conversation", "suspended", "--json"])).unwrap();
+    assert_eq!(suspended["suspended"], serde_json::json!([]));
+    for conv in &convs {
+        assert!(bob.members(conv).iter().any(|m| m.starts_with("mallory/")));
+    }
 }

@@ -64,9 +64,9 @@ impl Watch {
 
     /// Bytes arrived: a message is pending from now, unless one already was.
     fn arrived(&self, now: Instant) {
-        let _ =
-            self.started
-                .compare_exchange(0, stamp(now), Ordering::AcqRel, Ordering::Relaxed);
+        let _ = self
+            .started
+            .compare_exchange(0, stamp(now), Ordering::AcqRel, Ordering::Relaxed);
     }
 
     fn started(&self) -> Option<Instant> {

@@ -397,6 +397,59 @@ pub fn check_message(
     }
 }
 
+/// The creator's first commit, checked like any other except that the
+/// epoch-0 group (the creator alone) cannot contain the records member yet.
+pub fn check_first_commit(
+    group: &Followed,
+    commit: &[u8],
+    registry: &dyn Registry,
+) -> Result<Accepted, ProtocolError> {
+    let msg = mls_rs::MlsMessage::from_bytes(commit)
+        .map_err(|e| refuse(ErrorCode::InvalidMls, format!("{e:?}")))?;
+    if msg.wire_format() != mls_rs::WireFormat::PublicMessage {
+        return Err(refuse(
+            ErrorCode::EncryptedHandshake,
+            "commits must be sent as MLS PublicMessages",
+        ));
+    }
+    if msg.epoch() != Some(0) {
+        return Err(refuse(
+            ErrorCode::StaleEpoch,
+            "the first commit must be for epoch 0",
+        ));
+    }
+    let mut next = group.clone();
+    match next.process_incoming_message(msg).map_err(|e| {
+        refuse(
+            ErrorCode::InvalidMls,
+            format!("MLS message rejected: {e:?}"),
+        )
+    })? {
+        ExternalReceivedMessage::Commit(desc) => {
+            if desc.is_external || desc.committer != 0 {
+                return Err(refuse(
+                    ErrorCode::NotMember,
+                    "the first commit must come from the creator",
+                ));
+            }
+            if let CommitEffect::ReInit(_) = desc.effect {
+                return Err(refuse(ErrorCode::ReinitRefused, "ReInit is not allowed"));
+            }
+            let welcome_for = check_commit(group, &next, &desc.effect, false, registry)?;
+            Ok(Accepted::Commit {
+                group: Box::new(next),
+                added: devices(&welcome_for),
+                welcome_for,
+                committer: desc.committer,
+            })
+        }
+        _ => Err(refuse(
+            ErrorCode::InvalidMls,
+            "the first message of a conversation must be a commit",
+        )),
+    }
+}
+
 /// An external commit: a new device of a user already in the conversation
 /// joins by itself. It may add only itself and remove nobody else (an
 /// older leaf of the same device, when it re-joins, is allowed).

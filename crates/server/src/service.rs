@@ -26,11 +26,14 @@ use mls_rs_crypto_awslc::AwsLcCryptoProvider;
 use sha2::{Digest, Sha256};
 
 use crate::gate::{Gate, Held};
-use crate::roster::{self, Accepted, Followed, MemberDevice, Registry};
+use crate::roster::{self, Followed, MemberDevice, Registry};
 use crate::store::{Append, DeviceRow, LogEntry, RosterUpdate, Store};
 use crate::ServerError;
 
+mod check;
 mod release;
+use check::{vet_create, vet_submit, Vetted};
+pub use check::{Check, Checked};
 use release::hold_after_restart;
 
 #[derive(Debug, Clone)]
@@ -91,6 +94,10 @@ struct Conv {
     gate: Gate,
     /// Set when the records service could not capture an entry.
     suspended: Option<String>,
+    /// Handshakes (commits, proposals) applied since the server started:
+    /// a check done without the core's lock holds only if this has not
+    /// moved since ([`check`]).
+    version: u64,
 }
 
 /// One connection's state.
@@ -125,9 +132,12 @@ pub struct Core {
     /// attached ([`Core::answer_when_durable`]) and then given to the log
     /// writer, which sends that answer once the entry is durable.
     pending: Option<Job>,
+    /// The request being handled was checked without the lock
+    /// ([`Core::handle_checked`]).
+    checked: Option<Checked>,
 }
 
-struct StoreRegistry<'a>(&'a Store);
+pub struct StoreRegistry<'a>(pub &'a Store);
 
 impl Registry for StoreRegistry<'_> {
     fn device(&self, id: &str) -> Option<DeviceRow> {
@@ -191,6 +201,7 @@ impl Core {
                     last_seq: row.last_seq,
                     gate,
                     suspended: row.suspended,
+                    version: 0,
                 },
             );
         }
@@ -207,6 +218,7 @@ impl Core {
             writer: None,
             garbage: None,
             pending: None,
+            checked: None,
             handling_session: 0,
         })
     }
@@ -735,49 +747,34 @@ impl Core {
                 format!("conversation {conv} already exists"),
             ));
         }
-        let group = roster::observe(&group_info, &conv)?;
-        let creator = roster::members(&group);
-        if creator.len() != 1
-            || creator[0].device_id != device.device_id
-            || creator[0].user != device.user
-        {
-            return Err(refuse(
-                ErrorCode::NotMember,
-                "the epoch-0 group must contain exactly the creating device",
-            ));
-        }
-        let accepted = check_first_commit(&group, &commit, &self.store)?;
-        let (mut next, added, welcome_for, committer) = match accepted {
-            Accepted::Commit {
-                group,
-                added,
-                welcome_for,
-                committer,
-            } => (group, added, welcome_for, committer),
-            _ => {
-                return Err(refuse(
-                    ErrorCode::InvalidMls,
-                    "the first message of a conversation must be a commit",
-                ))
-            }
+        let vetted = match self.take_vetted_create(&conv) {
+            Some(v) => v?,
+            None => vet_create(
+                device,
+                &StoreRegistry(&self.store),
+                &conv,
+                &group_info,
+                &commit,
+                &welcome,
+                &next_group_info,
+            )?,
         };
-        self.check_guests(&added)?;
-        roster::check_welcome(&welcome_for, &welcome)?;
-        roster::check_group_info(&mut next, committer, &next_group_info)?;
+        self.check_guests(&vetted.added)?;
         self.convs.insert(
             conv.clone(),
             Conv {
-                others: others_of(&creator),
-                members: creator,
-                group,
+                others: others_of(&vetted.creator),
+                members: vetted.creator,
+                group: *vetted.group,
                 last_seq: 0,
                 gate: Gate::default(),
                 suspended: None,
+                version: 0,
             },
         );
         let change = CommitChange {
-            group: next,
-            added,
+            group: vetted.next,
+            added: vetted.added,
             welcome: Some(welcome),
             group_info: Some(next_group_info),
         };
@@ -803,23 +800,34 @@ impl Core {
         if device.user != RECORDS_USER {
             self.check_suspension(conv)?;
         }
-        let c = self.convs.get(conv).ok_or_else(|| {
-            refuse(
-                ErrorCode::UnknownConversation,
-                format!("no conversation {conv}"),
-            )
-        })?;
-        let accepted =
-            roster::check_message(&c.group, &message, device, &StoreRegistry(&self.store))?;
+        let vetted = match self.take_vetted_submit(conv) {
+            Some(v) => v?,
+            None => {
+                let c = self.convs.get(conv).ok_or_else(|| {
+                    refuse(
+                        ErrorCode::UnknownConversation,
+                        format!("no conversation {conv}"),
+                    )
+                })?;
+                vet_submit(
+                    &c.group,
+                    device,
+                    &StoreRegistry(&self.store),
+                    &message,
+                    welcome.as_deref(),
+                    next_group_info.as_deref(),
+                )?
+            }
+        };
         // Proposals (a member asking to leave) carry no content: someone
         // added to a conversation may leave it without having acknowledged
         // the records notice. Everything else needs the acknowledgement.
-        if !matches!(accepted, Accepted::Proposal(_)) {
+        if !matches!(vetted, Vetted::Proposal(_)) {
             self.check_sender(device)?;
         }
-        match accepted {
-            Accepted::Application => self.append(device, conv, message, None, false),
-            Accepted::Proposal(group) => {
+        match vetted {
+            Vetted::Application => self.append(device, conv, message, None, false),
+            Vetted::Proposal(group) => {
                 let change = CommitChange {
                     group,
                     added: Vec::new(),
@@ -828,21 +836,12 @@ impl Core {
                 };
                 self.append(device, conv, message, Some(change), false)
             }
-            Accepted::Commit {
-                mut group,
+            Vetted::Commit {
+                group,
                 added,
-                welcome_for,
-                committer,
+                external,
             } => {
                 self.check_guests(&added)?;
-                let external = welcome_for.is_empty() && !added.is_empty();
-                let group_info = next_group_info.ok_or_else(|| {
-                    refuse(
-                        ErrorCode::BadFrame,
-                        "a commit must carry next_group_info, the GroupInfo of the epoch it creates",
-                    )
-                })?;
-                roster::check_group_info(&mut group, committer, &group_info)?;
                 // A member's commit moves its device past every entry
                 // before it; those it has not been sent yet (still waiting
                 // for capture) it would then never process. The records
@@ -858,20 +857,11 @@ impl Core {
                         ));
                     }
                 }
-                if !welcome_for.is_empty() {
-                    let w = welcome.as_deref().ok_or_else(|| {
-                        refuse(
-                            ErrorCode::BadFrame,
-                            "a commit that adds members must carry their Welcome",
-                        )
-                    })?;
-                    roster::check_welcome(&welcome_for, w)?;
-                }
                 let change = CommitChange {
                     group,
                     added,
                     welcome: welcome.filter(|_| !external),
-                    group_info: Some(group_info),
+                    group_info: next_group_info,
                 };
                 self.append(device, conv, message, Some(change), false)
             }
@@ -969,6 +959,7 @@ impl Core {
             .cloned()
             .collect();
         if let Some(change) = commit {
+            c.version += 1;
             c.members = roster::members(&change.group);
             c.others = others_of(&c.members);
             c.group = *change.group;
@@ -1509,58 +1500,4 @@ struct CommitChange {
     welcome: Option<Vec<u8>>,
     /// The new epoch's GroupInfo; none for a proposal.
     group_info: Option<Vec<u8>>,
-}
-
-/// The creator's first commit, checked like any other except that the
-/// epoch-0 group (the creator alone) cannot contain the records member yet.
-fn check_first_commit(
-    group: &Followed,
-    commit: &[u8],
-    store: &Store,
-) -> Result<Accepted, ProtocolError> {
-    let msg = mls_rs::MlsMessage::from_bytes(commit)
-        .map_err(|e| refuse(ErrorCode::InvalidMls, format!("{e:?}")))?;
-    if msg.wire_format() != mls_rs::WireFormat::PublicMessage {
-        return Err(refuse(
-            ErrorCode::EncryptedHandshake,
-            "commits must be sent as MLS PublicMessages",
-        ));
-    }
-    if msg.epoch() != Some(0) {
-        return Err(refuse(
-            ErrorCode::StaleEpoch,
-            "the first commit must be for epoch 0",
-        ));
-    }
-    let mut next = group.clone();
-    match next.process_incoming_message(msg).map_err(|e| {
-        refuse(
-            ErrorCode::InvalidMls,
-            format!("MLS message rejected: {e:?}"),
-        )
-    })? {
-        mls_rs::external_client::ExternalReceivedMessage::Commit(desc) => {
-            if desc.is_external || desc.committer != 0 {
-                return Err(refuse(
-                    ErrorCode::NotMember,
-                    "the first commit must come from the creator",
-                ));
-            }
-            if let mls_rs::group::CommitEffect::ReInit(_) = desc.effect {
-                return Err(refuse(ErrorCode::ReinitRefused, "ReInit is not allowed"));
-            }
-            let welcome_for =
-                roster::check_commit(group, &next, &desc.effect, false, &StoreRegistry(store))?;
-            Ok(Accepted::Commit {
-                group: Box::new(next),
-                added: roster::devices(&welcome_for),
-                welcome_for,
-                committer: desc.committer,
-            })
-        }
-        _ => Err(refuse(
-            ErrorCode::InvalidMls,
-            "the first message of a conversation must be a commit",
-        )),
-    }
 }

@@ -121,6 +121,16 @@ pub struct RosterUpdate<'a> {
 }
 
 impl Store {
+    /// A second connection to the same database file (none for an
+    /// in-memory one), for work done beside the core's (see
+    /// `service::check`).
+    pub fn reopen(&self) -> Option<Result<Self, ServerError>> {
+        match self.conn.path() {
+            Some(p) if !p.is_empty() => Some(Self::open(Path::new(p))),
+            _ => None,
+        }
+    }
+
     pub fn open(path: &Path) -> Result<Self, ServerError> {
         let conn = Connection::open(path)?;
         // Every statement is prepared once per connection (parsing was a

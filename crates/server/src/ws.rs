@@ -20,7 +20,8 @@ use rand::RngCore;
 use tokio::net::TcpListener;
 
 use crate::deadline::{ConnWatch, Watch, WatchedListener};
-use crate::service::Session;
+use crate::roster;
+use crate::service::{Session, StoreRegistry};
 use crate::store::Store;
 use crate::Core;
 
@@ -31,6 +32,10 @@ pub struct AppState {
     limits: crate::Limits,
     /// One permit per open WebSocket (`Limits::max_connections`).
     connections: Arc<tokio::sync::Semaphore>,
+    /// A connection of its own to the server's store, for the checks of
+    /// handshakes done without the core's lock (`service::check`); none
+    /// for an in-memory store, whose handshakes are checked under it.
+    checker: Option<Arc<Mutex<Store>>>,
 }
 
 impl AppState {
@@ -39,6 +44,14 @@ impl AppState {
     /// commits (without one, each append commits on its own).
     pub fn new(mut core: Core, log_store: Option<Store>) -> Self {
         let limits = core.limits().clone();
+        let checker = match core.store().reopen() {
+            Some(Ok(store)) => Some(Arc::new(Mutex::new(store))),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "no second store connection: handshakes are checked under the core's lock");
+                None
+            }
+            None => None,
+        };
         let writer = log_store.map(|store| {
             let (tx, rx) = std::sync::mpsc::channel();
             let garbage = crate::service::Garbage::default();
@@ -63,6 +76,7 @@ impl AppState {
             next_session: Arc::new(AtomicU64::new(1)),
             connections: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
             limits,
+            checker,
         }
     }
 
@@ -232,16 +246,39 @@ async fn connection(socket: WebSocket, state: AppState, watch: Arc<Watch>) {
                 // Requests that may take long (a backlog to replay, a
                 // thousand key packages to check, a roster to follow, a
                 // checkpoint proof) move aside; see below.
-                let long = matches!(
-                    frame.request,
-                    Request::Sync
-                        | Request::UploadKeyPackages { .. }
-                        | Request::CreateConversation { .. }
-                        | Request::PublishCheckpoint { .. }
-                );
+                let handshake = match &frame.request {
+                    Request::Submit { message, .. } => roster::is_handshake(message),
+                    Request::CreateConversation { .. } => true,
+                    _ => false,
+                };
+                let long = handshake
+                    || matches!(
+                        frame.request,
+                        Request::Sync
+                            | Request::UploadKeyPackages { .. }
+                            | Request::PublishCheckpoint { .. }
+                    );
+                // A commit's MLS checks grow with the group: they run
+                // between two turns of the lock, on a copy of the group
+                // (`service::check`).
+                let check = match &state.checker {
+                    Some(_) if handshake => state.core().prepare_check(&session, &frame.request),
+                    _ => None,
+                };
                 let handle = || {
+                    let checked = match (check, &state.checker) {
+                        (Some(check), Some(store)) => {
+                            let store = store.lock().unwrap_or_else(|p| p.into_inner());
+                            Some(check.run(&StoreRegistry(&store)))
+                        }
+                        _ => None,
+                    };
                     let mut core = state.core();
-                    let reply = match core.handle(&mut session, frame.request) {
+                    let result = match checked {
+                        Some(checked) => core.handle_checked(&mut session, frame.request, checked),
+                        None => core.handle(&mut session, frame.request),
+                    };
+                    let reply = match result {
                         Ok(body) => ServerFrame::response(id, body),
                         Err(err) => {
                             tracing::debug!(code = %err.code, message = %err.message, "request refused");
