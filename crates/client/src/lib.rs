@@ -33,4 +33,6 @@ pub enum ClientError {
     Content(#[from] keepwire_protocol::content::ContentError),
     #[error("{0}")]
     Refused(String),
+    #[error("{0}")]
+    Schema(#[from] keepwire_schema::SchemaError),
 }

@@ -76,14 +76,14 @@ struct Inner {
 impl Store {
     /// Open (or create) the store at `path`, unlocking it with `passphrase`.
     pub fn open(path: &Path, passphrase: &str) -> Result<Self, ClientError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         // Every statement is prepared once per connection (parsing was a
         // tenth of the server's CPU under load); room for all of them.
         conn.set_prepared_statement_cache_capacity(128);
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;",
         )?;
-        create_schema(&conn)?;
+        keepwire_schema::migrate(&mut conn, &SCHEMA)?;
         let salt: Option<Vec<u8>> = conn
             .prepare_cached("SELECT v FROM meta WHERE k='salt'")?
             .query_row([], |r| r.get(0))
@@ -129,11 +129,11 @@ impl Store {
     /// nothing must outlive the run. It skips the passphrase's Argon2 (about
     /// 20 MiB and tens of milliseconds per device) and every disk write.
     pub fn in_memory() -> Result<Self, ClientError> {
-        let conn = Connection::open_in_memory()?;
+        let mut conn = Connection::open_in_memory()?;
         // Every statement is prepared once per connection (parsing was a
         // tenth of the server's CPU under load); room for all of them.
         conn.set_prepared_statement_cache_capacity(128);
-        create_schema(&conn)?;
+        keepwire_schema::migrate(&mut conn, &SCHEMA)?;
         let mut key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);
         Ok(Store {
@@ -377,8 +377,14 @@ impl Store {
     }
 }
 
-fn create_schema(conn: &Connection) -> Result<(), ClientError> {
-    conn.execute_batch(
+/// The device store's schema, one migration per step; append, never edit
+/// (see `keepwire_schema`). Version 1 is keepwire 0.1's tables.
+pub static SCHEMA: keepwire_schema::Schema = keepwire_schema::Schema {
+    name: "device store",
+    // "KWDV"
+    application_id: 0x4b57_4456,
+    marker_table: "kv",
+    migrations: &[keepwire_schema::Migration::Sql(
         "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
          CREATE TABLE IF NOT EXISTS kv (ns TEXT NOT NULL, k BLOB NOT NULL, v BLOB NOT NULL, PRIMARY KEY (ns, k));
          CREATE TABLE IF NOT EXISTS messages (
@@ -386,9 +392,8 @@ fn create_schema(conn: &Connection) -> Result<(), ClientError> {
             server_time_ms INTEGER NOT NULL, expire_at_ms INTEGER, burn_on_read INTEGER NOT NULL,
             read INTEGER NOT NULL DEFAULT 0, body BLOB NOT NULL, PRIMARY KEY (conv, seq));
          CREATE INDEX IF NOT EXISTS messages_expiry ON messages (expire_at_ms) WHERE expire_at_ms IS NOT NULL;",
-    )?;
-    Ok(())
-}
+    )],
+};
 
 fn derive_key(passphrase: &str, salt: &[u8]) -> Result<[u8; 32], ClientError> {
     let mut key = [0u8; 32];

@@ -232,25 +232,16 @@ impl Conn {
         if let Some(p) = self.pushes.pop_front() {
             return Ok(Some(p));
         }
-        loop {
-            match self.ws.next().now_or_never() {
-                None => return Ok(None),
-                Some(None) | Some(Some(Ok(Message::Close(_)))) => {
-                    bail!("server closed the connection")
+        // Reading a frame is cancel-safe (an unfinished one stays buffered
+        // in the socket), so one that is not all here yet is simply left.
+        while let Some(f) = read_frame(&mut self.ws).now_or_never() {
+            if let Some(f) = self.unless_posted(f?)? {
+                if f.id.is_none() {
+                    return Ok(Some(f.body));
                 }
-                Some(Some(Err(e))) => return Err(anyhow!("connection error: {e}")),
-                Some(Some(Ok(Message::Text(t)))) => {
-                    let f = ServerFrame::from_json(&t)
-                        .with_context(|| format!("server sent an unreadable frame: {t}"))?;
-                    if let Some(f) = self.unless_posted(f)? {
-                        if f.id.is_none() {
-                            return Ok(Some(f.body));
-                        }
-                    }
-                }
-                Some(Some(Ok(_))) => continue,
             }
         }
+        Ok(None)
     }
 
     /// The next pushed frame, waiting for one if none is queued.

@@ -119,7 +119,7 @@ fn records_passphrase(dir: &Path) -> Result<String> {
     let mut raw = [0u8; 32];
     rand_fill(&mut raw);
     let p = keepwire_protocol::b64::encode(&raw);
-    keepwire_server::write_private(&path, p.as_bytes())?;
+    keepwire_protocol::files::write_private(&path, p.as_bytes())?;
     Ok(p)
 }
 

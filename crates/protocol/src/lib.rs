@@ -16,6 +16,7 @@
 
 pub mod clock;
 pub mod content;
+pub mod files;
 mod frames;
 
 pub use frames::*;

@@ -111,33 +111,48 @@ fn open(
         })
 }
 
+/// The archive's schema, one migration per step; append, never edit (see
+/// `keepwire_schema`). Version 1 is keepwire 0.1's tables (idempotent over
+/// the unversioned layouts that shipped).
+pub static SCHEMA: keepwire_schema::Schema = keepwire_schema::Schema {
+    name: "archive",
+    // "KWAR"
+    application_id: 0x4b57_4152,
+    marker_table: "records",
+    migrations: &[keepwire_schema::Migration::Code(|tx| {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS records (
+                id INTEGER PRIMARY KEY, conv TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+                epoch INTEGER NOT NULL, sender TEXT NOT NULL, participants TEXT NOT NULL,
+                server_time_ms INTEGER NOT NULL, captured_at_ms INTEGER NOT NULL, expire_after_secs INTEGER,
+                burn_on_read INTEGER NOT NULL, receipt TEXT NOT NULL, wrapped_key BLOB, body BLOB, note TEXT,
+                leaf INTEGER, UNIQUE (conv, seq));
+             CREATE TABLE IF NOT EXISTS server_keys (key BLOB PRIMARY KEY, first_seen_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS archive_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);",
+        )?;
+        // Columns that early development layouts lacked (an archive from
+        // before the transparency log is not given leaves here).
+        keepwire_schema::add_column_if_missing(tx, "records", "note", "TEXT")?;
+        keepwire_schema::add_column_if_missing(tx, "records", "leaf", "INTEGER")?;
+        tx.execute_batch(crate::tlog::SCHEMA)?;
+        tx.execute_batch(crate::checkpoint::SCHEMA)
+    })],
+};
+
 impl Archive {
     /// Open the archive in `dir`, creating the archive key on first use.
     /// `with_key = false` opens it read-only for metadata (no content).
     pub fn open(dir: &Path, with_key: bool) -> Result<Self, RecordsError> {
         std::fs::create_dir_all(dir)?;
-        let conn = Connection::open(dir.join(ARCHIVE_DB))?;
+        let mut conn = Connection::open(dir.join(ARCHIVE_DB))?;
         // Every statement is prepared once per connection (parsing was a
         // tenth of the server's CPU under load); room for all of them.
         conn.set_prepared_statement_cache_capacity(128);
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;
-             PRAGMA mmap_size=1073741824; PRAGMA cache_size=-65536;
-             CREATE TABLE IF NOT EXISTS records (
-                id INTEGER PRIMARY KEY, conv TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-                epoch INTEGER NOT NULL, sender TEXT NOT NULL, participants TEXT NOT NULL,
-                server_time_ms INTEGER NOT NULL, captured_at_ms INTEGER NOT NULL, expire_after_secs INTEGER,
-                burn_on_read INTEGER NOT NULL, receipt TEXT NOT NULL, wrapped_key BLOB, body BLOB, note TEXT,
-                leaf INTEGER, UNIQUE (conv, seq));",
+             PRAGMA mmap_size=1073741824; PRAGMA cache_size=-65536;",
         )?;
-        conn.execute_batch(crate::tlog::SCHEMA)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS server_keys (key BLOB PRIMARY KEY, first_seen_ms INTEGER NOT NULL);",
-        )?;
-        conn.execute_batch(crate::checkpoint::SCHEMA)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS archive_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);",
-        )?;
+        keepwire_schema::migrate(&mut conn, &SCHEMA)?;
         let key = if with_key {
             Some(load_key(dir, &conn)?)
         } else {
@@ -700,19 +715,7 @@ fn load_key(dir: &Path, conn: &Connection) -> Result<XChaCha20Poly1305, RecordsE
     Ok(XChaCha20Poly1305::new((&key).into()))
 }
 
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
+pub(crate) use keepwire_protocol::files::write_private;
 
 #[cfg(test)]
 mod tests {

@@ -31,4 +31,6 @@ pub enum RecordsError {
     Io(#[from] std::io::Error),
     #[error("transparency log: {0}")]
     Log(String),
+    #[error("{0}")]
+    Schema(#[from] keepwire_schema::SchemaError),
 }

@@ -27,6 +27,8 @@ pub enum ServerError {
     Invalid(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Schema(#[from] keepwire_schema::SchemaError),
 }
 
 /// Replace the receipt-signing key. The old public key stays listed (with
@@ -39,7 +41,7 @@ pub fn rotate_key(dir: &Path, store: &store::Store, now_ms: u64) -> Result<[u8; 
     let new = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let next = dir.join("receipt.key.new");
     let _ = std::fs::remove_file(&next);
-    write_private(&next, &new.to_bytes())?;
+    keepwire_protocol::files::write_private(&next, &new.to_bytes())?;
     std::fs::rename(&next, dir.join("receipt.key"))?;
     store.retire_receipt_key(&old.verifying_key().to_bytes(), now_ms)?;
     store.record_receipt_key(&new.verifying_key().to_bytes(), now_ms)?;
@@ -57,24 +59,8 @@ pub fn load_or_create_key(dir: &Path) -> Result<ed25519_dalek::SigningKey, Serve
         return Ok(ed25519_dalek::SigningKey::from_bytes(&arr));
     }
     let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    write_private(&path, &key.to_bytes())?;
+    keepwire_protocol::files::write_private(&path, &key.to_bytes())?;
     Ok(key)
-}
-
-/// Write a secret file with owner-only permissions.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
 }
 
 pub const SERVER_DB: &str = "server.db";

@@ -120,25 +120,19 @@ pub struct RosterUpdate<'a> {
     pub welcome: Option<&'a [u8]>,
 }
 
-impl Store {
-    /// A second connection to the same database file (none for an
-    /// in-memory one), for work done beside the core's (see
-    /// `service::check`).
-    pub fn reopen(&self) -> Option<Result<Self, ServerError>> {
-        match self.conn.path() {
-            Some(p) if !p.is_empty() => Some(Self::open(Path::new(p))),
-            _ => None,
-        }
-    }
-
-    pub fn open(path: &Path) -> Result<Self, ServerError> {
-        let conn = Connection::open(path)?;
-        // Every statement is prepared once per connection (parsing was a
-        // tenth of the server's CPU under load); room for all of them.
-        conn.set_prepared_statement_cache_capacity(128);
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;
-             CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+/// The server store's schema, one migration per step it took; append,
+/// never edit (see `keepwire_schema`). Version 1 is keepwire 0.1's
+/// tables; every step is idempotent over the unversioned layouts that
+/// shipped before versions existed.
+pub static SCHEMA: keepwire_schema::Schema = keepwire_schema::Schema {
+    name: "server store",
+    // "KWSV"
+    application_id: 0x4b57_5356,
+    marker_table: "log",
+    migrations: &[
+        keepwire_schema::Migration::Code(|tx| {
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, display TEXT NOT NULL, category TEXT NOT NULL,
                 created_ms INTEGER NOT NULL, notice_acked_ms INTEGER);
              CREATE TABLE IF NOT EXISTS enrolment_codes (code TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name),
@@ -161,12 +155,42 @@ impl Store {
              CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL, from_size INTEGER,
                 path BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS receipt_keys (key BLOB PRIMARY KEY, from_ms INTEGER NOT NULL, until_ms INTEGER);",
-        )?;
-        conn.execute_batch(withheld::SCHEMA)?;
-        conn.execute_batch(
+            )?;
+            // Columns that early development layouts lacked.
+            keepwire_schema::add_column_if_missing(tx, "conversations", "group_info", "BLOB")?;
+            keepwire_schema::add_column_if_missing(tx, "conversations", "suspended", "TEXT")
+        }),
+        // Capture failures: withheld entries, blocked devices, suspensions,
+        // administrators' decisions (issue 10).
+        keepwire_schema::Migration::Sql(withheld::SCHEMA),
+        // Key packages handed out, by reference (issue 10).
+        keepwire_schema::Migration::Sql(
             "CREATE TABLE IF NOT EXISTS handed_out (ref BLOB PRIMARY KEY, device TEXT NOT NULL, at_ms INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS handed_out_at ON handed_out (at_ms);",
+        ),
+    ],
+};
+
+impl Store {
+    /// A second connection to the same database file (none for an
+    /// in-memory one), for work done beside the core's (see
+    /// `service::check`).
+    pub fn reopen(&self) -> Option<Result<Self, ServerError>> {
+        match self.conn.path() {
+            Some(p) if !p.is_empty() => Some(Self::open(Path::new(p))),
+            _ => None,
+        }
+    }
+
+    pub fn open(path: &Path) -> Result<Self, ServerError> {
+        let mut conn = Connection::open(path)?;
+        // Every statement is prepared once per connection (parsing was a
+        // tenth of the server's CPU under load); room for all of them.
+        conn.set_prepared_statement_cache_capacity(128);
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
         )?;
+        keepwire_schema::migrate(&mut conn, &SCHEMA)?;
         Ok(Self { conn })
     }
 
