@@ -39,6 +39,7 @@ pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
         None,
         Limits::default(),
         Duration::from_secs(60),
+        std::future::pending(),
     )
     .await?;
     let (url, state) = (started.url.clone(), started.state.clone());

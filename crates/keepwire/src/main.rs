@@ -500,6 +500,21 @@ fn main() -> Result<()> {
     rt.block_on(run(cli))
 }
 
+/// Completes at the first SIGTERM or SIGINT (Ctrl-C): the cue to stop in
+/// order. Installed before it is awaited, so a signal that comes early
+/// is not missed.
+fn terminated() -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+    })
+}
+
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -518,6 +533,7 @@ async fn run(cli: Cli) -> Result<()> {
                 server.tls().as_ref(),
                 server.limits(),
                 std::time::Duration::from_secs(checkpoint_secs.max(1)),
+                terminated()?,
             )
             .await?;
             eprintln!(
@@ -525,10 +541,8 @@ async fn run(cli: Cli) -> Result<()> {
                 started.url,
                 server.data_dir.display()
             );
-            tokio::select! {
-                r = started.handle => r??,
-                r = tokio::signal::ctrl_c() => r?,
-            }
+            started.handle.await??;
+            eprintln!("keepwire stopped");
             Ok(())
         }
         Command::Server { server } => {
@@ -537,6 +551,7 @@ async fn run(cli: Cli) -> Result<()> {
                 server.listen,
                 server.tls().as_ref(),
                 server.limits(),
+                terminated()?,
             )
             .await?;
             if let Some(code) = serve::records_code(&server.data_dir, &clock)? {
@@ -544,6 +559,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             eprintln!("keepwire server on {}", started.url);
             started.handle.await??;
+            eprintln!("keepwire server stopped");
             Ok(())
         }
         Command::Records { command } => records(command).await,
@@ -1019,13 +1035,22 @@ async fn records(command: RecordsCommand) -> Result<()> {
                 serve::enroll_records(&server, &records_dir, &code).await?;
             }
             eprintln!("records service running against {server}");
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let signal = terminated()?;
+            tokio::spawn(async move {
+                signal.await;
+                let _ = stop.send(true);
+            });
             serve::run_records(
                 server,
                 records_dir,
                 None,
                 std::time::Duration::from_secs(checkpoint_secs.max(1)),
+                Some(stopped),
             )
-            .await
+            .await?;
+            eprintln!("records service stopped");
+            Ok(())
         }
         RecordsCommand::List {
             data_dir,

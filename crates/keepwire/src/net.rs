@@ -150,6 +150,20 @@ impl Conn {
         Ok(())
     }
 
+    /// Wait for the answers to every posted request (pushes that arrive
+    /// meanwhile are queued); a refusal among them is an error.
+    pub async fn flush_posted(&mut self) -> Result<()> {
+        while !self.posted.is_empty() {
+            let f = read_frame(&mut self.ws).await?;
+            if let Some(f) = self.unless_posted(f)? {
+                if f.id.is_none() {
+                    self.pushes.push_back(f.body);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Send a request and wait for its response; pushes that arrive
     /// meanwhile are queued for [`Conn::next_push`].
     pub async fn request(&mut self, req: Request) -> Result<ServerBody> {

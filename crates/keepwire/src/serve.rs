@@ -58,12 +58,15 @@ pub struct Started {
     pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Bind and start the delivery server.
+/// Bind and start the delivery server; it stops, in order, once
+/// `shutdown` completes (see `keepwire_server::ws::serve`), and `handle`
+/// completes then.
 pub async fn start_server(
     data_dir: &Path,
     listen: SocketAddr,
     tls: Option<&TlsFiles>,
     limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Started> {
     check_listen(&listen, tls)?;
     let tls_config = tls
@@ -96,7 +99,7 @@ pub async fn start_server(
     };
     let st = state.clone();
     let handle = tokio::spawn(async move {
-        keepwire_server::ws::serve(endpoints, st, Duration::from_millis(500)).await
+        keepwire_server::ws::serve(endpoints, st, Duration::from_millis(500), shutdown).await
     });
     tracing::info!(%url, "delivery server listening");
     Ok(Started {
@@ -176,11 +179,17 @@ pub fn lock_records_dir(dir: &Path, what: &str) -> Result<std::fs::File> {
 /// Run the records service against `server` forever, reconnecting on
 /// failure; it signs and publishes a checkpoint every `checkpoint_every`
 /// when the log grew.
+///
+/// `stop` (when given) ends it in order: what was decrypted is made
+/// durable and reported, and the reports' answers awaited, before it
+/// returns. Embedded, it has none: the server closes its connection once
+/// it has captured everything durable, and the process ends.
 pub async fn run_records(
     server: String,
     dir: PathBuf,
     code: Option<String>,
     checkpoint_every: Duration,
+    mut stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<()> {
     let _lock = lock_records_dir(&dir, "cannot start the records service")?;
     if let Some(code) = code {
@@ -189,13 +198,39 @@ pub async fn run_records(
     let passphrase = records_passphrase(&dir)?;
     let clock = Clock::from_env();
     loop {
-        match records_once(&server, &dir, &passphrase, &clock, checkpoint_every).await {
-            Ok(()) => {}
+        match records_once(
+            &server,
+            &dir,
+            &passphrase,
+            &clock,
+            checkpoint_every,
+            stop.as_mut(),
+        )
+        .await
+        {
+            Ok(()) => return Ok(()),
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "records service disconnected; reconnecting")
             }
         }
+        if stopped(stop.as_ref()) {
+            return Ok(());
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn stopped(stop: Option<&tokio::sync::watch::Receiver<bool>>) -> bool {
+    stop.is_some_and(|s| *s.borrow())
+}
+
+/// Completes when `stop` says so; never without one.
+async fn stop_requested(stop: Option<&mut tokio::sync::watch::Receiver<bool>>) {
+    match stop {
+        Some(s) => {
+            let _ = s.wait_for(|v| *v).await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -210,12 +245,14 @@ pub async fn enroll_records(server: &str, dir: &Path, code: &str) -> Result<()> 
     Ok(())
 }
 
+/// One connection's worth of capture; Ok only when asked to stop.
 async fn records_once(
     server: &str,
     dir: &Path,
     passphrase: &str,
     clock: &Clock,
     checkpoint_every: Duration,
+    mut stop: Option<&mut tokio::sync::watch::Receiver<bool>>,
 ) -> Result<()> {
     let device = Device::open(dir, passphrase)?;
     let archive = Archive::open(dir, true)?;
@@ -251,6 +288,12 @@ async fn records_once(
             // checkpoint tick comes before deliveries, or a steady stream
             // of them would hold it off for as long as it lasts.
             biased;
+            () = stop_requested(stop.as_deref_mut()) => {
+                settle(&mut conn, &mut capture, &mut done).await?;
+                conn.flush_posted().await?;
+                tracing::info!("records service stopped: everything it decrypted is archived and reported");
+                return Ok(());
+            }
             captured = done.recv() => {
                 let captured = captured.context("the archive writer is gone")?;
                 acknowledge(&mut conn, captured?).await?;
@@ -487,8 +530,9 @@ pub async fn serve_embedded(
     tls: Option<&TlsFiles>,
     limits: Limits,
     checkpoint_every: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Started> {
-    let started = start_server(data_dir, listen, tls, limits).await?;
+    let started = start_server(data_dir, listen, tls, limits, shutdown).await?;
     let url = started.internal_url.clone();
     let dir = records_dir(data_dir);
     if let Some(code) = records_code(data_dir, &Clock::from_env())? {
@@ -512,7 +556,7 @@ pub async fn serve_embedded(
                     return;
                 }
             };
-            if let Err(e) = rt.block_on(run_records(url, dir, None, checkpoint_every)) {
+            if let Err(e) = rt.block_on(run_records(url, dir, None, checkpoint_every, None)) {
                 tracing::error!(error = %format!("{e:#}"), "records service stopped");
             }
         })

@@ -315,3 +315,197 @@ fn a_commit_waits_for_what_is_still_being_captured_and_loses_nothing() {
     assert_eq!(carol.texts(&conv), ["after"]);
     assert_eq!(alice.texts(&conv), ["sent before carol was added", "after"]);
 }
+
+#[test]
+fn sigterm_under_load_answers_what_it_read_and_archives_every_receipt() {
+    use common::rogue::{hex, text, Rogue};
+    use futures_util::{SinkExt, StreamExt};
+    use keepwire_protocol::{ClientFrame, Request, ServerBody, ServerFrame};
+    use mls_rs::{ExtensionList, MlsMessage};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut agency = Agency::start();
+    let bob = agency.user("bob", "staff");
+    bob.accept_notice();
+    let code = agency.admin(&[
+        "user",
+        "add",
+        "mallory",
+        "--display",
+        "M",
+        "--category",
+        "staff",
+    ]);
+    let url = agency.url();
+    let pid = agency.server.as_ref().unwrap().child.id();
+    const N: usize = 3000;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (conv, receipts, errors, close) = rt.block_on(async {
+        // A device that pipelines its messages (encrypted beforehand), as
+        // a busy server sees them.
+        let mut a = Rogue::enroll(&url, "mallory", code.trim()).await;
+        a.wire.call(Request::AcknowledgeNotice).await.unwrap();
+        let client = a.client(Default::default());
+        let kps = a.claim(&["bob"], true).await;
+        let mut g = client
+            .create_group(ExtensionList::new(), ExtensionList::new(), None)
+            .unwrap();
+        let conv = hex(g.group_id());
+        let epoch0 = g.group_info_message(true).unwrap().to_bytes().unwrap();
+        let mut builder = g.commit_builder();
+        for kp in &kps {
+            builder = builder
+                .add_member(MlsMessage::from_bytes(&kp.key_package).unwrap())
+                .unwrap();
+        }
+        let out = builder.build().unwrap();
+        a.wire
+            .call(Request::CreateConversation {
+                conv: conv.clone(),
+                group_info: epoch0,
+                commit: out.commit_message.to_bytes().unwrap(),
+                welcome: out.welcome_messages[0].to_bytes().unwrap(),
+                next_group_info: out
+                    .external_commit_group_info
+                    .as_ref()
+                    .unwrap()
+                    .to_bytes()
+                    .unwrap(),
+            })
+            .await
+            .unwrap();
+        a.wire.wait_captured(&conv, 1).await;
+        g.apply_pending_commit().unwrap();
+        let frames: Vec<String> = (0..N)
+            .map(|i| {
+                let m = g
+                    .encrypt_application_message(&text(&format!("m{i}")), vec![])
+                    .unwrap();
+                ClientFrame::new(
+                    1000 + i as u64,
+                    Request::Submit {
+                        conv: conv.clone(),
+                        message: m.to_bytes().unwrap(),
+                        welcome: None,
+                        next_group_info: None,
+                    },
+                )
+                .to_json()
+            })
+            .collect();
+        let (mut sink, mut stream) = a.wire.ws.split();
+        tokio::spawn(async move {
+            for f in frames {
+                if sink.send(Message::Text(f.into())).await.is_err() {
+                    break;
+                }
+            }
+            sink
+        });
+        let (mut receipts, mut errors, mut close) = (Vec::new(), Vec::new(), None);
+        let mut signalled = false;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(60), stream.next())
+                .await
+                .expect("the server answers or closes within 60 s");
+            match next {
+                Some(Ok(Message::Text(t))) => {
+                    match ServerFrame::from_json(&t).unwrap().body {
+                        ServerBody::Receipt(r) => receipts.push(r.seq),
+                        ServerBody::Error { code, message } => errors.push((code, message)),
+                        _ => {}
+                    }
+                    if !signalled && receipts.len() >= 300 {
+                        let killed = std::process::Command::new("kill")
+                            .args(["-TERM", &pid.to_string()])
+                            .status()
+                            .unwrap();
+                        assert!(killed.success());
+                        signalled = true;
+                    }
+                }
+                Some(Ok(Message::Close(c))) => {
+                    close = c;
+                    break;
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => break,
+            }
+        }
+        assert!(signalled, "the stream was still going when SIGTERM came");
+        (conv, receipts, errors, close)
+    });
+    // The connection was closed with a close frame saying why, after every
+    // answer the server owed: no refusal, every receipt in order.
+    let close = close.expect("the server closes with a close frame, not a reset");
+    assert_eq!(close.code, CloseCode::Away, "{close:?}");
+    assert!(errors.is_empty(), "{errors:?}");
+    let expected: Vec<u64> = (2..2 + receipts.len() as u64).collect();
+    assert_eq!(receipts, expected, "receipts for a prefix of what was sent");
+    // The process stopped by itself, successfully.
+    let status = wait_for("the server to exit", 60, || {
+        agency.server.as_mut().unwrap().child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
+    // Every receipted message is archived — without restarting anything:
+    // the server waited for the records service to capture it.
+    let archived: BTreeSet<u64> = agency
+        .records(false)
+        .iter()
+        .filter(|r| r["conv"] == conv.as_str())
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    let missing: Vec<&u64> = receipts.iter().filter(|s| !archived.contains(s)).collect();
+    assert!(
+        missing.is_empty(),
+        "receipted but not archived: {missing:?}"
+    );
+    eprintln!(
+        "{} of {N} receipted before the stop, all archived",
+        receipts.len()
+    );
+}
+
+#[test]
+fn apart_each_half_stops_in_order_on_sigterm() {
+    let mut agency = Agency::start_split(&[]);
+    let alice = agency.user("alice", "staff");
+    let bob = agency.user("bob", "staff");
+    alice.accept_notice();
+    let conv = alice.create(&["bob"]);
+    alice.send(&conv, "before the records service stops");
+    // The records service, asked to stop, finishes and reports what it
+    // has and exits successfully.
+    let mut records = agency.records.take().unwrap();
+    // SAFETY: sends a signal to our own child process; no memory involved.
+    assert_eq!(
+        unsafe { libc::kill(records.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = wait_for("the records service to exit", 30, || {
+        records.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(agency.tmp.path().join("records.log")).unwrap();
+    assert!(log.contains("records service stopped"), "{log}");
+    // Restarted, it carries on; then the server, asked to stop, exits
+    // successfully too, everything sent archived.
+    agency.start_records(None);
+    alice.send(&conv, "after it restarted");
+    assert_eq!(
+        bob.texts(&conv),
+        ["before the records service stops", "after it restarted"]
+    );
+    let server = agency.server.as_mut().unwrap();
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = wait_for("the server to exit", 30, || {
+        server.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
+    assert_eq!(archive_texts(&agency).len(), 2);
+}

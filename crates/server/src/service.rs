@@ -260,6 +260,15 @@ impl Core {
         self.backlog
     }
 
+    /// Live connections of the records service's devices.
+    pub fn records_sessions(&self) -> usize {
+        let records = self.store.devices(Some(RECORDS_USER)).unwrap_or_default();
+        records
+            .iter()
+            .map(|d| self.live.get(&d.device_id).map_or(0, |l| l.len()))
+            .sum()
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

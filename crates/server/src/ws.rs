@@ -36,6 +36,24 @@ pub struct AppState {
     /// handshakes done without the core's lock (`service::check`); none
     /// for an in-memory store, whose handshakes are checked under it.
     checker: Option<Arc<Mutex<Store>>>,
+    /// Where the server is in its life ([`Phase`]); every connection
+    /// watches it.
+    phase: Arc<tokio::sync::watch::Sender<Phase>>,
+}
+
+/// A server's life, in order. Stopping is two steps so that nothing
+/// receipted is left uncaptured: devices go first (each connection stops
+/// reading, sends the answers still owed — receipts wait for the group
+/// commit in flight — and closes with a close frame), then, once the
+/// records service has archived everything durable, the records service's
+/// connection closes too ([`serve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Serving,
+    /// Devices' connections close; the records service's stays.
+    Draining,
+    /// Every connection closes.
+    Closing,
 }
 
 impl AppState {
@@ -77,7 +95,19 @@ impl AppState {
             connections: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
             limits,
             checker,
+            phase: Arc::new(tokio::sync::watch::channel(Phase::Serving).0),
         }
+    }
+
+    /// Move the server's life on ([`Phase`]); never back.
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.send_if_modified(|p| {
+            let later = phase > *p;
+            if later {
+                *p = phase;
+            }
+            later
+        });
     }
 
     pub fn core(&self) -> std::sync::MutexGuard<'_, Core> {
@@ -201,19 +231,37 @@ async fn connection(socket: WebSocket, state: AppState, watch: Arc<Watch>) {
             // reading: the connection closes rather than hold its frames.
             match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => break,
+                Ok(Err(_)) | Err(_) => return,
             }
         }
+        // Every sender is gone (the server is stopping and everything
+        // owed was sent): say goodbye rather than drop the socket.
+        let bye = Message::Close(Some(axum::extract::ws::CloseFrame {
+            code: axum::extract::ws::close_code::AWAY,
+            reason: "server shutting down; reconnect shortly".into(),
+        }));
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(bye)).await;
     });
     // A connection that has not authenticated by then is closed: an
     // unauthenticated peer may hold a connection only this long.
     let auth_deadline =
         tokio::time::Instant::now() + Duration::from_millis(state.limits.auth_timeout_ms);
+    let mut phase = state.phase.subscribe();
+    let mut stopping = false;
     loop {
+        let records = session
+            .device
+            .as_ref()
+            .is_some_and(|d| d.user == keepwire_protocol::RECORDS_USER);
         let msg = tokio::select! {
             // The writer ends when the peer stopped reading (its queue
             // overflowed) or the socket failed: close the connection.
             _ = &mut writer => break,
+            // The server is stopping: read no more requests.
+            _ = phase.wait_for(|p| *p == Phase::Closing || (*p == Phase::Draining && !records)) => {
+                stopping = true;
+                break;
+            }
             _ = tokio::time::sleep_until(auth_deadline), if session.device.is_none() => {
                 tracing::debug!("connection closed: it did not authenticate in time");
                 break;
@@ -322,9 +370,26 @@ async fn connection(socket: WebSocket, state: AppState, watch: Arc<Watch>) {
         }
     }
     state.core().disconnect(&session);
-    drop(tx);
-    writer.abort();
+    if stopping {
+        // The writer sends what is still owed — receipts of appends in the
+        // group commit in flight arrive through the log writer, which holds
+        // the last senders — then the close frame, and ends.
+        drop(session);
+        drop(tx);
+        if tokio::time::timeout(CLOSE_GRACE, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    } else {
+        drop(tx);
+        writer.abort();
+    }
 }
+
+/// How long a stopping connection may take to send what it owes.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// How long writing one frame to a peer may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -337,10 +402,13 @@ pub struct Endpoint {
 
 /// Serve on every endpoint until one fails. Collects relay garbage and asks
 /// for evictions every `gc_every`.
+/// Serve until `shutdown` completes, then stop in order ([`stop`]) and
+/// return; or until a listener fails.
 pub async fn serve(
     endpoints: Vec<Endpoint>,
     state: AppState,
     gc_every: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let gc_state = state.clone();
     let gc = tokio::spawn(async move {
@@ -379,30 +447,97 @@ pub async fn serve(
         match e.tls {
             // No Nagle delay: a receipt or a push is one small frame that
             // must leave at once, not wait for the peer's delayed ACK.
-            None => tasks.spawn(async move {
-                use axum::serve::ListenerExt;
-                let listener = e.listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(WatchedListener::new(listener, frame_timeout), app).await
-            }),
+            None => {
+                let stopping = draining(state.phase.subscribe());
+                tasks.spawn(async move {
+                    use axum::serve::ListenerExt;
+                    let listener = e.listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    axum::serve(WatchedListener::new(listener, frame_timeout), app)
+                        .with_graceful_shutdown(stopping)
+                        .await
+                })
+            }
             Some(config) => {
                 let listener = crate::tls::TlsListener::new(
                     e.listener,
                     config,
                     state.limits.max_tls_handshakes,
                 )?;
+                let stopping = draining(state.phase.subscribe());
                 tasks.spawn(async move {
-                    axum::serve(WatchedListener::new(listener, frame_timeout), app).await
+                    axum::serve(WatchedListener::new(listener, frame_timeout), app)
+                        .with_graceful_shutdown(stopping)
+                        .await
                 })
             }
         };
     }
-    let r = match tasks.join_next().await {
-        Some(Ok(r)) => r,
-        Some(Err(e)) => Err(std::io::Error::other(e)),
-        None => Ok(()),
+    let r = tokio::select! {
+        r = tasks.join_next() => match r {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => Err(std::io::Error::other(e)),
+            None => Ok(()),
+        },
+        () = shutdown => {
+            stop(&state, &mut tasks).await;
+            Ok(())
+        }
     };
     gc.abort();
     r
 }
+
+/// Completes once the server starts stopping: the listeners' cue to stop
+/// accepting.
+async fn draining(mut phase: tokio::sync::watch::Receiver<Phase>) {
+    let _ = phase.wait_for(|p| *p >= Phase::Draining).await;
+}
+
+/// Stop in order, each step bounded by [`STOP_GRACE`]: no new connections;
+/// devices' connections send what they owe (receipts of the group commit
+/// in flight included) and close; the records service archives what is
+/// durable and not yet captured (its connection stays until then, so
+/// nothing receipted is left uncaptured when the process exits); then its
+/// connection closes too.
+async fn stop(state: &AppState, listeners: &mut tokio::task::JoinSet<std::io::Result<()>>) {
+    tracing::info!(
+        "stopping: no new connections; devices get what they are owed, then a close frame"
+    );
+    state.set_phase(Phase::Draining);
+    while listeners.join_next().await.is_some() {}
+    let open = || state.limits.max_connections - state.connections.available_permits();
+    wait_until("devices' connections to close", || {
+        open() <= state.core().records_sessions()
+    })
+    .await;
+    wait_until("the records service to capture what is durable", || {
+        let core = state.core();
+        core.backlog() == 0 || core.records_sessions() == 0
+    })
+    .await;
+    tracing::info!(
+        backlog = state.core().backlog(),
+        "stopping: closing the records service's connection"
+    );
+    state.set_phase(Phase::Closing);
+    wait_until("every connection to close", || open() == 0).await;
+}
+
+/// Wait (at most [`STOP_GRACE`]) until `done`.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!("stopping: gave up waiting for {what}");
+            return;
+        }
+        tokio::time::sleep(STOP_POLL).await;
+    }
+}
+
+/// How long each step of stopping may take.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How often stopping looks again (only while stopping).
+const STOP_POLL: Duration = Duration::from_millis(10);
