@@ -509,3 +509,40 @@ fn apart_each_half_stops_in_order_on_sigterm() {
     assert!(status.success(), "{status:?}");
     assert_eq!(archive_texts(&agency).len(), 2);
 }
+
+#[test]
+fn a_log_that_cannot_be_written_stops_the_server_and_accepts_nothing() {
+    let mut agency = Agency::start();
+    let alice = agency.user("alice", "staff");
+    let bob = agency.user("bob", "staff");
+    alice.accept_notice();
+    let conv = alice.create(&["bob"]);
+    alice.send(&conv, "before the disk trouble");
+    // Another process holds the server's database locked for longer than
+    // the server waits for it (5 s): the log writer's commit fails.
+    let db = rusqlite::Connection::open(agency.data.join("server.db")).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let out = alice.run(&["chat", "send", &conv, "during the disk trouble"]);
+    assert!(
+        !out.status.success(),
+        "a message that was not stored is not accepted"
+    );
+    let err = common::stderr(&out);
+    assert!(err.contains("could not be stored"), "{err}");
+    // The server stops by itself, with an error, rather than serve on with
+    // its state ahead of its disk.
+    let status = wait_for("the server to stop", 30, || {
+        agency.server.as_mut().unwrap().child.try_wait().unwrap()
+    });
+    assert!(!status.success(), "{status:?}");
+    db.execute_batch("ROLLBACK").unwrap();
+    drop(db);
+    // Restarted, it resumes from its durable log: nothing lost, nothing
+    // half-accepted.
+    agency.restart(&[]);
+    alice.send(&conv, "after the restart");
+    assert_eq!(
+        bob.texts(&conv),
+        ["before the disk trouble", "after the restart"]
+    );
+}

@@ -715,7 +715,7 @@ fn load_key(dir: &Path, conn: &Connection) -> Result<XChaCha20Poly1305, RecordsE
     Ok(XChaCha20Poly1305::new((&key).into()))
 }
 
-pub(crate) use keepwire_protocol::files::write_private;
+use keepwire_protocol::files::write_private;
 
 #[cfg(test)]
 mod tests {

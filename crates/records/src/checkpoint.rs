@@ -42,7 +42,7 @@ impl Notary {
                 rand::thread_rng().fill_bytes(&mut id);
                 let name = format!("keepwire.archive/{}", hex::encode(id));
                 let (skey, vkey) = signed_note::generate_key(&mut rand::rngs::OsRng, &name);
-                crate::archive::write_private(&key_path, skey.as_bytes())?;
+                keepwire_protocol::files::write_private(&key_path, skey.as_bytes())?;
                 std::fs::write(&pub_path, format!("{vkey}\n"))?;
                 skey
             }

@@ -39,6 +39,8 @@ pub struct AppState {
     /// Where the server is in its life ([`Phase`]); every connection
     /// watches it.
     phase: Arc<tokio::sync::watch::Sender<Phase>>,
+    /// Set when the log writer failed: the server must stop.
+    fatal: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 /// A server's life, in order. Stopping is two steps so that nothing
@@ -77,13 +79,18 @@ impl AppState {
             (store, rx, garbage)
         });
         let core = Arc::new(Mutex::new(core));
+        let fatal = Arc::new(tokio::sync::watch::channel(None).0);
         if let Some((store, rx, garbage)) = writer {
             let core = Arc::clone(&core);
+            let fatal = Arc::clone(&fatal);
             std::thread::Builder::new()
                 .name("keepwire-log-writer".into())
                 .spawn(move || {
                     raise_priority();
-                    crate::service::run_log_writer(store, rx, core, garbage)
+                    if let Err(e) = crate::service::run_log_writer(store, rx, core, garbage) {
+                        tracing::error!(error = %e, "the log could not be written; stopping the server");
+                        fatal.send_replace(Some(e.to_string()));
+                    }
                 })
                 // Invariant: spawning a thread fails only when the OS is out
                 // of resources at startup, where stopping is right.
@@ -96,6 +103,7 @@ impl AppState {
             limits,
             checker,
             phase: Arc::new(tokio::sync::watch::channel(Phase::Serving).0),
+            fatal,
         }
     }
 
@@ -484,9 +492,27 @@ pub async fn serve(
             stop(&state, &mut tasks).await;
             Ok(())
         }
+        why = failed(state.fatal.subscribe()) => {
+            state.set_phase(Phase::Closing);
+            Err(std::io::Error::other(format!(
+                "the log could not be written ({why}); stopped: restart the server, which resumes from its durable log"
+            )))
+        }
     };
     gc.abort();
     r
+}
+
+/// Completes, with why, if the log writer fails.
+async fn failed(mut fatal: tokio::sync::watch::Receiver<Option<String>>) -> String {
+    let why = match fatal.wait_for(|f| f.is_some()).await {
+        Ok(why) => why.clone(),
+        Err(_) => None,
+    };
+    match why {
+        Some(why) => why,
+        None => std::future::pending().await,
+    }
 }
 
 /// Completes once the server starts stopping: the listeners' cue to stop

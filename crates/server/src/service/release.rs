@@ -9,7 +9,8 @@ use std::collections::HashMap;
 
 use keepwire_protocol::{ErrorCode, ProtocolError, ServerBody, ServerFrame, RECORDS_USER};
 
-use super::{deliver_text, internal, refuse, Conv, Core, Session};
+use super::delivery::deliver_text;
+use super::{internal, refuse, Conv, Core, Session};
 use crate::gate::{Gate, Held};
 use crate::roster::{self, MemberDevice};
 use crate::store::{DeviceRow, LogEntry, Store, WithheldEntry};

@@ -1,0 +1,172 @@
+//! The log writer: one thread turning concurrent appends into group
+//! commits (one transaction, one fsync), then — under the core's lock, in
+//! order — pushing each entry and sending each receipt. Receipts thus
+//! never precede durability, and connections keep reading while theirs
+//! wait.
+
+use super::Core;
+use crate::outbox::Outbox;
+use crate::store::{Append, LogEntry, RosterUpdate, Store};
+use crate::ServerError;
+
+/// Relay garbage on its way from the core to the log writer: the latest
+/// passes only (bounds only grow, so newer passes cover older ones).
+#[derive(Clone, Default)]
+pub struct Garbage(std::sync::Arc<std::sync::Mutex<Option<Vec<crate::store::Collectable>>>>);
+
+/// A push: (device, a session of it not to push to, frame).
+pub(super) type Effect = (String, Option<u64>, String);
+
+/// One entry on its way to the log writer, with what to push and whom
+/// to answer once it is durable.
+pub struct Job {
+    pub(super) entry: LogEntry,
+    pub(super) roster: Option<OwnedRosterUpdate>,
+    pub(super) create: bool,
+    /// Pushes, in order.
+    pub(super) effects: Vec<Effect>,
+    pub(super) answer: Option<Answer>,
+}
+
+/// The answer to the request that appended an entry: `reply` once it is
+/// durable, `failed` if writing it failed.
+pub(super) struct Answer {
+    pub(super) out: Outbox,
+    pub(super) reply: String,
+    pub(super) failed: String,
+}
+
+pub(super) struct OwnedRosterUpdate {
+    pub(super) snapshot: Vec<u8>,
+    pub(super) group_info: Option<Vec<u8>>,
+    pub(super) added: Vec<(String, u64)>,
+    pub(super) welcome: Option<Vec<u8>>,
+}
+
+/// Most entries one group commit takes.
+pub(super) const MAX_BATCH: usize = 1024;
+
+/// The log writer: takes every entry queued since its last commit, writes
+/// them in one transaction on its own connection (one fsync), then, under
+/// the core's lock, pushes them and releases their receipts, in order.
+/// Each commit also deletes a little relay garbage (a bounded number of
+/// entries, in proportion to the batch, so collection keeps ahead of
+/// appends without lengthening any commit much); when no entries come, it
+/// collects on its own. Runs on its own thread until the core drops its
+/// sender. A storage failure ends it with the error, after telling the
+/// senders of that batch their messages were not accepted; the shell must
+/// then stop the server, since the in-memory state ran ahead of the disk.
+pub fn run_log_writer(
+    mut store: Store,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    core: std::sync::Arc<std::sync::Mutex<Core>>,
+    garbage: Garbage,
+) -> Result<(), ServerError> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut pending: std::collections::VecDeque<crate::store::Collectable> = Default::default();
+    loop {
+        if let Some(newer) = garbage.take() {
+            pending = newer.into();
+        }
+        // Idle with garbage waiting: collect soon; otherwise look for new
+        // garbage now and then.
+        let wait = if pending.is_empty() {
+            GC_IDLE_POLL
+        } else {
+            std::time::Duration::from_millis(10)
+        };
+        let first = match jobs.recv_timeout(wait) {
+            Ok(j) => Some(j),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        let mut batch: Vec<Job> = first.into_iter().collect();
+        while !batch.is_empty() && batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() && pending.is_empty() {
+            continue;
+        }
+        let views: Vec<Option<RosterUpdate<'_>>> = batch
+            .iter()
+            .map(|j| j.roster.as_ref().map(|r| r.view()))
+            .collect();
+        let appends: Vec<Append<'_>> = batch
+            .iter()
+            .zip(&views)
+            .map(|(j, v)| Append {
+                entry: &j.entry,
+                roster: v.as_ref(),
+                create: j.create,
+            })
+            .collect();
+        let limit = if batch.is_empty() {
+            GC_IDLE_CHUNK
+        } else {
+            GC_PER_COMMIT + 2 * batch.len()
+        };
+        let result = store.append_collecting(&appends, &mut pending, limit);
+        drop(appends);
+        drop(views);
+        match result {
+            Ok(deleted) => {
+                if deleted > 0 {
+                    tracing::debug!(deleted, "relay entries deleted");
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
+                for j in batch {
+                    core.apply_effects(&j.entry.conv, j.entry.seq, &j.effects);
+                    if let Some(a) = j.answer {
+                        let _ = a.out.send(a.reply);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, entries = batch.len(), "log write failed; stopping the server");
+                for a in batch.into_iter().filter_map(|j| j.answer) {
+                    let _ = a.out.send(a.failed);
+                }
+                // Nothing more is written: the core's state ran ahead of the
+                // disk, and only a restart from the durable log is safe. The
+                // shell stops the server (`ws::serve` returns the error).
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Relay entries deleted with each group commit, beyond twice its size.
+pub(super) const GC_PER_COMMIT: usize = 64;
+
+/// Entries deleted per transaction when no appends come.
+pub(super) const GC_IDLE_CHUNK: usize = 1024;
+
+/// How often an idle log writer looks for garbage handed over.
+pub(super) const GC_IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Garbage {
+    pub(super) fn hand_over(&self, passes: Vec<crate::store::Collectable>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(passes);
+    }
+
+    pub(super) fn take(&self) -> Option<Vec<crate::store::Collectable>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl OwnedRosterUpdate {
+    pub(super) fn view(&self) -> RosterUpdate<'_> {
+        RosterUpdate {
+            snapshot: &self.snapshot,
+            group_info: self.group_info.as_deref(),
+            added: &self.added,
+            welcome: self.welcome.as_deref(),
+        }
+    }
+}
