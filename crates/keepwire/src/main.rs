@@ -764,12 +764,7 @@ fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -> Re
             max_timer_secs,
             guests_allowed,
         } => {
-            if let Some(t) = max_timer_secs {
-                store.set_meta("policy.max_timer_secs", &t.to_string())?;
-            }
-            if let Some(g) = guests_allowed {
-                store.set_meta("policy.guests_allowed", &g.to_string())?;
-            }
+            store.set_policy(max_timer_secs, guests_allowed)?;
         }
     }
     Ok(())

@@ -276,25 +276,8 @@ impl Core {
         &self.limits
     }
 
-    fn policy(&self) -> Policy {
-        let max_timer_secs = self
-            .store
-            .meta("policy.max_timer_secs")
-            .ok()
-            .flatten()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(7 * 24 * 3600);
-        let guests_allowed = self
-            .store
-            .meta("policy.guests_allowed")
-            .ok()
-            .flatten()
-            .map(|v| v == "true")
-            .unwrap_or(true);
-        Policy {
-            max_timer_secs,
-            guests_allowed,
-        }
+    fn policy(&self) -> Result<Policy, ProtocolError> {
+        self.store.policy().map_err(internal)
     }
 
     pub fn disconnect(&mut self, session: &Session) {

@@ -171,6 +171,9 @@ pub static SCHEMA: keepwire_schema::Schema = keepwire_schema::Schema {
     ],
 };
 
+const POLICY_MAX_TIMER: &str = "policy.max_timer_secs";
+const POLICY_GUESTS: &str = "policy.guests_allowed";
+
 impl Store {
     /// A second connection to the same database file (none for an
     /// in-memory one), for work done beside the core's (see
@@ -200,6 +203,48 @@ impl Store {
             .prepare_cached("SELECT v FROM meta WHERE k=?1")?
             .query_row(params![k], |r| r.get(0))
             .optional()?)
+    }
+
+    /// The agency's messaging policy. Unset settings take their defaults
+    /// (a week's longest timer, guests allowed); an unreadable one is an
+    /// error, never a default (a failing read must not let guests in).
+    pub fn policy(&self) -> Result<keepwire_protocol::Policy, ServerError> {
+        let max_timer_secs = match self.meta(POLICY_MAX_TIMER)? {
+            None => 7 * 24 * 3600,
+            Some(v) => v.parse().map_err(|_| {
+                ServerError::Invalid(format!(
+                    "policy: {POLICY_MAX_TIMER} is {v:?}, not a number of seconds"
+                ))
+            })?,
+        };
+        let guests_allowed = match self.meta(POLICY_GUESTS)?.as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(v) => {
+                return Err(ServerError::Invalid(format!(
+                    "policy: {POLICY_GUESTS} is {v:?}, not true or false"
+                )))
+            }
+        };
+        Ok(keepwire_protocol::Policy {
+            max_timer_secs,
+            guests_allowed,
+        })
+    }
+
+    /// Change the messaging policy (each setting left as it is when None).
+    pub fn set_policy(
+        &self,
+        max_timer_secs: Option<u64>,
+        guests_allowed: Option<bool>,
+    ) -> Result<(), ServerError> {
+        if let Some(t) = max_timer_secs {
+            self.set_meta(POLICY_MAX_TIMER, &t.to_string())?;
+        }
+        if let Some(g) = guests_allowed {
+            self.set_meta(POLICY_GUESTS, &g.to_string())?;
+        }
+        Ok(())
     }
 
     pub fn set_meta(&self, k: &str, v: &str) -> Result<(), ServerError> {
@@ -1024,6 +1069,21 @@ mod tests {
             sha256: vec![0; 32],
             signature: vec![0; 64],
         }
+    }
+
+    #[test]
+    fn the_policy_has_defaults_and_an_unreadable_setting_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let p = store.policy().unwrap();
+        assert_eq!((p.max_timer_secs, p.guests_allowed), (7 * 24 * 3600, true));
+        store.set_policy(Some(3600), Some(false)).unwrap();
+        let p = store.policy().unwrap();
+        assert_eq!((p.max_timer_secs, p.guests_allowed), (3600, false));
+        // Never a default for what cannot be read: no guests let in by a
+        // damaged setting.
+        store.set_meta(POLICY_GUESTS, "nope").unwrap();
+        assert!(store.policy().is_err());
     }
 
     #[test]

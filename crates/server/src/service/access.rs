@@ -108,7 +108,7 @@ impl Core {
             user: row.user.clone(),
             device_id: row.device_id.clone(),
             notice_acknowledged: notice || row.user == RECORDS_USER,
-            policy: self.policy(),
+            policy: self.policy()?,
         };
         session.device = Some(row);
         Ok(body)

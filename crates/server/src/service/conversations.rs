@@ -33,7 +33,7 @@ impl Core {
     }
 
     pub(super) fn check_guests(&self, added: &[MemberDevice]) -> Result<(), ProtocolError> {
-        if self.policy().guests_allowed {
+        if self.policy()?.guests_allowed {
             return Ok(());
         }
         for m in added {
