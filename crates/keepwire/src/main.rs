@@ -621,7 +621,7 @@ fn actor_or_user(actor: Option<String>) -> String {
 }
 
 fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -> Result<()> {
-    let mut store = serve::open_server_store(data_dir)?;
+    let mut store = serve::open_existing_server_store(data_dir)?;
     match command {
         AdminCommand::User {
             command:
@@ -1052,7 +1052,8 @@ async fn records(command: RecordsCommand) -> Result<()> {
             all,
             json,
         } => {
-            let archive = keepwire_records::Archive::open(&serve::records_dir(&data_dir), false)?;
+            let archive =
+                keepwire_records::Archive::open(&serve::existing_records_dir(&data_dir)?, false)?;
             let records = archive.list(all, false)?;
             if json {
                 print_json(&records)?;
@@ -1077,7 +1078,7 @@ async fn records(command: RecordsCommand) -> Result<()> {
             actor,
             json,
         } => {
-            let dir = serve::records_dir(&data_dir);
+            let dir = serve::existing_records_dir(&data_dir)?;
             let mut archive = keepwire_records::Archive::open(&dir, true)?;
             let r = archive
                 .get(id, true)?
@@ -1101,17 +1102,17 @@ async fn records(command: RecordsCommand) -> Result<()> {
             Ok(())
         }
         RecordsCommand::Checkpoint { data_dir, json } => {
-            records_cmd::checkpoint(&serve::records_dir(&data_dir), json)
+            records_cmd::checkpoint(&serve::existing_records_dir(&data_dir)?, json)
         }
         RecordsCommand::Proof {
             record_id,
             data_dir,
-        } => records_cmd::proof(&serve::records_dir(&data_dir), record_id),
+        } => records_cmd::proof(&serve::existing_records_dir(&data_dir)?, record_id),
         RecordsCommand::Consistency {
             old_size,
             new_size,
             data_dir,
-        } => records_cmd::consistency(&serve::records_dir(&data_dir), old_size, new_size),
+        } => records_cmd::consistency(&serve::existing_records_dir(&data_dir)?, old_size, new_size),
         RecordsCommand::Destroy {
             id,
             authority,
@@ -1122,7 +1123,7 @@ async fn records(command: RecordsCommand) -> Result<()> {
                 bail!("--authority must name the disposition authority");
             }
             let mut archive =
-                keepwire_records::Archive::open(&serve::records_dir(&data_dir), false)?;
+                keepwire_records::Archive::open(&serve::existing_records_dir(&data_dir)?, false)?;
             archive.destroy(
                 id,
                 authority.trim(),
@@ -1133,7 +1134,7 @@ async fn records(command: RecordsCommand) -> Result<()> {
             Ok(())
         }
         RecordsCommand::RotateKey { data_dir, actor } => {
-            let dir = serve::records_dir(&data_dir);
+            let dir = serve::existing_records_dir(&data_dir)?;
             let _lock = serve::lock_records_dir(&dir, "cannot rotate the archive key")?;
             let mut archive = keepwire_records::Archive::open(&dir, true)?;
             let n =
@@ -1153,7 +1154,7 @@ async fn records(command: RecordsCommand) -> Result<()> {
                 checkpoints: checkpoint,
                 server_keys,
             };
-            if !records_cmd::verify(&serve::records_dir(&data_dir), inputs, json)? {
+            if !records_cmd::verify(&serve::existing_records_dir(&data_dir)?, inputs, json)? {
                 std::process::exit(1);
             }
             Ok(())

@@ -27,6 +27,36 @@ pub fn open_server_store(data_dir: &Path) -> Result<Store> {
     Ok(Store::open(&data_dir.join(keepwire_server::SERVER_DB))?)
 }
 
+/// The server store of a deployment that exists: for the commands that
+/// read or change one (`admin`), which must not quietly create an empty
+/// one where a path was mistyped.
+pub fn open_existing_server_store(data_dir: &Path) -> Result<Store> {
+    let db = data_dir.join(keepwire_server::SERVER_DB);
+    if !db.is_file() {
+        bail!(
+            "{} holds no keepwire server data (no {}): check --data-dir (KEEPWIRE_DATA_DIR); \
+             `keepwire serve` or `keepwire server` creates it on first start",
+            data_dir.display(),
+            keepwire_server::SERVER_DB
+        );
+    }
+    Ok(Store::open(&db)?)
+}
+
+/// The records directory of a deployment whose archive exists: for the
+/// `records` commands that read or change it.
+pub fn existing_records_dir(data_dir: &Path) -> Result<PathBuf> {
+    let dir = records_dir(data_dir);
+    if !dir.join(keepwire_records::archive::ARCHIVE_DB).is_file() {
+        bail!(
+            "{} holds no keepwire archive (no records/{}): check --data-dir (KEEPWIRE_DATA_DIR)",
+            data_dir.display(),
+            keepwire_records::archive::ARCHIVE_DB
+        );
+    }
+    Ok(dir)
+}
+
 /// TLS certificate and key files (PEM).
 #[derive(Debug, Clone)]
 pub struct TlsFiles {

@@ -250,3 +250,39 @@ fn bad_frames_get_precise_errors_and_the_server_keeps_serving() {
 fn keepwire_protocol_limit() -> usize {
     8 * 1024 * 1024
 }
+
+#[test]
+fn a_mistyped_data_directory_is_an_error_naming_it_and_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nope = tmp.path().join("nope");
+    let nope_str = nope.to_str().unwrap();
+    for args in [
+        vec!["admin", "--data-dir", nope_str, "status"],
+        vec![
+            "admin",
+            "--data-dir",
+            nope_str,
+            "user",
+            "add",
+            "x",
+            "--display",
+            "X",
+            "--category",
+            "staff",
+        ],
+        vec!["records", "list", "--data-dir", nope_str],
+        vec!["records", "verify", "--data-dir", nope_str],
+    ] {
+        let out = keepwire(&args, &[]);
+        assert!(
+            !out.status.success(),
+            "{args:?} succeeded on a directory that does not exist"
+        );
+        let err = common::stderr(&out);
+        assert!(
+            err.contains(nope_str) && err.contains("holds no keepwire"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!nope.exists(), "nothing was created at the mistyped path");
+}
