@@ -107,11 +107,11 @@ pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
     // Everything is captured before anything may leave the relay.
     let archive = Archive::open(&serve::records_dir(data_dir), true)?;
     let start = Instant::now();
-    while archive.count(Some("application"))? < sent {
+    while archive.count(Some(keepwire_records::RecordKind::Application))? < sent {
         if start.elapsed() > Duration::from_secs(30) {
             bail!(
                 "records service captured {} of {sent} messages within 30 s",
-                archive.count(Some("application"))?
+                archive.count(Some(keepwire_records::RecordKind::Application))?
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -141,7 +141,7 @@ pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
     let device_ids: Vec<String> = devices.iter().map(|d| d.device.identity()).collect();
     let captured_verified = records
         .iter()
-        .filter(|r| r.text.is_some() && device_ids.contains(&r.sender))
+        .filter(|r| r.text.is_some() && device_ids.contains(&r.meta.sender))
         .count() as u64;
     // The archive against its own transparency log, under a checkpoint
     // signed now: what an auditor would run.

@@ -1062,11 +1062,11 @@ async fn records(command: RecordsCommand) -> Result<()> {
                     println!(
                         "{:>6}  {}#{}  {:<12} {}  epoch {}",
                         r.id,
-                        &r.conv[..8.min(r.conv.len())],
-                        r.seq,
-                        r.kind,
-                        r.sender,
-                        r.epoch
+                        &r.meta.conv[..8.min(r.meta.conv.len())],
+                        r.meta.seq,
+                        r.meta.kind,
+                        r.meta.sender,
+                        r.meta.epoch
                     );
                 }
             }
@@ -1087,16 +1087,19 @@ async fn records(command: RecordsCommand) -> Result<()> {
             archive.log_action(
                 &records_cmd::actor(actor),
                 "view",
-                &format!("record {id} ({}#{})", r.conv, r.seq),
+                &format!("record {id} ({}#{})", r.meta.conv, r.meta.seq),
                 Clock::from_env().now_ms(),
             )?;
             if json {
                 print_json(&r)?;
             } else {
-                println!("record {} — conversation {} #{}", r.id, r.conv, r.seq);
-                println!("  sender:       {}", r.sender);
-                println!("  participants: {}", r.participants.join(", "));
-                println!("  server time:  {} ms", r.server_time_ms);
+                println!(
+                    "record {} — conversation {} #{}",
+                    r.id, r.meta.conv, r.meta.seq
+                );
+                println!("  sender:       {}", r.meta.sender);
+                println!("  participants: {}", r.meta.participants.join(", "));
+                println!("  server time:  {} ms", r.meta.server_time_ms);
                 println!("  text:         {}", r.text.unwrap_or_default());
             }
             Ok(())

@@ -15,6 +15,7 @@ use ed25519_dalek::Signer;
 use keepwire_protocol::{receipt_signed_bytes, Receipt};
 use keepwire_records::archive::NewRecord;
 use keepwire_records::{checkpoint, tlog, verify, Archive};
+use keepwire_records::{RecordKind, RecordMeta};
 use rand::Rng;
 
 fn main() {
@@ -55,22 +56,29 @@ fn main() {
                 (conv, seq_in_conv, receipt)
             })
             .collect();
-        let records: Vec<NewRecord<'_>> = receipts
+        let metas: Vec<RecordMeta> = receipts
             .iter()
-            .map(|(conv, s, receipt)| NewRecord {
-                conv,
+            .map(|(conv, s, receipt)| RecordMeta {
+                conv: conv.clone(),
                 seq: *s,
-                kind: "application",
+                kind: RecordKind::Application,
                 epoch: 1,
-                sender: &participants[0],
-                participants: &participants,
+                sender: participants[0].clone(),
+                participants: participants.clone(),
                 server_time_ms: receipt.server_time_ms,
                 captured_at_ms: receipt.server_time_ms + 3,
                 expire_after_secs: Some(3600),
                 burn_on_read: false,
+                note: None,
+            })
+            .collect();
+        let records: Vec<NewRecord<'_>> = receipts
+            .iter()
+            .zip(&metas)
+            .map(|((_, _, receipt), meta)| NewRecord {
+                meta,
                 receipt,
                 plaintext: Some(text),
-                note: None,
             })
             .collect();
         archive.insert_many(&records).expect("insert");

@@ -16,6 +16,7 @@ use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use crate::record::{RecordKind, RecordMeta};
 use crate::RecordsError;
 
 pub const ARCHIVE_DB: &str = "archive.db";
@@ -25,28 +26,9 @@ pub const ARCHIVE_KEY: &str = "archive.key";
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Record {
     pub id: i64,
-    pub conv: String,
-    pub seq: u64,
-    /// `application`, `commit`, `proposal`, or `withheld`: an entry the
-    /// server accepted but the records member could not decrypt or
-    /// process (or that a device submitted in another member's name). It
-    /// is kept as a record of what was sent, `note` says why, and the
-    /// server delivered it to no one. (Archives from before 0.2 may also
-    /// hold `undecryptable` and `unprocessable` records, noted only.)
-    pub kind: String,
-    pub epoch: u64,
-    /// `user/device` from the MLS leaf whose signature verified.
-    pub sender: String,
-    pub participants: Vec<String>,
-    pub server_time_ms: u64,
-    pub captured_at_ms: u64,
-    pub expire_after_secs: Option<u64>,
-    pub burn_on_read: bool,
+    #[serde(flatten)]
+    pub meta: RecordMeta,
     pub receipt: Receipt,
-    /// What capture noticed about this entry (an undecryptable message, a
-    /// sender other than the one the server named).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
     /// Its leaf in the transparency log.
     pub leaf: Option<u64>,
     /// Whether its content is still held (false once destroyed).
@@ -58,19 +40,9 @@ pub struct Record {
 
 /// What capture hands to the archive for one entry.
 pub struct NewRecord<'a> {
-    pub conv: &'a str,
-    pub seq: u64,
-    pub kind: &'a str,
-    pub epoch: u64,
-    pub sender: &'a str,
-    pub participants: &'a [String],
-    pub server_time_ms: u64,
-    pub captured_at_ms: u64,
-    pub expire_after_secs: Option<u64>,
-    pub burn_on_read: bool,
+    pub meta: &'a RecordMeta,
     pub receipt: &'a Receipt,
     pub plaintext: Option<&'a [u8]>,
-    pub note: Option<&'a str>,
 }
 
 pub struct Archive {
@@ -406,25 +378,29 @@ impl Archive {
         &self,
         conv: &str,
         seq: u64,
-    ) -> Result<Option<(String, Option<String>)>, RecordsError> {
-        Ok(self
+    ) -> Result<Option<(RecordKind, Option<String>)>, RecordsError> {
+        let row: Option<(String, Option<String>)> = self
             .conn
             .prepare_cached("SELECT kind, note FROM records WHERE conv=?1 AND seq=?2")?
             .query_row(params![conv, seq as i64], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?)
+            .optional()?;
+        row.map(|(kind, note)| Ok((kind.parse()?, note)))
+            .transpose()
     }
 
-    pub fn count(&self, kind: Option<&str>) -> Result<u64, RecordsError> {
+    pub fn count(&self, kind: Option<RecordKind>) -> Result<u64, RecordsError> {
         Ok(self
             .conn
             .prepare_cached("SELECT COUNT(*) FROM records WHERE ?1 IS NULL OR kind=?1")?
-            .query_row(params![kind], |r| r.get::<_, i64>(0))? as u64)
+            .query_row(params![kind.map(RecordKind::as_str)], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
     }
 
     /// Records in capture order; application messages only unless `all`.
     pub fn list(&self, all: bool, decrypt: bool) -> Result<Vec<Record>, RecordsError> {
         self.query(
-            "WHERE ?1 OR kind IN ('application', 'withheld', 'undecryptable') ORDER BY id",
+            "WHERE ?1 OR kind IN ('application', 'withheld', 'undecryptable') ORDER BY id", // RecordKind::is_message
             params![all],
             decrypt,
         )
@@ -475,22 +451,25 @@ impl Archive {
             };
             let participants: String = r.get(6)?;
             let receipt: String = r.get(11)?;
+            let kind: String = r.get(3)?;
             out.push(Record {
                 id: r.get(0)?,
-                conv,
-                seq,
-                kind: r.get(3)?,
-                epoch: r.get::<_, i64>(4)? as u64,
-                sender: r.get(5)?,
-                participants: serde_json::from_str(&participants)
-                    .map_err(|e| RecordsError::Archive(e.to_string()))?,
-                server_time_ms: r.get::<_, i64>(7)? as u64,
-                captured_at_ms: r.get::<_, i64>(8)? as u64,
-                expire_after_secs: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
-                burn_on_read: r.get(10)?,
+                meta: RecordMeta {
+                    conv,
+                    seq,
+                    kind: kind.parse()?,
+                    epoch: r.get::<_, i64>(4)? as u64,
+                    sender: r.get(5)?,
+                    participants: serde_json::from_str(&participants)
+                        .map_err(|e| RecordsError::Archive(e.to_string()))?,
+                    server_time_ms: r.get::<_, i64>(7)? as u64,
+                    captured_at_ms: r.get::<_, i64>(8)? as u64,
+                    expire_after_secs: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+                    burn_on_read: r.get(10)?,
+                    note: r.get(14)?,
+                },
                 receipt: serde_json::from_str(&receipt)
                     .map_err(|e| RecordsError::Archive(e.to_string()))?,
-                note: r.get(14)?,
                 leaf: r.get::<_, Option<i64>>(15)?.map(|v| v as u64),
                 has_content,
                 text,
@@ -508,7 +487,8 @@ fn insert_in<'r>(
     r: &NewRecord<'r>,
     key_seen: &mut Option<&'r [u8]>,
 ) -> Result<bool, RecordsError> {
-    let aad = format!("{}:{}", r.conv, r.seq);
+    let m = r.meta;
+    let aad = format!("{}:{}", m.conv, m.seq);
     let (wrapped, body, commitment) = match r.plaintext {
         Some(p) => {
             let archive_key = archive_key
@@ -528,7 +508,7 @@ fn insert_in<'r>(
     let receipt =
         serde_json::to_string(r.receipt).map_err(|e| RecordsError::Archive(e.to_string()))?;
     let participants =
-        serde_json::to_string(r.participants).map_err(|e| RecordsError::Archive(e.to_string()))?;
+        serde_json::to_string(&m.participants).map_err(|e| RecordsError::Archive(e.to_string()))?;
     // The leaf this record will get if it is new: the log's next index
     // (the IMMEDIATE transaction holds the write lock, so nothing else can
     // take it), written with the row instead of by a second update.
@@ -536,20 +516,20 @@ fn insert_in<'r>(
     let n = tx.prepare_cached("INSERT OR IGNORE INTO records (conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms,
             expire_after_secs, burn_on_read, receipt, wrapped_key, body, note, leaf)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)")?.execute(params![
-            r.conv,
-            r.seq as i64,
-            r.kind,
-            r.epoch as i64,
-            r.sender,
+            m.conv,
+            m.seq as i64,
+            m.kind.as_str(),
+            m.epoch as i64,
+            m.sender,
             participants,
-            r.server_time_ms as i64,
-            r.captured_at_ms as i64,
-            r.expire_after_secs.map(|v| v as i64),
-            r.burn_on_read,
+            m.server_time_ms as i64,
+            m.captured_at_ms as i64,
+            m.expire_after_secs.map(|v| v as i64),
+            m.burn_on_read,
             receipt,
             wrapped,
             body,
-            r.note,
+            m.note,
             next_leaf as i64
         ],
     )?;
@@ -561,24 +541,10 @@ fn insert_in<'r>(
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO server_keys (key, first_seen_ms) VALUES (?1, ?2)",
             )?
-            .execute(params![r.receipt.server_key, r.captured_at_ms as i64])?;
+            .execute(params![r.receipt.server_key, m.captured_at_ms as i64])?;
             *key_seen = Some(r.receipt.server_key.as_slice());
         }
-        let leaf = record_leaf(
-            r.conv,
-            r.seq,
-            r.kind,
-            r.epoch,
-            r.sender,
-            r.participants,
-            r.server_time_ms,
-            r.captured_at_ms,
-            r.expire_after_secs,
-            r.burn_on_read,
-            r.note,
-            r.receipt,
-            commitment,
-        );
+        let leaf = record_leaf(m, r.receipt, commitment);
         crate::tlog::append_at(tx, next_leaf, &leaf, Some(id))?;
     }
     Ok(n == 1)
@@ -617,34 +583,13 @@ pub fn content_commitment(data_key: &[u8; 32], plaintext: &[u8]) -> String {
 
 /// The leaf a record's metadata and receipt make (the one place a record
 /// leaf is built: capture uses it, and `verify` rebuilds it from the row).
-#[allow(clippy::too_many_arguments)]
 pub fn record_leaf(
-    conv: &str,
-    seq: u64,
-    kind: &str,
-    epoch: u64,
-    sender: &str,
-    participants: &[String],
-    server_time_ms: u64,
-    captured_at_ms: u64,
-    expire_after_secs: Option<u64>,
-    burn_on_read: bool,
-    note: Option<&str>,
+    meta: &RecordMeta,
     receipt: &Receipt,
     content_commitment: Option<String>,
 ) -> crate::tlog::Leaf {
     crate::tlog::Leaf::Record {
-        conv: conv.to_string(),
-        seq,
-        kind: kind.to_string(),
-        epoch,
-        sender: sender.to_string(),
-        participants: participants.to_vec(),
-        server_time_ms,
-        captured_at_ms,
-        expire_after_secs,
-        burn_on_read,
-        note: note.map(String::from),
+        meta: meta.clone(),
         message_sha256: hex::encode(&receipt.message_sha256),
         receipt_signature: hex::encode(&receipt.signature),
         receipt_key: hex::encode(&receipt.server_key),
@@ -740,19 +685,21 @@ mod tests {
         {
             let mut a = Archive::open(dir.path(), true).unwrap();
             a.insert(&NewRecord {
-                conv: "c",
-                seq: 1,
-                kind: "application",
-                epoch: 1,
-                sender: "a/1",
-                participants: &participants,
-                server_time_ms: 1,
-                captured_at_ms: 2,
-                expire_after_secs: None,
-                burn_on_read: false,
+                meta: &RecordMeta {
+                    conv: "c".into(),
+                    seq: 1,
+                    kind: RecordKind::Application,
+                    epoch: 1,
+                    sender: "a/1".into(),
+                    participants,
+                    server_time_ms: 1,
+                    captured_at_ms: 2,
+                    expire_after_secs: None,
+                    burn_on_read: false,
+                    note: None,
+                },
                 receipt: &receipt,
                 plaintext: Some(br#"{"format":1,"text":"kept","sent_at_ms":1}"#),
-                note: None,
             })
             .unwrap();
             let old = std::fs::read(dir.path().join(ARCHIVE_KEY)).unwrap();

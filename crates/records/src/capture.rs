@@ -27,6 +27,7 @@ use keepwire_protocol::{
 };
 
 use crate::archive::{Archive, NewRecord};
+use crate::record::{RecordKind, RecordMeta};
 use crate::RecordsError;
 
 pub struct Capture {
@@ -124,19 +125,9 @@ impl StagedBatch {
                 .records
                 .iter()
                 .map(|r| NewRecord {
-                    conv: &r.conv,
-                    seq: r.seq,
-                    kind: r.kind,
-                    epoch: r.epoch,
-                    sender: &r.sender,
-                    participants: &r.participants,
-                    server_time_ms: r.server_time_ms,
-                    captured_at_ms: r.captured_at_ms,
-                    expire_after_secs: r.expire_after_secs,
-                    burn_on_read: r.burn_on_read,
+                    meta: &r.meta,
                     receipt: &r.receipt,
                     plaintext: r.plaintext.as_deref(),
-                    note: r.note.as_deref(),
                 })
                 .collect();
             archive.insert_many(&records)?;
@@ -273,24 +264,10 @@ impl Drop for Writer {
 
 /// A record waiting for the batch's one durable write.
 struct Staged {
-    conv: String,
-    seq: u64,
-    kind: &'static str,
-    epoch: u64,
-    sender: String,
-    participants: Vec<String>,
-    server_time_ms: u64,
-    captured_at_ms: u64,
-    expire_after_secs: Option<u64>,
-    burn_on_read: bool,
+    meta: RecordMeta,
     receipt: Receipt,
     plaintext: Option<Vec<u8>>,
-    note: Option<String>,
 }
-
-/// The kind of record an entry the records member could not capture is
-/// archived as (see [`crate::archive::Record::kind`]).
-pub const WITHHELD: &str = "withheld";
 
 /// Most entries the records service captures in one durable write, when
 /// that many are already waiting (one batch = one archive transaction and
@@ -418,7 +395,7 @@ impl Capture {
     /// Decrypt one entry and stage its record.
     fn stage(&mut self, d: &Delivery) -> Result<Option<u64>, RecordsError> {
         if let Some((kind, note)) = self.archive.archived_as(&d.conv, d.seq)? {
-            if kind == WITHHELD {
+            if kind == RecordKind::Withheld {
                 // Reported again: the server may have lost the report in a
                 // crash, and must never release this entry.
                 self.failed.push((
@@ -496,7 +473,13 @@ impl Capture {
             Incoming::Duplicate => {
                 let participants = self.device.participants(&d.conv)?;
                 let epoch = self.device.epoch(&d.conv)?;
-                ("commit", epoch, claimed.clone(), participants, None)
+                (
+                    RecordKind::Commit,
+                    epoch,
+                    claimed.clone(),
+                    participants,
+                    None,
+                )
             }
             Incoming::Own => {
                 return Err(RecordsError::Archive(format!(
@@ -519,7 +502,7 @@ impl Capture {
                     return self.withhold(d, &claimed, reason, Some(content.clone()), true);
                 }
                 (
-                    "application",
+                    RecordKind::Application,
                     *epoch,
                     sender.clone(),
                     participants.clone(),
@@ -531,7 +514,7 @@ impl Capture {
                 participants,
                 ..
             } => (
-                "commit",
+                RecordKind::Commit,
                 *epoch,
                 claimed.clone(),
                 participants.clone(),
@@ -541,7 +524,13 @@ impl Capture {
                 self.proposals.insert(d.conv.clone());
                 let participants = self.device.participants(&d.conv)?;
                 let epoch = self.device.epoch(&d.conv)?;
-                ("proposal", epoch, claimed.clone(), participants, None)
+                (
+                    RecordKind::Proposal,
+                    epoch,
+                    claimed.clone(),
+                    participants,
+                    None,
+                )
             }
             Incoming::Undecryptable { reason, .. } => {
                 let reason =
@@ -559,19 +548,21 @@ impl Capture {
             tracing::warn!(conv = %d.conv, seq = d.seq, error = %e, "captured content does not parse");
         }
         self.staged.push(Staged {
-            conv: d.conv.clone(),
-            seq: d.seq,
-            kind,
-            epoch,
-            sender,
-            participants,
-            server_time_ms: d.server_time_ms,
-            captured_at_ms: now,
-            expire_after_secs,
-            burn_on_read,
+            meta: RecordMeta {
+                conv: d.conv.clone(),
+                seq: d.seq,
+                kind,
+                epoch,
+                sender,
+                participants,
+                server_time_ms: d.server_time_ms,
+                captured_at_ms: now,
+                expire_after_secs,
+                burn_on_read,
+                note: None,
+            },
             receipt: d.receipt.clone(),
             plaintext: content,
-            note: None,
         });
         self.mark(&d.conv, d.seq, true);
         Ok(Some(d.seq))
@@ -597,19 +588,21 @@ impl Capture {
             "withheld from every member: {reason}; sent by {claimed} as named by the server"
         );
         self.staged.push(Staged {
-            conv: d.conv.clone(),
-            seq: d.seq,
-            kind: WITHHELD,
-            epoch,
-            sender: claimed.to_string(),
-            participants,
-            server_time_ms: d.server_time_ms,
-            captured_at_ms: self.clock.now_ms(),
-            expire_after_secs: None,
-            burn_on_read: false,
+            meta: RecordMeta {
+                conv: d.conv.clone(),
+                seq: d.seq,
+                kind: RecordKind::Withheld,
+                epoch,
+                sender: claimed.to_string(),
+                participants,
+                server_time_ms: d.server_time_ms,
+                captured_at_ms: self.clock.now_ms(),
+                expire_after_secs: None,
+                burn_on_read: false,
+                note: Some(note),
+            },
             receipt: d.receipt.clone(),
             plaintext: content,
-            note: Some(note),
         });
         self.mark(&d.conv, d.seq, save);
         self.failed
@@ -797,7 +790,7 @@ mod tests {
             .list(true, false)
             .unwrap()
             .iter()
-            .map(|r| r.seq)
+            .map(|r| r.meta.seq)
             .collect()
     }
 
@@ -926,8 +919,9 @@ mod tests {
         assert_eq!(capture.device.cursor(&conv).unwrap(), 10);
         let all = capture.archive.list(true, false).unwrap();
         assert_eq!(all.len(), 10, "each archived once");
-        assert_eq!(all[5].kind, WITHHELD);
+        assert_eq!(all[5].meta.kind, RecordKind::Withheld);
         assert!(all[5]
+            .meta
             .note
             .as_deref()
             .unwrap()
@@ -950,21 +944,21 @@ mod tests {
             "{:?}",
             captured.failures
         );
-        let kinds: Vec<String> = capture
+        let kinds: Vec<RecordKind> = capture
             .archive
             .list(true, false)
             .unwrap()
             .into_iter()
-            .map(|r| r.kind)
+            .map(|r| r.meta.kind)
             .collect();
         assert_eq!(
             kinds,
             [
-                "commit",
-                "application",
-                WITHHELD,
-                "application",
-                "application"
+                RecordKind::Commit,
+                RecordKind::Application,
+                RecordKind::Withheld,
+                RecordKind::Application,
+                RecordKind::Application
             ]
         );
     }
@@ -1021,7 +1015,7 @@ mod tests {
             .list(false, true)
             .unwrap()
             .into_iter()
-            .filter(|r| r.kind == "application" && r.text.is_none())
+            .filter(|r| r.meta.kind == RecordKind::Application && r.text.is_none())
             .count();
         assert_eq!(undecrypted, 0, "every message's content is in the archive");
     }

@@ -156,7 +156,9 @@ pub fn measure(dir: &Path, n: u64) -> Result<CaptureFigures, RecordsError> {
             messages.len() - half
         )));
     }
-    let archived = capture.archive.count(Some("application"))?;
+    let archived = capture
+        .archive
+        .count(Some(crate::RecordKind::Application))?;
     if archived != n {
         return Err(err(format!("{archived} of {n} messages archived")));
     }

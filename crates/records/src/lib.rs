@@ -13,11 +13,13 @@ pub mod archive;
 pub mod capture;
 pub mod capture_limit;
 pub mod checkpoint;
+pub mod record;
 pub mod tlog;
 pub mod verify;
 
 pub use archive::{Archive, Record};
 pub use capture::Capture;
+pub use record::{RecordKind, RecordMeta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {

@@ -34,17 +34,9 @@ pub const SCHEMA: &str = "
 pub enum Leaf {
     /// A captured log entry.
     Record {
-        conv: String,
-        seq: u64,
-        kind: String,
-        epoch: u64,
-        sender: String,
-        participants: Vec<String>,
-        server_time_ms: u64,
-        captured_at_ms: u64,
-        expire_after_secs: Option<u64>,
-        burn_on_read: bool,
-        note: Option<String>,
+        /// Flattened: the leaf's fields are the metadata's, in its order.
+        #[serde(flatten)]
+        meta: crate::record::RecordMeta,
         /// SHA-256 of the MLS message, as in the server's receipt (hex).
         message_sha256: String,
         /// The receipt's Ed25519 signature and key (hex).

@@ -27,6 +27,7 @@ use rusqlite::params;
 use serde::Serialize;
 
 use crate::archive::{record_leaf, Archive};
+use crate::record::{RecordKind, RecordMeta};
 use crate::tlog::{self, Leaf, TreeProblem};
 use crate::{checkpoint, RecordsError};
 
@@ -105,22 +106,22 @@ impl Report {
     }
 }
 
+/// A record as its row stands, to be checked against its leaf.
 struct Row {
+    id: i64,
+    meta: RecordMeta,
+    /// The receipt as stored (JSON), parsed when checked.
+    receipt: String,
+    has_content: bool,
+    leaf: Option<u64>,
+}
+
+/// A row whose kind is no record kind: altered, and nothing to rebuild.
+struct Unreadable {
     id: i64,
     conv: String,
     seq: u64,
     kind: String,
-    epoch: u64,
-    sender: String,
-    participants: Vec<String>,
-    server_time_ms: u64,
-    captured_at_ms: u64,
-    expire_after_secs: Option<u64>,
-    burn_on_read: bool,
-    receipt: String,
-    has_content: bool,
-    note: Option<String>,
-    leaf: Option<u64>,
 }
 
 /// What `verify` checks against beyond the archive itself: an insider
@@ -237,7 +238,10 @@ pub fn verify(
                 );
             }
             match leaf {
-                Leaf::Record { conv, seq, .. } => {
+                Leaf::Record {
+                    meta: RecordMeta { conv, seq, .. },
+                    ..
+                } => {
                     if let Some(first) = by_place.insert((conv.clone(), seq), n) {
                         report.problems.push(
                             Problem::new(
@@ -282,8 +286,21 @@ pub fn verify(
     let mut matched: BTreeSet<u64> = BTreeSet::new();
     for row in rows(archive)? {
         report.records += 1;
+        let row = match row {
+            Ok(row) => row,
+            Err(bad) => {
+                report.problems.push(
+                    Problem::new(
+                        ProblemKind::Altered,
+                        format!("its kind {:?} is no record kind", bad.kind),
+                    )
+                    .at(Some(bad.id), &bad.conv, bad.seq),
+                );
+                continue;
+            }
+        };
         if let Some(n) = row.leaf {
-            if by_place.get(&(row.conv.clone(), row.seq)) == Some(&n) {
+            if by_place.get(&(row.meta.conv.clone(), row.meta.seq)) == Some(&n) {
                 matched.insert(n);
             }
         }
@@ -409,8 +426,9 @@ fn check_row(
     tombstoned: &BTreeSet<u64>,
     report: &mut Report,
 ) -> Result<(), RecordsError> {
-    let here =
-        |kind, detail: String| Problem::new(kind, detail).at(Some(row.id), &row.conv, row.seq);
+    let here = |kind, detail: String| {
+        Problem::new(kind, detail).at(Some(row.id), &row.meta.conv, row.meta.seq)
+    };
     let receipt: Receipt = match serde_json::from_str(&row.receipt) {
         Ok(r) => r,
         Err(e) => {
@@ -423,8 +441,8 @@ fn check_row(
     };
     // The receipt: the server's signature over this entry's place and hash.
     let signed = receipt_signed_bytes(
-        &row.conv,
-        row.seq,
+        &row.meta.conv,
+        row.meta.seq,
         &receipt.message_sha256,
         receipt.server_time_ms,
     );
@@ -485,21 +503,25 @@ fn check_row(
         }
     };
     let Leaf::Record {
-        conv: leaf_conv,
-        seq: leaf_seq,
+        meta:
+            RecordMeta {
+                conv: leaf_conv,
+                seq: leaf_seq,
+                ..
+            },
         content_commitment: leaf_commitment,
         ..
     } = &stored
     else {
         return Ok(());
     };
-    if leaf_record != Some(row.id) || leaf_conv != &row.conv || *leaf_seq != row.seq {
+    if leaf_record != Some(row.id) || leaf_conv != &row.meta.conv || *leaf_seq != row.meta.seq {
         report.problems.push(
             here(
                 ProblemKind::Reordered,
                 format!(
                     "row holds {}#{} but its leaf {n} records {leaf_conv}#{leaf_seq}",
-                    row.conv, row.seq
+                    row.meta.conv, row.meta.seq
                 ),
             )
             .leaf(n),
@@ -521,21 +543,7 @@ fn check_row(
     } else {
         leaf_commitment.clone()
     };
-    let rebuilt = record_leaf(
-        &row.conv,
-        row.seq,
-        &row.kind,
-        row.epoch,
-        &row.sender,
-        &row.participants,
-        row.server_time_ms,
-        row.captured_at_ms,
-        row.expire_after_secs,
-        row.burn_on_read,
-        row.note.as_deref(),
-        &receipt,
-        commitment,
-    );
+    let rebuilt = record_leaf(&row.meta, &receipt, commitment);
     if rebuilt.to_bytes() != data {
         report.problems.push(
             here(
@@ -604,31 +612,43 @@ fn server_keys(archive: &Archive) -> Result<ServerKeys, RecordsError> {
     rows.map(|k| Ok((k?, (0, None)))).collect()
 }
 
-fn rows(archive: &Archive) -> Result<Vec<Row>, RecordsError> {
+fn rows(archive: &Archive) -> Result<Vec<Result<Row, Unreadable>>, RecordsError> {
     let mut stmt = archive.conn().prepare(
         "SELECT id, conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms,
             expire_after_secs, burn_on_read, receipt, wrapped_key IS NOT NULL AND body IS NOT NULL, note, leaf
          FROM records ORDER BY id",
     )?;
     let rows = stmt.query_map(params![], |r| {
+        let (id, conv, seq, kind): (i64, String, u64, String) =
+            (r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?);
+        let Ok(kind_parsed) = kind.parse::<RecordKind>() else {
+            return Ok(Err(Unreadable {
+                id,
+                conv,
+                seq,
+                kind,
+            }));
+        };
         let participants: String = r.get(6)?;
-        Ok(Row {
-            id: r.get(0)?,
-            conv: r.get(1)?,
-            seq: r.get::<_, i64>(2)? as u64,
-            kind: r.get(3)?,
-            epoch: r.get::<_, i64>(4)? as u64,
-            sender: r.get(5)?,
-            participants: serde_json::from_str(&participants).unwrap_or_default(),
-            server_time_ms: r.get::<_, i64>(7)? as u64,
-            captured_at_ms: r.get::<_, i64>(8)? as u64,
-            expire_after_secs: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
-            burn_on_read: r.get(10)?,
+        Ok(Ok(Row {
+            id,
+            meta: RecordMeta {
+                conv,
+                seq,
+                kind: kind_parsed,
+                epoch: r.get::<_, i64>(4)? as u64,
+                sender: r.get(5)?,
+                participants: serde_json::from_str(&participants).unwrap_or_default(),
+                server_time_ms: r.get::<_, i64>(7)? as u64,
+                captured_at_ms: r.get::<_, i64>(8)? as u64,
+                expire_after_secs: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+                burn_on_read: r.get(10)?,
+                note: r.get(13)?,
+            },
             receipt: r.get(11)?,
             has_content: r.get(12)?,
-            note: r.get(13)?,
             leaf: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
-        })
+        }))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
