@@ -59,7 +59,13 @@ enum Command {
     },
     /// Administration: users, devices, policy (on the server's data directory).
     Admin {
-        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
+        /// The server's data directory; before or after the subcommand.
+        #[arg(
+            long,
+            global = true,
+            env = "KEEPWIRE_DATA_DIR",
+            default_value = "keepwire-data"
+        )]
         data_dir: PathBuf,
         #[command(subcommand)]
         command: AdminCommand,
@@ -75,6 +81,15 @@ enum Command {
     },
     /// The records service and the archive.
     Records {
+        /// The deployment's data directory (the archive is in its
+        /// `records/`); before or after the subcommand.
+        #[arg(
+            long,
+            global = true,
+            env = "KEEPWIRE_DATA_DIR",
+            default_value = "keepwire-data"
+        )]
+        data_dir: PathBuf,
         #[command(subcommand)]
         command: RecordsCommand,
     },
@@ -270,16 +285,32 @@ enum ConversationCommand {
     },
 }
 
+/// The device a `chat` command acts as. Defined once, on `chat`, and
+/// accepted before or after the subcommand (`chat --device-dir D read` and
+/// `chat read --device-dir D` are the same).
 #[derive(clap::Args, Clone)]
 struct DeviceArgs {
-    #[arg(long, env = "KEEPWIRE_SERVER", default_value = "http://127.0.0.1:7878")]
+    /// The delivery server's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "KEEPWIRE_SERVER",
+        default_value = "http://127.0.0.1:7878"
+    )]
     server: String,
-    #[arg(long, env = "KEEPWIRE_DEVICE_DIR", default_value = "keepwire-device")]
+    /// This device's directory (its keys, state and messages).
+    #[arg(
+        long,
+        global = true,
+        env = "KEEPWIRE_DEVICE_DIR",
+        default_value = "keepwire-device"
+    )]
     device_dir: PathBuf,
     /// Also trust this CA certificate (PEM) for the server's TLS.
-    #[arg(long, env = "KEEPWIRE_CA_CERT")]
+    #[arg(long, global = true, env = "KEEPWIRE_CA_CERT")]
     ca_cert: Option<PathBuf>,
-    #[arg(long)]
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
     json: bool,
 }
 
@@ -287,59 +318,29 @@ struct DeviceArgs {
 enum ChatCommand {
     /// Enrol this device with a one-time code.
     Enroll {
-        #[command(flatten)]
-        device: DeviceArgs,
         #[arg(long)]
         code: String,
     },
     /// Show the records notice; `--accept` acknowledges it.
     Notice {
-        #[command(flatten)]
-        device: DeviceArgs,
         #[arg(long)]
         accept: bool,
     },
     /// List conversations.
-    Conversations {
-        #[command(flatten)]
-        device: DeviceArgs,
-    },
+    Conversations,
     /// Create a conversation with these users (the records member is added).
-    Create {
-        #[command(flatten)]
-        device: DeviceArgs,
-        users: Vec<String>,
-    },
+    Create { users: Vec<String> },
     /// Add users to a conversation.
-    Add {
-        #[command(flatten)]
-        device: DeviceArgs,
-        conv: String,
-        users: Vec<String>,
-    },
+    Add { conv: String, users: Vec<String> },
     /// Remove users from a conversation.
-    Remove {
-        #[command(flatten)]
-        device: DeviceArgs,
-        conv: String,
-        users: Vec<String>,
-    },
+    Remove { conv: String, users: Vec<String> },
     /// The archive checkpoint this device has witnessed: every newer one
     /// must extend it (checked on each connection; a rewrite is an error).
-    Checkpoint {
-        #[command(flatten)]
-        device: DeviceArgs,
-    },
+    Checkpoint,
     /// Leave a conversation (the records member commits the removal).
-    Leave {
-        #[command(flatten)]
-        device: DeviceArgs,
-        conv: String,
-    },
+    Leave { conv: String },
     /// Send a message.
     Send {
-        #[command(flatten)]
-        device: DeviceArgs,
         conv: String,
         text: String,
         /// Disappear this many seconds after sending.
@@ -355,8 +356,6 @@ enum ChatCommand {
     },
     /// Fetch and show messages (each with its remaining time).
     Read {
-        #[command(flatten)]
-        device: DeviceArgs,
         conv: Option<String>,
         /// Keep running and show messages as they arrive (one JSON object
         /// per line with --json); expired messages are deleted meanwhile.
@@ -365,12 +364,7 @@ enum ChatCommand {
     },
     /// Show or set a conversation's disappearing timer (seconds after
     /// sending; 0 turns it off). Setting it tells every member.
-    Timer {
-        #[command(flatten)]
-        device: DeviceArgs,
-        conv: String,
-        secs: Option<u64>,
-    },
+    Timer { conv: String, secs: Option<u64> },
 }
 
 #[derive(Subcommand)]
@@ -379,12 +373,10 @@ enum RecordsCommand {
     Serve {
         #[arg(long, env = "KEEPWIRE_SERVER", default_value = "http://127.0.0.1:7878")]
         server: String,
-        #[arg(
-            long,
-            env = "KEEPWIRE_RECORDS_DIR",
-            default_value = "keepwire-data/records"
-        )]
-        records_dir: PathBuf,
+        /// The records service's directory (its device, archive and keys);
+        /// by default `records/` in --data-dir.
+        #[arg(long, env = "KEEPWIRE_RECORDS_DIR")]
+        records_dir: Option<PathBuf>,
         /// Enrolment code for the records device (first start only).
         #[arg(long)]
         code: Option<String>,
@@ -397,8 +389,6 @@ enum RecordsCommand {
     },
     /// List captured records.
     List {
-        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
-        data_dir: PathBuf,
         /// Include commits and proposals, not only messages.
         #[arg(long)]
         all: bool,
@@ -408,8 +398,6 @@ enum RecordsCommand {
     /// Show one record, decrypted (a privileged action: it is logged).
     Show {
         id: i64,
-        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
-        data_dir: PathBuf,
         /// Who is looking (default: $USER), for the log of privileged actions.
         #[arg(long, env = "KEEPWIRE_ACTOR")]
         actor: Option<String>,
@@ -420,24 +408,13 @@ enum RecordsCommand {
     /// (C2SP tlog-checkpoint, Ed25519 signed note), signing a new one first
     /// if the log has grown since.
     Checkpoint {
-        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
-        data_dir: PathBuf,
         #[arg(long)]
         json: bool,
     },
     /// A record's RFC 9162 inclusion proof against the current checkpoint (JSON).
-    Proof {
-        record_id: i64,
-        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
-        data_dir: PathBuf,
-    },
+    Proof { record_id: i64 },
     /// An RFC 9162 consistency proof between two tree sizes (JSON).
-    Consistency {
-        old_size: u64,
-        new_size: u64,
-        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
-        data_dir: PathBuf,
-    },
+    Consistency { old_size: u64, new_size: u64 },
     /// Destroy a record's content (crypto-shredding its data key) under a
     /// named authority; its metadata, leaf and a tombstone stay verifiable.
     /// (Holds and approvals arrive with the disposition workflow.)
@@ -446,8 +423,6 @@ enum RecordsCommand {
         /// The disposition authority, e.g. "GRS 5.2 item 020" or a court order.
         #[arg(long)]
         authority: String,
-        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
-        data_dir: PathBuf,
         #[arg(long, env = "KEEPWIRE_ACTOR")]
         actor: Option<String>,
     },
@@ -455,16 +430,12 @@ enum RecordsCommand {
     /// a new key (content is not re-encrypted); logged. Stop the records
     /// service first.
     RotateKey {
-        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
-        data_dir: PathBuf,
         #[arg(long, env = "KEEPWIRE_ACTOR")]
         actor: Option<String>,
     },
     /// Recompute the log from storage and check the whole archive against
     /// it; exits non-zero, naming each problem, if anything is wrong.
     Verify {
-        #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
-        data_dir: PathBuf,
         /// The checkpoint key's public half (default: the archive's checkpoint.pub).
         #[arg(long)]
         verifier_key: Option<String>,
@@ -562,7 +533,7 @@ async fn run(cli: Cli) -> Result<()> {
             eprintln!("keepwire server stopped");
             Ok(())
         }
-        Command::Records { command } => records(command).await,
+        Command::Records { data_dir, command } => records(command, &data_dir).await,
         Command::Admin { data_dir, command } => admin(&data_dir, command, &clock),
         Command::Chat {
             device,
@@ -574,9 +545,9 @@ async fn run(cli: Cli) -> Result<()> {
             tui::run(online).await
         }
         Command::Chat {
+            device,
             command: Some(command),
-            ..
-        } => chat(command).await,
+        } => chat(command, device).await,
         Command::Bench {
             command: Some(BenchCommand::Report(args)),
             ..
@@ -770,28 +741,10 @@ fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -> Re
     Ok(())
 }
 
-impl ChatCommand {
-    fn device(&self) -> &DeviceArgs {
-        match self {
-            ChatCommand::Enroll { device, .. }
-            | ChatCommand::Notice { device, .. }
-            | ChatCommand::Conversations { device }
-            | ChatCommand::Create { device, .. }
-            | ChatCommand::Add { device, .. }
-            | ChatCommand::Remove { device, .. }
-            | ChatCommand::Leave { device, .. }
-            | ChatCommand::Checkpoint { device }
-            | ChatCommand::Send { device, .. }
-            | ChatCommand::Read { device, .. }
-            | ChatCommand::Timer { device, .. } => device,
-        }
-    }
-}
-
-async fn chat(command: ChatCommand) -> Result<()> {
-    net::trust_ca(command.device().ca_cert.clone());
+async fn chat(command: ChatCommand, device: DeviceArgs) -> Result<()> {
+    net::trust_ca(device.ca_cert.clone());
     match command {
-        ChatCommand::Enroll { device, code } => {
+        ChatCommand::Enroll { code } => {
             let online =
                 session::enroll(&device.server, &code, &device.device_dir, &passphrase()?).await?;
             if device.json {
@@ -811,7 +764,7 @@ async fn chat(command: ChatCommand) -> Result<()> {
                 }
             }
         }
-        ChatCommand::Notice { device, accept } => {
+        ChatCommand::Notice { accept } => {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             if accept {
@@ -829,7 +782,7 @@ async fn chat(command: ChatCommand) -> Result<()> {
                 );
             }
         }
-        ChatCommand::Conversations { device } => {
+        ChatCommand::Conversations => {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             online.sync().await?;
@@ -846,7 +799,7 @@ async fn chat(command: ChatCommand) -> Result<()> {
                 }
             }
         }
-        ChatCommand::Create { device, users } => {
+        ChatCommand::Create { users } => {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             let conv = online.create(&users).await?;
@@ -856,27 +809,19 @@ async fn chat(command: ChatCommand) -> Result<()> {
                 println!("{conv}");
             }
         }
-        ChatCommand::Add {
-            device,
-            conv,
-            users,
-        } => {
+        ChatCommand::Add { conv, users } => {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             let seq = online.add(&conv, &users).await?;
             println!("{}", serde_json::json!({"conv": conv, "seq": seq}));
         }
-        ChatCommand::Remove {
-            device,
-            conv,
-            users,
-        } => {
+        ChatCommand::Remove { conv, users } => {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             let seq = online.remove(&conv, &users).await?;
             println!("{}", serde_json::json!({"conv": conv, "seq": seq}));
         }
-        ChatCommand::Checkpoint { device } => {
+        ChatCommand::Checkpoint => {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             online.sync().await?;
@@ -890,14 +835,13 @@ async fn chat(command: ChatCommand) -> Result<()> {
                 }
             }
         }
-        ChatCommand::Leave { device, conv } => {
+        ChatCommand::Leave { conv } => {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             let seq = online.leave(&conv).await?;
             println!("{}", serde_json::json!({"conv": conv, "seq": seq}));
         }
         ChatCommand::Send {
-            device,
             conv,
             text,
             timer,
@@ -921,11 +865,7 @@ async fn chat(command: ChatCommand) -> Result<()> {
                 println!("sent as #{seq}");
             }
         }
-        ChatCommand::Read {
-            device,
-            conv,
-            follow,
-        } => {
+        ChatCommand::Read { conv, follow } => {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             online.sync().await?;
@@ -942,7 +882,7 @@ async fn chat(command: ChatCommand) -> Result<()> {
                 follow_messages(&mut online, conv.as_deref(), device.json).await?;
             }
         }
-        ChatCommand::Timer { device, conv, secs } => {
+        ChatCommand::Timer { conv, secs } => {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             online.sync().await?;
@@ -1016,7 +956,7 @@ async fn follow_messages(
     }
 }
 
-async fn records(command: RecordsCommand) -> Result<()> {
+async fn records(command: RecordsCommand, data_dir: &std::path::Path) -> Result<()> {
     match command {
         RecordsCommand::Serve {
             server,
@@ -1026,6 +966,7 @@ async fn records(command: RecordsCommand) -> Result<()> {
             checkpoint_secs,
         } => {
             net::trust_ca(ca_cert);
+            let records_dir = records_dir.unwrap_or_else(|| serve::records_dir(data_dir));
             if let Some(code) = code {
                 serve::enroll_records(&server, &records_dir, &code).await?;
             }
@@ -1047,13 +988,9 @@ async fn records(command: RecordsCommand) -> Result<()> {
             eprintln!("records service stopped");
             Ok(())
         }
-        RecordsCommand::List {
-            data_dir,
-            all,
-            json,
-        } => {
+        RecordsCommand::List { all, json } => {
             let archive =
-                keepwire_records::Archive::open(&serve::existing_records_dir(&data_dir)?, false)?;
+                keepwire_records::Archive::open(&serve::existing_records_dir(data_dir)?, false)?;
             let records = archive.list(all, false)?;
             if json {
                 print_json(&records)?;
@@ -1072,13 +1009,8 @@ async fn records(command: RecordsCommand) -> Result<()> {
             }
             Ok(())
         }
-        RecordsCommand::Show {
-            id,
-            data_dir,
-            actor,
-            json,
-        } => {
-            let dir = serve::existing_records_dir(&data_dir)?;
+        RecordsCommand::Show { id, actor, json } => {
+            let dir = serve::existing_records_dir(data_dir)?;
             let mut archive = keepwire_records::Archive::open(&dir, true)?;
             let r = archive
                 .get(id, true)?
@@ -1104,29 +1036,25 @@ async fn records(command: RecordsCommand) -> Result<()> {
             }
             Ok(())
         }
-        RecordsCommand::Checkpoint { data_dir, json } => {
-            records_cmd::checkpoint(&serve::existing_records_dir(&data_dir)?, json)
+        RecordsCommand::Checkpoint { json } => {
+            records_cmd::checkpoint(&serve::existing_records_dir(data_dir)?, json)
         }
-        RecordsCommand::Proof {
-            record_id,
-            data_dir,
-        } => records_cmd::proof(&serve::existing_records_dir(&data_dir)?, record_id),
-        RecordsCommand::Consistency {
-            old_size,
-            new_size,
-            data_dir,
-        } => records_cmd::consistency(&serve::existing_records_dir(&data_dir)?, old_size, new_size),
+        RecordsCommand::Proof { record_id } => {
+            records_cmd::proof(&serve::existing_records_dir(data_dir)?, record_id)
+        }
+        RecordsCommand::Consistency { old_size, new_size } => {
+            records_cmd::consistency(&serve::existing_records_dir(data_dir)?, old_size, new_size)
+        }
         RecordsCommand::Destroy {
             id,
             authority,
-            data_dir,
             actor,
         } => {
             if authority.trim().is_empty() {
                 bail!("--authority must name the disposition authority");
             }
             let mut archive =
-                keepwire_records::Archive::open(&serve::existing_records_dir(&data_dir)?, false)?;
+                keepwire_records::Archive::open(&serve::existing_records_dir(data_dir)?, false)?;
             archive.destroy(
                 id,
                 authority.trim(),
@@ -1136,8 +1064,8 @@ async fn records(command: RecordsCommand) -> Result<()> {
             println!("record {id}: content destroyed under {}", authority.trim());
             Ok(())
         }
-        RecordsCommand::RotateKey { data_dir, actor } => {
-            let dir = serve::existing_records_dir(&data_dir)?;
+        RecordsCommand::RotateKey { actor } => {
+            let dir = serve::existing_records_dir(data_dir)?;
             let _lock = serve::lock_records_dir(&dir, "cannot rotate the archive key")?;
             let mut archive = keepwire_records::Archive::open(&dir, true)?;
             let n =
@@ -1146,7 +1074,6 @@ async fn records(command: RecordsCommand) -> Result<()> {
             Ok(())
         }
         RecordsCommand::Verify {
-            data_dir,
             verifier_key,
             checkpoint,
             server_keys,
@@ -1157,7 +1084,7 @@ async fn records(command: RecordsCommand) -> Result<()> {
                 checkpoints: checkpoint,
                 server_keys,
             };
-            if !records_cmd::verify(&serve::existing_records_dir(&data_dir)?, inputs, json)? {
+            if !records_cmd::verify(&serve::existing_records_dir(data_dir)?, inputs, json)? {
                 std::process::exit(1);
             }
             Ok(())

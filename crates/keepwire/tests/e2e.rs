@@ -286,3 +286,63 @@ fn a_mistyped_data_directory_is_an_error_naming_it_and_creates_nothing() {
     }
     assert!(!nope.exists(), "nothing was created at the mistyped path");
 }
+
+#[test]
+fn flags_go_before_or_after_the_subcommand() {
+    let agency = common::Agency::start();
+    let alice = agency.user("alice", "staff");
+    alice.accept_notice();
+    let bob = agency.user("bob", "staff");
+    let conv = alice.create(&["bob"]);
+    let dir = alice.dir.to_str().unwrap();
+    let url = agency.url();
+    let env = [("KEEPWIRE_PASSPHRASE", alice.passphrase.as_str())];
+    // The device's flags, before and after `conversations`: the same
+    // device either way (before, they used to be ignored silently).
+    let before = ok(keepwire(
+        &[
+            "chat",
+            "--device-dir",
+            dir,
+            "--server",
+            &url,
+            "--json",
+            "conversations",
+        ],
+        &env,
+    ));
+    let after = ok(keepwire(
+        &[
+            "chat",
+            "conversations",
+            "--device-dir",
+            dir,
+            "--server",
+            &url,
+            "--json",
+        ],
+        &env,
+    ));
+    let before: Value = serde_json::from_str(&before).unwrap();
+    let after: Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(before, after);
+    assert_eq!(before[0]["conv"], conv.as_str());
+    // The data directory, before and after, for `records` and `admin`.
+    let data = agency.data_dir();
+    alice.send(&conv, "hello");
+    assert_eq!(bob.texts(&conv), ["hello"]);
+    for args in [
+        vec!["records", "--data-dir", data, "list", "--json"],
+        vec!["records", "list", "--data-dir", data, "--json"],
+    ] {
+        let v: Value = serde_json::from_str(&ok(keepwire(&args, &[]))).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 1, "{args:?}");
+    }
+    for args in [
+        vec!["admin", "--data-dir", data, "status", "--json"],
+        vec!["admin", "status", "--data-dir", data, "--json"],
+    ] {
+        let v: Value = serde_json::from_str(&ok(keepwire(&args, &[]))).unwrap();
+        assert_eq!(v["users"], 3, "{args:?}: alice, bob and the records member");
+    }
+}
