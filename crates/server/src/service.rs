@@ -33,6 +33,8 @@ mod gc;
 mod keys;
 mod log_writer;
 mod release;
+#[cfg(test)]
+mod tests;
 use access::blocked_message;
 pub use check::{Check, Checked};
 use conversations::others_of;
