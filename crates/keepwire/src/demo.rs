@@ -128,7 +128,7 @@ pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
     let remaining_on_relay = loop {
         let n = tokio::task::block_in_place(|| -> Result<u64> {
             let mut core = state.core();
-            core.collect_garbage()?;
+            core.collect_garbage(clock.now_ms())?;
             Ok(core.store().log_len()?)
         })?;
         if n == 0 || start.elapsed() > Duration::from_secs(10) {

@@ -104,9 +104,10 @@ pub async fn start_server(
         .transpose()?;
     let store = open_server_store(data_dir)?;
     let key = keepwire_server::load_or_create_key(data_dir)?;
-    let core = Core::open(store, key, limits, Clock::from_env())?;
+    let clock = Clock::from_env();
+    let core = Core::open(store, key, limits, clock.now_ms())?;
     let log_store = open_server_store(data_dir)?;
-    let state = AppState::new(core, Some(log_store));
+    let state = AppState::new(core, Some(log_store), clock);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 
 use crate::outbox::Outbox;
 use ed25519_dalek::SigningKey;
-use keepwire_protocol::clock::Clock;
 use keepwire_protocol::{
     ConversationInfo, ErrorCode, Policy, ProtocolError, Request, ServerBody, RECORDS_USER,
 };
@@ -125,7 +124,9 @@ pub struct Core {
     /// The same key in aws-lc, which signs the same (deterministic
     /// Ed25519) signatures in under half the time: one per message.
     signer: aws_lc_rs::signature::Ed25519KeyPair,
-    clock: Clock,
+    /// The time of the request being handled, as the caller gave it: the
+    /// core reads no clock.
+    now_ms: u64,
     writer: Option<std::sync::mpsc::Sender<Job>>,
     /// Relay garbage handed to the log writer, which deletes it a little
     /// at a time (see [`run_log_writer`]).
@@ -173,9 +174,9 @@ impl Core {
         store: Store,
         key: SigningKey,
         limits: Limits,
-        clock: Clock,
+        now_ms: u64,
     ) -> Result<Self, ServerError> {
-        store.record_receipt_key(&key.verifying_key().to_bytes(), clock.now_ms())?;
+        store.record_receipt_key(&key.verifying_key().to_bytes(), now_ms)?;
         let signer = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&key.to_bytes())
             .map_err(|e| ServerError::Invalid(format!("receipt key: {e}")))?;
         let mut convs = HashMap::new();
@@ -219,7 +220,7 @@ impl Core {
             limits,
             key,
             signer,
-            clock,
+            now_ms,
             writer: None,
             garbage: None,
             pending: None,
@@ -296,12 +297,14 @@ impl Core {
         }
     }
 
-    /// Handle one request of `session`.
+    /// Handle one request of `session`, received at `now_ms`.
     pub fn handle(
         &mut self,
         session: &mut Session,
         req: Request,
+        now_ms: u64,
     ) -> Result<ServerBody, ProtocolError> {
+        self.now_ms = now_ms;
         // A caller that never attached an answer: the entry still goes,
         // in order, unanswered.
         self.release_pending(None);
@@ -369,7 +372,7 @@ impl Core {
             }
             Request::AcknowledgeNotice => {
                 self.store
-                    .acknowledge_notice(&device.user, self.clock.now_ms())
+                    .acknowledge_notice(&device.user, self.now_ms)
                     .map_err(internal)?;
                 Ok(ServerBody::Ok)
             }

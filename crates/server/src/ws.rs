@@ -41,6 +41,8 @@ pub struct AppState {
     phase: Arc<tokio::sync::watch::Sender<Phase>>,
     /// Set when the log writer failed: the server must stop.
     fatal: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    /// The time each request is stamped with (the core reads no clock).
+    clock: keepwire_protocol::clock::Clock,
 }
 
 /// A server's life, in order. Stopping is two steps so that nothing
@@ -62,7 +64,11 @@ impl AppState {
     /// Wrap the core; `log_store`, a second connection to the server's
     /// database, becomes the log writer that batches appends into group
     /// commits (without one, each append commits on its own).
-    pub fn new(mut core: Core, log_store: Option<Store>) -> Self {
+    pub fn new(
+        mut core: Core,
+        log_store: Option<Store>,
+        clock: keepwire_protocol::clock::Clock,
+    ) -> Self {
         let limits = core.limits().clone();
         let checker = match core.store().reopen() {
             Some(Ok(store)) => Some(Arc::new(Mutex::new(store))),
@@ -104,6 +110,7 @@ impl AppState {
             checker,
             phase: Arc::new(tokio::sync::watch::channel(Phase::Serving).0),
             fatal,
+            clock,
         }
     }
 
@@ -331,8 +338,13 @@ async fn connection(socket: WebSocket, state: AppState, watch: Arc<Watch>) {
                     };
                     let mut core = state.core();
                     let result = match checked {
-                        Some(checked) => core.handle_checked(&mut session, frame.request, checked),
-                        None => core.handle(&mut session, frame.request),
+                        Some(checked) => core.handle_checked(
+                            &mut session,
+                            frame.request,
+                            checked,
+                            state.clock.now_ms(),
+                        ),
+                        None => core.handle(&mut session, frame.request, state.clock.now_ms()),
                     };
                     let reply = match result {
                         Ok(body) => ServerFrame::response(id, body),
@@ -426,7 +438,7 @@ pub async fn serve(
             let (gc, evict, decisions) = tokio::task::block_in_place(|| {
                 let mut core = gc_state.core();
                 (
-                    core.collect_garbage(),
+                    core.collect_garbage(gc_state.clock.now_ms()),
                     core.request_evictions(),
                     core.relay_decisions(),
                 )

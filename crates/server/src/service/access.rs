@@ -44,7 +44,7 @@ impl Core {
         self.verify_challenge(session, key, signature)?;
         let row = self
             .store
-            .redeem_code(code, key, self.clock.now_ms())
+            .redeem_code(code, key, self.now_ms)
             .map_err(|e| match e {
                 ServerError::Invalid(m) => refuse(ErrorCode::InvalidEnrollmentCode, m),
                 e => internal(e),

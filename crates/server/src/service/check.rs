@@ -275,9 +275,10 @@ impl Core {
         session: &mut Session,
         req: Request,
         checked: Checked,
+        now_ms: u64,
     ) -> Result<ServerBody, ProtocolError> {
         self.checked = Some(checked);
-        let r = self.handle(session, req);
+        let r = self.handle(session, req, now_ms);
         self.checked = None;
         r
     }

@@ -11,7 +11,7 @@ use keepwire_protocol::{
 use sha2::{Digest, Sha256};
 
 use super::conversations::{others_of, CommitChange};
-use super::log_writer::{Answer, Effect, Garbage, Job, OwnedRosterUpdate};
+use super::log_writer::{Answer, Garbage, Job, OwnedRosterUpdate, Push};
 use super::{internal, refuse, Core};
 use crate::gate::Held;
 use crate::outbox::Outbox;
@@ -35,7 +35,7 @@ impl Core {
         commit: Option<CommitChange>,
         create: bool,
     ) -> Result<Receipt, ProtocolError> {
-        let now = self.clock.now_ms();
+        let now = self.now_ms;
         let c = self
             .convs
             .get(conv)
@@ -126,7 +126,10 @@ impl Core {
                             message: welcome.clone(),
                         })
                         .to_json();
-                        effects.push((m.device_id.clone(), None, text));
+                        effects.push(Push {
+                            device: m.device_id.clone(),
+                            frame: text,
+                        });
                     }
                 } else if change.welcome.is_some() {
                     held.welcomed.push(m.device_id.clone());
@@ -139,7 +142,10 @@ impl Core {
         if !records_recipients.is_empty() {
             let text = deliver_text(&entry, receipt.clone());
             for m in records_recipients {
-                effects.push((m.device_id, None, text.clone()));
+                effects.push(Push {
+                    device: m.device_id,
+                    frame: text.clone(),
+                });
             }
         }
         match &self.writer {
@@ -182,9 +188,9 @@ impl Core {
 
     /// Entry `seq` of `conv` is durable: push it (and the records
     /// member's Welcome) to the records member's live sessions.
-    pub(super) fn apply_effects(&mut self, conv: &str, seq: u64, effects: &[Effect]) {
-        for (device, skip_session, text) in effects {
-            self.push_text_except(device, *skip_session, text);
+    pub(super) fn apply_effects(&mut self, conv: &str, seq: u64, effects: &[Push]) {
+        for p in effects {
+            self.push_text(&p.device, &p.frame);
         }
         if let Some(c) = self.convs.get_mut(conv) {
             c.gate.durable(seq);

@@ -15,8 +15,8 @@ impl Core {
     /// what may go and hands it over (returns 0): deleting thousands of
     /// entries here, under the core's lock, stalled every request for tens
     /// of milliseconds. Without one, deletes at once and returns how many.
-    pub fn collect_garbage(&mut self) -> Result<usize, ServerError> {
-        let now = self.clock.now_ms();
+    pub fn collect_garbage(&mut self, now_ms: u64) -> Result<usize, ServerError> {
+        let now = now_ms;
         let before = now.saturating_sub(self.limits.relay_ttl_ms);
         let mut passes = Vec::new();
         for (conv, c) in &self.convs {

@@ -137,7 +137,7 @@ impl Core {
                 )))
             })?;
         self.store
-            .hand_out(device, &r, self.clock.now_ms())
+            .hand_out(device, &r, self.now_ms)
             .map_err(internal)
     }
 }

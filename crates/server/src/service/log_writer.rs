@@ -14,8 +14,11 @@ use crate::ServerError;
 #[derive(Clone, Default)]
 pub struct Garbage(std::sync::Arc<std::sync::Mutex<Option<Vec<crate::store::Collectable>>>>);
 
-/// A push: (device, a session of it not to push to, frame).
-pub(super) type Effect = (String, Option<u64>, String);
+/// A frame for a device's live sessions, sent once its entry is durable.
+pub(super) struct Push {
+    pub(super) device: String,
+    pub(super) frame: String,
+}
 
 /// One entry on its way to the log writer, with what to push and whom
 /// to answer once it is durable.
@@ -24,7 +27,7 @@ pub struct Job {
     pub(super) roster: Option<OwnedRosterUpdate>,
     pub(super) create: bool,
     /// Pushes, in order.
-    pub(super) effects: Vec<Effect>,
+    pub(super) effects: Vec<Push>,
     pub(super) answer: Option<Answer>,
 }
 

@@ -169,7 +169,7 @@ impl Core {
                 ),
             ));
         }
-        let now = self.clock.now_ms();
+        let now = self.now_ms;
         let mut marks = Vec::with_capacity(withheld.len());
         for w in &withheld {
             let entry = self

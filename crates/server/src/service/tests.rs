@@ -28,6 +28,12 @@ use crate::store::Store;
 
 const SUITE: CipherSuite = CipherSuite::P256_AES128;
 
+/// The time requests are handled at (enrolment codes are checked against
+/// it, so it is the real time).
+fn now() -> u64 {
+    keepwire_protocol::clock::Clock::system().now_ms()
+}
+
 /// MLS rules of an honest client (external joins allowed, the tree in the
 /// GroupInfo), or of one that encrypts its handshakes.
 #[derive(Clone, Default)]
@@ -117,13 +123,7 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("server.db")).unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-        let core = Core::open(
-            store,
-            key,
-            Limits::default(),
-            keepwire_protocol::clock::Clock::system(),
-        )
-        .unwrap();
+        let core = Core::open(store, key, Limits::default(), now()).unwrap();
         Self {
             _dir: dir,
             core,
@@ -146,11 +146,11 @@ impl World {
     /// A user (created if new) with a freshly enrolled device.
     fn device(&mut self, user: &str, category: &str) -> Dev {
         let store = self.core.store();
-        let now = keepwire_protocol::clock::Clock::system().now_ms();
+        let at = now();
         if store.user(user).unwrap().is_none() {
-            store.add_user(user, user, category, now).unwrap();
+            store.add_user(user, user, category, at).unwrap();
         }
-        let code = store.new_enrolment_code(user, now).unwrap();
+        let code = store.new_enrolment_code(user, at).unwrap();
         let (mut session, rx) = self.session();
         let (secret, public) = suite().signature_key_generate().unwrap();
         let signature = suite()
@@ -164,6 +164,7 @@ impl World {
                     signature_key: public.as_bytes().to_vec(),
                     signature,
                 },
+                now(),
             )
             .unwrap();
         Dev {
@@ -175,7 +176,7 @@ impl World {
     }
 
     fn call(&mut self, dev: &mut Dev, req: Request) -> Result<ServerBody, ProtocolError> {
-        self.core.handle(&mut dev.session, req)
+        self.core.handle(&mut dev.session, req, now())
     }
 
     fn upload<C: MlsConfig>(&mut self, dev: &mut Dev, client: &mls_rs::Client<C>) {
@@ -429,7 +430,7 @@ fn every_refusal_a_modified_client_meets_comes_with_its_code() {
     // Unauthenticated requests.
     let (mut anon, _rx) = w.session();
     refused(
-        w.core.handle(&mut anon, Request::Sync),
+        w.core.handle(&mut anon, Request::Sync, now()),
         ErrorCode::Unauthorized,
         "a request before authenticating",
     );
