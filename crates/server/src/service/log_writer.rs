@@ -93,27 +93,7 @@ pub fn run_log_writer(
         if batch.is_empty() && pending.is_empty() {
             continue;
         }
-        let views: Vec<Option<RosterUpdate<'_>>> = batch
-            .iter()
-            .map(|j| j.roster.as_ref().map(|r| r.view()))
-            .collect();
-        let appends: Vec<Append<'_>> = batch
-            .iter()
-            .zip(&views)
-            .map(|(j, v)| Append {
-                entry: &j.entry,
-                roster: v.as_ref(),
-                create: j.create,
-            })
-            .collect();
-        let limit = if batch.is_empty() {
-            GC_IDLE_CHUNK
-        } else {
-            GC_PER_COMMIT + 2 * batch.len()
-        };
-        let result = store.append_collecting(&appends, &mut pending, limit);
-        drop(appends);
-        drop(views);
+        let result = write_batch(&mut store, &batch, &mut pending);
         match result {
             Ok(deleted) => {
                 if deleted > 0 {
@@ -123,12 +103,7 @@ pub fn run_log_writer(
                     continue;
                 }
                 let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
-                for j in batch {
-                    core.apply_effects(&j.entry.conv, j.entry.seq, &j.effects);
-                    if let Some(a) = j.answer {
-                        let _ = a.out.send(a.reply);
-                    }
-                }
+                now_durable(&mut core, batch);
             }
             Err(e) => {
                 tracing::error!(error = %e, entries = batch.len(), "log write failed; stopping the server");
@@ -140,6 +115,46 @@ pub fn run_log_writer(
                 // shell stops the server (`ws::serve` returns the error).
                 return Err(e);
             }
+        }
+    }
+}
+
+/// One group commit: `batch` appended, and some of the relay garbage in
+/// `pending` deleted, in one transaction (one fsync). Returns how many
+/// relay entries went.
+pub(super) fn write_batch(
+    store: &mut Store,
+    batch: &[Job],
+    pending: &mut std::collections::VecDeque<crate::store::Collectable>,
+) -> Result<usize, ServerError> {
+    let views: Vec<Option<RosterUpdate<'_>>> = batch
+        .iter()
+        .map(|j| j.roster.as_ref().map(|r| r.view()))
+        .collect();
+    let appends: Vec<Append<'_>> = batch
+        .iter()
+        .zip(&views)
+        .map(|(j, v)| Append {
+            entry: &j.entry,
+            roster: v.as_ref(),
+            create: j.create,
+        })
+        .collect();
+    let limit = if batch.is_empty() {
+        GC_IDLE_CHUNK
+    } else {
+        GC_PER_COMMIT + 2 * batch.len()
+    };
+    store.append_collecting(&appends, pending, limit)
+}
+
+/// A batch is durable: push its entries (the records member's copies) and
+/// send their receipts, in order, under the core's lock.
+pub(super) fn now_durable(core: &mut Core, batch: Vec<Job>) {
+    for j in batch {
+        core.apply_effects(&j.entry.conv, j.entry.seq, &j.effects);
+        if let Some(a) = j.answer {
+            let _ = a.out.send(a.reply);
         }
     }
 }

@@ -457,3 +457,163 @@ fn every_refusal_a_modified_client_meets_comes_with_its_code() {
         "a message for a past epoch",
     );
 }
+
+/// The log writer, stepped by hand: appends wait in its channel until the
+/// test writes them (`write`) and then releases their pushes (`durable`),
+/// so a request can be made to fall between the two.
+struct Writer {
+    jobs: std::sync::mpsc::Receiver<super::Job>,
+    store: Store,
+}
+
+impl World {
+    fn with_writer() -> (Self, Writer) {
+        let w = Self::new();
+        Self::attach(w)
+    }
+
+    fn attach(mut w: Self) -> (Self, Writer) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        w.core.attach_writer(tx, super::Garbage::default());
+        let store = Store::open(&w._dir.path().join("server.db")).unwrap();
+        (w, Writer { jobs: rx, store })
+    }
+
+    /// The group commit: what was appended is written (durable), but its
+    /// pushes have not gone out yet.
+    fn write(&mut self, writer: &mut Writer) -> Vec<super::Job> {
+        self.core.release_pending(None);
+        let batch: Vec<super::Job> = writer.jobs.try_iter().collect();
+        super::log_writer::write_batch(&mut writer.store, &batch, &mut Default::default()).unwrap();
+        batch
+    }
+
+    /// The pushes of a written batch go out.
+    fn durable(&mut self, batch: Vec<super::Job>) {
+        super::log_writer::now_durable(&mut self.core, batch);
+    }
+
+    fn flush(&mut self, writer: &mut Writer) {
+        let batch = self.write(writer);
+        self.durable(batch);
+    }
+}
+
+/// The sequence numbers of the entries of `conv` pushed to `dev` so far,
+/// with a `0` for each Welcome.
+fn delivered(dev: &mut Dev, conv: &str) -> Vec<u64> {
+    let mut out = Vec::new();
+    while let Some(text) = dev._pushes.try_recv() {
+        match keepwire_protocol::ServerFrame::from_json(&text)
+            .unwrap()
+            .body
+        {
+            ServerBody::Deliver(d) if d.conv == conv => out.push(d.seq),
+            ServerBody::WelcomeMessage { conv: c, .. } if c == conv => out.push(0),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn a_device_syncing_during_a_group_commit_gets_each_entry_once_in_order() {
+    let (mut w, mut writer) = World::with_writer();
+    let mut mallory = w.device("mallory", "staff");
+    let mut bob = w.device("bob", "staff");
+    let mut records = w.device(RECORDS_USER, "records");
+    let (cm, cb, cr) = (
+        mallory.client(Rules::default()),
+        bob.client(Rules::default()),
+        records.client(Rules::default()),
+    );
+    w.upload(&mut bob, &cb);
+    w.upload(&mut records, &cr);
+    w.call(&mut mallory, Request::AcknowledgeNotice).unwrap();
+    w.call(&mut records, Request::Sync).unwrap();
+    w.call(&mut bob, Request::Sync).unwrap();
+    let kps = w.claim(&mut mallory, &["bob"], true);
+    let mut g = cm
+        .create_group(ExtensionList::new(), ExtensionList::new(), None)
+        .unwrap();
+    let conv = hex::encode(g.group_id());
+    w.call(&mut mallory, creation(&mut g, &kps)).unwrap();
+    g.apply_pending_commit().unwrap();
+    w.flush(&mut writer);
+    assert_eq!(
+        delivered(&mut records, &conv),
+        [0, 1],
+        "the Welcome, then the commit"
+    );
+    w.call(
+        &mut records,
+        Request::Archived {
+            conv: conv.clone(),
+            from: 1,
+            to: 1,
+            withheld: Vec::new(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        delivered(&mut bob, &conv),
+        [0],
+        "bob's Welcome, once captured"
+    );
+    // Bob joins from it: up to #1 is his.
+    w.call(
+        &mut bob,
+        Request::Ack {
+            conv: conv.clone(),
+            seq: 1,
+        },
+    )
+    .unwrap();
+
+    // Message 2 is in the group commit: written, its pushes not yet out.
+    let m = g.encrypt_application_message(b"two", vec![]).unwrap();
+    w.call(&mut mallory, submit(&conv, &m, None)).unwrap();
+    let batch = w.write(&mut writer);
+    // Meanwhile the records service reconnects and syncs: the store
+    // already holds #2, but its push has not gone out, so the replay
+    // stops before it...
+    let (mut session, rx) = w.session();
+    session.device = records.session.device.clone();
+    let mut again = Dev {
+        session,
+        _pushes: rx,
+        secret: records.secret.clone(),
+        public: records.public.clone(),
+    };
+    w.call(&mut again, Request::Sync).unwrap();
+    assert_eq!(delivered(&mut again, &conv), Vec::<u64>::new());
+    // ...and the push brings it, once.
+    w.durable(batch);
+    assert_eq!(delivered(&mut again, &conv), [2]);
+    // Bob, syncing before the records service reports #2 archived, is
+    // replayed nothing; the report releases it to him, once.
+    w.call(&mut bob, Request::Sync).unwrap();
+    assert_eq!(delivered(&mut bob, &conv), Vec::<u64>::new());
+    w.call(
+        &mut again,
+        Request::Archived {
+            conv: conv.clone(),
+            from: 2,
+            to: 2,
+            withheld: Vec::new(),
+        },
+    )
+    .unwrap();
+    assert_eq!(delivered(&mut bob, &conv), [2]);
+    // Acknowledged, it is not replayed again.
+    w.call(
+        &mut bob,
+        Request::Ack {
+            conv: conv.clone(),
+            seq: 2,
+        },
+    )
+    .unwrap();
+    w.call(&mut bob, Request::Sync).unwrap();
+    assert_eq!(delivered(&mut bob, &conv), Vec::<u64>::new());
+}
