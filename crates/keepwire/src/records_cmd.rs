@@ -1,6 +1,7 @@
-//! `keepwire records checkpoint|proof|consistency|verify`: the archive's
-//! transparency log from the command line, as JSON any RFC 9162 verifier
-//! can check (docs/verification.md walks through one by hand).
+//! `keepwire records`: the records service apart, and the archive from the
+//! command line — listing, viewing (itself logged), destruction, key
+//! rotation, and the transparency log as JSON any RFC 9162 verifier can
+//! check (docs/verification.md walks through one by hand).
 
 use std::path::Path;
 
@@ -10,12 +11,7 @@ use keepwire_records::checkpoint::{self, Notary};
 use keepwire_records::{tlog, verify, Archive};
 use serde::Serialize;
 
-/// Who is acting, for the log of privileged actions.
-pub fn actor(explicit: Option<String>) -> String {
-    explicit
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".into())
-}
+use crate::{net, print_json, serve, terminated, RecordsCommand};
 
 fn now_ms() -> u64 {
     keepwire_protocol::clock::Clock::from_env().now_ms()
@@ -237,4 +233,143 @@ pub fn verify(dir: &Path, inputs: VerifyInputs, json: bool) -> Result<bool> {
         }
     }
     Ok(report.ok())
+}
+
+pub async fn records(command: RecordsCommand, data_dir: &std::path::Path) -> Result<()> {
+    match command {
+        RecordsCommand::Serve {
+            server,
+            records_dir,
+            code,
+            ca_cert,
+            checkpoint_secs,
+        } => {
+            net::trust_ca(ca_cert);
+            let records_dir = records_dir.unwrap_or_else(|| serve::records_dir(data_dir));
+            if let Some(code) = code {
+                serve::enroll_records(&server, &records_dir, &code).await?;
+            }
+            eprintln!("records service running against {server}");
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let signal = terminated()?;
+            tokio::spawn(async move {
+                signal.await;
+                let _ = stop.send(true);
+            });
+            serve::run_records(
+                server,
+                records_dir,
+                None,
+                std::time::Duration::from_secs(checkpoint_secs.max(1)),
+                Some(stopped),
+            )
+            .await?;
+            eprintln!("records service stopped");
+            Ok(())
+        }
+        RecordsCommand::List { all, json } => {
+            let archive =
+                keepwire_records::Archive::open(&serve::existing_records_dir(data_dir)?, false)?;
+            let records = archive.list(all, false)?;
+            if json {
+                print_json(&records)?;
+            } else {
+                for r in records {
+                    println!(
+                        "{:>6}  {}#{}  {:<12} {}  epoch {}",
+                        r.id,
+                        &r.meta.conv[..8.min(r.meta.conv.len())],
+                        r.meta.seq,
+                        r.meta.kind,
+                        r.meta.sender,
+                        r.meta.epoch
+                    );
+                }
+            }
+            Ok(())
+        }
+        RecordsCommand::Show { id, actor, json } => {
+            let dir = serve::existing_records_dir(data_dir)?;
+            let mut archive = keepwire_records::Archive::open(&dir, true)?;
+            let r = archive
+                .get(id, true)?
+                .with_context(|| format!("no record {id}"))?;
+            // Reading content is a privileged action: logged before shown.
+            archive.log_action(
+                &crate::actor(actor),
+                "view",
+                &format!("record {id} ({}#{})", r.meta.conv, r.meta.seq),
+                keepwire_protocol::clock::Clock::from_env().now_ms(),
+            )?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "record {} — conversation {} #{}",
+                    r.id, r.meta.conv, r.meta.seq
+                );
+                println!("  sender:       {}", r.meta.sender);
+                println!("  participants: {}", r.meta.participants.join(", "));
+                println!("  server time:  {} ms", r.meta.server_time_ms);
+                println!("  text:         {}", r.text.unwrap_or_default());
+            }
+            Ok(())
+        }
+        RecordsCommand::Checkpoint { json } => {
+            checkpoint(&serve::existing_records_dir(data_dir)?, json)
+        }
+        RecordsCommand::Proof { record_id } => {
+            proof(&serve::existing_records_dir(data_dir)?, record_id)
+        }
+        RecordsCommand::Consistency { old_size, new_size } => {
+            consistency(&serve::existing_records_dir(data_dir)?, old_size, new_size)
+        }
+        RecordsCommand::Destroy {
+            id,
+            authority,
+            actor,
+        } => {
+            if authority.trim().is_empty() {
+                bail!("--authority must name the disposition authority");
+            }
+            let mut archive =
+                keepwire_records::Archive::open(&serve::existing_records_dir(data_dir)?, false)?;
+            archive.destroy(
+                id,
+                authority.trim(),
+                &crate::actor(actor),
+                keepwire_protocol::clock::Clock::from_env().now_ms(),
+            )?;
+            println!("record {id}: content destroyed under {}", authority.trim());
+            Ok(())
+        }
+        RecordsCommand::RotateKey { actor } => {
+            let dir = serve::existing_records_dir(data_dir)?;
+            let _lock = serve::lock_records_dir(&dir, "cannot rotate the archive key")?;
+            let mut archive = keepwire_records::Archive::open(&dir, true)?;
+            let n = archive.rotate_key(
+                &dir,
+                &crate::actor(actor),
+                keepwire_protocol::clock::Clock::from_env().now_ms(),
+            )?;
+            println!("archive key rotated: {n} data keys re-wrapped, no content re-encrypted");
+            Ok(())
+        }
+        RecordsCommand::Verify {
+            verifier_key,
+            checkpoint,
+            server_keys,
+            json,
+        } => {
+            let inputs = VerifyInputs {
+                verifier_key,
+                checkpoints: checkpoint,
+                server_keys,
+            };
+            if !verify(&serve::existing_records_dir(data_dir)?, inputs, json)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
 }

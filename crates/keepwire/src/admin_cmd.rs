@@ -1,0 +1,158 @@
+//! `keepwire admin`: users, devices, conversations and policy, on the
+//! server's data directory (the server may be running: SQLite serialises
+//! the writes, and the server reads what changes it must act on).
+
+use anyhow::{bail, Result};
+use keepwire_protocol::clock::Clock;
+
+use crate::{print_json, serve, AdminCommand, ConversationCommand, DeviceCommand, UserCommand};
+
+pub fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -> Result<()> {
+    let mut store = serve::open_existing_server_store(data_dir)?;
+    match command {
+        AdminCommand::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    display,
+                    category,
+                },
+        } => {
+            store.add_user(&name, &display, &category, clock.now_ms())?;
+            let code = store.new_enrolment_code(&name, clock.now_ms())?;
+            println!("{code}");
+        }
+        AdminCommand::User {
+            command: UserCommand::Code { name },
+        } => println!("{}", store.new_enrolment_code(&name, clock.now_ms())?),
+        AdminCommand::User {
+            command: UserCommand::List { json },
+        } => {
+            let users = store.users()?;
+            if json {
+                print_json(&users)?;
+            } else {
+                for u in users {
+                    let notice = if u.notice_acknowledged_at_ms.is_some() {
+                        "notice acknowledged"
+                    } else {
+                        "notice NOT acknowledged"
+                    };
+                    println!(
+                        "{:<16} {:<10} {:<32} {notice}",
+                        u.name, u.category, u.display
+                    );
+                }
+            }
+        }
+        AdminCommand::Device {
+            command: DeviceCommand::List { user, json },
+        } => {
+            let devices = store.devices(user.as_deref())?;
+            if json {
+                let v: Vec<_> = devices.iter().map(|d| serde_json::json!({"device_id": d.device_id, "user": d.user, "revoked": d.revoked, "blocked": d.blocked})).collect();
+                print_json(&v)?;
+            } else {
+                for d in devices {
+                    let state = match (&d.blocked, d.revoked) {
+                        (_, true) => "revoked".to_string(),
+                        (Some(why), false) => format!("BLOCKED: {why}"),
+                        (None, false) => "active".to_string(),
+                    };
+                    println!("{} {:<16} {state}", d.device_id, d.user);
+                }
+            }
+        }
+        AdminCommand::Device {
+            command: DeviceCommand::Revoke { device_id },
+        } => {
+            if !store.revoke_device(&device_id, clock.now_ms())? {
+                bail!("no active device {device_id}");
+            }
+            println!("revoked {device_id}");
+        }
+        AdminCommand::Device {
+            command:
+                DeviceCommand::Unblock {
+                    device_id,
+                    reason,
+                    actor,
+                },
+        } => {
+            store.unblock_device(&device_id, &crate::actor(actor), &reason, clock.now_ms())?;
+            println!("unblocked {device_id}");
+        }
+        AdminCommand::Conversation {
+            command: ConversationCommand::Suspended { json },
+        } => {
+            let suspended = store.suspended_conversations()?;
+            let withheld = store.withheld(None)?;
+            if json {
+                print_json(&serde_json::json!({"suspended": suspended, "withheld": withheld}))?;
+            } else {
+                for c in &suspended {
+                    println!("{}  {}", c.conv, c.reason);
+                    for w in withheld.iter().filter(|w| w.conv == c.conv) {
+                        println!(
+                            "    withheld #{} from device {}: {}",
+                            w.seq, w.device, w.reason
+                        );
+                    }
+                }
+                if suspended.is_empty() {
+                    println!("no suspended conversations");
+                }
+            }
+        }
+        AdminCommand::Conversation {
+            command:
+                ConversationCommand::Resume {
+                    conv,
+                    reason,
+                    actor,
+                },
+        } => {
+            store.resume_conversation(&conv, &crate::actor(actor), &reason, clock.now_ms())?;
+            println!("resumed {conv}");
+        }
+        AdminCommand::RotateReceiptKey => {
+            let key = keepwire_server::rotate_key(data_dir, &store, clock.now_ms())?;
+            println!(
+                "new receipt key {}; restart the server to use it",
+                keepwire_protocol::b64::encode(&key)
+            );
+        }
+        AdminCommand::Status { json } => {
+            let s = store.status()?;
+            if json {
+                print_json(&s)?;
+            } else {
+                println!("users            {}", s.users);
+                println!(
+                    "devices          {} active, {} revoked",
+                    s.active_devices, s.revoked_devices
+                );
+                println!("conversations    {}", s.conversations);
+                println!("relay entries    {}", s.relay_entries);
+                println!("capture backlog  {}", s.capture_backlog);
+                println!(
+                    "capture failures {} withheld entries, {} suspended conversations, {} blocked devices",
+                    s.withheld_entries, s.suspended_conversations, s.blocked_devices
+                );
+                for c in store.suspended_conversations()? {
+                    println!("  suspended {}: {}", c.conv, c.reason);
+                }
+                for d in store.blocked_devices()? {
+                    println!("  blocked {} ({}): {}", d.device, d.user, d.reason);
+                }
+            }
+        }
+        AdminCommand::Policy {
+            max_timer_secs,
+            guests_allowed,
+        } => {
+            store.set_policy(max_timer_secs, guests_allowed)?;
+        }
+    }
+    Ok(())
+}
