@@ -289,6 +289,36 @@ impl Device {
         Ok(self.groups.get_mut(conv).expect("group loaded"))
     }
 
+    /// The conversation `given` names: its full id, or a prefix of
+    /// exactly one of this device's conversations (people type the first
+    /// few characters they see).
+    pub fn resolve_conversation(&self, given: &str) -> Result<String, ClientError> {
+        let all = self.conversations()?;
+        if all.iter().any(|c| c == given) {
+            return Ok(given.to_string());
+        }
+        let mut matches = all
+            .into_iter()
+            .filter(|c| !given.is_empty() && c.starts_with(given));
+        match (matches.next(), matches.next()) {
+            (Some(one), None) => Ok(one),
+            // A whole id this device has not joined yet (its Welcome may
+            // be waiting on the server): the caller finds out.
+            (None, _) if given.len() >= 32 && given.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(given.to_string())
+            }
+            (None, _) => Err(ClientError::UnknownConversation(given.to_string())),
+            (Some(a), Some(b)) => Err(ClientError::Refused(format!(
+                "{given} could be {a}, {b}{}: give more of the conversation id",
+                if matches.next().is_some() {
+                    ", …"
+                } else {
+                    ""
+                }
+            ))),
+        }
+    }
+
     /// Conversations this device is in, from its own state.
     pub fn conversations(&self) -> Result<Vec<String>, ClientError> {
         Ok(self

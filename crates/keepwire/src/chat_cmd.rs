@@ -76,12 +76,14 @@ pub async fn chat(command: ChatCommand, device: DeviceArgs) -> Result<()> {
         ChatCommand::Add { conv, users } => {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            let conv = online.device.resolve_conversation(&conv)?;
             let seq = online.add(&conv, &users).await?;
             println!("{}", serde_json::json!({"conv": conv, "seq": seq}));
         }
         ChatCommand::Remove { conv, users } => {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            let conv = online.device.resolve_conversation(&conv)?;
             let seq = online.remove(&conv, &users).await?;
             println!("{}", serde_json::json!({"conv": conv, "seq": seq}));
         }
@@ -102,6 +104,7 @@ pub async fn chat(command: ChatCommand, device: DeviceArgs) -> Result<()> {
         ChatCommand::Leave { conv } => {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            let conv = online.device.resolve_conversation(&conv)?;
             let seq = online.leave(&conv).await?;
             println!("{}", serde_json::json!({"conv": conv, "seq": seq}));
         }
@@ -114,6 +117,7 @@ pub async fn chat(command: ChatCommand, device: DeviceArgs) -> Result<()> {
         } => {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            let conv = online.device.resolve_conversation(&conv)?;
             let seq = online.send(&conv, &text, timer, burn_on_read).await?;
             if let Some(secs) = wait_captured {
                 online
@@ -133,6 +137,9 @@ pub async fn chat(command: ChatCommand, device: DeviceArgs) -> Result<()> {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             online.sync().await?;
+            let conv = conv
+                .map(|c| online.device.resolve_conversation(&c))
+                .transpose()?;
             let messages = online.device.store().messages(conv.as_deref())?;
             online.device.store().mark_read(conv.as_deref())?;
             if device.json && !follow {
@@ -150,6 +157,7 @@ pub async fn chat(command: ChatCommand, device: DeviceArgs) -> Result<()> {
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             online.sync().await?;
+            let conv = online.device.resolve_conversation(&conv)?;
             let (timer, seq) = match secs {
                 Some(t) => (
                     Some(t).filter(|t| *t > 0),

@@ -457,7 +457,25 @@ fn passphrase() -> Result<String> {
         .context("set KEEPWIRE_PASSPHRASE to the passphrase that protects this device's store")
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    // With --json, a failure is JSON too (on stdout, where the answer
+    // would have been), so a script reads one format either way; the
+    // message also goes to stderr for people.
+    let json = std::env::args().any(|a| a == "--json");
+    match run_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let message = format!("{e:#}");
+            if json {
+                println!("{}", serde_json::json!({ "error": message }));
+            }
+            eprintln!("Error: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEEPWIRE_LOG")

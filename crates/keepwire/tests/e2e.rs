@@ -284,6 +284,14 @@ fn a_mistyped_data_directory_is_an_error_naming_it_and_creates_nothing() {
             "{args:?}: {err}"
         );
     }
+    // With --json the failure is JSON on stdout, as the answer would be.
+    let out = keepwire(&["admin", "--data-dir", nope_str, "status", "--json"], &[]);
+    assert!(!out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).expect("a JSON error");
+    assert!(
+        v["error"].as_str().unwrap().contains("holds no keepwire"),
+        "{v}"
+    );
     assert!(!nope.exists(), "nothing was created at the mistyped path");
 }
 
@@ -345,4 +353,27 @@ fn flags_go_before_or_after_the_subcommand() {
         let v: Value = serde_json::from_str(&ok(keepwire(&args, &[]))).unwrap();
         assert_eq!(v["users"], 3, "{args:?}: alice, bob and the records member");
     }
+}
+
+#[test]
+fn a_conversation_is_named_by_a_unique_prefix_of_its_id() {
+    let agency = common::Agency::start();
+    let alice = agency.user("alice", "staff");
+    let bob = agency.user("bob", "staff");
+    alice.accept_notice();
+    let conv = alice.create(&["bob"]);
+    let short = &conv[..8];
+    let out = alice.json(&["chat", "send", short, "by prefix", "--wait-captured", "60"]);
+    assert_eq!(
+        out["conv"],
+        conv.as_str(),
+        "the whole id is resolved and reported"
+    );
+    assert_eq!(bob.texts(&conv), ["by prefix"]);
+    let read: Value = bob.json(&["chat", "read", &conv[..6]]);
+    assert_eq!(read[0]["text"], "by prefix");
+    // A prefix of no conversation is an error naming it.
+    let out = alice.run(&["chat", "send", "zzzz", "lost"]);
+    assert!(!out.status.success());
+    assert!(common::stderr(&out).contains("unknown conversation zzzz"));
 }
