@@ -142,15 +142,20 @@ pub async fn chat(command: ChatCommand, device: DeviceArgs) -> Result<()> {
                 .transpose()?;
             let messages = online.device.store().messages(conv.as_deref())?;
             online.device.store().mark_read(conv.as_deref())?;
+            let names = if device.json && !follow {
+                Default::default()
+            } else {
+                online.display_names().await?
+            };
             if device.json && !follow {
                 print_json(&messages)?;
             } else {
                 for m in &messages {
-                    print_message(m, online.clock.now_ms(), device.json)?;
+                    print_message(m, online.clock.now_ms(), device.json, &names)?;
                 }
             }
             if follow {
-                follow_messages(&mut online, conv.as_deref(), device.json).await?;
+                follow_messages(&mut online, conv.as_deref(), device.json, &names).await?;
             }
         }
         ChatCommand::Timer { conv, secs } => {
@@ -181,7 +186,14 @@ pub async fn chat(command: ChatCommand, device: DeviceArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_message(m: &keepwire_client::StoredMessage, now_ms: u64, json: bool) -> Result<()> {
+/// One message for people: when, who (by display name where the server
+/// gave one), what, how long it has left.
+fn print_message(
+    m: &keepwire_client::StoredMessage,
+    now_ms: u64,
+    json: bool,
+    names: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string(m)?);
         return Ok(());
@@ -192,11 +204,14 @@ fn print_message(m: &keepwire_client::StoredMessage, now_ms: u64, json: bool) ->
     } else {
         "  [awaiting capture]"
     };
+    let user = m.sender.split('/').next().unwrap_or(&m.sender);
+    let who = names.get(user).map(String::as_str).unwrap_or(user);
     println!(
-        "[{}#{}] {}: {}  ({left}){captured}",
+        "[{}#{} {}] {}: {}  ({left}){captured}",
         &m.conv[..8.min(m.conv.len())],
         m.seq,
-        m.sender,
+        crate::when(m.server_time_ms),
+        who,
         m.text
     );
     Ok(())
@@ -208,6 +223,7 @@ async fn follow_messages(
     online: &mut session::Online,
     conv: Option<&str>,
     json: bool,
+    names: &std::collections::BTreeMap<String, String>,
 ) -> Result<()> {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
@@ -215,7 +231,7 @@ async fn follow_messages(
             push = online.conn.next_push() => {
                 if let Some(m) = online.handle_push(push?).await? {
                     if conv.is_none_or(|c| c == m.conv) {
-                        print_message(&m, online.clock.now_ms(), json)?;
+                        print_message(&m, online.clock.now_ms(), json, names)?;
                         online.device.store().mark_read(Some(&m.conv))?;
                     }
                 }

@@ -308,10 +308,27 @@ pub async fn records(command: RecordsCommand, data_dir: &std::path::Path) -> Res
                     "record {} — conversation {} #{}",
                     r.id, r.meta.conv, r.meta.seq
                 );
-                println!("  sender:       {}", r.meta.sender);
-                println!("  participants: {}", r.meta.participants.join(", "));
-                println!("  server time:  {} ms", r.meta.server_time_ms);
-                println!("  text:         {}", r.text.unwrap_or_default());
+                let m = &r.meta;
+                println!("  kind:         {}", m.kind);
+                println!("  sender:       {}", m.sender);
+                println!("  participants: {}", m.participants.join(", "));
+                println!("  sent:         {}", crate::when(m.server_time_ms));
+                println!("  captured:     {}", crate::when(m.captured_at_ms));
+                let timer = match (m.expire_after_secs, m.burn_on_read) {
+                    (Some(t), true) => format!("{t} s after sending, or once read"),
+                    (Some(t), false) => format!("{t} s after sending"),
+                    (None, true) => "once read".to_string(),
+                    (None, false) => "none".to_string(),
+                };
+                println!("  on devices:   disappears {timer} (the record stays)");
+                if let Some(note) = &m.note {
+                    println!("  note:         {note}");
+                }
+                match (&r.text, r.has_content) {
+                    (Some(t), _) => println!("  text:         {t}"),
+                    (None, false) => println!("  text:         (destroyed)"),
+                    (None, true) => println!("  text:         (not opened)"),
+                }
             }
             Ok(())
         }

@@ -460,6 +460,17 @@ impl Online {
         }
     }
 
+    /// The display names of the people in this device's conversations, by
+    /// user name ("alice" → "Alice Ng"), as the server knows them.
+    pub async fn display_names(&mut self) -> Result<std::collections::BTreeMap<String, String>> {
+        match self.conn.request(Request::Conversations).await? {
+            ServerBody::Conversations { conversations } => {
+                Ok(conversations.into_iter().flat_map(|c| c.names).collect())
+            }
+            other => bail!("unexpected answer to conversations: {other:?}"),
+        }
+    }
+
     /// Wait until this device has processed, or been told are captured,
     /// all entries of `conv` the server holds now.
     async fn wait_caught_up(&mut self, conv: &str, deadline: tokio::time::Instant) -> Result<()> {

@@ -377,3 +377,51 @@ fn a_conversation_is_named_by_a_unique_prefix_of_its_id() {
     assert!(!out.status.success());
     assert!(common::stderr(&out).contains("unknown conversation zzzz"));
 }
+
+#[test]
+fn people_are_shown_by_name_with_times_and_records_readably() {
+    let agency = common::Agency::start();
+    agency.admin(&[
+        "user",
+        "add",
+        "carol",
+        "--display",
+        "Carol Diaz",
+        "--category",
+        "staff",
+    ]);
+    let carol = agency.second_device("carol", "carol");
+    let bob = agency.user("bob", "staff");
+    carol.accept_notice();
+    let conv = carol.create(&["bob"]);
+    carol.ok(&[
+        "chat",
+        "send",
+        &conv,
+        "hi",
+        "--timer",
+        "3600",
+        "--wait-captured",
+        "60",
+    ]);
+    let out = bob.ok(&["chat", "read", &conv]);
+    assert!(out.contains("Carol Diaz: hi"), "{out}");
+    assert!(out.contains(" UTC]"), "{out}");
+    let records = agency.records(false);
+    let id = records[0]["id"].to_string();
+    let shown = ok(keepwire(
+        &["records", "show", &id, "--data-dir", agency.data_dir()],
+        &[],
+    ));
+    assert!(
+        shown.contains("disappears 3600 s after sending (the record stays)"),
+        "{shown}"
+    );
+    assert!(shown.contains("text:         hi"), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("  sent:") && l.ends_with(" UTC")),
+        "{shown}"
+    );
+}

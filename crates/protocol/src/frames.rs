@@ -318,6 +318,10 @@ pub struct ConversationInfo {
     pub members: Vec<String>,
     pub epoch: u64,
     pub last_seq: u64,
+    /// The members' users' display names, by user name (absent from
+    /// servers before 0.2).
+    #[serde(default)]
+    pub names: std::collections::BTreeMap<String, String>,
 }
 
 /// Every way the server can refuse a frame. The `message` next to it says

@@ -87,7 +87,7 @@ struct Conv {
     group: Followed,
     members: Vec<MemberDevice>,
     /// The members' devices but the records member's, shared by the
-    /// entries held under this roster (see [`Held::members`]).
+    /// entries held under this roster (see [`crate::gate::Held::members`]).
     others: std::sync::Arc<[String]>,
     last_seq: u64,
     /// Which entries are durable, archived, released (see [`crate::gate`]).
@@ -445,6 +445,14 @@ impl Core {
                             .collect(),
                         epoch: c.group.group_context().epoch(),
                         last_seq: c.last_seq,
+                        names: c
+                            .members
+                            .iter()
+                            .filter_map(|m| {
+                                let row = self.store.user(&m.user).ok().flatten()?;
+                                Some((m.user.clone(), row.display))
+                            })
+                            .collect(),
                     })
                     .collect(),
             }),

@@ -198,7 +198,7 @@ impl Core {
     }
 
     /// Hand durable appends, and relay garbage, to a log writer (see
-    /// [`run_log_writer`]).
+    /// [`super::run_log_writer`]).
     pub fn attach_writer(&mut self, writer: std::sync::mpsc::Sender<Job>, garbage: Garbage) {
         self.writer = Some(writer);
         self.garbage = Some(garbage);
