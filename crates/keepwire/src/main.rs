@@ -584,9 +584,8 @@ async fn run(cli: Cli) -> Result<()> {
             command: None,
         } => {
             net::trust_ca(device.ca_cert.clone());
-            let online =
-                session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
-            tui::run(online).await
+            let opened = keepwire_client::Device::open(&device.device_dir, &passphrase()?)?;
+            tui::run(device.server, opened).await
         }
         Command::Chat {
             device,

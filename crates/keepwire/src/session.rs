@@ -68,6 +68,17 @@ impl Online {
     }
 }
 
+/// The disappearing timer `conv` has, as this device last heard (offline
+/// too).
+pub fn conversation_timer(device: &Device, conv: &str) -> Result<Option<u64>> {
+    Ok(device
+        .store()
+        .get(TIMER_NS, conv.as_bytes())?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(u64::from_be_bytes)
+        .filter(|t| *t > 0))
+}
+
 /// Create a device in `dir` and enrol it with a one-time `code`. If the
 /// server refuses, the half-made device is removed, so the same directory
 /// can be used again with a good code.
@@ -107,10 +118,46 @@ async fn enroll_device(
 
 pub async fn connect(server: &str, dir: &Path, passphrase: &str) -> Result<Online> {
     let device = Device::open(dir, passphrase)?;
-    let mut conn = Conn::connect(server).await?;
-    let body = conn.request(device.auth_request(&conn.nonce)?).await?;
-    let online = Online::new(device, conn, authenticated(body, "auth")?);
-    online.device.store().purge_expired(online.clock.now_ms())?;
+    attach(server, device).await.map_err(|(_, e)| e)
+}
+
+/// How long connecting (TCP, TLS, WebSocket) may take.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connect an already opened device; on failure the device comes back
+/// with the error, so a client that works offline keeps it.
+pub async fn attach(
+    server: &str,
+    device: Device,
+) -> std::result::Result<Online, (Device, anyhow::Error)> {
+    // An unreachable host would otherwise wait for the system's TCP
+    // timeout (minutes) with the device held.
+    let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, Conn::connect(server)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err((device, e)),
+        Err(_) => {
+            return Err((
+                device,
+                anyhow::anyhow!("{server} did not answer within {CONNECT_TIMEOUT:?}"),
+            ))
+        }
+    };
+    let auth = match device.auth_request(&conn.nonce) {
+        Ok(r) => r,
+        Err(e) => return Err((device, e.into())),
+    };
+    let body = match conn
+        .request(auth)
+        .await
+        .and_then(|b| authenticated(b, "auth"))
+    {
+        Ok(b) => b,
+        Err(e) => return Err((device, e)),
+    };
+    let online = Online::new(device, conn, body);
+    if let Err(e) = online.device.store().purge_expired(online.clock.now_ms()) {
+        return Err((online.device, e.into()));
+    }
     Ok(online)
 }
 
@@ -365,13 +412,7 @@ impl Online {
     /// The conversation's expire-after-send timer as this device last saw
     /// it set (seconds; `None` when never set or turned off).
     pub fn conversation_timer(&self, conv: &str) -> Result<Option<u64>> {
-        Ok(self
-            .device
-            .store()
-            .get(TIMER_NS, conv.as_bytes())?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map(u64::from_be_bytes)
-            .filter(|t| *t > 0))
+        conversation_timer(&self.device, conv)
     }
 
     /// Set the conversation's timer for every member (0 turns it off).

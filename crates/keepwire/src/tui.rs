@@ -4,7 +4,10 @@
 //! an [`Action`]; neither touches the terminal or the network, so both are
 //! tested directly (rendering through ratatui's `TestBackend`). [`run`] is
 //! the thin shell: it draws, reads keys and server pushes, and carries out
-//! actions with the device session.
+//! actions with the device session. The device is opened before any
+//! connection, so the client starts, and keeps working, without the
+//! server: it shows what the device holds, says it is offline, and
+//! reconnects with back-off (1 s, doubling to 30 s).
 
 use std::time::Duration;
 
@@ -19,7 +22,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph, Wrap};
 use ratatui::Frame;
 
-use crate::session::{human_secs, Online};
+use crate::net::Refused;
+use crate::session::{self, human_secs, Online};
+use keepwire_client::Device;
 
 /// One conversation in the list.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +47,11 @@ pub struct App {
     pub notice_pending: bool,
     /// The selected conversation's timer, for the header.
     pub timer: Option<u64>,
+    /// Display names by user name ("alice" → "Alice Ng"), as the server
+    /// last said.
+    pub names: std::collections::BTreeMap<String, String>,
+    /// Connected to the server (otherwise showing what the device holds).
+    pub online: bool,
 }
 
 /// What a key asks the shell to do.
@@ -60,9 +70,36 @@ pub enum Action {
         conv: String,
         secs: u64,
     },
+    /// A new conversation with these users.
+    Create {
+        users: Vec<String>,
+    },
+    /// Add these users to the selected conversation.
+    Add {
+        conv: String,
+        users: Vec<String>,
+    },
 }
 
+/// What `/help` says.
+pub const HELP: &str =
+    "Enter sends · /create USER… starts a conversation · /add USER… adds people · \
+/timer SECS sets the disappearing timer (0: off) · Tab/↑↓ switch · /quit or Esc quits";
+
 impl App {
+    /// How `who` ("user/device") is shown: "me", or the user's display
+    /// name where known.
+    pub fn who(&self, sender: &str) -> String {
+        if sender == self.me {
+            return "me".into();
+        }
+        let user = sender.split('/').next().unwrap_or(sender);
+        self.names
+            .get(user)
+            .cloned()
+            .unwrap_or_else(|| user.to_string())
+    }
+
     pub fn conv(&self) -> Option<&str> {
         self.convs.get(self.selected).map(|c| c.conv.as_str())
     }
@@ -118,11 +155,32 @@ impl App {
         if text == "/quit" {
             return Action::Quit;
         }
+        if text == "/help" {
+            self.status = HELP.into();
+            return Action::None;
+        }
+        let users =
+            |arg: &str| -> Vec<String> { arg.split_whitespace().map(String::from).collect() };
+        if let Some(arg) = text.strip_prefix("/create") {
+            let users = users(arg);
+            if users.is_empty() {
+                self.status = "usage: /create USER…".into();
+                return Action::None;
+            }
+            return Action::Create { users };
+        }
         let Some(conv) = self.conv().map(String::from) else {
-            self.status =
-                "no conversation selected (create one with `keepwire chat create USER`)".into();
+            self.status = "no conversation selected (start one with /create USER)".into();
             return Action::None;
         };
+        if let Some(arg) = text.strip_prefix("/add") {
+            let users = users(arg);
+            if users.is_empty() {
+                self.status = "usage: /add USER…".into();
+                return Action::None;
+            }
+            return Action::Add { conv, users };
+        }
         if let Some(arg) = text.strip_prefix("/timer") {
             return match arg.trim().parse::<u64>() {
                 Ok(secs) => Action::SetTimer { conv, secs },
@@ -193,11 +251,7 @@ pub fn draw(f: &mut Frame, app: &App, now_ms: u64) {
         .messages
         .iter()
         .map(|m| {
-            let who = if m.sender == app.me {
-                "me".to_string()
-            } else {
-                m.sender.split('/').next().unwrap_or(&m.sender).to_string()
-            };
+            let who = app.who(&m.sender);
             // Like a delivered tick: the records service has archived it,
             // so the others can read it.
             let tick = match (m.sender == app.me, m.captured) {
@@ -206,6 +260,10 @@ pub fn draw(f: &mut Frame, app: &App, now_ms: u64) {
                 (false, _) => "",
             };
             Line::from(vec![
+                Span::styled(
+                    format!("{} ", clock_time(m.server_time_ms)),
+                    Style::default().fg(Color::DarkGray),
+                ),
                 Span::styled(format!("{who}: "), Style::default().fg(Color::Cyan)),
                 Span::raw(m.text.clone()),
                 Span::styled(
@@ -234,27 +292,44 @@ pub fn draw(f: &mut Frame, app: &App, now_ms: u64) {
         Paragraph::new(app.input.as_str()).block(
             Block::default()
                 .borders(Borders::ALL)
-                .title(" message (Enter sends · /timer N · Tab switches · Esc quits) "),
+                .title(" message (Enter sends · /help) "),
         ),
         input,
     );
+    let line = if app.online {
+        app.status.clone()
+    } else {
+        format!(
+            "offline — showing what this device holds; reconnecting · {}",
+            app.status
+        )
+    };
     f.render_widget(
-        Paragraph::new(app.status.as_str()).style(Style::default().fg(Color::Yellow)),
+        Paragraph::new(line).style(Style::default().fg(if app.online {
+            Color::Yellow
+        } else {
+            Color::Red
+        })),
         status,
     );
 }
 
-/// Load what the screen shows from the device.
-fn refresh(app: &mut App, online: &mut Online) -> Result<()> {
+/// `HH:MM` (UTC) of a server time, for each message.
+fn clock_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    format!("{:02}:{:02}", secs / 3600 % 24, secs / 60 % 60)
+}
+
+/// Load what the screen shows from the device (online or not).
+fn refresh(app: &mut App, device: &mut Device) -> Result<()> {
     let mut convs = Vec::new();
-    for conv in online.device.conversations()? {
-        let me = online.device.identity();
-        let others: Vec<String> = online
-            .device
+    let me = device.identity();
+    for conv in device.conversations()? {
+        let others: Vec<String> = device
             .participants(&conv)?
             .into_iter()
             .filter(|p| *p != me && !p.starts_with("records/"))
-            .map(|p| p.split('/').next().unwrap_or_default().to_string())
+            .map(|p| app.who(&p))
             .collect();
         convs.push(ConvView {
             conv,
@@ -271,38 +346,139 @@ fn refresh(app: &mut App, online: &mut Online) -> Result<()> {
     }
     let conv = app.conv().map(String::from);
     app.messages = match &conv {
-        Some(c) => online.device.store().messages(Some(c))?,
+        Some(c) => device.store().messages(Some(c))?,
         None => Vec::new(),
     };
     if let Some(c) = &conv {
         // Shown is read: burn-on-read messages go at the next purge.
-        online.device.store().mark_read(Some(c))?;
-        app.timer = online.conversation_timer(c)?;
+        device.store().mark_read(Some(c))?;
+        app.timer = session::conversation_timer(device, c)?;
     }
     Ok(())
 }
 
-async fn perform(app: &mut App, online: &mut Online, action: Action) -> Result<bool> {
+/// The device, and its connection when there is one: exactly one of
+/// `online` (which holds the device) and `device` is set.
+struct Shell {
+    server: String,
+    online: Option<Online>,
+    device: Option<Device>,
+    backoff: Duration,
+    retry_at: tokio::time::Instant,
+    clock: keepwire_protocol::clock::Clock,
+}
+
+/// First wait before reconnecting, doubled after each failure up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Shell {
+    fn device(&mut self) -> &mut Device {
+        match (&mut self.online, &mut self.device) {
+            (Some(o), _) => &mut o.device,
+            // Invariant: the device is always either online or here.
+            (None, d) => d.as_mut().expect("the shell holds the device"),
+        }
+    }
+
+    /// The connection failed: keep the device, show what it holds, and
+    /// try again after the back-off.
+    fn go_offline(&mut self, app: &mut App, why: &anyhow::Error) {
+        if let Some(o) = self.online.take() {
+            self.device = Some(o.device);
+        }
+        app.online = false;
+        app.status = format!("{why:#}");
+        self.retry_at = tokio::time::Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    async fn reconnect(&mut self, app: &mut App) {
+        let Some(device) = self.device.take() else {
+            return;
+        };
+        let mut online = match session::attach(&self.server, device).await {
+            Ok(online) => online,
+            Err((device, e)) => {
+                self.device = Some(device);
+                return self.go_offline(app, &e);
+            }
+        };
+        if let Err(e) = online.sync().await {
+            self.online = Some(online);
+            return self.go_offline(app, &e);
+        }
+        app.names = online.display_names().await.unwrap_or_default();
+        app.notice_pending = !online.notice_acknowledged;
+        app.online = true;
+        app.status = format!("connected as {}", online.device.identity());
+        self.backoff = FIRST_BACKOFF;
+        self.online = Some(online);
+    }
+}
+
+async fn perform(app: &mut App, shell: &mut Shell, action: Action) -> Result<bool> {
+    let Some(online) = shell.online.as_mut() else {
+        match action {
+            Action::Quit => return Ok(false),
+            Action::None | Action::Select => {}
+            Action::Send { text, .. } => {
+                // Kept in the box, to send once connected.
+                app.input = text;
+                app.status = "offline: not sent (Enter again once connected)".into();
+            }
+            _ => app.status = "offline: try again once connected".into(),
+        }
+        refresh(app, shell.device())?;
+        return Ok(true);
+    };
+    let mut unsent = None;
     let result = match action {
         Action::None | Action::Select => Ok(()),
         Action::Quit => return Ok(false),
         Action::AcceptNotice => online.acknowledge_notice().await.map(|()| {
             app.notice_pending = false;
         }),
-        Action::Send { conv, text } => online.send(&conv, &text, None, false).await.map(|seq| {
-            app.status = format!("sent as #{seq}");
-        }),
+        Action::Send { conv, text } => {
+            let r = online.send(&conv, &text, None, false).await;
+            if r.is_err() {
+                unsent = Some(text);
+            }
+            r.map(|seq| app.status = format!("sent as #{seq}"))
+        }
         Action::SetTimer { conv, secs } => online.set_timer(&conv, secs).await.map(|_| {
             app.status = match secs {
                 0 => "disappearing timer off".into(),
                 s => format!("messages now disappear after {}", human_secs(s)),
             };
         }),
+        Action::Create { users } => online.create(&users).await.map(|conv| {
+            app.status = format!("conversation {} started", &conv[..8.min(conv.len())]);
+        }),
+        Action::Add { conv, users } => online
+            .add(&conv, &users)
+            .await
+            .map(|seq| app.status = format!("added {} (#{seq})", users.join(", "))),
     };
     if let Err(e) = result {
-        app.status = format!("{e:#}");
+        if let Some(text) = unsent {
+            app.input = text;
+        }
+        if e.downcast_ref::<Refused>().is_some() {
+            // The server said no; the connection is fine.
+            app.status = format!("{e:#}");
+        } else {
+            shell.go_offline(app, &e);
+        }
     }
-    refresh(app, online)?;
+    if let Some(o) = shell.online.as_mut() {
+        app.names = o
+            .display_names()
+            .await
+            .unwrap_or_else(|_| app.names.clone());
+    }
+    refresh(app, shell.device())?;
     Ok(true)
 }
 
@@ -329,20 +505,29 @@ fn viewport() -> ratatui::Viewport {
     }
 }
 
-/// Run the interactive client until the user quits.
-pub async fn run(mut online: Online) -> Result<()> {
-    online.sync().await?;
+/// Run the interactive client until the user quits: at once with what the
+/// device holds, connecting (and reconnecting) to `server` meanwhile.
+pub async fn run(server: String, device: Device) -> Result<()> {
     let mut app = App {
-        me: online.device.identity(),
-        notice_pending: !online.notice_acknowledged,
-        status: format!("connected as {}", online.device.identity()),
+        me: device.identity(),
+        status: format!("connecting to {server}"),
         ..App::default()
     };
-    refresh(&mut app, &mut online)?;
+    let clock = keepwire_protocol::clock::Clock::from_env();
+    device.store().purge_expired(clock.now_ms())?;
+    let mut shell = Shell {
+        server,
+        online: None,
+        device: Some(device),
+        backoff: FIRST_BACKOFF,
+        retry_at: tokio::time::Instant::now(),
+        clock,
+    };
+    refresh(&mut app, shell.device())?;
     let mut terminal = ratatui::try_init_with_options(ratatui::TerminalOptions {
         viewport: viewport(),
     })?;
-    let result = event_loop(&mut terminal, &mut app, &mut online).await;
+    let result = event_loop(&mut terminal, &mut app, &mut shell).await;
     ratatui::restore();
     result
 }
@@ -350,18 +535,21 @@ pub async fn run(mut online: Online) -> Result<()> {
 async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     app: &mut App,
-    online: &mut Online,
+    shell: &mut Shell,
 ) -> Result<()> {
     let mut events = EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let now = online.clock.now_ms();
+        let now = shell.clock.now_ms();
         terminal.draw(|f| draw(f, app, now))?;
+        let retry_at = shell.retry_at;
+        let offline = shell.online.is_none();
+        let online = &mut shell.online;
         tokio::select! {
             ev = events.next() => match ev {
                 Some(Ok(Event::Key(key))) => {
                     let action = app.on_key(key);
-                    if !perform(app, online, action).await? {
+                    if !perform(app, shell, action).await? {
                         return Ok(());
                     }
                 }
@@ -369,13 +557,30 @@ async fn event_loop(
                 Some(Err(e)) => return Err(e.into()),
                 None => return Ok(()),
             },
-            push = online.conn.next_push() => {
-                online.handle_push(push?).await?;
-                refresh(app, online)?;
+            push = async {
+                match online.as_mut() {
+                    Some(o) => o.conn.next_push().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let handled = match (push, shell.online.as_mut()) {
+                    (Ok(p), Some(o)) => o.handle_push(p).await.map(|_| ()),
+                    (Err(e), _) => Err(e),
+                    (Ok(_), None) => Ok(()),
+                };
+                if let Err(e) = handled {
+                    shell.go_offline(app, &e);
+                }
+                refresh(app, shell.device())?;
+            }
+            _ = tokio::time::sleep_until(retry_at), if offline => {
+                shell.reconnect(app).await;
+                refresh(app, shell.device())?;
             }
             _ = tick.tick() => {
-                online.device.store().purge_expired(online.clock.now_ms())?;
-                refresh(app, online)?;
+                let now = shell.clock.now_ms();
+                shell.device().store().purge_expired(now)?;
+                refresh(app, shell.device())?;
             }
         }
     }
@@ -490,5 +695,54 @@ mod tests {
         assert_eq!(a.on_key(key(KeyCode::Enter)), Action::None);
         assert!(a.status.contains("usage: /timer"));
         assert_eq!(a.on_key(key(KeyCode::Esc)), Action::Quit);
+    }
+
+    fn typed(a: &mut App, text: &str) -> Action {
+        for c in text.chars() {
+            a.on_key(key(KeyCode::Char(c)));
+        }
+        a.on_key(key(KeyCode::Enter))
+    }
+
+    #[test]
+    fn conversations_are_started_and_joined_from_the_client_and_help_says_how() {
+        let mut a = app();
+        assert_eq!(typed(&mut a, "/help"), Action::None);
+        assert!(a.status.contains("/create USER") && a.status.contains("/add USER"));
+        assert_eq!(
+            typed(&mut a, "/create bob carol"),
+            Action::Create {
+                users: vec!["bob".into(), "carol".into()]
+            }
+        );
+        assert_eq!(
+            typed(&mut a, "/add dan"),
+            Action::Add {
+                conv: "aaaaaaaa".into(),
+                users: vec!["dan".into()]
+            }
+        );
+        assert_eq!(typed(&mut a, "/add"), Action::None);
+        assert!(a.status.contains("usage: /add"));
+    }
+
+    #[test]
+    fn offline_it_says_so_and_shows_what_the_device_holds_by_name_and_time() {
+        let mut a = app();
+        a.names.insert("bob".into(), "Bob Ortiz".into());
+        a.messages[0].server_time_ms = (13 * 3600 + 5 * 60) * 1000;
+        let s = screen(&a, 30_000);
+        assert!(
+            s.contains("offline — showing what this device holds"),
+            "{s}"
+        );
+        assert!(s.contains("13:05 Bob Ortiz: meet at noon"), "{s}");
+        a.online = true;
+        a.status = "connected as alice/d1".into();
+        let s = screen(&a, 30_000);
+        assert!(
+            !s.contains("offline") && s.contains("connected as alice/d1"),
+            "{s}"
+        );
     }
 }

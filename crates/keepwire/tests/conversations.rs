@@ -226,9 +226,8 @@ fn timers_delete_messages_from_devices_on_time_but_not_from_the_archive() {
 /// remaining time, and sends what is typed.
 #[test]
 fn the_terminal_client_acknowledges_the_notice_and_sends() {
-    use std::io::{Read, Write};
-    use std::process::{Command, Stdio};
-    use std::sync::{Arc, Mutex};
+    use std::io::Write;
+    use std::sync::Arc;
 
     let agency = Agency::start();
     let alice = agency.user("alice", "staff");
@@ -237,39 +236,12 @@ fn the_terminal_client_acknowledges_the_notice_and_sends() {
     let conv = bob.create(&["alice"]);
     bob.ok(&["chat", "send", &conv, "are you there", "--timer", "600"]);
 
-    let mut child = Command::new("script")
-        .args(["-qfec", &format!("{} chat", common::BIN), "/dev/null"])
-        .env("KEEPWIRE_PASSPHRASE", &alice.passphrase)
-        .env("KEEPWIRE_SERVER", &alice.url)
-        .env("KEEPWIRE_DEVICE_DIR", &alice.dir)
-        .env("TERM", "xterm")
-        .env("COLUMNS", "120")
-        .env("LINES", "30")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("util-linux `script` runs the client in a pseudo-terminal");
-    let screen = Arc::new(Mutex::new(String::new()));
-    let mut out = child.stdout.take().unwrap();
-    let sink = Arc::clone(&screen);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
+    let (mut child, screen, mut keys) = terminal_client(&alice, &alice.url);
     let shown = |s: &str| {
         let s = s.to_string();
         let screen = Arc::clone(&screen);
         move || screen.lock().unwrap().contains(&s).then_some(())
     };
-    let mut keys = child.stdin.take().unwrap();
     wait_for("the records notice", 60, shown("Records notice"));
     keys.write_all(b"a").unwrap();
     keys.flush().unwrap();
@@ -300,7 +272,7 @@ fn the_terminal_client_acknowledges_the_notice_and_sends() {
     keys.write_all(b"\x1b").unwrap();
     keys.flush().unwrap();
     let status = wait_for("the client to quit on Esc", 30, || {
-        child.try_wait().unwrap()
+        child.0.try_wait().unwrap()
     });
     assert!(status.success());
 }
@@ -360,4 +332,90 @@ fn guests_join_only_while_the_policy_allows_them() {
     let refused = alice.run(&["chat", "create", "other"]);
     assert!(common::stderr(&refused).contains("policy does not allow guests"));
     assert!(!alice.members(&conv).iter().any(|m| m.starts_with("other/")));
+}
+
+/// `keepwire chat` (the terminal client) for `dev` against `server`, in a
+/// real pseudo-terminal (util-linux `script`): the process, everything it
+/// has drawn so far, and its keyboard.
+fn terminal_client(
+    dev: &common::Device,
+    server: &str,
+) -> (
+    KillOnDrop,
+    std::sync::Arc<std::sync::Mutex<String>>,
+    std::process::ChildStdin,
+) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    let mut child = Command::new("script")
+        .args(["-qfec", &format!("{} chat", common::BIN), "/dev/null"])
+        .env("KEEPWIRE_PASSPHRASE", &dev.passphrase)
+        .env("KEEPWIRE_SERVER", server)
+        .env("KEEPWIRE_DEVICE_DIR", &dev.dir)
+        .env("TERM", "xterm")
+        .env("COLUMNS", "120")
+        .env("LINES", "30")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("util-linux `script` runs the client in a pseudo-terminal");
+    let screen = Arc::new(Mutex::new(String::new()));
+    let mut out = child.stdout.take().unwrap();
+    let sink = Arc::clone(&screen);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let keys = child.stdin.take().unwrap();
+    (KillOnDrop(child), screen, keys)
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The terminal client starts without the server, shows what the device
+/// holds and says it is offline, and connects by itself once the server
+/// is back.
+#[test]
+fn the_terminal_client_works_offline_and_reconnects_by_itself() {
+    use std::sync::Arc;
+    let mut agency = Agency::start();
+    let alice = agency.user("alice", "staff");
+    let bob = agency.user("bob", "staff");
+    alice.accept_notice();
+    bob.accept_notice();
+    let conv = bob.create(&["alice"]);
+    bob.send(&conv, "kept-on-the-device");
+    assert_eq!(alice.texts(&conv), ["kept-on-the-device"]);
+    agency.stop();
+    let (_tui, screen, _keys) = terminal_client(&alice, &alice.url);
+    let shown = |s: &str| {
+        let s = s.to_string();
+        let screen = Arc::clone(&screen);
+        move || screen.lock().unwrap().contains(&s).then_some(())
+    };
+    // (A terminal stream skips blanks by moving the cursor: one word each.)
+    wait_for("the offline notice", 60, shown("offline"));
+    wait_for(
+        "the message the device holds",
+        60,
+        shown("kept-on-the-device"),
+    );
+    agency.restart(&[]);
+    wait_for("the client to reconnect by itself", 90, shown("connected"));
 }
