@@ -21,8 +21,9 @@ pub enum ClientError {
     WrongPassphrase,
     #[error("device store: {0}")]
     Store(String),
+    /// The device's store failed (its backend's message).
     #[error("device store database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Storage(String),
     #[error("MLS: {0}")]
     Mls(#[from] mls_rs::error::MlsError),
     #[error("this device is not enrolled yet (run `keepwire chat enroll`)")]
@@ -35,4 +36,10 @@ pub enum ClientError {
     Refused(String),
     #[error("{0}")]
     Schema(#[from] keepwire_schema::SchemaError),
+}
+
+impl From<rusqlite::Error> for ClientError {
+    fn from(e: rusqlite::Error) -> Self {
+        ClientError::Storage(e.to_string())
+    }
 }

@@ -146,8 +146,7 @@ pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
     // The archive against its own transparency log, under a checkpoint
     // signed now: what an auditor would run.
     let notary = keepwire_records::checkpoint::Notary::open(&serve::records_dir(data_dir))?;
-    let (log_leaves, checkpoint) =
-        keepwire_records::checkpoint::issue(archive.conn(), &notary, clock.now_ms())?;
+    let (log_leaves, checkpoint) = archive.issue_checkpoint(&notary, clock.now_ms())?;
     let options = keepwire_records::verify::Options {
         verifier_key: Some(notary.verifier_key.clone()),
         external_checkpoints: vec![checkpoint],

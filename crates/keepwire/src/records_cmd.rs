@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use keepwire_protocol::b64;
 use keepwire_records::checkpoint::{self, Notary};
-use keepwire_records::{tlog, verify, Archive};
+use keepwire_records::{verify, Archive};
 use serde::Serialize;
 
 use crate::{net, print_json, serve, terminated, RecordsCommand};
@@ -21,7 +21,7 @@ fn now_ms() -> u64 {
 /// has grown since the last.
 pub fn current_checkpoint(dir: &Path, archive: &Archive) -> Result<String> {
     let notary = Notary::open(dir)?;
-    Ok(checkpoint::issue(archive.conn(), &notary, now_ms())?.1)
+    Ok(archive.issue_checkpoint(&notary, now_ms())?.1)
 }
 
 #[derive(Serialize)]
@@ -74,9 +74,10 @@ pub fn proof(dir: &Path, record_id: i64) -> Result<()> {
     let note = current_checkpoint(dir, &archive)?;
     let notary = Notary::open(dir)?;
     let cp = checkpoint::open_note(&note, &notary.verifier_key).map_err(anyhow::Error::msg)?;
-    let (_, _, data) =
-        tlog::leaf(archive.conn(), n)?.with_context(|| format!("leaf {n} is gone"))?;
-    let path = tlog::prove_inclusion(archive.conn(), cp.size(), n)?;
+    let (_, _, data) = archive
+        .log_leaf(n)?
+        .with_context(|| format!("leaf {n} is gone"))?;
+    let path = archive.prove_inclusion(cp.size(), n)?;
     crate::print_json(&InclusionOut {
         record_id,
         leaf_index: n,
@@ -101,16 +102,16 @@ struct ConsistencyOut {
 
 pub fn consistency(dir: &Path, old: u64, new: u64) -> Result<()> {
     let archive = Archive::open(dir, false)?;
-    let size = tlog::size(archive.conn())?;
+    let size = archive.log_size()?;
     if new > size {
         bail!("the log has {size} leaves; no tree of size {new} exists yet");
     }
-    let path = tlog::prove_consistency(archive.conn(), old, new)?;
+    let path = archive.prove_consistency(old, new)?;
     crate::print_json(&ConsistencyOut {
         old_size: old,
         new_size: new,
-        old_root: b64::encode(&tlog::root(archive.conn(), old)?.0),
-        new_root: b64::encode(&tlog::root(archive.conn(), new)?.0),
+        old_root: b64::encode(&archive.log_root(old)?.0),
+        new_root: b64::encode(&archive.log_root(new)?.0),
         consistency_path: path.iter().map(|h| b64::encode(&h.0)).collect(),
     })
 }

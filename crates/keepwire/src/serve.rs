@@ -464,8 +464,7 @@ fn checkpoint_to_publish(
     clock: &Clock,
     published: Option<u64>,
 ) -> Result<Option<Request>> {
-    use keepwire_records::{checkpoint, tlog};
-    let local = tlog::size(archive.conn())?;
+    let local = archive.log_size()?;
     if let Some(p) = published {
         if p > local {
             tracing::error!(published = p, local, "the server has a checkpoint of a larger log than this archive holds: the archive was cut back or restored from an old copy");
@@ -478,12 +477,13 @@ fn checkpoint_to_publish(
     if local == 0 {
         return Ok(None);
     }
-    let (size, note) = checkpoint::issue(archive.conn(), notary, clock.now_ms())?;
+    let (size, note) = archive.issue_checkpoint(notary, clock.now_ms())?;
     let link = match published {
         None => keepwire_protocol::CheckpointProof::default(),
         Some(p) => keepwire_protocol::CheckpointProof {
             from_size: Some(p),
-            consistency_path: tlog::prove_consistency(archive.conn(), p, size)?
+            consistency_path: archive
+                .prove_consistency(p, size)?
                 .into_iter()
                 .map(|h| h.0.to_vec())
                 .collect(),

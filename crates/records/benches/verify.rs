@@ -14,7 +14,7 @@ use std::time::Instant;
 use ed25519_dalek::Signer;
 use keepwire_protocol::{receipt_signed_bytes, Receipt};
 use keepwire_records::archive::NewRecord;
-use keepwire_records::{checkpoint, tlog, verify, Archive};
+use keepwire_records::{checkpoint, verify, Archive};
 use keepwire_records::{RecordKind, RecordMeta};
 use rand::Rng;
 
@@ -29,7 +29,7 @@ fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| tmp.path().to_path_buf());
     let mut archive = Archive::open(&path, true).expect("archive");
-    let existing = tlog::size(archive.conn()).expect("size");
+    let existing = archive.log_size().expect("size");
     let server = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
     let participants: Vec<String> = (0..4).map(|i| format!("user{i}/device{i}")).collect();
     let text = br#"{"format":1,"text":"a message of a typical length for a field team, about this long.","sent_at_ms":1}"#;
@@ -98,10 +98,10 @@ fn main() {
         );
     }
     let notary = checkpoint::Notary::open(&path).expect("checkpoint key");
-    checkpoint::issue(archive.conn(), &notary, 0).expect("checkpoint");
+    archive.issue_checkpoint(&notary, 0).expect("checkpoint");
 
     let start = Instant::now();
-    let tree = tlog::recompute(archive.conn(), |_| {}).expect("recompute");
+    let tree = archive.recompute_log(|_| {}).expect("recompute");
     let t = start.elapsed();
     assert!(tree.problem.is_none(), "{tree:?}");
     println!(
@@ -126,7 +126,7 @@ fn main() {
         report.problems.len()
     );
 
-    let size = tlog::size(archive.conn()).expect("size");
+    let size = archive.log_size().expect("size");
     let mut rng = rand::thread_rng();
     for (what, f) in [("inclusion proof", 0u8), ("consistency proof", 1u8)] {
         let mut lat: Vec<f64> = (0..2000)
@@ -134,10 +134,8 @@ fn main() {
                 let i = rng.gen_range(0..size);
                 let start = Instant::now();
                 match f {
-                    0 => drop(tlog::prove_inclusion(archive.conn(), size, i).expect("proof")),
-                    _ => drop(
-                        tlog::prove_consistency(archive.conn(), i.max(1), size).expect("proof"),
-                    ),
+                    0 => drop(archive.prove_inclusion(size, i).expect("proof")),
+                    _ => drop(archive.prove_consistency(i.max(1), size).expect("proof")),
                 }
                 start.elapsed().as_secs_f64() * 1e6
             })

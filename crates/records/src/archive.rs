@@ -161,9 +161,63 @@ impl Archive {
         Ok(new)
     }
 
-    /// The connection, for the transparency log and its checks.
-    pub fn conn(&self) -> &Connection {
+    /// The connection, for the transparency log and its checks inside
+    /// this crate; outside it, the archive's methods below are the way in
+    /// (no SQL, no rusqlite type, leaves the crate).
+    pub(crate) fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Leaves in the transparency log.
+    pub fn log_size(&self) -> Result<u64, RecordsError> {
+        crate::tlog::size(&self.conn)
+    }
+
+    /// The root hash of the log's first `size` leaves.
+    pub fn log_root(&self, size: u64) -> Result<tlog_tiles::tlog::Hash, RecordsError> {
+        crate::tlog::root(&self.conn, size)
+    }
+
+    /// Leaf `n`, as stored.
+    pub fn log_leaf(&self, n: u64) -> Result<Option<crate::tlog::StoredLeaf>, RecordsError> {
+        crate::tlog::leaf(&self.conn, n)
+    }
+
+    /// Inclusion proof of leaf `n` in the tree of size `tree_size`.
+    pub fn prove_inclusion(
+        &self,
+        tree_size: u64,
+        n: u64,
+    ) -> Result<Vec<tlog_tiles::tlog::Hash>, RecordsError> {
+        crate::tlog::prove_inclusion(&self.conn, tree_size, n)
+    }
+
+    /// Consistency proof from the tree of size `old` to that of size `new`.
+    pub fn prove_consistency(
+        &self,
+        old: u64,
+        new: u64,
+    ) -> Result<Vec<tlog_tiles::tlog::Hash>, RecordsError> {
+        crate::tlog::prove_consistency(&self.conn, old, new)
+    }
+
+    /// Recompute every stored hash of the log from its leaves (see
+    /// [`crate::tlog::recompute`]).
+    pub fn recompute_log(
+        &self,
+        on_leaf: impl FnMut(u64),
+    ) -> Result<crate::tlog::TreeCheck, RecordsError> {
+        crate::tlog::recompute(&self.conn, on_leaf)
+    }
+
+    /// Sign a checkpoint of the log as it stands (see
+    /// [`crate::checkpoint::issue`]): its size and note.
+    pub fn issue_checkpoint(
+        &self,
+        notary: &crate::checkpoint::Notary,
+        now_ms: u64,
+    ) -> Result<(u64, String), RecordsError> {
+        crate::checkpoint::issue(&self.conn, notary, now_ms)
     }
 
     /// Append a privileged action (view, search, export, …) to the log.

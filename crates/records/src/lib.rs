@@ -23,8 +23,9 @@ pub use record::{RecordKind, RecordMeta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
+    /// The archive's store failed (its backend's message).
     #[error("archive database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Storage(String),
     #[error("archive: {0}")]
     Archive(String),
     #[error("records member: {0}")]
@@ -35,4 +36,10 @@ pub enum RecordsError {
     Log(String),
     #[error("{0}")]
     Schema(#[from] keepwire_schema::SchemaError),
+}
+
+impl From<rusqlite::Error> for RecordsError {
+    fn from(e: rusqlite::Error) -> Self {
+        RecordsError::Storage(e.to_string())
+    }
 }

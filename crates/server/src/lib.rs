@@ -21,14 +21,21 @@ pub use service::{Core, Limits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The store failed (its backend's message; no backend type leaks).
     #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Storage(String),
     #[error("{0}")]
     Invalid(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Schema(#[from] keepwire_schema::SchemaError),
+}
+
+impl From<rusqlite::Error> for ServerError {
+    fn from(e: rusqlite::Error) -> Self {
+        ServerError::Storage(e.to_string())
+    }
 }
 
 /// Replace the receipt-signing key. The old public key stays listed (with
