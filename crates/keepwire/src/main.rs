@@ -112,6 +112,7 @@ enum Command {
         /// Disappearing timer used in the demo, in seconds.
         #[arg(long, default_value_t = 2)]
         timer: u64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -119,6 +120,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServerArgs {
+    /// Where the server keeps its data (its store, its keys, and the records service's archive).
     #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
     data_dir: PathBuf,
     /// Address to listen on; anything but loopback requires TLS.
@@ -207,6 +209,7 @@ enum AdminCommand {
     /// Relay and capture status: users, devices, conversations, entries
     /// still on the relay, and how far the records service lags.
     Status {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -225,16 +228,23 @@ enum AdminCommand {
 enum UserCommand {
     /// Create a user and print a one-time enrolment code (valid 24 h).
     Add {
+        /// The user name (what people type to add them).
         name: String,
+        /// The name people see ("Alice Ng").
         #[arg(long)]
         display: String,
+        /// Capstone category: which records schedule applies to what the user sends.
         #[arg(long, value_parser = ["capstone", "staff", "support", "guest"])]
         category: String,
     },
     /// A new enrolment code for an existing user (e.g. a second device).
-    Code { name: String },
+    Code {
+        /// The user to make a new enrolment code for.
+        name: String,
+    },
     /// List users and whether they acknowledged the records notice.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -244,17 +254,23 @@ enum UserCommand {
 enum DeviceCommand {
     /// List devices.
     List {
+        /// Only this user's devices.
         #[arg(long)]
         user: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Revoke a device: its connections are refused from its next request
     /// on, and the records service removes it from every conversation.
-    Revoke { device_id: String },
+    Revoke {
+        /// The device to revoke (it is removed from every conversation).
+        device_id: String,
+    },
     /// Let a device blocked after a capture failure connect and send again
     /// (logged with who and why; revoke it instead if it is compromised).
     Unblock {
+        /// The blocked device to let send again.
         device_id: String,
         /// Why, for the audit log.
         #[arg(long)]
@@ -269,6 +285,7 @@ enum DeviceCommand {
 enum ConversationCommand {
     /// List suspended conversations, what was withheld in them and why.
     Suspended {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -277,6 +294,7 @@ enum ConversationCommand {
     /// why). Refused when a commit was withheld: that conversation cannot
     /// be repaired, and its members start a new one.
     Resume {
+        /// The suspended conversation.
         conv: String,
         /// Why, for the audit log.
         #[arg(long)]
@@ -320,30 +338,50 @@ struct DeviceArgs {
 enum ChatCommand {
     /// Enrol this device with a one-time code.
     Enroll {
+        /// The one-time enrolment code an administrator gave you.
         #[arg(long)]
         code: String,
     },
     /// Show the records notice; `--accept` acknowledges it.
     Notice {
+        /// Acknowledge the notice (needed before sending).
         #[arg(long)]
         accept: bool,
     },
     /// List conversations.
     Conversations,
     /// Create a conversation with these users (the records member is added).
-    Create { users: Vec<String> },
+    Create {
+        /// The users to start the conversation with.
+        users: Vec<String>,
+    },
     /// Add users to a conversation.
-    Add { conv: String, users: Vec<String> },
+    Add {
+        /// The conversation (its id, or a unique prefix of it).
+        conv: String,
+        /// The users to add.
+        users: Vec<String>,
+    },
     /// Remove users from a conversation.
-    Remove { conv: String, users: Vec<String> },
+    Remove {
+        /// The conversation (its id, or a unique prefix of it).
+        conv: String,
+        /// The users to remove.
+        users: Vec<String>,
+    },
     /// The archive checkpoint this device has witnessed: every newer one
     /// must extend it (checked on each connection; a rewrite is an error).
     Checkpoint,
     /// Leave a conversation (the records member commits the removal).
-    Leave { conv: String },
+    Leave {
+        /// The conversation (its id, or a unique prefix of it).
+        conv: String,
+    },
     /// Send a message.
     Send {
+        /// The conversation (its id, or a unique prefix of it).
         conv: String,
+        /// The message.
         text: String,
         /// Disappear this many seconds after sending.
         #[arg(long)]
@@ -358,6 +396,7 @@ enum ChatCommand {
     },
     /// Fetch and show messages (each with its remaining time).
     Read {
+        /// Only this conversation (its id, or a unique prefix of it).
         conv: Option<String>,
         /// Keep running and show messages as they arrive (one JSON object
         /// per line with --json); expired messages are deleted meanwhile.
@@ -366,13 +405,19 @@ enum ChatCommand {
     },
     /// Show or set a conversation's disappearing timer (seconds after
     /// sending; 0 turns it off). Setting it tells every member.
-    Timer { conv: String, secs: Option<u64> },
+    Timer {
+        /// The conversation (its id, or a unique prefix of it).
+        conv: String,
+        /// The new timer in seconds (0 turns it off); without it, show the timer.
+        secs: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
 enum RecordsCommand {
     /// Run only the records service, connecting to a server.
     Serve {
+        /// The delivery server's URL.
         #[arg(long, env = "KEEPWIRE_SERVER", default_value = "http://127.0.0.1:7878")]
         server: String,
         /// The records service's directory (its device, archive and keys);
@@ -394,15 +439,18 @@ enum RecordsCommand {
         /// Include commits and proposals, not only messages.
         #[arg(long)]
         all: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Show one record, decrypted (a privileged action: it is logged).
     Show {
+        /// The record's id (from `records list`).
         id: i64,
         /// Who is looking (default: $USER), for the log of privileged actions.
         #[arg(long, env = "KEEPWIRE_ACTOR")]
         actor: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -410,21 +458,32 @@ enum RecordsCommand {
     /// (C2SP tlog-checkpoint, Ed25519 signed note), signing a new one first
     /// if the log has grown since.
     Checkpoint {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// A record's RFC 9162 inclusion proof against the current checkpoint (JSON).
-    Proof { record_id: i64 },
+    Proof {
+        /// The record whose inclusion to prove.
+        record_id: i64,
+    },
     /// An RFC 9162 consistency proof between two tree sizes (JSON).
-    Consistency { old_size: u64, new_size: u64 },
+    Consistency {
+        /// The size of the earlier tree.
+        old_size: u64,
+        /// The size of the later tree.
+        new_size: u64,
+    },
     /// Destroy a record's content (crypto-shredding its data key) under a
     /// named authority; its metadata, leaf and a tombstone stay verifiable.
     /// (Holds and approvals arrive with the disposition workflow.)
     Destroy {
+        /// The record whose content to destroy.
         id: i64,
         /// The disposition authority, e.g. "GRS 5.2 item 020" or a court order.
         #[arg(long)]
         authority: String,
+        /// Who is doing it (default: the operating-system user).
         #[arg(long, env = "KEEPWIRE_ACTOR")]
         actor: Option<String>,
     },
@@ -432,6 +491,7 @@ enum RecordsCommand {
     /// a new key (content is not re-encrypted); logged. Stop the records
     /// service first.
     RotateKey {
+        /// Who is doing it (default: the operating-system user).
         #[arg(long, env = "KEEPWIRE_ACTOR")]
         actor: Option<String>,
     },
@@ -447,6 +507,7 @@ enum RecordsCommand {
         /// The server's receipt keys, as saved from GET /v1/receipt-keys.
         #[arg(long)]
         server_keys: Option<PathBuf>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -623,5 +684,41 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use super::*;
+
+    /// Every subcommand and every argument says what it is for (`--help`
+    /// is how people learn the CLI).
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() && path.split(' ').count() > 2 {
+                missing.push(format!("{path} (the command)"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&<Cli as clap::CommandFactory>::command(), "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "without help text:\n{}",
+            missing.join("\n")
+        );
     }
 }
