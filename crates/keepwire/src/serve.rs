@@ -107,7 +107,7 @@ pub async fn start_server(
     let clock = Clock::from_env();
     let core = Core::open(store, key, limits, clock.now_ms())?;
     let log_store = open_server_store(data_dir)?;
-    let state = AppState::new(core, Some(log_store), clock);
+    let state = AppState::new(core, Some(Box::new(log_store)), clock);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -20,7 +20,7 @@ use keepwire_protocol::{
 
 use crate::gate::Gate;
 use crate::roster::{self, Followed, MemberDevice, Registry};
-use crate::store::{DeviceRow, Store};
+use crate::store::{DeviceRow, ServerStore};
 use crate::ServerError;
 
 mod access;
@@ -113,7 +113,7 @@ pub struct Session {
 }
 
 pub struct Core {
-    store: Store,
+    store: Box<dyn ServerStore>,
     convs: HashMap<String, Conv>,
     live: HashMap<String, Vec<(u64, Outbox)>>,
     /// Authenticated connections per device.
@@ -143,7 +143,7 @@ pub struct Core {
     checked: Option<Checked>,
 }
 
-pub struct StoreRegistry<'a>(pub &'a Store);
+pub struct StoreRegistry<'a>(pub &'a dyn ServerStore);
 
 impl Registry for StoreRegistry<'_> {
     fn device(&self, id: &str) -> Option<DeviceRow> {
@@ -171,7 +171,7 @@ fn internal(e: ServerError) -> ProtocolError {
 
 impl Core {
     pub fn open(
-        store: Store,
+        store: impl ServerStore + 'static,
         key: SigningKey,
         limits: Limits,
         now_ms: u64,
@@ -212,7 +212,7 @@ impl Core {
             );
         }
         Ok(Self {
-            store,
+            store: Box::new(store),
             convs,
             live: HashMap::new(),
             sessions: HashMap::new(),
@@ -229,8 +229,8 @@ impl Core {
         })
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> &dyn ServerStore {
+        &*self.store
     }
 
     pub fn public_key(&self) -> [u8; 32] {

@@ -15,7 +15,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::ServerError;
 
+mod api;
 mod withheld;
+pub use api::ServerStore;
 pub use withheld::{AdminAction, BlockedDevice, SuspendedConversation, WithheldEntry};
 
 pub const ENROLMENT_CODE_TTL_MS: u64 = 24 * 3600 * 1000;

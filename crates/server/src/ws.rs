@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use crate::deadline::{ConnWatch, Watch, WatchedListener};
 use crate::roster;
 use crate::service::{Session, StoreRegistry};
-use crate::store::Store;
+use crate::store::ServerStore;
 use crate::Core;
 
 #[derive(Clone)]
@@ -35,7 +35,7 @@ pub struct AppState {
     /// A connection of its own to the server's store, for the checks of
     /// handshakes done without the core's lock (`service::check`); none
     /// for an in-memory store, whose handshakes are checked under it.
-    checker: Option<Arc<Mutex<Store>>>,
+    checker: Option<Arc<Mutex<Box<dyn ServerStore>>>>,
     /// Where the server is in its life ([`Phase`]); every connection
     /// watches it.
     phase: Arc<tokio::sync::watch::Sender<Phase>>,
@@ -66,7 +66,7 @@ impl AppState {
     /// commits (without one, each append commits on its own).
     pub fn new(
         mut core: Core,
-        log_store: Option<Store>,
+        log_store: Option<Box<dyn ServerStore>>,
         clock: keepwire_protocol::clock::Clock,
     ) -> Self {
         let limits = core.limits().clone();
@@ -93,10 +93,10 @@ impl AppState {
                 .name("keepwire-log-writer".into())
                 .spawn(move || {
                     raise_priority();
-                    if let Err(e) = crate::service::run_log_writer(store, rx, core, garbage) {
+                    let _ = crate::service::run_log_writer(store, rx, core, garbage, |e| {
                         tracing::error!(error = %e, "the log could not be written; stopping the server");
                         fatal.send_replace(Some(e.to_string()));
-                    }
+                    });
                 })
                 // Invariant: spawning a thread fails only when the OS is out
                 // of resources at startup, where stopping is right.
@@ -332,7 +332,7 @@ async fn connection(socket: WebSocket, state: AppState, watch: Arc<Watch>) {
                     let checked = match (check, &state.checker) {
                         (Some(check), Some(store)) => {
                             let store = store.lock().unwrap_or_else(|p| p.into_inner());
-                            Some(check.run(&StoreRegistry(&store)))
+                            Some(check.run(&StoreRegistry(&**store)))
                         }
                         _ => None,
                     };
@@ -402,6 +402,19 @@ async fn connection(socket: WebSocket, state: AppState, watch: Arc<Watch>) {
         {
             writer.abort();
         }
+        // The peer may still be sending, not having read our close yet.
+        // Read (and drop) until it closes too: a socket torn down with
+        // unread bytes is reset, and the reset can discard, on the peer's
+        // side, the answers and close frame it has not read yet (seen: a
+        // pipelining client lost its close frame one run in three).
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     } else {
         drop(tx);
         writer.abort();
@@ -410,6 +423,8 @@ async fn connection(socket: WebSocket, state: AppState, watch: Arc<Watch>) {
 
 /// How long a stopping connection may take to send what it owes.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// How long a stopping connection waits for the peer's own close.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// How long writing one frame to a peer may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -505,7 +520,12 @@ pub async fn serve(
             Ok(())
         }
         why = failed(state.fatal.subscribe()) => {
+            // Every connection is sent what it is owed (the refusals of the
+            // batch that failed) and a close frame before the error ends
+            // the process.
             state.set_phase(Phase::Closing);
+            let open = || state.limits.max_connections - state.connections.available_permits();
+            wait_until("every connection to close", || open() == 0).await;
             Err(std::io::Error::other(format!(
                 "the log could not be written ({why}); stopped: restart the server, which resumes from its durable log"
             )))

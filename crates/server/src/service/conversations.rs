@@ -74,7 +74,7 @@ impl Core {
             Some(v) => v?,
             None => vet_create(
                 device,
-                &StoreRegistry(&self.store),
+                &StoreRegistry(&*self.store),
                 &conv,
                 &group_info,
                 &commit,
@@ -135,7 +135,7 @@ impl Core {
                 vet_submit(
                     &c.group,
                     device,
-                    &StoreRegistry(&self.store),
+                    &StoreRegistry(&*self.store),
                     &message,
                     welcome.as_deref(),
                     next_group_info.as_deref(),

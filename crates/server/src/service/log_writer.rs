@@ -6,7 +6,7 @@
 
 use super::Core;
 use crate::outbox::Outbox;
-use crate::store::{Append, LogEntry, RosterUpdate, Store};
+use crate::store::{Append, LogEntry, RosterUpdate, ServerStore};
 use crate::ServerError;
 
 /// Relay garbage on its way from the core to the log writer: the latest
@@ -60,10 +60,11 @@ pub(super) const MAX_BATCH: usize = 1024;
 /// senders of that batch their messages were not accepted; the shell must
 /// then stop the server, since the in-memory state ran ahead of the disk.
 pub fn run_log_writer(
-    mut store: Store,
+    mut store: Box<dyn ServerStore>,
     jobs: std::sync::mpsc::Receiver<Job>,
     core: std::sync::Arc<std::sync::Mutex<Core>>,
     garbage: Garbage,
+    on_failure: impl FnOnce(&ServerError),
 ) -> Result<(), ServerError> {
     use std::sync::mpsc::RecvTimeoutError;
     let mut pending: std::collections::VecDeque<crate::store::Collectable> = Default::default();
@@ -93,7 +94,7 @@ pub fn run_log_writer(
         if batch.is_empty() && pending.is_empty() {
             continue;
         }
-        let result = write_batch(&mut store, &batch, &mut pending);
+        let result = write_batch(&mut *store, &batch, &mut pending);
         match result {
             Ok(deleted) => {
                 if deleted > 0 {
@@ -112,7 +113,14 @@ pub fn run_log_writer(
                 }
                 // Nothing more is written: the core's state ran ahead of the
                 // disk, and only a restart from the durable log is safe. The
-                // shell stops the server (`ws::serve` returns the error).
+                // shell stops the server (`ws::serve`); until the core lets
+                // go, every append still on its way is refused, so no sender
+                // is left without an answer (a failed collection with no
+                // batch of its own left queued appends unanswered before).
+                on_failure(&e);
+                for a in jobs.iter().filter_map(|j| j.answer) {
+                    let _ = a.out.send(a.failed);
+                }
                 return Err(e);
             }
         }
@@ -123,7 +131,7 @@ pub fn run_log_writer(
 /// `pending` deleted, in one transaction (one fsync). Returns how many
 /// relay entries went.
 pub(super) fn write_batch(
-    store: &mut Store,
+    store: &mut dyn ServerStore,
     batch: &[Job],
     pending: &mut std::collections::VecDeque<crate::store::Collectable>,
 ) -> Result<usize, ServerError> {

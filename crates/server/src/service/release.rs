@@ -13,7 +13,7 @@ use super::delivery::deliver_text;
 use super::{internal, refuse, Conv, Core, Session};
 use crate::gate::{Gate, Held};
 use crate::roster::{self, MemberDevice};
-use crate::store::{DeviceRow, LogEntry, Store, WithheldEntry};
+use crate::store::{DeviceRow, LogEntry, ServerStore, WithheldEntry};
 use crate::ServerError;
 
 impl Core {
@@ -430,7 +430,7 @@ impl Core {
 /// from the conversation in the meantime does not get them, as `sync`
 /// replays only the conversations a device is in.
 pub(super) fn hold_after_restart(
-    store: &Store,
+    store: &dyn ServerStore,
     conv: &str,
     archived: u64,
     members: &[MemberDevice],
