@@ -293,28 +293,21 @@ impl Device {
     /// exactly one of this device's conversations (people type the first
     /// few characters they see).
     pub fn resolve_conversation(&self, given: &str) -> Result<String, ClientError> {
-        let all = self.conversations()?;
-        if all.iter().any(|c| c == given) {
-            return Ok(given.to_string());
-        }
-        let mut matches = all
-            .into_iter()
-            .filter(|c| !given.is_empty() && c.starts_with(given));
-        match (matches.next(), matches.next()) {
-            (Some(one), None) => Ok(one),
+        match keepwire_protocol::named_by(given, self.conversations()?) {
+            keepwire_protocol::Named::One(conv) => Ok(conv),
             // A whole id this device has not joined yet (its Welcome may
             // be waiting on the server): the caller finds out.
-            (None, _) if given.len() >= 32 && given.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            keepwire_protocol::Named::None
+                if given.len() >= 32 && given.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
                 Ok(given.to_string())
             }
-            (None, _) => Err(ClientError::UnknownConversation(given.to_string())),
-            (Some(a), Some(b)) => Err(ClientError::Refused(format!(
-                "{given} could be {a}, {b}{}: give more of the conversation id",
-                if matches.next().is_some() {
-                    ", …"
-                } else {
-                    ""
-                }
+            keepwire_protocol::Named::None => {
+                Err(ClientError::UnknownConversation(given.to_string()))
+            }
+            keepwire_protocol::Named::Several(ids) => Err(ClientError::Refused(format!(
+                "{given} could be {}: give more of the conversation id",
+                ids.join(", ")
             ))),
         }
     }

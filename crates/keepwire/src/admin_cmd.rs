@@ -112,6 +112,17 @@ pub fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -
                     actor,
                 },
         } => {
+            let suspended = store.suspended_conversations()?.into_iter().map(|c| c.conv);
+            let conv = match keepwire_protocol::named_by(&conv, suspended) {
+                keepwire_protocol::Named::One(c) => c,
+                keepwire_protocol::Named::None => bail!("no suspended conversation {conv}"),
+                keepwire_protocol::Named::Several(ids) => {
+                    bail!(
+                        "{conv} could be {}: give more of the conversation id",
+                        ids.join(", ")
+                    )
+                }
+            };
             store.resume_conversation(&conv, &crate::actor(actor), &reason, clock.now_ms())?;
             println!("resumed {conv}");
         }

@@ -49,6 +49,34 @@ pub const RECEIPT_CONTEXT: &[u8] = b"keepwire-receipt-v1:";
 /// devices under this user; every conversation must contain one of them.
 pub const RECORDS_USER: &str = "records";
 
+/// What an id someone typed names among `ids`: itself when listed,
+/// otherwise the one id it is a prefix of (people type the first few
+/// characters they see).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named {
+    One(String),
+    None,
+    /// Two (or more) ids start with it: these, at most three.
+    Several(Vec<String>),
+}
+
+pub fn named_by(given: &str, ids: impl IntoIterator<Item = String>) -> Named {
+    let mut matches = Vec::new();
+    for id in ids {
+        if id == given {
+            return Named::One(id);
+        }
+        if !given.is_empty() && id.starts_with(given) && matches.len() < 3 {
+            matches.push(id);
+        }
+    }
+    match matches.len() {
+        0 => Named::None,
+        1 => Named::One(matches.remove(0)),
+        _ => Named::Several(matches),
+    }
+}
+
 /// The MLS credential of a device: `user/device_id`. Both parts are checked
 /// by the server against its registry whenever the device enters a roster.
 pub fn device_identity(user: &str, device_id: &str) -> String {
@@ -150,5 +178,23 @@ pub mod b64_opt {
                 .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
         })
         .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_named_by_itself_or_by_the_one_id_it_begins() {
+        let ids = || ["abc123".to_string(), "abd456".to_string(), "ff".to_string()];
+        assert_eq!(named_by("abc", ids()), Named::One("abc123".into()));
+        assert_eq!(named_by("ff", ids()), Named::One("ff".into()));
+        assert_eq!(
+            named_by("ab", ids()),
+            Named::Several(vec!["abc123".into(), "abd456".into()])
+        );
+        assert_eq!(named_by("zz", ids()), Named::None);
+        assert_eq!(named_by("", ids()), Named::None);
     }
 }
