@@ -85,7 +85,7 @@ impl Store {
             return self.ack(records_device, conv, to, true);
         }
         let tx = self.conn.transaction()?;
-        super::ack_in(&tx, records_device, conv, to, true)?;
+        super::log::ack_in(&tx, records_device, conv, to, true)?;
         for w in withheld {
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO withheld (conv, seq, device, handshake, reason, at_ms)

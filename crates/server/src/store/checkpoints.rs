@@ -1,0 +1,99 @@
+//! Receipt keys (current and retired) and the chain of archive
+//! checkpoints the server keeps.
+
+use rusqlite::params;
+
+use super::*;
+use crate::ServerError;
+
+impl Store {
+    /// List a receipt-signing public key (idempotent).
+    pub fn record_receipt_key(&self, key: &[u8], from_ms: u64) -> Result<(), ServerError> {
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO receipt_keys (key, from_ms) VALUES (?1, ?2)")?
+            .execute(params![key, from_ms as i64])?;
+        Ok(())
+    }
+
+    pub fn retire_receipt_key(&self, key: &[u8], until_ms: u64) -> Result<(), ServerError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE receipt_keys SET until_ms=?1 WHERE key=?2 AND until_ms IS NULL",
+            )?
+            .execute(params![until_ms as i64, key])?;
+        Ok(())
+    }
+
+    /// Every receipt key the server has used, oldest first.
+    pub fn receipt_keys(&self) -> Result<Vec<ReceiptKey>, ServerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key, from_ms, until_ms FROM receipt_keys ORDER BY from_ms")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ReceiptKey {
+                key: r.get(0)?,
+                from_ms: r.get::<_, i64>(1)? as u64,
+                until_ms: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Keep a checkpoint the records service published, with its proof.
+    pub fn add_checkpoint(
+        &self,
+        size: u64,
+        note: &str,
+        from_size: Option<u64>,
+        path: &[Vec<u8>],
+    ) -> Result<(), ServerError> {
+        self.conn.prepare_cached("INSERT OR REPLACE INTO checkpoints (size, note, from_size, path) VALUES (?1, ?2, ?3, ?4)")?.execute(params![size as i64, note, from_size.map(|v| v as i64), path.concat()],
+        )?;
+        Ok(())
+    }
+
+    /// Published checkpoints after `since_size`, oldest first.
+    /// Up to 256 checkpoints after `since_size`, oldest first: a device
+    /// far behind walks the chain a page at a time, pinning as it goes.
+    pub fn checkpoints_after(
+        &self,
+        since_size: u64,
+    ) -> Result<Vec<keepwire_protocol::PublishedCheckpoint>, ServerError> {
+        self.query_checkpoints(
+            "SELECT note, from_size, path FROM checkpoints WHERE size > ?1 ORDER BY size LIMIT 256",
+            since_size,
+        )
+    }
+
+    /// The latest published checkpoint (one indexed read, however long the
+    /// history).
+    pub fn latest_checkpoint(
+        &self,
+    ) -> Result<Option<keepwire_protocol::PublishedCheckpoint>, ServerError> {
+        Ok(self
+            .query_checkpoints(
+                "SELECT note, from_size, path FROM checkpoints WHERE size >= ?1 ORDER BY size DESC LIMIT 1",
+                0,
+            )?
+            .pop())
+    }
+
+    fn query_checkpoints(
+        &self,
+        sql: &str,
+        size: u64,
+    ) -> Result<Vec<keepwire_protocol::PublishedCheckpoint>, ServerError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params![size as i64], |r| {
+            let path: Vec<u8> = r.get(2)?;
+            Ok(keepwire_protocol::PublishedCheckpoint {
+                checkpoint: r.get(0)?,
+                link: keepwire_protocol::CheckpointProof {
+                    from_size: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
+                    consistency_path: path.chunks(32).map(<[u8]>::to_vec).collect(),
+                },
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
