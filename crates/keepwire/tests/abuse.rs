@@ -381,8 +381,6 @@ fn two_commits_for_one_epoch_never_both_land() {
     // A commit's MLS checks run without the server's lock, on a copy of
     // the group; two commits racing for the same epoch must still end with
     // one accepted and the other refused, never both in the log.
-    use common::rogue::hex;
-    use mls_rs::{ExtensionList, MlsMessage};
     let agency = Agency::start();
     let bob = agency.user("bob", "staff");
     bob.accept_notice();
@@ -413,36 +411,7 @@ fn two_commits_for_one_epoch_never_both_land() {
             .unwrap();
         let mut convs = Vec::new();
         for _ in 0..8 {
-            let kps = a.claim(&["bob"], true).await;
-            let mut g = client
-                .create_group(ExtensionList::new(), ExtensionList::new(), None)
-                .unwrap();
-            let conv = hex(g.group_id());
-            let epoch0 = g.group_info_message(true).unwrap().to_bytes().unwrap();
-            let mut builder = g.commit_builder();
-            for kp in &kps {
-                builder = builder
-                    .add_member(MlsMessage::from_bytes(&kp.key_package).unwrap())
-                    .unwrap();
-            }
-            let out = builder.build().unwrap();
-            a.wire
-                .call(Request::CreateConversation {
-                    conv: conv.clone(),
-                    group_info: epoch0,
-                    commit: out.commit_message.to_bytes().unwrap(),
-                    welcome: out.welcome_messages[0].to_bytes().unwrap(),
-                    next_group_info: out
-                        .external_commit_group_info
-                        .as_ref()
-                        .unwrap()
-                        .to_bytes()
-                        .unwrap(),
-                })
-                .await
-                .unwrap();
-            a.wire.wait_captured(&conv, 1).await;
-            g.apply_pending_commit().unwrap();
+            let (conv, mut g) = a.create(&client, &["bob"]).await;
             // Two different commits for epoch 1 (each a fresh path).
             let commit = |g: &mut mls_rs::Group<_>| {
                 let out = g.commit_builder().build().unwrap();

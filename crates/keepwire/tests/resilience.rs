@@ -318,10 +318,9 @@ fn a_commit_waits_for_what_is_still_being_captured_and_loses_nothing() {
 
 #[test]
 fn sigterm_under_load_answers_what_it_read_and_archives_every_receipt() {
-    use common::rogue::{hex, text, Rogue};
+    use common::rogue::{text, Rogue};
     use futures_util::{SinkExt, StreamExt};
     use keepwire_protocol::{ClientFrame, Request, ServerBody, ServerFrame};
-    use mls_rs::{ExtensionList, MlsMessage};
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
     use tokio_tungstenite::tungstenite::Message;
 
@@ -347,36 +346,7 @@ fn sigterm_under_load_answers_what_it_read_and_archives_every_receipt() {
         let mut a = Rogue::enroll(&url, "mallory", code.trim()).await;
         a.wire.call(Request::AcknowledgeNotice).await.unwrap();
         let client = a.client(Default::default());
-        let kps = a.claim(&["bob"], true).await;
-        let mut g = client
-            .create_group(ExtensionList::new(), ExtensionList::new(), None)
-            .unwrap();
-        let conv = hex(g.group_id());
-        let epoch0 = g.group_info_message(true).unwrap().to_bytes().unwrap();
-        let mut builder = g.commit_builder();
-        for kp in &kps {
-            builder = builder
-                .add_member(MlsMessage::from_bytes(&kp.key_package).unwrap())
-                .unwrap();
-        }
-        let out = builder.build().unwrap();
-        a.wire
-            .call(Request::CreateConversation {
-                conv: conv.clone(),
-                group_info: epoch0,
-                commit: out.commit_message.to_bytes().unwrap(),
-                welcome: out.welcome_messages[0].to_bytes().unwrap(),
-                next_group_info: out
-                    .external_commit_group_info
-                    .as_ref()
-                    .unwrap()
-                    .to_bytes()
-                    .unwrap(),
-            })
-            .await
-            .unwrap();
-        a.wire.wait_captured(&conv, 1).await;
-        g.apply_pending_commit().unwrap();
+        let (conv, mut g) = a.create(&client, &["bob"]).await;
         let frames: Vec<String> = (0..N)
             .map(|i| {
                 let m = g

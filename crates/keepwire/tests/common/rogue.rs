@@ -295,6 +295,51 @@ impl Rogue {
         }
     }
 
+    /// Create a conversation with `users` and the records member, as an
+    /// honest client would, and wait until it is captured (only then may
+    /// its creator commit again): its id and this device's group.
+    pub async fn create<C: mls_rs::client_builder::MlsConfig + Clone>(
+        &mut self,
+        client: &mls_rs::Client<C>,
+        users: &[&str],
+    ) -> (String, mls_rs::Group<C>) {
+        let kps = self.claim(users, true).await;
+        let mut g = client
+            .create_group(
+                mls_rs::ExtensionList::new(),
+                mls_rs::ExtensionList::new(),
+                None,
+            )
+            .unwrap();
+        let conv = hex(g.group_id());
+        let epoch0 = g.group_info_message(true).unwrap().to_bytes().unwrap();
+        let mut builder = g.commit_builder();
+        for kp in &kps {
+            builder = builder
+                .add_member(MlsMessage::from_bytes(&kp.key_package).unwrap())
+                .unwrap();
+        }
+        let out = builder.build().unwrap();
+        self.wire
+            .call(Request::CreateConversation {
+                conv: conv.clone(),
+                group_info: epoch0,
+                commit: out.commit_message.to_bytes().unwrap(),
+                welcome: out.welcome_messages[0].to_bytes().unwrap(),
+                next_group_info: out
+                    .external_commit_group_info
+                    .as_ref()
+                    .unwrap()
+                    .to_bytes()
+                    .unwrap(),
+            })
+            .await
+            .unwrap();
+        self.wire.wait_captured(&conv, 1).await;
+        g.apply_pending_commit().unwrap();
+        (conv, g)
+    }
+
     pub async fn submit(
         &mut self,
         conv: &str,
