@@ -359,6 +359,57 @@ fn every_refusal_a_modified_client_meets_comes_with_its_code() {
         creation(&mut ge, &kps),
         ErrorCode::EncryptedHandshake,
     ));
+    // A ReInit proposal: a new group without the records member.
+    let reinit = g
+        .propose_reinit(
+            None,
+            g.protocol_version(),
+            SUITE,
+            ExtensionList::new(),
+            vec![],
+        )
+        .unwrap();
+    table.push((
+        "a ReInit proposal",
+        submit(&conv, &reinit, None),
+        ErrorCode::ReinitRefused,
+    ));
+    g.clear_proposal_cache();
+    // The swap: remove the records member's leaf and add a fresh key
+    // package of the same records device in one commit. By name nobody
+    // left and nobody came; by leaf the records member is gone.
+    let fresh = w.claim(&mut mallory, &[], true);
+    let out = g
+        .commit_builder()
+        .remove_member(records_leaf)
+        .unwrap()
+        .add_member(fresh[0].clone())
+        .unwrap()
+        .build()
+        .unwrap();
+    table.push((
+        "swapping the records member's leaf for a fresh one",
+        Request::Submit {
+            conv: conv.clone(),
+            message: out.commit_message.to_bytes().unwrap(),
+            welcome: out.welcome_messages.first().map(|w| w.to_bytes().unwrap()),
+            next_group_info: out
+                .external_commit_group_info
+                .as_ref()
+                .map(|g| g.to_bytes().unwrap()),
+        },
+        ErrorCode::RecordsMemberMissing,
+    ));
+    g.clear_pending_commit();
+    // An application message over the size limit.
+    let big = g
+        .encrypt_application_message(&vec![b'x'; 100 * 1024], vec![])
+        .unwrap();
+    table.push((
+        "an oversize message",
+        submit(&conv, &big, None),
+        ErrorCode::TooLarge,
+    ));
     // A message for a conversation that does not exist.
     let m = g
         .encrypt_application_message(b"to nowhere", vec![])
@@ -396,8 +447,16 @@ fn every_refusal_a_modified_client_meets_comes_with_its_code() {
         refused(w.call(&mut mallory, req), code, what);
     }
 
-    // A device outside the conversation acknowledging its entries.
+    // A device outside the conversation acknowledging its entries, or
+    // relaying a member's message.
     let mut eve = w.device("eve", "staff");
+    w.call(&mut eve, Request::AcknowledgeNotice).unwrap();
+    let relayed = g.encrypt_application_message(b"relayed", vec![]).unwrap();
+    refused(
+        w.call(&mut eve, submit(&conv, &relayed, None)),
+        ErrorCode::NotMember,
+        "a non-member relaying a member's message",
+    );
     refused(
         w.call(
             &mut eve,
