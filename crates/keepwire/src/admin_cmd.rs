@@ -16,15 +16,19 @@ pub fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -
                     name,
                     display,
                     category,
+                    json,
                 },
         } => {
             store.add_user(&name, &display, &category, clock.now_ms())?;
             let code = store.new_enrolment_code(&name, clock.now_ms())?;
-            println!("{code}");
+            print_code(&name, &code, json)?;
         }
         AdminCommand::User {
-            command: UserCommand::Code { name },
-        } => println!("{}", store.new_enrolment_code(&name, clock.now_ms())?),
+            command: UserCommand::Code { name, json },
+        } => {
+            let code = store.new_enrolment_code(&name, clock.now_ms())?;
+            print_code(&name, &code, json)?;
+        }
         AdminCommand::User {
             command: UserCommand::List { json },
         } => {
@@ -166,4 +170,19 @@ pub fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -
         }
     }
     Ok(())
+}
+
+/// An enrolment code: alone on a line (what scripts have read so far), or
+/// as JSON with the user and how long it is valid.
+fn print_code(user: &str, code: &str, json: bool) -> Result<()> {
+    if json {
+        print_json(&serde_json::json!({
+            "user": user,
+            "code": code,
+            "valid_for_secs": keepwire_server::store::ENROLMENT_CODE_TTL_MS / 1000,
+        }))
+    } else {
+        println!("{code}");
+        Ok(())
+    }
 }

@@ -236,11 +236,17 @@ enum UserCommand {
         /// Capstone category: which records schedule applies to what the user sends.
         #[arg(long, value_parser = ["capstone", "staff", "support", "guest"])]
         category: String,
+        /// Print JSON (the user, the code, how long it is valid) instead of the code alone.
+        #[arg(long)]
+        json: bool,
     },
     /// A new enrolment code for an existing user (e.g. a second device).
     Code {
         /// The user to make a new enrolment code for.
         name: String,
+        /// Print JSON (the user, the code, how long it is valid) instead of the code alone.
+        #[arg(long)]
+        json: bool,
     },
     /// List users and whether they acknowledged the records notice.
     List {

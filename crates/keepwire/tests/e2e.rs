@@ -353,6 +353,24 @@ fn flags_go_before_or_after_the_subcommand() {
         let v: Value = serde_json::from_str(&ok(keepwire(&args, &[]))).unwrap();
         assert_eq!(v["users"], 3, "{args:?}: alice, bob and the records member");
     }
+    // Enrolment codes as JSON, for provisioning scripts.
+    let v: Value = serde_json::from_str(&agency.admin(&[
+        "user",
+        "add",
+        "dan",
+        "--display",
+        "Dan",
+        "--category",
+        "staff",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (v["user"].as_str(), v["valid_for_secs"].as_u64()),
+        (Some("dan"), Some(86_400))
+    );
+    let code = v["code"].as_str().unwrap();
+    assert!(code.len() >= 8, "{v}");
 }
 
 #[test]
