@@ -434,6 +434,7 @@ async fn perform(app: &mut App, shell: &mut Shell, action: Action) -> Result<boo
         return Ok(true);
     };
     let mut unsent = None;
+    let members_changed = matches!(action, Action::Create { .. } | Action::Add { .. });
     let result = match action {
         Action::None | Action::Select => Ok(()),
         Action::Quit => return Ok(false),
@@ -472,11 +473,14 @@ async fn perform(app: &mut App, shell: &mut Shell, action: Action) -> Result<boo
             shell.go_offline(app, &e);
         }
     }
-    if let Some(o) = shell.online.as_mut() {
-        app.names = o
-            .display_names()
-            .await
-            .unwrap_or_else(|_| app.names.clone());
+    // People's names change only with membership: asked again after this
+    // client added people (and on each connection), not on every key.
+    if members_changed {
+        if let Some(o) = shell.online.as_mut() {
+            if let Ok(names) = o.display_names().await {
+                app.names = names;
+            }
+        }
     }
     refresh(app, shell.device())?;
     Ok(true)

@@ -99,13 +99,7 @@ fn a_device_cannot_hoard_connections_nor_claim_for_the_world() {
         let mut held = Vec::new();
         for i in 0..3 {
             let mut w = Wire::connect(&url).await;
-            let signature = w.sign(&m.secret);
-            let r = w
-                .call(Request::Auth {
-                    device_id: m.device_id.clone(),
-                    signature,
-                })
-                .await;
+            let r = m.auth_on(&mut w).await;
             if i < 2 {
                 r.unwrap();
                 held.push(w);
@@ -124,13 +118,7 @@ fn a_device_cannot_hoard_connections_nor_claim_for_the_world() {
         let mut freed = false;
         for _ in 0..100 {
             let mut w = Wire::connect(&url).await;
-            let signature = w.sign(&m.secret);
-            let r = w
-                .call(Request::Auth {
-                    device_id: m.device_id.clone(),
-                    signature,
-                })
-                .await;
+            let r = m.auth_on(&mut w).await;
             if r.is_ok() {
                 freed = true;
                 break;
@@ -199,13 +187,7 @@ fn a_reader_that_stops_reading_is_cut_off_and_catches_up_by_sync() {
     // The slow device goes live on a connection it then stops reading.
     let mut reader = rt.block_on(async {
         let mut w = Wire::connect_small_buffer(&url).await;
-        let signature = w.sign(&slow.secret);
-        w.call(Request::Auth {
-            device_id: slow.device_id.clone(),
-            signature,
-        })
-        .await
-        .unwrap();
+        slow.auth_on(&mut w).await.unwrap();
         w.call(Request::Sync).await.unwrap();
         w
     });
@@ -222,13 +204,7 @@ fn a_reader_that_stops_reading_is_cut_off_and_catches_up_by_sync() {
     // It reconnects and catches up by sync, a page at a time, losing nothing.
     let delivered = rt.block_on(async {
         let mut w = Wire::connect(&url).await;
-        let signature = w.sign(&slow.secret);
-        w.call(Request::Auth {
-            device_id: slow.device_id.clone(),
-            signature,
-        })
-        .await
-        .unwrap();
+        slow.auth_on(&mut w).await.unwrap();
         let mut seqs = Vec::new();
         let mut pages = 0;
         loop {
@@ -401,14 +377,7 @@ fn two_commits_for_one_epoch_never_both_land() {
         let client = a.client(Default::default());
         // A second connection of the same device.
         let mut second = Wire::connect(&url).await;
-        let signature = second.sign(&a.secret);
-        second
-            .call(Request::Auth {
-                device_id: a.device_id.clone(),
-                signature,
-            })
-            .await
-            .unwrap();
+        a.auth_on(&mut second).await.unwrap();
         let mut convs = Vec::new();
         for _ in 0..8 {
             let (conv, mut g) = a.create(&client, &["bob"]).await;

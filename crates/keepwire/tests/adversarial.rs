@@ -571,14 +571,8 @@ fn a_modified_client_is_refused_every_forbidden_action() {
             "a revoked device's message",
         );
         let mut fresh = Wire::connect(&url).await;
-        let signature = fresh.sign(&b.secret);
         refused(
-            fresh
-                .call(Request::Auth {
-                    device_id: b.device_id.clone(),
-                    signature,
-                })
-                .await,
+            b.auth_on(&mut fresh).await,
             ErrorCode::DeviceRevoked,
             "a revoked device connecting",
         );

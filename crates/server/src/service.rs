@@ -431,31 +431,39 @@ impl Core {
                 Ok(ServerBody::Ok)
             }
             Request::Sync => self.sync(session, &device),
-            Request::Conversations => Ok(ServerBody::Conversations {
-                conversations: self
-                    .convs
-                    .iter()
-                    .filter(|(_, c)| c.members.iter().any(|m| m.device_id == device.device_id))
-                    .map(|(id, c)| ConversationInfo {
-                        conv: id.clone(),
-                        members: c
-                            .members
-                            .iter()
-                            .map(|m| keepwire_protocol::device_identity(&m.user, &m.device_id))
-                            .collect(),
-                        epoch: c.group.group_context().epoch(),
-                        last_seq: c.last_seq,
-                        names: c
-                            .members
-                            .iter()
-                            .filter_map(|m| {
-                                let row = self.store.user(&m.user).ok().flatten()?;
-                                Some((m.user.clone(), row.display))
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-            }),
+            Request::Conversations => {
+                // Each user's display name read once, however many
+                // conversations (and devices) they are in.
+                let mut display: HashMap<String, Option<String>> = HashMap::new();
+                let mut name_of = |user: &str| {
+                    display
+                        .entry(user.to_string())
+                        .or_insert_with(|| self.store.user(user).ok().flatten().map(|u| u.display))
+                        .clone()
+                };
+                Ok(ServerBody::Conversations {
+                    conversations: self
+                        .convs
+                        .iter()
+                        .filter(|(_, c)| c.members.iter().any(|m| m.device_id == device.device_id))
+                        .map(|(id, c)| ConversationInfo {
+                            conv: id.clone(),
+                            members: c
+                                .members
+                                .iter()
+                                .map(|m| keepwire_protocol::device_identity(&m.user, &m.device_id))
+                                .collect(),
+                            epoch: c.group.group_context().epoch(),
+                            last_seq: c.last_seq,
+                            names: c
+                                .members
+                                .iter()
+                                .filter_map(|m| Some((m.user.clone(), name_of(&m.user)?)))
+                                .collect(),
+                        })
+                        .collect(),
+                })
+            }
             Request::Enroll { .. } | Request::Auth { .. } => unreachable!("handled above"),
         }
     }

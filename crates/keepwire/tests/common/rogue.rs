@@ -246,6 +246,16 @@ impl Rogue {
         }
     }
 
+    /// Authenticate `w`, another connection, as this device.
+    pub async fn auth_on(&self, w: &mut Wire) -> Result<ServerBody, Refusal> {
+        let signature = w.sign(&self.secret);
+        w.call(Request::Auth {
+            device_id: self.device_id.clone(),
+            signature,
+        })
+        .await
+    }
+
     pub fn identity(&self) -> String {
         device_identity(&self.user, &self.device_id)
     }
