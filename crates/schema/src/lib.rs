@@ -23,6 +23,9 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+#[cfg(feature = "postgres")]
+pub mod pg;
+
 /// One kind of database and its migrations.
 pub struct Schema {
     /// What the database is, for messages ("server store", "archive").
@@ -76,6 +79,22 @@ pub enum SchemaError {
         version: i64,
         source: rusqlite::Error,
     },
+    #[error("migrating {what} at {path} to schema version {version}: {message}")]
+    Pg {
+        path: String,
+        what: &'static str,
+        version: i64,
+        message: String,
+    },
+    #[error("the PostgreSQL database at {path} holds a keepwire {found}, not its {expected}: give each its own database")]
+    OtherKindPg {
+        path: String,
+        expected: &'static str,
+        found: String,
+    },
+    #[cfg(feature = "postgres")]
+    #[error(transparent)]
+    PgConnection(#[from] pg::PgError),
     #[error("reading the schema version of {path}: {source}")]
     Read {
         path: String,

@@ -1,0 +1,496 @@
+//! PostgreSQL, the scale-out store: a blocking connection for keepwire's
+//! synchronous storage traits, and versioned migrations.
+//!
+//! keepwire's stores are called synchronously (the server's core calls
+//! its store under its lock, as SQLite wants). The PostgreSQL client is
+//! asynchronous, and the `postgres` crate's blocking wrapper panics when
+//! called from inside a tokio runtime — which is where the server's
+//! handlers run. So a [`Pg`] connection is split in two: the socket is
+//! driven by a thread of its own (a one-thread tokio runtime that does
+//! nothing else), and the caller waits for each answer on a plain
+//! executor (`futures_executor::block_on`), which needs no runtime. The
+//! caller's thread blocks for a round trip, as it blocks for SQLite's
+//! fsync; no runtime is entered twice.
+//!
+//! Statements are prepared once per connection ([`Pg::query`] keeps
+//! them by their text, as rusqlite's `prepare_cached` does): a parse per
+//! call would double the round trips.
+//!
+//! Migrations: the same idea as the SQLite side (see the crate docs), with
+//! the version in a table, `keepwire_schema (kind, version)`, since
+//! PostgreSQL has no header to put it in. Each migration runs in one
+//! transaction (PostgreSQL's DDL is transactional) under an advisory
+//! lock, so two nodes starting at once never run one twice. A database
+//! that already holds another kind of keepwire store is refused: the
+//! server store and the archive each want a database of their own (the
+//! records service is a separate custody).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+pub use tokio_postgres;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Statement};
+
+/// Why a PostgreSQL store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("the PostgreSQL address is not valid: {0}")]
+    Address(String),
+    #[error("cannot connect to PostgreSQL at {at}: {message}")]
+    Connect { at: String, message: String },
+    #[error("PostgreSQL: {0}")]
+    Query(String),
+    #[error("starting the PostgreSQL connection's thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PgError::Query(describe(&e))
+    }
+}
+
+/// What went wrong, with the server's own message where there is one
+/// (`tokio_postgres::Error`'s display is only "db error" then).
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_string(),
+        },
+        None => e.to_string(),
+    }
+}
+
+/// One connection to PostgreSQL, used synchronously.
+pub struct Pg {
+    client: Client,
+    url: String,
+    statements: RefCell<HashMap<&'static str, Statement>>,
+}
+
+/// A statement's parameters.
+pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+impl Pg {
+    /// Connect to `url` (`postgres://user@host/db` or the key=value form).
+    /// Without a `connect_timeout` in it, gives up after 10 seconds.
+    pub fn connect(url: &str) -> Result<Self, PgError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| PgError::Address(e.to_string()))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        let at = redact(url);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("keepwire-pg".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match config.connect(NoTls).await {
+                        Ok((client, connection)) => {
+                            let _ = tx.send(Ok(client));
+                            // Runs until the client is dropped (or the
+                            // server goes away: the client's calls fail).
+                            let _ = connection.await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(describe(&e)));
+                        }
+                    }
+                });
+            })?;
+        let client = rx
+            .recv()
+            .map_err(|_| PgError::Connect {
+                at: at.clone(),
+                message: "the connection's thread ended".into(),
+            })?
+            .map_err(|message| PgError::Connect {
+                at: at.clone(),
+                message,
+            })?;
+        Ok(Self {
+            client,
+            url: url.to_string(),
+            statements: RefCell::default(),
+        })
+    }
+
+    /// Another connection to the same database.
+    pub fn reconnect(&self) -> Result<Self, PgError> {
+        Self::connect(&self.url)
+    }
+
+    /// The address, without a password.
+    pub fn address(&self) -> String {
+        redact(&self.url)
+    }
+
+    fn wait<T>(&self, f: impl Future<Output = T>) -> T {
+        futures_executor::block_on(f)
+    }
+
+    fn statement(&self, sql: &'static str) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(s) = self.statements.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.wait(self.client.prepare(sql))?;
+        self.statements.borrow_mut().insert(sql, s.clone());
+        Ok(s)
+    }
+
+    /// Every row `sql` returns.
+    pub fn query(&self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, PgError> {
+        let s = self.statement(sql)?;
+        Ok(self.wait(self.client.query(&s, params))?)
+    }
+
+    /// The one row `sql` returns, if any (more than one is an error).
+    pub fn query_opt(&self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>, PgError> {
+        let s = self.statement(sql)?;
+        Ok(self.wait(self.client.query_opt(&s, params))?)
+    }
+
+    /// The one row `sql` returns (none is an error).
+    pub fn query_one(&self, sql: &'static str, params: Params<'_>) -> Result<Row, PgError> {
+        let s = self.statement(sql)?;
+        Ok(self.wait(self.client.query_one(&s, params))?)
+    }
+
+    /// How many rows `sql` changed.
+    pub fn execute(&self, sql: &'static str, params: Params<'_>) -> Result<u64, PgError> {
+        let s = self.statement(sql)?;
+        Ok(self.wait(self.client.execute(&s, params))?)
+    }
+
+    /// Statements without parameters, as one batch (schema changes).
+    pub fn batch(&self, sql: &str) -> Result<(), PgError> {
+        Ok(self.wait(self.client.batch_execute(sql))?)
+    }
+
+    /// Run `f` in one transaction, committed durably (the commit returns
+    /// once its WAL record is flushed: PostgreSQL's default
+    /// `synchronous_commit = on`) if `f` succeeds, rolled back if not.
+    pub fn transaction<T, E: From<PgError>>(
+        &self,
+        f: impl FnOnce(&Self) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run_in("BEGIN", f)
+    }
+
+    /// As [`Pg::transaction`], but the commit does not wait for the WAL
+    /// flush (`synchronous_commit = off` for this transaction only: still
+    /// atomic and ordered, and the next durable commit carries it to disk),
+    /// for writes whose loss after a crash is harmless.
+    pub fn transaction_unflushed<T, E: From<PgError>>(
+        &self,
+        f: impl FnOnce(&Self) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run_in("BEGIN; SET LOCAL synchronous_commit TO OFF", f)
+    }
+
+    fn run_in<T, E: From<PgError>>(
+        &self,
+        begin: &str,
+        f: impl FnOnce(&Self) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.batch(begin)?;
+        match f(self) {
+            Ok(v) => {
+                self.batch("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                // The error that matters is `e`; a failed rollback leaves
+                // the connection unusable, which its next call reports.
+                let _ = self.batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// `url` with any password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((auth, host)) = rest.split_once('@') {
+            if let Some((user, _)) = auth.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+        return url.to_string();
+    }
+    // key=value form: drop password=…
+    url.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One kind of keepwire database in PostgreSQL and its migrations.
+pub struct PgSchema {
+    /// What the database is ("server store", "archive"): also its row in
+    /// the `keepwire_schema` table.
+    pub name: &'static str,
+    /// Migration *n* takes the schema from version *n − 1* to *n*.
+    pub migrations: &'static [&'static str],
+}
+
+/// Bring the database behind `pg` to the latest version of `schema`.
+/// Refuses a database that holds another kind of keepwire store or a
+/// newer version of this one, before changing anything.
+pub fn migrate(pg: &Pg, schema: &PgSchema) -> Result<crate::Migrated, crate::SchemaError> {
+    let at = pg.address();
+    let fail = |version: i64| {
+        let at = at.clone();
+        move |e: PgError| crate::SchemaError::Pg {
+            path: at,
+            what: schema.name,
+            version,
+            message: e.to_string(),
+        }
+    };
+    let latest = schema.migrations.len() as i64;
+    pg.batch(
+        "CREATE TABLE IF NOT EXISTS keepwire_schema (kind TEXT PRIMARY KEY, version BIGINT NOT NULL)",
+    )
+    .map_err(fail(0))?;
+    let mut from = None;
+    loop {
+        let step = pg.transaction(|pg| -> Result<Option<i64>, crate::SchemaError> {
+            // One migrator at a time, across every node and process.
+            pg.execute("SELECT pg_advisory_xact_lock(7385961104)", &[])
+                .map_err(fail(0))?;
+            let kinds = pg
+                .query("SELECT kind, version FROM keepwire_schema", &[])
+                .map_err(fail(0))?;
+            let mut now = 0;
+            for row in &kinds {
+                let kind: String = row.try_get(0).map_err(|e| fail(0)(e.into()))?;
+                let version: i64 = row.try_get(1).map_err(|e| fail(0)(e.into()))?;
+                if kind == schema.name {
+                    now = version;
+                } else {
+                    return Err(crate::SchemaError::OtherKindPg {
+                        path: at.clone(),
+                        expected: schema.name,
+                        found: kind,
+                    });
+                }
+            }
+            from.get_or_insert(now);
+            if now > latest {
+                return Err(crate::SchemaError::Newer {
+                    path: at.clone(),
+                    what: schema.name,
+                    found: now,
+                    supported: latest,
+                });
+            }
+            if now == latest {
+                return Ok(None);
+            }
+            let to = now + 1;
+            pg.batch(schema.migrations[now as usize])
+                .map_err(fail(to))?;
+            pg.execute(
+                "INSERT INTO keepwire_schema (kind, version) VALUES ($1, $2)
+                 ON CONFLICT (kind) DO UPDATE SET version = excluded.version",
+                &[&schema.name, &to],
+            )
+            .map_err(fail(to))?;
+            Ok(Some(to))
+        })?;
+        if step.is_none() {
+            break;
+        }
+    }
+    Ok(crate::Migrated {
+        from: from.unwrap_or(0),
+        to: latest,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            redact("postgres://kw:secret@db.example/keepwire"),
+            "postgres://kw:***@db.example/keepwire"
+        );
+        assert_eq!(
+            redact("host=db user=kw password=secret dbname=k"),
+            "host=db user=kw password=*** dbname=k"
+        );
+        assert_eq!(redact("postgres://kw@db/k"), "postgres://kw@db/k");
+    }
+}
+
+/// Scratch databases on a real PostgreSQL server, for tests: each is a
+/// schema of its own on the server named by `KEEPWIRE_TEST_POSTGRES`
+/// (by default the local one, `postgres://postgres@127.0.0.1:5432/test`;
+/// `.ci/run` starts one where none runs), dropped when the guard goes.
+pub mod scratch {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::{Pg, PgError};
+
+    /// The server tests use.
+    pub fn server_url() -> String {
+        std::env::var("KEEPWIRE_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+    }
+
+    /// A schema of its own on the test server; its URL puts it first on
+    /// the search path, so everything made through it lands in it.
+    pub struct Scratch {
+        pub url: String,
+        name: String,
+    }
+
+    impl Scratch {
+        pub fn new() -> Result<Self, PgError> {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let base = server_url();
+            let name = format!(
+                "kwtest_{}_{}_{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0)
+            );
+            Pg::connect(&base)?.batch(&format!("CREATE SCHEMA {name}"))?;
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{sep}options=-csearch_path%3D{name}");
+            Ok(Self { url, name })
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            if let Ok(pg) = Pg::connect(&server_url()) {
+                let _ = pg.batch(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod against_a_server {
+    use super::scratch::Scratch;
+    use super::*;
+
+    static V1: PgSchema = PgSchema {
+        name: "test store",
+        migrations: &["CREATE TABLE things (id BIGINT PRIMARY KEY, name TEXT NOT NULL)"],
+    };
+    static V2: PgSchema = PgSchema {
+        name: "test store",
+        migrations: &[
+            "CREATE TABLE things (id BIGINT PRIMARY KEY, name TEXT NOT NULL)",
+            "ALTER TABLE things ADD COLUMN colour TEXT",
+        ],
+    };
+
+    #[test]
+    fn migrations_run_once_in_order_keep_rows_and_refuse_newer_or_other_kinds() {
+        let db = Scratch::new().unwrap();
+        let pg = Pg::connect(&db.url).unwrap();
+        assert_eq!(
+            migrate(&pg, &V1).unwrap(),
+            crate::Migrated { from: 0, to: 1 }
+        );
+        pg.execute("INSERT INTO things (id, name) VALUES (1, 'kept')", &[])
+            .unwrap();
+        // A second connection (another node) upgrades; the row stays.
+        let other = pg.reconnect().unwrap();
+        assert_eq!(
+            migrate(&other, &V2).unwrap(),
+            crate::Migrated { from: 1, to: 2 }
+        );
+        assert_eq!(
+            migrate(&pg, &V2).unwrap(),
+            crate::Migrated { from: 2, to: 2 }
+        );
+        let row = pg
+            .query_one("SELECT name, colour FROM things", &[])
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "kept");
+        assert_eq!(row.get::<_, Option<String>>(1), None);
+
+        // The older binary refuses the newer database, changing nothing.
+        let err = migrate(&pg, &V1).unwrap_err();
+        assert!(err.to_string().contains("newer than this binary"), "{err}");
+        let other_kind = PgSchema {
+            name: "archive",
+            migrations: &[],
+        };
+        let err = migrate(&pg, &other_kind).unwrap_err();
+        assert!(
+            err.to_string().contains("holds a keepwire test store, not its archive"),
+            "{err}"
+        );
+        let v: i64 = pg
+            .query_one("SELECT version FROM keepwire_schema", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(v, 2);
+    }
+
+    #[test]
+    fn a_failed_transaction_leaves_nothing_and_the_connection_usable() {
+        let db = Scratch::new().unwrap();
+        let pg = Pg::connect(&db.url).unwrap();
+        migrate(&pg, &V1).unwrap();
+        let r: Result<(), PgError> = pg.transaction(|pg| {
+            pg.execute("INSERT INTO things (id, name) VALUES (1, 'a')", &[])?;
+            pg.execute("INSERT INTO things (id, name) VALUES (1, 'b')", &[])?;
+            Ok(())
+        });
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains("duplicate key"), "{err}");
+        let n: i64 = pg
+            .query_one("SELECT count(*) FROM things", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn an_unreachable_server_is_a_clear_error() {
+        let err = Pg::connect("postgres://kw:pw@127.0.0.1:1/none?connect_timeout=2")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("cannot connect to PostgreSQL at postgres://kw:***@127.0.0.1:1/none"),
+            "{err}"
+        );
+    }
+}
