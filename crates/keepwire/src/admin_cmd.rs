@@ -7,8 +7,13 @@ use keepwire_protocol::clock::Clock;
 
 use crate::{print_json, serve, AdminCommand, ConversationCommand, DeviceCommand, UserCommand};
 
-pub fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -> Result<()> {
-    let mut store = serve::open_existing_server_store(data_dir)?;
+pub fn admin(
+    data_dir: &std::path::Path,
+    database: Option<&str>,
+    command: AdminCommand,
+    clock: &Clock,
+) -> Result<()> {
+    let mut store = serve::open_existing_server_store(data_dir, database)?;
     match command {
         AdminCommand::User {
             command:
@@ -131,7 +136,7 @@ pub fn admin(data_dir: &std::path::Path, command: AdminCommand, clock: &Clock) -
             println!("resumed {conv}");
         }
         AdminCommand::RotateReceiptKey => {
-            let key = keepwire_server::rotate_key(data_dir, &store, clock.now_ms())?;
+            let key = keepwire_server::rotate_key(data_dir, &*store, clock.now_ms())?;
             println!(
                 "new receipt key {}; restart the server to use it",
                 keepwire_protocol::b64::encode(&key)

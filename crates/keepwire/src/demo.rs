@@ -30,11 +30,12 @@ pub struct DemoReport {
 
 const PASS: &str = "demo-passphrase";
 
-pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
+pub async fn run(data_dir: &Path, database: Option<&str>, timer_secs: u64) -> Result<DemoReport> {
     let clock = Clock::from_env();
     // Returns once the records member is enrolled with its key packages.
     let started = serve::serve_embedded(
         data_dir,
+        database,
         "127.0.0.1:0".parse()?,
         None,
         Limits::default(),
@@ -43,7 +44,7 @@ pub async fn run(data_dir: &Path, timer_secs: u64) -> Result<DemoReport> {
     )
     .await?;
     let (url, state) = (started.url.clone(), started.state.clone());
-    let store = serve::open_server_store(data_dir)?;
+    let store = serve::open_server_store(data_dir, database)?;
     let mut devices: Vec<Online> = Vec::new();
     for (name, display, category) in [
         ("alice", "Alice Ng (field agent)", "staff"),

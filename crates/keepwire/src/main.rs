@@ -45,7 +45,7 @@ enum BenchCommand {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the delivery server and the records service together (embedded SQLite).
+    /// Run the delivery server and the records service together.
     Serve {
         #[command(flatten)]
         server: ServerArgs,
@@ -69,6 +69,10 @@ enum Command {
             default_value = "keepwire-data"
         )]
         data_dir: PathBuf,
+        /// The server's PostgreSQL database, if its store is there (as
+        /// `serve --database`); before or after the subcommand.
+        #[arg(long, global = true, env = "KEEPWIRE_DATABASE")]
+        database: Option<String>,
         #[command(subcommand)]
         command: AdminCommand,
     },
@@ -109,6 +113,10 @@ enum Command {
         /// Keep everything in this directory for inspection.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Run the server's store in this (empty) PostgreSQL database
+        /// instead of SQLite.
+        #[arg(long, env = "KEEPWIRE_DATABASE")]
+        database: Option<String>,
         /// Disappearing timer used in the demo, in seconds.
         #[arg(long, default_value_t = 2)]
         timer: u64,
@@ -123,6 +131,12 @@ struct ServerArgs {
     /// Where the server keeps its data (its store, its keys, and the records service's archive).
     #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
     data_dir: PathBuf,
+    /// Keep the server's store in this PostgreSQL database
+    /// (`postgres://user@host/db`) instead of SQLite in the data
+    /// directory, which still holds the keys and the archive. The database
+    /// is the server's alone; its tables are made on first start.
+    #[arg(long, env = "KEEPWIRE_DATABASE")]
+    database: Option<String>,
     /// Address to listen on; anything but loopback requires TLS.
     #[arg(long, env = "KEEPWIRE_LISTEN", default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
@@ -611,6 +625,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let started = serve::serve_embedded(
                 &server.data_dir,
+                server.database.as_deref(),
                 server.listen,
                 server.tls().as_ref(),
                 server.limits(),
@@ -630,13 +645,16 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Server { server } => {
             let started = serve::start_server(
                 &server.data_dir,
+                server.database.as_deref(),
                 server.listen,
                 server.tls().as_ref(),
                 server.limits(),
                 terminated()?,
             )
             .await?;
-            if let Some(code) = serve::records_code(&server.data_dir, &clock)? {
+            if let Some(code) =
+                serve::records_code(&server.data_dir, server.database.as_deref(), &clock)?
+            {
                 eprintln!("records service enrolment code: {code}");
             }
             eprintln!("keepwire server on {}", started.url);
@@ -645,7 +663,11 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Records { data_dir, command } => records_cmd::records(command, &data_dir).await,
-        Command::Admin { data_dir, command } => admin_cmd::admin(&data_dir, command, &clock),
+        Command::Admin {
+            data_dir,
+            database,
+            command,
+        } => admin_cmd::admin(&data_dir, database.as_deref(), command, &clock),
         Command::Chat {
             device,
             command: None,
@@ -668,6 +690,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => bench::run(args).await,
         Command::Demo {
             data_dir,
+            database,
             timer,
             json,
         } => {
@@ -679,7 +702,7 @@ async fn run(cli: Cli) -> Result<()> {
                     tmp.path().to_path_buf()
                 }
             };
-            let report = demo::run(&dir, timer).await?;
+            let report = demo::run(&dir, database.as_deref(), timer).await?;
             if json {
                 print_json(&report)?;
             } else {

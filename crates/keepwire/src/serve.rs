@@ -10,7 +10,7 @@ use keepwire_protocol::clock::Clock;
 use keepwire_protocol::{Delivery, Request, ServerBody, RECORDS_USER};
 use keepwire_records::capture::Captured;
 use keepwire_records::{Archive, Capture, RecordsError};
-use keepwire_server::store::Store;
+use keepwire_server::store::{PgStore, ServerStore, SqliteStore};
 use keepwire_server::ws::{AppState, Endpoint};
 use keepwire_server::{Core, Limits};
 use tokio::net::TcpListener;
@@ -21,16 +21,30 @@ pub fn records_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("records")
 }
 
-pub fn open_server_store(data_dir: &Path) -> Result<Store> {
+/// The server's store: in PostgreSQL at `database` if given, otherwise
+/// SQLite in `data_dir` (created if need be, as the data directory is:
+/// it holds the server's keys either way).
+pub fn open_server_store(data_dir: &Path, database: Option<&str>) -> Result<Box<dyn ServerStore>> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    Ok(Store::open(&data_dir.join(keepwire_server::SERVER_DB))?)
+    Ok(match database {
+        Some(url) => Box::new(PgStore::open(url)?),
+        None => Box::new(SqliteStore::open(
+            &data_dir.join(keepwire_server::SERVER_DB),
+        )?),
+    })
 }
 
 /// The server store of a deployment that exists: for the commands that
 /// read or change one (`admin`), which must not quietly create an empty
-/// one where a path was mistyped.
-pub fn open_existing_server_store(data_dir: &Path) -> Result<Store> {
+/// one where a path or address was mistyped.
+pub fn open_existing_server_store(
+    data_dir: &Path,
+    database: Option<&str>,
+) -> Result<Box<dyn ServerStore>> {
+    if let Some(url) = database {
+        return Ok(Box::new(PgStore::open_existing(url)?));
+    }
     let db = data_dir.join(keepwire_server::SERVER_DB);
     if !db.is_file() {
         bail!(
@@ -40,7 +54,7 @@ pub fn open_existing_server_store(data_dir: &Path) -> Result<Store> {
             keepwire_server::SERVER_DB
         );
     }
-    Ok(Store::open(&db)?)
+    Ok(Box::new(SqliteStore::open(&db)?))
 }
 
 /// The records directory of a deployment whose archive exists: for the
@@ -93,6 +107,7 @@ pub struct Started {
 /// completes then.
 pub async fn start_server(
     data_dir: &Path,
+    database: Option<&str>,
     listen: SocketAddr,
     tls: Option<&TlsFiles>,
     limits: Limits,
@@ -102,12 +117,13 @@ pub async fn start_server(
     let tls_config = tls
         .map(|t| keepwire_server::tls::load_config(&t.cert, &t.key))
         .transpose()?;
-    let store = open_server_store(data_dir)?;
+    let store = open_server_store(data_dir, database)?;
+    tracing::info!(store = %store.describe(), "server store open");
     let key = keepwire_server::load_or_create_key(data_dir)?;
     let clock = Clock::from_env();
     let core = Core::open(store, key, limits, clock.now_ms())?;
-    let log_store = open_server_store(data_dir)?;
-    let state = AppState::new(core, Some(Box::new(log_store)), clock);
+    let log_store = open_server_store(data_dir, database)?;
+    let state = AppState::new(core, Some(log_store), clock);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -167,11 +183,15 @@ fn rand_fill(buf: &mut [u8]) {
 
 /// Make sure the records member exists and has an enrolment code ready
 /// when its device is not enrolled yet (embedded mode does this itself).
-pub fn records_code(data_dir: &Path, clock: &Clock) -> Result<Option<String>> {
+pub fn records_code(
+    data_dir: &Path,
+    database: Option<&str>,
+    clock: &Clock,
+) -> Result<Option<String>> {
     if Device::exists(&records_dir(data_dir)) {
         return Ok(None);
     }
-    let store = open_server_store(data_dir)?;
+    let store = open_server_store(data_dir, database)?;
     if store.user(RECORDS_USER)?.is_none() {
         store.add_user(
             RECORDS_USER,
@@ -557,16 +577,17 @@ async fn commit_as_records(
 /// member is enrolled, so conversations can be created right away.
 pub async fn serve_embedded(
     data_dir: &Path,
+    database: Option<&str>,
     listen: SocketAddr,
     tls: Option<&TlsFiles>,
     limits: Limits,
     checkpoint_every: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Started> {
-    let started = start_server(data_dir, listen, tls, limits, shutdown).await?;
+    let started = start_server(data_dir, database, listen, tls, limits, shutdown).await?;
     let url = started.internal_url.clone();
     let dir = records_dir(data_dir);
-    if let Some(code) = records_code(data_dir, &Clock::from_env())? {
+    if let Some(code) = records_code(data_dir, database, &Clock::from_env())? {
         enroll_records(&url, &dir, &code).await?;
     }
     // The records service decrypts and archives in long synchronous

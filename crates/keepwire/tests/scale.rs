@@ -17,11 +17,13 @@ const DEVICES: usize = 1000;
 
 #[test]
 fn a_conversation_of_a_thousand_devices() {
+    use keepwire_server::store::AccountStore;
     let agency = Agency::start();
     // Users and codes straight in the server's store: the admin CLI would
     // spend most of this test starting processes.
     let codes: Vec<(String, String)> = {
-        let store = keepwire_server::store::Store::open(&agency.data.join("server.db")).unwrap();
+        let store =
+            keepwire_server::store::SqliteStore::open(&agency.data.join("server.db")).unwrap();
         let now = keepwire_protocol::clock::Clock::from_env().now_ms();
         (0..DEVICES)
             .map(|i| {

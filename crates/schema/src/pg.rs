@@ -257,6 +257,24 @@ pub struct PgSchema {
     pub migrations: &'static [&'static str],
 }
 
+/// The version of `schema` the database behind `pg` holds; None if it
+/// holds none (nothing of keepwire's, or only another kind of store).
+pub fn version(pg: &Pg, schema: &PgSchema) -> Result<Option<i64>, PgError> {
+    let present: bool = pg
+        .query_one("SELECT to_regclass('keepwire_schema') IS NOT NULL", &[])?
+        .try_get(0)?;
+    if !present {
+        return Ok(None);
+    }
+    Ok(pg
+        .query_opt(
+            "SELECT version FROM keepwire_schema WHERE kind = $1",
+            &[&schema.name],
+        )?
+        .map(|r| r.try_get(0))
+        .transpose()?)
+}
+
 /// Bring the database behind `pg` to the latest version of `schema`.
 /// Refuses a database that holds another kind of keepwire store or a
 /// newer version of this one, before changing anything.
@@ -453,7 +471,8 @@ mod against_a_server {
         };
         let err = migrate(&pg, &other_kind).unwrap_err();
         assert!(
-            err.to_string().contains("holds a keepwire test store, not its archive"),
+            err.to_string()
+                .contains("holds a keepwire test store, not its archive"),
             "{err}"
         );
         let v: i64 = pg

@@ -32,6 +32,18 @@ pub enum ServerError {
     Schema(#[from] keepwire_schema::SchemaError),
 }
 
+impl From<keepwire_schema::pg::PgError> for ServerError {
+    fn from(e: keepwire_schema::pg::PgError) -> Self {
+        ServerError::Storage(e.to_string())
+    }
+}
+
+impl From<keepwire_schema::pg::tokio_postgres::Error> for ServerError {
+    fn from(e: keepwire_schema::pg::tokio_postgres::Error) -> Self {
+        ServerError::Storage(keepwire_schema::pg::describe(&e))
+    }
+}
+
 impl From<rusqlite::Error> for ServerError {
     fn from(e: rusqlite::Error) -> Self {
         ServerError::Storage(e.to_string())
@@ -42,7 +54,11 @@ impl From<rusqlite::Error> for ServerError {
 /// the time it stopped signing) so every receipt it signed stays
 /// verifiable; the running server picks the new key up at its next start.
 /// Returns the new public key.
-pub fn rotate_key(dir: &Path, store: &store::Store, now_ms: u64) -> Result<[u8; 32], ServerError> {
+pub fn rotate_key(
+    dir: &Path,
+    store: &dyn store::ServerStore,
+    now_ms: u64,
+) -> Result<[u8; 32], ServerError> {
     let old = load_or_create_key(dir)?;
     store.record_receipt_key(&old.verifying_key().to_bytes(), 0)?;
     let new = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);

@@ -171,7 +171,7 @@ fn internal(e: ServerError) -> ProtocolError {
 
 impl Core {
     pub fn open(
-        store: impl ServerStore + 'static,
+        store: Box<dyn ServerStore>,
         key: SigningKey,
         limits: Limits,
         now_ms: u64,
@@ -196,7 +196,7 @@ impl Core {
                 withheld.remove(&row.conv).unwrap_or_default(),
             );
             if row.records_acked < row.last_seq {
-                hold_after_restart(&store, &row.conv, row.records_acked, &members, &mut gate)?;
+                hold_after_restart(&*store, &row.conv, row.records_acked, &members, &mut gate)?;
             }
             convs.insert(
                 row.conv.clone(),
@@ -212,7 +212,7 @@ impl Core {
             );
         }
         Ok(Self {
-            store: Box::new(store),
+            store,
             convs,
             live: HashMap::new(),
             sessions: HashMap::new(),

@@ -29,7 +29,7 @@ impl Drop for ServerProc {
 /// starts (one transaction: provisioning is not what is measured).
 pub fn provision(data_dir: &Path, names: &[String]) -> Result<Vec<String>> {
     std::fs::create_dir_all(data_dir)?;
-    let mut store = crate::serve::open_server_store(data_dir)?;
+    let mut store = crate::serve::open_server_store(data_dir, None)?;
     Ok(store.add_users_with_codes(names, "staff", Clock::from_env().now_ms())?)
 }
 

@@ -567,7 +567,7 @@ impl Captured {
 
 impl CapturePoller {
     fn start(server: &ServerProc, convs: Vec<String>) -> Result<Self> {
-        let store = crate::serve::open_server_store(&server.data_dir)?;
+        let store = crate::serve::open_server_store(&server.data_dir, None)?;
         let stop = Arc::new(AtomicBool::new(false));
         let targets: Arc<Mutex<Option<Vec<u64>>>> = Arc::new(Mutex::new(None));
         let abandoned = Arc::new(AtomicBool::new(false));

@@ -24,7 +24,7 @@ use mls_rs_crypto_awslc::AwsLcCryptoProvider;
 
 use super::{Core, Limits, Session};
 use crate::outbox::{Outbox, OutboxReceiver};
-use crate::store::Store;
+use crate::store::SqliteStore as Store;
 
 const SUITE: CipherSuite = CipherSuite::P256_AES128;
 
@@ -123,7 +123,7 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("server.db")).unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-        let core = Core::open(store, key, Limits::default(), now()).unwrap();
+        let core = Core::open(Box::new(store), key, Limits::default(), now()).unwrap();
         Self {
             _dir: dir,
             core,

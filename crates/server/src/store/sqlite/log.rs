@@ -7,10 +7,8 @@ use rusqlite::{params, OptionalExtension};
 use super::*;
 use crate::ServerError;
 
-impl Store {
-    /// How far the records service has captured each conversation
-    /// (conversation, highest sequence number acknowledged as archived).
-    pub fn records_progress(&self) -> Result<Vec<(String, u64)>, ServerError> {
+impl LogStore for SqliteStore {
+    fn records_progress(&self) -> Result<Vec<(String, u64)>, ServerError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT conv, records_acked FROM conversations")?;
@@ -18,7 +16,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn conversations(&self) -> Result<Vec<ConversationRow>, ServerError> {
+    fn conversations(&self) -> Result<Vec<ConversationRow>, ServerError> {
         let mut stmt = self.conn.prepare(
             "SELECT conv, snapshot, last_seq, records_acked, suspended FROM conversations",
         )?;
@@ -34,36 +32,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Append one entry to its conversation's log, together with what a
-    /// commit changes (roster snapshot, GroupInfo, new members' cursors and
-    /// Welcome), in one durable transaction.
-    pub fn append(
-        &mut self,
-        entry: &LogEntry,
-        roster: Option<&RosterUpdate<'_>>,
-        create: bool,
-    ) -> Result<(), ServerError> {
-        self.append_batch(&[Append {
-            entry,
-            roster,
-            create,
-        }])
-    }
-
-    /// Append several entries in one transaction: one fsync for all of
-    /// them (group commit). All or nothing.
-    pub fn append_batch(&mut self, batch: &[Append<'_>]) -> Result<(), ServerError> {
-        self.append_collecting(batch, &mut Default::default(), 0)
-            .map(|_| ())
-    }
-
-    /// Append `batch` and, in the same transaction (the same fsync),
-    /// delete up to `limit` entries of relay garbage from `garbage`,
-    /// dropping the passes that are done. The log writer runs garbage
-    /// collection this way: a little with each group commit, never holding
-    /// the server's lock nor the database's write lock for a long delete.
-    /// Returns how many entries were deleted.
-    pub fn append_collecting(
+    fn append_collecting(
         &mut self,
         batch: &[Append<'_>],
         garbage: &mut std::collections::VecDeque<Collectable>,
@@ -74,8 +43,6 @@ impl Store {
             append_in(&tx, a.entry, a.roster, a.create)?;
         }
         let mut deleted = 0;
-        // Passes with nothing to delete still cost a lookup each (thousands
-        // of conversations, most of them quiet): a few per commit.
         let mut passes = 0;
         while deleted < limit && passes < GC_PASSES_PER_COMMIT {
             let Some(p) = garbage.front() else { break };
@@ -91,8 +58,7 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Counts an admin checks: what is on the relay, how far capture lags.
-    pub fn status(&self) -> Result<StoreStatus, ServerError> {
+    fn status(&self) -> Result<StoreStatus, ServerError> {
         let one = |sql: &str| -> Result<u64, ServerError> {
             Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
         };
@@ -113,8 +79,7 @@ impl Store {
         })
     }
 
-    /// The latest GroupInfo of `conv` (for external joins).
-    pub fn group_info(&self, conv: &str) -> Result<Option<Vec<u8>>, ServerError> {
+    fn group_info(&self, conv: &str) -> Result<Option<Vec<u8>>, ServerError> {
         Ok(self
             .conn
             .prepare_cached("SELECT group_info FROM conversations WHERE conv=?1")?
@@ -123,12 +88,7 @@ impl Store {
             .flatten())
     }
 
-    pub fn log_after(&self, conv: &str, after: u64) -> Result<Vec<LogEntry>, ServerError> {
-        self.log_range(conv, after + 1, u64::MAX >> 1)
-    }
-
-    /// Entries `from..=to` of `conv` still on the relay, in order.
-    pub fn log_range(&self, conv: &str, from: u64, to: u64) -> Result<Vec<LogEntry>, ServerError> {
+    fn log_range(&self, conv: &str, from: u64, to: u64) -> Result<Vec<LogEntry>, ServerError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT conv, seq, sender_user, sender_device, server_time_ms, message, sha256, signature
              FROM log WHERE conv=?1 AND seq>=?2 AND seq<=?3 ORDER BY seq",
@@ -148,9 +108,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// (seq, sender device) of the entries of `conv` after `after`, without
-    /// their messages.
-    pub fn log_senders(&self, conv: &str, after: u64) -> Result<Vec<(u64, String)>, ServerError> {
+    fn log_senders(&self, conv: &str, after: u64) -> Result<Vec<(u64, String)>, ServerError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq, sender_device FROM log WHERE conv=?1 AND seq>?2 ORDER BY seq",
         )?;
@@ -160,8 +118,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Every device's cursor in `conv`.
-    pub fn cursors_in(&self, conv: &str) -> Result<Vec<(String, u64)>, ServerError> {
+    fn cursors_in(&self, conv: &str) -> Result<Vec<(String, u64)>, ServerError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT device, acked FROM cursors WHERE conv=?1")?;
@@ -171,8 +128,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The Welcome waiting for `device` in `conv`: (seq of the commit, message).
-    pub fn welcome(&self, device: &str, conv: &str) -> Result<Option<(u64, Vec<u8>)>, ServerError> {
+    fn welcome(&self, device: &str, conv: &str) -> Result<Option<(u64, Vec<u8>)>, ServerError> {
         Ok(self
             .conn
             .prepare_cached("SELECT seq, message FROM welcomes WHERE device=?1 AND conv=?2")?
@@ -182,8 +138,7 @@ impl Store {
             .optional()?)
     }
 
-    /// (device, seq) of every Welcome waiting in `conv`.
-    pub fn welcomes_in(&self, conv: &str) -> Result<Vec<(String, u64)>, ServerError> {
+    fn welcomes_in(&self, conv: &str) -> Result<Vec<(String, u64)>, ServerError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT device, seq FROM welcomes WHERE conv=?1")?;
@@ -193,14 +148,14 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn log_len(&self) -> Result<u64, ServerError> {
+    fn log_len(&self) -> Result<u64, ServerError> {
         Ok(self
             .conn
             .prepare_cached("SELECT COUNT(*) FROM log")?
             .query_row([], |r| r.get::<_, i64>(0))? as u64)
     }
 
-    pub fn welcomes_for(&self, device: &str) -> Result<Vec<(String, u64, Vec<u8>)>, ServerError> {
+    fn welcomes_for(&self, device: &str) -> Result<Vec<(String, u64, Vec<u8>)>, ServerError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT conv, seq, message FROM welcomes WHERE device=?1 ORDER BY conv",
         )?;
@@ -210,7 +165,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn cursor(&self, device: &str, conv: &str) -> Result<Option<u64>, ServerError> {
+    fn cursor(&self, device: &str, conv: &str) -> Result<Option<u64>, ServerError> {
         Ok(self
             .conn
             .prepare_cached("SELECT acked FROM cursors WHERE device=?1 AND conv=?2")?
@@ -219,9 +174,7 @@ impl Store {
             .map(|v| v as u64))
     }
 
-    /// Record a device's acknowledgement (never moves a cursor backwards)
-    /// and drop its Welcome once it has moved past it.
-    pub fn ack(
+    fn ack(
         &mut self,
         device: &str,
         conv: &str,
@@ -237,6 +190,20 @@ impl Store {
         self.without_fsync(|store| store.ack_in_tx(device, conv, seq, records))
     }
 
+    fn collect(&mut self, passes: &[Collectable]) -> Result<usize, ServerError> {
+        self.without_fsync(|store| {
+            let tx = store.conn.transaction()?;
+            let mut deleted = 0;
+            for p in passes {
+                deleted += collect_in(&tx, p, None)?;
+            }
+            tx.commit()?;
+            Ok(deleted)
+        })
+    }
+}
+
+impl SqliteStore {
     /// Run `write` committing without waiting for the disk (WAL,
     /// synchronous=NORMAL: atomic and ordered; the next durable commit
     /// carries it to disk), for writes whose loss after a power cut is
@@ -266,21 +233,6 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
-
-    /// Delete, in one transaction without waiting for the disk, everything
-    /// `passes` allows (a server without a log writer; see
-    /// [`Store::append_batch`] for the usual way). Returns how many went.
-    pub fn collect(&mut self, passes: &[Collectable]) -> Result<usize, ServerError> {
-        self.without_fsync(|store| {
-            let tx = store.conn.transaction()?;
-            let mut deleted = 0;
-            for p in passes {
-                deleted += collect_in(&tx, p, None)?;
-            }
-            tx.commit()?;
-            Ok(deleted)
-        })
-    }
 }
 
 /// Move `device`'s cursor in `conv` to `seq` (never backwards), drop its
@@ -307,23 +259,6 @@ pub(super) fn ack_in(
         .execute(params![seq as i64, conv])?;
     }
     Ok(())
-}
-
-/// Conversations relay garbage collection looks at per group commit.
-pub(super) const GC_PASSES_PER_COMMIT: usize = 32;
-
-/// What relay garbage collection may delete in one conversation (the
-/// caller, [`crate::Core::collect_garbage`], has checked): entries up to
-/// `delivered_upto` (archived by the records service and acknowledged by
-/// every member device), and entries up to `records_acked` older than
-/// `expired_before_ms` (the relay TTL). Both bounds only ever grow, so a
-/// pass stays true however late it is carried out.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Collectable {
-    pub conv: String,
-    pub delivered_upto: u64,
-    pub records_acked: u64,
-    pub expired_before_ms: u64,
 }
 
 /// Delete up to `limit` (all, if none) of what `p` allows, oldest first;

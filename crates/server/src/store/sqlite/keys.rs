@@ -6,10 +6,8 @@ use rusqlite::{params, OptionalExtension};
 use super::*;
 use crate::ServerError;
 
-impl Store {
-    /// Add to `device`'s pool of key packages (at most [`MAX_KEY_PACKAGES`]
-    /// are kept, the newest) and replace its last-resort one if given.
-    pub fn add_key_packages(
+impl KeyPackageStore for SqliteStore {
+    fn add_key_packages(
         &mut self,
         device: &str,
         kps: &[Vec<u8>],
@@ -41,9 +39,7 @@ impl Store {
         Ok(())
     }
 
-    /// Take one key package of `device`: from the pool if any is left,
-    /// otherwise its last-resort one (which stays).
-    pub fn claim_key_package(&self, device: &str) -> Result<Option<Vec<u8>>, ServerError> {
+    fn claim_key_package(&self, device: &str) -> Result<Option<Vec<u8>>, ServerError> {
         let row: Option<(i64, Vec<u8>, bool)> = self
             .conn
             .prepare_cached("SELECT id, kp, last_resort FROM key_packages WHERE device=?1 ORDER BY last_resort, id LIMIT 1")?.query_row(params![device],
@@ -63,10 +59,7 @@ impl Store {
         })
     }
 
-    /// Remember that the key package with reference `kp_ref` was handed
-    /// out for `device`: only such key packages may be added to a
-    /// conversation. References older than [`HANDED_OUT_TTL_MS`] go.
-    pub fn hand_out(&self, device: &str, kp_ref: &[u8], now_ms: u64) -> Result<(), ServerError> {
+    fn hand_out(&self, device: &str, kp_ref: &[u8], now_ms: u64) -> Result<(), ServerError> {
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO handed_out (ref, device, at_ms) VALUES (?1, ?2, ?3)",
@@ -78,7 +71,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn handed_out(&self, device: &str, kp_ref: &[u8]) -> Result<bool, ServerError> {
+    fn handed_out(&self, device: &str, kp_ref: &[u8]) -> Result<bool, ServerError> {
         Ok(self
             .conn
             .prepare_cached("SELECT 1 FROM handed_out WHERE ref=?1 AND device=?2")?
@@ -87,7 +80,7 @@ impl Store {
             .is_some())
     }
 
-    pub fn key_package_count(&self, device: &str) -> Result<u64, ServerError> {
+    fn key_package_count(&self, device: &str) -> Result<u64, ServerError> {
         Ok(self
             .conn
             .prepare_cached("SELECT COUNT(*) FROM key_packages WHERE device=?1 AND last_resort=0")?

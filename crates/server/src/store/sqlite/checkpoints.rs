@@ -6,16 +6,15 @@ use rusqlite::params;
 use super::*;
 use crate::ServerError;
 
-impl Store {
-    /// List a receipt-signing public key (idempotent).
-    pub fn record_receipt_key(&self, key: &[u8], from_ms: u64) -> Result<(), ServerError> {
+impl CheckpointStore for SqliteStore {
+    fn record_receipt_key(&self, key: &[u8], from_ms: u64) -> Result<(), ServerError> {
         self.conn
             .prepare_cached("INSERT OR IGNORE INTO receipt_keys (key, from_ms) VALUES (?1, ?2)")?
             .execute(params![key, from_ms as i64])?;
         Ok(())
     }
 
-    pub fn retire_receipt_key(&self, key: &[u8], until_ms: u64) -> Result<(), ServerError> {
+    fn retire_receipt_key(&self, key: &[u8], until_ms: u64) -> Result<(), ServerError> {
         self.conn
             .prepare_cached(
                 "UPDATE receipt_keys SET until_ms=?1 WHERE key=?2 AND until_ms IS NULL",
@@ -24,8 +23,7 @@ impl Store {
         Ok(())
     }
 
-    /// Every receipt key the server has used, oldest first.
-    pub fn receipt_keys(&self) -> Result<Vec<ReceiptKey>, ServerError> {
+    fn receipt_keys(&self) -> Result<Vec<ReceiptKey>, ServerError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT key, from_ms, until_ms FROM receipt_keys ORDER BY from_ms")?;
@@ -39,8 +37,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Keep a checkpoint the records service published, with its proof.
-    pub fn add_checkpoint(
+    fn add_checkpoint(
         &self,
         size: u64,
         note: &str,
@@ -52,10 +49,7 @@ impl Store {
         Ok(())
     }
 
-    /// Published checkpoints after `since_size`, oldest first.
-    /// Up to 256 checkpoints after `since_size`, oldest first: a device
-    /// far behind walks the chain a page at a time, pinning as it goes.
-    pub fn checkpoints_after(
+    fn checkpoints_after(
         &self,
         since_size: u64,
     ) -> Result<Vec<keepwire_protocol::PublishedCheckpoint>, ServerError> {
@@ -65,9 +59,7 @@ impl Store {
         )
     }
 
-    /// The latest published checkpoint (one indexed read, however long the
-    /// history).
-    pub fn latest_checkpoint(
+    fn latest_checkpoint(
         &self,
     ) -> Result<Option<keepwire_protocol::PublishedCheckpoint>, ServerError> {
         Ok(self
@@ -77,7 +69,9 @@ impl Store {
             )?
             .pop())
     }
+}
 
+impl SqliteStore {
     fn query_checkpoints(
         &self,
         sql: &str,
@@ -90,7 +84,7 @@ impl Store {
                 checkpoint: r.get(0)?,
                 link: keepwire_protocol::CheckpointProof {
                     from_size: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
-                    consistency_path: path.chunks(32).map(<[u8]>::to_vec).collect(),
+                    consistency_path: api::split_path(&path),
                 },
             })
         })?;
