@@ -16,6 +16,16 @@ use keepwire_protocol::{ErrorCode, Request};
 use mls_rs::{CipherSuiteProvider, ExtensionList, MlsMessage};
 
 #[test]
+fn on_postgres_a_modified_client_is_refused_every_forbidden_action() {
+    common::on_postgres(a_modified_client_is_refused_every_forbidden_action);
+}
+
+#[test]
+fn on_postgres_a_commit_only_members_can_fault_suspends_its_conversation_not_the_archive() {
+    common::on_postgres(a_commit_only_members_can_fault_suspends_its_conversation_not_the_archive);
+}
+
+#[test]
 fn a_modified_client_is_refused_every_forbidden_action() {
     let agency = Agency::start();
     let bob = agency.user("bob", "staff");
@@ -551,17 +561,7 @@ fn a_modified_client_is_refused_every_forbidden_action() {
         wait_suspended(&agency, &conv);
 
         // A revoked device: refused on its open connection and on a new one.
-        common::ok(common::keepwire(
-            &[
-                "admin",
-                "--data-dir",
-                agency.data_dir(),
-                "device",
-                "revoke",
-                &b.device_id,
-            ],
-            &[],
-        ));
+        agency.admin(&["device", "revoke", &b.device_id]);
         let again = gb
             .encrypt_application_message(&text("revoked"), vec![])
             .unwrap();
@@ -793,19 +793,7 @@ fn a_commit_only_members_can_fault_suspends_its_conversation_not_the_archive() {
         suspended.contains(&conv) && suspended.contains("records capture failed"),
         "{suspended}"
     );
-    let out = common::keepwire(
-        &[
-            "admin",
-            "--data-dir",
-            agency.data_dir(),
-            "conversation",
-            "resume",
-            &conv,
-            "--reason",
-            "try",
-        ],
-        &[],
-    );
+    let out = agency.admin_output(&["conversation", "resume", &conv, "--reason", "try"]);
     assert!(!out.status.success());
     assert!(
         common::stderr(&out).contains("start a new conversation"),

@@ -13,7 +13,26 @@ fn serve(data: &std::path::Path) -> common::Server {
 
 #[test]
 fn demo_sends_disappears_and_captures_everything() {
-    let out = ok(keepwire(&["demo", "--json", "--timer", "1"], &[]));
+    check_demo(&[]);
+}
+
+#[test]
+fn demo_on_postgres_sends_disappears_and_captures_everything() {
+    let db = keepwire_schema::pg::scratch::Scratch::new().unwrap();
+    check_demo(&["--database", &db.url]);
+    // The server's store was PostgreSQL's: the conversations are there.
+    let pg = keepwire_schema::pg::Pg::connect(&db.url).unwrap();
+    let n: i64 = pg
+        .query_one("SELECT COUNT(*) FROM conversations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2, "the demo's group and direct conversations");
+}
+
+fn check_demo(extra: &[&str]) {
+    let mut args = vec!["demo", "--json", "--timer", "1"];
+    args.extend_from_slice(extra);
+    let out = ok(keepwire(&args, &[]));
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["sent"], 5);
     assert_eq!(
@@ -293,6 +312,28 @@ fn a_mistyped_data_directory_is_an_error_naming_it_and_creates_nothing() {
         "{v}"
     );
     assert!(!nope.exists(), "nothing was created at the mistyped path");
+
+    // The same for a PostgreSQL database that holds no server store: an
+    // error naming it (without its password), and no tables made there.
+    let db = keepwire_schema::pg::scratch::Scratch::new().unwrap();
+    let url = db.url.replace("postgres@", "postgres:hunter2@");
+    let out = keepwire(&["admin", "--database", &url, "user", "list"], &[]);
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("holds no keepwire server store") && err.contains("postgres:***@"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    let pg = keepwire_schema::pg::Pg::connect(&db.url).unwrap();
+    let tables: i64 = pg
+        .query_one(
+            "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "nothing was created in the database");
 }
 
 #[test]

@@ -480,6 +480,46 @@ fn apart_each_half_stops_in_order_on_sigterm() {
     assert_eq!(archive_texts(&agency).len(), 2);
 }
 
+// The crash tests again with the server's store in PostgreSQL.
+
+#[test]
+fn on_postgres_killing_the_server_mid_traffic_loses_and_duplicates_nothing() {
+    common::on_postgres(killing_the_server_mid_traffic_loses_and_duplicates_nothing);
+}
+
+#[test]
+fn on_postgres_killing_the_records_service_mid_capture_loses_and_duplicates_nothing() {
+    common::on_postgres(killing_the_records_service_mid_capture_loses_and_duplicates_nothing);
+}
+
+#[test]
+fn on_postgres_sigterm_under_load_answers_what_it_read_and_archives_every_receipt() {
+    common::on_postgres(sigterm_under_load_answers_what_it_read_and_archives_every_receipt);
+}
+
+#[test]
+fn on_postgres_a_log_that_cannot_be_written_stops_the_server_and_accepts_nothing() {
+    common::on_postgres(a_log_that_cannot_be_written_stops_the_server_and_accepts_nothing);
+}
+
+/// Keep the server's log from being written, as another process holding
+/// its database locked would, until the returned guard is dropped.
+fn lock_the_log(agency: &Agency) -> Box<dyn FnOnce()> {
+    match &agency.database {
+        None => {
+            let db = rusqlite::Connection::open(agency.data.join("server.db")).unwrap();
+            db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+            Box::new(move || db.execute_batch("ROLLBACK").unwrap())
+        }
+        Some(scratch) => {
+            let pg = keepwire_schema::pg::Pg::connect(&scratch.url).unwrap();
+            pg.batch("BEGIN; LOCK TABLE log IN ACCESS EXCLUSIVE MODE")
+                .unwrap();
+            Box::new(move || pg.batch("ROLLBACK").unwrap())
+        }
+    }
+}
+
 #[test]
 fn a_log_that_cannot_be_written_stops_the_server_and_accepts_nothing() {
     let mut agency = Agency::start();
@@ -490,8 +530,7 @@ fn a_log_that_cannot_be_written_stops_the_server_and_accepts_nothing() {
     alice.send(&conv, "before the disk trouble");
     // Another process holds the server's database locked for longer than
     // the server waits for it (5 s): the log writer's commit fails.
-    let db = rusqlite::Connection::open(agency.data.join("server.db")).unwrap();
-    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let unlock = lock_the_log(&agency);
     let out = alice.run(&["chat", "send", &conv, "during the disk trouble"]);
     assert!(
         !out.status.success(),
@@ -505,8 +544,7 @@ fn a_log_that_cannot_be_written_stops_the_server_and_accepts_nothing() {
         agency.server.as_mut().unwrap().child.try_wait().unwrap()
     });
     assert!(!status.success(), "{status:?}");
-    db.execute_batch("ROLLBACK").unwrap();
-    drop(db);
+    unlock();
     // Restarted, it resumes from its durable log: nothing lost, nothing
     // half-accepted.
     agency.restart(&[]);

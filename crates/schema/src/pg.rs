@@ -61,7 +61,19 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
             Some(detail) => format!("{} ({detail})", db.message()),
             None => db.message().to_string(),
         },
-        None => e.to_string(),
+        None => {
+            // "error connecting to server" alone does not say why: add the
+            // causes ("Connection refused", "password authentication
+            // failed").
+            let mut out = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                out.push_str(": ");
+                out.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            out
+        }
     }
 }
 
@@ -134,6 +146,11 @@ impl Pg {
     /// Another connection to the same database.
     pub fn reconnect(&self) -> Result<Self, PgError> {
         Self::connect(&self.url)
+    }
+
+    /// The address it was opened with (password included: not for messages).
+    pub fn url(&self) -> String {
+        self.url.clone()
     }
 
     /// The address, without a password.
@@ -511,5 +528,6 @@ mod against_a_server {
             err.starts_with("cannot connect to PostgreSQL at postgres://kw:***@127.0.0.1:1/none"),
             "{err}"
         );
+        assert!(err.contains("refused"), "says why: {err}");
     }
 }

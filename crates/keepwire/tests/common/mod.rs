@@ -1,5 +1,6 @@
 //! Shared harness for the end-to-end tests: the real `keepwire` binary,
-//! real sockets, real stores in a temporary directory.
+//! real sockets, real stores in a temporary directory — or, inside
+//! [`on_postgres`], the server's store in PostgreSQL.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,27 @@ pub mod rogue;
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_keepwire");
+
+thread_local! {
+    static POSTGRES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `test` with every agency it starts keeping the server's store in
+/// PostgreSQL (`--database`), each in a scratch schema of its own on the
+/// test server (`KEEPWIRE_TEST_POSTGRES`): the same test on the other
+/// backend.
+pub fn on_postgres(test: fn()) {
+    POSTGRES.with(|p| p.set(true));
+    test();
+}
+
+/// A scratch PostgreSQL database when the running test is on PostgreSQL.
+fn scratch_database() -> Option<keepwire_schema::pg::scratch::Scratch> {
+    POSTGRES.with(|p| p.get()).then(|| {
+        keepwire_schema::pg::scratch::Scratch::new()
+            .expect("a PostgreSQL server for the tests (KEEPWIRE_TEST_POSTGRES)")
+    })
+}
 
 pub fn keepwire(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
@@ -141,6 +163,9 @@ pub struct Agency {
     pub listen: String,
     /// `keepwire records serve`, when the two halves run apart.
     pub records: Option<Child>,
+    /// The server's store, when it is in PostgreSQL (dropped last, after
+    /// the processes using it).
+    pub database: Option<keepwire_schema::pg::scratch::Scratch>,
 }
 
 impl Drop for Agency {
@@ -158,14 +183,25 @@ impl Agency {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let listen = format!("127.0.0.1:{}", free_port());
-        let server = start_serve(&data, &listen, extra);
-        Self {
+        let mut agency = Self {
             tmp,
             data,
-            server: Some(server),
+            server: None,
             listen,
             records: None,
+            database: scratch_database(),
+        };
+        agency.restart(extra);
+        agency
+    }
+
+    /// `--database URL` when the store is in PostgreSQL, followed by `args`.
+    pub fn with_database<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        if let Some(db) = &self.database {
+            all.extend_from_slice(&["--database", &db.url]);
         }
+        all
     }
 
     /// `keepwire server` and `keepwire records serve` as two processes.
@@ -174,6 +210,7 @@ impl Agency {
         let data = tmp.path().join("data");
         let listen = format!("127.0.0.1:{}", free_port());
         let log = tmp.path().join("server.log");
+        let database = scratch_database();
         let mut args = vec![
             "server",
             "--data-dir",
@@ -182,6 +219,9 @@ impl Agency {
             &listen,
         ];
         args.extend_from_slice(server_args);
+        if let Some(db) = &database {
+            args.extend_from_slice(&["--database", &db.url]);
+        }
         let child = spawn_logged(&args, &log, "keepwire server on");
         let text = log_after(&log, 0);
         let code = text
@@ -200,6 +240,7 @@ impl Agency {
             }),
             listen,
             records: None,
+            database,
         };
         agency.start_records(Some(&code));
         agency
@@ -248,9 +289,14 @@ impl Agency {
     }
 
     pub fn admin(&self, args: &[&str]) -> String {
-        let mut all = vec!["admin", "--data-dir", self.data_dir()];
+        ok(self.admin_output(args))
+    }
+
+    /// `keepwire admin ARGS` on this agency, succeeding or not.
+    pub fn admin_output(&self, args: &[&str]) -> Output {
+        let mut all = self.with_database(&["admin", "--data-dir", self.data_dir()]);
         all.extend_from_slice(args);
-        ok(keepwire(&all, &[]))
+        keepwire(&all, &[])
     }
 
     pub fn status(&self) -> Value {
@@ -335,7 +381,14 @@ impl Agency {
 
     pub fn restart(&mut self, extra: &[&str]) {
         self.server = None;
-        self.server = Some(start_serve(&self.data, &self.listen, extra));
+        let server = start_serve(&self.data, &self.listen, &self.with_database(extra));
+        self.server = Some(server);
+        if self.database.is_some() {
+            assert!(
+                !self.data.join("server.db").exists(),
+                "with --database the server's store is in PostgreSQL, not the data directory"
+            );
+        }
     }
 }
 
