@@ -5,7 +5,9 @@
 use anyhow::{bail, Result};
 use keepwire_protocol::clock::Clock;
 
-use crate::{print_json, serve, AdminCommand, ConversationCommand, DeviceCommand, UserCommand};
+use crate::{
+    print_json, report, serve, AdminCommand, ConversationCommand, DeviceCommand, UserCommand,
+};
 
 pub fn admin(
     data_dir: &std::path::Path,
@@ -73,12 +75,16 @@ pub fn admin(
             }
         }
         AdminCommand::Device {
-            command: DeviceCommand::Revoke { device_id },
+            command: DeviceCommand::Revoke { device_id, json },
         } => {
             if !store.revoke_device(&device_id, clock.now_ms())? {
                 bail!("no active device {device_id}");
             }
-            println!("revoked {device_id}");
+            report(
+                json,
+                serde_json::json!({"revoked": device_id}),
+                format!("revoked {device_id}"),
+            )?;
         }
         AdminCommand::Device {
             command:
@@ -86,10 +92,16 @@ pub fn admin(
                     device_id,
                     reason,
                     actor,
+                    json,
                 },
         } => {
-            store.unblock_device(&device_id, &crate::actor(actor), &reason, clock.now_ms())?;
-            println!("unblocked {device_id}");
+            let actor = crate::actor(actor);
+            store.unblock_device(&device_id, &actor, &reason, clock.now_ms())?;
+            report(
+                json,
+                serde_json::json!({"unblocked": device_id, "actor": actor, "reason": reason}),
+                format!("unblocked {device_id}"),
+            )?;
         }
         AdminCommand::Conversation {
             command: ConversationCommand::Suspended { json },
@@ -119,6 +131,7 @@ pub fn admin(
                     conv,
                     reason,
                     actor,
+                    json,
                 },
         } => {
             let suspended = store.suspended_conversations()?.into_iter().map(|c| c.conv);
@@ -132,15 +145,22 @@ pub fn admin(
                     )
                 }
             };
-            store.resume_conversation(&conv, &crate::actor(actor), &reason, clock.now_ms())?;
-            println!("resumed {conv}");
+            let actor = crate::actor(actor);
+            store.resume_conversation(&conv, &actor, &reason, clock.now_ms())?;
+            report(
+                json,
+                serde_json::json!({"resumed": conv, "actor": actor, "reason": reason}),
+                format!("resumed {conv}"),
+            )?;
         }
-        AdminCommand::RotateReceiptKey => {
+        AdminCommand::RotateReceiptKey { json } => {
             let key = keepwire_server::rotate_key(data_dir, &*store, clock.now_ms())?;
-            println!(
-                "new receipt key {}; restart the server to use it",
-                keepwire_protocol::b64::encode(&key)
-            );
+            let key = keepwire_protocol::b64::encode(&key);
+            report(
+                json,
+                serde_json::json!({"receipt_key": key, "restart_required": true}),
+                format!("new receipt key {key}; restart the server to use it"),
+            )?;
         }
         AdminCommand::Status { json } => {
             let s = store.status()?;
@@ -170,8 +190,24 @@ pub fn admin(
         AdminCommand::Policy {
             max_timer_secs,
             guests_allowed,
+            json,
         } => {
+            // Without settings, says what the policy is.
             store.set_policy(max_timer_secs, guests_allowed)?;
+            let p = store.policy()?;
+            report(
+                json,
+                serde_json::json!({"max_timer_secs": p.max_timer_secs, "guests_allowed": p.guests_allowed}),
+                format!(
+                    "longest timer {} s; guests {}",
+                    p.max_timer_secs,
+                    if p.guests_allowed {
+                        "allowed"
+                    } else {
+                        "not allowed"
+                    }
+                ),
+            )?;
         }
     }
     Ok(())

@@ -219,7 +219,11 @@ enum AdminCommand {
     },
     /// Replace the server's receipt-signing key (the old one stays listed at
     /// /v1/receipt-keys); takes effect at the server's next start.
-    RotateReceiptKey,
+    RotateReceiptKey {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Relay and capture status: users, devices, conversations, entries
     /// still on the relay, and how far the records service lags.
     Status {
@@ -235,6 +239,9 @@ enum AdminCommand {
         /// Whether guests may be added to conversations.
         #[arg(long)]
         guests_allowed: Option<bool>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -286,6 +293,9 @@ enum DeviceCommand {
     Revoke {
         /// The device to revoke (it is removed from every conversation).
         device_id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Let a device blocked after a capture failure connect and send again
     /// (logged with who and why; revoke it instead if it is compromised).
@@ -298,6 +308,9 @@ enum DeviceCommand {
         /// Who decides (default: the operating-system user).
         #[arg(long, env = "KEEPWIRE_ACTOR")]
         actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -322,6 +335,9 @@ enum ConversationCommand {
         /// Who decides (default: the operating-system user).
         #[arg(long, env = "KEEPWIRE_ACTOR")]
         actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -486,6 +502,9 @@ enum RecordsCommand {
     Proof {
         /// The record whose inclusion to prove.
         record_id: i64,
+        /// Accepted for scripts' sake: the output is JSON either way.
+        #[arg(long)]
+        json: bool,
     },
     /// An RFC 9162 consistency proof between two tree sizes (JSON).
     Consistency {
@@ -493,6 +512,9 @@ enum RecordsCommand {
         old_size: u64,
         /// The size of the later tree.
         new_size: u64,
+        /// Accepted for scripts' sake: the output is JSON either way.
+        #[arg(long)]
+        json: bool,
     },
     /// Destroy a record's content (crypto-shredding its data key) under a
     /// named authority; its metadata, leaf and a tombstone stay verifiable.
@@ -506,6 +528,9 @@ enum RecordsCommand {
         /// Who is doing it (default: the operating-system user).
         #[arg(long, env = "KEEPWIRE_ACTOR")]
         actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Rotate the archive key: every record's data key is re-wrapped under
     /// a new key (content is not re-encrypted); logged. Stop the records
@@ -514,6 +539,9 @@ enum RecordsCommand {
         /// Who is doing it (default: the operating-system user).
         #[arg(long, env = "KEEPWIRE_ACTOR")]
         actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Recompute the log from storage and check the whole archive against
     /// it; exits non-zero, naming each problem, if anything is wrong.
@@ -608,6 +636,17 @@ fn when(ms: u64) -> String {
             t.second()
         ),
         Err(_) => format!("{ms} ms"),
+    }
+}
+
+/// What a command that changes something says it did: `text` for people,
+/// `value` (a JSON object) with `--json`.
+fn report(json: bool, value: serde_json::Value, text: impl std::fmt::Display) -> Result<()> {
+    if json {
+        print_json(&value)
+    } else {
+        println!("{text}");
+        Ok(())
     }
 }
 
@@ -747,6 +786,45 @@ mod cli_tests {
         assert!(
             missing.is_empty(),
             "without help text:\n{}",
+            missing.join("\n")
+        );
+    }
+
+    /// Every command a script may run answers in JSON with `--json`
+    /// (errors too, see `main`); only the long-running services and the
+    /// interactive client do not.
+    #[test]
+    fn every_command_takes_json() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_name() == "help" {
+                return; // clap's own, built in
+            }
+            let path = format!("{path} {}", cmd.get_name());
+            let leaf = cmd.get_subcommands().next().is_none();
+            let json = cmd.get_arguments().any(|a| a.get_id() == "json");
+            let exempt = [
+                " keepwire serve",
+                " keepwire server",
+                " keepwire records serve",
+                " keepwire bench",
+                " keepwire bench report",
+                " keepwire chat",
+            ];
+            if (leaf || path == " keepwire chat") && !json && !exempt.contains(&path.as_str()) {
+                missing.push(path.clone());
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        // Built, so that global flags (`chat --json`) reach the subcommands.
+        let mut cli = <Cli as clap::CommandFactory>::command();
+        cli.build();
+        walk(&cli, "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "without --json:\n{}",
             missing.join("\n")
         );
     }

@@ -336,32 +336,37 @@ pub async fn records(command: RecordsCommand, data_dir: &std::path::Path) -> Res
         RecordsCommand::Checkpoint { json } => {
             checkpoint(&serve::existing_records_dir(data_dir)?, json)
         }
-        RecordsCommand::Proof { record_id } => {
+        RecordsCommand::Proof { record_id, .. } => {
             proof(&serve::existing_records_dir(data_dir)?, record_id)
         }
-        RecordsCommand::Consistency { old_size, new_size } => {
-            consistency(&serve::existing_records_dir(data_dir)?, old_size, new_size)
-        }
+        RecordsCommand::Consistency {
+            old_size, new_size, ..
+        } => consistency(&serve::existing_records_dir(data_dir)?, old_size, new_size),
         RecordsCommand::Destroy {
             id,
             authority,
             actor,
+            json,
         } => {
             if authority.trim().is_empty() {
                 bail!("--authority must name the disposition authority");
             }
             let mut archive =
                 keepwire_records::Archive::open(&serve::existing_records_dir(data_dir)?, false)?;
+            let actor = crate::actor(actor);
             archive.destroy(
                 id,
                 authority.trim(),
-                &crate::actor(actor),
+                &actor,
                 keepwire_protocol::clock::Clock::from_env().now_ms(),
             )?;
-            println!("record {id}: content destroyed under {}", authority.trim());
-            Ok(())
+            crate::report(
+                json,
+                serde_json::json!({"destroyed": id, "authority": authority.trim(), "actor": actor}),
+                format!("record {id}: content destroyed under {}", authority.trim()),
+            )
         }
-        RecordsCommand::RotateKey { actor } => {
+        RecordsCommand::RotateKey { actor, json } => {
             let dir = serve::existing_records_dir(data_dir)?;
             let _lock = serve::lock_records_dir(&dir, "cannot rotate the archive key")?;
             let mut archive = keepwire_records::Archive::open(&dir, true)?;
@@ -370,8 +375,11 @@ pub async fn records(command: RecordsCommand, data_dir: &std::path::Path) -> Res
                 &crate::actor(actor),
                 keepwire_protocol::clock::Clock::from_env().now_ms(),
             )?;
-            println!("archive key rotated: {n} data keys re-wrapped, no content re-encrypted");
-            Ok(())
+            crate::report(
+                json,
+                serde_json::json!({"rewrapped_data_keys": n}),
+                format!("archive key rotated: {n} data keys re-wrapped, no content re-encrypted"),
+            )
         }
         RecordsCommand::Verify {
             verifier_key,

@@ -484,3 +484,34 @@ fn people_are_shown_by_name_with_times_and_records_readably() {
         "{shown}"
     );
 }
+
+#[test]
+fn administrators_changes_answer_in_json_for_scripts() {
+    let agency = common::Agency::start();
+    let json = |args: &[&str]| -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&agency.admin(&all)).unwrap()
+    };
+    assert_eq!(
+        json(&["policy", "--max-timer-secs", "3600"]),
+        serde_json::json!({"max_timer_secs": 3600, "guests_allowed": true})
+    );
+    // Without settings, the policy as it is.
+    assert_eq!(json(&["policy"])["max_timer_secs"], 3600);
+    let alice = agency.user("alice", "staff");
+    assert_eq!(
+        json(&["device", "revoke", &alice.id]),
+        serde_json::json!({"revoked": alice.id})
+    );
+    let key = json(&["rotate-receipt-key"]);
+    assert_eq!(key["receipt_key"].as_str().unwrap().len(), 44, "{key}");
+    // A refusal is JSON too, on stdout.
+    let out = agency.admin_output(&["device", "revoke", &alice.id, "--json"]);
+    assert!(!out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("no active device"),
+        "{v}"
+    );
+}
