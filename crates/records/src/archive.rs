@@ -13,11 +13,19 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use keepwire_protocol::Receipt;
 use rand::RngCore;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::record::{RecordKind, RecordMeta};
+use crate::tlog::Leaf;
 use crate::RecordsError;
+
+mod pg;
+mod sqlite;
+pub mod store;
+pub use pg::PgArchive;
+pub use sqlite::{SqliteArchive, SCHEMA};
+pub use store::ArchiveStore;
+use store::{SealedRecord, StoredRecord, Which};
 
 pub const ARCHIVE_DB: &str = "archive.db";
 pub const ARCHIVE_KEY: &str = "archive.key";
@@ -46,7 +54,7 @@ pub struct NewRecord<'a> {
 }
 
 pub struct Archive {
-    conn: Connection,
+    store: Box<dyn ArchiveStore>,
     key: Option<XChaCha20Poly1305>,
 }
 
@@ -83,54 +91,29 @@ fn open(
         })
 }
 
-/// The archive's schema, one migration per step; append, never edit (see
-/// `keepwire_schema`). Version 1 is keepwire 0.1's tables (idempotent over
-/// the unversioned layouts that shipped).
-pub static SCHEMA: keepwire_schema::Schema = keepwire_schema::Schema {
-    name: "archive",
-    // "KWAR"
-    application_id: 0x4b57_4152,
-    marker_table: "records",
-    migrations: &[keepwire_schema::Migration::Code(|tx| {
-        tx.execute_batch(
-            "CREATE TABLE IF NOT EXISTS records (
-                id INTEGER PRIMARY KEY, conv TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-                epoch INTEGER NOT NULL, sender TEXT NOT NULL, participants TEXT NOT NULL,
-                server_time_ms INTEGER NOT NULL, captured_at_ms INTEGER NOT NULL, expire_after_secs INTEGER,
-                burn_on_read INTEGER NOT NULL, receipt TEXT NOT NULL, wrapped_key BLOB, body BLOB, note TEXT,
-                leaf INTEGER, UNIQUE (conv, seq));
-             CREATE TABLE IF NOT EXISTS server_keys (key BLOB PRIMARY KEY, first_seen_ms INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS archive_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);",
-        )?;
-        // Columns that early development layouts lacked (an archive from
-        // before the transparency log is not given leaves here).
-        keepwire_schema::add_column_if_missing(tx, "records", "note", "TEXT")?;
-        keepwire_schema::add_column_if_missing(tx, "records", "leaf", "INTEGER")?;
-        tx.execute_batch(crate::tlog::SCHEMA)?;
-        tx.execute_batch(crate::checkpoint::SCHEMA)
-    })],
-};
-
 impl Archive {
-    /// Open the archive in `dir`, creating the archive key on first use.
-    /// `with_key = false` opens it read-only for metadata (no content).
+    /// Open the archive in `dir` (SQLite, `archive.db`), creating the
+    /// archive key on first use. `with_key = false` opens it for metadata
+    /// only (no content).
     pub fn open(dir: &Path, with_key: bool) -> Result<Self, RecordsError> {
         std::fs::create_dir_all(dir)?;
-        let mut conn = Connection::open(dir.join(ARCHIVE_DB))?;
-        // Every statement is prepared once per connection (parsing was a
-        // tenth of the server's CPU under load); room for all of them.
-        conn.set_prepared_statement_cache_capacity(128);
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;
-             PRAGMA mmap_size=1073741824; PRAGMA cache_size=-65536;",
-        )?;
-        keepwire_schema::migrate(&mut conn, &SCHEMA)?;
+        let store = SqliteArchive::open(&dir.join(ARCHIVE_DB))?;
+        Self::with_store(Box::new(store), dir, with_key)
+    }
+
+    /// The archive kept in `store` (SQLite or PostgreSQL), its keys in
+    /// `dir`.
+    pub fn with_store(
+        store: Box<dyn ArchiveStore>,
+        dir: &Path,
+        with_key: bool,
+    ) -> Result<Self, RecordsError> {
         let key = if with_key {
-            Some(load_key(dir, &conn)?)
+            Some(load_key(dir, &*store)?)
         } else {
             None
         };
-        Ok(Self { conn, key })
+        Ok(Self { store, key })
     }
 
     /// Store one record durably, with its transparency-log leaf, in one
@@ -140,47 +123,40 @@ impl Archive {
         Ok(self.insert_many(std::slice::from_ref(r))? == 1)
     }
 
-    /// Store several records in one transaction (one fsync); returns how
-    /// many were new. Every write to the log takes the write lock up front
-    /// (an IMMEDIATE transaction), so a second writer on the same archive
-    /// (a CLI beside the running service) waits instead of both computing
-    /// the same next leaf.
+    /// Store several records in one transaction (one flush); returns how
+    /// many were new. Each record's content is sealed under a fresh data
+    /// key, wrapped by the archive key, before the store sees it.
     pub fn insert_many(&mut self, records: &[NewRecord<'_>]) -> Result<usize, RecordsError> {
-        let archive_key = self.key.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut new = 0;
-        let mut key_seen: Option<&[u8]> = None;
-        for r in records {
-            if insert_in(&tx, archive_key.as_ref(), r, &mut key_seen)? {
-                new += 1;
-            }
-        }
-        tx.commit()?;
-        Ok(new)
+        let sealed = records
+            .iter()
+            .map(|r| seal_record(self.key.as_ref(), r))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.store.insert_records(&sealed)
     }
 
-    /// The connection, for the transparency log and its checks inside
-    /// this crate; outside it, the archive's methods below are the way in
-    /// (no SQL, no rusqlite type, leaves the crate).
-    pub(crate) fn conn(&self) -> &Connection {
-        &self.conn
+    /// The store, for the checks of this crate (`verify`).
+    pub(crate) fn store(&self) -> &dyn ArchiveStore {
+        &*self.store
+    }
+
+    /// Which backend keeps the archive, and where.
+    pub fn describe(&self) -> String {
+        self.store.describe()
     }
 
     /// Leaves in the transparency log.
     pub fn log_size(&self) -> Result<u64, RecordsError> {
-        crate::tlog::size(&self.conn)
+        self.store.log_size()
     }
 
     /// The root hash of the log's first `size` leaves.
     pub fn log_root(&self, size: u64) -> Result<tlog_tiles::tlog::Hash, RecordsError> {
-        crate::tlog::root(&self.conn, size)
+        crate::tlog::root(&*self.store, size)
     }
 
     /// Leaf `n`, as stored.
     pub fn log_leaf(&self, n: u64) -> Result<Option<crate::tlog::StoredLeaf>, RecordsError> {
-        crate::tlog::leaf(&self.conn, n)
+        self.store.leaf(n)
     }
 
     /// Inclusion proof of leaf `n` in the tree of size `tree_size`.
@@ -189,7 +165,7 @@ impl Archive {
         tree_size: u64,
         n: u64,
     ) -> Result<Vec<tlog_tiles::tlog::Hash>, RecordsError> {
-        crate::tlog::prove_inclusion(&self.conn, tree_size, n)
+        crate::tlog::prove_inclusion(&*self.store, tree_size, n)
     }
 
     /// Consistency proof from the tree of size `old` to that of size `new`.
@@ -198,7 +174,7 @@ impl Archive {
         old: u64,
         new: u64,
     ) -> Result<Vec<tlog_tiles::tlog::Hash>, RecordsError> {
-        crate::tlog::prove_consistency(&self.conn, old, new)
+        crate::tlog::prove_consistency(&*self.store, old, new)
     }
 
     /// Recompute every stored hash of the log from its leaves (see
@@ -207,17 +183,23 @@ impl Archive {
         &self,
         on_leaf: impl FnMut(u64),
     ) -> Result<crate::tlog::TreeCheck, RecordsError> {
-        crate::tlog::recompute(&self.conn, on_leaf)
+        crate::tlog::recompute(&*self.store, on_leaf)
     }
 
-    /// Sign a checkpoint of the log as it stands (see
-    /// [`crate::checkpoint::issue`]): its size and note.
+    /// Sign a checkpoint of the log as it stands, unless the latest one
+    /// covers it, and keep it: its size and note.
     pub fn issue_checkpoint(
         &self,
         notary: &crate::checkpoint::Notary,
         now_ms: u64,
     ) -> Result<(u64, String), RecordsError> {
-        crate::checkpoint::issue(&self.conn, notary, now_ms)
+        self.store
+            .checkpoint(&mut |size, root| notary.sign(size, root), now_ms)
+    }
+
+    /// Every checkpoint issued, oldest first: (id, size, note).
+    pub fn checkpoints(&self) -> Result<Vec<(i64, u64, String)>, RecordsError> {
+        self.store.checkpoints()
     }
 
     /// Append a privileged action (view, search, export, …) to the log.
@@ -228,12 +210,8 @@ impl Archive {
         target: &str,
         at_ms: u64,
     ) -> Result<u64, RecordsError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = append_action(&tx, actor, action, target, at_ms)?;
-        tx.commit()?;
-        Ok(n)
+        self.store
+            .append_leaf(&action_leaf(actor, action, target, at_ms))
     }
 
     /// Log an administrator's decision the server relayed (numbered by
@@ -247,25 +225,8 @@ impl Archive {
         target: &str,
         at_ms: u64,
     ) -> Result<bool, RecordsError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let done: u64 = tx
-            .prepare_cached("SELECT v FROM archive_meta WHERE k='server_decisions.logged'")?
-            .query_row([], |r| r.get::<_, String>(0))
-            .optional()?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if id <= done {
-            return Ok(false);
-        }
-        append_action(&tx, actor, action, target, at_ms)?;
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO archive_meta (k, v) VALUES ('server_decisions.logged', ?1)",
-        )?
-        .execute(params![id.to_string()])?;
-        tx.commit()?;
-        Ok(true)
+        self.store
+            .append_decision(id, &action_leaf(actor, action, target, at_ms))
     }
 
     /// Destroy a record's content: delete its data key (and ciphertext) and
@@ -278,72 +239,48 @@ impl Archive {
         by: &str,
         at_ms: u64,
     ) -> Result<(), RecordsError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let (conv, seq, leaf, has_key): (String, i64, Option<i64>, bool) = tx
-            .prepare_cached(
-                "SELECT conv, seq, leaf, wrapped_key IS NOT NULL FROM records WHERE id=?1",
-            )?
-            .query_row(params![id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .optional()?
-            .ok_or_else(|| RecordsError::Archive(format!("no record {id}")))?;
-        if !has_key {
-            return Err(RecordsError::Archive(format!(
-                "record {id} holds no content to destroy (none captured, or already destroyed)"
-            )));
-        }
-        let leaf = leaf.ok_or_else(|| {
-            RecordsError::Archive(format!("record {id} has no transparency-log leaf"))
-        })?;
-        tx.prepare_cached("UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=?1")?
-            .execute(params![id])?;
-        crate::tlog::append(
-            &tx,
-            &crate::tlog::Leaf::Tombstone {
-                conv,
-                seq: seq as u64,
-                record_leaf: leaf as u64,
+        self.store
+            .destroy(id, &|conv, seq, record_leaf| Leaf::Tombstone {
+                conv: conv.to_string(),
+                seq,
+                record_leaf,
                 authority: authority.to_string(),
                 by: by.to_string(),
                 at_ms,
-            },
-            Some(id),
-        )?;
-        tx.commit()?;
-        Ok(())
+            })
     }
 
     /// The record's content commitment recomputed from its stored content:
     /// `Ok(None)` when it has no content (or no longer has it).
     pub fn recompute_commitment(&self, id: i64) -> Result<Option<String>, RecordsError> {
-        type Sealed = (String, i64, Option<Vec<u8>>, Option<Vec<u8>>);
-        let row: Option<Sealed> = self
-            .conn
-            .prepare_cached("SELECT conv, seq, wrapped_key, body FROM records WHERE id=?1")?
-            .query_row(params![id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .optional()?;
-        let Some((conv, seq, Some(w), Some(b))) = row else {
+        let Some(row) = self.store.records(Which::One(id), true)?.pop() else {
+            return Ok(None);
+        };
+        let Some((data_key, plain)) = self.unseal(&row)? else {
+            return Ok(None);
+        };
+        Ok(Some(content_commitment(&data_key, &plain)))
+    }
+
+    /// A row's data key and plaintext, if it holds content and the key is
+    /// loaded (an error if it is not, or the content was altered).
+    fn unseal(&self, row: &StoredRecord) -> Result<Option<Unsealed>, RecordsError> {
+        let (Some(w), Some(b)) = (&row.wrapped_key, &row.body) else {
             return Ok(None);
         };
         let k = self
             .key
             .as_ref()
             .ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?;
-        let aad = format!("{conv}:{seq}");
-        let data_key = open(k, aad.as_bytes(), &w, "record data key")?;
-        let cipher = XChaCha20Poly1305::new_from_slice(&data_key)
-            .map_err(|_| RecordsError::Archive("record data key has the wrong length".into()))?;
-        let plain = open(&cipher, aad.as_bytes(), &b, "record content")?;
+        let aad = format!("{}:{}", row.conv, row.seq);
+        let data_key = open(k, aad.as_bytes(), w, "record data key")?;
         let data_key: [u8; 32] = data_key
             .as_slice()
             .try_into()
             .map_err(|_| RecordsError::Archive("record data key has the wrong length".into()))?;
-        Ok(Some(content_commitment(&data_key, &plain)))
+        let cipher = XChaCha20Poly1305::new((&data_key).into());
+        let plain = open(&cipher, aad.as_bytes(), b, "record content")?;
+        Ok(Some((data_key, plain)))
     }
 
     pub fn has_key(&self) -> bool {
@@ -351,18 +288,11 @@ impl Archive {
     }
 
     pub fn meta(&self, k: &str) -> Result<Option<String>, RecordsError> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT v FROM archive_meta WHERE k=?1")?
-            .query_row(params![k], |r| r.get(0))
-            .optional()?)
+        self.store.meta(k)
     }
 
     pub fn set_meta(&self, k: &str, v: &str) -> Result<(), RecordsError> {
-        self.conn
-            .prepare_cached("INSERT OR REPLACE INTO archive_meta (k, v) VALUES (?1, ?2)")?
-            .execute(params![k, v])?;
-        Ok(())
+        self.store.set_meta(k, v)
     }
 
     /// Replace the archive key: every record's data key is unwrapped and
@@ -387,36 +317,23 @@ impl Archive {
         // depends on it.
         sync_dir(dir)?;
         let new = XChaCha20Poly1305::new((&fresh).into());
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut count = 0u64;
-        {
-            let mut read = tx.prepare(
-                "SELECT id, conv, seq, wrapped_key FROM records WHERE wrapped_key IS NOT NULL",
-            )?;
-            let mut write = tx.prepare_cached("UPDATE records SET wrapped_key=?1 WHERE id=?2")?;
-            let mut rows = read.query([])?;
-            while let Some(r) = rows.next()? {
-                let id: i64 = r.get(0)?;
-                let aad = format!("{}:{}", r.get::<_, String>(1)?, r.get::<_, i64>(2)?);
-                let wrapped: Vec<u8> = r.get(3)?;
-                let data_key = open(&old, aad.as_bytes(), &wrapped, "record data key")?;
-                write.execute(params![seal(&new, aad.as_bytes(), &data_key)?, id])?;
-                count += 1;
-            }
-        }
         let id = key_id(&fresh);
-        tx.prepare_cached("INSERT OR REPLACE INTO archive_meta (k, v) VALUES ('key_id', ?1)")?
-            .execute(params![id])?;
-        append_action(
-            &tx,
-            actor,
-            "rotate-key",
-            &format!("archive key {id} ({count} data keys re-wrapped)"),
-            at_ms,
+        let count = self.store.rewrap_keys(
+            &mut |conv, seq, wrapped| {
+                let aad = format!("{conv}:{seq}");
+                let data_key = open(&old, aad.as_bytes(), wrapped, "record data key")?;
+                seal(&new, aad.as_bytes(), &data_key)
+            },
+            &id,
+            &|count| {
+                action_leaf(
+                    actor,
+                    "rotate-key",
+                    &format!("archive key {id} ({count} data keys re-wrapped)"),
+                    at_ms,
+                )
+            },
         )?;
-        tx.commit()?;
         std::fs::rename(&next_path, dir.join(ARCHIVE_KEY))?;
         sync_dir(dir)?;
         self.key = Some(new);
@@ -433,99 +350,58 @@ impl Archive {
         conv: &str,
         seq: u64,
     ) -> Result<Option<(RecordKind, Option<String>)>, RecordsError> {
-        let row: Option<(String, Option<String>)> = self
-            .conn
-            .prepare_cached("SELECT kind, note FROM records WHERE conv=?1 AND seq=?2")?
-            .query_row(params![conv, seq as i64], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        row.map(|(kind, note)| Ok((kind.parse()?, note)))
+        self.store
+            .archived_as(conv, seq)?
+            .map(|(kind, note)| Ok((kind.parse()?, note)))
             .transpose()
     }
 
     pub fn count(&self, kind: Option<RecordKind>) -> Result<u64, RecordsError> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT COUNT(*) FROM records WHERE ?1 IS NULL OR kind=?1")?
-            .query_row(params![kind.map(RecordKind::as_str)], |r| {
-                r.get::<_, i64>(0)
-            })? as u64)
+        self.store.count(kind.map(RecordKind::as_str))
     }
 
     /// Records in capture order; application messages only unless `all`.
     pub fn list(&self, all: bool, decrypt: bool) -> Result<Vec<Record>, RecordsError> {
-        self.query(
-            "WHERE ?1 OR kind IN ('application', 'withheld', 'undecryptable') ORDER BY id", // RecordKind::is_message
-            params![all],
-            decrypt,
-        )
+        let which = if all { Which::All } else { Which::Messages };
+        self.read(which, decrypt)
     }
 
     pub fn get(&self, id: i64, decrypt: bool) -> Result<Option<Record>, RecordsError> {
-        Ok(self
-            .query("WHERE id=?1", params![id], decrypt)?
-            .into_iter()
-            .next())
+        Ok(self.read(Which::One(id), decrypt)?.into_iter().next())
     }
 
-    fn query(
-        &self,
-        clause: &str,
-        p: impl rusqlite::Params,
-        decrypt: bool,
-    ) -> Result<Vec<Record>, RecordsError> {
-        let sql = format!(
-            "SELECT id, conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms, expire_after_secs,
-                burn_on_read, receipt, wrapped_key, body, note, leaf FROM records {clause}"
-        );
-        let mut stmt = self.conn.prepare(&sql)?;
-        let mut rows = stmt.query(p)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let conv: String = r.get(1)?;
-            let seq = r.get::<_, i64>(2)? as u64;
-            let wrapped: Option<Vec<u8>> = r.get(12)?;
-            let body: Option<Vec<u8>> = r.get(13)?;
-            let has_content = wrapped.is_some() && body.is_some();
-            let text = match (decrypt, &self.key, wrapped, body) {
-                (true, Some(k), Some(w), Some(b)) => {
-                    let aad = format!("{conv}:{seq}");
-                    let data_key = open(k, aad.as_bytes(), &w, "record data key")?;
-                    let cipher = XChaCha20Poly1305::new_from_slice(&data_key).map_err(|_| {
-                        RecordsError::Archive("record data key has the wrong length".into())
-                    })?;
-                    let plain = open(&cipher, aad.as_bytes(), &b, "record content")?;
-                    // Content that does not parse (a modified client) is
-                    // still shown, as the bytes that were sent.
-                    Some(match keepwire_protocol::content::Content::decode(&plain) {
-                        Ok(content) => content.text,
-                        Err(_) => String::from_utf8_lossy(&plain).into_owned(),
-                    })
+    fn read(&self, which: Which, decrypt: bool) -> Result<Vec<Record>, RecordsError> {
+        let rows = self.store.records(which, decrypt && self.key.is_some())?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            // Content that does not parse (a modified client) is still
+            // shown, as the bytes that were sent.
+            let text = self.unseal(&row)?.map(|(_, plain)| {
+                match keepwire_protocol::content::Content::decode(&plain) {
+                    Ok(content) => content.text,
+                    Err(_) => String::from_utf8_lossy(&plain).into_owned(),
                 }
-                _ => None,
-            };
-            let participants: String = r.get(6)?;
-            let receipt: String = r.get(11)?;
-            let kind: String = r.get(3)?;
+            });
             out.push(Record {
-                id: r.get(0)?,
+                id: row.id,
                 meta: RecordMeta {
-                    conv,
-                    seq,
-                    kind: kind.parse()?,
-                    epoch: r.get::<_, i64>(4)? as u64,
-                    sender: r.get(5)?,
-                    participants: serde_json::from_str(&participants)
+                    conv: row.conv,
+                    seq: row.seq,
+                    kind: row.kind.parse()?,
+                    epoch: row.epoch,
+                    sender: row.sender,
+                    participants: serde_json::from_str(&row.participants)
                         .map_err(|e| RecordsError::Archive(e.to_string()))?,
-                    server_time_ms: r.get::<_, i64>(7)? as u64,
-                    captured_at_ms: r.get::<_, i64>(8)? as u64,
-                    expire_after_secs: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
-                    burn_on_read: r.get(10)?,
-                    note: r.get(14)?,
+                    server_time_ms: row.server_time_ms,
+                    captured_at_ms: row.captured_at_ms,
+                    expire_after_secs: row.expire_after_secs,
+                    burn_on_read: row.burn_on_read,
+                    note: row.note,
                 },
-                receipt: serde_json::from_str(&receipt)
+                receipt: serde_json::from_str(&row.receipt)
                     .map_err(|e| RecordsError::Archive(e.to_string()))?,
-                leaf: r.get::<_, Option<i64>>(15)?.map(|v| v as u64),
-                has_content,
+                leaf: row.leaf,
+                has_content: row.has_content,
                 text,
             });
         }
@@ -533,17 +409,19 @@ impl Archive {
     }
 }
 
-/// `key_seen`: the receipt key already listed in this transaction (one
-/// key signs nearly every receipt; listing it once per batch is enough).
-fn insert_in<'r>(
-    tx: &rusqlite::Transaction<'_>,
+/// A record's data key and plaintext.
+type Unsealed = ([u8; 32], Vec<u8>);
+
+/// Seal one record for the store: a fresh data key encrypts its content
+/// and is wrapped by the archive key (both bound to `conv:seq`), and its
+/// leaf commits to the content through that data key.
+fn seal_record<'a>(
     archive_key: Option<&XChaCha20Poly1305>,
-    r: &NewRecord<'r>,
-    key_seen: &mut Option<&'r [u8]>,
-) -> Result<bool, RecordsError> {
+    r: &NewRecord<'a>,
+) -> Result<SealedRecord<'a>, RecordsError> {
     let m = r.meta;
     let aad = format!("{}:{}", m.conv, m.seq);
-    let (wrapped, body, commitment) = match r.plaintext {
+    let (wrapped_key, body, commitment) = match r.plaintext {
         Some(p) => {
             let archive_key = archive_key
                 .ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?;
@@ -559,73 +437,31 @@ fn insert_in<'r>(
         }
         None => (None, None, None),
     };
-    let receipt =
-        serde_json::to_string(r.receipt).map_err(|e| RecordsError::Archive(e.to_string()))?;
-    let participants =
-        serde_json::to_string(&m.participants).map_err(|e| RecordsError::Archive(e.to_string()))?;
-    // The leaf this record will get if it is new: the log's next index
-    // (the IMMEDIATE transaction holds the write lock, so nothing else can
-    // take it), written with the row instead of by a second update.
-    let next_leaf = crate::tlog::size(tx)?;
-    let n = tx.prepare_cached("INSERT OR IGNORE INTO records (conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms,
-            expire_after_secs, burn_on_read, receipt, wrapped_key, body, note, leaf)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)")?.execute(params![
-            m.conv,
-            m.seq as i64,
-            m.kind.as_str(),
-            m.epoch as i64,
-            m.sender,
-            participants,
-            m.server_time_ms as i64,
-            m.captured_at_ms as i64,
-            m.expire_after_secs.map(|v| v as i64),
-            m.burn_on_read,
-            receipt,
-            wrapped,
-            body,
-            m.note,
-            next_leaf as i64
-        ],
-    )?;
-    if n == 1 {
-        let id = tx.last_insert_rowid();
-        // The server keys receipts were signed with, as the records
-        // service saw them (rotation adds one; old ones stay).
-        if *key_seen != Some(r.receipt.server_key.as_slice()) {
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO server_keys (key, first_seen_ms) VALUES (?1, ?2)",
-            )?
-            .execute(params![r.receipt.server_key, m.captured_at_ms as i64])?;
-            *key_seen = Some(r.receipt.server_key.as_slice());
-        }
-        let leaf = record_leaf(m, r.receipt, commitment);
-        crate::tlog::append_at(tx, next_leaf, &leaf, Some(id))?;
+    Ok(SealedRecord {
+        meta: m,
+        participants_json: serde_json::to_string(&m.participants)
+            .map_err(|e| RecordsError::Archive(e.to_string()))?,
+        receipt_json: serde_json::to_string(r.receipt)
+            .map_err(|e| RecordsError::Archive(e.to_string()))?,
+        server_key: &r.receipt.server_key,
+        wrapped_key,
+        body,
+        leaf: record_leaf(m, r.receipt, commitment),
+    })
+}
+
+/// A privileged action's leaf.
+fn action_leaf(actor: &str, action: &str, target: &str, at_ms: u64) -> Leaf {
+    Leaf::Action {
+        actor: actor.to_string(),
+        action: action.to_string(),
+        target: target.to_string(),
+        at_ms,
     }
-    Ok(n == 1)
 }
 
 /// HMAC-SHA256 of the plaintext under the record's own data key: binds the
 /// log to the content, and stops binding anything once the key is gone.
-/// A privileged action's leaf, appended in `tx`; returns its index.
-fn append_action(
-    tx: &Connection,
-    actor: &str,
-    action: &str,
-    target: &str,
-    at_ms: u64,
-) -> Result<u64, RecordsError> {
-    crate::tlog::append(
-        tx,
-        &crate::tlog::Leaf::Action {
-            actor: actor.to_string(),
-            action: action.to_string(),
-            target: target.to_string(),
-            at_ms,
-        },
-        None,
-    )
-}
-
 pub fn content_commitment(data_key: &[u8; 32], plaintext: &[u8]) -> String {
     use hmac::{Hmac, Mac};
     // Invariant: HMAC takes keys of any length.
@@ -655,6 +491,9 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// The setting naming the archive key that wraps the data keys.
+const KEY_ID: &str = "key_id";
+
 /// The archive key waiting to replace `archive.key` during a rotation.
 const NEXT_KEY: &str = "archive.key.next";
 
@@ -676,12 +515,9 @@ fn read_key(path: &Path) -> Result<Option<[u8; 32]>, RecordsError> {
 
 /// Load the archive key, creating it on first use, and finish a rotation
 /// a crash interrupted: the archive records which key wraps its data keys.
-fn load_key(dir: &Path, conn: &Connection) -> Result<XChaCha20Poly1305, RecordsError> {
+fn load_key(dir: &Path, store: &dyn ArchiveStore) -> Result<XChaCha20Poly1305, RecordsError> {
     let path = dir.join(ARCHIVE_KEY);
-    let expected: Option<String> = conn
-        .prepare_cached("SELECT v FROM archive_meta WHERE k='key_id'")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
+    let expected = store.meta(KEY_ID)?;
     let key = match (read_key(&path)?, &expected) {
         (Some(k), Some(id)) if key_id(&k) == *id => k,
         (current, Some(id)) => match read_key(&dir.join(NEXT_KEY))? {
@@ -708,8 +544,7 @@ fn load_key(dir: &Path, conn: &Connection) -> Result<XChaCha20Poly1305, RecordsE
         }
     };
     if expected.is_none() {
-        conn.prepare_cached("INSERT OR IGNORE INTO archive_meta (k, v) VALUES ('key_id', ?1)")?
-            .execute(params![key_id(&key)])?;
+        store.set_meta(KEY_ID, &key_id(&key))?;
     }
     Ok(XChaCha20Poly1305::new((&key).into()))
 }
@@ -717,7 +552,10 @@ fn load_key(dir: &Path, conn: &Connection) -> Result<XChaCha20Poly1305, RecordsE
 use keepwire_protocol::files::write_private;
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod key_tests {
     use super::*;
 
     fn receipt() -> Receipt {

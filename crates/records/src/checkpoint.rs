@@ -8,16 +8,11 @@
 use std::path::Path;
 
 use rand::RngCore;
-use rusqlite::{params, Connection};
 use signed_note::{Note, Signer, StandardSigner, StandardVerifier, VerifierList};
 use tlog_tiles::checkpoint::Checkpoint;
 use tlog_tiles::tlog::Hash;
 
-use crate::{tlog, RecordsError};
-
-pub const SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS checkpoints (id INTEGER PRIMARY KEY, size INTEGER NOT NULL, note TEXT NOT NULL,
-        issued_ms INTEGER NOT NULL);";
+use crate::RecordsError;
 
 /// The signing key file (C2SP note private key format) and its public half.
 pub const KEY_FILE: &str = "checkpoint.key";
@@ -65,7 +60,8 @@ impl Notary {
         self.signer.name()
     }
 
-    fn sign(&self, size: u64, root: Hash) -> Result<String, RecordsError> {
+    /// The signed note of a checkpoint of the tree of `size` leaves.
+    pub(crate) fn sign(&self, size: u64, root: Hash) -> Result<String, RecordsError> {
         let text = Checkpoint::new(self.origin(), size, root, "")
             .map_err(|e| RecordsError::Log(e.to_string()))?
             .to_bytes();
@@ -74,50 +70,6 @@ impl Notary {
             .map_err(|e| RecordsError::Log(e.to_string()))?;
         String::from_utf8(note.to_bytes()).map_err(|e| RecordsError::Log(e.to_string()))
     }
-}
-
-/// Issue a checkpoint of the current tree (unless the latest one already
-/// covers it) and keep it. Returns the size it covers and the note text;
-/// size and root are read in one snapshot, whatever is appended meanwhile.
-pub fn issue(
-    conn: &Connection,
-    notary: &Notary,
-    now_ms: u64,
-) -> Result<(u64, String), RecordsError> {
-    // IMMEDIATE: the write lock from the start, so the archive writer
-    // cannot append between this read and the insert (a deferred
-    // transaction would then fail to upgrade, SQLITE_BUSY_SNAPSHOT).
-    let snapshot =
-        rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
-    let size = tlog::size(&snapshot)?;
-    if let Some((latest_size, note)) = latest(&snapshot)? {
-        if latest_size == size {
-            return Ok((size, note));
-        }
-    }
-    let note = notary.sign(size, tlog::root(&snapshot, size)?)?;
-    snapshot
-        .prepare_cached("INSERT INTO checkpoints (size, note, issued_ms) VALUES (?1, ?2, ?3)")?
-        .execute(params![size as i64, note, now_ms as i64])?;
-    snapshot.commit()?;
-    Ok((size, note))
-}
-
-pub fn latest(conn: &Connection) -> Result<Option<(u64, String)>, RecordsError> {
-    use rusqlite::OptionalExtension;
-    Ok(conn
-        .prepare_cached("SELECT size, note FROM checkpoints ORDER BY id DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
-        .optional()?)
-}
-
-/// Every checkpoint issued, oldest first: (id, size, note).
-pub fn history(conn: &Connection) -> Result<Vec<(i64, u64, String)>, RecordsError> {
-    let mut stmt = conn.prepare_cached("SELECT id, size, note FROM checkpoints ORDER BY id")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Check a checkpoint's signature with `verifier_key` and read it.

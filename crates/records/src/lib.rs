@@ -38,6 +38,18 @@ pub enum RecordsError {
     Schema(#[from] keepwire_schema::SchemaError),
 }
 
+impl From<keepwire_schema::pg::PgError> for RecordsError {
+    fn from(e: keepwire_schema::pg::PgError) -> Self {
+        RecordsError::Storage(e.to_string())
+    }
+}
+
+impl From<keepwire_schema::pg::tokio_postgres::Error> for RecordsError {
+    fn from(e: keepwire_schema::pg::tokio_postgres::Error) -> Self {
+        RecordsError::Storage(keepwire_schema::pg::describe(&e))
+    }
+}
+
 impl From<rusqlite::Error> for RecordsError {
     fn from(e: rusqlite::Error) -> Self {
         RecordsError::Storage(e.to_string())

@@ -1,31 +1,27 @@
 //! The archive's transparency log: an append-only Merkle tree (RFC 9162
 //! hashing) over every record, tombstone and privileged action.
 //!
-//! The tree lives in the archive's own SQLite database, in the layout of
-//! Go's `sumdb/tlog` (via the `tlog_tiles` crate): `tlog_leaves` holds
-//! each leaf's exact bytes, `tlog_hashes` every stored hash (leaf hashes
-//! and the roots of complete subtrees, `2n` of them for `n` leaves), so
-//! any root, inclusion proof or consistency proof is a few indexed reads,
-//! and the whole tree can be recomputed from the leaves alone to check the
-//! stored hashes. Leaves are appended in the same transaction as what they
-//! describe, so the log and the archive can never disagree after a crash.
+//! The tree lives in the archive's own store, in the layout of Go's
+//! `sumdb/tlog` (via the `tlog_tiles` crate): each leaf's exact bytes, and
+//! every stored hash (leaf hashes and the roots of complete subtrees, `2n`
+//! of them for `n` leaves), so any root, inclusion proof or consistency
+//! proof is a few indexed reads, and the whole tree can be recomputed from
+//! the leaves alone to check the stored hashes. Leaves are appended in the
+//! same transaction as what they describe (by the store: see
+//! [`ArchiveStore`] and [`new_hashes`]), so the log and the archive can
+//! never disagree after a crash. The algorithms here work on any store.
 //!
 //! A leaf is canonical JSON ([`Leaf`]); a record's leaf commits to its
 //! metadata, to the server's receipt (and so to the MLS ciphertext), and to
 //! its plaintext through an HMAC keyed with the record's own data key, so
 //! that once the key is destroyed the leaf confirms no guess of the content.
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use tlog_tiles::tlog::{self, Hash, HashReader};
 
+pub use crate::archive::store::StoredLeaf;
+use crate::archive::ArchiveStore;
 use crate::RecordsError;
-
-pub const SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS tlog_leaves (n INTEGER PRIMARY KEY, kind TEXT NOT NULL, record_id INTEGER,
-        data BLOB NOT NULL);
-    CREATE INDEX IF NOT EXISTS tlog_leaves_record ON tlog_leaves (record_id);
-    CREATE TABLE IF NOT EXISTS tlog_hashes (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);";
 
 /// What a leaf says. Field order is the serialisation order, so the bytes
 /// of a leaf are a function of its content.
@@ -81,85 +77,45 @@ impl Leaf {
     }
 }
 
-/// Stored hashes read through a connection (or a transaction).
-struct Stored<'a>(&'a Connection);
-
-impl HashReader for Stored<'_> {
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog::Error> {
-        let mut stmt = self
-            .0
-            .prepare_cached("SELECT hash FROM tlog_hashes WHERE idx=?1")
-            .map_err(|e| tlog::Error::InvalidInput(e.to_string()))?;
-        indexes
-            .iter()
-            .map(|i| {
-                let h: Vec<u8> = stmt
-                    .query_row(params![*i as i64], |r| r.get(0))
-                    .map_err(|_| tlog::Error::IndexesNotInTree)?;
-                Ok(Hash(h.try_into().map_err(|_| tlog::Error::MalformedHash)?))
-            })
-            .collect()
-    }
-}
-
-fn tlog_err(e: tlog::Error) -> RecordsError {
+pub(crate) fn tlog_err(e: tlog::Error) -> RecordsError {
     RecordsError::Log(e.to_string())
 }
 
-/// Number of leaves.
-pub fn size(conn: &Connection) -> Result<u64, RecordsError> {
-    Ok(conn
-        .prepare_cached("SELECT COALESCE(MAX(n) + 1, 0) FROM tlog_leaves")?
-        .query_row([], |r| r.get::<_, i64>(0))? as u64)
-}
-
-/// Append a leaf (inside the caller's transaction); returns its index.
-pub fn append(conn: &Connection, leaf: &Leaf, record_id: Option<i64>) -> Result<u64, RecordsError> {
-    append_at(conn, size(conn)?, leaf, record_id)
-}
-
-/// Append a leaf at `n`, which must be [`size`] read in the same write
-/// transaction (a caller that already needs it reads it once); a wrong `n`
-/// fails on the leaf's primary key or, past the end, on the stored hashes.
-pub fn append_at(
-    conn: &Connection,
+/// The hashes appending `data` as leaf `n` adds to the store (its leaf
+/// hash and the roots of the subtrees it completes), each with its index;
+/// `stored` reads the hashes already there (inside the appending
+/// transaction).
+pub fn new_hashes(
     n: u64,
-    leaf: &Leaf,
-    record_id: Option<i64>,
-) -> Result<u64, RecordsError> {
-    let data = leaf.to_bytes();
-    let hashes = tlog::stored_hashes(n, &data, &Stored(conn)).map_err(tlog_err)?;
-    conn.prepare_cached(
-        "INSERT INTO tlog_leaves (n, kind, record_id, data) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![n as i64, leaf.kind(), record_id, data])?;
+    data: &[u8],
+    stored: &impl HashReader,
+) -> Result<Vec<(u64, Hash)>, RecordsError> {
+    let hashes = tlog::stored_hashes(n, data, stored).map_err(tlog_err)?;
     let first = tlog::stored_hash_count(n);
-    let mut stmt = conn.prepare_cached("INSERT INTO tlog_hashes (idx, hash) VALUES (?1, ?2)")?;
-    for (i, h) in hashes.iter().enumerate() {
-        stmt.execute(params![(first + i as u64) as i64, &h.0[..]])?;
+    Ok(hashes
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| (first + i as u64, h))
+        .collect())
+}
+
+/// A store's hashes as tlog_tiles reads them.
+struct Stored<'a>(&'a dyn ArchiveStore);
+
+impl HashReader for Stored<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog::Error> {
+        self.0.read_hashes(indexes)
     }
-    Ok(n)
 }
 
 /// The root hash of the tree of the first `size` leaves.
-pub fn root(conn: &Connection, size: u64) -> Result<Hash, RecordsError> {
-    tlog::tree_hash(size, &Stored(conn)).map_err(tlog_err)
-}
-
-/// A stored leaf: its kind, the record it belongs to, its exact bytes.
-pub type StoredLeaf = (String, Option<i64>, Vec<u8>);
-
-/// The leaf at `n`.
-pub fn leaf(conn: &Connection, n: u64) -> Result<Option<StoredLeaf>, RecordsError> {
-    Ok(conn
-        .prepare_cached("SELECT kind, record_id, data FROM tlog_leaves WHERE n=?1")?
-        .query_row(params![n as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?)
+pub fn root(store: &dyn ArchiveStore, size: u64) -> Result<Hash, RecordsError> {
+    tlog::tree_hash(size, &Stored(store)).map_err(tlog_err)
 }
 
 /// Inclusion proof of leaf `n` in the tree of size `tree_size`.
 pub fn prove_inclusion(
-    conn: &Connection,
+    store: &dyn ArchiveStore,
     tree_size: u64,
     n: u64,
 ) -> Result<Vec<Hash>, RecordsError> {
@@ -168,17 +124,44 @@ pub fn prove_inclusion(
             "leaf {n} is not in a tree of size {tree_size}"
         )));
     }
-    tlog::prove_record(tree_size, n, &Stored(conn)).map_err(tlog_err)
+    tlog::prove_record(tree_size, n, &Stored(store)).map_err(tlog_err)
 }
 
 /// Consistency proof from the tree of size `old` to the tree of size `new`.
-pub fn prove_consistency(conn: &Connection, old: u64, new: u64) -> Result<Vec<Hash>, RecordsError> {
+pub fn prove_consistency(
+    store: &dyn ArchiveStore,
+    old: u64,
+    new: u64,
+) -> Result<Vec<Hash>, RecordsError> {
     if old > new {
         return Err(RecordsError::Log(format!(
             "no consistency proof from size {old} to the smaller size {new}"
         )));
     }
-    tlog::prove_tree(new, old, &Stored(conn)).map_err(tlog_err)
+    tlog::prove_tree(new, old, &Stored(store)).map_err(tlog_err)
+}
+
+/// The stored hashes in index order, read a page at a time.
+struct HashCursor<'a> {
+    store: &'a dyn ArchiveStore,
+    next: u64,
+    below: u64,
+    page: std::collections::VecDeque<(u64, Option<Hash>)>,
+}
+
+impl HashCursor<'_> {
+    const PAGE: usize = 8192;
+
+    fn next(&mut self) -> Result<Option<(u64, Option<Hash>)>, RecordsError> {
+        if self.page.is_empty() && self.next < self.below {
+            self.page = self.store.hashes(self.next, self.below, Self::PAGE)?.into();
+            self.next = match self.page.back() {
+                Some((idx, _)) => idx + 1,
+                None => self.below,
+            };
+        }
+        Ok(self.page.pop_front())
+    }
 }
 
 /// Recompute every stored hash from the leaves and compare: the first
@@ -186,40 +169,37 @@ pub fn prove_consistency(conn: &Connection, old: u64, new: u64) -> Result<Vec<Ha
 /// or hash shows up there). Works leaf by leaf, keeping only the
 /// complete-subtree roots on the right edge in memory.
 pub fn recompute(
-    conn: &Connection,
+    store: &dyn ArchiveStore,
     mut on_leaf: impl FnMut(u64),
 ) -> Result<TreeCheck, RecordsError> {
     // The tree as of now; later appends are the next verification's.
-    let total = size(conn)?;
-    let mut hashes =
-        conn.prepare_cached("SELECT idx, hash FROM tlog_hashes WHERE idx < ?1 ORDER BY idx")?;
-    let mut stored = hashes.query(params![tlog::stored_hash_count(total) as i64])?;
+    let total = store.log_size()?;
+    let mut stored = HashCursor {
+        store,
+        next: 0,
+        below: tlog::stored_hash_count(total),
+        page: Default::default(),
+    };
     // Right edge of the tree: the roots of complete subtrees, leftmost first.
     let mut edge: Vec<Hash> = Vec::new();
     let mut expected_idx = 0u64;
     let mut next_n = 0u64;
     let mut first_bad: Option<TreeProblem> = None;
-    // Borrowed rows, no allocation per hash: this loop is the verifier's
-    // hot path (the benchmark measures it).
-    let mut compare =
-        |h: &Hash, n: u64, stored: &mut rusqlite::Rows<'_>| -> Result<(), RecordsError> {
-            let ok = match stored.next()? {
-                Some(r) => {
-                    r.get::<_, i64>(0)? as u64 == expected_idx
-                        && r.get_ref(1)?.as_blob().ok() == Some(&h.0[..])
-                }
-                None => false,
-            };
-            if !ok && first_bad.is_none() {
-                first_bad = Some(TreeProblem::HashMismatch {
-                    leaf: n,
-                    index: expected_idx,
-                });
-            }
-            expected_idx += 1;
-            Ok(())
+    let mut compare = |h: &Hash, n: u64, stored: &mut HashCursor<'_>| -> Result<(), RecordsError> {
+        let ok = match stored.next()? {
+            Some((idx, found)) => idx == expected_idx && found.as_ref() == Some(h),
+            None => false,
         };
-    for batch in leaf_hashes(conn, total)? {
+        if !ok && first_bad.is_none() {
+            first_bad = Some(TreeProblem::HashMismatch {
+                leaf: n,
+                index: expected_idx,
+            });
+        }
+        expected_idx += 1;
+        Ok(())
+    };
+    for batch in leaf_hashes(store, total)? {
         for (n, leaf_hash) in batch? {
             if n != next_n {
                 // Everything after a hole is misplaced; the hole is the finding.
@@ -260,59 +240,45 @@ pub fn recompute(
 
 type LeafBatch = Result<Vec<(u64, Hash)>, RecordsError>;
 
-/// The first `total` leaves' hashes, in order, in batches. On a database
-/// file a second thread with its own connection reads and hashes the
-/// leaves while the caller checks the tree (two cores, two halves of the
-/// work); in memory, the caller's connection does it all.
+/// The first `total` leaves' hashes, in order, in batches. Where the
+/// store has a second handle, a second thread reads and hashes the leaves
+/// while the caller checks the tree (two cores, two halves of the work);
+/// otherwise the caller's handle does it all.
 fn leaf_hashes(
-    conn: &Connection,
+    store: &dyn ArchiveStore,
     total: u64,
 ) -> Result<Box<dyn Iterator<Item = LeafBatch>>, RecordsError> {
     const BATCH: usize = 4096;
-    fn run(
-        conn: &Connection,
-        total: u64,
-        emit: &mut impl FnMut(LeafBatch) -> bool,
-    ) -> Result<(), RecordsError> {
-        let mut stmt =
-            conn.prepare_cached("SELECT n, data FROM tlog_leaves WHERE n < ?1 ORDER BY n")?;
-        let mut rows = stmt.query(params![total as i64])?;
+    fn read(store: &dyn ArchiveStore, total: u64, emit: &mut dyn FnMut(LeafBatch) -> bool) {
         let mut batch = Vec::with_capacity(BATCH);
-        while let Some(r) = rows.next()? {
-            let n = r.get::<_, i64>(0)? as u64;
-            let data = r.get_ref(1)?.as_blob().unwrap_or_default();
-            batch.push((n, tlog::record_hash(data)));
+        let r = store.for_each_leaf(total, &mut |leaf| {
+            batch.push((leaf.n, tlog::record_hash(leaf.data)));
             if batch.len() == BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                if !emit(Ok(full)) {
-                    return Ok(());
-                }
+                return Ok(emit(Ok(full)));
             }
+            Ok(true)
+        });
+        match r {
+            Err(e) => {
+                emit(Err(e));
+            }
+            Ok(()) if !batch.is_empty() => {
+                emit(Ok(batch));
+            }
+            Ok(()) => {}
         }
-        if !batch.is_empty() {
-            emit(Ok(batch));
-        }
-        Ok(())
     }
-    fn read(conn: &Connection, total: u64, mut emit: impl FnMut(LeafBatch) -> bool) {
-        if let Err(e) = run(conn, total, &mut emit) {
-            emit(Err(e));
-        }
-    }
-    match conn.path().filter(|p| !p.is_empty()).map(String::from) {
-        Some(path) => {
+    match store.reopen() {
+        Some(Ok(other)) => {
             let (tx, rx) = std::sync::mpsc::sync_channel::<LeafBatch>(8);
-            std::thread::spawn(move || match Connection::open(&path) {
-                Ok(c) => read(&c, total, |b| tx.send(b).is_ok()),
-                Err(e) => {
-                    let _ = tx.send(Err(e.into()));
-                }
-            });
+            std::thread::spawn(move || read(&*other, total, &mut |b| tx.send(b).is_ok()));
             Ok(Box::new(rx.into_iter()))
         }
+        Some(Err(e)) => Err(e),
         None => {
             let mut all = Vec::new();
-            read(conn, total, |b| {
+            read(store, total, &mut |b| {
                 all.push(b);
                 true
             });
@@ -337,11 +303,10 @@ pub enum TreeProblem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::SqliteArchive;
 
-    fn db() -> Connection {
-        let c = Connection::open_in_memory().unwrap();
-        c.execute_batch(SCHEMA).unwrap();
-        c
+    fn db(dir: &tempfile::TempDir) -> SqliteArchive {
+        SqliteArchive::open(&dir.path().join("a.db")).unwrap()
     }
 
     fn action(i: u64) -> Leaf {
@@ -373,15 +338,16 @@ mod tests {
 
     #[test]
     fn roots_match_the_rfc_definition_at_every_size() {
-        let c = db();
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = db(&dir);
         let mut data = Vec::new();
         for i in 0..40 {
             let leaf = action(i);
             data.push(leaf.to_bytes());
-            append(&c, &leaf, None).unwrap();
+            c.append_leaf(&leaf).unwrap();
             assert_eq!(root(&c, i + 1).unwrap().0, mth(&data), "size {}", i + 1);
         }
-        assert_eq!(size(&c).unwrap(), 40);
+        assert_eq!(c.log_size().unwrap(), 40);
         for s in 1..=40u64 {
             assert_eq!(root(&c, s).unwrap().0, mth(&data[..s as usize]));
         }
@@ -390,11 +356,14 @@ mod tests {
 
     #[test]
     fn recomputing_finds_a_changed_leaf() {
-        let c = db();
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = db(&dir);
         for i in 0..10 {
-            append(&c, &action(i), None).unwrap();
+            c.append_leaf(&action(i)).unwrap();
         }
-        c.execute("UPDATE tlog_leaves SET data = x'00' WHERE n = 6", [])
+        rusqlite::Connection::open(dir.path().join("a.db"))
+            .unwrap()
+            .execute("UPDATE tlog_leaves SET data = x'00' WHERE n = 6", [])
             .unwrap();
         let check = recompute(&c, |_| {}).unwrap();
         assert!(

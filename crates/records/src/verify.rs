@@ -22,8 +22,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::archive::store::Which;
 use keepwire_protocol::{receipt_signed_bytes, Receipt};
-use rusqlite::params;
 use serde::Serialize;
 
 use crate::archive::{record_leaf, Archive};
@@ -152,10 +152,10 @@ pub fn verify(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Report, RecordsError> {
     let verifier_key = options.verifier_key.as_deref();
-    let conn = archive.conn();
+    let store = archive.store();
     // One read transaction: a live archive is checked as of this moment,
     // whatever the records service appends meanwhile.
-    let _snapshot = conn.unchecked_transaction()?;
+    let _snapshot = store.read_snapshot()?;
     let mut report = Report {
         content_checked: archive.has_key(),
         signatures_checked: verifier_key.is_some(),
@@ -167,10 +167,10 @@ pub fn verify(
         .into(),
         ..Report::default()
     };
-    let total = tlog::size(conn)?;
+    let total = store.log_size()?;
 
     // 1. The tree, from the leaves up.
-    let tree = tlog::recompute(conn, |n| progress(n + 1, total))?;
+    let tree = tlog::recompute(store, |n| progress(n + 1, total))?;
     report.tree_size = tree.size;
     match tree.problem {
         None => {}
@@ -197,34 +197,26 @@ pub fn verify(
     let mut tombstoned: BTreeSet<u64> = BTreeSet::new();
     // The index's record id per leaf: only a hint for naming a missing row.
     let mut indexed_id: BTreeMap<u64, i64> = BTreeMap::new();
-    {
-        let mut stmt = conn
-            .prepare("SELECT n, kind, record_id, data FROM tlog_leaves WHERE n < ?1 ORDER BY n")?;
-        let mut rows = stmt.query(params![tree.size as i64])?;
-        while let Some(r) = rows.next()? {
-            let n = r.get::<_, i64>(0)? as u64;
-            let kind: String = r
-                .get::<_, Option<String>>(1)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            if let Ok(Some(id)) = r.get::<_, Option<i64>>(2) {
+    store.for_each_leaf(tree.size, &mut |raw| {
+        {
+            let n = raw.n;
+            let kind = raw.kind.unwrap_or_default();
+            if let Some(id) = raw.record_id {
                 indexed_id.insert(n, id);
             }
-            let leaf: Leaf =
-                match serde_json::from_slice(r.get_ref(3)?.as_blob().unwrap_or_default()) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        report.problems.push(
-                            Problem::new(
-                                ProblemKind::Altered,
-                                format!("leaf {n} does not parse: {e}"),
-                            )
-                            .leaf(n),
-                        );
-                        continue;
-                    }
-                };
+            let leaf: Leaf = match serde_json::from_slice(raw.data) {
+                Ok(l) => l,
+                Err(e) => {
+                    report.problems.push(
+                        Problem::new(
+                            ProblemKind::Altered,
+                            format!("leaf {n} does not parse: {e}"),
+                        )
+                        .leaf(n),
+                    );
+                    return Ok(true);
+                }
+            };
             if kind != leaf.kind() {
                 report.problems.push(
                     Problem::new(
@@ -276,7 +268,8 @@ pub fn verify(
                 Leaf::Action { .. } => {}
             }
         }
-    }
+        Ok(true)
+    })?;
 
     // 3. Every record row against its leaf; receipts; tombstones.
     let known_keys = match &options.server_keys {
@@ -349,7 +342,7 @@ pub fn verify(
     }
 
     // 5. Every checkpoint is a prefix of today's tree.
-    for (id, size, note) in checkpoint::history(conn)? {
+    for (id, size, note) in store.checkpoints()? {
         report.checkpoints += 1;
         let parsed = match verifier_key {
             Some(k) => checkpoint::open_note(&note, k),
@@ -376,7 +369,7 @@ pub fn verify(
             ));
             continue;
         }
-        match tlog::root(conn, cp.size()) {
+        match tlog::root(store, cp.size()) {
             Ok(root) if &root == cp.hash() => {}
             Ok(root) => report.problems.push(Problem::new(
                 ProblemKind::ForkedCheckpoint,
@@ -407,7 +400,7 @@ pub fn verify(
                 ProblemKind::ForkedCheckpoint,
                 format!("{what} is for {} leaves; the log has only {}: it was cut back", cp.size(), tree.size),
             )),
-            Ok(cp) => match tlog::root(conn, cp.size()) {
+            Ok(cp) => match tlog::root(store, cp.size()) {
                 Ok(root) if &root == cp.hash() => {}
                 _ => report.problems.push(Problem::new(
                     ProblemKind::ForkedCheckpoint,
@@ -479,7 +472,7 @@ fn check_row(
         ));
         return Ok(());
     };
-    let Some((_, leaf_record, data)) = tlog::leaf(archive.conn(), n)? else {
+    let Some((_, leaf_record, data)) = archive.store().leaf(n)? else {
         report.problems.push(
             here(
                 ProblemKind::Missing,
@@ -607,48 +600,47 @@ fn unsigned_checkpoint(note: &str) -> Result<tlog_tiles::checkpoint::Checkpoint,
 }
 
 fn server_keys(archive: &Archive) -> Result<ServerKeys, RecordsError> {
-    let mut stmt = archive.conn().prepare("SELECT key FROM server_keys")?;
-    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
-    rows.map(|k| Ok((k?, (0, None)))).collect()
+    Ok(archive
+        .store()
+        .server_keys()?
+        .into_iter()
+        .map(|k| (k, (0, None)))
+        .collect())
 }
 
 fn rows(archive: &Archive) -> Result<Vec<Result<Row, Unreadable>>, RecordsError> {
-    let mut stmt = archive.conn().prepare(
-        "SELECT id, conv, seq, kind, epoch, sender, participants, server_time_ms, captured_at_ms,
-            expire_after_secs, burn_on_read, receipt, wrapped_key IS NOT NULL AND body IS NOT NULL, note, leaf
-         FROM records ORDER BY id",
-    )?;
-    let rows = stmt.query_map(params![], |r| {
-        let (id, conv, seq, kind): (i64, String, u64, String) =
-            (r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?);
-        let Ok(kind_parsed) = kind.parse::<RecordKind>() else {
-            return Ok(Err(Unreadable {
-                id,
-                conv,
-                seq,
-                kind,
-            }));
-        };
-        let participants: String = r.get(6)?;
-        Ok(Ok(Row {
-            id,
-            meta: RecordMeta {
-                conv,
-                seq,
-                kind: kind_parsed,
-                epoch: r.get::<_, i64>(4)? as u64,
-                sender: r.get(5)?,
-                participants: serde_json::from_str(&participants).unwrap_or_default(),
-                server_time_ms: r.get::<_, i64>(7)? as u64,
-                captured_at_ms: r.get::<_, i64>(8)? as u64,
-                expire_after_secs: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
-                burn_on_read: r.get(10)?,
-                note: r.get(13)?,
-            },
-            receipt: r.get(11)?,
-            has_content: r.get(12)?,
-            leaf: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
-        }))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(archive
+        .store()
+        .records(Which::All, false)?
+        .into_iter()
+        .map(|r| {
+            let Ok(kind) = r.kind.parse::<RecordKind>() else {
+                return Err(Unreadable {
+                    id: r.id,
+                    conv: r.conv,
+                    seq: r.seq,
+                    kind: r.kind,
+                });
+            };
+            Ok(Row {
+                id: r.id,
+                meta: RecordMeta {
+                    conv: r.conv,
+                    seq: r.seq,
+                    kind,
+                    epoch: r.epoch,
+                    sender: r.sender,
+                    participants: serde_json::from_str(&r.participants).unwrap_or_default(),
+                    server_time_ms: r.server_time_ms,
+                    captured_at_ms: r.captured_at_ms,
+                    expire_after_secs: r.expire_after_secs,
+                    burn_on_read: r.burn_on_read,
+                    note: r.note,
+                },
+                receipt: r.receipt,
+                has_content: r.has_content,
+                leaf: r.leaf,
+            })
+        })
+        .collect())
 }

@@ -1,0 +1,227 @@
+//! What the archive keeps, behind one trait ([`ArchiveStore`]) with a
+//! SQLite implementation (the embedded default) and a PostgreSQL one.
+//!
+//! The store holds rows and bytes; it never sees a key. [`Archive`]
+//! (super) seals each record's content under its own data key and wraps
+//! that under the archive key before the store gets it, builds every
+//! transparency-log leaf, and signs checkpoints through a closure, so the
+//! same cryptography runs over either backend. What a backend must do
+//! beyond each method's contract:
+//!
+//! - a write that returns Ok is durable (fsync, or the WAL flushed);
+//! - a record, its leaf and everything else one method writes are one
+//!   transaction, and leaves are appended only at the log's end, one
+//!   writer at a time (two writers never compute the same next leaf);
+//! - reads are tolerant: a row or leaf an insider altered is returned as
+//!   it is stored (kinds as text, JSON as text), so `verify` can name the
+//!   damage instead of failing to read it.
+//!
+//! [`Archive`]: super::Archive
+
+use tlog_tiles::tlog::Hash;
+
+use crate::tlog::Leaf;
+use crate::{RecordMeta, RecordsError};
+
+/// Everything the archive keeps: records, the transparency log,
+/// checkpoints, settings.
+pub trait ArchiveStore: Send {
+    /// Another handle on the same store (for work beside this one, such as
+    /// hashing leaves on a second core); None where there cannot be one.
+    fn reopen(&self) -> Option<Result<Box<dyn ArchiveStore>, RecordsError>>;
+
+    /// Which backend this is, and where (never a password).
+    fn describe(&self) -> String;
+
+    // Records.
+
+    /// Store the records not archived yet (by conversation and sequence
+    /// number: an entry redelivered after a crash is archived once), each
+    /// with its leaf appended at the log's end and linked to it, and list
+    /// their receipt keys; one transaction. Returns how many were new.
+    fn insert_records(&mut self, records: &[SealedRecord<'_>]) -> Result<usize, RecordsError>;
+
+    /// Rows in capture order (see [`Which`]); with `content`, the sealed
+    /// data key and body too.
+    fn records(&self, which: Which, content: bool) -> Result<Vec<StoredRecord>, RecordsError>;
+
+    /// The kind (as stored) and note of the record of `conv`#`seq`.
+    fn archived_as(
+        &self,
+        conv: &str,
+        seq: u64,
+    ) -> Result<Option<(String, Option<String>)>, RecordsError>;
+
+    /// How many records (of `kind`, as stored, if given).
+    fn count(&self, kind: Option<&str>) -> Result<u64, RecordsError>;
+
+    /// Every receipt key the archived receipts were signed with.
+    fn server_keys(&self) -> Result<Vec<Vec<u8>>, RecordsError>;
+
+    /// Delete record `id`'s content (data key and body) and append the
+    /// leaf `tombstone(conv, seq, record's leaf)` makes, in one
+    /// transaction. Refused: no such record, no content left, no leaf.
+    fn destroy(
+        &mut self,
+        id: i64,
+        tombstone: &dyn Fn(&str, u64, u64) -> Leaf,
+    ) -> Result<(), RecordsError>;
+
+    /// Replace every wrapped data key by what `rewrap(conv, seq, wrapped)`
+    /// returns, record `key_id` as the archive key's, and append the leaf
+    /// `leaf(how many were re-wrapped)` makes, in one transaction. Returns
+    /// how many were re-wrapped.
+    fn rewrap_keys(
+        &mut self,
+        rewrap: &mut Rewrap<'_>,
+        key_id: &str,
+        leaf: &dyn Fn(u64) -> Leaf,
+    ) -> Result<u64, RecordsError>;
+
+    // Settings.
+
+    fn meta(&self, k: &str) -> Result<Option<String>, RecordsError>;
+
+    fn set_meta(&self, k: &str, v: &str) -> Result<(), RecordsError>;
+
+    // The transparency log.
+
+    /// Append `leaf` at the end (a privileged action); its index.
+    fn append_leaf(&mut self, leaf: &Leaf) -> Result<u64, RecordsError>;
+
+    /// Append `leaf` for the server's decision `id` unless it, or a later
+    /// one, was appended already; the mark moves in the same transaction.
+    fn append_decision(&mut self, id: u64, leaf: &Leaf) -> Result<bool, RecordsError>;
+
+    /// Leaves in the log.
+    fn log_size(&self) -> Result<u64, RecordsError>;
+
+    /// Stored hashes by index (tlog_tiles' `HashReader`).
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::tlog::Error>;
+
+    /// Leaf `n` as stored.
+    fn leaf(&self, n: u64) -> Result<Option<StoredLeaf>, RecordsError>;
+
+    /// Leaves `0..below` in order, as stored, until `f` returns false.
+    fn for_each_leaf(
+        &self,
+        below: u64,
+        f: &mut dyn FnMut(RawLeaf<'_>) -> Result<bool, RecordsError>,
+    ) -> Result<(), RecordsError>;
+
+    /// Up to `limit` stored hashes with index in `from..below`, in order;
+    /// None for a hash that is not 32 bytes.
+    fn hashes(
+        &self,
+        from: u64,
+        below: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Option<Hash>)>, RecordsError>;
+
+    // Checkpoints.
+
+    /// In one snapshot: unless the latest checkpoint already covers the
+    /// log, `sign(size, root)` and keep the note. Returns (size, note).
+    fn checkpoint(
+        &self,
+        sign: &mut dyn FnMut(u64, Hash) -> Result<String, RecordsError>,
+        now_ms: u64,
+    ) -> Result<(u64, String), RecordsError>;
+
+    /// Every checkpoint kept, oldest first: (id, size, note).
+    fn checkpoints(&self) -> Result<Vec<(i64, u64, String)>, RecordsError>;
+
+    /// Read everything as of now until the guard is dropped (a live
+    /// archive is verified as of one moment).
+    fn read_snapshot(&self) -> Result<Box<dyn Snapshot + '_>, RecordsError>;
+}
+
+/// What [`ArchiveStore::rewrap_keys`] calls for each wrapped data key:
+/// (conversation, sequence number, wrapped key) to the key wrapped anew.
+pub type Rewrap<'a> = dyn FnMut(&str, u64, &[u8]) -> Result<Vec<u8>, RecordsError> + 'a;
+
+/// A consistent view held open; dropping it lets go.
+pub trait Snapshot {}
+
+impl<T> Snapshot for T {}
+
+/// Which records [`ArchiveStore::records`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    All,
+    /// Messages only ([`crate::RecordKind::is_message`]).
+    Messages,
+    One(i64),
+}
+
+/// A record ready to store: its metadata and receipt as JSON text, its
+/// content sealed, its leaf built.
+pub struct SealedRecord<'a> {
+    pub meta: &'a RecordMeta,
+    pub participants_json: String,
+    pub receipt_json: String,
+    /// The key that signed the receipt (listed in `server_keys`).
+    pub server_key: &'a [u8],
+    pub wrapped_key: Option<Vec<u8>>,
+    pub body: Option<Vec<u8>>,
+    pub leaf: Leaf,
+}
+
+/// A record's row as stored: text where an insider could have written
+/// anything (kind, participants, receipt), parsed by the reader.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub id: i64,
+    pub conv: String,
+    pub seq: u64,
+    pub kind: String,
+    pub epoch: u64,
+    pub sender: String,
+    pub participants: String,
+    pub server_time_ms: u64,
+    pub captured_at_ms: u64,
+    pub expire_after_secs: Option<u64>,
+    pub burn_on_read: bool,
+    pub receipt: String,
+    pub note: Option<String>,
+    pub leaf: Option<u64>,
+    /// Both the wrapped data key and the body are there.
+    pub has_content: bool,
+    /// With `content`: the wrapped data key and the sealed body.
+    pub wrapped_key: Option<Vec<u8>>,
+    pub body: Option<Vec<u8>>,
+}
+
+/// A stored leaf: its kind, the record it belongs to, its exact bytes.
+pub type StoredLeaf = (String, Option<i64>, Vec<u8>);
+
+/// A leaf as stored, borrowed while [`ArchiveStore::for_each_leaf`] runs.
+pub struct RawLeaf<'a> {
+    pub n: u64,
+    /// The kind column (an index; the data is what is hashed).
+    pub kind: Option<&'a str>,
+    pub record_id: Option<i64>,
+    pub data: &'a [u8],
+}
+
+/// The kinds counted as messages (see [`crate::RecordKind::is_message`]),
+/// as stored.
+pub const MESSAGE_KINDS: [&str; 3] = ["application", "withheld", "undecryptable"];
+
+/// The mark of the last server decision logged.
+pub(crate) const DECISIONS_LOGGED: &str = "server_decisions.logged";
+
+/// A record's content may be destroyed once: it must still hold content
+/// and have a leaf for the tombstone to point at. Returns that leaf.
+pub(crate) fn check_destroyable(
+    id: i64,
+    has_key: bool,
+    leaf: Option<u64>,
+) -> Result<u64, RecordsError> {
+    if !has_key {
+        return Err(RecordsError::Archive(format!(
+            "record {id} holds no content to destroy (none captured, or already destroyed)"
+        )));
+    }
+    leaf.ok_or_else(|| RecordsError::Archive(format!("record {id} has no transparency-log leaf")))
+}
