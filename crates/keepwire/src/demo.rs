@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use keepwire_protocol::clock::Clock;
-use keepwire_records::Archive;
 use keepwire_server::Limits;
 use serde::Serialize;
 
@@ -30,12 +29,20 @@ pub struct DemoReport {
 
 const PASS: &str = "demo-passphrase";
 
-pub async fn run(data_dir: &Path, database: Option<&str>, timer_secs: u64) -> Result<DemoReport> {
+pub async fn run(
+    data_dir: &Path,
+    database: Option<&str>,
+    records_database: Option<&str>,
+    timer_secs: u64,
+) -> Result<DemoReport> {
     let clock = Clock::from_env();
     // Returns once the records member is enrolled with its key packages.
     let started = serve::serve_embedded(
-        data_dir,
-        database,
+        serve::Storage {
+            data_dir,
+            database,
+            records_database,
+        },
         "127.0.0.1:0".parse()?,
         None,
         Limits::default(),
@@ -106,7 +113,11 @@ pub async fn run(data_dir: &Path, database: Option<&str>, timer_secs: u64) -> Re
         delivered += d.received;
     }
     // Everything is captured before anything may leave the relay.
-    let archive = Archive::open(&serve::records_dir(data_dir), true)?;
+    let archive = serve::ArchiveAt::new(
+        serve::records_dir(data_dir),
+        records_database.map(String::from),
+    )
+    .open(true)?;
     let start = Instant::now();
     while archive.count(Some(keepwire_records::RecordKind::Application))? < sent {
         if start.elapsed() > Duration::from_secs(30) {

@@ -49,6 +49,10 @@ enum Command {
     Serve {
         #[command(flatten)]
         server: ServerArgs,
+        /// Keep the archive in this PostgreSQL database (a database of its
+        /// own, not the server's) instead of `records/archive.db`.
+        #[arg(long, env = "KEEPWIRE_RECORDS_DATABASE")]
+        records_database: Option<String>,
         /// Seconds between signed checkpoints of the archive's log.
         #[arg(long, env = "KEEPWIRE_CHECKPOINT_SECS", default_value_t = 60)]
         checkpoint_secs: u64,
@@ -96,6 +100,11 @@ enum Command {
             default_value = "keepwire-data"
         )]
         data_dir: PathBuf,
+        /// Keep the archive in this PostgreSQL database (a database of its
+        /// own, not the server's) instead of `records/archive.db`; the
+        /// records directory still holds the records device and the keys.
+        #[arg(long, global = true, env = "KEEPWIRE_RECORDS_DATABASE")]
+        database: Option<String>,
         #[command(subcommand)]
         command: RecordsCommand,
     },
@@ -117,6 +126,10 @@ enum Command {
         /// instead of SQLite.
         #[arg(long, env = "KEEPWIRE_DATABASE")]
         database: Option<String>,
+        /// Keep the archive in this (empty) PostgreSQL database, another
+        /// than the server's, instead of SQLite.
+        #[arg(long, env = "KEEPWIRE_RECORDS_DATABASE")]
+        records_database: Option<String>,
         /// Disappearing timer used in the demo, in seconds.
         #[arg(long, default_value_t = 2)]
         timer: u64,
@@ -660,11 +673,15 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve {
             server,
+            records_database,
             checkpoint_secs,
         } => {
             let started = serve::serve_embedded(
-                &server.data_dir,
-                server.database.as_deref(),
+                serve::Storage {
+                    data_dir: &server.data_dir,
+                    database: server.database.as_deref(),
+                    records_database: records_database.as_deref(),
+                },
                 server.listen,
                 server.tls().as_ref(),
                 server.limits(),
@@ -701,7 +718,11 @@ async fn run(cli: Cli) -> Result<()> {
             eprintln!("keepwire server stopped");
             Ok(())
         }
-        Command::Records { data_dir, command } => records_cmd::records(command, &data_dir).await,
+        Command::Records {
+            data_dir,
+            database,
+            command,
+        } => records_cmd::records(command, &data_dir, database.as_deref()).await,
         Command::Admin {
             data_dir,
             database,
@@ -730,6 +751,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Demo {
             data_dir,
             database,
+            records_database,
             timer,
             json,
         } => {
@@ -741,7 +763,13 @@ async fn run(cli: Cli) -> Result<()> {
                     tmp.path().to_path_buf()
                 }
             };
-            let report = demo::run(&dir, database.as_deref(), timer).await?;
+            let report = demo::run(
+                &dir,
+                database.as_deref(),
+                records_database.as_deref(),
+                timer,
+            )
+            .await?;
             if json {
                 print_json(&report)?;
             } else {

@@ -11,6 +11,7 @@ use keepwire_records::checkpoint::{self, Notary};
 use keepwire_records::{verify, Archive};
 use serde::Serialize;
 
+use crate::serve::ArchiveAt;
 use crate::{net, print_json, serve, terminated, RecordsCommand};
 
 fn now_ms() -> u64 {
@@ -31,8 +32,9 @@ struct CheckpointOut {
     verifier_key: String,
 }
 
-pub fn checkpoint(dir: &Path, json: bool) -> Result<()> {
-    let archive = Archive::open(dir, false)?;
+pub fn checkpoint(at: &ArchiveAt, json: bool) -> Result<()> {
+    let dir = &at.dir;
+    let archive = at.open(false)?;
     let note = current_checkpoint(dir, &archive)?;
     let notary = Notary::open(dir)?;
     let cp = checkpoint::open_note(&note, &notary.verifier_key).map_err(anyhow::Error::msg)?;
@@ -63,8 +65,9 @@ struct InclusionOut {
     checkpoint: String,
 }
 
-pub fn proof(dir: &Path, record_id: i64) -> Result<()> {
-    let archive = Archive::open(dir, false)?;
+pub fn proof(at: &ArchiveAt, record_id: i64) -> Result<()> {
+    let dir = &at.dir;
+    let archive = at.open(false)?;
     let record = archive
         .get(record_id, false)?
         .with_context(|| format!("no record {record_id}"))?;
@@ -100,8 +103,8 @@ struct ConsistencyOut {
     consistency_path: Vec<String>,
 }
 
-pub fn consistency(dir: &Path, old: u64, new: u64) -> Result<()> {
-    let archive = Archive::open(dir, false)?;
+pub fn consistency(at: &ArchiveAt, old: u64, new: u64) -> Result<()> {
+    let archive = at.open(false)?;
     let size = archive.log_size()?;
     if new > size {
         bail!("the log has {size} leaves; no tree of size {new} exists yet");
@@ -148,14 +151,9 @@ fn read_server_keys(path: &Path) -> Result<verify::ServerKeys> {
 }
 
 /// Returns whether the archive verified.
-pub fn verify(dir: &Path, inputs: VerifyInputs, json: bool) -> Result<bool> {
-    if !dir.join(keepwire_records::archive::ARCHIVE_DB).exists() {
-        bail!("no archive in {} (check --data-dir)", dir.display());
-    }
-    let archive = Archive::open(
-        dir,
-        dir.join(keepwire_records::archive::ARCHIVE_KEY).exists(),
-    )?;
+pub fn verify(at: &ArchiveAt, inputs: VerifyInputs, json: bool) -> Result<bool> {
+    let dir = &at.dir;
+    let archive = at.open(dir.join(keepwire_records::archive::ARCHIVE_KEY).exists())?;
     let verifier_key = match inputs.verifier_key {
         Some(k) => Some(k),
         None => std::fs::read_to_string(dir.join(checkpoint::PUB_FILE))
@@ -236,7 +234,12 @@ pub fn verify(dir: &Path, inputs: VerifyInputs, json: bool) -> Result<bool> {
     Ok(report.ok())
 }
 
-pub async fn records(command: RecordsCommand, data_dir: &std::path::Path) -> Result<()> {
+pub async fn records(
+    command: RecordsCommand,
+    data_dir: &std::path::Path,
+    database: Option<&str>,
+) -> Result<()> {
+    let existing = || ArchiveAt::existing(data_dir, database);
     match command {
         RecordsCommand::Serve {
             server,
@@ -259,7 +262,7 @@ pub async fn records(command: RecordsCommand, data_dir: &std::path::Path) -> Res
             });
             serve::run_records(
                 server,
-                records_dir,
+                ArchiveAt::new(records_dir, database.map(String::from)),
                 None,
                 std::time::Duration::from_secs(checkpoint_secs.max(1)),
                 Some(stopped),
@@ -269,8 +272,7 @@ pub async fn records(command: RecordsCommand, data_dir: &std::path::Path) -> Res
             Ok(())
         }
         RecordsCommand::List { all, json } => {
-            let archive =
-                keepwire_records::Archive::open(&serve::existing_records_dir(data_dir)?, false)?;
+            let archive = existing()?.open(false)?;
             let records = archive.list(all, false)?;
             if json {
                 print_json(&records)?;
@@ -290,8 +292,7 @@ pub async fn records(command: RecordsCommand, data_dir: &std::path::Path) -> Res
             Ok(())
         }
         RecordsCommand::Show { id, actor, json } => {
-            let dir = serve::existing_records_dir(data_dir)?;
-            let mut archive = keepwire_records::Archive::open(&dir, true)?;
+            let mut archive = existing()?.open(true)?;
             let r = archive
                 .get(id, true)?
                 .with_context(|| format!("no record {id}"))?;
@@ -333,15 +334,11 @@ pub async fn records(command: RecordsCommand, data_dir: &std::path::Path) -> Res
             }
             Ok(())
         }
-        RecordsCommand::Checkpoint { json } => {
-            checkpoint(&serve::existing_records_dir(data_dir)?, json)
-        }
-        RecordsCommand::Proof { record_id, .. } => {
-            proof(&serve::existing_records_dir(data_dir)?, record_id)
-        }
+        RecordsCommand::Checkpoint { json } => checkpoint(&existing()?, json),
+        RecordsCommand::Proof { record_id, .. } => proof(&existing()?, record_id),
         RecordsCommand::Consistency {
             old_size, new_size, ..
-        } => consistency(&serve::existing_records_dir(data_dir)?, old_size, new_size),
+        } => consistency(&existing()?, old_size, new_size),
         RecordsCommand::Destroy {
             id,
             authority,
@@ -351,8 +348,7 @@ pub async fn records(command: RecordsCommand, data_dir: &std::path::Path) -> Res
             if authority.trim().is_empty() {
                 bail!("--authority must name the disposition authority");
             }
-            let mut archive =
-                keepwire_records::Archive::open(&serve::existing_records_dir(data_dir)?, false)?;
+            let mut archive = existing()?.open(false)?;
             let actor = crate::actor(actor);
             archive.destroy(
                 id,
@@ -367,9 +363,10 @@ pub async fn records(command: RecordsCommand, data_dir: &std::path::Path) -> Res
             )
         }
         RecordsCommand::RotateKey { actor, json } => {
-            let dir = serve::existing_records_dir(data_dir)?;
+            let at = existing()?;
+            let dir = at.dir.clone();
             let _lock = serve::lock_records_dir(&dir, "cannot rotate the archive key")?;
-            let mut archive = keepwire_records::Archive::open(&dir, true)?;
+            let mut archive = at.open(true)?;
             let n = archive.rotate_key(
                 &dir,
                 &crate::actor(actor),
@@ -392,7 +389,7 @@ pub async fn records(command: RecordsCommand, data_dir: &std::path::Path) -> Res
                 checkpoints: checkpoint,
                 server_keys,
             };
-            if !verify(&serve::existing_records_dir(data_dir)?, inputs, json)? {
+            if !verify(&existing()?, inputs, json)? {
                 std::process::exit(1);
             }
             Ok(())

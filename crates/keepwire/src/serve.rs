@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use keepwire_client::Device;
 use keepwire_protocol::clock::Clock;
 use keepwire_protocol::{Delivery, Request, ServerBody, RECORDS_USER};
+use keepwire_records::archive::PgArchive;
 use keepwire_records::capture::Captured;
 use keepwire_records::{Archive, Capture, RecordsError};
 use keepwire_server::store::{PgStore, ServerStore, SqliteStore};
@@ -69,6 +70,82 @@ pub fn existing_records_dir(data_dir: &Path) -> Result<PathBuf> {
         );
     }
     Ok(dir)
+}
+
+/// Where a deployment keeps everything: its data directory (keys, the
+/// records device, and by default both databases) and the PostgreSQL
+/// databases that hold the server's store and the archive instead, when
+/// given.
+#[derive(Clone, Copy, Debug)]
+pub struct Storage<'a> {
+    pub data_dir: &'a Path,
+    pub database: Option<&'a str>,
+    pub records_database: Option<&'a str>,
+}
+
+/// Where an archive is: its directory — the records device, the archive
+/// and checkpoint keys, and by default the archive itself (`archive.db`)
+/// — and, when given, the PostgreSQL database that holds the archive
+/// instead (a database of its own, apart from the server's).
+#[derive(Clone, Debug)]
+pub struct ArchiveAt {
+    pub dir: PathBuf,
+    pub database: Option<String>,
+    /// Opening must not create an archive (the `records` commands).
+    existing: bool,
+}
+
+impl ArchiveAt {
+    /// The archive the records service keeps (made on first start).
+    pub fn new(dir: PathBuf, database: Option<String>) -> Self {
+        Self {
+            dir,
+            database,
+            existing: false,
+        }
+    }
+
+    /// The archive of a deployment whose archive exists: for the `records`
+    /// commands, which must not create one where a path or an address was
+    /// mistyped (checked again, for PostgreSQL, when it is opened).
+    pub fn existing(data_dir: &Path, database: Option<&str>) -> Result<Self> {
+        let dir = match database {
+            None => existing_records_dir(data_dir)?,
+            Some(_) => {
+                let dir = records_dir(data_dir);
+                if !dir.is_dir() {
+                    bail!(
+                        "{} holds no keepwire records directory (the records device and the archive's keys): \
+                         check --data-dir (KEEPWIRE_DATA_DIR)",
+                        data_dir.display()
+                    );
+                }
+                dir
+            }
+        };
+        Ok(Self {
+            dir,
+            database: database.map(String::from),
+            existing: true,
+        })
+    }
+
+    /// Open it (with the archive key, to read and write content).
+    pub fn open(&self, with_key: bool) -> Result<Archive> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        Ok(match &self.database {
+            None => Archive::open(&self.dir, with_key)?,
+            Some(url) => {
+                let store = if self.existing {
+                    PgArchive::open_existing(url)?
+                } else {
+                    PgArchive::open(url)?
+                };
+                Archive::with_store(Box::new(store), &self.dir, with_key)?
+            }
+        })
+    }
 }
 
 /// TLS certificate and key files (PEM).
@@ -237,21 +314,23 @@ pub fn lock_records_dir(dir: &Path, what: &str) -> Result<std::fs::File> {
 /// it has captured everything durable, and the process ends.
 pub async fn run_records(
     server: String,
-    dir: PathBuf,
+    at: ArchiveAt,
     code: Option<String>,
     checkpoint_every: Duration,
     mut stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<()> {
-    let _lock = lock_records_dir(&dir, "cannot start the records service")?;
+    let _lock = lock_records_dir(&at.dir, "cannot start the records service")?;
     if let Some(code) = code {
-        enroll_records(&server, &dir, &code).await?;
+        enroll_records(&server, &at.dir, &code).await?;
     }
-    let passphrase = records_passphrase(&dir)?;
+    let passphrase = records_passphrase(&at.dir)?;
     let clock = Clock::from_env();
+    // The archive (made if need be) says where it is before anything runs.
+    tracing::info!(archive = %at.open(false)?.describe(), "archive open");
     loop {
         match records_once(
             &server,
-            &dir,
+            &at,
             &passphrase,
             &clock,
             checkpoint_every,
@@ -299,14 +378,15 @@ pub async fn enroll_records(server: &str, dir: &Path, code: &str) -> Result<()> 
 /// One connection's worth of capture; Ok only when asked to stop.
 async fn records_once(
     server: &str,
-    dir: &Path,
+    at: &ArchiveAt,
     passphrase: &str,
     clock: &Clock,
     checkpoint_every: Duration,
     mut stop: Option<&mut tokio::sync::watch::Receiver<bool>>,
 ) -> Result<()> {
+    let dir = &at.dir;
     let device = Device::open(dir, passphrase)?;
-    let archive = Archive::open(dir, true)?;
+    let archive = at.open(true)?;
     let mut conn = Conn::connect(server).await?;
     conn.request(device.auth_request(&conn.nonce)?).await?;
     // Keep the key package pool topped up so new conversations can add us.
@@ -316,12 +396,10 @@ async fn records_once(
     // Batches are written by the capture's writer thread while the next
     // is decrypted; their outcomes come back here to be acknowledged.
     let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
-    let mut capture = Capture::new(device, archive, clock.clone()).with_writer(
-        Archive::open(dir, true)?,
-        move |r| {
+    let mut capture =
+        Capture::new(device, archive, clock.clone()).with_writer(at.open(true)?, move |r| {
             let _ = done_tx.send(r);
-        },
-    )?;
+        })?;
     // A large backlog comes a page at a time: once a page is captured and
     // acknowledged, ask for the next; the server pushes live only after
     // the last.
@@ -576,20 +654,25 @@ async fn commit_as_records(
 /// connected to it over loopback like any device. Returns once the records
 /// member is enrolled, so conversations can be created right away.
 pub async fn serve_embedded(
-    data_dir: &Path,
-    database: Option<&str>,
+    storage: Storage<'_>,
     listen: SocketAddr,
     tls: Option<&TlsFiles>,
     limits: Limits,
     checkpoint_every: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Started> {
+    let Storage {
+        data_dir,
+        database,
+        records_database,
+    } = storage;
     let started = start_server(data_dir, database, listen, tls, limits, shutdown).await?;
     let url = started.internal_url.clone();
     let dir = records_dir(data_dir);
     if let Some(code) = records_code(data_dir, database, &Clock::from_env())? {
         enroll_records(&url, &dir, &code).await?;
     }
+    let at = ArchiveAt::new(dir, records_database.map(String::from));
     // The records service decrypts and archives in long synchronous
     // stretches (a batch is ~20 ms of MLS work). On the server's runtime
     // that would hold a worker, and the connection tasks queued on it,
@@ -608,7 +691,7 @@ pub async fn serve_embedded(
                     return;
                 }
             };
-            if let Err(e) = rt.block_on(run_records(url, dir, None, checkpoint_every, None)) {
+            if let Err(e) = rt.block_on(run_records(url, at, None, checkpoint_every, None)) {
                 tracing::error!(error = %format!("{e:#}"), "records service stopped");
             }
         })

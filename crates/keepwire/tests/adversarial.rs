@@ -647,22 +647,8 @@ fn a_modified_client_is_refused_every_forbidden_action() {
     assert_eq!(status["suspended"][0]["conv"], conv.as_str());
     // The administrator's two decisions are privileged actions in the
     // archive's transparency log, attributed.
-    let archive = format!("{}/records/archive.db", agency.data_dir());
     wait_for("the decisions in the archive's log", 30, || {
-        let conn = rusqlite::Connection::open_with_flags(
-            &archive,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .ok()?;
-        let mut stmt = conn
-            .prepare("SELECT data FROM tlog_leaves WHERE kind='action'")
-            .ok()?;
-        let leaves: Vec<String> = stmt
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .ok()?
-            .filter_map(Result::ok)
-            .map(|d| String::from_utf8_lossy(&d).into_owned())
-            .collect();
+        let leaves = agency.leaves("action");
         let decided = |what: &str| {
             leaves
                 .iter()
@@ -672,10 +658,7 @@ fn a_modified_client_is_refused_every_forbidden_action() {
         (decided("resume conversation") == 1 && decided("unblock device") == 1).then_some(())
     });
     // An auditor's check of the archive passes: withheld is not missing.
-    common::ok(common::keepwire(
-        &["records", "verify", "--data-dir", agency.data_dir()],
-        &[],
-    ));
+    common::ok(agency.records_output(&["verify"]));
 }
 
 /// Wait until the records service has reported `conv` (withholding

@@ -19,14 +19,28 @@ fn demo_sends_disappears_and_captures_everything() {
 #[test]
 fn demo_on_postgres_sends_disappears_and_captures_everything() {
     let db = keepwire_schema::pg::scratch::Scratch::new().unwrap();
-    check_demo(&["--database", &db.url]);
-    // The server's store was PostgreSQL's: the conversations are there.
-    let pg = keepwire_schema::pg::Pg::connect(&db.url).unwrap();
-    let n: i64 = pg
-        .query_one("SELECT COUNT(*) FROM conversations", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 2, "the demo's group and direct conversations");
+    let archive = keepwire_schema::pg::scratch::Scratch::new().unwrap();
+    check_demo(&["--database", &db.url, "--records-database", &archive.url]);
+    // The server's store and the archive were PostgreSQL's: the
+    // conversations and the records are there.
+    let count = |url: &str, sql: &'static str| -> i64 {
+        keepwire_schema::pg::Pg::connect(url)
+            .unwrap()
+            .query_one(sql, &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(
+        count(&db.url, "SELECT COUNT(*) FROM conversations"),
+        2,
+        "the demo's group and direct conversations"
+    );
+    assert!(
+        count(
+            &archive.url,
+            "SELECT COUNT(*) FROM records WHERE kind = 'application'"
+        ) >= 5
+    );
 }
 
 fn check_demo(extra: &[&str]) {
@@ -334,6 +348,24 @@ fn a_mistyped_data_directory_is_an_error_naming_it_and_creates_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(tables, 0, "nothing was created in the database");
+    // And for the archive's database.
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("records")).unwrap();
+    let out = keepwire(
+        &[
+            "records",
+            "list",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--database",
+            &url,
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    assert!(err.contains("holds no keepwire archive"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 #[test]

@@ -269,7 +269,7 @@ fn killing_the_records_service_mid_capture_loses_and_duplicates_nothing() {
         (first..first + seqs.len() as u64).collect::<Vec<_>>(),
         "archived in order, each entry once"
     );
-    let out = common::keepwire(&["records", "verify", "--data-dir", agency.data_dir()], &[]);
+    let out = agency.records_output(&["verify"]);
     assert!(
         out.status.success(),
         "the archive verifies against its transparency log: {}",

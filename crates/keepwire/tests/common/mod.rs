@@ -17,10 +17,10 @@ thread_local! {
     static POSTGRES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Run `test` with every agency it starts keeping the server's store in
-/// PostgreSQL (`--database`), each in a scratch schema of its own on the
-/// test server (`KEEPWIRE_TEST_POSTGRES`): the same test on the other
-/// backend.
+/// Run `test` with every agency it starts keeping the server's store and
+/// the archive in PostgreSQL (`--database`, `--records-database`), each in
+/// a scratch schema of its own on the test server
+/// (`KEEPWIRE_TEST_POSTGRES`): the same test on the other backend.
 pub fn on_postgres(test: fn()) {
     POSTGRES.with(|p| p.set(true));
     test();
@@ -166,6 +166,8 @@ pub struct Agency {
     /// The server's store, when it is in PostgreSQL (dropped last, after
     /// the processes using it).
     pub database: Option<keepwire_schema::pg::scratch::Scratch>,
+    /// The archive, when it is in PostgreSQL.
+    pub records_database: Option<keepwire_schema::pg::scratch::Scratch>,
 }
 
 impl Drop for Agency {
@@ -190,18 +192,71 @@ impl Agency {
             listen,
             records: None,
             database: scratch_database(),
+            records_database: scratch_database(),
         };
         agency.restart(extra);
         agency
     }
 
-    /// `--database URL` when the store is in PostgreSQL, followed by `args`.
+    /// `args` and `--database URL` when the server's store is in PostgreSQL
+    /// (for `server` and `admin`).
     pub fn with_database<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
         let mut all = args.to_vec();
         if let Some(db) = &self.database {
             all.extend_from_slice(&["--database", &db.url]);
         }
         all
+    }
+
+    /// `args` and `--database URL` when the archive is in PostgreSQL (for
+    /// `records`).
+    pub fn with_records_database<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        if let Some(db) = &self.records_database {
+            all.extend_from_slice(&["--database", &db.url]);
+        }
+        all
+    }
+
+    /// `keepwire records ARGS` on this agency's archive, succeeding or not.
+    pub fn records_output(&self, args: &[&str]) -> Output {
+        let mut all = vec!["records"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--data-dir", self.data_dir()]);
+        keepwire(&self.with_records_database(&all), &[])
+    }
+
+    /// The data of the archive's leaves of `kind` (`record`, `action`, …),
+    /// read from its store directly.
+    pub fn leaves(&self, kind: &str) -> Vec<String> {
+        let as_text = |d: Vec<u8>| String::from_utf8_lossy(&d).into_owned();
+        match &self.records_database {
+            Some(db) => keepwire_schema::pg::Pg::connect(&db.url)
+                .and_then(|pg| {
+                    pg.query(
+                        "SELECT data FROM tlog_leaves WHERE kind = $1 ORDER BY n",
+                        &[&kind],
+                    )
+                })
+                .map(|rows| rows.iter().map(|r| as_text(r.get(0))).collect())
+                .unwrap_or_default(),
+            None => {
+                let Ok(conn) = rusqlite::Connection::open_with_flags(
+                    self.data.join("records").join("archive.db"),
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                ) else {
+                    return Vec::new();
+                };
+                let Ok(mut stmt) =
+                    conn.prepare("SELECT data FROM tlog_leaves WHERE kind = ?1 ORDER BY n")
+                else {
+                    return Vec::new();
+                };
+                stmt.query_map([kind], |r| r.get::<_, Vec<u8>>(0))
+                    .map(|rows| rows.filter_map(Result::ok).map(as_text).collect())
+                    .unwrap_or_default()
+            }
+        }
     }
 
     /// `keepwire server` and `keepwire records serve` as two processes.
@@ -211,6 +266,7 @@ impl Agency {
         let listen = format!("127.0.0.1:{}", free_port());
         let log = tmp.path().join("server.log");
         let database = scratch_database();
+        let records_database = scratch_database();
         let mut args = vec![
             "server",
             "--data-dir",
@@ -241,6 +297,7 @@ impl Agency {
             listen,
             records: None,
             database,
+            records_database,
         };
         agency.start_records(Some(&code));
         agency
@@ -260,6 +317,7 @@ impl Agency {
         if let Some(c) = code {
             args.extend_from_slice(&["--code", c]);
         }
+        let args = self.with_records_database(&args);
         let log = self.tmp.path().join("records.log");
         self.records = Some(spawn_logged(&args, &log, "records service running"));
     }
@@ -341,28 +399,18 @@ impl Agency {
 
     /// Captured records (messages only unless `all`).
     pub fn records(&self, all: bool) -> Vec<Value> {
-        let mut args = vec!["records", "list", "--data-dir", self.data_dir(), "--json"];
+        let mut args = vec!["list", "--json"];
         if all {
             args.push("--all");
         }
-        let v: Value = serde_json::from_str(&ok(keepwire(&args, &[]))).unwrap();
+        let v: Value = serde_json::from_str(&ok(self.records_output(&args))).unwrap();
         v.as_array().unwrap().clone()
     }
 
     pub fn record_text(&self, id: &Value) -> String {
         let id = id.as_i64().unwrap().to_string();
-        let v: Value = serde_json::from_str(&ok(keepwire(
-            &[
-                "records",
-                "show",
-                &id,
-                "--data-dir",
-                self.data_dir(),
-                "--json",
-            ],
-            &[],
-        )))
-        .unwrap();
+        let v: Value =
+            serde_json::from_str(&ok(self.records_output(&["show", &id, "--json"]))).unwrap();
         v["text"].as_str().unwrap_or_default().to_string()
     }
 
@@ -381,12 +429,17 @@ impl Agency {
 
     pub fn restart(&mut self, extra: &[&str]) {
         self.server = None;
-        let server = start_serve(&self.data, &self.listen, &self.with_database(extra));
+        let mut args = self.with_database(extra);
+        if let Some(db) = &self.records_database {
+            args.extend_from_slice(&["--records-database", &db.url]);
+        }
+        let server = start_serve(&self.data, &self.listen, &args);
         self.server = Some(server);
         if self.database.is_some() {
             assert!(
-                !self.data.join("server.db").exists(),
-                "with --database the server's store is in PostgreSQL, not the data directory"
+                !self.data.join("server.db").exists()
+                    && !self.data.join("records").join("archive.db").exists(),
+                "with --database the store and the archive are in PostgreSQL, not the data directory"
             );
         }
     }
