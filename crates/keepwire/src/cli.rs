@@ -1,0 +1,569 @@
+//! The command line: every subcommand and flag (each flag with a
+//! `KEEPWIRE_*` variable), as clap types. What each command does is in
+//! one module per command group (`admin_cmd`, `chat_cmd`,
+//! `records_cmd`, `serve`, `demo`, `bench`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use keepwire_server::Limits;
+
+use crate::{bench, serve};
+
+#[derive(Parser)]
+#[command(
+    name = "keepwire",
+    version,
+    about = "End-to-end encrypted agency messaging with a complete records archive"
+)]
+pub(crate) struct Cli {
+    /// TOML file with settings: keys are the `KEEPWIRE_*` variable names
+    /// without the prefix, in lower case (e.g. `listen = "0.0.0.0:443"`).
+    /// Flags and environment variables take precedence over it.
+    #[arg(long, global = true, env = "KEEPWIRE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Medians of several runs (keepwire's and the peers' JSON lines): a
+    /// markdown table and a throughput-against-latency plot.
+    Report(bench::report::ReportArgs),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the delivery server and the records service together.
+    Serve {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Keep the archive in this PostgreSQL database (a database of its
+        /// own, not the server's) instead of `records/archive.db`.
+        #[arg(long, env = "KEEPWIRE_RECORDS_DATABASE")]
+        records_database: Option<String>,
+        /// Seconds between signed checkpoints of the archive's log.
+        #[arg(long, env = "KEEPWIRE_CHECKPOINT_SECS", default_value_t = 60)]
+        checkpoint_secs: u64,
+    },
+    /// Run only the delivery server (the records service then runs apart:
+    /// `keepwire records serve`).
+    Server {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Administration: users, devices, policy (on the server's data directory).
+    Admin {
+        /// The server's data directory; before or after the subcommand.
+        #[arg(
+            long,
+            global = true,
+            env = "KEEPWIRE_DATA_DIR",
+            default_value = "keepwire-data"
+        )]
+        data_dir: PathBuf,
+        /// The server's PostgreSQL database, if its store is there (as
+        /// `serve --database`); before or after the subcommand.
+        #[arg(long, global = true, env = "KEEPWIRE_DATABASE")]
+        database: Option<String>,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// The chat client: without a subcommand, the interactive terminal
+    /// client (conversations, history with each message's remaining time,
+    /// compose, the records notice); with one, a scriptable action.
+    Chat {
+        #[command(flatten)]
+        device: DeviceArgs,
+        #[command(subcommand)]
+        command: Option<ChatCommand>,
+    },
+    /// The records service and the archive.
+    Records {
+        /// The deployment's data directory (the archive is in its
+        /// `records/`); before or after the subcommand.
+        #[arg(
+            long,
+            global = true,
+            env = "KEEPWIRE_DATA_DIR",
+            default_value = "keepwire-data"
+        )]
+        data_dir: PathBuf,
+        /// Keep the archive in this PostgreSQL database (a database of its
+        /// own, not the server's) instead of `records/archive.db`; the
+        /// records directory still holds the records device and the keys.
+        #[arg(long, global = true, env = "KEEPWIRE_RECORDS_DATABASE")]
+        database: Option<String>,
+        #[command(subcommand)]
+        command: RecordsCommand,
+    },
+    /// Load generator: measure the server, the records service and the
+    /// clients under load (`bench report` turns results into tables and a plot).
+    #[command(args_conflicts_with_subcommands = true)]
+    Bench {
+        #[command(subcommand)]
+        command: Option<BenchCommand>,
+        #[command(flatten)]
+        args: bench::BenchArgs,
+    },
+    /// Run the whole path end to end in a temporary directory and check it.
+    Demo {
+        /// Keep everything in this directory for inspection.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Run the server's store in this (empty) PostgreSQL database
+        /// instead of SQLite.
+        #[arg(long, env = "KEEPWIRE_DATABASE")]
+        database: Option<String>,
+        /// Keep the archive in this (empty) PostgreSQL database, another
+        /// than the server's, instead of SQLite.
+        #[arg(long, env = "KEEPWIRE_RECORDS_DATABASE")]
+        records_database: Option<String>,
+        /// Disappearing timer used in the demo, in seconds.
+        #[arg(long, default_value_t = 2)]
+        timer: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ServerArgs {
+    /// Where the server keeps its data (its store, its keys, and the records service's archive).
+    #[arg(long, env = "KEEPWIRE_DATA_DIR", default_value = "keepwire-data")]
+    pub(crate) data_dir: PathBuf,
+    /// Keep the server's store in this PostgreSQL database
+    /// (`postgres://user@host/db`) instead of SQLite in the data
+    /// directory, which still holds the keys and the archive. The database
+    /// is the server's alone; its tables are made on first start.
+    #[arg(long, env = "KEEPWIRE_DATABASE")]
+    pub(crate) database: Option<String>,
+    /// Address to listen on; anything but loopback requires TLS.
+    #[arg(long, env = "KEEPWIRE_LISTEN", default_value = "127.0.0.1:7878")]
+    pub(crate) listen: SocketAddr,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "KEEPWIRE_TLS_CERT", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "KEEPWIRE_TLS_KEY", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Unarchived messages beyond which sending is refused (fail closed).
+    #[arg(long, env = "KEEPWIRE_MAX_CAPTURE_BACKLOG", default_value_t = 10_000)]
+    pub(crate) max_capture_backlog: u64,
+    /// Days a captured message stays on the relay for devices that have
+    /// not fetched it.
+    #[arg(long, env = "KEEPWIRE_RELAY_TTL_DAYS", default_value_t = 30)]
+    pub(crate) relay_ttl_days: u64,
+    /// Bytes of pushes a connection may have waiting before it is closed
+    /// (its device catches up by sync).
+    #[arg(long, env = "KEEPWIRE_MAX_OUTBOX_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub(crate) max_outbox_bytes: usize,
+    /// Connections held at once; more are refused until some close.
+    #[arg(long, env = "KEEPWIRE_MAX_CONNECTIONS", default_value_t = 60_000)]
+    pub(crate) max_connections: usize,
+    /// TLS handshakes in progress at once.
+    #[arg(long, env = "KEEPWIRE_MAX_TLS_HANDSHAKES", default_value_t = 1_024)]
+    pub(crate) max_tls_handshakes: usize,
+    /// Seconds a connection has to authenticate before it is closed.
+    #[arg(long, env = "KEEPWIRE_AUTH_TIMEOUT_SECS", default_value_t = 10)]
+    pub(crate) auth_timeout_secs: u64,
+    /// Seconds a frame (or an HTTP request) that has started arriving has
+    /// to finish before the connection is closed.
+    #[arg(long, env = "KEEPWIRE_FRAME_TIMEOUT_SECS", default_value_t = 30)]
+    pub(crate) frame_timeout_secs: u64,
+    /// Connections one device may hold at once.
+    #[arg(long, env = "KEEPWIRE_MAX_SESSIONS_PER_DEVICE", default_value_t = 8)]
+    pub(crate) max_sessions_per_device: usize,
+}
+
+impl ServerArgs {
+    pub(crate) fn tls(&self) -> Option<serve::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(serve::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_capture_backlog: self.max_capture_backlog,
+            relay_ttl_ms: self.relay_ttl_days * 24 * 3600 * 1000,
+            max_outbox_bytes: self.max_outbox_bytes,
+            max_connections: self.max_connections,
+            max_tls_handshakes: self.max_tls_handshakes,
+            auth_timeout_ms: self.auth_timeout_secs.saturating_mul(1000),
+            frame_timeout_ms: self.frame_timeout_secs.saturating_mul(1000),
+            max_sessions_per_device: self.max_sessions_per_device,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AdminCommand {
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage devices.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+    /// Conversations suspended after a capture failure.
+    Conversation {
+        #[command(subcommand)]
+        command: ConversationCommand,
+    },
+    /// Replace the server's receipt-signing key (the old one stays listed at
+    /// /v1/receipt-keys); takes effect at the server's next start.
+    RotateReceiptKey {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Relay and capture status: users, devices, conversations, entries
+    /// still on the relay, and how far the records service lags.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set messaging policy.
+    Policy {
+        /// Longest disappearing timer any conversation may use, in seconds.
+        #[arg(long)]
+        max_timer_secs: Option<u64>,
+        /// Whether guests may be added to conversations.
+        #[arg(long)]
+        guests_allowed: Option<bool>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum UserCommand {
+    /// Create a user and print a one-time enrolment code (valid 24 h).
+    Add {
+        /// The user name (what people type to add them).
+        name: String,
+        /// The name people see ("Alice Ng").
+        #[arg(long)]
+        display: String,
+        /// Capstone category: which records schedule applies to what the user sends.
+        #[arg(long, value_parser = ["capstone", "staff", "support", "guest"])]
+        category: String,
+        /// Print JSON (the user, the code, how long it is valid) instead of the code alone.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A new enrolment code for an existing user (e.g. a second device).
+    Code {
+        /// The user to make a new enrolment code for.
+        name: String,
+        /// Print JSON (the user, the code, how long it is valid) instead of the code alone.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users and whether they acknowledged the records notice.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DeviceCommand {
+    /// List devices.
+    List {
+        /// Only this user's devices.
+        #[arg(long)]
+        user: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a device: its connections are refused from its next request
+    /// on, and the records service removes it from every conversation.
+    Revoke {
+        /// The device to revoke (it is removed from every conversation).
+        device_id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a device blocked after a capture failure connect and send again
+    /// (logged with who and why; revoke it instead if it is compromised).
+    Unblock {
+        /// The blocked device to let send again.
+        device_id: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+        /// Who decides (default: the operating-system user).
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConversationCommand {
+    /// List suspended conversations, what was withheld in them and why.
+    Suspended {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept messages into a suspended conversation again, after dealing
+    /// with the device that sent what was withheld (logged with who and
+    /// why). Refused when a commit was withheld: that conversation cannot
+    /// be repaired, and its members start a new one.
+    Resume {
+        /// The suspended conversation.
+        conv: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+        /// Who decides (default: the operating-system user).
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The device a `chat` command acts as. Defined once, on `chat`, and
+/// accepted before or after the subcommand (`chat --device-dir D read` and
+/// `chat read --device-dir D` are the same).
+#[derive(clap::Args, Clone)]
+pub(crate) struct DeviceArgs {
+    /// The delivery server's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "KEEPWIRE_SERVER",
+        default_value = "http://127.0.0.1:7878"
+    )]
+    pub(crate) server: String,
+    /// This device's directory (its keys, state and messages).
+    #[arg(
+        long,
+        global = true,
+        env = "KEEPWIRE_DEVICE_DIR",
+        default_value = "keepwire-device"
+    )]
+    pub(crate) device_dir: PathBuf,
+    /// Also trust this CA certificate (PEM) for the server's TLS.
+    #[arg(long, global = true, env = "KEEPWIRE_CA_CERT")]
+    pub(crate) ca_cert: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ChatCommand {
+    /// Enrol this device with a one-time code.
+    Enroll {
+        /// The one-time enrolment code an administrator gave you.
+        #[arg(long)]
+        code: String,
+    },
+    /// Show the records notice; `--accept` acknowledges it.
+    Notice {
+        /// Acknowledge the notice (needed before sending).
+        #[arg(long)]
+        accept: bool,
+    },
+    /// List conversations.
+    Conversations,
+    /// Create a conversation with these users (the records member is added).
+    Create {
+        /// The users to start the conversation with.
+        users: Vec<String>,
+    },
+    /// Add users to a conversation.
+    Add {
+        /// The conversation (its id, or a unique prefix of it).
+        conv: String,
+        /// The users to add.
+        users: Vec<String>,
+    },
+    /// Remove users from a conversation.
+    Remove {
+        /// The conversation (its id, or a unique prefix of it).
+        conv: String,
+        /// The users to remove.
+        users: Vec<String>,
+    },
+    /// The archive checkpoint this device has witnessed: every newer one
+    /// must extend it (checked on each connection; a rewrite is an error).
+    Checkpoint,
+    /// Leave a conversation (the records member commits the removal).
+    Leave {
+        /// The conversation (its id, or a unique prefix of it).
+        conv: String,
+    },
+    /// Send a message.
+    Send {
+        /// The conversation (its id, or a unique prefix of it).
+        conv: String,
+        /// The message.
+        text: String,
+        /// Disappear this many seconds after sending.
+        #[arg(long)]
+        timer: Option<u64>,
+        /// Disappear as soon as read.
+        #[arg(long)]
+        burn_on_read: bool,
+        /// Also wait (up to this many seconds) until the records service
+        /// has archived it, which is when the others receive it.
+        #[arg(long, value_name = "SECS")]
+        wait_captured: Option<u64>,
+    },
+    /// Fetch and show messages (each with its remaining time).
+    Read {
+        /// Only this conversation (its id, or a unique prefix of it).
+        conv: Option<String>,
+        /// Keep running and show messages as they arrive (one JSON object
+        /// per line with --json); expired messages are deleted meanwhile.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Show or set a conversation's disappearing timer (seconds after
+    /// sending; 0 turns it off). Setting it tells every member.
+    Timer {
+        /// The conversation (its id, or a unique prefix of it).
+        conv: String,
+        /// The new timer in seconds (0 turns it off); without it, show the timer.
+        secs: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RecordsCommand {
+    /// Run only the records service, connecting to a server.
+    Serve {
+        /// The delivery server's URL.
+        #[arg(long, env = "KEEPWIRE_SERVER", default_value = "http://127.0.0.1:7878")]
+        server: String,
+        /// The records service's directory (its device, archive and keys);
+        /// by default `records/` in --data-dir.
+        #[arg(long, env = "KEEPWIRE_RECORDS_DIR")]
+        records_dir: Option<PathBuf>,
+        /// Enrolment code for the records device (first start only).
+        #[arg(long)]
+        code: Option<String>,
+        /// Also trust this CA certificate (PEM) for the server's TLS.
+        #[arg(long, env = "KEEPWIRE_CA_CERT")]
+        ca_cert: Option<PathBuf>,
+        /// Seconds between signed checkpoints of the archive's log.
+        #[arg(long, env = "KEEPWIRE_CHECKPOINT_SECS", default_value_t = 60)]
+        checkpoint_secs: u64,
+    },
+    /// List captured records.
+    List {
+        /// Include commits and proposals, not only messages.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one record, decrypted (a privileged action: it is logged).
+    Show {
+        /// The record's id (from `records list`).
+        id: i64,
+        /// Who is looking (default: $USER), for the log of privileged actions.
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the latest signed checkpoint of the archive's transparency log
+    /// (C2SP tlog-checkpoint, Ed25519 signed note), signing a new one first
+    /// if the log has grown since.
+    Checkpoint {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A record's RFC 9162 inclusion proof against the current checkpoint (JSON).
+    Proof {
+        /// The record whose inclusion to prove.
+        record_id: i64,
+        /// Accepted for scripts' sake: the output is JSON either way.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An RFC 9162 consistency proof between two tree sizes (JSON).
+    Consistency {
+        /// The size of the earlier tree.
+        old_size: u64,
+        /// The size of the later tree.
+        new_size: u64,
+        /// Accepted for scripts' sake: the output is JSON either way.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Destroy a record's content (crypto-shredding its data key) under a
+    /// named authority; its metadata, leaf and a tombstone stay verifiable.
+    /// (Holds and approvals arrive with the disposition workflow.)
+    Destroy {
+        /// The record whose content to destroy.
+        id: i64,
+        /// The disposition authority, e.g. "GRS 5.2 item 020" or a court order.
+        #[arg(long)]
+        authority: String,
+        /// Who is doing it (default: the operating-system user).
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rotate the archive key: every record's data key is re-wrapped under
+    /// a new key (content is not re-encrypted); logged. Stop the records
+    /// service first.
+    RotateKey {
+        /// Who is doing it (default: the operating-system user).
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute the log from storage and check the whole archive against
+    /// it; exits non-zero, naming each problem, if anything is wrong.
+    Verify {
+        /// The checkpoint key's public half (default: the archive's checkpoint.pub).
+        #[arg(long)]
+        verifier_key: Option<String>,
+        /// A checkpoint kept outside the archive (repeatable): the log must extend it.
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+        /// The server's receipt keys, as saved from GET /v1/receipt-keys.
+        #[arg(long)]
+        server_keys: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests;
