@@ -1,5 +1,5 @@
-//! The device's local store: one SQLite file, every secret and every
-//! message encrypted at rest.
+//! The device's local store: every secret and every message encrypted at
+//! rest.
 //!
 //! The store key comes from the user's passphrase through Argon2id (salt
 //! and parameters kept in the clear in `meta`, with a check value so a wrong
@@ -7,9 +7,11 @@
 //! with XChaCha20-Poly1305, the table and key bound in as associated data so
 //! a row cannot be moved to another place without detection.
 //!
-//! `secure_delete` is on: when a disappearing message is deleted, SQLite
-//! overwrites its pages instead of leaving the (encrypted) bytes in free
-//! space.
+//! The bytes live in a [`DeviceBackend`]: SQLite by default
+//! ([`SqliteDevice`], with `secure_delete`, so a deleted disappearing
+//! message's pages are overwritten rather than left, encrypted, in free
+//! space), or PostgreSQL for a records worker (in the records crate). The
+//! backend only ever sees sealed values.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,9 +19,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
-use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::ClientError;
+
+pub mod backend;
+#[doc(hidden)]
+pub mod contract;
+pub use backend::{DeviceBackend, MessageRow, SqliteDevice, SCHEMA};
 
 const CHECK_PLAINTEXT: &[u8] = b"keepwire-device-store-v1";
 
@@ -69,26 +75,24 @@ pub struct Store {
 }
 
 struct Inner {
-    conn: Mutex<Connection>,
+    backend: Mutex<Box<dyn DeviceBackend>>,
     cipher: XChaCha20Poly1305,
 }
 
 impl Store {
     /// Open (or create) the store at `path`, unlocking it with `passphrase`.
     pub fn open(path: &Path, passphrase: &str) -> Result<Self, ClientError> {
-        let mut conn = Connection::open(path)?;
-        // Every statement is prepared once per connection (parsing was a
-        // tenth of the server's CPU under load); room for all of them.
-        conn.set_prepared_statement_cache_capacity(128);
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;",
-        )?;
-        keepwire_schema::migrate(&mut conn, &SCHEMA)?;
-        let salt: Option<Vec<u8>> = conn
-            .prepare_cached("SELECT v FROM meta WHERE k='salt'")?
-            .query_row([], |r| r.get(0))
-            .optional()?;
-        let (salt, fresh) = match salt {
+        Self::unlock(Box::new(SqliteDevice::open(path)?), passphrase)
+    }
+
+    /// The store kept by `backend`, unlocked with `passphrase` (set up on
+    /// first use: a fresh salt and a check value, so a wrong passphrase is
+    /// refused rather than producing garbage).
+    pub fn unlock(
+        mut backend: Box<dyn DeviceBackend>,
+        passphrase: &str,
+    ) -> Result<Self, ClientError> {
+        let (salt, fresh) = match backend.meta("salt")? {
             Some(s) => (s, false),
             None => {
                 let mut s = vec![0u8; 16];
@@ -98,30 +102,22 @@ impl Store {
         };
         let key = derive_key(passphrase, &salt)?;
         let cipher = XChaCha20Poly1305::new((&key).into());
-        let store = Store {
-            inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
-                cipher,
-            }),
-        };
         if fresh {
-            let check = store.seal("meta", b"check", CHECK_PLAINTEXT)?;
-            let conn = store.conn();
-            conn.prepare_cached("INSERT INTO meta (k, v) VALUES ('salt', ?1)")?
-                .execute(params![salt])?;
-            conn.prepare_cached("INSERT INTO meta (k, v) VALUES ('check', ?1)")?
-                .execute(params![check])?;
+            let check = seal(&cipher, "meta", b"check", CHECK_PLAINTEXT)?;
+            backend.set_meta(&[("salt", &salt), ("check", &check)])?;
         } else {
-            let check: Vec<u8> = store
-                .conn()
-                .prepare_cached("SELECT v FROM meta WHERE k='check'")?
-                .query_row([], |r| r.get(0))?;
-            if store.open_sealed("meta", b"check", &check).ok().as_deref() != Some(CHECK_PLAINTEXT)
+            let check = backend.meta("check")?.ok_or_else(|| {
+                ClientError::Store("the store has a salt but no check value".into())
+            })?;
+            if open_sealed(&cipher, "meta", b"check", &check)
+                .ok()
+                .as_deref()
+                != Some(CHECK_PLAINTEXT)
             {
                 return Err(ClientError::WrongPassphrase);
             }
         }
-        Ok(store)
+        Ok(Self::with(backend, cipher))
     }
 
     /// A store that lives in memory only, under a random key: for load
@@ -129,106 +125,60 @@ impl Store {
     /// nothing must outlive the run. It skips the passphrase's Argon2 (about
     /// 20 MiB and tens of milliseconds per device) and every disk write.
     pub fn in_memory() -> Result<Self, ClientError> {
-        let mut conn = Connection::open_in_memory()?;
-        // Every statement is prepared once per connection (parsing was a
-        // tenth of the server's CPU under load); room for all of them.
-        conn.set_prepared_statement_cache_capacity(128);
-        keepwire_schema::migrate(&mut conn, &SCHEMA)?;
         let mut key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);
-        Ok(Store {
-            inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
-                cipher: XChaCha20Poly1305::new((&key).into()),
-            }),
-        })
+        Ok(Self::with(
+            Box::new(SqliteDevice::in_memory()?),
+            XChaCha20Poly1305::new((&key).into()),
+        ))
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    fn with(backend: Box<dyn DeviceBackend>, cipher: XChaCha20Poly1305) -> Self {
+        Store {
+            inner: Arc::new(Inner {
+                backend: Mutex::new(backend),
+                cipher,
+            }),
+        }
+    }
+
+    /// Which backend keeps the store, and where.
+    pub fn describe(&self) -> String {
+        self.backend().describe()
+    }
+
+    fn backend(&self) -> MutexGuard<'_, Box<dyn DeviceBackend>> {
         // A poisoned lock means another thread panicked mid-operation; the
-        // SQLite connection itself is still consistent (transactions roll
-        // back), so carry on with it.
-        self.inner.conn.lock().unwrap_or_else(|p| p.into_inner())
+        // backend itself is still consistent (transactions roll back), so
+        // carry on with it.
+        self.inner.backend.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn seal(&self, table: &str, key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let mut nonce = [0u8; 24];
-        rand::thread_rng().fill_bytes(&mut nonce);
-        let aad = [table.as_bytes(), b"\0", key].concat();
-        let ct = self
-            .inner
-            .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| ClientError::Store("encryption failed".into()))?;
-        Ok([nonce.as_slice(), &ct].concat())
+        seal(&self.inner.cipher, table, key, plaintext)
     }
 
     fn open_sealed(&self, table: &str, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, ClientError> {
-        if sealed.len() < 24 {
-            return Err(ClientError::Store(format!(
-                "sealed value in {table} is truncated"
-            )));
-        }
-        let aad = [table.as_bytes(), b"\0", key].concat();
-        self.inner
-            .cipher
-            .decrypt(
-                XNonce::from_slice(&sealed[..24]),
-                Payload {
-                    msg: &sealed[24..],
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| {
-                ClientError::Store(format!(
-                    "a value in {table} failed authentication (tampered or wrong key)"
-                ))
-            })
+        open_sealed(&self.inner.cipher, table, key, sealed)
     }
 
     pub fn get(&self, ns: &str, k: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
-        let v: Option<Vec<u8>> = self
-            .conn()
-            .prepare_cached("SELECT v FROM kv WHERE ns=?1 AND k=?2")?
-            .query_row(params![ns, k], |r| r.get(0))
-            .optional()?;
+        let v = self.backend().get(ns, k)?;
         v.map(|v| self.open_sealed(ns, k, &v)).transpose()
     }
 
     pub fn put(&self, ns: &str, k: &[u8], v: &[u8]) -> Result<(), ClientError> {
         let sealed = self.seal(ns, k, v)?;
-        self.conn()
-            .prepare_cached("INSERT OR REPLACE INTO kv (ns, k, v) VALUES (?1, ?2, ?3)")?
-            .execute(params![ns, k, sealed])?;
-        Ok(())
+        self.backend().write(&[(ns, k, &sealed)], &[])
     }
 
     pub fn delete(&self, ns: &str, k: &[u8]) -> Result<(), ClientError> {
-        self.conn()
-            .prepare_cached("DELETE FROM kv WHERE ns=?1 AND k=?2")?
-            .execute(params![ns, k])?;
-        Ok(())
+        self.backend().write(&[], &[(ns, k)])
     }
 
     /// Keys of a namespace that start with `prefix`, in order.
     pub fn keys(&self, ns: &str, prefix: &[u8]) -> Result<Vec<Vec<u8>>, ClientError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT k FROM kv WHERE ns=?1 ORDER BY k")?;
-        let rows = stmt.query_map(params![ns], |r| r.get::<_, Vec<u8>>(0))?;
-        let mut out = Vec::new();
-        for k in rows {
-            let k = k?;
-            if k.starts_with(prefix) {
-                out.push(k);
-            }
-        }
-        Ok(out)
+        self.backend().keys(ns, prefix)
     }
 
     /// Write several values and deletions in one transaction.
@@ -237,22 +187,17 @@ impl Store {
         puts: &[(&str, Vec<u8>, &[u8])],
         deletes: &[(&str, Vec<u8>)],
     ) -> Result<(), ClientError> {
-        let sealed: Vec<(&str, &Vec<u8>, Vec<u8>)> = puts
+        let sealed: Vec<(&str, &[u8], Vec<u8>)> = puts
             .iter()
-            .map(|(ns, k, v)| Ok((*ns, k, self.seal(ns, k, v)?)))
+            .map(|(ns, k, v)| Ok((*ns, k.as_slice(), self.seal(ns, k, v)?)))
             .collect::<Result<_, ClientError>>()?;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        for (ns, k, v) in &sealed {
-            tx.prepare_cached("INSERT OR REPLACE INTO kv (ns, k, v) VALUES (?1, ?2, ?3)")?
-                .execute(params![ns, k, v])?;
-        }
-        for (ns, k) in deletes {
-            tx.prepare_cached("DELETE FROM kv WHERE ns=?1 AND k=?2")?
-                .execute(params![ns, k])?;
-        }
-        tx.commit()?;
-        Ok(())
+        let puts: Vec<(&str, &[u8], &[u8])> = sealed
+            .iter()
+            .map(|(ns, k, v)| (*ns, *k, v.as_slice()))
+            .collect();
+        let deletes: Vec<(&str, &[u8])> =
+            deletes.iter().map(|(ns, k)| (*ns, k.as_slice())).collect();
+        self.backend().write(&puts, &deletes)
     }
 
     /// Store a received (or sent) message. Idempotent per (conv, seq): a
@@ -261,60 +206,46 @@ impl Store {
         let key = format!("{}:{}", m.conv, m.seq);
         let body = serde_json::to_vec(&(&m.sender, &m.text, m.sent_at_ms))
             .map_err(|e| ClientError::Store(e.to_string()))?;
-        let sealed = self.seal("messages", key.as_bytes(), &body)?;
-        self.conn().prepare_cached("INSERT OR IGNORE INTO messages (conv, seq, sender, server_time_ms, expire_at_ms, burn_on_read, read, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(params![m.conv, m.seq as i64, "", m.server_time_ms as i64, m.expire_at_ms.map(|v| v as i64), m.burn_on_read, m.read, sealed],
-        )?;
-        Ok(())
+        let body = self.seal("messages", key.as_bytes(), &body)?;
+        self.backend().insert_message(&MessageRow {
+            conv: m.conv.clone(),
+            seq: m.seq,
+            server_time_ms: m.server_time_ms,
+            expire_at_ms: m.expire_at_ms,
+            burn_on_read: m.burn_on_read,
+            read: m.read,
+            body,
+        })
     }
 
     pub fn messages(&self, conv: Option<&str>) -> Result<Vec<StoredMessage>, ClientError> {
-        type Row = (String, i64, i64, Option<i64>, bool, bool, Vec<u8>);
-        let rows: Vec<Row> = {
-            let conn = self.conn();
-            let mut stmt = conn.prepare(
-                "SELECT conv, seq, server_time_ms, expire_at_ms, burn_on_read, read, body FROM messages
-                 WHERE ?1 IS NULL OR conv = ?1 ORDER BY conv, seq",
-            )?;
-            let rows = stmt.query_map(params![conv], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let rows = self.backend().messages(conv)?;
         let mut out = Vec::new();
         let mut captured: std::collections::HashMap<String, u64> = Default::default();
-        for (conv, seq, server_time_ms, expire_at_ms, burn_on_read, read, body) in rows {
-            let upto = match captured.get(&conv) {
+        for row in rows {
+            let upto = match captured.get(&row.conv) {
                 Some(u) => *u,
                 None => {
-                    let u = self.captured_upto(&conv)?;
-                    captured.insert(conv.clone(), u);
+                    let u = self.captured_upto(&row.conv)?;
+                    captured.insert(row.conv.clone(), u);
                     u
                 }
             };
-            let key = format!("{conv}:{seq}");
-            let plain = self.open_sealed("messages", key.as_bytes(), &body)?;
+            let key = format!("{}:{}", row.conv, row.seq);
+            let plain = self.open_sealed("messages", key.as_bytes(), &row.body)?;
             let (sender, text, sent_at_ms): (String, String, u64) =
                 serde_json::from_slice(&plain).map_err(|e| ClientError::Store(e.to_string()))?;
             out.push(StoredMessage {
-                conv,
-                seq: seq as u64,
+                captured: row.seq <= upto,
+                conv: row.conv,
+                seq: row.seq,
                 sender,
                 text,
                 sent_at_ms,
-                server_time_ms: server_time_ms as u64,
-                expire_at_ms: expire_at_ms.map(|v| v as u64),
-                burn_on_read,
-                read,
-                captured: seq as u64 <= upto,
+                server_time_ms: row.server_time_ms,
+                expire_at_ms: row.expire_at_ms,
+                burn_on_read: row.burn_on_read,
+                read: row.read,
             });
         }
         Ok(out)
@@ -340,60 +271,74 @@ impl Store {
 
     /// Mark messages as read; burn-on-read messages are deleted right away.
     pub fn mark_read(&self, conv: Option<&str>) -> Result<usize, ClientError> {
-        let conn = self.conn();
-        conn.prepare_cached("UPDATE messages SET read = 1 WHERE ?1 IS NULL OR conv = ?1")?
-            .execute(params![conv])?;
-        let n = conn
-            .prepare_cached("DELETE FROM messages WHERE burn_on_read = 1 AND read = 1")?
-            .execute([])?;
-        Ok(n)
+        self.backend().mark_read(conv)
     }
 
     /// Delete every message whose timer has fired by `now_ms`. Returns how
     /// many were deleted.
     pub fn purge_expired(&self, now_ms: u64) -> Result<usize, ClientError> {
-        Ok(self
-            .conn()
-            .prepare_cached(
-                "DELETE FROM messages WHERE expire_at_ms IS NOT NULL AND expire_at_ms <= ?1",
-            )?
-            .execute(params![now_ms as i64])?)
+        self.backend().purge_expired(now_ms)
     }
 
     pub fn message_count(&self) -> Result<u64, ClientError> {
-        Ok(self
-            .conn()
-            .prepare_cached("SELECT COUNT(*) FROM messages")?
-            .query_row([], |r| r.get::<_, i64>(0))? as u64)
+        self.backend().message_count()
     }
 
     /// Earliest pending expiry, so a running client can sleep until then.
     pub fn next_expiry(&self) -> Result<Option<u64>, ClientError> {
-        let v: Option<i64> = self
-            .conn()
-            .prepare_cached("SELECT MIN(expire_at_ms) FROM messages")?
-            .query_row([], |r| r.get(0))?;
-        Ok(v.map(|v| v as u64))
+        self.backend().next_expiry()
     }
 }
 
-/// The device store's schema, one migration per step; append, never edit
-/// (see `keepwire_schema`). Version 1 is keepwire 0.1's tables.
-pub static SCHEMA: keepwire_schema::Schema = keepwire_schema::Schema {
-    name: "device store",
-    // "KWDV"
-    application_id: 0x4b57_4456,
-    marker_table: "kv",
-    migrations: &[keepwire_schema::Migration::Sql(
-        "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
-         CREATE TABLE IF NOT EXISTS kv (ns TEXT NOT NULL, k BLOB NOT NULL, v BLOB NOT NULL, PRIMARY KEY (ns, k));
-         CREATE TABLE IF NOT EXISTS messages (
-            conv TEXT NOT NULL, seq INTEGER NOT NULL, sender TEXT NOT NULL,
-            server_time_ms INTEGER NOT NULL, expire_at_ms INTEGER, burn_on_read INTEGER NOT NULL,
-            read INTEGER NOT NULL DEFAULT 0, body BLOB NOT NULL, PRIMARY KEY (conv, seq));
-         CREATE INDEX IF NOT EXISTS messages_expiry ON messages (expire_at_ms) WHERE expire_at_ms IS NOT NULL;",
-    )],
-};
+/// `plaintext` sealed for its place: the table and key are bound in as
+/// associated data, so a value cannot be moved elsewhere undetected.
+fn seal(
+    cipher: &XChaCha20Poly1305,
+    table: &str,
+    key: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, ClientError> {
+    let mut nonce = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let aad = [table.as_bytes(), b"\0", key].concat();
+    let ct = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        )
+        .map_err(|_| ClientError::Store("encryption failed".into()))?;
+    Ok([nonce.as_slice(), &ct].concat())
+}
+
+fn open_sealed(
+    cipher: &XChaCha20Poly1305,
+    table: &str,
+    key: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, ClientError> {
+    if sealed.len() < 24 {
+        return Err(ClientError::Store(format!(
+            "sealed value in {table} is truncated"
+        )));
+    }
+    let aad = [table.as_bytes(), b"\0", key].concat();
+    cipher
+        .decrypt(
+            XNonce::from_slice(&sealed[..24]),
+            Payload {
+                msg: &sealed[24..],
+                aad: &aad,
+            },
+        )
+        .map_err(|_| {
+            ClientError::Store(format!(
+                "a value in {table} failed authentication (tampered or wrong key)"
+            ))
+        })
+}
 
 fn derive_key(passphrase: &str, salt: &[u8]) -> Result<[u8; 32], ClientError> {
     let mut key = [0u8; 32];
@@ -408,6 +353,17 @@ fn derive_key(passphrase: &str, salt: &[u8]) -> Result<[u8; 32], ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sqlite_backend_keeps_the_device_store_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut n = 0;
+        contract::run_all(|| {
+            n += 1;
+            Box::new(SqliteDevice::open(&dir.path().join(format!("d{n}.db"))).unwrap())
+        });
+        contract::run_all(|| Box::new(SqliteDevice::in_memory().unwrap()));
+    }
 
     #[test]
     fn refuses_a_wrong_passphrase_and_keeps_values_sealed() {

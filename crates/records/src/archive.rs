@@ -253,26 +253,29 @@ impl Archive {
     /// The record's content commitment recomputed from its stored content:
     /// `Ok(None)` when it has no content (or no longer has it).
     pub fn recompute_commitment(&self, id: i64) -> Result<Option<String>, RecordsError> {
-        let Some(row) = self.store.records(Which::One(id), true)?.pop() else {
+        let Some(c) = self.store.sealed_content(id)? else {
             return Ok(None);
         };
-        let Some((data_key, plain)) = self.unseal(&row)? else {
-            return Ok(None);
-        };
+        let (data_key, plain) = self.unseal(&c.conv, c.seq, &c.wrapped_key, &c.body)?;
         Ok(Some(content_commitment(&data_key, &plain)))
     }
 
-    /// A row's data key and plaintext, if it holds content and the key is
-    /// loaded (an error if it is not, or the content was altered).
-    fn unseal(&self, row: &StoredRecord) -> Result<Option<Unsealed>, RecordsError> {
-        let (Some(w), Some(b)) = (&row.wrapped_key, &row.body) else {
-            return Ok(None);
-        };
+    /// A row's data key and plaintext, if it holds content (an error if the
+    /// key is not loaded, or the content was altered).
+    fn unseal_row(&self, row: &StoredRecord) -> Result<Option<Unsealed>, RecordsError> {
+        match (&row.wrapped_key, &row.body) {
+            (Some(w), Some(b)) => self.unseal(&row.conv, row.seq, w, b).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The data key and plaintext sealed for `conv`#`seq`.
+    fn unseal(&self, conv: &str, seq: u64, w: &[u8], b: &[u8]) -> Result<Unsealed, RecordsError> {
         let k = self
             .key
             .as_ref()
             .ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?;
-        let aad = format!("{}:{}", row.conv, row.seq);
+        let aad = format!("{conv}:{seq}");
         let data_key = open(k, aad.as_bytes(), w, "record data key")?;
         let data_key: [u8; 32] = data_key
             .as_slice()
@@ -280,7 +283,7 @@ impl Archive {
             .map_err(|_| RecordsError::Archive("record data key has the wrong length".into()))?;
         let cipher = XChaCha20Poly1305::new((&data_key).into());
         let plain = open(&cipher, aad.as_bytes(), b, "record content")?;
-        Ok(Some((data_key, plain)))
+        Ok((data_key, plain))
     }
 
     pub fn has_key(&self) -> bool {
@@ -376,7 +379,7 @@ impl Archive {
         for row in rows {
             // Content that does not parse (a modified client) is still
             // shown, as the bytes that were sent.
-            let text = self.unseal(&row)?.map(|(_, plain)| {
+            let text = self.unseal_row(&row)?.map(|(_, plain)| {
                 match keepwire_protocol::content::Content::decode(&plain) {
                     Ok(content) => content.text,
                     Err(_) => String::from_utf8_lossy(&plain).into_owned(),

@@ -13,6 +13,7 @@ pub mod archive;
 pub mod capture;
 pub mod capture_limit;
 pub mod checkpoint;
+pub mod device_pg;
 pub mod record;
 pub mod tlog;
 pub mod verify;

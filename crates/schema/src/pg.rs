@@ -270,6 +270,9 @@ pub struct PgSchema {
     /// What the database is ("server store", "archive"): also its row in
     /// the `keepwire_schema` table.
     pub name: &'static str,
+    /// The other kinds that may share its database (the archive and the
+    /// records device it belongs with); any other is refused.
+    pub companions: &'static [&'static str],
     /// Migration *n* takes the schema from version *n − 1* to *n*.
     pub migrations: &'static [&'static str],
 }
@@ -326,7 +329,7 @@ pub fn migrate(pg: &Pg, schema: &PgSchema) -> Result<crate::Migrated, crate::Sch
                 let version: i64 = row.try_get(1).map_err(|e| fail(0)(e.into()))?;
                 if kind == schema.name {
                     now = version;
-                } else {
+                } else if !schema.companions.contains(&kind.as_str()) {
                     return Err(crate::SchemaError::OtherKindPg {
                         path: at.clone(),
                         expected: schema.name,
@@ -443,10 +446,12 @@ mod against_a_server {
 
     static V1: PgSchema = PgSchema {
         name: "test store",
+        companions: &[],
         migrations: &["CREATE TABLE things (id BIGINT PRIMARY KEY, name TEXT NOT NULL)"],
     };
     static V2: PgSchema = PgSchema {
         name: "test store",
+        companions: &[],
         migrations: &[
             "CREATE TABLE things (id BIGINT PRIMARY KEY, name TEXT NOT NULL)",
             "ALTER TABLE things ADD COLUMN colour TEXT",
@@ -484,6 +489,7 @@ mod against_a_server {
         assert!(err.to_string().contains("newer than this binary"), "{err}");
         let other_kind = PgSchema {
             name: "archive",
+            companions: &[],
             migrations: &[],
         };
         let err = migrate(&pg, &other_kind).unwrap_err();

@@ -23,6 +23,8 @@ pub struct PgArchive {
 /// The archive's schema in PostgreSQL; append, never edit.
 pub static SCHEMA: PgSchema = PgSchema {
     name: "archive",
+    // The records device's state may live beside it (same custody).
+    companions: &["records device"],
     migrations: &[r#"
         CREATE TABLE records (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, conv TEXT NOT NULL,
             seq BIGINT NOT NULL, kind TEXT NOT NULL, epoch BIGINT NOT NULL, sender TEXT NOT NULL,
@@ -281,6 +283,24 @@ impl ArchiveStore for PgArchive {
                 .query(select!("NULL::BYTEA, NULL::BYTEA", "WHERE id = $1"), &[&id])?,
         };
         rows.iter().map(record_row).collect()
+    }
+
+    fn sealed_content(&self, id: i64) -> Result<Option<SealedContent>, RecordsError> {
+        self.pg
+            .query_opt(
+                "SELECT conv, seq, wrapped_key, body FROM records
+                 WHERE id=$1 AND wrapped_key IS NOT NULL AND body IS NOT NULL",
+                &[&id],
+            )?
+            .map(|r| {
+                Ok(SealedContent {
+                    conv: r.try_get(0)?,
+                    seq: u64_at(&r, 1)?,
+                    wrapped_key: r.try_get(2)?,
+                    body: r.try_get(3)?,
+                })
+            })
+            .transpose()
     }
 
     fn archived_as(

@@ -225,10 +225,18 @@ impl ArchiveStore for SqliteArchive {
     }
 
     fn records(&self, which: Which, content: bool) -> Result<Vec<StoredRecord>, RecordsError> {
-        const COLUMNS: &str =
+        // Without content the sealed columns are not even read (a body can
+        // span overflow pages; verify reads every row).
+        let sealed = if content {
+            "wrapped_key, body"
+        } else {
+            "NULL, NULL"
+        };
+        let columns = format!(
             "SELECT id, conv, seq, kind, epoch, sender, participants, server_time_ms,
-            captured_at_ms, expire_after_secs, burn_on_read, receipt, wrapped_key, body, note, leaf,
-            wrapped_key IS NOT NULL AND body IS NOT NULL FROM records";
+                captured_at_ms, expire_after_secs, burn_on_read, receipt, {sealed}, note, leaf,
+                wrapped_key IS NOT NULL AND body IS NOT NULL FROM records"
+        );
         let (clause, id) = match which {
             Which::All => ("ORDER BY id", None),
             Which::Messages => (
@@ -237,7 +245,7 @@ impl ArchiveStore for SqliteArchive {
             ),
             Which::One(id) => ("WHERE id = ?1", Some(id)),
         };
-        let mut stmt = self.conn.prepare_cached(&format!("{COLUMNS} {clause}"))?;
+        let mut stmt = self.conn.prepare_cached(&format!("{columns} {clause}"))?;
         let row = |r: &rusqlite::Row<'_>| record_row(r, content);
         Ok(match id {
             Some(id) => stmt
@@ -245,6 +253,24 @@ impl ArchiveStore for SqliteArchive {
                 .collect::<Result<_, _>>()?,
             None => stmt.query_map([], row)?.collect::<Result<_, _>>()?,
         })
+    }
+
+    fn sealed_content(&self, id: i64) -> Result<Option<SealedContent>, RecordsError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT conv, seq, wrapped_key, body FROM records
+                 WHERE id=?1 AND wrapped_key IS NOT NULL AND body IS NOT NULL",
+            )?
+            .query_row(params![id], |r| {
+                Ok(SealedContent {
+                    conv: r.get(0)?,
+                    seq: r.get::<_, i64>(1)? as u64,
+                    wrapped_key: r.get(2)?,
+                    body: r.get(3)?,
+                })
+            })
+            .optional()?)
     }
 
     fn archived_as(

@@ -45,6 +45,10 @@ pub trait ArchiveStore: Send {
     /// data key and body too.
     fn records(&self, which: Which, content: bool) -> Result<Vec<StoredRecord>, RecordsError>;
 
+    /// Record `id`'s place and sealed content, if it still holds any (read
+    /// once per record by `verify`: only what the commitment needs).
+    fn sealed_content(&self, id: i64) -> Result<Option<SealedContent>, RecordsError>;
+
     /// The kind (as stored) and note of the record of `conv`#`seq`.
     fn archived_as(
         &self,
@@ -190,6 +194,15 @@ pub struct StoredRecord {
     /// With `content`: the wrapped data key and the sealed body.
     pub wrapped_key: Option<Vec<u8>>,
     pub body: Option<Vec<u8>>,
+}
+
+/// A record's sealed content and the place it is bound to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedContent {
+    pub conv: String,
+    pub seq: u64,
+    pub wrapped_key: Vec<u8>,
+    pub body: Vec<u8>,
 }
 
 /// A stored leaf: its kind, the record it belongs to, its exact bytes.

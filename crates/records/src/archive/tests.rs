@@ -167,6 +167,12 @@ fn records_are_stored_once_each_with_its_leaf(store: &mut Store) {
     let light = store.records(Which::One(first.id), false).unwrap();
     assert!(light[0].has_content && light[0].wrapped_key.is_none());
     assert!(!all[1].has_content);
+    let content = store.sealed_content(first.id).unwrap().unwrap();
+    assert_eq!(
+        (content.conv.as_str(), content.seq, content.body.len()),
+        ("c", 1, 40)
+    );
+    assert_eq!(store.sealed_content(all[1].id).unwrap(), None);
     let messages: Vec<_> = store
         .records(Which::Messages, false)
         .unwrap()

@@ -35,6 +35,7 @@ pub struct PgStore {
 /// The server store's schema in PostgreSQL; append, never edit.
 pub static SCHEMA: PgSchema = PgSchema {
     name: "server store",
+    companions: &[],
     migrations: &[r#"
         CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
         CREATE TABLE users (name TEXT PRIMARY KEY, display TEXT NOT NULL, category TEXT NOT NULL,
