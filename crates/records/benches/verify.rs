@@ -6,7 +6,9 @@
 //!   checkpoints; content commitments included),
 //! - inclusion and consistency proof generation latency.
 //!
-//! `cargo bench -p keepwire-records --bench verify`. Figures are printed,
+//! `cargo bench -p keepwire-records --bench verify` (`KEEPWIRE_BENCH_DIR`
+//! keeps the archive to reuse, `KEEPWIRE_BENCH_TREE_ONLY` stops after the
+//! tree part). Figures are printed,
 //! never asserted.
 
 use std::time::Instant;
@@ -110,6 +112,11 @@ fn main() {
         t.as_secs_f64(),
         tree.size as f64 / t.as_secs_f64()
     );
+    // KEEPWIRE_BENCH_TREE_ONLY: the tree part alone (for comparing runs
+    // of it quickly over one archive kept with KEEPWIRE_BENCH_DIR).
+    if std::env::var_os("KEEPWIRE_BENCH_TREE_ONLY").is_some() {
+        return;
+    }
 
     let start = Instant::now();
     let options = verify::Options {
