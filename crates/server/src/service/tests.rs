@@ -26,6 +26,8 @@ use super::{Core, Limits, Session};
 use crate::outbox::{Outbox, OutboxReceiver};
 use crate::store::SqliteStore as Store;
 
+mod forgeries;
+
 const SUITE: CipherSuite = CipherSuite::P256_AES128;
 
 /// The time requests are handled at (enrolment codes are checked against
