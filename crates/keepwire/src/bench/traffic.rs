@@ -28,6 +28,9 @@ use super::stats::Samples;
 use crate::net::read_frame;
 use crate::session;
 
+mod capture;
+use capture::CapturePoller;
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// One device and its connection, outside the `Online` shell so its
@@ -535,98 +538,6 @@ async fn receive_all(
     Ok((c, k, m, arrivals))
 }
 
-/// Watches the server's record of what the records service acknowledged
-/// (it does so only once a record is durable in the archive), every 2 ms,
-/// from a thread of its own.
-struct CapturePoller {
-    stop: Arc<AtomicBool>,
-    /// Set when the phase failed and nobody will wait for the poller.
-    abandoned: Arc<AtomicBool>,
-    targets: Arc<Mutex<Option<Vec<u64>>>>,
-    handle: Option<tokio::task::JoinHandle<Result<Captured>>>,
-}
-
-impl Drop for CapturePoller {
-    fn drop(&mut self) {
-        // Without this, a failed phase would leave the thread polling and
-        // the runtime waiting for it at exit, hiding the error.
-        self.abandoned.store(true, Ordering::Release);
-    }
-}
-
-/// Per conversation, (acknowledged seq, first seen at), increasing.
-pub struct Captured(Vec<Vec<(u64, Instant)>>);
-
-impl Captured {
-    fn when(&self, conv: usize, seq: u64) -> Option<Instant> {
-        let steps = self.0.get(conv)?;
-        let i = steps.partition_point(|(acked, _)| *acked < seq);
-        steps.get(i).map(|(_, at)| *at)
-    }
-}
-
-impl CapturePoller {
-    fn start(server: &ServerProc, convs: Vec<String>) -> Result<Self> {
-        let store = crate::serve::open_server_store(&server.data_dir, None)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let targets: Arc<Mutex<Option<Vec<u64>>>> = Arc::new(Mutex::new(None));
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let (stop2, targets2, abandoned2) = (stop.clone(), targets.clone(), abandoned.clone());
-        let handle = tokio::task::spawn_blocking(move || {
-            let index: HashMap<String, usize> = convs
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.clone(), i))
-                .collect();
-            let mut steps: Vec<Vec<(u64, Instant)>> = vec![Vec::new(); convs.len()];
-            let mut deadline: Option<Instant> = None;
-            loop {
-                if abandoned2.load(Ordering::Acquire) {
-                    bail!("capture polling abandoned");
-                }
-                let now = Instant::now();
-                for (conv, acked) in store.records_progress()? {
-                    if let Some(&i) = index.get(&conv) {
-                        if steps[i].last().map(|(a, _)| *a) < Some(acked) {
-                            steps[i].push((acked, now));
-                        }
-                    }
-                }
-                if stop2.load(Ordering::Acquire) {
-                    let targets = lock(&targets2).clone().unwrap_or_default();
-                    let done = targets
-                        .iter()
-                        .zip(&steps)
-                        .all(|(t, s)| s.last().map(|(a, _)| *a).unwrap_or(0) >= *t);
-                    if done {
-                        return Ok(Captured(steps));
-                    }
-                    let d = *deadline.get_or_insert(now + Duration::from_secs(300));
-                    if now > d {
-                        bail!("the records service did not capture everything within 5 minutes");
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        });
-        Ok(Self {
-            stop,
-            abandoned,
-            targets,
-            handle: Some(handle),
-        })
-    }
-
-    async fn finish(mut self, targets: Vec<u64>) -> Result<Captured> {
-        *lock(&self.targets) = Some(targets);
-        self.stop.store(true, Ordering::Release);
-        self.handle
-            .take()
-            .context("capture poller already finished")?
-            .await?
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,7 +547,7 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         // conversation 0 acknowledged up to 3 at 10 ms, up to 7 at 20 ms
-        let c = Captured(vec![vec![(3, at(10)), (7, at(20))], vec![]]);
+        let c = super::capture::Captured(vec![vec![(3, at(10)), (7, at(20))], vec![]]);
         assert_eq!(c.when(0, 1), Some(at(10)));
         assert_eq!(c.when(0, 3), Some(at(10)));
         assert_eq!(c.when(0, 4), Some(at(20)));
