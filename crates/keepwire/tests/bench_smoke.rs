@@ -127,3 +127,54 @@ fn quick_bench_runs_every_scenario_and_reports() {
         image.len()
     );
 }
+
+#[test]
+fn the_bench_runs_on_postgresql_in_schemas_it_drops_afterwards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("results.jsonl");
+    let base = keepwire_schema::pg::scratch::server_url();
+    let schemas = || -> i64 {
+        keepwire_schema::pg::Pg::connect(&base)
+            .unwrap()
+            .query_one(
+                "SELECT COUNT(*) FROM pg_namespace WHERE nspname LIKE 'kwtest%'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let before = schemas();
+    let run = std::process::Command::new("timeout")
+        .arg("300")
+        .arg(common::BIN)
+        .args([
+            "bench",
+            "--quick",
+            "--scenarios",
+            "throughput",
+            "--database",
+            &base,
+            "--json",
+            json.to_str().unwrap(),
+            "--dir",
+            tmp.path().join("data").to_str().unwrap(),
+        ])
+        .output()
+        .expect("run keepwire bench");
+    let out = ok(run);
+    assert!(out.contains("stores in PostgreSQL"), "{out}");
+    let lines: Vec<Value> = std::fs::read_to_string(&json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 8, "{lines:?}");
+    for v in &lines {
+        assert!(v["captured_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    }
+    // The server under test kept nothing in SQLite, and its schemas are gone.
+    let data = tmp.path().join("data").join("0-throughput");
+    assert!(!data.join("server.db").exists());
+    assert!(!data.join("records").join("archive.db").exists());
+    assert!(schemas() <= before, "the bench dropped its schemas");
+}

@@ -407,13 +407,20 @@ pub mod scratch {
     /// the search path, so everything made through it lands in it.
     pub struct Scratch {
         pub url: String,
+        base: String,
         name: String,
     }
 
     impl Scratch {
+        /// On the test server (`KEEPWIRE_TEST_POSTGRES`).
         pub fn new() -> Result<Self, PgError> {
+            Self::on(&server_url())
+        }
+
+        /// On the server at `base` (the load generator's `--database`).
+        pub fn on(base: &str) -> Result<Self, PgError> {
             static N: AtomicU32 = AtomicU32::new(0);
-            let base = server_url();
+            let base = base.to_string();
             let name = format!(
                 "kwtest_{}_{}_{}",
                 std::process::id(),
@@ -426,13 +433,13 @@ pub mod scratch {
             Pg::connect(&base)?.batch(&format!("CREATE SCHEMA {name}"))?;
             let sep = if base.contains('?') { '&' } else { '?' };
             let url = format!("{base}{sep}options=-csearch_path%3D{name}");
-            Ok(Self { url, name })
+            Ok(Self { url, base, name })
         }
     }
 
     impl Drop for Scratch {
         fn drop(&mut self) {
-            if let Ok(pg) = Pg::connect(&server_url()) {
+            if let Ok(pg) = Pg::connect(&self.base) {
                 let _ = pg.batch(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
             }
         }

@@ -68,6 +68,11 @@ pub struct BenchArgs {
     /// removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Run every server under test with its store and archive in
+    /// PostgreSQL on this server (`postgres://user@host/db`): two fresh
+    /// schemas per server, dropped afterwards. Default: SQLite.
+    #[arg(long, env = "KEEPWIRE_BENCH_DATABASE")]
+    pub database: Option<String>,
 }
 
 struct Out {
@@ -105,14 +110,19 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         json,
         label: args.label.clone(),
     };
+    server::use_database(args.database.clone());
     println!(
         "keepwire bench ({}) — durable mode (the production setting: every message fsynced before its receipt, and archived by the records service)",
         if args.quick { "quick smoke run" } else { "full run" }
     );
     println!(
-        "machine: {} CPU(s), {}; server = `keepwire serve` child process; loopback, 1 KiB messages, cipher suite P256_AES128",
+        "machine: {} CPU(s), {}; server = `keepwire serve` child process; loopback, 1 KiB messages, cipher suite P256_AES128; stores in {}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        cpu_model()
+        cpu_model(),
+        match &args.database {
+            Some(url) => format!("PostgreSQL {}", keepwire_schema::pg::redact(url)),
+            None => "SQLite".to_string(),
+        }
     );
     for (i, s) in args.scenarios.iter().enumerate() {
         let dir = base.join(format!("{i}-{s:?}").to_lowercase());
@@ -138,6 +148,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             Scenario::Capture => capture(&dir, args.quick, &mut out)?,
         }
     }
+    server::use_database(None);
     println!("bench finished in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

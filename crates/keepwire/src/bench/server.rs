@@ -18,6 +18,43 @@ pub struct ServerProc {
     log: PathBuf,
 }
 
+/// With `keepwire bench --database URL`, each server under test keeps its
+/// store and its archive in PostgreSQL, in two schemas of their own on
+/// that server made for its data directory and dropped when the run ends.
+static DATABASE: std::sync::Mutex<Option<Databases>> = std::sync::Mutex::new(None);
+
+struct Databases {
+    base: String,
+    per_dir: std::collections::HashMap<PathBuf, (Scratch, Scratch)>,
+}
+
+use keepwire_schema::pg::scratch::Scratch;
+
+/// Keep every server's store and archive in PostgreSQL at `base` from now
+/// on (`None`: SQLite in the data directory again, and the schemas made so
+/// far are dropped).
+pub fn use_database(base: Option<String>) {
+    *DATABASE.lock().unwrap_or_else(|p| p.into_inner()) = base.map(|base| Databases {
+        base,
+        per_dir: Default::default(),
+    });
+}
+
+/// The (server store, archive) databases of the server in `data_dir`,
+/// when the run is on PostgreSQL.
+pub fn databases(data_dir: &Path) -> Result<Option<(String, String)>> {
+    let mut guard = DATABASE.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(db) = guard.as_mut() else {
+        return Ok(None);
+    };
+    if !db.per_dir.contains_key(data_dir) {
+        let pair = (Scratch::on(&db.base)?, Scratch::on(&db.base)?);
+        db.per_dir.insert(data_dir.to_path_buf(), pair);
+    }
+    let (store, archive) = &db.per_dir[data_dir];
+    Ok(Some((store.url.clone(), archive.url.clone())))
+}
+
 impl Drop for ServerProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -29,7 +66,8 @@ impl Drop for ServerProc {
 /// starts (one transaction: provisioning is not what is measured).
 pub fn provision(data_dir: &Path, names: &[String]) -> Result<Vec<String>> {
     std::fs::create_dir_all(data_dir)?;
-    let mut store = crate::serve::open_server_store(data_dir, None)?;
+    let database = databases(data_dir)?.map(|d| d.0);
+    let mut store = crate::serve::open_server_store(data_dir, database.as_deref())?;
     Ok(store.add_users_with_codes(names, "staff", Clock::from_env().now_ms())?)
 }
 
@@ -40,12 +78,22 @@ impl ServerProc {
         let exe = std::env::current_exe().context("locating the keepwire binary")?;
         let log = data_dir.join("serve.log");
         let log_file = std::fs::File::create(&log)?;
+        let storage: Vec<String> = match databases(data_dir)? {
+            Some((store, archive)) => vec![
+                "--database".into(),
+                store,
+                "--records-database".into(),
+                archive,
+            ],
+            None => Vec::new(),
+        };
         let child = Command::new(exe)
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
+            .args(&storage)
             .env("KEEPWIRE_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -36,7 +36,8 @@ impl Captured {
 
 impl CapturePoller {
     pub(super) fn start(server: &ServerProc, convs: Vec<String>) -> Result<Self> {
-        let store = crate::serve::open_server_store(&server.data_dir, None)?;
+        let database = super::super::server::databases(&server.data_dir)?.map(|d| d.0);
+        let store = crate::serve::open_server_store(&server.data_dir, database.as_deref())?;
         let stop = Arc::new(AtomicBool::new(false));
         let targets: Arc<Mutex<Option<Vec<u64>>>> = Arc::new(Mutex::new(None));
         let abandoned = Arc::new(AtomicBool::new(false));
