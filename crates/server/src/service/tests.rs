@@ -115,21 +115,42 @@ fn suite() -> impl CipherSuiteProvider {
 }
 
 struct World {
-    _dir: tempfile::TempDir,
     core: Core,
     next_session: u64,
+    /// What keeps the store alive: its directory, or its PostgreSQL schema.
+    _keep: Box<dyn std::any::Any>,
+}
+
+thread_local! {
+    static POSTGRES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `test` with its core on a PostgreSQL store (a scratch schema on the
+/// test server) instead of SQLite: the same table, the other backend.
+fn on_postgres(test: fn()) {
+    POSTGRES.with(|p| p.set(true));
+    test();
 }
 
 impl World {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("server.db")).unwrap();
+        let (keep, store): (Box<dyn std::any::Any>, Box<dyn crate::store::ServerStore>) =
+            if POSTGRES.with(|p| p.get()) {
+                let db = keepwire_schema::pg::scratch::Scratch::new()
+                    .expect("a PostgreSQL server for the tests (KEEPWIRE_TEST_POSTGRES)");
+                let store = crate::store::PgStore::open(&db.url).unwrap();
+                (Box::new(db), Box::new(store))
+            } else {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open(&dir.path().join("server.db")).unwrap();
+                (Box::new(dir), Box::new(store))
+            };
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-        let core = Core::open(Box::new(store), key, Limits::default(), now()).unwrap();
+        let core = Core::open(store, key, Limits::default(), now()).unwrap();
         Self {
-            _dir: dir,
             core,
             next_session: 1,
+            _keep: keep,
         }
     }
 
@@ -253,6 +274,16 @@ fn refused(r: Result<ServerBody, ProtocolError>, code: ErrorCode, what: &str) {
         }
         Ok(v) => panic!("{what}: accepted ({v:?}), must be refused with {code}"),
     }
+}
+
+#[test]
+fn on_postgres_every_refusal_a_modified_client_meets_comes_with_its_code() {
+    on_postgres(every_refusal_a_modified_client_meets_comes_with_its_code);
+}
+
+#[test]
+fn on_postgres_a_device_syncing_during_a_group_commit_gets_each_entry_once_in_order() {
+    on_postgres(a_device_syncing_during_a_group_commit_gets_each_entry_once_in_order);
 }
 
 #[test]
@@ -524,7 +555,7 @@ fn every_refusal_a_modified_client_meets_comes_with_its_code() {
 /// so a request can be made to fall between the two.
 struct Writer {
     jobs: std::sync::mpsc::Receiver<super::Job>,
-    store: Store,
+    store: Box<dyn crate::store::ServerStore>,
 }
 
 impl World {
@@ -536,7 +567,7 @@ impl World {
     fn attach(mut w: Self) -> (Self, Writer) {
         let (tx, rx) = std::sync::mpsc::channel();
         w.core.attach_writer(tx, super::Garbage::default());
-        let store = Store::open(&w._dir.path().join("server.db")).unwrap();
+        let store = w.core.store().reopen().unwrap().unwrap();
         (w, Writer { jobs: rx, store })
     }
 
@@ -545,7 +576,8 @@ impl World {
     fn write(&mut self, writer: &mut Writer) -> Vec<super::Job> {
         self.core.release_pending(None);
         let batch: Vec<super::Job> = writer.jobs.try_iter().collect();
-        super::log_writer::write_batch(&mut writer.store, &batch, &mut Default::default()).unwrap();
+        super::log_writer::write_batch(&mut *writer.store, &batch, &mut Default::default())
+            .unwrap();
         batch
     }
 

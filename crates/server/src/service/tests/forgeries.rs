@@ -32,6 +32,11 @@ fn identity_of(dev: &Dev) -> String {
 }
 
 #[test]
+fn on_postgres_forged_members_forged_group_info_and_capture_failures_are_refused() {
+    on_postgres(forged_members_forged_group_info_and_capture_failures_are_refused_with_their_codes);
+}
+
+#[test]
 fn forged_members_forged_group_info_and_capture_failures_are_refused_with_their_codes() {
     let mut w = World::new();
     let mut mallory = w.device("mallory", "staff");
