@@ -31,8 +31,10 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use tokio_postgres;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{Client, NoTls, Row, Socket, Statement};
 
 /// Why a PostgreSQL store could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -78,10 +80,63 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 /// One connection to PostgreSQL, used synchronously.
+///
+/// TLS: with `sslmode=require` the connection is TLS (rustls) and the
+/// server's certificate is verified against the system's CAs
+/// (`SSL_CERT_FILE` / `SSL_CERT_DIR` point at an agency's own) and its
+/// name; a certificate that does not verify is an error, never a
+/// fallback. Without it (`prefer`, the default, or `disable`) the
+/// connection is plain: meant for a Unix socket or loopback.
 pub struct Pg {
     client: Client,
     url: String,
+    /// CA certificates trusted beyond the system's (DER).
+    extra_roots: Vec<Vec<u8>>,
     statements: RefCell<HashMap<&'static str, Statement>>,
+}
+
+/// Connect with `tls` and drive the connection until the client goes.
+async fn drive<T>(
+    config: tokio_postgres::Config,
+    tls: T,
+    ready: std::sync::mpsc::Sender<Result<Client, String>>,
+) where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    match config.connect(tls).await {
+        Ok((client, connection)) => {
+            let _ = ready.send(Ok(client));
+            // Runs until the client is dropped (or the server goes away:
+            // the client's calls fail).
+            let _ = connection.await;
+        }
+        Err(e) => {
+            let _ = ready.send(Err(describe(&e)));
+        }
+    }
+}
+
+/// A TLS client that trusts the system's CAs and `extra_roots`.
+fn tls(extra_roots: &[Vec<u8>]) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A system certificate rustls cannot use is skipped, as webpki does.
+        let _ = roots.add(cert);
+    }
+    for der in extra_roots {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(|e| format!("a CA certificate given is not usable: {e}"))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// A statement's parameters.
@@ -91,6 +146,12 @@ impl Pg {
     /// Connect to `url` (`postgres://user@host/db` or the key=value form).
     /// Without a `connect_timeout` in it, gives up after 10 seconds.
     pub fn connect(url: &str) -> Result<Self, PgError> {
+        Self::connect_trusting(url, Vec::new())
+    }
+
+    /// As [`Pg::connect`], trusting `extra_roots` (DER CA certificates)
+    /// beyond the system's for `sslmode=require`.
+    pub fn connect_trusting(url: &str, extra_roots: Vec<Vec<u8>>) -> Result<Self, PgError> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| PgError::Address(e.to_string()))?;
@@ -99,6 +160,13 @@ impl Pg {
         }
         let at = redact(url);
         let (tx, rx) = std::sync::mpsc::channel();
+        let tls = match config.get_ssl_mode() {
+            SslMode::Require => Some(tls(&extra_roots).map_err(|message| PgError::Connect {
+                at: at.clone(),
+                message,
+            })?),
+            _ => None,
+        };
         std::thread::Builder::new()
             .name("keepwire-pg".into())
             .spawn(move || {
@@ -112,19 +180,10 @@ impl Pg {
                         return;
                     }
                 };
-                rt.block_on(async move {
-                    match config.connect(NoTls).await {
-                        Ok((client, connection)) => {
-                            let _ = tx.send(Ok(client));
-                            // Runs until the client is dropped (or the
-                            // server goes away: the client's calls fail).
-                            let _ = connection.await;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(describe(&e)));
-                        }
-                    }
-                });
+                match tls {
+                    Some(tls) => rt.block_on(drive(config, tls, tx)),
+                    None => rt.block_on(drive(config, NoTls, tx)),
+                }
             })?;
         let client = rx
             .recv()
@@ -139,13 +198,14 @@ impl Pg {
         Ok(Self {
             client,
             url: url.to_string(),
+            extra_roots,
             statements: RefCell::default(),
         })
     }
 
     /// Another connection to the same database.
     pub fn reconnect(&self) -> Result<Self, PgError> {
-        Self::connect(&self.url)
+        Self::connect_trusting(&self.url, self.extra_roots.clone())
     }
 
     /// The address it was opened with (password included: not for messages).
@@ -542,5 +602,58 @@ mod against_a_server {
             "{err}"
         );
         assert!(err.contains("refused"), "says why: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    /// The certificate Debian's PostgreSQL serves (`ssl = on`, the
+    /// snake-oil pair made at install), for the name `localhost`.
+    fn server_ca() -> Vec<u8> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_file("/etc/ssl/certs/ssl-cert-snakeoil.pem")
+            .expect("the local PostgreSQL's certificate (Debian's ssl-cert snake-oil)")
+            .to_vec()
+    }
+
+    /// The test server's address with `host` and `sslmode` changed.
+    fn url(host: &str, mode: &str) -> String {
+        let base = scratch::server_url();
+        let base = base.replace("127.0.0.1", host);
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}sslmode={mode}")
+    }
+
+    #[test]
+    fn tls_is_used_when_required_and_the_certificate_is_verified() {
+        let pg = Pg::connect_trusting(&url("localhost", "require"), vec![server_ca()]).unwrap();
+        let ssl: bool = pg
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(ssl, "the connection is TLS");
+        assert!(pg.reconnect().is_ok(), "another connection trusts the same");
+        // The right CA, the wrong name (the certificate is for localhost):
+        // refused, never a fallback to plain.
+        let err = Pg::connect_trusting(&url("127.0.0.1", "require"), vec![server_ca()])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("certificate"), "{err}");
+        // Without sslmode=require the connection is plain.
+        let plain = Pg::connect(&url("127.0.0.1", "prefer")).unwrap();
+        let ssl: bool = plain
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(!ssl);
     }
 }
