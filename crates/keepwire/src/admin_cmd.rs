@@ -165,8 +165,12 @@ pub fn admin(
         AdminCommand::Status { json } => {
             let s = store.status()?;
             if json {
-                print_json(&s)?;
+                let mut v = serde_json::to_value(&s)?;
+                // Where the store is (never a password).
+                v["store"] = serde_json::json!(store.describe());
+                print_json(&v)?;
             } else {
+                println!("store            {}", store.describe());
                 println!("users            {}", s.users);
                 println!(
                     "devices          {} active, {} revoked",

@@ -536,6 +536,13 @@ fn administrators_changes_answer_in_json_for_scripts() {
         json(&["device", "revoke", &alice.id]),
         serde_json::json!({"revoked": alice.id})
     );
+    // Where the store is, for the administrator (no password).
+    let status = json(&["status"]);
+    let store = status["store"].as_str().unwrap();
+    assert!(
+        store.starts_with("SQLite ") && store.ends_with("server.db"),
+        "{status}"
+    );
     let key = json(&["rotate-receipt-key"]);
     assert_eq!(key["receipt_key"].as_str().unwrap().len(), 44, "{key}");
     // A refusal is JSON too, on stdout.

@@ -441,6 +441,10 @@ impl Agency {
                     && !self.data.join("records").join("archive.db").exists(),
                 "with --database the store and the archive are in PostgreSQL, not the data directory"
             );
+            let status = self.status();
+            let store = status["store"].as_str().unwrap_or_default();
+            assert!(store.starts_with("PostgreSQL "), "{status}");
+            assert!(!store.contains("password"), "{status}");
         }
     }
 }
