@@ -115,6 +115,12 @@ impl Schema {
     }
 }
 
+/// "SQLite PATH" (or `:memory:`): which store a connection is, for
+/// `admin status` and logs.
+pub fn describe(conn: &Connection) -> String {
+    format!("SQLite {}", path_of(conn))
+}
+
 fn path_of(conn: &Connection) -> String {
     match conn.path() {
         Some(p) if !p.is_empty() => p.to_string(),

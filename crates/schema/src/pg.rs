@@ -144,7 +144,10 @@ pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 impl Pg {
     /// Connect to `url` (`postgres://user@host/db` or the key=value form).
-    /// Without a `connect_timeout` in it, gives up after 10 seconds.
+    /// Without a `connect_timeout` in it, gives up after 10 seconds. The
+    /// connection gives up on a lock after 5 seconds (`lock_timeout`), as
+    /// SQLite's `busy_timeout` does: a write that cannot be made fails —
+    /// and the log writer stops the server — rather than hang with it.
     pub fn connect(url: &str) -> Result<Self, PgError> {
         Self::connect_trusting(url, Vec::new())
     }
@@ -195,22 +198,19 @@ impl Pg {
                 at: at.clone(),
                 message,
             })?;
-        Ok(Self {
+        let pg = Self {
             client,
             url: url.to_string(),
             extra_roots,
             statements: RefCell::default(),
-        })
+        };
+        pg.batch("SET lock_timeout = '5s'")?;
+        Ok(pg)
     }
 
     /// Another connection to the same database.
     pub fn reconnect(&self) -> Result<Self, PgError> {
         Self::connect_trusting(&self.url, self.extra_roots.clone())
-    }
-
-    /// The address it was opened with (password included: not for messages).
-    pub fn url(&self) -> String {
-        self.url.clone()
     }
 
     /// The address, without a password.

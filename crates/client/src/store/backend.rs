@@ -119,13 +119,7 @@ impl SqliteDevice {
 
 impl DeviceBackend for SqliteDevice {
     fn describe(&self) -> String {
-        format!(
-            "SQLite {}",
-            self.conn
-                .path()
-                .filter(|p| !p.is_empty())
-                .unwrap_or(":memory:")
-        )
+        keepwire_schema::describe(&self.conn)
     }
 
     fn meta(&self, k: &str) -> Result<Option<Vec<u8>>, ClientError> {

@@ -48,7 +48,7 @@ const WRITER_LOCK: i64 = 0x4b57_4152;
 impl PgArchive {
     /// Connect to the database at `url` and bring its schema up to date.
     pub fn open(url: &str) -> Result<Self, RecordsError> {
-        let pg = connect(url)?;
+        let pg = Pg::connect(url)?;
         keepwire_schema::pg::migrate(&pg, &SCHEMA)?;
         Ok(Self { pg })
     }
@@ -57,7 +57,7 @@ impl PgArchive {
     /// that read or change an archive, which must not create an empty one
     /// where an address was mistyped).
     pub fn open_existing(url: &str) -> Result<Self, RecordsError> {
-        let pg = connect(url)?;
+        let pg = Pg::connect(url)?;
         if keepwire_schema::pg::version(&pg, &SCHEMA)?.is_none() {
             return Err(RecordsError::Archive(format!(
                 "the PostgreSQL database at {} holds no keepwire archive: check --database \
@@ -76,14 +76,6 @@ impl PgArchive {
             f(pg)
         })
     }
-}
-
-/// A connection that gives up on a lock after 5 seconds, as SQLite's
-/// `busy_timeout` does.
-fn connect(url: &str) -> Result<Pg, RecordsError> {
-    let pg = Pg::connect(url)?;
-    pg.batch("SET lock_timeout = '5s'")?;
-    Ok(pg)
 }
 
 /// Stored hashes read through the connection (inside its transaction).
@@ -189,7 +181,12 @@ impl Drop for ReadSnapshot<'_> {
 
 impl ArchiveStore for PgArchive {
     fn reopen(&self) -> Option<Result<Box<dyn ArchiveStore>, RecordsError>> {
-        Some(connect(&self.pg.url()).map(|pg| Box::new(PgArchive { pg }) as Box<dyn ArchiveStore>))
+        Some(
+            self.pg
+                .reconnect()
+                .map(|pg| Box::new(PgArchive { pg }) as Box<dyn ArchiveStore>)
+                .map_err(Into::into),
+        )
     }
 
     fn describe(&self) -> String {

@@ -164,13 +164,7 @@ impl ArchiveStore for SqliteArchive {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "SQLite {}",
-            self.conn
-                .path()
-                .filter(|p| !p.is_empty())
-                .unwrap_or(":memory:")
-        )
+        keepwire_schema::describe(&self.conn)
     }
 
     fn insert_records(&mut self, records: &[SealedRecord<'_>]) -> Result<usize, RecordsError> {

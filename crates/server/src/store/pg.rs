@@ -75,7 +75,7 @@ pub static SCHEMA: PgSchema = PgSchema {
 impl PgStore {
     /// Connect to the database at `url` and bring its schema up to date.
     pub fn open(url: &str) -> Result<Self, ServerError> {
-        let pg = connect(url)?;
+        let pg = Pg::connect(url)?;
         keepwire_schema::pg::migrate(&pg, &SCHEMA)?;
         Ok(Self { pg })
     }
@@ -84,7 +84,7 @@ impl PgStore {
     /// commands that read or change a deployment (`admin`), which must not
     /// create an empty store where an address was mistyped.
     pub fn open_existing(url: &str) -> Result<Self, ServerError> {
-        let pg = connect(url)?;
+        let pg = Pg::connect(url)?;
         if keepwire_schema::pg::version(&pg, &SCHEMA)?.is_none() {
             return Err(ServerError::Invalid(format!(
                 "the PostgreSQL database at {} holds no keepwire server store: check --database \
@@ -99,21 +99,17 @@ impl PgStore {
 
 impl ServerStore for PgStore {
     fn reopen(&self) -> Option<Result<Box<dyn ServerStore>, ServerError>> {
-        Some(connect(&self.pg.url()).map(|pg| Box::new(PgStore { pg }) as Box<dyn ServerStore>))
+        Some(
+            self.pg
+                .reconnect()
+                .map(|pg| Box::new(PgStore { pg }) as Box<dyn ServerStore>)
+                .map_err(Into::into),
+        )
     }
 
     fn describe(&self) -> String {
         format!("PostgreSQL {}", self.pg.address())
     }
-}
-
-/// A connection that gives up on a lock after 5 seconds, as SQLite's
-/// `busy_timeout` does: a write that cannot be made fails (and the log
-/// writer stops the server) rather than hang the server with it.
-fn connect(url: &str) -> Result<Pg, ServerError> {
-    let pg = Pg::connect(url)?;
-    pg.batch("SET lock_timeout = '5s'")?;
-    Ok(pg)
 }
 
 /// A BIGINT column as the u64 it stores.

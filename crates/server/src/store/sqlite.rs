@@ -103,12 +103,6 @@ impl ServerStore for SqliteStore {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "SQLite {}",
-            self.conn
-                .path()
-                .filter(|p| !p.is_empty())
-                .unwrap_or(":memory:")
-        )
+        keepwire_schema::describe(&self.conn)
     }
 }
