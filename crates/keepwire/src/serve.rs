@@ -194,11 +194,12 @@ pub async fn start_server(
         .transpose()?;
     let store = open_server_store(data_dir, database)?;
     tracing::info!(store = %store.describe(), "server store open");
+    // The log writer's own connection to the same store.
+    let log_store = store.reopen().transpose()?;
     let key = keepwire_server::load_or_create_key(data_dir)?;
     let clock = Clock::from_env();
     let core = Core::open(store, key, limits, clock.now_ms())?;
-    let log_store = open_server_store(data_dir, database)?;
-    let state = AppState::new(core, Some(log_store), clock);
+    let state = AppState::new(core, log_store, clock);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -703,31 +703,7 @@ fn a_commit_only_members_can_fault_suspends_its_conversation_not_the_archive() {
         let mut m = Rogue::enroll(&url, "mallory", code.trim()).await;
         m.wire.call(Request::AcknowledgeNotice).await.unwrap();
         let client = m.client(Rules::default());
-        let kps = m.claim(&["bob"], true).await;
-        let mut g = client
-            .create_group(ExtensionList::new(), ExtensionList::new(), None)
-            .unwrap();
-        let conv = hex(g.group_id());
-        let epoch0 = g.group_info_message(true).unwrap().to_bytes().unwrap();
-        let mut b = g.commit_builder();
-        for k in &kps {
-            b = b
-                .add_member(MlsMessage::from_bytes(&k.key_package).unwrap())
-                .unwrap();
-        }
-        let out = b.build().unwrap();
-        m.wire
-            .call(Request::CreateConversation {
-                conv: conv.clone(),
-                group_info: epoch0,
-                commit: out.commit_message.to_bytes().unwrap(),
-                welcome: out.welcome_messages[0].to_bytes().unwrap(),
-                next_group_info: out.external_commit_group_info.unwrap().to_bytes().unwrap(),
-            })
-            .await
-            .unwrap();
-        g.apply_pending_commit().unwrap();
-        m.wire.wait_captured(&conv, 1).await;
+        let (conv, mut g) = m.create(&client, &["bob"]).await;
 
         // A probe for the epoch before the broken commit: refused as stale
         // while the records service has not reported, and once it has,

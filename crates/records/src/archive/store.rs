@@ -217,10 +217,6 @@ pub struct RawLeaf<'a> {
     pub data: &'a [u8],
 }
 
-/// The kinds counted as messages (see [`crate::RecordKind::is_message`]),
-/// as stored.
-pub const MESSAGE_KINDS: [&str; 3] = ["application", "withheld", "undecryptable"];
-
 /// The mark of the last server decision logged.
 pub(crate) const DECISIONS_LOGGED: &str = "server_decisions.logged";
 

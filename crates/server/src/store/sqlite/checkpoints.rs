@@ -54,8 +54,9 @@ impl CheckpointStore for SqliteStore {
         since_size: u64,
     ) -> Result<Vec<keepwire_protocol::PublishedCheckpoint>, ServerError> {
         self.query_checkpoints(
-            "SELECT note, from_size, path FROM checkpoints WHERE size > ?1 ORDER BY size LIMIT 256",
+            "SELECT note, from_size, path FROM checkpoints WHERE size > ?1 ORDER BY size LIMIT ?2",
             since_size,
+            CHECKPOINT_PAGE,
         )
     }
 
@@ -64,8 +65,9 @@ impl CheckpointStore for SqliteStore {
     ) -> Result<Option<keepwire_protocol::PublishedCheckpoint>, ServerError> {
         Ok(self
             .query_checkpoints(
-                "SELECT note, from_size, path FROM checkpoints WHERE size >= ?1 ORDER BY size DESC LIMIT 1",
+                "SELECT note, from_size, path FROM checkpoints WHERE size >= ?1 ORDER BY size DESC LIMIT ?2",
                 0,
+                1,
             )?
             .pop())
     }
@@ -76,9 +78,10 @@ impl SqliteStore {
         &self,
         sql: &str,
         size: u64,
+        limit: i64,
     ) -> Result<Vec<keepwire_protocol::PublishedCheckpoint>, ServerError> {
         let mut stmt = self.conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(params![size as i64], |r| {
+        let rows = stmt.query_map(params![size as i64, limit], |r| {
             let path: Vec<u8> = r.get(2)?;
             Ok(keepwire_protocol::PublishedCheckpoint {
                 checkpoint: r.get(0)?,
