@@ -195,7 +195,9 @@ pub async fn start_server(
     let store = open_server_store(data_dir, database)?;
     tracing::info!(store = %store.describe(), "server store open");
     // The log writer's own connection to the same store.
-    let log_store = store.reopen().transpose()?;
+    let log_store = store
+        .reopen()
+        .context("the server's store must be a file or a PostgreSQL database (the log writer opens it again)")??;
     let key = keepwire_server::load_or_create_key(data_dir)?;
     let clock = Clock::from_env();
     let core = Core::open(store, key, limits, clock.now_ms())?;

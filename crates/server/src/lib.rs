@@ -8,9 +8,11 @@
 
 pub mod deadline;
 pub mod gate;
+pub mod log_writer;
 pub mod outbox;
 pub mod roster;
 pub mod service;
+pub mod shell;
 pub mod store;
 pub mod tls;
 pub mod ws;

@@ -89,15 +89,6 @@ impl Outbox {
 }
 
 impl OutboxReceiver {
-    /// A frame already queued, without waiting (for tests of the core,
-    /// which run without a runtime).
-    #[cfg(test)]
-    pub(crate) fn try_recv(&mut self) -> Option<String> {
-        let text = self.rx.try_recv().ok()?;
-        self.shared.queued.fetch_sub(text.len(), Ordering::Relaxed);
-        Some(text)
-    }
-
     /// The next frame to write; `None` once the queue overflowed (the
     /// connection must close) or every sender is gone.
     pub async fn recv(&mut self) -> Option<String> {

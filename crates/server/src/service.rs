@@ -1,9 +1,14 @@
-//! The delivery service's core: one request in, one response out, plus the
-//! pushes it causes. The WebSocket shell ([`crate::ws`]) only moves frames.
+//! The delivery service's core, a state machine without I/O: a request,
+//! its session and the time go in ([`Core::handle`], then
+//! [`Core::answer`]); the reply, the pushes it causes and the entries to
+//! make durable come out as [`Effect`]s, in order ([`Core::take_effects`]).
+//! It holds no socket, channel, thread or clock; the shell
+//! ([`crate::shell`], [`crate::ws`], [`crate::log_writer`]) carries the
+//! effects out, and its tests (`service/tests.rs`) drive it directly.
 //!
 //! Promise 1 lives in [`Core::append`], [`Core::archived`] and
 //! [`crate::gate`]: a message is appended to its conversation's durable
-//! log (fsync'd SQLite transaction) before the sender gets a receipt and
+//! log (one group commit, flushed) before the sender gets a receipt and
 //! before the records member gets it, and reaches any other member only
 //! once the records service has archived it — never if it was withheld;
 //! log entries are deleted only by [`Core::collect_garbage`], never past
@@ -12,7 +17,6 @@
 
 use std::collections::HashMap;
 
-use crate::outbox::Outbox;
 use ed25519_dalek::SigningKey;
 use keepwire_protocol::{
     ConversationInfo, ErrorCode, Policy, ProtocolError, Request, ServerBody, RECORDS_USER,
@@ -28,16 +32,16 @@ mod check;
 mod checkpoints;
 mod conversations;
 mod delivery;
+mod effects;
 mod gc;
 mod keys;
-mod log_writer;
 mod release;
 #[cfg(test)]
 mod tests;
 use access::blocked_message;
 pub use check::{Check, Checked};
 use conversations::others_of;
-pub use log_writer::{run_log_writer, Garbage, Job};
+pub use effects::{Answer, Effect, Job};
 use release::hold_after_restart;
 
 #[derive(Debug, Clone)]
@@ -109,13 +113,13 @@ pub struct Session {
     pub id: u64,
     pub nonce: Vec<u8>,
     pub device: Option<DeviceRow>,
-    pub out: Outbox,
 }
 
 pub struct Core {
     store: Box<dyn ServerStore>,
     convs: HashMap<String, Conv>,
-    live: HashMap<String, Vec<(u64, Outbox)>>,
+    /// The sessions pushes go to, per device (those that synced).
+    live: HashMap<String, Vec<u64>>,
     /// Authenticated connections per device.
     sessions: HashMap<String, usize>,
     backlog: u64,
@@ -127,16 +131,14 @@ pub struct Core {
     /// The time of the request being handled, as the caller gave it: the
     /// core reads no clock.
     now_ms: u64,
-    writer: Option<std::sync::mpsc::Sender<Job>>,
-    /// Relay garbage handed to the log writer, which deletes it a little
-    /// at a time (see [`run_log_writer`]).
-    garbage: Option<Garbage>,
+    /// What the shell is to do, in order ([`Core::take_effects`]).
+    effects: Vec<Effect>,
     /// The session whose request is being handled (see [`Core::handle`]):
     /// its own commits are pushed to the device's other sessions only.
     handling_session: u64,
     /// An append of the request being handled, held until its answer is
-    /// attached ([`Core::answer_when_durable`]) and then given to the log
-    /// writer, which sends that answer once the entry is durable.
+    /// attached ([`Core::answer`]) and then given to the log writer, which
+    /// sends that answer once the entry is durable.
     pending: Option<Job>,
     /// The request being handled was checked without the lock
     /// ([`Core::handle_checked`]).
@@ -221,8 +223,7 @@ impl Core {
             key,
             signer,
             now_ms,
-            writer: None,
-            garbage: None,
+            effects: Vec::new(),
             pending: None,
             checked: None,
             handling_session: 0,
@@ -286,7 +287,7 @@ impl Core {
     pub fn disconnect(&mut self, session: &Session) {
         if let Some(d) = &session.device {
             if let Some(list) = self.live.get_mut(&d.device_id) {
-                list.retain(|(id, _)| *id != session.id);
+                list.retain(|id| *id != session.id);
             }
             if let Some(n) = self.sessions.get_mut(&d.device_id) {
                 *n = n.saturating_sub(1);
@@ -307,7 +308,7 @@ impl Core {
         self.now_ms = now_ms;
         // A caller that never attached an answer: the entry still goes,
         // in order, unanswered.
-        self.release_pending(None);
+        self.release_pending();
         self.handling_session = session.id;
         let device = match (&req, &session.device) {
             (

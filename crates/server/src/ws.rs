@@ -1,6 +1,7 @@
 //! The network shell: axum routes, one WebSocket per device. Each frame is
-//! decoded, handed to the [`Core`] under its lock, and the answer written
-//! back; pushes for other devices go out through their sessions' queues.
+//! decoded and handed to the [`Core`] under its lock; the answer and the
+//! pushes it causes leave as the core's effects ([`crate::shell`]),
+//! through each session's queue.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,12 +23,13 @@ use tokio::net::TcpListener;
 use crate::deadline::{ConnWatch, Watch, WatchedListener};
 use crate::roster;
 use crate::service::{Session, StoreRegistry};
+use crate::shell::{CoreGuard, Shell};
 use crate::store::ServerStore;
 use crate::Core;
 
 #[derive(Clone)]
 pub struct AppState {
-    core: Arc<Mutex<Core>>,
+    core: Arc<Mutex<Shell>>,
     next_session: Arc<AtomicU64>,
     limits: crate::Limits,
     /// One permit per open WebSocket (`Limits::max_connections`).
@@ -63,10 +65,10 @@ pub enum Phase {
 impl AppState {
     /// Wrap the core; `log_store`, a second connection to the server's
     /// database, becomes the log writer that batches appends into group
-    /// commits (without one, each append commits on its own).
+    /// commits ([`crate::log_writer`]).
     pub fn new(
-        mut core: Core,
-        log_store: Option<Box<dyn ServerStore>>,
+        core: Core,
+        log_store: Box<dyn ServerStore>,
         clock: keepwire_protocol::clock::Clock,
     ) -> Self {
         let limits = core.limits().clone();
@@ -78,22 +80,18 @@ impl AppState {
             }
             None => None,
         };
-        let writer = log_store.map(|store| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let garbage = crate::service::Garbage::default();
-            core.attach_writer(tx, garbage.clone());
-            (store, rx, garbage)
-        });
-        let core = Arc::new(Mutex::new(core));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let garbage = crate::log_writer::Garbage::default();
+        let core = Arc::new(Mutex::new(Shell::new(core, tx, garbage.clone())));
         let fatal = Arc::new(tokio::sync::watch::channel(None).0);
-        if let Some((store, rx, garbage)) = writer {
+        {
             let core = Arc::clone(&core);
             let fatal = Arc::clone(&fatal);
             std::thread::Builder::new()
                 .name("keepwire-log-writer".into())
                 .spawn(move || {
                     raise_priority();
-                    let _ = crate::service::run_log_writer(store, rx, core, garbage, |e| {
+                    let _ = crate::log_writer::run_log_writer(log_store, rx, core, garbage, |e| {
                         tracing::error!(error = %e, "the log could not be written; stopping the server");
                         fatal.send_replace(Some(e.to_string()));
                     });
@@ -125,10 +123,12 @@ impl AppState {
         });
     }
 
-    pub fn core(&self) -> std::sync::MutexGuard<'_, Core> {
+    /// The core, locked; the effects of what is done with it are carried
+    /// out when the guard drops.
+    pub fn core(&self) -> CoreGuard<'_> {
         // A panic while holding the lock would be a bug; the core's durable
-        // state is in SQLite transactions, so continuing is safe.
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+        // state is in the store's transactions, so continuing is safe.
+        CoreGuard(self.core.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -233,8 +233,8 @@ async fn connection(socket: WebSocket, state: AppState, watch: Arc<Watch>) {
         id: state.next_session.fetch_add(1, Ordering::Relaxed),
         nonce: nonce.clone(),
         device: None,
-        out: tx.clone(),
     };
+    state.core().open(session.id, tx.clone());
     let hello = ServerFrame::push(ServerBody::Challenge {
         nonce,
         server_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -296,14 +296,20 @@ async fn connection(socket: WebSocket, state: AppState, watch: Arc<Watch>) {
                     ErrorCode::BadFrame,
                     "binary frames are not used; send JSON text frames",
                 );
-                tx.send(ServerFrame::error(None, &err).to_json());
+                if !tx.send(ServerFrame::error(None, &err).to_json()) {
+                    break;
+                }
                 continue;
             }
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => continue,
         };
-        let reply = match decode_client_frame(&text) {
-            Err((id, err)) => ServerFrame::error(id, &err).to_json(),
+        match decode_client_frame(&text) {
+            Err((id, err)) => {
+                if !tx.send(ServerFrame::error(id, &err).to_json()) {
+                    break;
+                }
+            }
             Ok(frame) => {
                 let id = frame.id;
                 // Requests that may take long (a backlog to replay, a
@@ -358,7 +364,7 @@ async fn connection(socket: WebSocket, state: AppState, watch: Arc<Watch>) {
                     // after its group commit. Meanwhile this connection
                     // keeps reading, so a device may have many messages in
                     // flight.
-                    core.answer_when_durable(&tx, reply.to_json(), || {
+                    core.answer(session.id, reply.to_json(), || {
                         ServerFrame::error(
                             Some(id),
                             &ProtocolError::new(
@@ -374,22 +380,15 @@ async fn connection(socket: WebSocket, state: AppState, watch: Arc<Watch>) {
                 // them in place. Handing the worker over to another thread
                 // for each (`block_in_place`) cost more than the request,
                 // in thread switches and latency. The long ones move aside.
-                let now = if long {
+                if long {
                     tokio::task::block_in_place(handle)
                 } else {
                     handle()
-                };
-                match now {
-                    Some(reply) => reply,
-                    None => continue,
                 }
             }
-        };
-        if !tx.send(reply) {
-            break;
         }
     }
-    state.core().disconnect(&session);
+    state.core().close(&session);
     if stopping {
         // The writer sends what is still owed — receipts of appends in the
         // group commit in flight arrive through the log writer, which holds
@@ -462,8 +461,7 @@ pub async fn serve(
                 tracing::warn!(error = %e, "relaying administrators' decisions failed");
             }
             match gc {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(deleted = n, "relay entries deleted"),
+                Ok(()) => {}
                 Err(e) => tracing::warn!(error = %e, "relay garbage collection failed"),
             }
             match evict {

@@ -1,8 +1,10 @@
 //! The durable append, promise 1's first half: an entry gets the next
-//! number and a signed receipt, is handed to the log writer with the
-//! answer to send once it is durable, and is held at the conversation's
-//! gate for everyone but the records member (the other half is
-//! [`super::release`]). Pushes go to live sessions' outboxes.
+//! number and a signed receipt, becomes an [`Effect::Write`] for the log
+//! writer with the answer to send once it is durable, and is held at the
+//! conversation's gate for everyone but the records member (the other
+//! half is [`super::release`]).
+//!
+//! [`Effect::Write`]: super::Effect::Write
 
 use keepwire_protocol::{
     receipt_signed_bytes, Delivery, ErrorCode, ProtocolError, Receipt, ServerBody, ServerFrame,
@@ -11,22 +13,22 @@ use keepwire_protocol::{
 use sha2::{Digest, Sha256};
 
 use super::conversations::{others_of, CommitChange};
-use super::log_writer::{Answer, Garbage, Job, OwnedRosterUpdate, Push};
-use super::{internal, refuse, Core};
+use super::effects::{Job, OwnedRosterUpdate, Push};
+use super::{refuse, Core};
 use crate::gate::Held;
-use crate::outbox::Outbox;
 use crate::roster::{self, MemberDevice};
 use crate::store::{DeviceRow, LogEntry};
 
 impl Core {
     /// Append to the log durably, then answer and push: promise 1.
     ///
-    /// With a log writer attached ([`Core::attach_writer`]) the entry joins
-    /// the writer's next group commit: the conversation's in-memory state
-    /// moves on at once (so the next message gets the next number and is
-    /// checked against the new roster), while the receipt and every push
-    /// wait until the batch is durable ([`Core::answer_when_durable`]).
-    /// Without one the entry is written here, before anything else.
+    /// The entry is held until the request's answer is attached
+    /// ([`Core::answer`]) and then becomes an [`super::Effect::Write`]: it
+    /// joins the log writer's next group commit. The conversation's
+    /// in-memory state moves on at once (so the next message gets the
+    /// next number and is checked against the new roster), while the
+    /// receipt and every push wait until the entry is durable
+    /// ([`Core::durable`]).
     pub(super) fn append(
         &mut self,
         device: &DeviceRow,
@@ -76,12 +78,7 @@ impl Core {
             }),
             None => None,
         };
-        if self.writer.is_none() {
-            self.store
-                .append(&entry, roster.as_ref().map(|r| r.view()).as_ref(), create)
-                .map_err(internal)?;
-        }
-        // From here the entry is (or will be, before anyone hears of it) durable.
+        // From here the entry will be durable before anyone hears of it.
         let c = self
             .convs
             .get_mut(conv)
@@ -148,82 +145,14 @@ impl Core {
                 });
             }
         }
-        match &self.writer {
-            None => self.apply_effects(conv, seq, &effects),
-            Some(_) => {
-                self.pending = Some(Job {
-                    entry,
-                    roster,
-                    create,
-                    effects,
-                    answer: None,
-                });
-            }
-        }
+        self.pending = Some(Job {
+            entry,
+            roster,
+            create,
+            effects,
+            answer: None,
+        });
         Ok(receipt)
-    }
-
-    /// Give the held append to the log writer, with the answer it sends
-    /// once the entry is durable. Still under the core's lock, so entries
-    /// reach the writer in the order their numbers were given.
-    pub(super) fn release_pending(&mut self, answer: Option<Answer>) -> bool {
-        let Some(mut job) = self.pending.take() else {
-            return false;
-        };
-        job.answer = answer;
-        let refused = match &self.writer {
-            Some(w) => w.send(job).err().map(|e| e.0),
-            None => Some(job),
-        };
-        if let Some(job) = refused {
-            // The writer only stops after a storage failure, which ends the
-            // process; the entry is not durable, and the sender is told so.
-            tracing::error!("the server's log writer has stopped");
-            if let Some(a) = job.answer {
-                let _ = a.out.send(a.failed);
-            }
-        }
-        true
-    }
-
-    /// Entry `seq` of `conv` is durable: push it (and the records
-    /// member's Welcome) to the records member's live sessions.
-    pub(super) fn apply_effects(&mut self, conv: &str, seq: u64, effects: &[Push]) {
-        for p in effects {
-            self.push_text(&p.device, &p.frame);
-        }
-        if let Some(c) = self.convs.get_mut(conv) {
-            c.gate.durable(seq);
-        }
-    }
-
-    /// Hand durable appends, and relay garbage, to a log writer (see
-    /// [`super::run_log_writer`]).
-    pub fn attach_writer(&mut self, writer: std::sync::mpsc::Sender<Job>, garbage: Garbage) {
-        self.writer = Some(writer);
-        self.garbage = Some(garbage);
-    }
-
-    /// After [`Core::handle`]: if the request appended to the log, its
-    /// answer may only leave once the entry is durable. Then the log writer
-    /// sends `reply` (or `failed`, if the write fails) to `out` right after
-    /// its group commit, in order with the pushes (returns `None`, handed
-    /// over); otherwise `reply` is returned to be sent now.
-    pub fn answer_when_durable(
-        &mut self,
-        out: &Outbox,
-        reply: String,
-        failed: impl FnOnce() -> String,
-    ) -> Option<String> {
-        if self.pending.is_none() {
-            return Some(reply);
-        }
-        self.release_pending(Some(Answer {
-            out: out.clone(),
-            reply,
-            failed: failed(),
-        }));
-        None
     }
 
     pub(super) fn receipt(&self, e: &LogEntry) -> Receipt {
@@ -234,26 +163,6 @@ impl Core {
             server_time_ms: e.server_time_ms,
             signature: e.signature.clone(),
             server_key: self.public_key().to_vec(),
-        }
-    }
-
-    pub(super) fn push(&mut self, device_id: &str, body: ServerBody) {
-        let text = ServerFrame::push(body).to_json();
-        self.push_text(device_id, &text);
-    }
-
-    pub(super) fn push_text(&mut self, device_id: &str, text: &str) {
-        self.push_text_except(device_id, None, text);
-    }
-
-    pub(super) fn is_live(&self, device_id: &str) -> bool {
-        self.live.get(device_id).is_some_and(|l| !l.is_empty())
-    }
-
-    /// Push to every live session of `device_id` but `skip`.
-    pub(super) fn push_text_except(&mut self, device_id: &str, skip: Option<u64>, text: &str) {
-        if let Some(list) = self.live.get_mut(device_id) {
-            list.retain(|(id, tx)| Some(*id) == skip || tx.send(text.to_string()));
         }
     }
 }

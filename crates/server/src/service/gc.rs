@@ -4,18 +4,18 @@
 //! it to the log writer, which deletes it a bounded chunk per commit (a
 //! long delete under the lock stalled every request).
 
-use super::Core;
+use super::{Core, Effect};
 use crate::ServerError;
 
 impl Core {
-    /// Delete log entries nobody needs any more: captured by the records
-    /// service and acknowledged by every member device, or captured and
-    /// older than the relay TTL. Never anything the records service has
-    /// not acknowledged (promise 1). With a log writer, this only works out
-    /// what may go and hands it over (returns 0): deleting thousands of
-    /// entries here, under the core's lock, stalled every request for tens
-    /// of milliseconds. Without one, deletes at once and returns how many.
-    pub fn collect_garbage(&mut self, now_ms: u64) -> Result<usize, ServerError> {
+    /// Work out which log entries nobody needs any more — captured by the
+    /// records service and acknowledged by every member device, or
+    /// captured and older than the relay TTL; never anything the records
+    /// service has not acknowledged (promise 1) — and hand them to the
+    /// log writer as an [`Effect::Collect`], which deletes them a bounded
+    /// chunk per commit: deleting thousands of entries here, under the
+    /// core's lock, stalled every request for tens of milliseconds.
+    pub fn collect_garbage(&mut self, now_ms: u64) -> Result<(), ServerError> {
         let now = now_ms;
         let before = now.saturating_sub(self.limits.relay_ttl_ms);
         let mut passes = Vec::new();
@@ -35,15 +35,9 @@ impl Core {
                 expired_before_ms: before,
             });
         }
-        if passes.is_empty() {
-            return Ok(0);
+        if !passes.is_empty() {
+            self.effects.push(Effect::Collect(passes));
         }
-        match &self.garbage {
-            Some(g) => {
-                g.hand_over(passes);
-                Ok(0)
-            }
-            None => self.store.collect(&passes),
-        }
+        Ok(())
     }
 }

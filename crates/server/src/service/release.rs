@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use keepwire_protocol::{ErrorCode, ProtocolError, ServerBody, ServerFrame, RECORDS_USER};
 
 use super::delivery::deliver_text;
-use super::{internal, refuse, Conv, Core, Session};
+use super::{internal, refuse, Conv, Core, Effect, Session};
 use crate::gate::{Gate, Held};
 use crate::roster::{self, MemberDevice};
 use crate::store::{DeviceRow, LogEntry, ServerStore, WithheldEntry};
@@ -336,17 +336,21 @@ impl Core {
         // this part (a large backlog would otherwise overflow the queue and
         // close the connection on every attempt). It goes live only once
         // nothing is left, so live pushes never overtake the replay.
-        let budget = session.out.limit() / 2;
+        let budget = self.limits.max_outbox_bytes / 2;
         // Off the live list while replaying: a session that was live (a
         // device syncing again on the same connection) would otherwise get
         // live pushes interleaved with a paged replay.
         if let Some(list) = self.live.get_mut(&device.device_id) {
-            list.retain(|(id, _)| *id != session.id);
+            list.retain(|id| *id != session.id);
         }
         let mut sent = 0usize;
+        let mut replay = Vec::new();
         let mut send = |text: String| {
             sent += text.len();
-            session.out.send(text);
+            replay.push(Effect::Send {
+                session: session.id,
+                text,
+            });
             sent < budget
         };
         let upto = |c: &Conv| {
@@ -400,6 +404,7 @@ impl Core {
                         continue;
                     }
                     if !send(deliver_text(&e, self.receipt(&e))) {
+                        self.effects.append(&mut replay);
                         return Ok(ServerBody::Synced { more: true });
                     }
                 }
@@ -414,9 +419,10 @@ impl Core {
                 );
             }
         }
+        self.effects.append(&mut replay);
         let list = self.live.entry(device.device_id.clone()).or_default();
-        if !list.iter().any(|(id, _)| *id == session.id) {
-            list.push((session.id, session.out.clone()));
+        if !list.contains(&session.id) {
+            list.push(session.id);
         }
         Ok(ServerBody::Synced { more: false })
     }

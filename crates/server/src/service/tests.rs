@@ -1,6 +1,8 @@
 //! The core driven directly, without sockets or threads: devices are
-//! sessions, requests go through [`Core::handle`], and members' MLS clients
-//! make real messages. Each refusal a modified client can meet is a row of
+//! sessions, requests go through [`Core::handle`] and [`Core::answer`],
+//! the harness carries out the core's effects itself (frames into each
+//! session's inbox, entries written by a second store connection standing
+//! in for the log writer), and members' MLS clients make real messages. Each refusal a modified client can meet is a row of
 //! a table, checked in milliseconds (the end-to-end suite, `adversarial.rs`,
 //! drives the same refusals through the real binary).
 
@@ -22,9 +24,10 @@ use mls_rs::{
 };
 use mls_rs_crypto_awslc::AwsLcCryptoProvider;
 
-use super::{Core, Limits, Session};
-use crate::outbox::{Outbox, OutboxReceiver};
-use crate::store::SqliteStore as Store;
+use std::collections::{HashMap, VecDeque};
+
+use super::{Core, Effect, Job, Limits, Session};
+use crate::store::{ServerStore, SqliteStore as Store};
 
 mod forgeries;
 
@@ -83,7 +86,6 @@ impl MlsRules for Rules {
 /// An enrolled device: its connection to the core and its signing keys.
 struct Dev {
     session: Session,
-    _pushes: OutboxReceiver,
     secret: mls_rs::crypto::SignatureSecretKey,
     public: mls_rs::crypto::SignaturePublicKey,
 }
@@ -117,6 +119,13 @@ fn suite() -> impl CipherSuiteProvider {
 struct World {
     core: Core,
     next_session: u64,
+    /// Frames the core sent each session, not yet read.
+    inbox: HashMap<u64, VecDeque<String>>,
+    /// The log writer's connection to the store.
+    writer: Box<dyn ServerStore>,
+    /// Entries waiting for the log writer, when the test steps it by hand
+    /// ([`World::with_writer`]); otherwise each is written at once.
+    held: Option<Vec<Job>>,
     /// What keeps the store alive: its directory, or its PostgreSQL schema.
     _keep: Box<dyn std::any::Any>,
 }
@@ -146,24 +155,68 @@ impl World {
                 (Box::new(dir), Box::new(store))
             };
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let writer = store.reopen().unwrap().unwrap();
         let core = Core::open(store, key, Limits::default(), now()).unwrap();
         Self {
             core,
             next_session: 1,
+            inbox: HashMap::new(),
+            writer,
+            held: None,
             _keep: keep,
         }
     }
 
-    fn session(&mut self) -> (Session, OutboxReceiver) {
-        let (out, rx) = Outbox::new(1 << 20);
+    fn session(&mut self) -> Session {
         self.next_session += 1;
-        let session = Session {
+        Session {
             id: self.next_session,
             nonce: vec![self.next_session as u8; 32],
             device: None,
-            out,
+        }
+    }
+
+    /// Carry out the core's effects, in order, as the shell does.
+    fn pump(&mut self) {
+        for effect in self.core.take_effects() {
+            match effect {
+                Effect::Send { session, text } => {
+                    self.inbox.entry(session).or_default().push_back(text)
+                }
+                Effect::Write(job) => match &mut self.held {
+                    Some(held) => held.push(*job),
+                    None => {
+                        crate::log_writer::write_batch(
+                            &mut *self.writer,
+                            &[&*job],
+                            &mut Default::default(),
+                        )
+                        .unwrap();
+                        self.durable(vec![*job]);
+                    }
+                },
+                Effect::Collect(passes) => {
+                    self.writer.collect(&passes).unwrap();
+                }
+            }
+        }
+    }
+
+    /// Handle `req` and answer it, as the WebSocket shell does.
+    fn request(
+        &mut self,
+        session: &mut Session,
+        req: Request,
+    ) -> Result<ServerBody, ProtocolError> {
+        let result = self.core.handle(session, req, now());
+        let reply = match &result {
+            Ok(body) => keepwire_protocol::ServerFrame::response(1, body.clone()),
+            Err(e) => keepwire_protocol::ServerFrame::error(Some(1), e),
         };
-        (session, rx)
+        self.core
+            .answer(session.id, reply.to_json(), || "failed".to_string());
+        self.pump();
+        result
     }
 
     /// A user (created if new) with a freshly enrolled device.
@@ -174,32 +227,29 @@ impl World {
             store.add_user(user, user, category, at).unwrap();
         }
         let code = store.new_enrolment_code(user, at).unwrap();
-        let (mut session, rx) = self.session();
+        let mut session = self.session();
         let (secret, public) = suite().signature_key_generate().unwrap();
         let signature = suite()
             .sign(&secret, &[AUTH_CONTEXT, &session.nonce].concat())
             .unwrap();
-        self.core
-            .handle(
-                &mut session,
-                Request::Enroll {
-                    code,
-                    signature_key: public.as_bytes().to_vec(),
-                    signature,
-                },
-                now(),
-            )
-            .unwrap();
+        self.request(
+            &mut session,
+            Request::Enroll {
+                code,
+                signature_key: public.as_bytes().to_vec(),
+                signature,
+            },
+        )
+        .unwrap();
         Dev {
             session,
-            _pushes: rx,
             secret,
             public,
         }
     }
 
     fn call(&mut self, dev: &mut Dev, req: Request) -> Result<ServerBody, ProtocolError> {
-        self.core.handle(&mut dev.session, req, now())
+        self.request(&mut dev.session, req)
     }
 
     fn upload<C: MlsConfig>(&mut self, dev: &mut Dev, client: &mls_rs::Client<C>) {
@@ -520,9 +570,9 @@ fn every_refusal_a_modified_client_meets_comes_with_its_code() {
         "an archived range past the durable log",
     );
     // Unauthenticated requests.
-    let (mut anon, _rx) = w.session();
+    let mut anon = w.session();
     refused(
-        w.core.handle(&mut anon, Request::Sync, now()),
+        w.request(&mut anon, Request::Sync),
         ErrorCode::Unauthorized,
         "a request before authenticating",
     );
@@ -550,68 +600,65 @@ fn every_refusal_a_modified_client_meets_comes_with_its_code() {
     );
 }
 
-/// The log writer, stepped by hand: appends wait in its channel until the
-/// test writes them (`write`) and then releases their pushes (`durable`),
-/// so a request can be made to fall between the two.
-struct Writer {
-    jobs: std::sync::mpsc::Receiver<super::Job>,
-    store: Box<dyn crate::store::ServerStore>,
-}
-
 impl World {
-    fn with_writer() -> (Self, Writer) {
-        let w = Self::new();
-        Self::attach(w)
-    }
-
-    fn attach(mut w: Self) -> (Self, Writer) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        w.core.attach_writer(tx, super::Garbage::default());
-        let store = w.core.store().reopen().unwrap().unwrap();
-        (w, Writer { jobs: rx, store })
+    /// A world whose log writer the test steps by hand: appends wait until
+    /// the test writes them ([`World::write`]) and then releases their
+    /// pushes and answers ([`World::durable`]), so a request can be made
+    /// to fall between the two.
+    fn with_writer() -> Self {
+        let mut w = Self::new();
+        w.held = Some(Vec::new());
+        w
     }
 
     /// The group commit: what was appended is written (durable), but its
     /// pushes have not gone out yet.
-    fn write(&mut self, writer: &mut Writer) -> Vec<super::Job> {
-        self.core.release_pending(None);
-        let batch: Vec<super::Job> = writer.jobs.try_iter().collect();
-        super::log_writer::write_batch(&mut *writer.store, &batch, &mut Default::default())
-            .unwrap();
+    fn write(&mut self) -> Vec<Job> {
+        let batch = self.held.as_mut().map(std::mem::take).unwrap_or_default();
+        let jobs: Vec<&Job> = batch.iter().collect();
+        crate::log_writer::write_batch(&mut *self.writer, &jobs, &mut Default::default()).unwrap();
         batch
     }
 
-    /// The pushes of a written batch go out.
-    fn durable(&mut self, batch: Vec<super::Job>) {
-        super::log_writer::now_durable(&mut self.core, batch);
-    }
-
-    fn flush(&mut self, writer: &mut Writer) {
-        let batch = self.write(writer);
-        self.durable(batch);
-    }
-}
-
-/// The sequence numbers of the entries of `conv` pushed to `dev` so far,
-/// with a `0` for each Welcome.
-fn delivered(dev: &mut Dev, conv: &str) -> Vec<u64> {
-    let mut out = Vec::new();
-    while let Some(text) = dev._pushes.try_recv() {
-        match keepwire_protocol::ServerFrame::from_json(&text)
-            .unwrap()
-            .body
-        {
-            ServerBody::Deliver(d) if d.conv == conv => out.push(d.seq),
-            ServerBody::WelcomeMessage { conv: c, .. } if c == conv => out.push(0),
-            _ => {}
+    /// The pushes of a written batch go out, each entry's before its
+    /// answer, as the log writer sends them.
+    fn durable(&mut self, batch: Vec<Job>) {
+        for job in batch {
+            let answer = self.core.durable(job);
+            self.pump();
+            if let Some(a) = answer {
+                self.inbox.entry(a.session).or_default().push_back(a.reply);
+            }
         }
     }
-    out
+
+    fn flush(&mut self) {
+        let batch = self.write();
+        self.durable(batch);
+    }
+
+    /// The sequence numbers of the entries of `conv` pushed to `dev` so
+    /// far, with a `0` for each Welcome.
+    fn delivered(&mut self, dev: &Dev, conv: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        let inbox = self.inbox.entry(dev.session.id).or_default();
+        while let Some(text) = inbox.pop_front() {
+            match keepwire_protocol::ServerFrame::from_json(&text)
+                .unwrap()
+                .body
+            {
+                ServerBody::Deliver(d) if d.conv == conv => out.push(d.seq),
+                ServerBody::WelcomeMessage { conv: c, .. } if c == conv => out.push(0),
+                _ => {}
+            }
+        }
+        out
+    }
 }
 
 #[test]
 fn a_device_syncing_during_a_group_commit_gets_each_entry_once_in_order() {
-    let (mut w, mut writer) = World::with_writer();
+    let mut w = World::with_writer();
     let mut mallory = w.device("mallory", "staff");
     let mut bob = w.device("bob", "staff");
     let mut records = w.device(RECORDS_USER, "records");
@@ -632,9 +679,9 @@ fn a_device_syncing_during_a_group_commit_gets_each_entry_once_in_order() {
     let conv = hex::encode(g.group_id());
     w.call(&mut mallory, creation(&mut g, &kps)).unwrap();
     g.apply_pending_commit().unwrap();
-    w.flush(&mut writer);
+    w.flush();
     assert_eq!(
-        delivered(&mut records, &conv),
+        w.delivered(&records, &conv),
         [0, 1],
         "the Welcome, then the commit"
     );
@@ -649,7 +696,7 @@ fn a_device_syncing_during_a_group_commit_gets_each_entry_once_in_order() {
     )
     .unwrap();
     assert_eq!(
-        delivered(&mut bob, &conv),
+        w.delivered(&bob, &conv),
         [0],
         "bob's Welcome, once captured"
     );
@@ -666,27 +713,26 @@ fn a_device_syncing_during_a_group_commit_gets_each_entry_once_in_order() {
     // Message 2 is in the group commit: written, its pushes not yet out.
     let m = g.encrypt_application_message(b"two", vec![]).unwrap();
     w.call(&mut mallory, submit(&conv, &m, None)).unwrap();
-    let batch = w.write(&mut writer);
+    let batch = w.write();
     // Meanwhile the records service reconnects and syncs: the store
     // already holds #2, but its push has not gone out, so the replay
     // stops before it...
-    let (mut session, rx) = w.session();
+    let mut session = w.session();
     session.device = records.session.device.clone();
     let mut again = Dev {
         session,
-        _pushes: rx,
         secret: records.secret.clone(),
         public: records.public.clone(),
     };
     w.call(&mut again, Request::Sync).unwrap();
-    assert_eq!(delivered(&mut again, &conv), Vec::<u64>::new());
+    assert_eq!(w.delivered(&again, &conv), Vec::<u64>::new());
     // ...and the push brings it, once.
     w.durable(batch);
-    assert_eq!(delivered(&mut again, &conv), [2]);
+    assert_eq!(w.delivered(&again, &conv), [2]);
     // Bob, syncing before the records service reports #2 archived, is
     // replayed nothing; the report releases it to him, once.
     w.call(&mut bob, Request::Sync).unwrap();
-    assert_eq!(delivered(&mut bob, &conv), Vec::<u64>::new());
+    assert_eq!(w.delivered(&bob, &conv), Vec::<u64>::new());
     w.call(
         &mut again,
         Request::Archived {
@@ -697,7 +743,7 @@ fn a_device_syncing_during_a_group_commit_gets_each_entry_once_in_order() {
         },
     )
     .unwrap();
-    assert_eq!(delivered(&mut bob, &conv), [2]);
+    assert_eq!(w.delivered(&bob, &conv), [2]);
     // Acknowledged, it is not replayed again.
     w.call(
         &mut bob,
@@ -708,5 +754,5 @@ fn a_device_syncing_during_a_group_commit_gets_each_entry_once_in_order() {
     )
     .unwrap();
     w.call(&mut bob, Request::Sync).unwrap();
-    assert_eq!(delivered(&mut bob, &conv), Vec::<u64>::new());
+    assert_eq!(w.delivered(&bob, &conv), Vec::<u64>::new());
 }

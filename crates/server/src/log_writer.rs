@@ -4,50 +4,21 @@
 //! never precede durability, and connections keep reading while theirs
 //! wait.
 
-use super::Core;
-use crate::outbox::Outbox;
-use crate::store::{Append, LogEntry, RosterUpdate, ServerStore};
+use std::sync::{Arc, Mutex};
+
+use crate::service::Job;
+use crate::shell::{Queued, Shell};
+use crate::store::{Append, Collectable, RosterUpdate, ServerStore};
 use crate::ServerError;
 
-/// Relay garbage on its way from the core to the log writer: the latest
-/// passes only (bounds only grow, so newer passes cover older ones).
+/// Relay garbage on its way from the core ([`crate::service::Effect::Collect`])
+/// to the log writer: the latest passes only (bounds only grow, so newer
+/// passes cover older ones).
 #[derive(Clone, Default)]
-pub struct Garbage(std::sync::Arc<std::sync::Mutex<Option<Vec<crate::store::Collectable>>>>);
-
-/// A frame for a device's live sessions, sent once its entry is durable.
-pub(super) struct Push {
-    pub(super) device: String,
-    pub(super) frame: String,
-}
-
-/// One entry on its way to the log writer, with what to push and whom
-/// to answer once it is durable.
-pub struct Job {
-    pub(super) entry: LogEntry,
-    pub(super) roster: Option<OwnedRosterUpdate>,
-    pub(super) create: bool,
-    /// Pushes, in order.
-    pub(super) effects: Vec<Push>,
-    pub(super) answer: Option<Answer>,
-}
-
-/// The answer to the request that appended an entry: `reply` once it is
-/// durable, `failed` if writing it failed.
-pub(super) struct Answer {
-    pub(super) out: Outbox,
-    pub(super) reply: String,
-    pub(super) failed: String,
-}
-
-pub(super) struct OwnedRosterUpdate {
-    pub(super) snapshot: Vec<u8>,
-    pub(super) group_info: Option<Vec<u8>>,
-    pub(super) added: Vec<(String, u64)>,
-    pub(super) welcome: Option<Vec<u8>>,
-}
+pub struct Garbage(Arc<Mutex<Option<Vec<Collectable>>>>);
 
 /// Most entries one group commit takes.
-pub(super) const MAX_BATCH: usize = 1024;
+pub(crate) const MAX_BATCH: usize = 1024;
 
 /// The log writer: takes every entry queued since its last commit, writes
 /// them in one transaction on its own connection (one fsync), then, under
@@ -61,13 +32,13 @@ pub(super) const MAX_BATCH: usize = 1024;
 /// then stop the server, since the in-memory state ran ahead of the disk.
 pub fn run_log_writer(
     mut store: Box<dyn ServerStore>,
-    jobs: std::sync::mpsc::Receiver<Job>,
-    core: std::sync::Arc<std::sync::Mutex<Core>>,
+    jobs: std::sync::mpsc::Receiver<Queued>,
+    shell: Arc<Mutex<Shell>>,
     garbage: Garbage,
     on_failure: impl FnOnce(&ServerError),
 ) -> Result<(), ServerError> {
     use std::sync::mpsc::RecvTimeoutError;
-    let mut pending: std::collections::VecDeque<crate::store::Collectable> = Default::default();
+    let mut pending: std::collections::VecDeque<Collectable> = Default::default();
     loop {
         if let Some(newer) = garbage.take() {
             pending = newer.into();
@@ -84,7 +55,7 @@ pub fn run_log_writer(
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
-        let mut batch: Vec<Job> = first.into_iter().collect();
+        let mut batch: Vec<Queued> = first.into_iter().collect();
         while !batch.is_empty() && batch.len() < MAX_BATCH {
             match jobs.try_recv() {
                 Ok(j) => batch.push(j),
@@ -94,7 +65,8 @@ pub fn run_log_writer(
         if batch.is_empty() && pending.is_empty() {
             continue;
         }
-        let result = write_batch(&mut *store, &batch, &mut pending);
+        let jobs_of: Vec<&Job> = batch.iter().map(|q| &*q.job).collect();
+        let result = write_batch(&mut *store, &jobs_of, &mut pending);
         match result {
             Ok(deleted) => {
                 if deleted > 0 {
@@ -103,13 +75,13 @@ pub fn run_log_writer(
                 if batch.is_empty() {
                     continue;
                 }
-                let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
-                now_durable(&mut core, batch);
+                let mut shell = shell.lock().unwrap_or_else(|p| p.into_inner());
+                now_durable(&mut shell, batch);
             }
             Err(e) => {
                 tracing::error!(error = %e, entries = batch.len(), "log write failed; stopping the server");
-                for a in batch.into_iter().filter_map(|j| j.answer) {
-                    let _ = a.out.send(a.failed);
+                for q in batch {
+                    q.refuse();
                 }
                 // Nothing more is written: the core's state ran ahead of the
                 // disk, and only a restart from the durable log is safe. The
@@ -118,8 +90,8 @@ pub fn run_log_writer(
                 // is left without an answer (a failed collection with no
                 // batch of its own left queued appends unanswered before).
                 on_failure(&e);
-                for a in jobs.iter().filter_map(|j| j.answer) {
-                    let _ = a.out.send(a.failed);
+                for q in jobs.iter() {
+                    q.refuse();
                 }
                 return Err(e);
             }
@@ -130,10 +102,10 @@ pub fn run_log_writer(
 /// One group commit: `batch` appended, and some of the relay garbage in
 /// `pending` deleted, in one transaction (one fsync). Returns how many
 /// relay entries went.
-pub(super) fn write_batch(
+pub(crate) fn write_batch(
     store: &mut dyn ServerStore,
-    batch: &[Job],
-    pending: &mut std::collections::VecDeque<crate::store::Collectable>,
+    batch: &[&Job],
+    pending: &mut std::collections::VecDeque<Collectable>,
 ) -> Result<usize, ServerError> {
     let views: Vec<Option<RosterUpdate<'_>>> = batch
         .iter()
@@ -158,41 +130,27 @@ pub(super) fn write_batch(
 
 /// A batch is durable: push its entries (the records member's copies) and
 /// send their receipts, in order, under the core's lock.
-pub(super) fn now_durable(core: &mut Core, batch: Vec<Job>) {
-    for j in batch {
-        core.apply_effects(&j.entry.conv, j.entry.seq, &j.effects);
-        if let Some(a) = j.answer {
-            let _ = a.out.send(a.reply);
-        }
+fn now_durable(shell: &mut Shell, batch: Vec<Queued>) {
+    for q in batch {
+        shell.durable(q);
     }
 }
 
 /// Relay entries deleted with each group commit, beyond twice its size.
-pub(super) const GC_PER_COMMIT: usize = 64;
+pub(crate) const GC_PER_COMMIT: usize = 64;
 
 /// Entries deleted per transaction when no appends come.
-pub(super) const GC_IDLE_CHUNK: usize = 1024;
+pub(crate) const GC_IDLE_CHUNK: usize = 1024;
 
 /// How often an idle log writer looks for garbage handed over.
-pub(super) const GC_IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const GC_IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Garbage {
-    pub(super) fn hand_over(&self, passes: Vec<crate::store::Collectable>) {
+    pub(crate) fn hand_over(&self, passes: Vec<Collectable>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(passes);
     }
 
-    pub(super) fn take(&self) -> Option<Vec<crate::store::Collectable>> {
+    fn take(&self) -> Option<Vec<Collectable>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-}
-
-impl OwnedRosterUpdate {
-    pub(super) fn view(&self) -> RosterUpdate<'_> {
-        RosterUpdate {
-            snapshot: &self.snapshot,
-            group_info: self.group_info.as_deref(),
-            added: &self.added,
-            welcome: self.welcome.as_deref(),
-        }
     }
 }
