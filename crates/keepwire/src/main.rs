@@ -50,6 +50,9 @@ fn run_main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Everything keepwire writes is its owner's alone (databases, keys,
+    // devices' stores).
+    serve::owner::private_by_default();
     config::apply(&<Cli as clap::CommandFactory>::command())?;
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()

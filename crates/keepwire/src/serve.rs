@@ -13,6 +13,8 @@ use keepwire_server::ws::{AppState, Endpoint};
 use keepwire_server::{Core, Limits};
 use tokio::net::TcpListener;
 
+mod evidence;
+pub mod owner;
 mod records;
 pub use records::{enroll_records, lock_records_dir, records_code, run_records};
 
@@ -189,6 +191,17 @@ pub async fn start_server(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Started> {
     check_listen(&listen, tls)?;
+    // One server per data directory and per database: a second one
+    // receipted messages no device or archive ever got.
+    let claim = owner::claim(
+        data_dir,
+        "server.lock",
+        database.map(|url| (url, "server store")),
+        "keepwire server",
+        "cannot start the server",
+    )?;
+    owner::tighten(data_dir)?;
+    evidence::check_server(data_dir, database)?;
     let tls_config = tls
         .map(|t| keepwire_server::tls::load_config(&t.cert, &t.key))
         .transpose()?;
@@ -224,6 +237,8 @@ pub async fn start_server(
     };
     let st = state.clone();
     let handle = tokio::spawn(async move {
+        // Held for as long as the server runs.
+        let _claim = claim;
         keepwire_server::ws::serve(endpoints, st, Duration::from_millis(500), shutdown).await
     });
     tracing::info!(%url, "delivery server listening");
@@ -251,9 +266,38 @@ pub async fn serve_embedded(
         database,
         records_database,
     } = storage;
-    let started = start_server(data_dir, database, listen, tls, limits, shutdown).await?;
-    let url = started.internal_url.clone();
     let dir = records_dir(data_dir);
+    evidence::check_archive(&dir, records_database)?;
+    // The records service stops the whole process if it finds the
+    // archive is not what it signed: a server that went on receipting
+    // would receipt messages no archive will ever hold.
+    let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
+    let fatal = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let stop = {
+        let fatal = std::sync::Arc::clone(&fatal);
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                Ok(why) = fatal_rx => {
+                    *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                }
+            }
+        }
+    };
+    let mut started = start_server(data_dir, database, listen, tls, limits, stop).await?;
+    let server = started.handle;
+    started.handle = tokio::spawn(async move {
+        let r = server
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(why) => Err(std::io::Error::other(format!(
+                "the records service stopped, so the server did too: {why}"
+            ))),
+            None => r,
+        }
+    });
+    let url = started.internal_url.clone();
     if let Some(code) = records_code(data_dir, database, &Clock::from_env())? {
         enroll_records(&url, &dir, &code).await?;
     }
@@ -276,9 +320,29 @@ pub async fn serve_embedded(
                     return;
                 }
             };
-            if let Err(e) = rt.block_on(run_records(url, at, None, checkpoint_every, None)) {
-                tracing::error!(error = %format!("{e:#}"), "records service stopped");
-            }
+            rt.block_on(async move {
+                // A failure to start (its database unreachable, its
+                // directory held by a records service run apart) is tried
+                // again, backing off; one that no retry mends stops the
+                // process.
+                let mut wait = Duration::from_secs(1);
+                loop {
+                    match run_records(url.clone(), at.clone(), None, checkpoint_every, None).await {
+                        Ok(()) => return,
+                        Err(e) if records::is_fatal(&e) => {
+                            let _ = fatal_tx.send(format!("{e:#}"));
+                            return;
+                        }
+                        Err(e) => tracing::error!(
+                            error = %format!("{e:#}"),
+                            retry_in_secs = wait.as_secs(),
+                            "the records service could not run; nothing is delivered until it does"
+                        ),
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(60));
+                }
+            });
         })
         .context("starting the records service's thread")?;
     Ok(started)

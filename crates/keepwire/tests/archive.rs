@@ -582,10 +582,12 @@ fn rotating_the_archive_key_rewraps_data_keys_without_reencrypting_content() {
 }
 
 /// Devices pin the archive's checkpoints: each newer one must extend the
-/// last they saw, and a rewritten history stops them loudly.
+/// last they saw, and a rewritten history stops them loudly. The records
+/// service, a witness of the same chain, stops too (it runs apart here,
+/// so the server stays up for the devices to find the fork).
 #[test]
 fn devices_witness_the_archive_and_report_a_fork() {
-    let agency = common::Agency::start_with(&["--checkpoint-secs", "1"]);
+    let mut agency = common::Agency::start_split_with(&[], &["--checkpoint-secs", "1"]);
     let alice = agency.user("alice", "staff");
     agency.user("bob", "staff");
     alice.accept_notice();
@@ -648,6 +650,16 @@ fn devices_witness_the_archive_and_report_a_fork() {
     assert!(!out.status.success());
     let err = common::stderr(&out);
     assert!(err.contains("ARCHIVE LOG FORK"), "{err}");
+    let records = agency.records.as_mut().unwrap();
+    let status = common::wait_for("the records service to stop", 30, || {
+        records.try_wait().unwrap()
+    });
+    assert!(!status.success());
+    let log = common::log_after(&agency.tmp.path().join("records.log"), 0);
+    assert!(
+        log.contains("the archive does not match a checkpoint it signed"),
+        "{log}"
+    );
 }
 
 fn http_get(addr: &str, path: &str) -> String {

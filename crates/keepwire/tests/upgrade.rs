@@ -59,7 +59,39 @@ fn upgrade(name: &str) {
         .iter()
         .map(|t| t.as_str().unwrap().to_string())
         .collect();
+    // An enrolment code issued before the upgrade, kept in plain text as
+    // those releases did.
+    let pending = "ABCD-EFGH-JKLM-NPQ2";
+    rusqlite::Connection::open(data.join("server.db"))
+        .unwrap()
+        .execute(
+            "INSERT INTO enrolment_codes (code, user, expires_ms) VALUES (?1, 'alice', ?2)",
+            rusqlite::params![pending, i64::MAX],
+        )
+        .unwrap();
     let server = start_serve(&data, &format!("127.0.0.1:{}", free_port()), &[]);
+    // The upgrade keeps codes as their hashes only: what the database
+    // holds no longer enrols anyone, and the code itself still does.
+    let stored: Vec<String> = rusqlite::Connection::open(data.join("server.db"))
+        .unwrap()
+        .prepare("SELECT code FROM enrolment_codes")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        !stored.iter().any(|c| c.contains('-')),
+        "{name}: {stored:?}"
+    );
+    let phone = Device {
+        dir: root.join("devices").join("alice-phone"),
+        url: server.url.clone(),
+        passphrase: "pass-phone".into(),
+        clock_file: None,
+        id: String::new(),
+    };
+    phone.ok(&["chat", "enroll", "--code", &pending.to_lowercase()]);
     let device = |who: &str| Device {
         dir: root.join("devices").join(who),
         url: server.url.clone(),

@@ -187,12 +187,19 @@ impl Archive {
     }
 
     /// Sign a checkpoint of the log as it stands, unless the latest one
-    /// covers it, and keep it: its size and note.
+    /// covers it, and keep it: its size and note. Never one the last
+    /// checkpoint issued is not a prefix of (C2SP: a log never signs an
+    /// inconsistent checkpoint): a log cut back or rewritten since is
+    /// [`RecordsError::Diverged`]. Each checkpoint is checked against the
+    /// one before when it is signed, so the latest stands for them all.
     pub fn issue_checkpoint(
         &self,
         notary: &crate::checkpoint::Notary,
         now_ms: u64,
     ) -> Result<(u64, String), RecordsError> {
+        if let Some((_, note)) = self.store.latest_checkpoint()? {
+            crate::checkpoint::check_against(self, &note, &notary.verifier_key)?;
+        }
         self.store
             .checkpoint(&mut |size, root| notary.sign(size, root), now_ms)
     }

@@ -94,3 +94,38 @@ pub fn open_note(note: &str, verifier_key: &str) -> Result<Checkpoint, String> {
     }
     Ok(cp)
 }
+
+/// Check the archive against a checkpoint its key signed and that was kept
+/// elsewhere (the server's published chain, a witness, an auditor's copy):
+/// the log must hold at least that many leaves, with the same root at that
+/// size. Anything else means the archive was cut back, restored from an
+/// old copy or rewritten since — evidence that data existed which is no
+/// longer here. Returns the checkpoint's size.
+pub fn check_against(
+    archive: &crate::Archive,
+    note: &str,
+    verifier_key: &str,
+) -> Result<u64, RecordsError> {
+    let cp = open_note(note, verifier_key).map_err(|e| {
+        RecordsError::Diverged(format!(
+            "a checkpoint kept elsewhere was not signed by this archive's key ({e}): \
+             this is another archive, or its key was replaced"
+        ))
+    })?;
+    let local = archive.log_size()?;
+    if cp.size() > local {
+        return Err(RecordsError::Diverged(format!(
+            "a checkpoint of {} leaves was signed, but the log holds {local}: the archive was cut \
+             back or restored from an older copy",
+            cp.size()
+        )));
+    }
+    if cp.size() > 0 && archive.log_root(cp.size())? != *cp.hash() {
+        return Err(RecordsError::Diverged(format!(
+            "the log's first {} leaves are not the ones a signed checkpoint covers: the archive \
+             was rewritten",
+            cp.size()
+        )));
+    }
+    Ok(cp.size())
+}

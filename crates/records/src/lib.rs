@@ -35,6 +35,11 @@ pub enum RecordsError {
     Io(#[from] std::io::Error),
     #[error("transparency log: {0}")]
     Log(String),
+    /// The archive is not what a checkpoint its key signed says it was
+    /// ([`checkpoint::check_against`]): cut back, restored from an old
+    /// copy, or rewritten. Never worked around: the records service stops.
+    #[error("the archive does not match a checkpoint it signed: {0}")]
+    Diverged(String),
     #[error("{0}")]
     Schema(#[from] keepwire_schema::SchemaError),
 }

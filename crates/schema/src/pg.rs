@@ -47,6 +47,9 @@ pub enum PgError {
     Query(String),
     #[error("starting the PostgreSQL connection's thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// Another process holds the database ([`Owner::claim`]).
+    #[error("{0}")]
+    InUse(String),
 }
 
 impl From<tokio_postgres::Error> for PgError {
@@ -430,21 +433,79 @@ pub fn migrate(pg: &Pg, schema: &PgSchema) -> Result<crate::Migrated, crate::Sch
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A claim on a keepwire store in a PostgreSQL database, for one process
+/// at a time: a session advisory lock, keyed by the schema and the kind of
+/// store, held by a connection of its own for as long as this lives.
+/// PostgreSQL releases it when that connection ends, however the holder
+/// died, so a crash leaves no stale claim.
+pub struct Owner {
+    pg: Pg,
+    key: i32,
+}
 
-    #[test]
-    fn passwords_stay_out_of_messages() {
-        assert_eq!(
-            redact("postgres://kw:secret@db.example/keepwire"),
-            "postgres://kw:***@db.example/keepwire"
+/// The advisory-lock space keepwire's claims use ("KW").
+const OWNER_CLASS: i32 = 0x4b57;
+
+impl Owner {
+    /// Claim the `kind` store (e.g. "server store") of the database at
+    /// `url`, as `holder` (who asks: the next claimant is told). Refused,
+    /// naming the holder, its address and since when, if another
+    /// connection has it.
+    pub fn claim(url: &str, kind: &str, holder: &str) -> Result<Self, PgError> {
+        let pg = Pg::connect(url)?;
+        // PostgreSQL keeps 63 bytes of an application name.
+        let name: String = holder.chars().take(63).collect();
+        pg.batch(&format!(
+            "SET application_name = '{}'",
+            name.replace('\'', "''")
+        ))?;
+        let key: i32 = pg
+            .query_opt(
+                "SELECT hashtext(current_schema() || '/' || $1::text)",
+                &[&kind],
+            )?
+            .ok_or_else(|| PgError::Query("no answer to hashtext".into()))?
+            .try_get(0)?;
+        let got: bool = pg
+            .query_opt("SELECT pg_try_advisory_lock($1, $2)", &[&OWNER_CLASS, &key])?
+            .ok_or_else(|| PgError::Query("no answer to pg_try_advisory_lock".into()))?
+            .try_get(0)?;
+        if got {
+            return Ok(Self { pg, key });
+        }
+        let who = pg.query_opt(
+            "SELECT a.application_name, coalesce(host(a.client_addr), 'a local socket'), \
+                    to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC' \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
+               AND l.classid = ($1::int4::int8 & 4294967295)::oid \
+               AND l.objid = ($2::int4::int8 & 4294967295)::oid",
+            &[&OWNER_CLASS, &key],
+        )?;
+        let who = match who {
+            Some(r) => {
+                let (name, from, since): (String, String, String) =
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                format!("{name}; connected from {from} since {since}")
+            }
+            None => "a process that has just let go; try again".into(),
+        };
+        Err(PgError::InUse(format!(
+            "the {kind} in the PostgreSQL database at {} is in use by another keepwire process \
+             ({who}); stop it first",
+            pg.address()
+        )))
+    }
+}
+
+impl Drop for Owner {
+    /// Let go at once (closing the connection would too, a moment later,
+    /// once the server notices).
+    fn drop(&mut self) {
+        let _ = self.pg.query_opt(
+            "SELECT pg_advisory_unlock($1, $2)",
+            &[&OWNER_CLASS, &self.key],
         );
-        assert_eq!(
-            redact("host=db user=kw password=secret dbname=k"),
-            "host=db user=kw password=*** dbname=k"
-        );
-        assert_eq!(redact("postgres://kw@db/k"), "postgres://kw@db/k");
     }
 }
 
@@ -507,153 +568,4 @@ pub mod scratch {
 }
 
 #[cfg(test)]
-mod against_a_server {
-    use super::scratch::Scratch;
-    use super::*;
-
-    static V1: PgSchema = PgSchema {
-        name: "test store",
-        companions: &[],
-        migrations: &["CREATE TABLE things (id BIGINT PRIMARY KEY, name TEXT NOT NULL)"],
-    };
-    static V2: PgSchema = PgSchema {
-        name: "test store",
-        companions: &[],
-        migrations: &[
-            "CREATE TABLE things (id BIGINT PRIMARY KEY, name TEXT NOT NULL)",
-            "ALTER TABLE things ADD COLUMN colour TEXT",
-        ],
-    };
-
-    #[test]
-    fn migrations_run_once_in_order_keep_rows_and_refuse_newer_or_other_kinds() {
-        let db = Scratch::new().unwrap();
-        let pg = Pg::connect(&db.url).unwrap();
-        assert_eq!(
-            migrate(&pg, &V1).unwrap(),
-            crate::Migrated { from: 0, to: 1 }
-        );
-        pg.execute("INSERT INTO things (id, name) VALUES (1, 'kept')", &[])
-            .unwrap();
-        // A second connection (another node) upgrades; the row stays.
-        let other = pg.reconnect().unwrap();
-        assert_eq!(
-            migrate(&other, &V2).unwrap(),
-            crate::Migrated { from: 1, to: 2 }
-        );
-        assert_eq!(
-            migrate(&pg, &V2).unwrap(),
-            crate::Migrated { from: 2, to: 2 }
-        );
-        let row = pg
-            .query_one("SELECT name, colour FROM things", &[])
-            .unwrap();
-        assert_eq!(row.get::<_, String>(0), "kept");
-        assert_eq!(row.get::<_, Option<String>>(1), None);
-
-        // The older binary refuses the newer database, changing nothing.
-        let err = migrate(&pg, &V1).unwrap_err();
-        assert!(err.to_string().contains("newer than this binary"), "{err}");
-        let other_kind = PgSchema {
-            name: "archive",
-            companions: &[],
-            migrations: &[],
-        };
-        let err = migrate(&pg, &other_kind).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("holds a keepwire test store, not its archive"),
-            "{err}"
-        );
-        let v: i64 = pg
-            .query_one("SELECT version FROM keepwire_schema", &[])
-            .unwrap()
-            .get(0);
-        assert_eq!(v, 2);
-    }
-
-    #[test]
-    fn a_failed_transaction_leaves_nothing_and_the_connection_usable() {
-        let db = Scratch::new().unwrap();
-        let pg = Pg::connect(&db.url).unwrap();
-        migrate(&pg, &V1).unwrap();
-        let r: Result<(), PgError> = pg.transaction(|pg| {
-            pg.execute("INSERT INTO things (id, name) VALUES (1, 'a')", &[])?;
-            pg.execute("INSERT INTO things (id, name) VALUES (1, 'b')", &[])?;
-            Ok(())
-        });
-        let err = r.unwrap_err().to_string();
-        assert!(err.contains("duplicate key"), "{err}");
-        let n: i64 = pg
-            .query_one("SELECT count(*) FROM things", &[])
-            .unwrap()
-            .get(0);
-        assert_eq!(n, 0);
-    }
-
-    #[test]
-    fn an_unreachable_server_is_a_clear_error() {
-        let err = Pg::connect("postgres://kw:pw@127.0.0.1:1/none?connect_timeout=2")
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.starts_with("cannot connect to PostgreSQL at postgres://kw:***@127.0.0.1:1/none"),
-            "{err}"
-        );
-        assert!(err.contains("refused"), "says why: {err}");
-    }
-}
-
-#[cfg(test)]
-mod tls_tests {
-    use super::*;
-
-    /// The certificate Debian's PostgreSQL serves (`ssl = on`, the
-    /// snake-oil pair made at install), for the name `localhost`.
-    fn server_ca() -> Vec<u8> {
-        use rustls::pki_types::pem::PemObject;
-        rustls::pki_types::CertificateDer::from_pem_file("/etc/ssl/certs/ssl-cert-snakeoil.pem")
-            .expect("the local PostgreSQL's certificate (Debian's ssl-cert snake-oil)")
-            .to_vec()
-    }
-
-    /// The test server's address with `host` and `sslmode` changed.
-    fn url(host: &str, mode: &str) -> String {
-        let base = scratch::server_url();
-        let base = base.replace("127.0.0.1", host);
-        let sep = if base.contains('?') { '&' } else { '?' };
-        format!("{base}{sep}sslmode={mode}")
-    }
-
-    #[test]
-    fn tls_is_used_when_required_and_the_certificate_is_verified() {
-        let pg = Pg::connect_trusting(&url("localhost", "require"), vec![server_ca()]).unwrap();
-        let ssl: bool = pg
-            .query_one(
-                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        assert!(ssl, "the connection is TLS");
-        assert!(pg.reconnect().is_ok(), "another connection trusts the same");
-        // The right CA, the wrong name (the certificate is for localhost):
-        // refused, never a fallback to plain.
-        let err = Pg::connect_trusting(&url("127.0.0.1", "require"), vec![server_ca()])
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(err.contains("certificate"), "{err}");
-        // Without sslmode=require the connection is plain.
-        let plain = Pg::connect(&url("127.0.0.1", "prefer")).unwrap();
-        let ssl: bool = plain
-            .query_one(
-                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        assert!(!ssl);
-    }
-}
+mod tests;

@@ -65,26 +65,33 @@ pub fn records_code(
     ))
 }
 
-/// Run the records service against `server` forever, reconnecting on
-/// failure. `code` enrols its device on first start.
+/// Whether `e` is one no reconnection mends: the archive is not what it
+/// signed ([`RecordsError::Diverged`]), or there is evidence it existed
+/// and it is gone ([`super::evidence`]).
+pub(super) fn is_fatal(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<Fatal>().is_some()
+            || matches!(
+                c.downcast_ref::<RecordsError>(),
+                Some(RecordsError::Diverged(_))
+            )
+    })
+}
+
+/// An error no retry mends: the records service stops ([`is_fatal`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Fatal(String);
+
+fn fatal(e: anyhow::Error) -> anyhow::Error {
+    Fatal(format!("{e:#}")).into()
+}
+
 /// Exclusive use of a records directory: held by the running records
 /// service, taken by maintenance that must not run beside it (archive key
 /// rotation). Released when the file is dropped (or the process dies).
 pub fn lock_records_dir(dir: &Path, what: &str) -> Result<std::fs::File> {
-    std::fs::create_dir_all(dir)?;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("service.lock"))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "{what}: a records service is running on {}; stop it first",
-            dir.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
-    }
+    super::owner::claim_dir(dir, "service.lock", "keepwire records service", what)
 }
 
 /// Run the records service against `server` forever, reconnecting on
@@ -102,7 +109,15 @@ pub async fn run_records(
     checkpoint_every: Duration,
     mut stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<()> {
-    let _lock = lock_records_dir(&at.dir, "cannot start the records service")?;
+    let _claim = super::owner::claim(
+        &at.dir,
+        "service.lock",
+        at.database.as_deref().map(|url| (url, "archive")),
+        "keepwire records service",
+        "cannot start the records service",
+    )?;
+    super::owner::tighten(&at.dir)?;
+    super::evidence::check_archive(&at.dir, at.database.as_deref()).map_err(fatal)?;
     if let Some(code) = code {
         enroll_records(&server, &at.dir, &code).await?;
     }
@@ -122,6 +137,10 @@ pub async fn run_records(
         .await
         {
             Ok(()) => return Ok(()),
+            Err(e) if is_fatal(&e) => {
+                tracing::error!(error = %format!("{e:#}"), "records service stopped: it will not capture into this archive");
+                return Err(e);
+            }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "records service disconnected; reconnecting")
             }
@@ -176,6 +195,13 @@ async fn records_once(
     conn.request(device.key_packages_request(crate::session::KEY_PACKAGE_POOL, true)?)
         .await?;
     let notary = keepwire_records::checkpoint::Notary::open(dir)?;
+    // The server keeps the chain of checkpoints this archive published:
+    // an archive that no longer holds what it signed (cut back, an old
+    // copy restored, rewritten) captures nothing more — going on would
+    // sign a fork, and hide what was lost.
+    if let Some(note) = latest_published(&mut conn).await? {
+        keepwire_records::checkpoint::check_against(&archive, &note, &notary.verifier_key)?;
+    }
     // Batches are written by the capture's writer thread while the next
     // is decrypted; their outcomes come back here to be acknowledged.
     let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
@@ -213,7 +239,14 @@ async fn records_once(
             }
             _ = checkpoints.tick() => {
                 settle(&mut conn, &mut capture, &mut done).await?;
-                let published = latest_published(&mut conn).await?;
+                let published = match latest_published(&mut conn).await? {
+                    Some(note) => Some(keepwire_records::checkpoint::check_against(
+                        &capture.archive,
+                        &note,
+                        &notary.verifier_key,
+                    )?),
+                    None => None,
+                };
                 if let Some(req) = checkpoint_to_publish(&capture.archive, &notary, clock, published)? {
                     match conn.request(req).await {
                         Ok(_) => {}
@@ -325,20 +358,18 @@ fn gather_batch(conn: &mut Conn, first: Delivery) -> Result<Vec<Delivery>> {
     Ok(batch)
 }
 
-/// The size of the last checkpoint the server published, if any.
-async fn latest_published(conn: &mut Conn) -> Result<Option<u64>> {
+/// The last checkpoint the server published, if any (its signed note).
+async fn latest_published(conn: &mut Conn) -> Result<Option<String>> {
     match conn.request(Request::Checkpoints { since_size: 0 }).await? {
-        ServerBody::Checkpoints { chain, .. } => Ok(chain
-            .last()
-            .and_then(|c| c.checkpoint.lines().nth(1).and_then(|l| l.parse().ok()))),
+        ServerBody::Checkpoints { chain, .. } => Ok(chain.last().map(|c| c.checkpoint.clone())),
         other => bail!("unexpected answer to checkpoints: {other:?}"),
     }
 }
 
 /// Sign a checkpoint if the log grew past the last one the server
-/// published, and the request publishing it with the consistency proof from
-/// that one. A server ahead of this archive means the archive lost leaves:
-/// that is reported, never papered over with a fresh start.
+/// published (already checked to be a prefix of this log,
+/// [`keepwire_records::checkpoint::check_against`]), and the request
+/// publishing it with the consistency proof from that one.
 fn checkpoint_to_publish(
     archive: &Archive,
     notary: &keepwire_records::checkpoint::Notary,
@@ -346,14 +377,8 @@ fn checkpoint_to_publish(
     published: Option<u64>,
 ) -> Result<Option<Request>> {
     let local = archive.log_size()?;
-    if let Some(p) = published {
-        if p > local {
-            tracing::error!(published = p, local, "the server has a checkpoint of a larger log than this archive holds: the archive was cut back or restored from an old copy");
-            return Ok(None);
-        }
-        if p == local {
-            return Ok(None);
-        }
+    if published == Some(local) {
+        return Ok(None);
     }
     if local == 0 {
         return Ok(None);

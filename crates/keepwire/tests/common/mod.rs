@@ -168,6 +168,8 @@ pub struct Agency {
     pub database: Option<keepwire_schema::pg::scratch::Scratch>,
     /// The archive, when it is in PostgreSQL.
     pub records_database: Option<keepwire_schema::pg::scratch::Scratch>,
+    /// Flags every start of `keepwire records serve` gets.
+    pub records_args: Vec<String>,
 }
 
 impl Drop for Agency {
@@ -193,6 +195,7 @@ impl Agency {
             records: None,
             database: scratch_database(),
             records_database: scratch_database(),
+            records_args: Vec::new(),
         };
         agency.restart(extra);
         agency
@@ -261,6 +264,11 @@ impl Agency {
 
     /// `keepwire server` and `keepwire records serve` as two processes.
     pub fn start_split(server_args: &[&str]) -> Self {
+        Self::start_split_with(server_args, &[])
+    }
+
+    /// As [`Agency::start_split`], with flags for `records serve` too.
+    pub fn start_split_with(server_args: &[&str], records_args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let listen = format!("127.0.0.1:{}", free_port());
@@ -298,6 +306,7 @@ impl Agency {
             records: None,
             database,
             records_database,
+            records_args: records_args.iter().map(|a| a.to_string()).collect(),
         };
         agency.start_records(Some(&code));
         agency
@@ -317,6 +326,7 @@ impl Agency {
         if let Some(c) = code {
             args.extend_from_slice(&["--code", c]);
         }
+        args.extend(self.records_args.iter().map(String::as_str));
         let args = self.with_records_database(&args);
         let log = self.tmp.path().join("records.log");
         self.records = Some(spawn_logged(&args, &log, "records service running"));

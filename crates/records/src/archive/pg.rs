@@ -545,6 +545,16 @@ impl ArchiveStore for PgArchive {
             .collect()
     }
 
+    fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, RecordsError> {
+        self.pg
+            .query_opt(
+                "SELECT size, note FROM checkpoints ORDER BY id DESC LIMIT 1",
+                &[],
+            )?
+            .map(|r| Ok((u64_at(&r, 0)?, r.try_get(1)?)))
+            .transpose()
+    }
+
     fn read_snapshot(&self) -> Result<Box<dyn Snapshot + '_>, RecordsError> {
         self.pg
             .batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;

@@ -489,6 +489,14 @@ impl ArchiveStore for SqliteArchive {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, RecordsError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT size, note FROM checkpoints ORDER BY id DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .optional()?)
+    }
+
     fn read_snapshot(&self) -> Result<Box<dyn Snapshot + '_>, RecordsError> {
         Ok(Box::new(self.conn.unchecked_transaction()?))
     }

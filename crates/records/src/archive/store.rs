@@ -135,6 +135,9 @@ pub trait ArchiveStore: Send {
     /// Every checkpoint kept, oldest first: (id, size, note).
     fn checkpoints(&self) -> Result<Vec<(i64, u64, String)>, RecordsError>;
 
+    /// The checkpoint issued last: (size, note).
+    fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, RecordsError>;
+
     /// Read everything as of now until the guard is dropped (a live
     /// archive is verified as of one moment).
     fn read_snapshot(&self) -> Result<Box<dyn Snapshot + '_>, RecordsError>;

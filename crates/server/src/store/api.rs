@@ -410,6 +410,17 @@ pub(super) fn new_code(now_ms: u64) -> (String, u64) {
     (code, now_ms + ENROLMENT_CODE_TTL_MS)
 }
 
+/// What the store keeps of an enrolment code: its SHA-256, hex, never
+/// the code itself — someone who can read the database (a backup, a
+/// misconfigured permission) must not be able to enrol a device with
+/// what they read. A fast hash is enough: a code has 80 random bits, is
+/// used once and expires in a day. Case and surrounding space do not
+/// matter (the alphabet is upper-case; people type what they read).
+pub fn code_digest(code: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(code.trim().to_ascii_uppercase().as_bytes()))
+}
+
 /// A fresh device id (64 random bits, hex).
 pub(super) fn new_device_id() -> String {
     let mut id = [0u8; 8];

@@ -36,7 +36,8 @@ pub struct PgStore {
 pub static SCHEMA: PgSchema = PgSchema {
     name: "server store",
     companions: &[],
-    migrations: &[r#"
+    migrations: &[
+        r#"
         CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
         CREATE TABLE users (name TEXT PRIMARY KEY, display TEXT NOT NULL, category TEXT NOT NULL,
             created_ms BIGINT NOT NULL, notice_acked_ms BIGINT);
@@ -69,7 +70,12 @@ pub static SCHEMA: PgSchema = PgSchema {
         CREATE TABLE blocked_devices (device TEXT PRIMARY KEY, reason TEXT NOT NULL, at_ms BIGINT NOT NULL);
         CREATE TABLE admin_actions (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at_ms BIGINT NOT NULL,
             actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL, reason TEXT NOT NULL);
-    "#],
+    "#,
+        // Enrolment codes kept as their SHA-256 only (`api::code_digest`):
+        // those issued before are hashed in place (issue 12).
+        r#"UPDATE enrolment_codes SET code = encode(sha256(convert_to(upper(btrim(code)), 'UTF8')), 'hex')
+            WHERE length(code) <> 64"#,
+    ],
 };
 
 impl PgStore {

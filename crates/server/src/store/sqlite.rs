@@ -70,6 +70,21 @@ pub static SCHEMA: keepwire_schema::Schema = keepwire_schema::Schema {
             "CREATE TABLE IF NOT EXISTS handed_out (ref BLOB PRIMARY KEY, device TEXT NOT NULL, at_ms INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS handed_out_at ON handed_out (at_ms);",
         ),
+        // Enrolment codes kept as their SHA-256 only (`api::code_digest`):
+        // those issued before are hashed in place (issue 12).
+        keepwire_schema::Migration::Code(|tx| {
+            let plain: Vec<String> = tx
+                .prepare("SELECT code FROM enrolment_codes WHERE length(code) <> 64")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for code in plain {
+                tx.execute(
+                    "UPDATE enrolment_codes SET code=?1 WHERE code=?2",
+                    rusqlite::params![api::code_digest(&code), code],
+                )?;
+            }
+            Ok(())
+        }),
     ],
 };
 

@@ -723,3 +723,33 @@ fn another_handle_sees_the_same_store(store: &mut dyn ServerStore) {
     assert_eq!(store.meta("k").unwrap().as_deref(), Some("v"));
     assert!(!store.describe().contains("password"));
 }
+
+/// An enrolment code is kept only as its hash: someone who reads the
+/// database (a backup, a loose permission) cannot enrol a device with
+/// what they find. Checked on the bytes each backend holds.
+#[test]
+fn enrolment_codes_are_stored_as_hashes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store.add_user("ann", "Ann", "staff", 1).unwrap();
+    let code = store.new_enrolment_code("ann", 1).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend(std::fs::read(dir.path().join("s.db-wal")).unwrap_or_default());
+    let find = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(!find(code.as_bytes()), "the code is in the file");
+    assert!(find(super::api::code_digest(&code).as_bytes()));
+
+    let db = keepwire_schema::pg::scratch::Scratch::new().unwrap();
+    let store = PgStore::open(&db.url).unwrap();
+    store.add_user("ann", "Ann", "staff", 1).unwrap();
+    let code = store.new_enrolment_code("ann", 1).unwrap();
+    let pg = keepwire_schema::pg::Pg::connect(&db.url).unwrap();
+    let kept: Vec<String> = pg
+        .query("SELECT code FROM enrolment_codes", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(kept, [super::api::code_digest(&code)]);
+}

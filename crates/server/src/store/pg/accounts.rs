@@ -79,6 +79,7 @@ impl AccountStore for PgStore {
         signature_key: &[u8],
         now_ms: u64,
     ) -> Result<DeviceRow, ServerError> {
+        let code = api::code_digest(code);
         self.pg.transaction(|pg| {
             let row = pg
                 .query_opt(
@@ -202,7 +203,7 @@ fn insert_code(pg: &Pg, user: &str, now_ms: u64) -> Result<String, ServerError> 
     let (code, expires_ms) = api::new_code(now_ms);
     pg.execute(
         r#"INSERT INTO enrolment_codes (code, "user", expires_ms) VALUES ($1, $2, $3)"#,
-        &[&code, &user, &(expires_ms as i64)],
+        &[&api::code_digest(&code), &user, &(expires_ms as i64)],
     )?;
     Ok(code)
 }

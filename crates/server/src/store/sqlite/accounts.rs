@@ -81,7 +81,7 @@ impl AccountStore for SqliteStore {
         let tx = self.conn.transaction()?;
         let row = tx
             .prepare_cached("SELECT user, expires_ms, used_ms FROM enrolment_codes WHERE code=?1")?
-            .query_row(params![code], |r| {
+            .query_row(params![api::code_digest(code)], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, i64>(1)? as u64,
@@ -92,7 +92,7 @@ impl AccountStore for SqliteStore {
         let user = api::check_code(row, now_ms)?;
         let device_id = api::new_device_id();
         tx.prepare_cached("UPDATE enrolment_codes SET used_ms=?1 WHERE code=?2")?
-            .execute(params![now_ms as i64, code])?;
+            .execute(params![now_ms as i64, api::code_digest(code)])?;
         let n = tx
             .prepare_cached(
                 "INSERT OR IGNORE INTO devices (id, user, signature_key, created_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -202,6 +202,6 @@ fn insert_code(conn: &Connection, user: &str, now_ms: u64) -> Result<String, Ser
     conn.prepare_cached(
         "INSERT INTO enrolment_codes (code, user, expires_ms) VALUES (?1, ?2, ?3)",
     )?
-    .execute(params![code, user, expires_ms as i64])?;
+    .execute(params![api::code_digest(&code), user, expires_ms as i64])?;
     Ok(code)
 }
