@@ -23,8 +23,20 @@ pub(crate) struct Cli {
     /// Flags and environment variables take precedence over it.
     #[arg(long, global = true, env = "KEEPWIRE_CONFIG")]
     pub(crate) config: Option<PathBuf>,
+    /// How log lines are written (to standard error): `text` for people
+    /// (coloured only on a terminal), `json` (one object per line) for a
+    /// log collector. What is logged is set by `KEEPWIRE_LOG` (e.g.
+    /// `info`, `keepwire_server=debug`; default `warn`).
+    #[arg(long, global = true, env = "KEEPWIRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -177,6 +189,15 @@ pub(crate) struct ServerArgs {
     /// Connections one device may hold at once.
     #[arg(long, env = "KEEPWIRE_MAX_SESSIONS_PER_DEVICE", default_value_t = 8)]
     pub(crate) max_sessions_per_device: usize,
+    /// Where /healthz, /readyz and /metrics are served (never on the
+    /// public address), or `off`. Off loopback, --admin-token-file is
+    /// required.
+    #[arg(long, env = "KEEPWIRE_ADMIN_LISTEN", default_value = "127.0.0.1:7879")]
+    pub(crate) admin_listen: String,
+    /// A file holding the bearer token the admin endpoints require
+    /// (`Authorization: Bearer TOKEN`).
+    #[arg(long, env = "KEEPWIRE_ADMIN_TOKEN_FILE")]
+    pub(crate) admin_token_file: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -188,6 +209,36 @@ impl ServerArgs {
             }),
             _ => None,
         }
+    }
+
+    /// The admin listener, unless `off`.
+    pub(crate) fn admin(&self) -> anyhow::Result<Option<serve::AdminListen>> {
+        use anyhow::Context;
+        if self.admin_listen == "off" {
+            return Ok(None);
+        }
+        let addr = self.admin_listen.parse().with_context(|| {
+            format!(
+                "--admin-listen {}: an address such as 127.0.0.1:7879, or `off`",
+                self.admin_listen
+            )
+        })?;
+        let token = match &self.admin_token_file {
+            None => None,
+            Some(p) => {
+                let t = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read the admin token in {}", p.display()))?
+                    .trim()
+                    .to_string();
+                anyhow::ensure!(
+                    t.len() >= 16,
+                    "the admin token in {} is shorter than 16 characters",
+                    p.display()
+                );
+                Some(t)
+            }
+        };
+        Ok(Some(serve::AdminListen { addr, token }))
     }
 
     pub(crate) fn limits(&self) -> Limits {

@@ -45,6 +45,7 @@ pub async fn run(
         },
         "127.0.0.1:0".parse()?,
         None,
+        None,
         Limits::default(),
         Duration::from_secs(60),
         std::future::pending(),

@@ -43,22 +43,38 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run_main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEEPWIRE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     // Everything keepwire writes is its owner's alone (databases, keys,
     // devices' stores).
     serve::owner::private_by_default();
     config::apply(&<Cli as clap::CommandFactory>::command())?;
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(run(cli))
+}
+
+/// Where an operator's tools find the server's health and metrics.
+fn admin_line(started: &serve::Started) {
+    if let Some(a) = started.admin_addr {
+        eprintln!("health and metrics: http://{a}/healthz, /readyz, /metrics");
+    }
+}
+
+/// Logs to standard error, as `format` says; colour only on a terminal
+/// (escape codes in a log file were noise).
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEPWIRE_LOG")
+        .unwrap_or_else(|_| "warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
 }
 
 /// Completes at the first SIGTERM or SIGINT (Ctrl-C): the cue to stop in
@@ -132,6 +148,7 @@ async fn run(cli: Cli) -> Result<()> {
                 },
                 server.listen,
                 server.tls().as_ref(),
+                server.admin()?.as_ref(),
                 server.limits(),
                 std::time::Duration::from_secs(checkpoint_secs.max(1)),
                 terminated()?,
@@ -142,6 +159,7 @@ async fn run(cli: Cli) -> Result<()> {
                 started.url,
                 server.data_dir.display()
             );
+            admin_line(&started);
             started.handle.await??;
             eprintln!("keepwire stopped");
             Ok(())
@@ -152,6 +170,7 @@ async fn run(cli: Cli) -> Result<()> {
                 server.database.as_deref(),
                 server.listen,
                 server.tls().as_ref(),
+                server.admin()?.as_ref(),
                 server.limits(),
                 terminated()?,
             )
@@ -162,6 +181,7 @@ async fn run(cli: Cli) -> Result<()> {
                 eprintln!("records service enrolment code: {code}");
             }
             eprintln!("keepwire server on {}", started.url);
+            admin_line(&started);
             started.handle.await??;
             eprintln!("keepwire server stopped");
             Ok(())

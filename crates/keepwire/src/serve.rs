@@ -168,6 +168,15 @@ pub fn check_listen(addr: &SocketAddr, tls: Option<&TlsFiles>) -> Result<()> {
     Ok(())
 }
 
+/// Where `/healthz`, `/readyz` and `/metrics` are served
+/// ([`keepwire_server::ops`]): never the public address.
+#[derive(Debug, Clone)]
+pub struct AdminListen {
+    pub addr: SocketAddr,
+    /// Required as `Authorization: Bearer …`; needed off loopback.
+    pub token: Option<String>,
+}
+
 /// A running delivery server.
 pub struct Started {
     /// `https://…` with TLS, `http://…` on loopback without.
@@ -177,6 +186,8 @@ pub struct Started {
     pub internal_url: String,
     pub state: AppState,
     pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Where the admin endpoints listen, if anywhere.
+    pub admin_addr: Option<SocketAddr>,
 }
 
 /// Bind and start the delivery server; it stops, in order, once
@@ -187,10 +198,20 @@ pub async fn start_server(
     database: Option<&str>,
     listen: SocketAddr,
     tls: Option<&TlsFiles>,
+    admin: Option<&AdminListen>,
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Started> {
     check_listen(&listen, tls)?;
+    if let Some(a) = admin {
+        if !a.addr.ip().is_loopback() && a.token.is_none() {
+            bail!(
+                "refusing to serve /metrics on {} without a token: off loopback the admin \
+                 listener requires --admin-token-file",
+                a.addr
+            );
+        }
+    }
     // One server per data directory and per database: a second one
     // receipted messages no device or archive ever got.
     let claim = owner::claim(
@@ -235,11 +256,32 @@ pub async fn start_server(
             (format!("https://{addr}"), format!("http://{internal_addr}"))
         }
     };
+    let (admin_task, admin_addr) = match admin {
+        None => (None, None),
+        Some(a) => {
+            let listener = TcpListener::bind(a.addr).await.with_context(|| {
+                format!(
+                    "cannot listen on {} for /healthz, /readyz and /metrics \
+                     (--admin-listen; `off` for nowhere)",
+                    a.addr
+                )
+            })?;
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "admin endpoints listening: /healthz, /readyz, /metrics");
+            let serving = keepwire_server::ops::serve(listener, state.clone(), a.token.clone());
+            (Some(tokio::spawn(serving)), Some(addr))
+        }
+    };
     let st = state.clone();
     let handle = tokio::spawn(async move {
         // Held for as long as the server runs.
         let _claim = claim;
-        keepwire_server::ws::serve(endpoints, st, Duration::from_millis(500), shutdown).await
+        let r =
+            keepwire_server::ws::serve(endpoints, st, Duration::from_millis(500), shutdown).await;
+        if let Some(t) = admin_task {
+            t.abort();
+        }
+        r
     });
     tracing::info!(%url, "delivery server listening");
     Ok(Started {
@@ -247,6 +289,7 @@ pub async fn start_server(
         internal_url,
         state,
         handle,
+        admin_addr,
     })
 }
 
@@ -257,6 +300,7 @@ pub async fn serve_embedded(
     storage: Storage<'_>,
     listen: SocketAddr,
     tls: Option<&TlsFiles>,
+    admin: Option<&AdminListen>,
     limits: Limits,
     checkpoint_every: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -284,7 +328,7 @@ pub async fn serve_embedded(
             }
         }
     };
-    let mut started = start_server(data_dir, database, listen, tls, limits, stop).await?;
+    let mut started = start_server(data_dir, database, listen, tls, admin, limits, stop).await?;
     let server = started.handle;
     started.handle = tokio::spawn(async move {
         let r = server

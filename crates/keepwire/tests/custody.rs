@@ -74,6 +74,12 @@ fn everything_a_deployment_writes_is_readable_by_its_owner_only() {
         seen += assert_private(root);
     }
     assert!(seen > 8, "looked at {seen} paths");
+    // The test made the data directory 0755; the server took group and
+    // world access away at start and said so — in plain text, since its
+    // log is a file, not a terminal.
+    let log = common::log_after(&agency.data.with_file_name("serve.log"), 0);
+    assert!(log.contains("made readable by their owner only"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file: {log}");
     // Enrolment codes are in the server's database as hashes only: a copy
     // of it (a backup, an unprivileged reader) enrols nobody.
     let code = agency.admin(&["user", "code", "alice"]);
@@ -131,7 +137,7 @@ fn stopped_after_checkpoint() -> (Agency, u64) {
 /// itself (within a minute; killed and failed otherwise).
 fn serve_once(agency: &Agency) -> std::process::Output {
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut child = std::process::Command::new(common::BIN)
+    let mut child = common::command()
         .args([
             "serve",
             "--data-dir",
@@ -222,4 +228,140 @@ fn an_archive_cut_back_behind_its_published_checkpoint_stops_everything() {
     let err = stderr(&out);
     assert!(!out.status.success(), "signed a fork: {err}");
     assert!(err.contains("cut back"), "{err}");
+}
+
+/// GET `path` from `addr`, with a bearer token if given: the status line
+/// and body.
+fn http_get(addr: &str, path: &str, token: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of metric `name` in a /metrics answer.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// An operator's view: health, readiness and Prometheus metrics on a
+/// listener of their own (token-protected here), never on the public one;
+/// readiness says what is wrong; every state change is logged once, as
+/// JSON when asked, never with terminal colour codes in a file.
+#[test]
+fn health_readiness_and_metrics_are_served_apart_and_say_what_is_wrong() {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("admin.token");
+    let token = "0123456789abcdef-admin";
+    std::fs::write(&token_file, token).unwrap();
+    let mut agency = Agency::start_split_with(
+        &[
+            "--admin-listen",
+            &admin,
+            "--admin-token-file",
+            token_file.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+        &[],
+    );
+    let get = |path: &str| http_get(&admin, path, Some(token));
+    assert!(
+        http_get(&admin, "/metrics", None).starts_with("HTTP/1.1 401"),
+        "no token, no metrics"
+    );
+    assert!(http_get(&admin, "/healthz", Some("wrong-token-wrong")).starts_with("HTTP/1.1 401"));
+    common::wait_for("the server to be ready", 30, || {
+        get("/readyz").starts_with("HTTP/1.1 200").then_some(())
+    });
+    let alice = agency.user("alice", "staff");
+    let bob = agency.user("bob", "staff");
+    alice.accept_notice();
+    let conv = alice.create(&["bob"]);
+    alice.send(&conv, "one");
+    alice.send(&conv, "two");
+    assert_eq!(bob.texts(&conv), ["one", "two"]);
+    let m = get("/metrics");
+    assert!(m.contains("text/plain; version=0.0.4"), "{m}");
+    let accepted = metric(&m, "keepwire_messages_accepted_total");
+    assert!(accepted >= 3.0, "the creation and two messages: {accepted}");
+    assert_eq!(metric(&m, "keepwire_messages_captured_total"), accepted);
+    assert_eq!(metric(&m, "keepwire_capture_backlog"), 0.0);
+    assert_eq!(metric(&m, "keepwire_capture_lag_seconds"), 0.0);
+    assert_eq!(metric(&m, "keepwire_fail_closed"), 0.0);
+    assert_eq!(metric(&m, "keepwire_records_service_connections"), 1.0);
+    assert_eq!(metric(&m, "keepwire_conversations"), 1.0);
+    assert!(metric(&m, "keepwire_group_commit_seconds_count") >= accepted.min(1.0));
+    assert!(metric(&m, "keepwire_connections") >= 1.0);
+    // Never on the public address.
+    assert!(http_get(&agency.listen, "/metrics", Some(token)).starts_with("HTTP/1.1 404"));
+
+    // The records service goes: the server is alive but not ready, and
+    // says why; what is sent waits, and the lag shows it.
+    let server_log = agency.tmp.path().join("server.log");
+    let before = std::fs::metadata(&server_log).unwrap().len() as usize;
+    agency.stop_records();
+    common::wait_for("readiness to drop", 30, || {
+        let r = get("/readyz");
+        (r.starts_with("HTTP/1.1 503") && r.contains("records service is not connected"))
+            .then_some(())
+    });
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    alice.ok(&["chat", "send", &conv, "waits for capture"]);
+    let m = get("/metrics");
+    assert_eq!(metric(&m, "keepwire_capture_backlog"), 1.0);
+    assert_eq!(metric(&m, "keepwire_records_service_connections"), 0.0);
+    agency.start_records(None);
+    let texts = common::wait_for("bob to get what waited", 30, || {
+        let t = bob.texts(&conv);
+        (t.len() == 3).then_some(t)
+    });
+    assert_eq!(texts, ["one", "two", "waits for capture"]);
+
+    // The log: one JSON object per line (or the lines the binary prints
+    // for people), the disconnection logged once, no colour codes.
+    let log = common::log_after(&server_log, before);
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file");
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let disconnected = events
+        .iter()
+        .filter(|e| {
+            e["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("records service disconnected"))
+        })
+        .count();
+    assert_eq!(disconnected, 1, "{log}");
+}
+
+#[test]
+fn metrics_off_loopback_need_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = keepwire(
+        &[
+            "server",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--admin-listen",
+            "0.0.0.0:0",
+        ],
+        &[],
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--admin-token-file"), "{err}");
 }

@@ -27,6 +27,9 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Held {
     pub seq: u64,
+    /// When it was appended (the server's time): how long capture has
+    /// kept it waiting.
+    pub at_ms: u64,
     pub sender_device: String,
     /// The members it goes to once archived (the records member aside):
     /// the roster it was appended under, shared by every entry of that
@@ -116,6 +119,12 @@ impl Gate {
         self.archived
     }
 
+    /// When the oldest entry still waiting for the records service was
+    /// appended: what capture lag is measured from.
+    pub fn waiting_since(&self) -> Option<u64> {
+        self.held.front().map(|h| h.at_ms)
+    }
+
     /// The last entry members may have: `sync` replays up to here.
     pub fn released(&self) -> u64 {
         self.released
@@ -138,6 +147,7 @@ mod tests {
     fn held(seq: u64) -> Held {
         Held {
             seq,
+            at_ms: seq * 10,
             sender_device: "a".into(),
             members: Arc::from(vec!["a".to_string(), "b".to_string()]),
             sender_gets: None,
@@ -168,8 +178,10 @@ mod tests {
         g.durable(5);
         assert!(g.archived(0, &[]).is_empty(), "durable is not enough");
         assert_eq!(g.released(), 0);
+        assert_eq!(g.waiting_since(), Some(10), "the first entry's time");
         assert_eq!(seqs(&g.archived(3, &[])), [1, 2, 3]);
         assert_eq!(g.released(), 3);
+        assert_eq!(g.waiting_since(), Some(40), "then the fourth's");
         assert_eq!(seqs(&g.archived(5, &[])), [4, 5]);
         assert_eq!(g.waiting(), 0);
     }

@@ -8,7 +8,9 @@
 
 pub mod deadline;
 pub mod gate;
+pub mod lifecycle;
 pub mod log_writer;
+pub mod ops;
 pub mod outbox;
 pub mod roster;
 pub mod service;

@@ -35,6 +35,7 @@ pub fn run_log_writer(
     jobs: std::sync::mpsc::Receiver<Queued>,
     shell: Arc<Mutex<Shell>>,
     garbage: Garbage,
+    times: &crate::ops::CommitTimes,
     on_failure: impl FnOnce(&ServerError),
 ) -> Result<(), ServerError> {
     use std::sync::mpsc::RecvTimeoutError;
@@ -66,7 +67,11 @@ pub fn run_log_writer(
             continue;
         }
         let jobs_of: Vec<&Job> = batch.iter().map(|q| &*q.job).collect();
+        let started = std::time::Instant::now();
         let result = write_batch(&mut *store, &jobs_of, &mut pending);
+        if !batch.is_empty() {
+            times.observe(started.elapsed());
+        }
         match result {
             Ok(deleted) => {
                 if deleted > 0 {

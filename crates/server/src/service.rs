@@ -108,6 +108,27 @@ struct Conv {
     version: u64,
 }
 
+/// The core's figures for operations (`/metrics`, `/readyz`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// Entries appended to the log since the server started.
+    pub accepted: u64,
+    /// Entries the records service reported archived since it started.
+    pub captured: u64,
+    /// Entries durable and not yet archived.
+    pub backlog: u64,
+    /// New messages are refused: the backlog is at its limit.
+    pub fail_closed: bool,
+    pub suspended: usize,
+    pub conversations: usize,
+    /// Authenticated connections of the records service.
+    pub records_connected: usize,
+    /// When the oldest entry still waiting for capture was appended.
+    pub waiting_since_ms: Option<u64>,
+    /// The size of the latest checkpoint the records service published.
+    pub checkpoint_size: Option<u64>,
+}
+
 /// One connection's state.
 pub struct Session {
     pub id: u64,
@@ -123,6 +144,14 @@ pub struct Core {
     /// Authenticated connections per device.
     sessions: HashMap<String, usize>,
     backlog: u64,
+    /// Whether capture was closed at the last change of the backlog (for
+    /// logging each transition once, [`Core::note_backlog`]).
+    fail_closed: bool,
+    /// Authenticated sessions of the records service's devices.
+    records_connected: usize,
+    /// Entries appended, and reported archived, since the start.
+    accepted: u64,
+    captured: u64,
     limits: Limits,
     key: SigningKey,
     /// The same key in aws-lc, which signs the same (deterministic
@@ -218,6 +247,10 @@ impl Core {
             convs,
             live: HashMap::new(),
             sessions: HashMap::new(),
+            fail_closed: backlog >= limits.max_capture_backlog,
+            records_connected: 0,
+            accepted: 0,
+            captured: 0,
             backlog,
             limits,
             key,
@@ -267,6 +300,31 @@ impl Core {
         self.backlog
     }
 
+    /// What operations watch ([`crate::ops`]), as of now.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            accepted: self.accepted,
+            captured: self.captured,
+            backlog: self.backlog,
+            fail_closed: self.fail_closed,
+            suspended: self
+                .convs
+                .values()
+                .filter(|c| c.suspended.is_some())
+                .count(),
+            conversations: self.convs.len(),
+            records_connected: self.records_connected,
+            waiting_since_ms: self
+                .convs
+                .values()
+                .filter_map(|c| c.gate.waiting_since())
+                .min(),
+            checkpoint_size: self
+                .checkpoint()
+                .and_then(|note| note.lines().nth(1).and_then(|l| l.parse().ok())),
+        }
+    }
+
     /// Live connections of the records service's devices.
     pub fn records_sessions(&self) -> usize {
         let records = self.store.devices(Some(RECORDS_USER)).unwrap_or_default();
@@ -286,6 +344,15 @@ impl Core {
 
     pub fn disconnect(&mut self, session: &Session) {
         if let Some(d) = &session.device {
+            if d.user == RECORDS_USER {
+                self.records_connected = self.records_connected.saturating_sub(1);
+                if self.records_connected == 0 {
+                    tracing::warn!(
+                        backlog = self.backlog,
+                        "records service disconnected: nothing is delivered until it is back"
+                    );
+                }
+            }
             if let Some(list) = self.live.get_mut(&d.device_id) {
                 list.retain(|id| *id != session.id);
             }

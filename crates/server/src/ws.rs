@@ -18,9 +18,9 @@ use keepwire_protocol::{
     MAX_FRAME_BYTES,
 };
 use rand::RngCore;
-use tokio::net::TcpListener;
 
-use crate::deadline::{ConnWatch, Watch, WatchedListener};
+use crate::deadline::{ConnWatch, Watch};
+pub use crate::lifecycle::{serve, Endpoint};
 use crate::roster;
 use crate::service::{Session, StoreRegistry};
 use crate::shell::{CoreGuard, Shell};
@@ -29,22 +29,24 @@ use crate::Core;
 
 #[derive(Clone)]
 pub struct AppState {
-    core: Arc<Mutex<Shell>>,
+    pub(crate) core: Arc<Mutex<Shell>>,
     next_session: Arc<AtomicU64>,
-    limits: crate::Limits,
+    pub(crate) limits: crate::Limits,
     /// One permit per open WebSocket (`Limits::max_connections`).
-    connections: Arc<tokio::sync::Semaphore>,
+    pub(crate) connections: Arc<tokio::sync::Semaphore>,
     /// A connection of its own to the server's store, for the checks of
     /// handshakes done without the core's lock (`service::check`); none
     /// for an in-memory store, whose handshakes are checked under it.
     checker: Option<Arc<Mutex<Box<dyn ServerStore>>>>,
     /// Where the server is in its life ([`Phase`]); every connection
     /// watches it.
-    phase: Arc<tokio::sync::watch::Sender<Phase>>,
+    pub(crate) phase: Arc<tokio::sync::watch::Sender<Phase>>,
     /// Set when the log writer failed: the server must stop.
-    fatal: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    pub(crate) fatal: Arc<tokio::sync::watch::Sender<Option<String>>>,
     /// The time each request is stamped with (the core reads no clock).
-    clock: keepwire_protocol::clock::Clock,
+    pub(crate) clock: keepwire_protocol::clock::Clock,
+    /// The log writer's group-commit times ([`crate::ops`]).
+    commit_times: Arc<crate::ops::CommitTimes>,
 }
 
 /// A server's life, in order. Stopping is two steps so that nothing
@@ -84,14 +86,16 @@ impl AppState {
         let garbage = crate::log_writer::Garbage::default();
         let core = Arc::new(Mutex::new(Shell::new(core, tx, garbage.clone())));
         let fatal = Arc::new(tokio::sync::watch::channel(None).0);
+        let commit_times = Arc::new(crate::ops::CommitTimes::default());
         {
             let core = Arc::clone(&core);
             let fatal = Arc::clone(&fatal);
+            let times = Arc::clone(&commit_times);
             std::thread::Builder::new()
                 .name("keepwire-log-writer".into())
                 .spawn(move || {
                     raise_priority();
-                    let _ = crate::log_writer::run_log_writer(log_store, rx, core, garbage, |e| {
+                    let _ = crate::log_writer::run_log_writer(log_store, rx, core, garbage, &times, |e| {
                         tracing::error!(error = %e, "the log could not be written; stopping the server");
                         fatal.send_replace(Some(e.to_string()));
                     });
@@ -109,7 +113,31 @@ impl AppState {
             phase: Arc::new(tokio::sync::watch::channel(Phase::Serving).0),
             fatal,
             clock,
+            commit_times,
         }
+    }
+
+    /// Why the log writer failed, if it did (the server is then stopping).
+    pub fn failure(&self) -> Option<String> {
+        self.fatal.borrow().clone()
+    }
+
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    /// WebSocket connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.limits.max_connections - self.connections.available_permits()
+    }
+
+    /// The server's time (the clock requests are stamped with).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    pub fn commit_times(&self) -> &crate::ops::CommitTimes {
+        &self.commit_times
     }
 
     /// Move the server's life on ([`Phase`]); never back.
@@ -427,173 +455,3 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// How long writing one frame to a peer may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Where the server listens: plain (loopback only; the caller checks) or TLS.
-pub struct Endpoint {
-    pub listener: TcpListener,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-}
-
-/// Serve on every endpoint until one fails. Collects relay garbage and asks
-/// for evictions every `gc_every`.
-/// Serve until `shutdown` completes, then stop in order ([`stop`]) and
-/// return; or until a listener fails.
-pub async fn serve(
-    endpoints: Vec<Endpoint>,
-    state: AppState,
-    gc_every: Duration,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let gc_state = state.clone();
-    let gc = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(gc_every);
-        loop {
-            tick.tick().await;
-            let (gc, evict, decisions) = tokio::task::block_in_place(|| {
-                let mut core = gc_state.core();
-                (
-                    core.collect_garbage(gc_state.clock.now_ms()),
-                    core.request_evictions(),
-                    core.relay_decisions(),
-                )
-            });
-            if let Err(e) = decisions {
-                tracing::warn!(error = %e, "relaying administrators' decisions failed");
-            }
-            match gc {
-                Ok(()) => {}
-                Err(e) => tracing::warn!(error = %e, "relay garbage collection failed"),
-            }
-            match evict {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::debug!(conversations = n, "asked records to evict revoked devices")
-                }
-                Err(e) => tracing::warn!(error = %e, "eviction check failed"),
-            }
-        }
-    });
-    let mut tasks = tokio::task::JoinSet::new();
-    let frame_timeout = Duration::from_millis(state.limits.frame_timeout_ms);
-    for e in endpoints {
-        let app = router(state.clone()).into_make_service_with_connect_info::<ConnWatch>();
-        match e.tls {
-            // No Nagle delay: a receipt or a push is one small frame that
-            // must leave at once, not wait for the peer's delayed ACK.
-            None => {
-                let stopping = draining(state.phase.subscribe());
-                tasks.spawn(async move {
-                    use axum::serve::ListenerExt;
-                    let listener = e.listener.tap_io(|tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    });
-                    axum::serve(WatchedListener::new(listener, frame_timeout), app)
-                        .with_graceful_shutdown(stopping)
-                        .await
-                })
-            }
-            Some(config) => {
-                let listener = crate::tls::TlsListener::new(
-                    e.listener,
-                    config,
-                    state.limits.max_tls_handshakes,
-                )?;
-                let stopping = draining(state.phase.subscribe());
-                tasks.spawn(async move {
-                    axum::serve(WatchedListener::new(listener, frame_timeout), app)
-                        .with_graceful_shutdown(stopping)
-                        .await
-                })
-            }
-        };
-    }
-    let r = tokio::select! {
-        r = tasks.join_next() => match r {
-            Some(Ok(r)) => r,
-            Some(Err(e)) => Err(std::io::Error::other(e)),
-            None => Ok(()),
-        },
-        () = shutdown => {
-            stop(&state, &mut tasks).await;
-            Ok(())
-        }
-        why = failed(state.fatal.subscribe()) => {
-            // Every connection is sent what it is owed (the refusals of the
-            // batch that failed) and a close frame before the error ends
-            // the process.
-            state.set_phase(Phase::Closing);
-            let open = || state.limits.max_connections - state.connections.available_permits();
-            wait_until("every connection to close", || open() == 0).await;
-            Err(std::io::Error::other(format!(
-                "the log could not be written ({why}); stopped: restart the server, which resumes from its durable log"
-            )))
-        }
-    };
-    gc.abort();
-    r
-}
-
-/// Completes, with why, if the log writer fails.
-async fn failed(mut fatal: tokio::sync::watch::Receiver<Option<String>>) -> String {
-    let why = match fatal.wait_for(|f| f.is_some()).await {
-        Ok(why) => why.clone(),
-        Err(_) => None,
-    };
-    match why {
-        Some(why) => why,
-        None => std::future::pending().await,
-    }
-}
-
-/// Completes once the server starts stopping: the listeners' cue to stop
-/// accepting.
-async fn draining(mut phase: tokio::sync::watch::Receiver<Phase>) {
-    let _ = phase.wait_for(|p| *p >= Phase::Draining).await;
-}
-
-/// Stop in order, each step bounded by [`STOP_GRACE`]: no new connections;
-/// devices' connections send what they owe (receipts of the group commit
-/// in flight included) and close; the records service archives what is
-/// durable and not yet captured (its connection stays until then, so
-/// nothing receipted is left uncaptured when the process exits); then its
-/// connection closes too.
-async fn stop(state: &AppState, listeners: &mut tokio::task::JoinSet<std::io::Result<()>>) {
-    tracing::info!(
-        "stopping: no new connections; devices get what they are owed, then a close frame"
-    );
-    state.set_phase(Phase::Draining);
-    while listeners.join_next().await.is_some() {}
-    let open = || state.limits.max_connections - state.connections.available_permits();
-    wait_until("devices' connections to close", || {
-        open() <= state.core().records_sessions()
-    })
-    .await;
-    wait_until("the records service to capture what is durable", || {
-        let core = state.core();
-        core.backlog() == 0 || core.records_sessions() == 0
-    })
-    .await;
-    tracing::info!(
-        backlog = state.core().backlog(),
-        "stopping: closing the records service's connection"
-    );
-    state.set_phase(Phase::Closing);
-    wait_until("every connection to close", || open() == 0).await;
-}
-
-/// Wait (at most [`STOP_GRACE`]) until `done`.
-async fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + STOP_GRACE;
-    while !done() {
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!("stopping: gave up waiting for {what}");
-            return;
-        }
-        tokio::time::sleep(STOP_POLL).await;
-    }
-}
-
-/// How long each step of stopping may take.
-const STOP_GRACE: Duration = Duration::from_secs(15);
-/// How often stopping looks again (only while stopping).
-const STOP_POLL: Duration = Duration::from_millis(10);

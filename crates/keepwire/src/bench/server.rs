@@ -95,6 +95,7 @@ impl ServerProc {
             .args(extra)
             .args(&storage)
             .env("KEEPWIRE_LOG", "warn")
+            .env("KEEPWIRE_ADMIN_LISTEN", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

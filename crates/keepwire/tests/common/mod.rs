@@ -34,8 +34,16 @@ fn scratch_database() -> Option<keepwire_schema::pg::scratch::Scratch> {
     })
 }
 
-pub fn keepwire(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// `keepwire` as the tests run it: servers serve no admin endpoints
+/// unless a test asks (`--admin-listen`), so that many can run at once.
+pub fn command() -> Command {
     let mut cmd = Command::new(BIN);
+    cmd.env("KEEPWIRE_ADMIN_LISTEN", "off");
+    cmd
+}
+
+pub fn keepwire(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = command();
     cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
@@ -108,7 +116,7 @@ pub fn spawn_logged(args: &[&str], log_path: &Path, ready: &str) -> Child {
         .open(log_path)
         .unwrap();
     let start = std::fs::metadata(log_path).unwrap().len() as usize;
-    let child = Command::new(BIN)
+    let child = command()
         .args(args)
         .stdout(Stdio::null())
         .stderr(log)

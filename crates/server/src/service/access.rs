@@ -104,6 +104,16 @@ impl Core {
             .and_then(|u| u.notice_acknowledged_at_ms)
             .is_some();
         *self.sessions.entry(row.device_id.clone()).or_default() += 1;
+        if row.user == RECORDS_USER {
+            self.records_connected += 1;
+            if self.records_connected == 1 {
+                tracing::info!(
+                    device = %row.device_id,
+                    backlog = self.backlog,
+                    "records service connected"
+                );
+            }
+        }
         let body = ServerBody::Authenticated {
             user: row.user.clone(),
             device_id: row.device_id.clone(),

@@ -32,6 +32,28 @@ impl Core {
         Ok(())
     }
 
+    /// Log, once per change, when capture closes (the backlog reached its
+    /// limit: new messages are refused) and when it opens again.
+    pub(super) fn note_backlog(&mut self) {
+        let closed = self.backlog >= self.limits.max_capture_backlog;
+        if closed == self.fail_closed {
+            return;
+        }
+        self.fail_closed = closed;
+        if closed {
+            tracing::warn!(
+                backlog = self.backlog,
+                limit = self.limits.max_capture_backlog,
+                "fail closed: the records service is too far behind; new messages are refused until capture catches up"
+            );
+        } else {
+            tracing::info!(
+                backlog = self.backlog,
+                "capture caught up: new messages are accepted again"
+            );
+        }
+    }
+
     pub(super) fn check_guests(&self, added: &[MemberDevice]) -> Result<(), ProtocolError> {
         if self.policy()?.guests_allowed {
             return Ok(());

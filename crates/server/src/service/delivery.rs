@@ -85,6 +85,7 @@ impl Core {
             .ok_or_else(|| refuse(ErrorCode::Internal, "conversation vanished"))?;
         c.last_seq = seq;
         self.backlog += 1;
+        self.accepted += 1;
         // Two sets of pushes: the records member's, which go out as soon
         // as the entry is durable (it must capture it), and everyone
         // else's, held until the records service has archived it.
@@ -92,6 +93,7 @@ impl Core {
         let is_handshake = commit.is_some();
         let mut held = Held {
             seq,
+            at_ms: now,
             sender_device: device.device_id.clone(),
             members: std::sync::Arc::clone(&c.others),
             // The sender's own commit or proposal also goes to its other
@@ -134,6 +136,7 @@ impl Core {
             }
         }
         c.gate.hold(held);
+        self.note_backlog();
         records_recipients.dedup();
         let receipt = self.receipt(&entry);
         if !records_recipients.is_empty() {

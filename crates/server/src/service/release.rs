@@ -224,9 +224,11 @@ impl Core {
         }
         if to > acked {
             self.backlog = self.backlog.saturating_sub(to - acked);
+            self.captured += to - acked;
         }
         let released = c.gate.archived(to, &seqs);
         let upto = c.gate.released();
+        self.note_backlog();
         self.release(conv, released, upto).map_err(internal)?;
         Ok(ServerBody::Ok)
     }
@@ -444,7 +446,7 @@ pub(super) fn hold_after_restart(
 ) -> Result<(), ServerError> {
     let cursors: HashMap<String, u64> = store.cursors_in(conv)?.into_iter().collect();
     let welcomes = store.welcomes_in(conv)?;
-    for (seq, sender_device) in store.log_senders(conv, archived)? {
+    for (seq, sender_device, at_ms) in store.log_senders(conv, archived)? {
         let members: Vec<String> = members
             .iter()
             .filter(|m| m.user != RECORDS_USER)
@@ -453,6 +455,7 @@ pub(super) fn hold_after_restart(
             .collect();
         gate.hold(Held {
             seq,
+            at_ms,
             members: members.into(),
             // Every session is new after a restart; a sender still behind
             // its own entry (a commit it must apply) gets it like anyone.

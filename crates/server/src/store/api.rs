@@ -228,9 +228,9 @@ pub trait LogStore {
     /// Entries `from..=to` of `conv` still on the relay, in order.
     fn log_range(&self, conv: &str, from: u64, to: u64) -> Result<Vec<LogEntry>, ServerError>;
 
-    /// (seq, sender device) of the entries of `conv` after `after`, without
-    /// their messages.
-    fn log_senders(&self, conv: &str, after: u64) -> Result<Vec<(u64, String)>, ServerError>;
+    /// (seq, sender device, server time) of the entries of `conv` after
+    /// `after`, without their messages.
+    fn log_senders(&self, conv: &str, after: u64) -> Result<Vec<(u64, String, u64)>, ServerError>;
 
     /// Entries on the relay, all conversations together.
     fn log_len(&self) -> Result<u64, ServerError>;

@@ -308,7 +308,10 @@ fn a_group_commit_is_all_or_nothing_with_what_a_commit_changes(store: &mut dyn S
         (got.seq, got.message.as_slice(), got.sender_user.as_str()),
         (2, &[2u8][..], "alice")
     );
-    assert_eq!(store.log_senders("c", 1).unwrap(), [(2, "d1".to_string())]);
+    assert_eq!(
+        store.log_senders("c", 1).unwrap(),
+        [(2, "d1".to_string(), 1)]
+    );
 
     // seq 2 again in the middle of a batch: the whole batch is refused,
     // seq 3 included, and the log is as before.

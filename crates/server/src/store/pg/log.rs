@@ -83,13 +83,13 @@ impl LogStore for PgStore {
         )
     }
 
-    fn log_senders(&self, conv: &str, after: u64) -> Result<Vec<(u64, String)>, ServerError> {
+    fn log_senders(&self, conv: &str, after: u64) -> Result<Vec<(u64, String, u64)>, ServerError> {
         all(
             self.pg.query(
-                "SELECT seq, sender_device FROM log WHERE conv=$1 AND seq>$2 ORDER BY seq",
+                "SELECT seq, sender_device, server_time_ms FROM log WHERE conv=$1 AND seq>$2 ORDER BY seq",
                 &[&conv, &(after as i64)],
             )?,
-            |r| Ok((u64_at(r, 0)?, r.try_get(1)?)),
+            |r| Ok((u64_at(r, 0)?, r.try_get(1)?, u64_at(r, 2)?)),
         )
     }
 

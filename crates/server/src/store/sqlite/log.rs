@@ -108,12 +108,16 @@ impl LogStore for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn log_senders(&self, conv: &str, after: u64) -> Result<Vec<(u64, String)>, ServerError> {
+    fn log_senders(&self, conv: &str, after: u64) -> Result<Vec<(u64, String, u64)>, ServerError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, sender_device FROM log WHERE conv=?1 AND seq>?2 ORDER BY seq",
+            "SELECT seq, sender_device, server_time_ms FROM log WHERE conv=?1 AND seq>?2 ORDER BY seq",
         )?;
         let rows = stmt.query_map(params![conv, after as i64], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get(1)?,
+                r.get::<_, i64>(2)? as u64,
+            ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
