@@ -189,6 +189,10 @@ pub(crate) struct ServerArgs {
     /// Connections one device may hold at once.
     #[arg(long, env = "KEEPWIRE_MAX_SESSIONS_PER_DEVICE", default_value_t = 8)]
     pub(crate) max_sessions_per_device: usize,
+    /// MiB the store's disk keeps free: below this, new messages are
+    /// refused (`storage_full`) until space is freed.
+    #[arg(long, env = "KEEPWIRE_MIN_FREE_MB", default_value_t = 256)]
+    pub(crate) min_free_mb: u64,
     /// Where /healthz, /readyz and /metrics are served (never on the
     /// public address), or `off`. Off loopback, --admin-token-file is
     /// required.
@@ -251,6 +255,7 @@ impl ServerArgs {
             auth_timeout_ms: self.auth_timeout_secs.saturating_mul(1000),
             frame_timeout_ms: self.frame_timeout_secs.saturating_mul(1000),
             max_sessions_per_device: self.max_sessions_per_device,
+            min_free_bytes: self.min_free_mb << 20,
         }
     }
 }

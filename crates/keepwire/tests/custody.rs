@@ -365,3 +365,134 @@ fn metrics_off_loopback_need_a_token() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("--admin-token-file"), "{err}");
 }
+
+/// Bytes available on the file system holding `dir` (`df`).
+fn available(dir: &Path) -> u64 {
+    let out = std::process::Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap()
+}
+
+/// A full disk stopped the server (exit 1), which did not come back by
+/// itself. Now, on a small tmpfs: the server stays up, refuses new
+/// messages with `storage_full` while the disk is nearly full, accepts
+/// them again by itself once space returns, and what was written before
+/// is whole (delivered, archived, verified).
+#[test]
+fn a_full_disk_refuses_new_messages_keeps_everything_and_resumes_by_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mount = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+        .arg(&small)
+        .output();
+    match mount {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs here ({}); run the tests as root to check a full disk",
+                stderr(&o).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: no mount command ({e}); run the tests as root to check a full disk"
+            );
+            return;
+        }
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+    let data = small.join("data");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut server = common::start_serve(&data, &listen, &["--min-free-mb", "16"]);
+    assert!(server.child.try_wait().unwrap().is_none());
+    let d = data.to_str().unwrap();
+    let device = |name: &str| {
+        let code = common::ok(keepwire(
+            &[
+                "admin",
+                "--data-dir",
+                d,
+                "user",
+                "add",
+                name,
+                "--display",
+                name,
+                "--category",
+                "staff",
+            ],
+            &[],
+        ));
+        let dev = common::Device {
+            dir: tmp.path().join("devices").join(name),
+            url: format!("http://{listen}"),
+            passphrase: format!("pass-{name}"),
+            clock_file: None,
+            id: String::new(),
+        };
+        dev.ok(&["chat", "enroll", "--code", code.trim()]);
+        dev
+    };
+    let (alice, bob) = (device("alice"), device("bob"));
+    alice.accept_notice();
+    let conv = alice.create(&["bob"]);
+    alice.send(&conv, "before");
+
+    // Fill the disk to 8 MiB short of full.
+    let filler = small.join("filler");
+    let size = available(&small).saturating_sub(8 << 20);
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![7u8; 1 << 20];
+        for _ in 0..size >> 20 {
+            f.write_all(&block).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+    let refusal = common::wait_for("new messages to be refused", 30, || {
+        let out = alice.run(&["chat", "send", &conv, "while full"]);
+        (!out.status.success()).then(|| stderr(&out))
+    });
+    assert!(refusal.contains("disk is nearly full"), "{refusal}");
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server stays up"
+    );
+    assert_eq!(
+        bob.texts(&conv),
+        ["before"],
+        "what was sent before is delivered"
+    );
+
+    // Space returns: sending resumes by itself.
+    std::fs::remove_file(&filler).unwrap();
+    common::wait_for("sending to resume", 30, || {
+        let out = alice.run(&["chat", "send", &conv, "after", "--wait-captured", "30"]);
+        out.status.success().then_some(())
+    });
+    let texts = common::wait_for("bob to get it", 30, || {
+        let t = bob.texts(&conv);
+        (t.len() == 2).then_some(t)
+    });
+    assert_eq!(texts, ["before", "after"]);
+    common::ok(keepwire(&["records", "verify", "--data-dir", d], &[]));
+}

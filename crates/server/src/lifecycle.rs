@@ -35,6 +35,10 @@ pub async fn serve(
             tick.tick().await;
             let (gc, evict, decisions) = tokio::task::block_in_place(|| {
                 let mut core = gc_state.core();
+                // The disk is watched here, twice a second: new messages
+                // stop before a write can fail half way.
+                let free = core.store().free_space();
+                core.set_free_space(free);
                 (
                     core.collect_garbage(gc_state.clock.now_ms()),
                     core.request_evictions(),

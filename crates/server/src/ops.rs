@@ -153,6 +153,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if stats.records_connected == 0 {
         why.push("the records service is not connected: nothing is delivered".to_string());
     }
+    if stats.storage_full {
+        why.push(format!(
+            "storage full: {} MiB free; new messages are refused",
+            stats.free_space.unwrap_or(0) >> 20
+        ));
+    }
     if stats.fail_closed {
         why.push(format!(
             "fail closed: {} messages wait for capture; new ones are refused",
@@ -217,6 +223,20 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "1 while new messages are refused because capture is too far behind.",
         u8::from(stats.fail_closed).to_string(),
     );
+    one(
+        "keepwire_storage_full",
+        "gauge",
+        "1 while new messages are refused because the store's disk is nearly full.",
+        u8::from(stats.storage_full).to_string(),
+    );
+    if let Some(free) = stats.free_space {
+        one(
+            "keepwire_storage_free_bytes",
+            "gauge",
+            "Bytes free on the disk of the server's store.",
+            free.to_string(),
+        );
+    }
     one(
         "keepwire_conversations",
         "gauge",

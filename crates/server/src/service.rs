@@ -70,6 +70,10 @@ pub struct Limits {
     /// Connections one device may hold at once (otherwise one enrolled
     /// device could hold every connection slot).
     pub max_sessions_per_device: usize,
+    /// Free bytes the store's disk keeps in reserve: below this, new
+    /// messages are refused (`storage_full`) rather than risk a write
+    /// failing half way, and accepted again once space returns.
+    pub min_free_bytes: u64,
 }
 
 impl Default for Limits {
@@ -83,6 +87,7 @@ impl Default for Limits {
             auth_timeout_ms: 10_000,
             frame_timeout_ms: 30_000,
             max_sessions_per_device: 8,
+            min_free_bytes: 256 << 20,
         }
     }
 }
@@ -127,6 +132,10 @@ pub struct Stats {
     pub waiting_since_ms: Option<u64>,
     /// The size of the latest checkpoint the records service published.
     pub checkpoint_size: Option<u64>,
+    /// Free bytes on the store's disk (None: not measured here).
+    pub free_space: Option<u64>,
+    /// New messages are refused: the disk is nearly full.
+    pub storage_full: bool,
 }
 
 /// One connection's state.
@@ -149,6 +158,8 @@ pub struct Core {
     fail_closed: bool,
     /// Authenticated sessions of the records service's devices.
     records_connected: usize,
+    /// Free bytes on the store's disk, as last measured by the shell.
+    free_space: Option<u64>,
     /// Entries appended, and reported archived, since the start.
     accepted: u64,
     captured: u64,
@@ -210,6 +221,9 @@ impl Core {
         store.record_receipt_key(&key.verifying_key().to_bytes(), now_ms)?;
         let signer = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&key.to_bytes())
             .map_err(|e| ServerError::Invalid(format!("receipt key: {e}")))?;
+        // Receipt times never go backwards, not even across a restart
+        // after the clock was set back.
+        let now_ms = now_ms.max(store.latest_entry_time()?.unwrap_or(0));
         let mut convs = HashMap::new();
         let mut backlog = 0;
         let mut withheld: HashMap<String, Vec<u64>> = HashMap::new();
@@ -249,6 +263,7 @@ impl Core {
             sessions: HashMap::new(),
             fail_closed: backlog >= limits.max_capture_backlog,
             records_connected: 0,
+            free_space: None,
             accepted: 0,
             captured: 0,
             backlog,
@@ -322,6 +337,10 @@ impl Core {
             checkpoint_size: self
                 .checkpoint()
                 .and_then(|note| note.lines().nth(1).and_then(|l| l.parse().ok())),
+            free_space: self.free_space,
+            storage_full: self
+                .free_space
+                .is_some_and(|f| f < self.limits.min_free_bytes),
         }
     }
 
@@ -372,7 +391,8 @@ impl Core {
         req: Request,
         now_ms: u64,
     ) -> Result<ServerBody, ProtocolError> {
-        self.now_ms = now_ms;
+        // Receipt times never go backwards when the clock is corrected.
+        self.now_ms = self.now_ms.max(now_ms);
         // A caller that never attached an answer: the entry still goes,
         // in order, unanswered.
         self.release_pending();

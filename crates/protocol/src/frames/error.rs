@@ -44,6 +44,9 @@ pub enum ErrorCode {
     /// service: the committer cannot have seen them. Wait until they
     /// arrive (or are captured) and build the commit again.
     CapturePending,
+    /// The server's disk is nearly full: nothing new is accepted until
+    /// space is freed (nothing accepted before is lost). Try again later.
+    StorageFull,
     Internal,
 }
 
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::RecordsUnavailable => "records_unavailable",
             ErrorCode::ConversationSuspended => "conversation_suspended",
             ErrorCode::CapturePending => "capture_pending",
+            ErrorCode::StorageFull => "storage_full",
             ErrorCode::Internal => "internal",
         }
     }

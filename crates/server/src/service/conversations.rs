@@ -17,8 +17,20 @@ use crate::store::DeviceRow;
 use crate::ServerError;
 
 impl Core {
-    /// Whether the records service is close enough behind to accept more.
+    /// Whether the records service is close enough behind, and the disk
+    /// roomy enough, to accept more.
     pub(super) fn capture_open(&self) -> Result<(), ProtocolError> {
+        if let Some(free) = self.free_space.filter(|f| *f < self.limits.min_free_bytes) {
+            return Err(refuse(
+                ErrorCode::StorageFull,
+                format!(
+                    "the server's disk is nearly full ({} MiB free, {} MiB kept in reserve): nothing \
+                     new is accepted until space is freed; nothing accepted before is lost",
+                    free >> 20,
+                    self.limits.min_free_bytes >> 20
+                ),
+            ));
+        }
         if self.backlog >= self.limits.max_capture_backlog {
             return Err(refuse(
                 ErrorCode::RecordsUnavailable,
@@ -30,6 +42,28 @@ impl Core {
             ));
         }
         Ok(())
+    }
+
+    /// The free space the shell measured on the store's disk (None: it
+    /// cannot tell). Below [`super::Limits::min_free_bytes`] new messages
+    /// are refused with `storage_full` — before a write can fail half
+    /// way — and accepted again once space returns; each change is logged
+    /// once.
+    pub fn set_free_space(&mut self, free: Option<u64>) {
+        let full = |f: Option<u64>| f.is_some_and(|f| f < self.limits.min_free_bytes);
+        match (full(self.free_space), full(free)) {
+            (false, true) => tracing::warn!(
+                free_mib = free.unwrap_or(0) >> 20,
+                reserve_mib = self.limits.min_free_bytes >> 20,
+                "storage full: new messages are refused until space is freed"
+            ),
+            (true, false) => tracing::info!(
+                free_mib = free.unwrap_or(0) >> 20,
+                "storage has room again: new messages are accepted"
+            ),
+            _ => {}
+        }
+        self.free_space = free;
     }
 
     /// Log, once per change, when capture closes (the backlog reached its

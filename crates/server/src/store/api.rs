@@ -43,6 +43,11 @@ pub trait ServerStore:
     /// Which backend this is, and where (for `admin status` and logs;
     /// never a password).
     fn describe(&self) -> String;
+
+    /// Bytes free for the store to grow into, where the server can tell
+    /// (the file system of a SQLite file); None for a database server,
+    /// which watches its own disk.
+    fn free_space(&self) -> Option<u64>;
 }
 
 /// Users, enrolment codes, devices, the records notice, policy and
@@ -234,6 +239,9 @@ pub trait LogStore {
 
     /// Entries on the relay, all conversations together.
     fn log_len(&self) -> Result<u64, ServerError>;
+
+    /// The latest server time any entry on the relay was stamped with.
+    fn latest_entry_time(&self) -> Result<Option<u64>, ServerError>;
 
     /// Every device's cursor in `conv`.
     fn cursors_in(&self, conv: &str) -> Result<Vec<(String, u64)>, ServerError>;

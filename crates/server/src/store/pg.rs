@@ -116,6 +116,10 @@ impl ServerStore for PgStore {
     fn describe(&self) -> String {
         format!("PostgreSQL {}", self.pg.address())
     }
+
+    fn free_space(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A BIGINT column as the u64 it stores.

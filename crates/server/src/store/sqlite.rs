@@ -120,4 +120,26 @@ impl ServerStore for SqliteStore {
     fn describe(&self) -> String {
         keepwire_schema::describe(&self.conn)
     }
+
+    fn free_space(&self) -> Option<u64> {
+        let path = self.conn.path().filter(|p| !p.is_empty())?;
+        free_bytes(Path::new(path).parent()?)
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding
+/// `dir` (`statvfs`: blocks available to non-root, times their size).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` is written in full by
+    // statvfs when it returns 0; it is read only then.
+    let r = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }

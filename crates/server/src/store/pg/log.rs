@@ -93,6 +93,13 @@ impl LogStore for PgStore {
         )
     }
 
+    fn latest_entry_time(&self) -> Result<Option<u64>, ServerError> {
+        let row = self
+            .pg
+            .query_one("SELECT MAX(server_time_ms) FROM log", &[])?;
+        Ok(row.try_get::<_, Option<i64>>(0)?.map(|t| t as u64))
+    }
+
     fn log_len(&self) -> Result<u64, ServerError> {
         u64_at(&self.pg.query_one("SELECT COUNT(*) FROM log", &[])?, 0)
     }

@@ -152,6 +152,14 @@ impl LogStore for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn latest_entry_time(&self) -> Result<Option<u64>, ServerError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT MAX(server_time_ms) FROM log")?
+            .query_row([], |r| r.get::<_, Option<i64>>(0))?
+            .map(|t| t as u64))
+    }
+
     fn log_len(&self) -> Result<u64, ServerError> {
         Ok(self
             .conn
