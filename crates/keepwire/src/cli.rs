@@ -615,6 +615,11 @@ pub(crate) enum RecordsCommand {
         /// The server's receipt keys, as saved from GET /v1/receipt-keys.
         #[arg(long)]
         server_keys: Option<PathBuf>,
+        /// The server's PostgreSQL store, whose published checkpoint chain the
+        /// archive must extend (default: the data directory's server.db,
+        /// when there is one).
+        #[arg(long, env = "KEEPWIRE_DATABASE")]
+        server_database: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

@@ -81,12 +81,21 @@ pub fn proof(at: &ArchiveAt, record_id: i64) -> Result<()> {
         .log_leaf(n)?
         .with_context(|| format!("leaf {n} is gone"))?;
     let path = archive.prove_inclusion(cp.size(), n)?;
+    // Nothing leaves that does not check out: the proof is verified here,
+    // against the signed checkpoint, as the auditor will verify it.
+    let leaf_hash = tlog_tiles::tlog::record_hash(&data);
+    tlog_tiles::tlog::check_record(&path, cp.size(), *cp.hash(), n, leaf_hash).map_err(|e| {
+        anyhow::anyhow!(
+            "the inclusion proof of record {record_id} does not check out against the archive's own \
+             checkpoint ({e}): the log is damaged; run `keepwire records verify`"
+        )
+    })?;
     crate::print_json(&InclusionOut {
         record_id,
         leaf_index: n,
         tree_size: cp.size(),
         leaf: String::from_utf8_lossy(&data).into_owned(),
-        leaf_hash: b64::encode(&tlog_tiles::tlog::record_hash(&data).0),
+        leaf_hash: b64::encode(&leaf_hash.0),
         root_hash: b64::encode(&cp.hash().0),
         inclusion_path: path.iter().map(|h| b64::encode(&h.0)).collect(),
         checkpoint: note,
@@ -110,11 +119,20 @@ pub fn consistency(at: &ArchiveAt, old: u64, new: u64) -> Result<()> {
         bail!("the log has {size} leaves; no tree of size {new} exists yet");
     }
     let path = archive.prove_consistency(old, new)?;
+    let (old_root, new_root) = (archive.log_root(old)?, archive.log_root(new)?);
+    if old > 0 {
+        tlog_tiles::tlog::check_tree(&path, new, new_root, old, old_root).map_err(|e| {
+            anyhow::anyhow!(
+                "the consistency proof from {old} to {new} leaves does not check out ({e}): the log \
+                 is damaged; run `keepwire records verify`"
+            )
+        })?;
+    }
     crate::print_json(&ConsistencyOut {
         old_size: old,
         new_size: new,
-        old_root: b64::encode(&archive.log_root(old)?.0),
-        new_root: b64::encode(&archive.log_root(new)?.0),
+        old_root: b64::encode(&old_root.0),
+        new_root: b64::encode(&new_root.0),
         consistency_path: path.iter().map(|h| b64::encode(&h.0)).collect(),
     })
 }
@@ -124,6 +142,9 @@ pub struct VerifyInputs {
     pub verifier_key: Option<String>,
     pub checkpoints: Vec<std::path::PathBuf>,
     pub server_keys: Option<std::path::PathBuf>,
+    /// The latest checkpoint the server published (its store's chain),
+    /// when this deployment's server store could be read.
+    pub published: Option<String>,
 }
 
 /// The server's published receipt keys (`GET /v1/receipt-keys`, saved).
@@ -150,6 +171,17 @@ fn read_server_keys(path: &Path) -> Result<verify::ServerKeys> {
     Ok(keys)
 }
 
+/// The latest checkpoint the server published, from its store: at
+/// `server_database`, or `server.db` in the data directory when there is
+/// one (an archive kept apart from its server has none to read).
+fn published_checkpoint(data_dir: &Path, server_database: Option<&str>) -> Result<Option<String>> {
+    if server_database.is_none() && !data_dir.join(keepwire_server::SERVER_DB).is_file() {
+        return Ok(None);
+    }
+    let store = serve::open_existing_server_store(data_dir, server_database)?;
+    Ok(store.latest_checkpoint()?.map(|c| c.checkpoint))
+}
+
 /// Returns whether the archive verified.
 pub fn verify(at: &ArchiveAt, inputs: VerifyInputs, json: bool) -> Result<bool> {
     let dir = &at.dir;
@@ -161,10 +193,27 @@ pub fn verify(at: &ArchiveAt, inputs: VerifyInputs, json: bool) -> Result<bool> 
             .map(|s| s.trim().to_string()),
     };
     let mut external = Vec::new();
-    for p in &inputs.checkpoints {
-        external.push(
-            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
-        );
+    for (i, p) in inputs.checkpoints.iter().enumerate() {
+        external.push(verify::Outside {
+            from: format!(
+                "the checkpoint held outside the archive (#{}, {})",
+                i + 1,
+                p.display()
+            ),
+            note: std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?,
+            kept_by_archive: false,
+        });
+    }
+    // The server keeps the chain the records service published, apart
+    // from the archive: a rewrite of the log together with the archive's
+    // own checkpoints (re-signed with a stolen key) still cannot match it.
+    if let Some(note) = inputs.published {
+        external.push(verify::Outside {
+            from: "the server's latest published checkpoint".into(),
+            note,
+            kept_by_archive: true,
+        });
     }
     let options = verify::Options {
         verifier_key,
@@ -213,7 +262,7 @@ pub fn verify(at: &ArchiveAt, inputs: VerifyInputs, json: bool) -> Result<bool> 
             println!("note: receipts checked against the keys the archive recorded; pass --server-keys (the server's /v1/receipt-keys) to check against the server's own list");
         }
         if report.external_checkpoints == 0 {
-            println!("note: no checkpoint from outside the archive given (--checkpoint FILE); a rewrite of the whole log with its checkpoint history is only caught against one");
+            println!("note: no checkpoint from outside the archive (the server's published chain was not found here; --server-database, or --checkpoint FILE); a rewrite of the whole log with its checkpoint history is only caught against one");
         }
         if report.ok() {
             println!("OK: the archive matches its log, every sequence is complete, every signature verifies");
@@ -382,12 +431,14 @@ pub async fn records(
             verifier_key,
             checkpoint,
             server_keys,
+            server_database,
             json,
         } => {
             let inputs = VerifyInputs {
                 verifier_key,
                 checkpoints: checkpoint,
                 server_keys,
+                published: published_checkpoint(data_dir, server_database.as_deref())?,
             };
             if !verify(&existing()?, inputs, json)? {
                 std::process::exit(1);

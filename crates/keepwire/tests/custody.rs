@@ -496,3 +496,110 @@ fn a_full_disk_refuses_new_messages_keeps_everything_and_resumes_by_itself() {
     assert_eq!(texts, ["before", "after"]);
     common::ok(keepwire(&["records", "verify", "--data-dir", d], &[]));
 }
+
+/// `records verify --json` on the agency: whether it passed, and the
+/// problems' details.
+fn verify(agency: &Agency) -> (bool, serde_json::Value) {
+    let out = keepwire(
+        &[
+            "records",
+            "verify",
+            "--json",
+            "--data-dir",
+            agency.data_dir(),
+        ],
+        &[],
+    );
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no report ({e}): {}", stderr(&out)));
+    (out.status.success(), report)
+}
+
+fn details(report: &serde_json::Value) -> String {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["detail"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Deleting the archive's stored checkpoints passed `verify`, and so did a
+/// consistently rewritten log (its tail cut, its own checkpoints past the
+/// cut gone or re-signed with the stolen key). The server keeps the chain
+/// the records service published, apart from the archive: `verify` checks
+/// against it, and finds both.
+#[test]
+fn verify_holds_the_archive_to_the_servers_published_chain() {
+    let (agency, size) = stopped_after_checkpoint();
+    let (passed, report) = verify(&agency);
+    assert!(passed, "{report:#}");
+    assert_eq!(
+        report["external_checkpoints"], 1,
+        "the server's chain is read"
+    );
+    let archive = rusqlite::Connection::open(agency.data.join("records/archive.db")).unwrap();
+    archive.execute("DELETE FROM checkpoints", []).unwrap();
+    let (passed, report) = verify(&agency);
+    assert!(!passed, "its checkpoint history deleted: {report:#}");
+    assert!(
+        details(&report).contains("no longer keeps the checkpoint it issued"),
+        "{report:#}"
+    );
+    archive
+        .execute("DELETE FROM tlog_leaves WHERE n >= ?1", [size as i64 - 2])
+        .unwrap();
+    let (passed, report) = verify(&agency);
+    assert!(!passed, "cut back: {report:#}");
+    let found = details(&report);
+    assert!(
+        found.contains("the server's latest published checkpoint is for")
+            && found.contains("it was cut back"),
+        "{report:#}"
+    );
+}
+
+/// `records proof` hands an auditor nothing that does not check out: it
+/// verifies its own proof against the signed checkpoint first, and a
+/// damaged log is an error, not a proof that fails in someone else's hands.
+#[test]
+fn a_proof_is_checked_before_it_is_given() {
+    let (agency, _) = stopped_after_checkpoint();
+    let d = agency.data_dir();
+    let archive = rusqlite::Connection::open(agency.data.join("records/archive.db")).unwrap();
+    let (id, leaf): (i64, i64) = archive
+        .query_row(
+            "SELECT id, leaf FROM records WHERE leaf > 0 ORDER BY leaf LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    // Where the log keeps the hash of leaf `n` (tlog's stored-hash index,
+    // level 0: n + n/2 + n/4 + …).
+    let stored = |mut n: i64| {
+        let mut i = 0;
+        while n > 0 {
+            i += n;
+            n >>= 1;
+        }
+        i
+    };
+    let proof = |id: i64| keepwire(&["records", "proof", &id.to_string(), "--data-dir", d], &[]);
+    assert!(proof(id).status.success(), "{}", stderr(&proof(id)));
+    // The stored hash of its sibling, the first step of its path, damaged.
+    archive
+        .execute(
+            "UPDATE tlog_hashes SET hash = zeroblob(32) WHERE idx = ?1",
+            [stored(leaf ^ 1)],
+        )
+        .unwrap();
+    let out = proof(id);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "a proof that does not check out was given"
+    );
+    assert!(err.contains("does not check out"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing printed");
+}

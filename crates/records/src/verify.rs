@@ -109,14 +109,26 @@ impl Report {
 /// What `verify` checks against beyond the archive itself: an insider
 /// can write to the archive's database, so the strongest checks use
 /// references kept elsewhere.
+/// A checkpoint kept outside the archive, and who kept it (named in a
+/// problem: "the server's latest published checkpoint …").
+#[derive(Debug, Clone)]
+pub struct Outside {
+    pub from: String,
+    pub note: String,
+    /// The archive issued it (the server's published chain), so its own
+    /// checkpoint history must still hold one of that size.
+    pub kept_by_archive: bool,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// The checkpoint key's public half (C2SP verifier key). Without it,
     /// checkpoint signatures are not checked (and the report says so).
     pub verifier_key: Option<String>,
     /// Checkpoints held outside the archive (by an auditor, a device, the
-    /// server's `GET /checkpoint`): today's log must extend each.
-    pub external_checkpoints: Vec<String>,
+    /// server's published chain), each with where it came from: today's
+    /// log must extend each.
+    pub external_checkpoints: Vec<Outside>,
     /// The server's receipt keys with their validity (key, from, until), as
     /// published at `GET /v1/receipt-keys`. Without them, the keys the
     /// archive itself recorded are used (and the report says so).
@@ -327,8 +339,10 @@ pub fn verify(
     }
 
     // 5. Every checkpoint is a prefix of today's tree.
+    let mut kept_sizes = std::collections::HashSet::new();
     for (id, size, note) in store.checkpoints()? {
         report.checkpoints += 1;
+        kept_sizes.insert(size);
         let parsed = match verifier_key {
             Some(k) => checkpoint::open_note(&note, k),
             None => unsigned_checkpoint(&note),
@@ -370,9 +384,13 @@ pub fn verify(
             )),
         }
     }
-    for (i, note) in options.external_checkpoints.iter().enumerate() {
+    for Outside {
+        from: what,
+        note,
+        kept_by_archive,
+    } in &options.external_checkpoints
+    {
         report.external_checkpoints += 1;
-        let what = format!("the checkpoint held outside the archive (#{})", i + 1);
         let cp = match verifier_key {
             Some(k) => checkpoint::open_note(note, k),
             None => unsigned_checkpoint(note),
@@ -385,6 +403,16 @@ pub fn verify(
                 ProblemKind::ForkedCheckpoint,
                 format!("{what} is for {} leaves; the log has only {}: it was cut back", cp.size(), tree.size),
             )),
+            Ok(cp) if *kept_by_archive && !kept_sizes.contains(&cp.size()) => {
+                report.problems.push(Problem::new(
+                    ProblemKind::Missing,
+                    format!(
+                        "{what} is for {} leaves, but the archive no longer keeps the checkpoint it \
+                         issued of that size: its checkpoint history was cut",
+                        cp.size()
+                    ),
+                ))
+            }
             Ok(cp) => match tlog::root(store, cp.size()) {
                 Ok(root) if &root == cp.hash() => {}
                 _ => report.problems.push(Problem::new(
