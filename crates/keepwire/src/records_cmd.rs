@@ -182,6 +182,20 @@ fn published_checkpoint(data_dir: &Path, server_database: Option<&str>) -> Resul
     Ok(store.latest_checkpoint()?.map(|c| c.checkpoint))
 }
 
+/// The `content_commitment` of the record leaf at `leaf` (JSON `null`
+/// when it has none, or no leaf).
+fn leaf_commitment(archive: &Archive, leaf: Option<u64>) -> Result<serde_json::Value> {
+    let Some(n) = leaf else {
+        return Ok(serde_json::Value::Null);
+    };
+    let Some((_, _, data)) = archive.log_leaf(n)? else {
+        return Ok(serde_json::Value::Null);
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&data).with_context(|| format!("leaf {n} is not JSON"))?;
+    Ok(v["content_commitment"].clone())
+}
+
 /// Returns whether the archive verified.
 pub fn verify(at: &ArchiveAt, inputs: VerifyInputs, json: bool) -> Result<bool> {
     let dir = &at.dir;
@@ -353,7 +367,12 @@ pub async fn records(
                 keepwire_protocol::clock::Clock::from_env().now_ms(),
             )?;
             if json {
-                print_json(&r)?;
+                // With the commitment its leaf carries, so that an auditor
+                // rebuilds the leaf from this alone (docs/verification.md,
+                // "Leaf formats").
+                let mut out = serde_json::to_value(&r)?;
+                out["content_commitment"] = leaf_commitment(&archive, r.leaf)?;
+                print_json(&out)?;
             } else {
                 println!(
                     "record {} — conversation {} #{}",

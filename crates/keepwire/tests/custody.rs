@@ -603,3 +603,64 @@ fn a_proof_is_checked_before_it_is_given() {
     assert!(err.contains("does not check out"), "{err}");
     assert!(out.stdout.is_empty(), "nothing printed");
 }
+
+/// An auditor rebuilds a record's leaf from what `records show --json`
+/// prints, following docs/verification.md ("Leaf formats") — field order,
+/// hex for the receipt's bytes — and gets exactly the bytes `records proof`
+/// proves are in the log.
+#[test]
+fn a_records_leaf_is_rebuilt_from_what_show_prints() {
+    use serde_json::Value;
+    let (agency, _) = stopped_after_checkpoint();
+    let d = agency.data_dir();
+    let id: i64 = rusqlite::Connection::open(agency.data.join("records/archive.db"))
+        .unwrap()
+        .query_row(
+            "SELECT id FROM records WHERE kind = 'application' LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let run = |args: &[&str]| -> Value {
+        serde_json::from_str(&common::ok(keepwire(args, &[]))).unwrap()
+    };
+    let id = id.to_string();
+    let shown = run(&["records", "show", &id, "--json", "--data-dir", d]);
+    let proof = run(&["records", "proof", &id, "--data-dir", d]);
+    let hex = |b64: &Value| -> String {
+        keepwire_protocol::b64::decode(b64.as_str().unwrap())
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let receipt = &shown["receipt"];
+    let fields: Vec<(&str, Value)> = vec![
+        ("type", "record".into()),
+        ("conv", shown["conv"].clone()),
+        ("seq", shown["seq"].clone()),
+        ("kind", shown["kind"].clone()),
+        ("epoch", shown["epoch"].clone()),
+        ("sender", shown["sender"].clone()),
+        ("participants", shown["participants"].clone()),
+        ("server_time_ms", shown["server_time_ms"].clone()),
+        ("captured_at_ms", shown["captured_at_ms"].clone()),
+        ("expire_after_secs", shown["expire_after_secs"].clone()),
+        ("burn_on_read", shown["burn_on_read"].clone()),
+        ("note", shown["note"].clone()),
+        ("message_sha256", hex(&receipt["message_sha256"]).into()),
+        ("receipt_signature", hex(&receipt["signature"]).into()),
+        ("receipt_key", hex(&receipt["server_key"]).into()),
+        ("content_commitment", shown["content_commitment"].clone()),
+    ];
+    let rebuilt = format!(
+        "{{{}}}",
+        fields
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(shown["content_commitment"].is_string(), "{shown:#}");
+    assert_eq!(rebuilt, proof["leaf"].as_str().unwrap());
+}
