@@ -57,6 +57,8 @@ pub(crate) enum Command {
         /// Seconds between signed checkpoints of the archive's log.
         #[arg(long, env = "KEEPWIRE_CHECKPOINT_SECS", default_value_t = 60)]
         checkpoint_secs: u64,
+        #[command(flatten)]
+        keys: KeyArgs,
     },
     /// Run only the delivery server (the records service then runs apart:
     /// `keepwire records serve`).
@@ -106,6 +108,8 @@ pub(crate) enum Command {
         /// records directory still holds the records device and the keys.
         #[arg(long, global = true, env = "KEEPWIRE_RECORDS_DATABASE")]
         database: Option<String>,
+        #[command(flatten)]
+        keys: KeyArgs,
         #[command(subcommand)]
         command: RecordsCommand,
     },
@@ -396,8 +400,9 @@ pub(crate) enum RecordsCommand {
         /// The delivery server's URL.
         #[arg(long, env = "KEEPWIRE_SERVER", default_value = "http://127.0.0.1:7878")]
         server: String,
-        /// The records service's directory (its device, archive and keys);
-        /// by default `records/` in --data-dir.
+        /// The records service's directory (its device and archive; its
+        /// keys are in --key-dir, by default beside --data-dir); by default
+        /// `records/` in --data-dir.
         #[arg(long, env = "KEEPWIRE_RECORDS_DIR")]
         records_dir: Option<PathBuf>,
         /// Enrolment code for the records device (first start only).
@@ -483,6 +488,11 @@ pub(crate) enum RecordsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The archive's keys: where they are, and the archive key's escrow.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Recompute the log from storage and check the whole archive against
     /// it; exits non-zero, naming each problem, if anything is wrong.
     Verify {
@@ -506,7 +516,56 @@ pub(crate) enum RecordsCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Where the keys are: the key provider, the archive key's id and the
+    /// checkpoint key's verifier key.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Split the archive key into escrow shares, one file each, any
+    /// --threshold of which recover it (logged). Losing the archive key
+    /// loses every record: do this when the archive is made and after
+    /// every rotation.
+    Escrow {
+        /// How many shares recover the key (at least 2).
+        #[arg(long)]
+        threshold: u8,
+        /// How many shares to make.
+        #[arg(long)]
+        shares: u8,
+        /// The directory to write the share files to (owner-only).
+        #[arg(long)]
+        out: PathBuf,
+        /// Who is doing it (default: the operating-system user).
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore the archive key from escrow shares onto the current key
+    /// provider, after the old one was lost (logged). Stop the records
+    /// service first.
+    Restore {
+        /// The share files (at least the threshold's number).
+        #[arg(required = true)]
+        shares: Vec<PathBuf>,
+        /// Who is doing it (default: the operating-system user).
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+mod keys;
 mod server;
+pub(crate) use keys::KeyArgs;
+pub use keys::KeySource;
 pub(crate) use server::ServerArgs;
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ pub async fn run(
             data_dir,
             database,
             records_database,
+            keys: crate::cli::KeySource::default_for(data_dir)?,
         },
         "127.0.0.1:0".parse()?,
         None,
@@ -114,11 +115,12 @@ pub async fn run(
         delivered += d.received;
     }
     // Everything is captured before anything may leave the relay.
-    let archive = serve::ArchiveAt::new(
+    let at = serve::ArchiveAt::new(
         serve::records_dir(data_dir),
         records_database.map(String::from),
-    )
-    .open(true)?;
+        crate::cli::KeySource::default_for(data_dir)?,
+    );
+    let archive = at.open(true)?;
     let start = Instant::now();
     while archive.count(Some(keepwire_records::RecordKind::Application))? < sent {
         if start.elapsed() > Duration::from_secs(30) {
@@ -158,7 +160,7 @@ pub async fn run(
         .count() as u64;
     // The archive against its own transparency log, under a checkpoint
     // signed now: what an auditor would run.
-    let notary = keepwire_records::checkpoint::Notary::open(&serve::records_dir(data_dir))?;
+    let notary = at.notary()?;
     let (log_leaves, checkpoint) = archive.issue_checkpoint(&notary, clock.now_ms())?;
     let options = keepwire_records::verify::Options {
         verifier_key: Some(notary.verifier_key.clone()),

@@ -139,12 +139,14 @@ async fn run(cli: Cli) -> Result<()> {
             server,
             records_database,
             checkpoint_secs,
+            keys,
         } => {
             let started = serve::serve_embedded(
                 serve::Storage {
                     data_dir: &server.data_dir,
                     database: server.database.as_deref(),
                     records_database: records_database.as_deref(),
+                    keys: keys.source(&server.data_dir)?,
                 },
                 server.listen,
                 server.tls().as_ref(),
@@ -189,8 +191,12 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Records {
             data_dir,
             database,
+            keys,
             command,
-        } => records_cmd::records(command, &data_dir, database.as_deref()).await,
+        } => {
+            let keys = keys.source(&data_dir)?;
+            records_cmd::records(command, &data_dir, database.as_deref(), keys).await
+        }
         Command::Admin {
             data_dir,
             database,
@@ -227,8 +233,10 @@ async fn run(cli: Cli) -> Result<()> {
             let dir = match data_dir {
                 Some(d) => d,
                 None => {
+                    // The data directory inside the temporary one, so
+                    // that its key directory (beside it) goes with it.
                     tmp = tempfile::tempdir()?;
-                    tmp.path().to_path_buf()
+                    tmp.path().join("data")
                 }
             };
             let report = demo::run(

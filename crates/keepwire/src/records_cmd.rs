@@ -11,6 +11,8 @@ use keepwire_records::checkpoint::{self, Notary};
 use keepwire_records::{verify, Archive};
 use serde::Serialize;
 
+mod key_cmd;
+
 use crate::serve::ArchiveAt;
 use crate::{net, print_json, serve, terminated, RecordsCommand};
 
@@ -20,9 +22,8 @@ fn now_ms() -> u64 {
 
 /// The latest checkpoint covering the whole log, issuing one if the log
 /// has grown since the last.
-pub fn current_checkpoint(dir: &Path, archive: &Archive) -> Result<String> {
-    let notary = Notary::open(dir)?;
-    Ok(archive.issue_checkpoint(&notary, now_ms())?.1)
+pub fn current_checkpoint(notary: &Notary, archive: &Archive) -> Result<String> {
+    Ok(archive.issue_checkpoint(notary, now_ms())?.1)
 }
 
 #[derive(Serialize)]
@@ -33,10 +34,9 @@ struct CheckpointOut {
 }
 
 pub fn checkpoint(at: &ArchiveAt, json: bool) -> Result<()> {
-    let dir = &at.dir;
     let archive = at.open(false)?;
-    let note = current_checkpoint(dir, &archive)?;
-    let notary = Notary::open(dir)?;
+    let notary = at.notary()?;
+    let note = current_checkpoint(&notary, &archive)?;
     let cp = checkpoint::open_note(&note, &notary.verifier_key).map_err(anyhow::Error::msg)?;
     if json {
         crate::print_json(&CheckpointOut {
@@ -66,7 +66,6 @@ struct InclusionOut {
 }
 
 pub fn proof(at: &ArchiveAt, record_id: i64) -> Result<()> {
-    let dir = &at.dir;
     let archive = at.open(false)?;
     let record = archive
         .get(record_id, false)?
@@ -74,8 +73,8 @@ pub fn proof(at: &ArchiveAt, record_id: i64) -> Result<()> {
     let n = record
         .leaf
         .with_context(|| format!("record {record_id} has no leaf in the log"))?;
-    let note = current_checkpoint(dir, &archive)?;
-    let notary = Notary::open(dir)?;
+    let notary = at.notary()?;
+    let note = current_checkpoint(&notary, &archive)?;
     let cp = checkpoint::open_note(&note, &notary.verifier_key).map_err(anyhow::Error::msg)?;
     let (_, _, data) = archive
         .log_leaf(n)?
@@ -199,7 +198,8 @@ fn leaf_commitment(archive: &Archive, leaf: Option<u64>) -> Result<serde_json::V
 /// Returns whether the archive verified.
 pub fn verify(at: &ArchiveAt, inputs: VerifyInputs, json: bool) -> Result<bool> {
     let dir = &at.dir;
-    let archive = at.open(dir.join(keepwire_records::archive::ARCHIVE_KEY).exists())?;
+    // Content is checked where the archive key can be opened.
+    let archive = at.open(at.keys.present())?;
     let verifier_key = match inputs.verifier_key {
         Some(k) => Some(k),
         None => std::fs::read_to_string(dir.join(checkpoint::PUB_FILE))
@@ -301,8 +301,9 @@ pub async fn records(
     command: RecordsCommand,
     data_dir: &std::path::Path,
     database: Option<&str>,
+    keys: serve::KeySource,
 ) -> Result<()> {
-    let existing = || ArchiveAt::existing(data_dir, database);
+    let existing = || ArchiveAt::existing(data_dir, database, keys.clone());
     match command {
         RecordsCommand::Serve {
             server,
@@ -313,8 +314,9 @@ pub async fn records(
         } => {
             net::trust_ca(ca_cert);
             let records_dir = records_dir.unwrap_or_else(|| serve::records_dir(data_dir));
+            let at = ArchiveAt::new(records_dir, database.map(String::from), keys.clone());
             if let Some(code) = code {
-                serve::enroll_records(&server, &records_dir, &code).await?;
+                serve::enroll_records(&server, &at, &code).await?;
             }
             eprintln!("records service running against {server}");
             let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -325,7 +327,7 @@ pub async fn records(
             });
             serve::run_records(
                 server,
-                ArchiveAt::new(records_dir, database.map(String::from)),
+                at,
                 None,
                 std::time::Duration::from_secs(checkpoint_secs.max(1)),
                 Some(stopped),
@@ -432,20 +434,21 @@ pub async fn records(
         }
         RecordsCommand::RotateKey { actor, json } => {
             let at = existing()?;
-            let dir = at.dir.clone();
-            let _lock = serve::lock_records_dir(&dir, "cannot rotate the archive key")?;
+            let _lock = serve::lock_records_dir(&at.dir, "cannot rotate the archive key")?;
             let mut archive = at.open(true)?;
-            let n = archive.rotate_key(
-                &dir,
-                &crate::actor(actor),
-                keepwire_protocol::clock::Clock::from_env().now_ms(),
-            )?;
+            let n = archive.rotate_key(&*at.keys.provider()?, &crate::actor(actor), now_ms())?;
+            let id = archive.key_id().unwrap_or_default();
             crate::report(
                 json,
-                serde_json::json!({"rewrapped_data_keys": n}),
-                format!("archive key rotated: {n} data keys re-wrapped, no content re-encrypted"),
+                serde_json::json!({"rewrapped_data_keys": n, "archive_key": id}),
+                format!(
+                    "archive key rotated to {id}: {n} data keys re-wrapped, no content \
+                     re-encrypted. Escrow shares of the old key open nothing now: split the new \
+                     one (keepwire records key escrow)"
+                ),
             )
         }
+        RecordsCommand::Key { command } => key_cmd::key(command, &existing()?),
         RecordsCommand::Verify {
             verifier_key,
             checkpoint,

@@ -11,6 +11,8 @@ use keepwire_records::Archive;
 use keepwire_server::store::{PgStore, ServerStore, SqliteStore};
 use keepwire_server::ws::{AppState, Endpoint};
 use keepwire_server::{Core, Limits};
+
+pub use crate::cli::KeySource;
 use tokio::net::TcpListener;
 
 mod evidence;
@@ -76,31 +78,36 @@ pub fn existing_records_dir(data_dir: &Path) -> Result<PathBuf> {
 /// records device, and by default both databases) and the PostgreSQL
 /// databases that hold the server's store and the archive instead, when
 /// given.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Storage<'a> {
     pub data_dir: &'a Path,
     pub database: Option<&'a str>,
     pub records_database: Option<&'a str>,
+    /// Where the records service's keys are.
+    pub keys: KeySource,
 }
 
-/// Where an archive is: its directory — the records device, the archive
-/// and checkpoint keys, and by default the archive itself (`archive.db`)
-/// — and, when given, the PostgreSQL database that holds the archive
-/// instead (a database of its own, apart from the server's).
+/// Where an archive is: its directory — the records device, the public
+/// half of the checkpoint key, and by default the archive itself
+/// (`archive.db`) — and, when given, the PostgreSQL database that holds
+/// the archive instead (a database of its own, apart from the server's);
+/// and where its keys are ([`KeySource`]), never in that directory.
 #[derive(Clone, Debug)]
 pub struct ArchiveAt {
     pub dir: PathBuf,
     pub database: Option<String>,
+    pub keys: KeySource,
     /// Opening must not create an archive (the `records` commands).
     existing: bool,
 }
 
 impl ArchiveAt {
     /// The archive the records service keeps (made on first start).
-    pub fn new(dir: PathBuf, database: Option<String>) -> Self {
+    pub fn new(dir: PathBuf, database: Option<String>, keys: KeySource) -> Self {
         Self {
             dir,
             database,
+            keys,
             existing: false,
         }
     }
@@ -108,7 +115,7 @@ impl ArchiveAt {
     /// The archive of a deployment whose archive exists: for the `records`
     /// commands, which must not create one where a path or an address was
     /// mistyped (checked again, for PostgreSQL, when it is opened).
-    pub fn existing(data_dir: &Path, database: Option<&str>) -> Result<Self> {
+    pub fn existing(data_dir: &Path, database: Option<&str>, keys: KeySource) -> Result<Self> {
         let dir = match database {
             None => existing_records_dir(data_dir)?,
             Some(_) => {
@@ -126,6 +133,7 @@ impl ArchiveAt {
         Ok(Self {
             dir,
             database: database.map(String::from),
+            keys,
             existing: true,
         })
     }
@@ -134,17 +142,27 @@ impl ArchiveAt {
     pub fn open(&self, with_key: bool) -> Result<Archive> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let provider = with_key.then(|| self.keys.provider()).transpose()?;
+        let keys = provider.as_deref();
         Ok(match &self.database {
-            None => Archive::open(&self.dir, with_key)?,
+            None => Archive::open(&self.dir, keys)?,
             Some(url) => {
                 let store = if self.existing {
                     PgArchive::open_existing(url)?
                 } else {
                     PgArchive::open(url)?
                 };
-                Archive::with_store(Box::new(store), &self.dir, with_key)?
+                Archive::with_store(Box::new(store), &self.dir, keys)?
             }
         })
+    }
+
+    /// The archive's checkpoint signer, from its key provider.
+    pub fn notary(&self) -> Result<keepwire_records::checkpoint::Notary> {
+        Ok(keepwire_records::checkpoint::Notary::new(
+            &*self.keys.provider()?,
+            &self.dir,
+        )?)
     }
 }
 
@@ -309,6 +327,7 @@ pub async fn serve_embedded(
         data_dir,
         database,
         records_database,
+        keys,
     } = storage;
     let dir = records_dir(data_dir);
     evidence::check_archive(&dir, records_database)?;
@@ -342,10 +361,10 @@ pub async fn serve_embedded(
         }
     });
     let url = started.internal_url.clone();
+    let at = ArchiveAt::new(dir, records_database.map(String::from), keys);
     if let Some(code) = records_code(data_dir, database, &Clock::from_env())? {
-        enroll_records(&url, &dir, &code).await?;
+        enroll_records(&url, &at, &code).await?;
     }
-    let at = ArchiveAt::new(dir, records_database.map(String::from));
     // The records service decrypts and archives in long synchronous
     // stretches (a batch is ~20 ms of MLS work). On the server's runtime
     // that would hold a worker, and the connection tasks queued on it,

@@ -35,15 +35,26 @@ fn demo_archive() -> &'static Path {
     })
 }
 
+/// A copy of the demo's archive, with its keys (the key directory beside
+/// the data directory).
 fn copy_archive() -> (tempfile::TempDir, String) {
     let tmp = tempfile::tempdir().unwrap();
-    let to = tmp.path().join("records");
-    std::fs::create_dir_all(&to).unwrap();
-    for f in std::fs::read_dir(demo_archive().join("records")).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
-    }
-    let d = tmp.path().to_str().unwrap().to_string();
+    let data = tmp.path().join("data");
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        let mode = std::fs::metadata(from).unwrap().permissions();
+        std::fs::set_permissions(to, mode).unwrap();
+        for f in std::fs::read_dir(from).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    };
+    copy(&demo_archive().join("records"), &data.join("records"));
+    copy(
+        &demo_archive().with_file_name("demo.keys"),
+        &tmp.path().join("data.keys"),
+    );
+    let d = data.to_str().unwrap().to_string();
     // A checkpoint of the whole log, as the running service would sign.
     ok(keepwire(&["records", "checkpoint", "--data-dir", &d], &[]));
     (tmp, d)
@@ -535,8 +546,15 @@ fn rotating_the_archive_key_rewraps_data_keys_without_reencrypting_content() {
         .unwrap()
     };
     let before = show(&d);
-    let key_path = Path::new(&d).join("records/archive.key");
-    let old_key = std::fs::read(&key_path).unwrap();
+    let key = |d: &str| -> (String, String) {
+        let get = |k: &str| -> String {
+            db(d)
+                .query_row("SELECT v FROM archive_meta WHERE k=?1", [k], |r| r.get(0))
+                .unwrap()
+        };
+        (get("key_id"), get("archive_key"))
+    };
+    let old_key = key(&d);
     let blobs = |d: &str| -> (Vec<u8>, Vec<u8>) {
         db(d)
             .query_row(
@@ -560,11 +578,9 @@ fn rotating_the_archive_key_rewraps_data_keys_without_reencrypting_content() {
         &[],
     ));
     assert!(out.contains("re-wrapped"), "{out}");
-    assert_ne!(
-        std::fs::read(&key_path).unwrap(),
-        old_key,
-        "a new archive key"
-    );
+    let new_key = key(&d);
+    assert_ne!(new_key.0, old_key.0, "a new archive key");
+    assert_ne!(new_key.1, old_key.1, "sealed anew by the key provider");
     let (body_after, wrapped_after) = blobs(&d);
     assert_eq!(body_after, body_before, "content is not re-encrypted");
     assert_ne!(wrapped_after, wrapped_before, "its data key is re-wrapped");
@@ -615,7 +631,7 @@ fn devices_witness_the_archive_and_report_a_fork() {
     // Someone with the archive's signing key publishes a history that does
     // not extend what alice saw.
     let size = later["size"].as_u64().unwrap();
-    let skey = std::fs::read_to_string(agency.data.join("records/checkpoint.key")).unwrap();
+    let skey = std::fs::read_to_string(agency.key_dir().join("checkpoint.key")).unwrap();
     let signer = signed_note::StandardSigner::new(skey.trim()).unwrap();
     let origin = later["checkpoint"]
         .as_str()

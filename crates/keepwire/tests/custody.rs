@@ -166,7 +166,7 @@ fn an_emptied_or_missing_database_is_refused_naming_the_file_and_the_evidence() 
         ("server.db", "receipt.key shows a server ran"),
         (
             "records/archive.db",
-            "checkpoint.key shows an archive was kept",
+            "checkpoint.pub shows an archive was kept",
         ),
     ] {
         let path = agency.data.join(db);

@@ -30,7 +30,8 @@ fn main() {
     let path = std::env::var("KEEPWIRE_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| tmp.path().to_path_buf());
-    let mut archive = Archive::open(&path, true).expect("archive");
+    let keys = keepwire_records::keys::FileKeys::open(&path.join("keys")).expect("key directory");
+    let mut archive = Archive::open(&path, Some(&keys)).expect("archive");
     let existing = archive.log_size().expect("size");
     let server = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
     let participants: Vec<String> = (0..4).map(|i| format!("user{i}/device{i}")).collect();
@@ -99,7 +100,7 @@ fn main() {
             n as f64 / built.as_secs_f64()
         );
     }
-    let notary = checkpoint::Notary::open(&path).expect("checkpoint key");
+    let notary = checkpoint::Notary::new(&keys, &path).expect("checkpoint key");
     archive.issue_checkpoint(&notary, 0).expect("checkpoint");
 
     let start = Instant::now();

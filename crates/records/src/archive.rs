@@ -2,23 +2,24 @@
 //! messages with their decrypted content sealed under a per-record data key.
 //!
 //! Each record's plaintext is encrypted with its own random data key
-//! (XChaCha20-Poly1305); the data key is stored wrapped by the archive key,
-//! which only the records service holds (`archive.key`, owner-only; an
-//! HSM/KMS can take its place). Destroying one wrapped key later
-//! crypto-shreds one record without touching any other.
+//! (XChaCha20-Poly1305); the data key is stored wrapped by the archive key
+//! ([`key`]), which the archive keeps sealed by the key provider's root key
+//! ([`crate::keys`]). Destroying one wrapped key later crypto-shreds one
+//! record without touching any other.
 
 use std::path::Path;
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::XChaCha20Poly1305;
 use keepwire_protocol::Receipt;
-use rand::RngCore;
 use serde::Serialize;
 
+use crate::keys::escrow::Escrowed;
+use crate::keys::{open, seal, KeyProvider};
 use crate::record::{RecordKind, RecordMeta};
 use crate::tlog::Leaf;
 use crate::RecordsError;
 
+pub mod key;
 mod pg;
 mod sqlite;
 pub mod store;
@@ -28,7 +29,6 @@ pub use store::ArchiveStore;
 use store::{SealedRecord, StoredRecord, Which};
 
 pub const ARCHIVE_DB: &str = "archive.db";
-pub const ARCHIVE_KEY: &str = "archive.key";
 
 /// One archived log entry.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -55,65 +55,87 @@ pub struct NewRecord<'a> {
 
 pub struct Archive {
     store: Box<dyn ArchiveStore>,
-    key: Option<XChaCha20Poly1305>,
-}
-
-fn seal(cipher: &XChaCha20Poly1305, aad: &[u8], msg: &[u8]) -> Result<Vec<u8>, RecordsError> {
-    let mut nonce = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut nonce);
-    let ct = cipher
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg, aad })
-        .map_err(|_| RecordsError::Archive("encryption failed".into()))?;
-    Ok([nonce.as_slice(), &ct].concat())
-}
-
-fn open(
-    cipher: &XChaCha20Poly1305,
-    aad: &[u8],
-    sealed: &[u8],
-    what: &str,
-) -> Result<Vec<u8>, RecordsError> {
-    if sealed.len() < 24 {
-        return Err(RecordsError::Archive(format!("{what} is truncated")));
-    }
-    cipher
-        .decrypt(
-            XNonce::from_slice(&sealed[..24]),
-            Payload {
-                msg: &sealed[24..],
-                aad,
-            },
-        )
-        .map_err(|_| {
-            RecordsError::Archive(format!(
-                "{what} failed authentication: altered, or wrong archive key"
-            ))
-        })
+    key: Option<key::ArchiveKey>,
 }
 
 impl Archive {
-    /// Open the archive in `dir` (SQLite, `archive.db`), creating the
-    /// archive key on first use. `with_key = false` opens it for metadata
-    /// only (no content).
-    pub fn open(dir: &Path, with_key: bool) -> Result<Self, RecordsError> {
+    /// Open the archive in `dir` (SQLite, `archive.db`), with its archive
+    /// key opened by `keys` (made on first use); without a provider, for
+    /// metadata only (no content).
+    pub fn open(dir: &Path, keys: Option<&dyn KeyProvider>) -> Result<Self, RecordsError> {
         std::fs::create_dir_all(dir)?;
         let store = SqliteArchive::open(&dir.join(ARCHIVE_DB))?;
-        Self::with_store(Box::new(store), dir, with_key)
+        Self::with_store(Box::new(store), dir, keys)
     }
 
-    /// The archive kept in `store` (SQLite or PostgreSQL), its keys in
-    /// `dir`.
+    /// The archive kept in `store` (SQLite or PostgreSQL); `dir` is its
+    /// records directory, where an archive made before key providers kept
+    /// its key ([`key::load`] moves it).
     pub fn with_store(
         store: Box<dyn ArchiveStore>,
         dir: &Path,
-        with_key: bool,
+        keys: Option<&dyn KeyProvider>,
     ) -> Result<Self, RecordsError> {
-        let key = if with_key {
-            Some(load_key(dir, &*store)?)
-        } else {
-            None
-        };
+        let key = keys.map(|k| key::load(dir, &*store, k)).transpose()?;
         Ok(Self { store, key })
+    }
+
+    /// The archive in `store` with its archive key recovered from escrow
+    /// `shares` and sealed under `keys` (after the provider was lost);
+    /// logged as a privileged action. Returns it with what else the
+    /// escrow held, for the caller to put back.
+    pub fn restore_key(
+        store: Box<dyn ArchiveStore>,
+        keys: &dyn KeyProvider,
+        shares: &[String],
+        actor: &str,
+        at_ms: u64,
+    ) -> Result<(Self, Escrowed), RecordsError> {
+        let (key, secrets) = key::restore(&*store, keys, shares)?;
+        let mut archive = Self {
+            store,
+            key: Some(key),
+        };
+        let target = format!(
+            "archive key {}: {} restored from {} escrow shares",
+            archive.key_id().unwrap_or_default(),
+            secrets.describe(),
+            shares.len()
+        );
+        archive.log_action(actor, "restore-key", &target, at_ms)?;
+        Ok((archive, secrets))
+    }
+
+    /// Split the archive key — with the records device's secret and the
+    /// checkpoint key, when given — into `shares` escrow shares, any
+    /// `threshold` of which recover them ([`crate::keys::escrow`]); logged.
+    pub fn escrow_key(
+        &mut self,
+        threshold: u8,
+        shares: u8,
+        device_secret: Option<String>,
+        checkpoint_key: Option<String>,
+        actor: &str,
+        at_ms: u64,
+    ) -> Result<Vec<String>, RecordsError> {
+        let key = self
+            .key
+            .as_ref()
+            .ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?;
+        let secrets = Escrowed::new(key.raw(), device_secret, checkpoint_key);
+        let out = crate::keys::escrow::split(&secrets, &key.id, threshold, shares)?;
+        let target = format!(
+            "archive key {}: {} ({threshold} of {shares} shares)",
+            key.id,
+            secrets.describe()
+        );
+        self.log_action(actor, "escrow-key", &target, at_ms)?;
+        Ok(out)
+    }
+
+    /// The public id of the archive key, when it is loaded.
+    pub fn key_id(&self) -> Option<String> {
+        self.key.as_ref().map(|k| k.id.clone())
     }
 
     /// Store one record durably, with its transparency-log leaf, in one
@@ -129,7 +151,7 @@ impl Archive {
     pub fn insert_many(&mut self, records: &[NewRecord<'_>]) -> Result<usize, RecordsError> {
         let sealed = records
             .iter()
-            .map(|r| seal_record(self.key.as_ref(), r))
+            .map(|r| seal_record(self.key.as_ref().map(|k| &k.cipher), r))
             .collect::<Result<Vec<_>, _>>()?;
         self.store.insert_records(&sealed)
     }
@@ -278,17 +300,18 @@ impl Archive {
 
     /// The data key and plaintext sealed for `conv`#`seq`.
     fn unseal(&self, conv: &str, seq: u64, w: &[u8], b: &[u8]) -> Result<Unsealed, RecordsError> {
-        let k = self
+        let k = &self
             .key
             .as_ref()
-            .ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?;
+            .ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?
+            .cipher;
         let aad = format!("{conv}:{seq}");
         let data_key = open(k, aad.as_bytes(), w, "record data key")?;
         let data_key: [u8; 32] = data_key
             .as_slice()
             .try_into()
             .map_err(|_| RecordsError::Archive("record data key has the wrong length".into()))?;
-        let cipher = XChaCha20Poly1305::new((&data_key).into());
+        let cipher = crate::keys::cipher(&data_key);
         let plain = open(&cipher, aad.as_bytes(), b, "record content")?;
         Ok((data_key, plain))
     }
@@ -306,35 +329,34 @@ impl Archive {
     }
 
     /// Replace the archive key: every record's data key is unwrapped and
-    /// wrapped again under a new archive key, in one transaction, and the
-    /// rotation is logged; no content is re-encrypted. The new key is on
-    /// disk (as `archive.key.next`) before the transaction and takes the
-    /// old one's place after it, so a crash at any point leaves a key that
-    /// opens the archive. Run it with the records service stopped (the
-    /// binary holds the service lock to make sure). Returns how many data
-    /// keys were re-wrapped.
-    pub fn rotate_key(&mut self, dir: &Path, actor: &str, at_ms: u64) -> Result<u64, RecordsError> {
+    /// wrapped again under a new archive key, and the new key, sealed by
+    /// `keys`, takes the old one's place — all in one transaction, logged;
+    /// no content is re-encrypted. Escrow shares of the old key open
+    /// nothing afterwards: split the new one. Returns how many data keys
+    /// were re-wrapped.
+    pub fn rotate_key(
+        &mut self,
+        keys: &dyn KeyProvider,
+        actor: &str,
+        at_ms: u64,
+    ) -> Result<u64, RecordsError> {
         let old = self
             .key
-            .clone()
-            .ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?;
-        let mut fresh = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut fresh);
-        let next_path = dir.join(NEXT_KEY);
-        let _ = std::fs::remove_file(&next_path);
-        write_private(&next_path, &fresh)?;
-        // The new key's directory entry is durable before any data key
-        // depends on it.
-        sync_dir(dir)?;
-        let new = XChaCha20Poly1305::new((&fresh).into());
-        let id = key_id(&fresh);
+            .as_ref()
+            .ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?
+            .cipher
+            .clone();
+        let new = key::ArchiveKey::fresh();
+        let settings = new.settings(keys)?;
+        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let id = new.id.clone();
         let count = self.store.rewrap_keys(
             &mut |conv, seq, wrapped| {
                 let aad = format!("{conv}:{seq}");
                 let data_key = open(&old, aad.as_bytes(), wrapped, "record data key")?;
-                seal(&new, aad.as_bytes(), &data_key)
+                seal(&new.cipher, aad.as_bytes(), &data_key)
             },
-            &id,
+            &settings,
             &|count| {
                 action_leaf(
                     actor,
@@ -344,8 +366,6 @@ impl Archive {
                 )
             },
         )?;
-        std::fs::rename(&next_path, dir.join(ARCHIVE_KEY))?;
-        sync_dir(dir)?;
         self.key = Some(new);
         Ok(count)
     }
@@ -435,9 +455,8 @@ fn seal_record<'a>(
         Some(p) => {
             let archive_key = archive_key
                 .ok_or_else(|| RecordsError::Archive("archive key not loaded".into()))?;
-            let mut data_key = [0u8; 32];
-            rand::thread_rng().fill_bytes(&mut data_key);
-            let cipher = XChaCha20Poly1305::new((&data_key).into());
+            let data_key = crate::keys::fresh_key();
+            let cipher = crate::keys::cipher(&data_key);
             let body = seal(&cipher, aad.as_bytes(), p)?;
             (
                 Some(seal(archive_key, aad.as_bytes(), &data_key)?),
@@ -497,128 +516,5 @@ pub fn record_leaf(
     }
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// The setting naming the archive key that wraps the data keys.
-const KEY_ID: &str = "key_id";
-
-/// The archive key waiting to replace `archive.key` during a rotation.
-const NEXT_KEY: &str = "archive.key.next";
-
-/// A short public name for an archive key (not a secret).
-fn key_id(key: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest([b"keepwire-archive-key:".as_slice(), key].concat())[..8])
-}
-
-fn read_key(path: &Path) -> Result<Option<[u8; 32]>, RecordsError> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(b.as_slice().try_into().map_err(|_| {
-            RecordsError::Archive(format!("{} is not a 32-byte key", path.display()))
-        })?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Load the archive key, creating it on first use, and finish a rotation
-/// a crash interrupted: the archive records which key wraps its data keys.
-fn load_key(dir: &Path, store: &dyn ArchiveStore) -> Result<XChaCha20Poly1305, RecordsError> {
-    let path = dir.join(ARCHIVE_KEY);
-    let expected = store.meta(KEY_ID)?;
-    let key = match (read_key(&path)?, &expected) {
-        (Some(k), Some(id)) if key_id(&k) == *id => k,
-        (current, Some(id)) => match read_key(&dir.join(NEXT_KEY))? {
-            Some(next) if key_id(&next) == *id => {
-                std::fs::rename(dir.join(NEXT_KEY), &path)?;
-                next
-            }
-            _ => {
-                return Err(RecordsError::Archive(format!(
-                    "the archive's data keys are wrapped by archive key {id}, but {} holds {}",
-                    path.display(),
-                    current
-                        .map(|k| key_id(&k))
-                        .unwrap_or_else(|| "nothing".into())
-                )))
-            }
-        },
-        (Some(k), None) => k,
-        (None, None) => {
-            let mut k = [0u8; 32];
-            rand::thread_rng().fill_bytes(&mut k);
-            write_private(&path, &k)?;
-            k
-        }
-    };
-    if expected.is_none() {
-        store.set_meta(KEY_ID, &key_id(&key))?;
-    }
-    Ok(XChaCha20Poly1305::new((&key).into()))
-}
-
-use keepwire_protocol::files::write_private;
-
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod key_tests {
-    use super::*;
-
-    fn receipt() -> Receipt {
-        Receipt {
-            conv: "c".into(),
-            seq: 1,
-            message_sha256: vec![1; 32],
-            server_time_ms: 1,
-            signature: vec![2; 64],
-            server_key: vec![3; 32],
-        }
-    }
-
-    #[test]
-    fn a_rotation_interrupted_after_its_commit_finishes_on_the_next_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let receipt = receipt();
-        let participants = vec!["a/1".to_string()];
-        {
-            let mut a = Archive::open(dir.path(), true).unwrap();
-            a.insert(&NewRecord {
-                meta: &RecordMeta {
-                    conv: "c".into(),
-                    seq: 1,
-                    kind: RecordKind::Application,
-                    epoch: 1,
-                    sender: "a/1".into(),
-                    participants,
-                    server_time_ms: 1,
-                    captured_at_ms: 2,
-                    expire_after_secs: None,
-                    burn_on_read: false,
-                    note: None,
-                },
-                receipt: &receipt,
-                plaintext: Some(br#"{"format":1,"text":"kept","sent_at_ms":1}"#),
-            })
-            .unwrap();
-            let old = std::fs::read(dir.path().join(ARCHIVE_KEY)).unwrap();
-            a.rotate_key(dir.path(), "t", 3).unwrap();
-            // The crash: the new key is still only `archive.key.next`.
-            let new = std::fs::read(dir.path().join(ARCHIVE_KEY)).unwrap();
-            std::fs::write(dir.path().join(NEXT_KEY), &new).unwrap();
-            std::fs::write(dir.path().join(ARCHIVE_KEY), &old).unwrap();
-        }
-        let a = Archive::open(dir.path(), true).unwrap();
-        let r = a.list(true, true).unwrap();
-        assert_eq!(r[0].text.as_deref(), Some("kept"));
-        assert!(!dir.path().join(NEXT_KEY).exists());
-
-        // A wrong key is refused with a clear message, not used.
-        std::fs::write(dir.path().join(ARCHIVE_KEY), [9u8; 32]).unwrap();
-        let e = Archive::open(dir.path(), true).err().unwrap().to_string();
-        assert!(e.contains("wrapped by archive key"), "{e}");
-    }
-}

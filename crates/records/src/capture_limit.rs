@@ -79,8 +79,13 @@ pub(crate) fn delivery(conv: &str, seq: u64, sender: &Device, message: Vec<u8>) 
 
 /// Encrypt `n` 1 KiB messages in one conversation, then time the bare
 /// member and the records service on them. `dir` receives the archive and
-/// the records member's store.
-pub fn measure(dir: &Path, n: u64) -> Result<CaptureFigures, RecordsError> {
+/// the records member's store; `keys` opens the archive key (capture
+/// itself asks the provider nothing per record: an HSM costs no rate).
+pub fn measure(
+    dir: &Path,
+    n: u64,
+    keys: &dyn crate::keys::KeyProvider,
+) -> Result<CaptureFigures, RecordsError> {
     let mut alice = PendingDevice::in_memory()?.complete("alice", "a1")?;
     let records =
         PendingDevice::create(&dir.join("records"), "bench")?.complete("records", "r1")?;
@@ -91,7 +96,7 @@ pub fn measure(dir: &Path, n: u64) -> Result<CaptureFigures, RecordsError> {
         (_, other) => return Err(err(format!("unexpected request {other:?}"))),
     };
     alice.commit_accepted(&conv, 1)?;
-    let archive = Archive::open(&dir.join("archive"), true)?;
+    let archive = Archive::open(&dir.join("archive"), Some(keys))?;
     let mut capture = Capture::new(records, archive, Clock::from_env());
     capture.join(&conv, 1, &welcome)?;
     bare.join(&conv, 1, &welcome)?;
@@ -136,7 +141,7 @@ pub fn measure(dir: &Path, n: u64) -> Result<CaptureFigures, RecordsError> {
 
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let mut capture =
-        capture.with_writer(Archive::open(&dir.join("archive"), true)?, move |r| {
+        capture.with_writer(Archive::open(&dir.join("archive"), Some(keys))?, move |r| {
             let _ = done_tx.send(r.map(|c| c.acks.len()));
         })?;
     let start = Instant::now();

@@ -1,54 +1,75 @@
 //! Signed checkpoints of the transparency log: C2SP tlog-checkpoint text
 //! (origin, tree size, root hash) in a C2SP signed note with an Ed25519
-//! key that only the records service holds.
+//! key that only the key provider holds ([`crate::keys`]).
 //!
 //! Every checkpoint issued is kept, so `verify` can show that each one is
 //! a prefix of today's tree: a rewritten history shows up as a fork.
 
 use std::path::Path;
 
-use rand::RngCore;
-use signed_note::{Note, Signer, StandardSigner, StandardVerifier, VerifierList};
+use signed_note::{Note, StandardVerifier, VerifierList};
 use tlog_tiles::checkpoint::Checkpoint;
 use tlog_tiles::tlog::Hash;
 
+use crate::keys::{KeyProvider, NoteSigner};
 use crate::RecordsError;
 
-/// The signing key file (C2SP note private key format) and its public half.
-pub const KEY_FILE: &str = "checkpoint.key";
+/// The public half, in the records directory (what auditors are given;
+/// its presence also shows an archive was kept there). An archive made
+/// before key providers kept the private key beside it, in `KEY_FILE`.
 pub const PUB_FILE: &str = "checkpoint.pub";
+pub const KEY_FILE: &str = "checkpoint.key";
 
 /// The archive's checkpoint signer.
 pub struct Notary {
-    signer: StandardSigner,
+    signer: Box<dyn NoteSigner>,
     /// The verifier key, `name+id+base64` (what auditors are given).
     pub verifier_key: String,
 }
 
 impl Notary {
-    /// Load the key from `dir`, creating it (and its public half) on first use.
-    pub fn open(dir: &Path) -> Result<Self, RecordsError> {
-        let key_path = dir.join(KEY_FILE);
+    /// The checkpoint key of `keys` (made on first use), its public half
+    /// kept in the records directory `dir`. A key another provider made
+    /// for this archive is refused by name; a private key an older archive
+    /// kept in `dir` is moved into the provider.
+    pub fn new(keys: &dyn KeyProvider, dir: &Path) -> Result<Self, RecordsError> {
+        let legacy = dir.join(KEY_FILE);
+        if legacy.exists() && !keys.has_checkpoint_key()? {
+            let skey = std::fs::read_to_string(&legacy)?;
+            keys.import_checkpoint_key(skey.trim())?;
+        }
         let pub_path = dir.join(PUB_FILE);
-        let skey = match std::fs::read_to_string(&key_path) {
-            Ok(s) => s.trim().to_string(),
+        // An archive whose log has a key never gets a new one made for it.
+        if pub_path.exists() && !keys.has_checkpoint_key()? {
+            return Err(RecordsError::Keys(format!(
+                "this archive's log is signed by the key in {}, which {} does not hold: the \
+                 wrong key provider, or the checkpoint key was lost (docs/operations.md)",
+                pub_path.display(),
+                keys.describe()
+            )));
+        }
+        let signer = keys.checkpoint_signer()?;
+        let verifier_key = signer.verifier_key();
+        match std::fs::read_to_string(&pub_path) {
+            Ok(kept) if kept.trim() == verifier_key => {}
+            Ok(kept) => {
+                return Err(RecordsError::Keys(format!(
+                    "this archive's log is signed by {} ({}), but {} holds {verifier_key}: \
+                     the wrong key provider for this archive",
+                    kept.trim(),
+                    pub_path.display(),
+                    keys.describe()
+                )))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut id = [0u8; 8];
-                rand::thread_rng().fill_bytes(&mut id);
-                let name = format!("keepwire.archive/{}", hex::encode(id));
-                let (skey, vkey) = signed_note::generate_key(&mut rand::rngs::OsRng, &name);
-                keepwire_protocol::files::write_private(&key_path, skey.as_bytes())?;
-                std::fs::write(&pub_path, format!("{vkey}\n"))?;
-                skey
+                std::fs::create_dir_all(dir)?;
+                std::fs::write(&pub_path, format!("{verifier_key}\n"))?;
             }
             Err(e) => return Err(e.into()),
-        };
-        let signer = StandardSigner::new(&skey)
-            .map_err(|e| RecordsError::Log(format!("{}: {e}", key_path.display())))?;
-        let verifier_key = std::fs::read_to_string(&pub_path)
-            .map_err(|e| RecordsError::Log(format!("{}: {e}", pub_path.display())))?
-            .trim()
-            .to_string();
+        }
+        if legacy.exists() {
+            crate::keys::remove_legacy(&legacy)?;
+        }
         Ok(Self {
             signer,
             verifier_key,
@@ -66,7 +87,7 @@ impl Notary {
             .map_err(|e| RecordsError::Log(e.to_string()))?
             .to_bytes();
         let mut note = Note::new(&text, &[]).map_err(|e| RecordsError::Log(e.to_string()))?;
-        note.add_sigs(&[&self.signer])
+        note.add_sigs(&[self.signer.as_ref() as &dyn signed_note::Signer])
             .map_err(|e| RecordsError::Log(e.to_string()))?;
         String::from_utf8(note.to_bytes()).map_err(|e| RecordsError::Log(e.to_string()))
     }

@@ -6,7 +6,9 @@
 //! then is it acknowledged to the server ([`capture`]). Every record, and
 //! every privileged action on the archive, is also a leaf of the archive's
 //! transparency log ([`tlog`]), whose signed checkpoints ([`checkpoint`])
-//! let anyone detect a later change, and [`verify`] checks it all.
+//! let anyone detect a later change, and [`verify`] checks it all. The
+//! keys that sign checkpoints and open records live with a key provider
+//! ([`keys`]), never beside the data.
 //! [`capture_limit`] measures capture against the bare MLS decrypt rate.
 
 pub mod archive;
@@ -14,6 +16,7 @@ pub mod capture;
 pub mod capture_limit;
 pub mod checkpoint;
 pub mod device_pg;
+pub mod keys;
 pub mod record;
 pub mod tlog;
 pub mod verify;
@@ -33,6 +36,9 @@ pub enum RecordsError {
     Client(#[from] keepwire_client::ClientError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The key provider refused or failed ([`keys`]).
+    #[error("keys: {0}")]
+    Keys(String),
     #[error("transparency log: {0}")]
     Log(String),
     /// The archive is not what a checkpoint its key signed says it was

@@ -346,7 +346,8 @@ async fn connections(dir: &Path, devices: usize, out: &mut Out) -> Result<()> {
 fn capture(dir: &Path, quick: bool, out: &mut Out) -> Result<()> {
     let n = if quick { 2_000 } else { 10_000 };
     println!("capture: {n} messages, one core");
-    let f = keepwire_records::capture_limit::measure(dir, n)?;
+    let keys = keepwire_records::keys::FileKeys::open(&dir.join("capture-keys"))?;
+    let f = keepwire_records::capture_limit::measure(dir, n, &keys)?;
     println!(
         "  bare MLS decrypt + verify {:.0} msgs/s | records capture (batches pipelined, as the service runs) {:.0} msgs/s = {:.0} % of bare | batches on one thread {:.0} msgs/s = {:.0} % | one durable write per record {:.0} msgs/s",
         f.bare_per_s,

@@ -35,13 +35,18 @@ pub fn check_server(data_dir: &Path, database: Option<&str>) -> Result<()> {
 }
 
 /// The archive in `records_dir` (SQLite) or `database`, if the records
-/// directory shows an archive was kept: its checkpoint key exists (made
-/// right after the archive, on the first connection).
+/// directory shows an archive was kept: the checkpoint key's public half
+/// is there (written right after the archive, on the first connection;
+/// an archive made before key providers kept the private key there).
 pub fn check_archive(records_dir: &Path, database: Option<&str>) -> Result<()> {
-    let key = records_dir.join(keepwire_records::checkpoint::KEY_FILE);
-    if !key.exists() {
+    use keepwire_records::checkpoint::{KEY_FILE, PUB_FILE};
+    let Some(key) = [PUB_FILE, KEY_FILE]
+        .iter()
+        .map(|f| records_dir.join(f))
+        .find(|p| p.exists())
+    else {
         return Ok(());
-    }
+    };
     let evidence = format!("{} shows an archive was kept here", key.display());
     match database {
         None => check_file(
@@ -88,10 +93,10 @@ mod tests {
         check_server(d, None).unwrap();
 
         check_archive(d, None).expect("no archive kept yet");
-        std::fs::write(d.join("checkpoint.key"), b"k").unwrap();
+        std::fs::write(d.join("checkpoint.pub"), b"k").unwrap();
         std::fs::write(d.join("archive.db"), b"").unwrap();
         let err = format!("{:#}", check_archive(d, None).unwrap_err());
         assert!(err.contains("archive.db is empty"), "{err}");
-        assert!(err.contains("checkpoint.key shows an archive"), "{err}");
+        assert!(err.contains("checkpoint.pub shows an archive"), "{err}");
     }
 }

@@ -17,28 +17,17 @@ use keepwire_records::{Archive, Capture, RecordsError};
 use super::{open_server_store, records_dir, ArchiveAt};
 use crate::net::{Conn, Refused};
 
-fn records_passphrase(dir: &Path) -> Result<String> {
+/// The records device's store secret: sealed by the key provider beside
+/// the device ([`keepwire_records::keys::device_secret`]), unless
+/// `KEEPWIRE_RECORDS_PASSPHRASE` gives one.
+fn records_passphrase(at: &ArchiveAt) -> Result<String> {
     if let Ok(p) = std::env::var("KEEPWIRE_RECORDS_PASSPHRASE") {
         return Ok(p);
     }
-    let path = dir.join("passphrase");
-    if let Ok(p) = std::fs::read_to_string(&path) {
-        return Ok(p.trim().to_string());
-    }
-    std::fs::create_dir_all(dir)?;
-    let mut raw = [0u8; 32];
-    rand_fill(&mut raw);
-    let p = keepwire_protocol::b64::encode(&raw);
-    keepwire_protocol::files::write_private(&path, p.as_bytes())?;
-    Ok(p)
-}
-
-fn rand_fill(buf: &mut [u8]) {
-    use std::io::Read;
-    // Invariant: /dev/urandom exists on every supported (Linux/Unix) host.
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .expect("/dev/urandom is readable");
+    Ok(keepwire_records::keys::device_secret(
+        &at.dir,
+        &*at.keys.provider()?,
+    )?)
 }
 
 /// Make sure the records member exists and has an enrolment code ready
@@ -119,9 +108,9 @@ pub async fn run_records(
     super::owner::tighten(&at.dir)?;
     super::evidence::check_archive(&at.dir, at.database.as_deref()).map_err(fatal)?;
     if let Some(code) = code {
-        enroll_records(&server, &at.dir, &code).await?;
+        enroll_records(&server, &at, &code).await?;
     }
-    let passphrase = records_passphrase(&at.dir)?;
+    let passphrase = records_passphrase(&at)?;
     let clock = Clock::from_env();
     // The archive (made if need be) says where it is before anything runs.
     tracing::info!(archive = %at.open(false)?.describe(), "archive open");
@@ -168,9 +157,9 @@ async fn stop_requested(stop: Option<&mut tokio::sync::watch::Receiver<bool>>) {
 
 /// Enrol the records device (its key packages included), so that
 /// conversations can be created as soon as this returns.
-pub async fn enroll_records(server: &str, dir: &Path, code: &str) -> Result<()> {
-    let passphrase = records_passphrase(dir)?;
-    let online = crate::session::enroll(server, code, dir, &passphrase)
+pub async fn enroll_records(server: &str, at: &ArchiveAt, code: &str) -> Result<()> {
+    let passphrase = records_passphrase(at)?;
+    let online = crate::session::enroll(server, code, &at.dir, &passphrase)
         .await
         .context("enrolling the records device")?;
     tracing::info!(device = %online.device.device_id, "records device enrolled");
@@ -194,7 +183,7 @@ async fn records_once(
     // Keep the key package pool topped up so new conversations can add us.
     conn.request(device.key_packages_request(crate::session::KEY_PACKAGE_POOL, true)?)
         .await?;
-    let notary = keepwire_records::checkpoint::Notary::open(dir)?;
+    let notary = at.notary()?;
     // The server keeps the chain of checkpoints this archive published:
     // an archive that no longer holds what it signed (cut back, an old
     // copy restored, rewritten) captures nothing more — going on would

@@ -323,6 +323,7 @@ impl Agency {
     pub fn start_records(&mut self, code: Option<&str>) {
         let url = self.url();
         let dir = self.data.join("records");
+        // The data directory names the key directory (beside it).
         let mut args = vec![
             "records",
             "serve",
@@ -330,6 +331,8 @@ impl Agency {
             &url,
             "--records-dir",
             dir.to_str().unwrap(),
+            "--data-dir",
+            self.data.to_str().unwrap(),
         ];
         if let Some(c) = code {
             args.extend_from_slice(&["--code", c]);
@@ -362,6 +365,12 @@ impl Agency {
 
     pub fn data_dir(&self) -> &str {
         self.data.to_str().unwrap()
+    }
+
+    /// The records service's key directory: by default beside the data
+    /// directory, never in it.
+    pub fn key_dir(&self) -> PathBuf {
+        self.data.with_file_name("data.keys")
     }
 
     pub fn admin(&self, args: &[&str]) -> String {

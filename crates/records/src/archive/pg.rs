@@ -360,7 +360,7 @@ impl ArchiveStore for PgArchive {
     fn rewrap_keys(
         &mut self,
         rewrap: &mut Rewrap<'_>,
-        key_id: &str,
+        settings: &[(&str, &str)],
         leaf: &dyn Fn(u64) -> Leaf,
     ) -> Result<u64, RecordsError> {
         self.write(|pg| {
@@ -387,11 +387,13 @@ impl ArchiveStore for PgArchive {
                     count += 1;
                 }
             }
-            pg.execute(
-                "INSERT INTO archive_meta (k, v) VALUES ('key_id', $1)
-                 ON CONFLICT (k) DO UPDATE SET v = excluded.v",
-                &[&key_id],
-            )?;
+            for (k, v) in settings {
+                pg.execute(
+                    "INSERT INTO archive_meta (k, v) VALUES ($1, $2)
+                     ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+                    &[k, v],
+                )?;
+            }
             append(pg, &leaf(count), None)?;
             Ok(count)
         })

@@ -318,7 +318,7 @@ impl ArchiveStore for SqliteArchive {
     fn rewrap_keys(
         &mut self,
         rewrap: &mut Rewrap<'_>,
-        key_id: &str,
+        settings: &[(&str, &str)],
         leaf: &dyn Fn(u64) -> Leaf,
     ) -> Result<u64, RecordsError> {
         let tx = self.write()?;
@@ -338,8 +338,10 @@ impl ArchiveStore for SqliteArchive {
                 count += 1;
             }
         }
-        tx.prepare_cached("INSERT OR REPLACE INTO archive_meta (k, v) VALUES ('key_id', ?1)")?
-            .execute(params![key_id])?;
+        for (k, v) in settings {
+            tx.prepare_cached("INSERT OR REPLACE INTO archive_meta (k, v) VALUES (?1, ?2)")?
+                .execute(params![k, v])?;
+        }
         append(&tx, &leaf(count), None)?;
         tx.commit()?;
         Ok(count)

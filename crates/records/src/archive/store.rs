@@ -72,13 +72,13 @@ pub trait ArchiveStore: Send {
     ) -> Result<(), RecordsError>;
 
     /// Replace every wrapped data key by what `rewrap(conv, seq, wrapped)`
-    /// returns, record `key_id` as the archive key's, and append the leaf
-    /// `leaf(how many were re-wrapped)` makes, in one transaction. Returns
-    /// how many were re-wrapped.
+    /// returns, store `settings` (the new archive key's id and its wrapped
+    /// form), and append the leaf `leaf(how many were re-wrapped)` makes,
+    /// in one transaction. Returns how many were re-wrapped.
     fn rewrap_keys(
         &mut self,
         rewrap: &mut Rewrap<'_>,
-        key_id: &str,
+        settings: &[(&str, &str)],
         leaf: &dyn Fn(u64) -> Leaf,
     ) -> Result<u64, RecordsError>;
 

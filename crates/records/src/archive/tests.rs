@@ -332,7 +332,7 @@ fn rewrapping_replaces_every_data_key_and_logs_it(store: &mut Store) {
                 seen.push((conv.to_string(), seq));
                 Ok([wrapped, b"-new"].concat())
             },
-            "k2",
+            &[("key_id", "k2"), ("archive_key", "w2")],
             &|count| action(count),
         )
         .unwrap();
@@ -343,6 +343,7 @@ fn rewrapping_replaces_every_data_key_and_logs_it(store: &mut Store) {
     assert!(after[0].wrapped_key.as_ref().unwrap().ends_with(b"-new"));
     assert!(after[1].wrapped_key.is_none());
     assert_eq!(store.meta("key_id").unwrap().as_deref(), Some("k2"));
+    assert_eq!(store.meta("archive_key").unwrap().as_deref(), Some("w2"));
     assert_eq!(store.leaf(3).unwrap().unwrap().2, action(2).to_bytes());
     // A failure half-way changes nothing.
     let e = store
@@ -354,7 +355,7 @@ fn rewrapping_replaces_every_data_key_and_logs_it(store: &mut Store) {
                     Ok(b"bad".to_vec())
                 }
             },
-            "k3",
+            &[("key_id", "k3"), ("archive_key", "w3")],
             &|count| action(count),
         )
         .unwrap_err();
@@ -438,7 +439,8 @@ fn a_snapshot_reads_as_of_its_start(store: &mut Store) {
 fn the_whole_archive_seals_lists_destroys_and_verifies(store: &mut Store) {
     let keys = tempfile::tempdir().unwrap();
     let store = std::mem::replace(store, sqlite().1);
-    let mut archive = Archive::with_store(store, keys.path(), true).unwrap();
+    let provider = crate::keys::FileKeys::open(&keys.path().join("keys")).unwrap();
+    let mut archive = Archive::with_store(store, keys.path(), Some(&provider)).unwrap();
     let key = SigningKey::from_bytes(&[7; 32]);
     let texts = ["first", "second", "third"];
     for (i, text) in texts.iter().enumerate() {
@@ -470,7 +472,7 @@ fn the_whole_archive_seals_lists_destroys_and_verifies(store: &mut Store) {
     archive
         .log_action("auditor", "verify", "archive", 6)
         .unwrap();
-    let notary = crate::checkpoint::Notary::open(keys.path()).unwrap();
+    let notary = crate::checkpoint::Notary::new(&provider, keys.path()).unwrap();
     archive.issue_checkpoint(&notary, 7).unwrap();
     let report = crate::verify::verify(
         &archive,

@@ -31,7 +31,7 @@ fn conversation(dir: &Path) -> (Device, Capture, Vec<Delivery>) {
     alice.commit_accepted(&conv, 1).unwrap();
     let mut capture = Capture::new(
         records,
-        Archive::open(&dir.join("archive"), true).unwrap(),
+        Archive::open(&dir.join("archive"), Some(&keys(dir))).unwrap(),
         Clock::from_env(),
     );
     capture.join(&conv, 1, &welcome).unwrap();
@@ -59,7 +59,7 @@ fn conversation(dir: &Path) -> (Device, Capture, Vec<Delivery>) {
 fn reopen(dir: &Path) -> Capture {
     Capture::new(
         Device::open(&dir.join("records"), PASS).unwrap(),
-        Archive::open(&dir.join("archive"), true).unwrap(),
+        Archive::open(&dir.join("archive"), Some(&keys(dir))).unwrap(),
         Clock::from_env(),
     )
 }
@@ -108,7 +108,7 @@ fn pipelined_batches_are_archived_once_in_order_and_the_state_follows() {
     let (tx, rx) = std::sync::mpsc::channel();
     let mut capture = capture
         .with_writer(
-            Archive::open(&dir.path().join("archive"), true).unwrap(),
+            Archive::open(&dir.path().join("archive"), Some(&keys(dir.path()))).unwrap(),
             move |r| tx.send(r.unwrap()).unwrap(),
         )
         .unwrap();
@@ -297,4 +297,9 @@ fn a_state_snapshot_never_lands_before_its_records() {
         .filter(|r| r.meta.kind == RecordKind::Application && r.text.is_none())
         .count();
     assert_eq!(undecrypted, 0, "every message's content is in the archive");
+}
+
+/// The test's key provider: a key directory beside the archive.
+fn keys(dir: &std::path::Path) -> crate::keys::FileKeys {
+    crate::keys::FileKeys::open(&dir.join("keys")).unwrap()
 }

@@ -1,0 +1,141 @@
+//! `keepwire records key`: where the archive's keys are, and the archive
+//! key's escrow — split into shares for custodians, and restored from
+//! them onto a new key provider when the old one is lost.
+
+use anyhow::{Context, Result};
+use keepwire_records::archive::PgArchive;
+use keepwire_records::archive::{SqliteArchive, ARCHIVE_DB};
+use keepwire_records::{keys, Archive};
+
+use crate::serve::{self, ArchiveAt};
+use crate::KeyCommand;
+
+pub fn key(command: KeyCommand, at: &ArchiveAt) -> Result<()> {
+    match command {
+        KeyCommand::Status { json } => {
+            // Each key on its own: one that does not open is named, and
+            // the other still reported.
+            let archive_key = at.open(true).map(|a| a.key_id().unwrap_or_default());
+            let checkpoint_key = at.notary().map(|n| n.verifier_key);
+            let said = |r: &Result<String>| match r {
+                Ok(k) => k.clone(),
+                Err(e) => format!("NOT AVAILABLE: {e:#}"),
+            };
+            let text = format!(
+                "keys:            {}\narchive key:     {}\ncheckpoint key:  {}",
+                at.keys.describe(),
+                said(&archive_key),
+                said(&checkpoint_key)
+            );
+            let value = serde_json::json!({
+                "provider": at.keys.describe(),
+                "archive_key": archive_key.as_ref().ok(),
+                "archive_key_problem": archive_key.as_ref().err().map(|e| format!("{e:#}")),
+                "checkpoint_key": checkpoint_key.as_ref().ok(),
+                "checkpoint_key_problem": checkpoint_key.as_ref().err().map(|e| format!("{e:#}")),
+            });
+            crate::report(json, value, text)?;
+            if archive_key.is_err() || checkpoint_key.is_err() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        KeyCommand::Escrow {
+            threshold,
+            shares,
+            out,
+            actor,
+            json,
+        } => {
+            let mut archive = at.open(true)?;
+            let provider = at.keys.provider()?;
+            // With the archive key, what the records service needs to run
+            // on after the provider is lost: its device's secret, and the
+            // checkpoint key where it may leave the provider.
+            let device = at
+                .dir
+                .join(keys::DEVICE_SEALED)
+                .exists()
+                .then(|| keys::device_secret(&at.dir, &*provider))
+                .transpose()?;
+            let checkpoint = provider.export_checkpoint_key()?;
+            let texts = archive.escrow_key(
+                threshold,
+                shares,
+                device,
+                checkpoint,
+                &crate::actor(actor),
+                now_ms(),
+            )?;
+            let id = archive.key_id().unwrap_or_default();
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let mut files = Vec::new();
+            for (i, text) in texts.iter().enumerate() {
+                let path = out.join(format!("archive-key-{id}-share-{}-of-{shares}.txt", i + 1));
+                keepwire_protocol::files::write_private(&path, text.as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                files.push(path.display().to_string());
+            }
+            crate::report(
+                json,
+                serde_json::json!({"archive_key": id, "threshold": threshold, "shares": files}),
+                format!(
+                    "archive key {id} split into {shares} shares, any {threshold} of which \
+                     recover it:\n  {}\nGive each to a different custodian and delete them here.{}",
+                    files.join("\n  "),
+                    if provider.export_checkpoint_key()?.is_none() {
+                        "\nThe checkpoint key stays in the HSM: back it up with the HSM's own \
+                         means (a second token of its family)."
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        }
+        KeyCommand::Restore {
+            shares,
+            actor,
+            json,
+        } => {
+            let _lock = serve::lock_records_dir(&at.dir, "cannot restore the archive key")?;
+            let texts = shares
+                .iter()
+                .map(|p| {
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read {}", p.display()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let store: Box<dyn keepwire_records::archive::ArchiveStore> = match &at.database {
+                None => Box::new(SqliteArchive::open(&at.dir.join(ARCHIVE_DB))?),
+                Some(url) => Box::new(PgArchive::open_existing(url)?),
+            };
+            let provider = at.keys.provider()?;
+            let (archive, secrets) =
+                Archive::restore_key(store, &*provider, &texts, &crate::actor(actor), now_ms())?;
+            if let Some(secret) = &secrets.device_secret {
+                keys::seal_device_secret(&at.dir, &*provider, secret)?;
+            }
+            if let Some(skey) = &secrets.checkpoint_key {
+                if !provider.has_checkpoint_key()? {
+                    provider.import_checkpoint_key(skey)?;
+                }
+            }
+            let id = archive.key_id().unwrap_or_default();
+            crate::report(
+                json,
+                serde_json::json!({"archive_key": id, "provider": at.keys.describe()}),
+                format!(
+                    "archive key {id}: {} restored from {} shares into {}",
+                    secrets.describe(),
+                    texts.len(),
+                    at.keys.describe()
+                ),
+            )
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    keepwire_protocol::clock::Clock::from_env().now_ms()
+}
