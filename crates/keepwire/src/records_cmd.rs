@@ -26,6 +26,16 @@ pub fn current_checkpoint(notary: &Notary, archive: &Archive) -> Result<String> 
     Ok(archive.issue_checkpoint(notary, now_ms())?.1)
 }
 
+/// Sign a checkpoint covering what a privileged action just logged,
+/// before its result is shown: erasing the action's leaf afterwards
+/// contradicts a signed checkpoint (kept in the archive, and published to
+/// the server by the records service at its next tick). The signer is
+/// opened before the action is taken, so an action that could not be
+/// covered is refused, not logged and left uncovered.
+pub(crate) fn covered(notary: &Notary, archive: &Archive) -> Result<()> {
+    current_checkpoint(notary, archive).map(drop)
+}
+
 #[derive(Serialize)]
 struct CheckpointOut {
     checkpoint: String,
@@ -65,17 +75,27 @@ struct InclusionOut {
     checkpoint: String,
 }
 
+/// The proof against the latest checkpoint the archive signed, the
+/// archive opened read-only and no key needed: an auditor's command.
 pub fn proof(at: &ArchiveAt, record_id: i64) -> Result<()> {
-    let archive = at.open(false)?;
+    let archive = at.open_read_only(false)?;
     let record = archive
         .get(record_id, false)?
         .with_context(|| format!("no record {record_id}"))?;
     let n = record
         .leaf
         .with_context(|| format!("record {record_id} has no leaf in the log"))?;
-    let notary = at.notary()?;
-    let note = current_checkpoint(&notary, &archive)?;
-    let cp = checkpoint::open_note(&note, &notary.verifier_key).map_err(anyhow::Error::msg)?;
+    let verifier_key = at.verifier_key()?;
+    let (_, _, note) = archive.checkpoints()?.pop().with_context(|| {
+        "the archive has signed no checkpoint yet (the records service signs one every          --checkpoint-secs; or run `keepwire records checkpoint`)"
+    })?;
+    let cp = checkpoint::open_note(&note, &verifier_key).map_err(anyhow::Error::msg)?;
+    if n >= cp.size() {
+        bail!(
+            "the latest checkpoint covers {} leaves, and record {record_id} is leaf {n}: wait for              the next (the records service signs one every --checkpoint-secs), or run              `keepwire records checkpoint`",
+            cp.size()
+        );
+    }
     let (_, _, data) = archive
         .log_leaf(n)?
         .with_context(|| format!("leaf {n} is gone"))?;
@@ -112,7 +132,7 @@ struct ConsistencyOut {
 }
 
 pub fn consistency(at: &ArchiveAt, old: u64, new: u64) -> Result<()> {
-    let archive = at.open(false)?;
+    let archive = at.open_read_only(false)?;
     let size = archive.log_size()?;
     if new > size {
         bail!("the log has {size} leaves; no tree of size {new} exists yet");
@@ -198,8 +218,8 @@ fn leaf_commitment(archive: &Archive, leaf: Option<u64>) -> Result<serde_json::V
 /// Returns whether the archive verified.
 pub fn verify(at: &ArchiveAt, inputs: VerifyInputs, json: bool) -> Result<bool> {
     let dir = &at.dir;
-    // Content is checked where the archive key can be opened.
-    let archive = at.open(at.keys.present())?;
+    // Read-only; content is checked where the archive key can be opened.
+    let archive = at.open_read_only(at.keys.present())?;
     let verifier_key = match inputs.verifier_key {
         Some(k) => Some(k),
         None => std::fs::read_to_string(dir.join(checkpoint::PUB_FILE))
@@ -357,7 +377,9 @@ pub async fn records(
             Ok(())
         }
         RecordsCommand::Show { id, actor, json } => {
-            let mut archive = existing()?.open(true)?;
+            let at = existing()?;
+            let notary = at.notary()?;
+            let mut archive = at.open(true)?;
             let r = archive
                 .get(id, true)?
                 .with_context(|| format!("no record {id}"))?;
@@ -368,6 +390,7 @@ pub async fn records(
                 &format!("record {id} ({}#{})", r.meta.conv, r.meta.seq),
                 keepwire_protocol::clock::Clock::from_env().now_ms(),
             )?;
+            covered(&notary, &archive)?;
             if json {
                 // With the commitment its leaf carries, so that an auditor
                 // rebuilds the leaf from this alone (docs/verification.md,
@@ -418,7 +441,9 @@ pub async fn records(
             if authority.trim().is_empty() {
                 bail!("--authority must name the disposition authority");
             }
-            let mut archive = existing()?.open(false)?;
+            let at = existing()?;
+            let notary = at.notary()?;
+            let mut archive = at.open(false)?;
             let actor = crate::actor(actor);
             archive.destroy(
                 id,
@@ -426,6 +451,7 @@ pub async fn records(
                 &actor,
                 keepwire_protocol::clock::Clock::from_env().now_ms(),
             )?;
+            covered(&notary, &archive)?;
             crate::report(
                 json,
                 serde_json::json!({"destroyed": id, "authority": authority.trim(), "actor": actor}),
@@ -435,8 +461,10 @@ pub async fn records(
         RecordsCommand::RotateKey { actor, json } => {
             let at = existing()?;
             let _lock = serve::lock_records_dir(&at.dir, "cannot rotate the archive key")?;
+            let notary = at.notary()?;
             let mut archive = at.open(true)?;
-            let n = archive.rotate_key(&*at.keys.provider()?, &crate::actor(actor), now_ms())?;
+            let n = archive.rotate_key(&*at.provider()?, &crate::actor(actor), now_ms())?;
+            covered(&notary, &archive)?;
             let id = archive.key_id().unwrap_or_default();
             crate::report(
                 json,

@@ -142,7 +142,7 @@ impl ArchiveAt {
     pub fn open(&self, with_key: bool) -> Result<Archive> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
-        let provider = with_key.then(|| self.keys.provider()).transpose()?;
+        let provider = with_key.then(|| self.provider()).transpose()?;
         let keys = provider.as_deref();
         Ok(match &self.database {
             None => Archive::open(&self.dir, keys)?,
@@ -157,10 +157,40 @@ impl ArchiveAt {
         })
     }
 
+    /// Open it for reading only (`verify`, `proof`, `consistency`):
+    /// nothing created, migrated or written; with the archive key (to
+    /// check content) where asked and the provider opens it.
+    pub fn open_read_only(&self, with_key: bool) -> Result<Archive> {
+        let store: Box<dyn keepwire_records::archive::ArchiveStore> = match &self.database {
+            None => Box::new(keepwire_records::archive::SqliteArchive::open_read_only(
+                &self.dir.join(keepwire_records::archive::ARCHIVE_DB),
+            )?),
+            Some(url) => Box::new(PgArchive::open_read_only(url)?),
+        };
+        let provider = with_key.then(|| self.provider()).transpose()?;
+        Ok(Archive::with_store(store, &self.dir, provider.as_deref())?)
+    }
+
+    /// The key provider, once it is checked to be apart from the records
+    /// directory.
+    pub fn provider(&self) -> Result<std::sync::Arc<dyn keepwire_records::keys::KeyProvider>> {
+        self.keys.check_apart(&self.dir, "the records directory")?;
+        self.keys.provider()
+    }
+
+    /// The checkpoint key's public half, kept in the records directory.
+    pub fn verifier_key(&self) -> Result<String> {
+        let path = self.dir.join(keepwire_records::checkpoint::PUB_FILE);
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .trim()
+            .to_string())
+    }
+
     /// The archive's checkpoint signer, from its key provider.
     pub fn notary(&self) -> Result<keepwire_records::checkpoint::Notary> {
         Ok(keepwire_records::checkpoint::Notary::new(
-            &*self.keys.provider()?,
+            &*self.provider()?,
             &self.dir,
         )?)
     }

@@ -525,6 +525,47 @@ fn viewing_a_record_is_itself_logged() {
     assert_eq!(leaf["actor"], "officer.jones");
     assert_eq!(leaf["action"], "view");
     assert!(verify(&d).0);
+
+    // The view was covered by a signed checkpoint before it was shown: an
+    // insider who erases its leaf (issue 12's "erased view") contradicts it.
+    let size: i64 = db(&d)
+        .query_row("SELECT COUNT(*) FROM tlog_leaves", [], |r| r.get(0))
+        .unwrap();
+    let covered: i64 = db(&d)
+        .query_row("SELECT MAX(size) FROM checkpoints", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(covered, size, "a checkpoint covers the view");
+    db(&d)
+        .execute("DELETE FROM tlog_leaves WHERE n = ?1", [size - 1])
+        .unwrap();
+    detects(&d, "forked_checkpoint", None);
+}
+
+/// `verify`, `proof` and `consistency` are an auditor's commands: they
+/// open the archive read-only and write nothing — not even a checkpoint.
+#[test]
+fn verify_and_proofs_write_nothing() {
+    let (_tmp, d) = copy_archive();
+    let (id, _, _) = an_application(&db(&d));
+    let state = |d: &str| -> (i64, i64) {
+        let c = db(d);
+        let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        (
+            count("SELECT COUNT(*) FROM tlog_leaves"),
+            count("SELECT COUNT(*) FROM checkpoints"),
+        )
+    };
+    let before = state(&d);
+    assert!(verify(&d).0);
+    ok(keepwire(
+        &["records", "proof", &id.to_string(), "--data-dir", &d],
+        &[],
+    ));
+    ok(keepwire(
+        &["records", "consistency", "1", "2", "--data-dir", &d],
+        &[],
+    ));
+    assert_eq!(state(&d), before, "no leaf and no checkpoint written");
 }
 
 #[test]

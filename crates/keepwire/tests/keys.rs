@@ -50,7 +50,12 @@ fn keys_live_apart_from_the_data_and_a_copy_of_the_data_opens_and_signs_nothing(
     // Nothing secret is left in the data directory: no key file, and the
     // checkpoint key's bytes appear in no file there.
     let records = agency.data.join("records");
-    for gone in ["checkpoint.key", "archive.key", "passphrase"] {
+    for gone in [
+        "checkpoint.key",
+        "archive.key",
+        "archive.key.next",
+        "passphrase",
+    ] {
         assert!(!records.join(gone).exists(), "{gone} in the data directory");
     }
     assert!(records.join("device.sealed").exists());
@@ -78,11 +83,16 @@ fn keys_live_apart_from_the_data_and_a_copy_of_the_data_opens_and_signs_nothing(
         keepwire(&agency.with_records_database(&all), &[])
     };
     let out = as_insider(&["show", &id, "--json"]);
+    assert!(!out.status.success(), "an insider read a record");
+    let out = as_insider(&["key", "status", "--json"]);
     assert!(!out.status.success());
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
-        stderr(&out).contains("root.key is missing"),
-        "{}",
-        stderr(&out)
+        status["archive_key_problem"]
+            .as_str()
+            .unwrap()
+            .contains("root.key is missing"),
+        "{status}"
     );
     let out = as_insider(&["checkpoint"]);
     assert!(!out.status.success(), "an insider signed a checkpoint");
@@ -165,7 +175,7 @@ fn escrowed_two_of_three_the_keys_come_back_after_the_key_directory_is_lost_and_
     let out = agency.records_output(&["show", &id.to_string()]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("restore the archive key from escrow"),
+        stderr(&out).contains("records key restore"),
         "{}",
         stderr(&out)
     );

@@ -34,16 +34,35 @@ impl Notary {
     /// kept in `dir` is moved into the provider.
     pub fn new(keys: &dyn KeyProvider, dir: &Path) -> Result<Self, RecordsError> {
         let legacy = dir.join(KEY_FILE);
-        if legacy.exists() && !keys.has_checkpoint_key()? {
-            let skey = std::fs::read_to_string(&legacy)?;
-            keys.import_checkpoint_key(skey.trim())?;
-        }
         let pub_path = dir.join(PUB_FILE);
+        if legacy.exists() && !keys.has_checkpoint_key()? {
+            // Only the key this archive's log is signed by: a file someone
+            // dropped into the data directory is not taken in.
+            let skey = std::fs::read_to_string(&legacy)?;
+            let vkey = crate::keys::verifier_key_of(skey.trim())?;
+            match std::fs::read_to_string(&pub_path) {
+                Ok(kept) if kept.trim() == vkey => {}
+                _ => {
+                    return Err(RecordsError::Keys(format!(
+                        "{} is not the key of this archive's log ({}): not taken in",
+                        legacy.display(),
+                        pub_path.display()
+                    )))
+                }
+            }
+            keys.import_checkpoint_key(skey.trim())?;
+            tracing::warn!(
+                "the checkpoint key moved from the data directory into {}; older backups of the \
+                 data directory still hold it",
+                keys.describe()
+            );
+        }
         // An archive whose log has a key never gets a new one made for it.
         if pub_path.exists() && !keys.has_checkpoint_key()? {
             return Err(RecordsError::Keys(format!(
                 "this archive's log is signed by the key in {}, which {} does not hold: the \
-                 wrong key provider, or the checkpoint key was lost (docs/operations.md)",
+                 wrong key provider, or the key was lost — restore it from escrow (`keepwire \
+                 records key restore`) or the HSM's backup (docs/operations.md)",
                 pub_path.display(),
                 keys.describe()
             )));

@@ -76,6 +76,11 @@ pub trait NoteSigner: signed_note::Signer + Send + Sync {
     fn verifier_key(&self) -> String;
 }
 
+/// The verifier key (`name+id+base64`) of a C2SP note private key.
+pub fn verifier_key_of(skey: &str) -> Result<String, RecordsError> {
+    Ok(file::verifier_of(skey)?.1)
+}
+
 fn keys_error(e: impl std::fmt::Display) -> RecordsError {
     RecordsError::Keys(e.to_string())
 }
@@ -156,12 +161,31 @@ pub fn device_secret(dir: &Path, keys: &dyn KeyProvider) -> Result<String, Recor
     let legacy = dir.join(LEGACY_PASSPHRASE);
     let secret = match std::fs::read_to_string(&legacy) {
         Ok(p) => p.trim().to_string(),
+        // A device whose secret is gone is not given a new one: its store
+        // would not open with it, and the operator would be told about a
+        // passphrase instead of what happened.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound && keepwire_client::Device::exists(dir) =>
+        {
+            return Err(RecordsError::Keys(format!(
+                "the records device in {} has no sealed secret ({DEVICE_SEALED} is missing): \
+                 restore it from escrow (`keepwire records key restore`)",
+                dir.display()
+            )))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             keepwire_protocol::b64::encode(&fresh_key())
         }
         Err(e) => return Err(e.into()),
     };
     seal_device_secret(dir, keys, &secret)?;
+    if legacy.exists() {
+        tracing::warn!(
+            "the records device's secret moved from the data directory into {}; older backups \
+             of the data directory still hold it",
+            keys.describe()
+        );
+    }
     remove_legacy(&legacy)?;
     Ok(secret)
 }
@@ -176,6 +200,11 @@ pub fn seal_device_secret(
     std::fs::create_dir_all(dir)?;
     let sealed = dir.join(DEVICE_SEALED);
     let tmp = dir.join(format!("{DEVICE_SEALED}.tmp"));
+    // One a crash left behind.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
     keepwire_protocol::files::write_private(&tmp, &keys.wrap(DEVICE_PURPOSE, secret.as_bytes())?)?;
     std::fs::rename(&tmp, &sealed)?;
     sync_dir(dir)?;

@@ -77,6 +77,15 @@ fn an_hsm_signs_checkpoints_seals_the_archive_key_and_escrow_survives_its_loss()
     let (_, note) = archive.issue_checkpoint(&notary, 10).unwrap();
     let cp = open_note(&note, &notary.verifier_key).unwrap();
     assert_eq!(cp.size(), 3);
+    // Both keys were made in the token, sensitive and never extractable,
+    // as the token itself reports.
+    assert_eq!(
+        keys.protections().unwrap(),
+        [
+            ("checkpoint key".to_string(), true, false),
+            ("root key".to_string(), true, false)
+        ]
+    );
     let reopened = Pkcs11Keys::open(&config).unwrap();
     assert_eq!(
         Notary::new(&reopened, &records).unwrap().verifier_key,

@@ -71,6 +71,26 @@ pub fn default_key_dir(data_dir: &Path) -> Result<PathBuf> {
     Ok(abs.with_file_name(keys))
 }
 
+/// `path` as the file system resolves it: its longest existing ancestor
+/// canonicalized (symbolic links and `..` followed), the rest appended.
+fn real(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut rest = Vec::new();
+    let mut at = abs.as_path();
+    loop {
+        if let Ok(c) = at.canonicalize() {
+            return rest.iter().rev().fold(c, |p, part| p.join(part));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
 impl KeyArgs {
     /// The provider these flags name, for a deployment in `data_dir`.
     pub fn source(&self, data_dir: &Path) -> Result<KeySource> {
@@ -99,22 +119,12 @@ impl KeyArgs {
             (None, Some(dir)) => Kind::Dir(dir.clone()),
             (None, None) => Kind::Dir(default_key_dir(data_dir)?),
         };
-        if let Kind::Dir(dir) = &kind {
-            let data = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-            let keys = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
-            if keys.starts_with(&data) {
-                bail!(
-                    "the key directory {} is inside the data directory {}: keys must be kept \
-                     apart from the data they protect (a copy of one must not give the other)",
-                    dir.display(),
-                    data_dir.display()
-                );
-            }
-        }
-        Ok(KeySource {
+        let source = KeySource {
             kind,
             opened: Arc::default(),
-        })
+        };
+        source.check_apart(data_dir, "the data directory")?;
+        Ok(source)
     }
 }
 
@@ -122,6 +132,24 @@ impl KeySource {
     /// The default: the key directory beside `data_dir`.
     pub fn default_for(data_dir: &Path) -> Result<Self> {
         KeyArgs::default().source(data_dir)
+    }
+
+    /// Refuse a key directory inside `dir` (the data or the records
+    /// directory): keys are kept apart from the data they protect, so a
+    /// copy of one never gives the other. Compared as the file system
+    /// resolves them (`..` and symbolic links followed).
+    pub fn check_apart(&self, dir: &Path, what: &str) -> Result<()> {
+        if let Kind::Dir(keys) = &self.kind {
+            if real(keys).starts_with(real(dir)) {
+                bail!(
+                    "the key directory {} is inside {what} {}: keys must be kept apart from the \
+                     data they protect (a copy of one must not give the other)",
+                    keys.display(),
+                    dir.display()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Whether there are keys to open (without making any): a key

@@ -47,8 +47,9 @@ pub fn key(command: KeyCommand, at: &ArchiveAt) -> Result<()> {
             actor,
             json,
         } => {
+            let notary = at.notary()?;
             let mut archive = at.open(true)?;
-            let provider = at.keys.provider()?;
+            let provider = at.provider()?;
             // With the archive key, what the records service needs to run
             // on after the provider is lost: its device's secret, and the
             // checkpoint key where it may leave the provider.
@@ -67,6 +68,7 @@ pub fn key(command: KeyCommand, at: &ArchiveAt) -> Result<()> {
                 &crate::actor(actor),
                 now_ms(),
             )?;
+            super::covered(&notary, &archive)?;
             let id = archive.key_id().unwrap_or_default();
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
@@ -110,16 +112,31 @@ pub fn key(command: KeyCommand, at: &ArchiveAt) -> Result<()> {
                 None => Box::new(SqliteArchive::open(&at.dir.join(ARCHIVE_DB))?),
                 Some(url) => Box::new(PgArchive::open_existing(url)?),
             };
-            let provider = at.keys.provider()?;
+            let provider = at.provider()?;
             let (archive, secrets) =
                 Archive::restore_key(store, &*provider, &texts, &crate::actor(actor), now_ms())?;
             if let Some(secret) = &secrets.device_secret {
                 keys::seal_device_secret(&at.dir, &*provider, secret)?;
             }
             if let Some(skey) = &secrets.checkpoint_key {
+                // Only the key this archive's log is signed by.
+                if keys::verifier_key_of(skey)? != at.verifier_key()? {
+                    anyhow::bail!(
+                        "the escrowed checkpoint key is not the key of this archive's log \
+                         (records/checkpoint.pub): not taken in"
+                    );
+                }
                 if !provider.has_checkpoint_key()? {
                     provider.import_checkpoint_key(skey)?;
                 }
+            }
+            // Covered by a checkpoint where this provider can sign; a
+            // spare HSM without the log's key cannot (docs/operations.md).
+            if let Err(e) = at
+                .notary()
+                .and_then(|notary| super::covered(&notary, &archive))
+            {
+                eprintln!("warning: the restore is logged but no checkpoint covers it yet: {e:#}");
             }
             let id = archive.key_id().unwrap_or_default();
             crate::report(

@@ -26,7 +26,7 @@ fn records_passphrase(at: &ArchiveAt) -> Result<String> {
     }
     Ok(keepwire_records::keys::device_secret(
         &at.dir,
-        &*at.keys.provider()?,
+        &*at.provider()?,
     )?)
 }
 

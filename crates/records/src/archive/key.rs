@@ -50,15 +50,25 @@ impl ArchiveKey {
         &self.raw
     }
 
-    /// The two settings that name and hold this key.
+    /// The two settings that hold and name this key — the sealed key
+    /// first, so that a crash between two writes never leaves an archive
+    /// naming a key it does not hold. The seal is opened once before it is
+    /// used: a provider that seals what it cannot open again (an HSM that
+    /// changed the IV, say) fails here, not at the next start.
     pub(crate) fn settings(
         &self,
         provider: &dyn KeyProvider,
     ) -> Result<[(&'static str, String); 2], RecordsError> {
         let sealed = provider.wrap(PURPOSE, &self.raw)?;
+        if provider.unwrap(PURPOSE, &sealed)? != self.raw {
+            return Err(RecordsError::Keys(format!(
+                "{} sealed the archive key into something that does not open back to it",
+                provider.describe()
+            )));
+        }
         Ok([
-            (KEY_ID, self.id.clone()),
             (SEALED, keepwire_protocol::b64::encode(&sealed)),
+            (KEY_ID, self.id.clone()),
         ])
     }
 
@@ -106,14 +116,20 @@ pub(crate) fn load(
             .try_into()
             .map_err(|_| RecordsError::Keys("the archive key has the wrong length".into()))?;
         let key = ArchiveKey::new(raw);
-        if expected.as_deref() != Some(key.id.as_str()) {
-            return Err(RecordsError::Keys(format!(
-                "the archive's data keys are wrapped by archive key {}, but its sealed key is {}",
-                expected.unwrap_or_default(),
-                key.id
-            )));
+        match expected {
+            // A crash between the two writes of a first start.
+            None => store.set_meta(KEY_ID, &key.id)?,
+            Some(id) if id == key.id => {}
+            Some(id) => {
+                return Err(RecordsError::Keys(format!(
+                    "the archive's data keys are wrapped by archive key {id}, but its sealed key \
+                     is {}",
+                    key.id
+                )))
+            }
         }
-        // A legacy copy left by an interrupted move goes now.
+        // Legacy copies left by an interrupted move go now.
+        keys::remove_legacy(&dir.join(LEGACY_NEXT))?;
         keys::remove_legacy(&dir.join(LEGACY_KEY))?;
         return Ok(key);
     }
@@ -130,6 +146,14 @@ pub(crate) fn load(
     };
     // Sealed into the archive first; only then does the file go.
     store_settings(store, &key.settings(provider)?)?;
+    if dir.join(LEGACY_KEY).exists() || dir.join(LEGACY_NEXT).exists() {
+        tracing::warn!(
+            "the archive key moved from the data directory into the archive, sealed by {}; older \
+             backups of the data directory still hold it: rotate it (keepwire records rotate-key) \
+             and escrow the new one",
+            provider.describe()
+        );
+    }
     keys::remove_legacy(&dir.join(LEGACY_NEXT))?;
     keys::remove_legacy(&dir.join(LEGACY_KEY))?;
     Ok(key)

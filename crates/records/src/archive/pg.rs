@@ -18,6 +18,8 @@ use crate::RecordsError;
 /// The archive on a PostgreSQL database of its own.
 pub struct PgArchive {
     pg: Pg,
+    /// Its session set read-only (`verify`, `proof`).
+    read_only: bool,
 }
 
 /// The archive's schema in PostgreSQL; append, never edit.
@@ -50,7 +52,40 @@ impl PgArchive {
     pub fn open(url: &str) -> Result<Self, RecordsError> {
         let pg = Pg::connect(url)?;
         keepwire_schema::pg::migrate(&pg, &SCHEMA)?;
-        Ok(Self { pg })
+        Ok(Self {
+            pg,
+            read_only: false,
+        })
+    }
+
+    /// The archive at `url` for reading only, as `verify` and `proof`
+    /// open it: not migrated, and its session read-only, so PostgreSQL
+    /// refuses any write (a role with SELECT alone is enough).
+    pub fn open_read_only(url: &str) -> Result<Self, RecordsError> {
+        let pg = Pg::connect(url)?;
+        match keepwire_schema::pg::version(&pg, &SCHEMA)? {
+            None => {
+                return Err(RecordsError::Archive(format!(
+                    "the PostgreSQL database at {} holds no keepwire archive: check --database \
+                     (KEEPWIRE_RECORDS_DATABASE)",
+                    pg.address()
+                )))
+            }
+            Some(v) if v != SCHEMA.migrations.len() as i64 => {
+                return Err(RecordsError::Archive(format!(
+                    "the archive at {} is at schema version {v}, this keepwire reads {}: open it \
+                     once with the records service (which migrates it) first",
+                    pg.address(),
+                    SCHEMA.migrations.len()
+                )))
+            }
+            Some(_) => {}
+        }
+        read_only_session(&pg)?;
+        Ok(Self {
+            pg,
+            read_only: true,
+        })
     }
 
     /// The archive at `url` if that database holds one (for the commands
@@ -66,7 +101,10 @@ impl PgArchive {
             )));
         }
         keepwire_schema::pg::migrate(&pg, &SCHEMA)?;
-        Ok(Self { pg })
+        Ok(Self {
+            pg,
+            read_only: false,
+        })
     }
 
     /// A writing transaction: the writer lock, then `f`.
@@ -76,6 +114,12 @@ impl PgArchive {
             f(pg)
         })
     }
+}
+
+/// Every transaction of this session read-only.
+fn read_only_session(pg: &Pg) -> Result<(), RecordsError> {
+    pg.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", &[])?;
+    Ok(())
 }
 
 /// Stored hashes read through the connection (inside its transaction).
@@ -184,8 +228,16 @@ impl ArchiveStore for PgArchive {
         Some(
             self.pg
                 .reconnect()
-                .map(|pg| Box::new(PgArchive { pg }) as Box<dyn ArchiveStore>)
-                .map_err(Into::into),
+                .map_err(RecordsError::from)
+                .and_then(|pg| {
+                    if self.read_only {
+                        read_only_session(&pg)?;
+                    }
+                    Ok(Box::new(PgArchive {
+                        pg,
+                        read_only: self.read_only,
+                    }) as Box<dyn ArchiveStore>)
+                }),
         )
     }
 

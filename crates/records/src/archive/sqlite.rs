@@ -15,6 +15,8 @@ use crate::RecordsError;
 
 pub struct SqliteArchive {
     conn: Connection,
+    /// Opened for reading only (`verify`, `proof`): SQLite refuses writes.
+    read_only: bool,
 }
 
 /// The archive's schema, one migration per step; append, never edit (see
@@ -63,7 +65,41 @@ impl SqliteArchive {
              PRAGMA mmap_size=1073741824; PRAGMA cache_size=-65536;",
         )?;
         keepwire_schema::migrate(&mut conn, &SCHEMA)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            read_only: false,
+        })
+    }
+
+    /// Open an existing archive database for reading only, as `verify`
+    /// and `proof` do: nothing is created, migrated or written (SQLite
+    /// refuses writes on this connection), so an auditor needs no write
+    /// access to the archive.
+    pub fn open_read_only(path: &Path) -> Result<Self, RecordsError> {
+        if !path.is_file() {
+            return Err(RecordsError::Archive(format!(
+                "{} does not exist",
+                path.display()
+            )));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch("PRAGMA busy_timeout=5000;")?;
+        let version = keepwire_schema::version(&conn, &SCHEMA)?;
+        if version != SCHEMA.latest() {
+            return Err(RecordsError::Archive(format!(
+                "{} is at schema version {version}, this keepwire reads {}: open it once with \
+                 the records service (which migrates it) first",
+                path.display(),
+                SCHEMA.latest()
+            )));
+        }
+        Ok(Self {
+            conn,
+            read_only: true,
+        })
     }
 
     fn write(&mut self) -> Result<rusqlite::Transaction<'_>, RecordsError> {
@@ -157,7 +193,12 @@ impl ArchiveStore for SqliteArchive {
     fn reopen(&self) -> Option<Result<Box<dyn ArchiveStore>, RecordsError>> {
         match self.conn.path() {
             Some(p) if !p.is_empty() => Some(
-                SqliteArchive::open(Path::new(p)).map(|a| Box::new(a) as Box<dyn ArchiveStore>),
+                if self.read_only {
+                    SqliteArchive::open_read_only(Path::new(p))
+                } else {
+                    SqliteArchive::open(Path::new(p))
+                }
+                .map(|a| Box::new(a) as Box<dyn ArchiveStore>),
             ),
             _ => None,
         }

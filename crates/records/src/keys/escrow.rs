@@ -12,9 +12,13 @@
 //! cannot, by design), the checkpoint key.
 //!
 //! A share is a short text file: what it is, the archive key's public id,
-//! the threshold, and the share itself in base64. Recovery checks that the
-//! result holds the key the archive names, so a wrong or damaged share is
-//! refused rather than yielding a key that opens nothing.
+//! the escrow's own id, the threshold, and the share itself in base64.
+//! Shamir shares carry no integrity of their own — a custodian who alters
+//! theirs shifts what is recovered in a way they can steer — so recovery
+//! checks that the archive key is the one the archive names (its id is a
+//! hash of it), and the rest against an HMAC under that key made at the
+//! split: a wrong or altered share is refused, never turned into a key
+//! that opens nothing or a checkpoint key that is not the log's.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +39,24 @@ pub struct Escrowed {
     pub device_secret: Option<String>,
     /// The checkpoint key (C2SP note private key), where exportable.
     pub checkpoint_key: Option<String>,
+}
+
+/// The payload split: the secrets, and an HMAC of them under the archive
+/// key.
+#[derive(Serialize, Deserialize)]
+struct Sealed {
+    secrets: Escrowed,
+    mac: String,
+}
+
+fn mac(secrets: &Escrowed) -> Result<String, RecordsError> {
+    use hmac::{Hmac, Mac};
+    let key = secrets.archive_key()?;
+    let mut m =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).map_err(|e| bad(e.to_string()))?;
+    m.update(b"keepwire escrow\n");
+    m.update(&serde_json::to_vec(secrets).map_err(|e| bad(e.to_string()))?);
+    Ok(hex::encode(m.finalize().into_bytes()))
 }
 
 impl Escrowed {
@@ -85,24 +107,39 @@ pub fn split(
              (asked: {threshold} of {shares})"
         )));
     }
-    let payload = serde_json::to_vec(secrets).map_err(|e| bad(e.to_string()))?;
-    Ok(blahaj::Sharks(threshold)
-        .dealer(&payload)
+    let payload = serde_json::to_vec(&Sealed {
+        mac: mac(secrets)?,
+        secrets: Escrowed {
+            archive_key: secrets.archive_key.clone(),
+            device_secret: secrets.device_secret.clone(),
+            checkpoint_key: secrets.checkpoint_key.clone(),
+        },
+    })
+    .map_err(|e| bad(e.to_string()))?;
+    Ok(deal(&payload, key_id, threshold, shares))
+}
+
+/// The share texts of `payload`.
+fn deal(payload: &[u8], key_id: &str, threshold: u8, shares: u8) -> Vec<String> {
+    let escrow = hex::encode(&super::fresh_key()[..8]);
+    blahaj::Sharks(threshold)
+        .dealer(payload)
         .take(shares as usize)
         .enumerate()
         .map(|(i, share)| {
             format!(
-                "{HEADER}\narchive-key: {key_id}\nthreshold: {threshold}\nshare: {} of {shares}\n{}\n",
+                "{HEADER}\narchive-key: {key_id}\nescrow: {escrow}\nthreshold: {threshold}\nshare: {} of {shares}\n{}\n",
                 i + 1,
                 keepwire_protocol::b64::encode(&Vec::from(&share))
             )
         })
-        .collect())
+        .collect()
 }
 
 /// One share read back.
 struct Share {
     key_id: String,
+    escrow: String,
     threshold: u8,
     share: blahaj::Share,
 }
@@ -121,9 +158,13 @@ fn parse(text: &str) -> Result<Share, RecordsError> {
             .ok_or_else(|| bad(format!("escrow share: no `{name}:` line")))
     };
     let key_id = field("archive-key")?;
-    let threshold = field("threshold")?
+    let escrow = field("escrow")?;
+    let threshold: u8 = field("threshold")?
         .parse()
         .map_err(|_| bad("escrow share: the threshold is not a number"))?;
+    if threshold < 2 {
+        return Err(bad("escrow share: a threshold below 2 is no escrow"));
+    }
     field("share")?;
     let body = lines
         .next()
@@ -137,6 +178,7 @@ fn parse(text: &str) -> Result<Share, RecordsError> {
     let share = blahaj::Share::try_from(bytes.as_slice()).map_err(bad)?;
     Ok(Share {
         key_id,
+        escrow,
         threshold,
         share,
     })
@@ -148,21 +190,25 @@ pub fn recover(
     texts: &[String],
     key_id: impl Fn(&[u8; 32]) -> String,
 ) -> Result<(Escrowed, String), RecordsError> {
-    let shares = texts
+    let mut shares = texts
         .iter()
         .enumerate()
         .map(|(i, t)| parse(t).map_err(|e| bad(format!("share {}: {e}", i + 1))))
         .collect::<Result<Vec<_>, _>>()?;
+    // The same share given twice is one share (interpolating both would
+    // give garbage).
+    let mut seen = std::collections::HashSet::new();
+    shares.retain(|s| seen.insert(s.share.x.0));
     let first = shares
         .first()
         .ok_or_else(|| bad("no escrow shares given"))?;
-    if let Some(other) = shares
-        .iter()
-        .find(|s| s.key_id != first.key_id || s.threshold != first.threshold)
-    {
+    if let Some(other) = shares.iter().find(|s| {
+        s.key_id != first.key_id || s.escrow != first.escrow || s.threshold != first.threshold
+    }) {
         return Err(bad(format!(
-            "the shares are of different escrows (archive key {} and {})",
-            first.key_id, other.key_id
+            "the shares are of different escrows (archive key {} escrow {} and archive key {} \
+             escrow {})",
+            first.key_id, first.escrow, other.key_id, other.escrow
         )));
     }
     let payload = blahaj::Sharks(first.threshold)
@@ -181,8 +227,17 @@ pub fn recover(
             first.key_id
         ))
     };
-    let secrets: Escrowed = serde_json::from_slice(&payload).map_err(|_| damaged())?;
+    let sealed: Sealed = serde_json::from_slice(&payload).map_err(|_| damaged())?;
+    let secrets = sealed.secrets;
     if key_id(&secrets.archive_key().map_err(|_| damaged())?) != first.key_id {
+        return Err(damaged());
+    }
+    // The key is the archive's; the rest must be what was split with it.
+    let expected = mac(&secrets)?;
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        expected.as_bytes(),
+        sealed.mac.as_bytes(),
+    )) {
         return Err(damaged());
     }
     Ok((secrets, first.key_id.clone()))
@@ -208,17 +263,53 @@ mod tests {
         }
         let two = recover(&shares[..2], id).unwrap_err().to_string();
         assert!(two.contains("needs 3 distinct shares, 2 given"), "{two}");
-        // The same share twice is one share.
+        // The same share twice is one share: not enough, and said so.
         let twice = [shares[0].clone(), shares[0].clone(), shares[1].clone()];
-        assert!(recover(&twice, id).is_err());
+        let e = recover(&twice, id).unwrap_err().to_string();
+        assert!(e.contains("needs 3 distinct shares, 2 given"), "{e}");
+        let with_repeat = [
+            shares[0].clone(),
+            shares[0].clone(),
+            shares[1].clone(),
+            shares[2].clone(),
+        ];
+        assert_eq!(recover(&with_repeat, id).unwrap().0, secrets());
+        // Two escrows of the same key do not mix either.
+        let again = split(&secrets(), &id(&key), 3, 5).unwrap();
+        let e = recover(
+            &[shares[0].clone(), shares[1].clone(), again[2].clone()],
+            id,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("different escrows"), "{e}");
         // A flipped byte in one share gives another key: refused.
-        let mut damaged = shares[..3].to_vec();
-        let body = damaged[1].lines().nth(4).unwrap().to_string();
-        let mut bytes = keepwire_protocol::b64::decode(&body).unwrap();
-        bytes[5] ^= 1;
-        damaged[1] = damaged[1].replace(&body, &keepwire_protocol::b64::encode(&bytes));
-        let e = recover(&damaged, id).unwrap_err().to_string();
+        for at in [1, 40, 120] {
+            let mut damaged = shares[..3].to_vec();
+            let body = damaged[1].lines().nth(5).unwrap().to_string();
+            let mut bytes = keepwire_protocol::b64::decode(&body).unwrap();
+            bytes[at] ^= 1;
+            damaged[1] = damaged[1].replace(&body, &keepwire_protocol::b64::encode(&bytes));
+            let e = recover(&damaged, id).unwrap_err().to_string();
+            assert!(e.contains("damaged"), "byte {at}: {e}");
+        }
+        // What an altered share could steer: the secrets beside the key,
+        // in well-formed JSON. The HMAC under the archive key refuses it.
+        let forged = serde_json::to_vec(&Sealed {
+            mac: mac(&secrets()).unwrap(),
+            secrets: Escrowed::new(&key, Some("steered".into()), Some("PRIVATE+KEY+x".into())),
+        })
+        .unwrap();
+        let e = recover(&deal(&forged, &id(&key), 2, 2), id)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("damaged"), "{e}");
+        // A threshold below 2 is refused when read, too.
+        let lowered = shares[0].replace("threshold: 3", "threshold: 1");
+        assert!(recover(&[lowered], id)
+            .unwrap_err()
+            .to_string()
+            .contains("below 2"));
         // Shares of two escrows do not mix.
         let other = split(
             &Escrowed::new(&[8u8; 32], None, None),

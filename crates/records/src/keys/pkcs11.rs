@@ -123,6 +123,35 @@ impl Pkcs11Keys {
         })
     }
 
+    /// Each keepwire key in the token with whether it is sensitive and
+    /// whether it is extractable, as the token reports them (what an
+    /// inspector asks: can the key leave the HSM?).
+    pub fn protections(&self) -> Result<Vec<(String, bool, bool)>, RecordsError> {
+        let s = self.session();
+        let mut out = Vec::new();
+        for (class, label, what) in [
+            (ObjectClass::PRIVATE_KEY, CHECKPOINT_LABEL, "checkpoint key"),
+            (ObjectClass::SECRET_KEY, ROOT_LABEL, "root key"),
+        ] {
+            let Some(h) = Self::find(&s, class, label)? else {
+                continue;
+            };
+            let (mut sensitive, mut extractable) = (false, true);
+            for a in s
+                .get_attributes(h, &[AttributeType::Sensitive, AttributeType::Extractable])
+                .map_err(ck)?
+            {
+                match a {
+                    Attribute::Sensitive(v) => sensitive = v,
+                    Attribute::Extractable(v) => extractable = v,
+                    _ => {}
+                }
+            }
+            out.push((what.to_string(), sensitive, extractable));
+        }
+        Ok(out)
+    }
+
     fn session(&self) -> std::sync::MutexGuard<'_, Session> {
         self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -347,8 +376,17 @@ impl KeyProvider for Pkcs11Keys {
         ));
         private_t.push(Attribute::EcParams(ED25519_PARAMS.to_vec()));
         private_t.push(Attribute::Value(seed));
-        s.create_object(&public_t).map_err(ck)?;
-        s.create_object(&private_t).map_err(ck)?;
+        let public = s.create_object(&public_t).map_err(ck)?;
+        if let Err(e) = s.create_object(&private_t) {
+            // No orphan half left to confuse the next attempt.
+            let _ = s.destroy_object(public);
+            return Err(RecordsError::Keys(format!(
+                "{} did not take the checkpoint key in ({}): import it with the HSM's own tools \
+                 under the label `{CHECKPOINT_LABEL}`, its CKA_ID the log's name",
+                self.describe,
+                ck(e)
+            )));
+        }
         Ok(())
     }
 
@@ -363,10 +401,11 @@ impl KeyProvider for Pkcs11Keys {
         let root = self.root(&s, true)?;
         let mut iv = [0u8; 12];
         rand::thread_rng().fill_bytes(&mut iv);
+        // The token may replace the IV with one it made (HSMs in FIPS mode
+        // do, writing it back through the parameter): what is stored is
+        // what the buffer holds after the call.
         let ct = {
-            let mut iv_param = iv;
-            let params =
-                GcmParams::new(&mut iv_param, purpose.as_bytes(), 128.into()).map_err(ck)?;
+            let params = GcmParams::new(&mut iv, purpose.as_bytes(), 128.into()).map_err(ck)?;
             s.encrypt(&Mechanism::AesGcm(params), root, secret)
                 .map_err(ck)?
         };

@@ -103,6 +103,36 @@ fn keys_kept_beside_an_older_archive_move_to_the_provider_and_leave_the_data_dir
         .unwrap()
         .to_string();
     assert!(e.contains("does not open with key directory"), "{e}");
+
+    // A checkpoint key dropped into a records directory is taken in only
+    // if it is the key of that archive's log.
+    let planted = tmp.path().join("planted");
+    std::fs::create_dir_all(&planted).unwrap();
+    std::fs::write(planted.join(PUB_FILE), format!("{vkey}\n")).unwrap();
+    let (other, _) = signed_note::generate_key(&mut rand::rngs::OsRng, "keepwire.archive/evil");
+    std::fs::write(planted.join(KEY_FILE), &other).unwrap();
+    let empty = FileKeys::open(&tmp.path().join("empty")).unwrap();
+    let e = Notary::new(&empty, &planted).err().unwrap().to_string();
+    assert!(e.contains("not taken in"), "{e}");
+    assert!(!empty.has_checkpoint_key().unwrap());
+}
+
+/// A records device whose sealed secret is gone is not given a new one.
+#[test]
+fn a_lost_device_secret_is_named_not_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = tmp.path().join("records");
+    let keys = FileKeys::open(&tmp.path().join("keys")).unwrap();
+    let secret = device_secret(&records, &keys).unwrap();
+    drop(keepwire_client::device::PendingDevice::create(&records, &secret).unwrap());
+    assert_eq!(device_secret(&records, &keys).unwrap(), secret);
+    std::fs::remove_file(records.join(DEVICE_SEALED)).unwrap();
+    // A crash's leftover does not get in the way either.
+    std::fs::write(records.join("device.sealed.tmp"), b"half").unwrap();
+    let e = device_secret(&records, &keys).unwrap_err().to_string();
+    assert!(e.contains("has no sealed secret"), "{e}");
+    seal_device_secret(&records, &keys, &secret).unwrap();
+    assert_eq!(device_secret(&records, &keys).unwrap(), secret);
 }
 
 #[test]
