@@ -110,6 +110,8 @@ pub(crate) enum Command {
         database: Option<String>,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        signin: SignIn,
         #[command(subcommand)]
         command: RecordsCommand,
     },
@@ -488,6 +490,12 @@ pub(crate) enum RecordsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Accounts of the people who act on the archive (admins, records
+    /// officers, legal, auditors); every change logged.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
     /// The archive's keys: where they are, and the archive key's escrow.
     Key {
         #[command(subcommand)]
@@ -510,6 +518,62 @@ pub(crate) enum RecordsCommand {
         /// when there is one).
         #[arg(long, env = "KEEPWIRE_DATABASE")]
         server_database: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Who is acting: an account of the archive (`records account`), signed
+/// in with its password. Once an archive has accounts, every privileged
+/// command needs one, and its role must allow the action.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct SignIn {
+    /// The account to act as.
+    #[arg(long = "as", global = true, env = "KEEPWIRE_RECORDS_USER")]
+    pub(crate) as_user: Option<String>,
+    /// A file holding its password (or set KEEPWIRE_RECORDS_PASSWORD).
+    #[arg(long, global = true, env = "KEEPWIRE_RECORDS_PASSWORD_FILE")]
+    pub(crate) password_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AccountCommand {
+    /// Create an account. The first account of an archive is an admin,
+    /// made without signing in; after that an admin makes each (--as).
+    /// Its password comes from --new-password-file or
+    /// KEEPWIRE_RECORDS_NEW_PASSWORD (at least 12 characters).
+    Add {
+        /// The account's name (letters, digits, `.`, `-`, `_`, `@`).
+        name: String,
+        /// admin, records-officer, legal or auditor.
+        #[arg(long)]
+        role: String,
+        /// A file holding the new account's password.
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the accounts (an admin's).
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable an account: it signs in no more (the log still names it).
+    Disable {
+        /// The account to disable.
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        /// The account to enable.
+        name: String,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

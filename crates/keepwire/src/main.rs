@@ -192,10 +192,11 @@ async fn run(cli: Cli) -> Result<()> {
             data_dir,
             database,
             keys,
+            signin,
             command,
         } => {
             let keys = keys.source(&data_dir)?;
-            records_cmd::records(command, &data_dir, database.as_deref(), keys).await
+            records_cmd::records(command, &data_dir, database.as_deref(), keys, signin).await
         }
         Command::Admin {
             data_dir,

@@ -11,7 +11,10 @@ use keepwire_records::checkpoint::{self, Notary};
 use keepwire_records::{verify, Archive};
 use serde::Serialize;
 
+mod account_cmd;
 mod key_cmd;
+
+use keepwire_records::accounts::Action;
 
 use crate::serve::ArchiveAt;
 use crate::{net, print_json, serve, terminated, RecordsCommand};
@@ -322,6 +325,7 @@ pub async fn records(
     data_dir: &std::path::Path,
     database: Option<&str>,
     keys: serve::KeySource,
+    signin: crate::SignIn,
 ) -> Result<()> {
     let existing = || ArchiveAt::existing(data_dir, database, keys.clone());
     match command {
@@ -380,12 +384,13 @@ pub async fn records(
             let at = existing()?;
             let notary = at.notary()?;
             let mut archive = at.open(true)?;
+            let who = account_cmd::acting(&archive, &signin, actor, Action::View)?;
             let r = archive
                 .get(id, true)?
                 .with_context(|| format!("no record {id}"))?;
             // Reading content is a privileged action: logged before shown.
             archive.log_action(
-                &crate::actor(actor),
+                &who,
                 "view",
                 &format!("record {id} ({}#{})", r.meta.conv, r.meta.seq),
                 keepwire_protocol::clock::Clock::from_env().now_ms(),
@@ -444,7 +449,7 @@ pub async fn records(
             let at = existing()?;
             let notary = at.notary()?;
             let mut archive = at.open(false)?;
-            let actor = crate::actor(actor);
+            let actor = account_cmd::acting(&archive, &signin, actor, Action::Destroy)?;
             archive.destroy(
                 id,
                 authority.trim(),
@@ -463,7 +468,8 @@ pub async fn records(
             let _lock = serve::lock_records_dir(&at.dir, "cannot rotate the archive key")?;
             let notary = at.notary()?;
             let mut archive = at.open(true)?;
-            let n = archive.rotate_key(&*at.provider()?, &crate::actor(actor), now_ms())?;
+            let who = account_cmd::acting(&archive, &signin, actor, Action::ManageKeys)?;
+            let n = archive.rotate_key(&*at.provider()?, &who, now_ms())?;
             covered(&notary, &archive)?;
             let id = archive.key_id().unwrap_or_default();
             crate::report(
@@ -476,7 +482,8 @@ pub async fn records(
                 ),
             )
         }
-        RecordsCommand::Key { command } => key_cmd::key(command, &existing()?),
+        RecordsCommand::Key { command } => key_cmd::key(command, &existing()?, &signin),
+        RecordsCommand::Account { command } => account_cmd::account(command, &existing()?, &signin),
         RecordsCommand::Verify {
             verifier_key,
             checkpoint,

@@ -161,6 +161,11 @@ impl Archive {
         &*self.store
     }
 
+    /// The store, for the writes of this crate (`accounts`).
+    pub(crate) fn store_mut(&mut self) -> &mut dyn ArchiveStore {
+        &mut *self.store
+    }
+
     /// Which backend keeps the archive, and where.
     pub fn describe(&self) -> String {
         self.store.describe()

@@ -11,6 +11,7 @@
 //! ([`keys`]), never beside the data.
 //! [`capture_limit`] measures capture against the bare MLS decrypt rate.
 
+pub mod accounts;
 pub mod archive;
 pub mod capture;
 pub mod capture_limit;
@@ -36,6 +37,10 @@ pub enum RecordsError {
     Client(#[from] keepwire_client::ClientError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// Refused: a wrong sign-in, or an action the account's role may not
+    /// take ([`accounts`]).
+    #[error("{0}")]
+    Access(String),
     /// The key provider refused or failed ([`keys`]).
     #[error("keys: {0}")]
     Keys(String),

@@ -10,7 +10,7 @@ use keepwire_records::{keys, Archive};
 use crate::serve::{self, ArchiveAt};
 use crate::KeyCommand;
 
-pub fn key(command: KeyCommand, at: &ArchiveAt) -> Result<()> {
+pub fn key(command: KeyCommand, at: &ArchiveAt, signin: &crate::SignIn) -> Result<()> {
     match command {
         KeyCommand::Status { json } => {
             // Each key on its own: one that does not open is named, and
@@ -49,6 +49,12 @@ pub fn key(command: KeyCommand, at: &ArchiveAt) -> Result<()> {
         } => {
             let notary = at.notary()?;
             let mut archive = at.open(true)?;
+            let who = super::account_cmd::acting(
+                &archive,
+                signin,
+                actor,
+                keepwire_records::accounts::Action::ManageKeys,
+            )?;
             let provider = at.provider()?;
             // With the archive key, what the records service needs to run
             // on after the provider is lost: its device's secret, and the
@@ -60,14 +66,8 @@ pub fn key(command: KeyCommand, at: &ArchiveAt) -> Result<()> {
                 .then(|| keys::device_secret(&at.dir, &*provider))
                 .transpose()?;
             let checkpoint = provider.export_checkpoint_key()?;
-            let texts = archive.escrow_key(
-                threshold,
-                shares,
-                device,
-                checkpoint,
-                &crate::actor(actor),
-                now_ms(),
-            )?;
+            let texts =
+                archive.escrow_key(threshold, shares, device, checkpoint, &who, now_ms())?;
             super::covered(&notary, &archive)?;
             let id = archive.key_id().unwrap_or_default();
             std::fs::create_dir_all(&out)
@@ -101,6 +101,12 @@ pub fn key(command: KeyCommand, at: &ArchiveAt) -> Result<()> {
             json,
         } => {
             let _lock = serve::lock_records_dir(&at.dir, "cannot restore the archive key")?;
+            let who = super::account_cmd::acting(
+                &at.open(false)?,
+                signin,
+                actor,
+                keepwire_records::accounts::Action::ManageKeys,
+            )?;
             let texts = shares
                 .iter()
                 .map(|p| {
@@ -114,7 +120,7 @@ pub fn key(command: KeyCommand, at: &ArchiveAt) -> Result<()> {
             };
             let provider = at.provider()?;
             let (archive, secrets) =
-                Archive::restore_key(store, &*provider, &texts, &crate::actor(actor), now_ms())?;
+                Archive::restore_key(store, &*provider, &texts, &who, now_ms())?;
             if let Some(secret) = &secrets.device_secret {
                 keys::seal_device_secret(&at.dir, &*provider, secret)?;
             }

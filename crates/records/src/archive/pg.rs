@@ -27,7 +27,8 @@ pub static SCHEMA: PgSchema = PgSchema {
     name: "archive",
     // The records device's state may live beside it (same custody).
     companions: &["records device"],
-    migrations: &[r#"
+    migrations: &[
+        r#"
         CREATE TABLE records (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, conv TEXT NOT NULL,
             seq BIGINT NOT NULL, kind TEXT NOT NULL, epoch BIGINT NOT NULL, sender TEXT NOT NULL,
             participants TEXT NOT NULL, server_time_ms BIGINT NOT NULL, captured_at_ms BIGINT NOT NULL,
@@ -41,7 +42,13 @@ pub static SCHEMA: PgSchema = PgSchema {
         CREATE TABLE tlog_hashes (idx BIGINT PRIMARY KEY, hash BYTEA NOT NULL);
         CREATE TABLE checkpoints (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, size BIGINT NOT NULL,
             note TEXT NOT NULL, issued_ms BIGINT NOT NULL);
-    "#],
+    "#,
+        // 2: accounts (`crate::accounts`).
+        r#"
+        CREATE TABLE accounts (name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL,
+            created_ms BIGINT NOT NULL, disabled BOOLEAN NOT NULL DEFAULT FALSE);
+    "#,
+    ],
 };
 
 /// The advisory lock every writing transaction takes first.
@@ -186,6 +193,17 @@ fn append_at(
 
 fn append(pg: &Pg, leaf: &Leaf, record_id: Option<i64>) -> Result<u64, RecordsError> {
     append_at(pg, size(pg)?, leaf.kind(), &leaf.to_bytes(), record_id)
+}
+
+fn to_account(r: &Row) -> Result<Account, RecordsError> {
+    let role: String = r.try_get(1)?;
+    Ok(Account {
+        name: r.try_get(0)?,
+        role: role.parse()?,
+        password_hash: r.try_get(2)?,
+        created_ms: u64_at(r, 3)?,
+        disabled: r.try_get(4)?,
+    })
 }
 
 fn u64_at(r: &Row, i: usize) -> Result<u64, RecordsError> {
@@ -448,6 +466,80 @@ impl ArchiveStore for PgArchive {
             }
             append(pg, &leaf(count), None)?;
             Ok(count)
+        })
+    }
+
+    fn accounts(&self) -> Result<Vec<Account>, RecordsError> {
+        self.pg
+            .query(
+                "SELECT name, role, password_hash, created_ms, disabled FROM accounts ORDER BY name",
+                &[],
+            )?
+            .iter()
+            .map(to_account)
+            .collect()
+    }
+
+    fn account(&self, name: &str) -> Result<Option<Account>, RecordsError> {
+        self.pg
+            .query(
+                "SELECT name, role, password_hash, created_ms, disabled FROM accounts WHERE name=$1",
+                &[&name],
+            )?
+            .first()
+            .map(to_account)
+            .transpose()
+    }
+
+    fn add_account(
+        &mut self,
+        account: &Account,
+        only_if_none: bool,
+        leaf: &Leaf,
+    ) -> Result<bool, RecordsError> {
+        self.write(|pg| {
+            // Under the writer lock: two first admins cannot both be made.
+            let taken: bool = pg
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM accounts WHERE name=$1 OR $2)",
+                    &[&account.name, &only_if_none],
+                )?
+                .try_get(0)?;
+            if taken {
+                return Ok(false);
+            }
+            pg.execute(
+                "INSERT INTO accounts (name, role, password_hash, created_ms, disabled)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &account.name,
+                    &account.role.as_str(),
+                    &account.password_hash,
+                    &(account.created_ms as i64),
+                    &account.disabled,
+                ],
+            )?;
+            append(pg, leaf, None)?;
+            Ok(true)
+        })
+    }
+
+    fn set_account_disabled(
+        &mut self,
+        name: &str,
+        disabled: bool,
+        leaf: &Leaf,
+    ) -> Result<bool, RecordsError> {
+        self.write(|pg| {
+            let n = pg.execute(
+                "UPDATE accounts SET disabled=$2 WHERE name=$1",
+                &[&name, &disabled],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            append(pg, leaf, None)?;
+            Ok(true)
         })
     }
 

@@ -50,8 +50,29 @@ pub static SCHEMA: keepwire_schema::Schema = keepwire_schema::Schema {
              CREATE TABLE IF NOT EXISTS checkpoints (id INTEGER PRIMARY KEY, size INTEGER NOT NULL, note TEXT NOT NULL,
                 issued_ms INTEGER NOT NULL);",
         )
-    })],
+    }),
+    // 2: accounts (`crate::accounts`).
+    keepwire_schema::Migration::Sql(
+        "CREATE TABLE accounts (name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL,
+            created_ms INTEGER NOT NULL, disabled INTEGER NOT NULL DEFAULT 0);",
+    )],
 };
+
+fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, bool)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn to_account(
+    (name, role, password_hash, created_ms, disabled): (String, String, String, i64, bool),
+) -> Result<Account, RecordsError> {
+    Ok(Account {
+        role: role.parse()?,
+        name,
+        password_hash,
+        created_ms: created_ms as u64,
+        disabled,
+    })
+}
 
 impl SqliteArchive {
     /// Open (creating) the archive database at `path`.
@@ -386,6 +407,72 @@ impl ArchiveStore for SqliteArchive {
         append(&tx, &leaf(count), None)?;
         tx.commit()?;
         Ok(count)
+    }
+
+    fn accounts(&self) -> Result<Vec<Account>, RecordsError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, role, password_hash, created_ms, disabled FROM accounts ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], account_row)?;
+        rows.map(|r| to_account(r?)).collect()
+    }
+
+    fn account(&self, name: &str) -> Result<Option<Account>, RecordsError> {
+        self.conn
+            .prepare_cached(
+                "SELECT name, role, password_hash, created_ms, disabled FROM accounts WHERE name=?1",
+            )?
+            .query_row(params![name], account_row)
+            .optional()?
+            .map(to_account)
+            .transpose()
+    }
+
+    fn add_account(
+        &mut self,
+        account: &Account,
+        only_if_none: bool,
+        leaf: &Leaf,
+    ) -> Result<bool, RecordsError> {
+        let tx = self.write()?;
+        let taken: bool = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE name=?1 OR ?2)")?
+            .query_row(params![account.name, only_if_none], |r| r.get(0))?;
+        if taken {
+            return Ok(false);
+        }
+        tx.prepare_cached(
+            "INSERT INTO accounts (name, role, password_hash, created_ms, disabled)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            account.name,
+            account.role.as_str(),
+            account.password_hash,
+            account.created_ms as i64,
+            account.disabled
+        ])?;
+        append(&tx, leaf, None)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn set_account_disabled(
+        &mut self,
+        name: &str,
+        disabled: bool,
+        leaf: &Leaf,
+    ) -> Result<bool, RecordsError> {
+        let tx = self.write()?;
+        let n = tx
+            .prepare_cached("UPDATE accounts SET disabled=?2 WHERE name=?1")?
+            .execute(params![name, disabled])?;
+        if n == 0 {
+            return Ok(false);
+        }
+        append(&tx, leaf, None)?;
+        tx.commit()?;
+        Ok(true)
     }
 
     fn meta(&self, k: &str) -> Result<Option<String>, RecordsError> {

@@ -20,6 +20,7 @@
 
 use tlog_tiles::tlog::Hash;
 
+pub use crate::accounts::Account;
 use crate::tlog::Leaf;
 use crate::{RecordMeta, RecordsError};
 
@@ -81,6 +82,32 @@ pub trait ArchiveStore: Send {
         settings: &[(&str, &str)],
         leaf: &dyn Fn(u64) -> Leaf,
     ) -> Result<u64, RecordsError>;
+
+    // Accounts (`crate::accounts`).
+
+    /// Every account, by name.
+    fn accounts(&self) -> Result<Vec<Account>, RecordsError>;
+
+    fn account(&self, name: &str) -> Result<Option<Account>, RecordsError>;
+
+    /// Add `account` and append `leaf`, in one transaction. Returns false,
+    /// writing nothing, if the name is taken or — with `only_if_none`, for
+    /// an archive's first account — any account exists.
+    fn add_account(
+        &mut self,
+        account: &Account,
+        only_if_none: bool,
+        leaf: &Leaf,
+    ) -> Result<bool, RecordsError>;
+
+    /// Set an account's `disabled` and append `leaf`, in one transaction;
+    /// false, writing nothing, if there is no such account.
+    fn set_account_disabled(
+        &mut self,
+        name: &str,
+        disabled: bool,
+        leaf: &Leaf,
+    ) -> Result<bool, RecordsError>;
 
     // Settings.
 

@@ -53,7 +53,51 @@ contract!(
     a_checkpoint_is_signed_only_when_the_log_grew,
     a_snapshot_reads_as_of_its_start,
     the_whole_archive_seals_lists_destroys_and_verifies,
+    accounts_are_added_once_disabled_and_each_change_logged,
 );
+
+fn accounts_are_added_once_disabled_and_each_change_logged(store: &mut Store) {
+    let account = |name: &str, role| crate::accounts::Account {
+        name: name.into(),
+        role,
+        created_ms: 5,
+        disabled: false,
+        password_hash: format!("hash-of-{name}"),
+    };
+    let admin = account("ada", crate::accounts::Role::Admin);
+    assert!(store.accounts().unwrap().is_empty());
+    assert!(store.add_account(&admin, true, &action(1)).unwrap());
+    // The first-account condition holds once.
+    let other = account("eve", crate::accounts::Role::Admin);
+    assert!(!store.add_account(&other, true, &action(2)).unwrap());
+    assert!(store.account("eve").unwrap().is_none());
+    let officer = account("olu", crate::accounts::Role::RecordsOfficer);
+    assert!(store.add_account(&officer, false, &action(3)).unwrap());
+    assert!(
+        !store.add_account(&officer, false, &action(4)).unwrap(),
+        "names are unique"
+    );
+    assert_eq!(store.account("olu").unwrap().unwrap(), officer);
+    assert!(store.set_account_disabled("olu", true, &action(5)).unwrap());
+    assert!(store.account("olu").unwrap().unwrap().disabled);
+    assert!(!store
+        .set_account_disabled("nobody", true, &action(6))
+        .unwrap());
+    assert_eq!(
+        store
+            .accounts()
+            .unwrap()
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>(),
+        ["ada", "olu"]
+    );
+    // Exactly the changes that were made are in the log, in order.
+    assert_eq!(store.log_size().unwrap(), 3);
+    for (n, at) in [(0, 1), (1, 3), (2, 5)] {
+        assert_eq!(store.leaf(n).unwrap().unwrap().2, action(at).to_bytes());
+    }
+}
 
 type Store = Box<dyn ArchiveStore>;
 
