@@ -115,6 +115,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: RecordsCommand,
     },
+    /// A witness that cosigns the archive's checkpoints (C2SP
+    /// tlog-witness), for an independent party to run.
+    Witness {
+        #[command(subcommand)]
+        command: WitnessCommand,
+    },
     /// Load generator: measure the server, the records service and the
     /// clients under load (`bench report` turns results into tables and a plot).
     #[command(args_conflicts_with_subcommands = true)]
@@ -535,6 +541,49 @@ pub(crate) struct SignIn {
     /// A file holding its password (or set KEEPWIRE_RECORDS_PASSWORD).
     #[arg(long, global = true, env = "KEEPWIRE_RECORDS_PASSWORD_FILE")]
     pub(crate) password_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum WitnessCommand {
+    /// Make a witness: its key in DIR (owner-only); prints its verifier
+    /// key, which logs, devices and auditors are given.
+    Init {
+        /// The witness's directory (its key, state and lock).
+        #[arg(long, env = "KEEPWIRE_WITNESS_DIR", default_value = "keepwire-witness")]
+        dir: PathBuf,
+        /// Its name: a schema-less URL, e.g. `witness.oig.example/1`.
+        #[arg(long)]
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the witness's verifier key.
+    Key {
+        /// The witness's directory.
+        #[arg(long, env = "KEEPWIRE_WITNESS_DIR", default_value = "keepwire-witness")]
+        dir: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve `POST /add-checkpoint` for the logs given.
+    Serve {
+        /// The witness's directory.
+        #[arg(long, env = "KEEPWIRE_WITNESS_DIR", default_value = "keepwire-witness")]
+        dir: PathBuf,
+        /// A log to follow: its checkpoint verifier key (the archive's
+        /// `records/checkpoint.pub`); repeatable.
+        #[arg(long, required = true)]
+        log: Vec<String>,
+        /// Where to listen (loopback only: put TLS in front of it).
+        #[arg(
+            long,
+            env = "KEEPWIRE_WITNESS_LISTEN",
+            default_value = "127.0.0.1:7881"
+        )]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Subcommand)]

@@ -12,6 +12,7 @@ mod records_cmd;
 mod serve;
 mod session;
 mod tui;
+mod witness_cmd;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -215,6 +216,7 @@ async fn run(cli: Cli) -> Result<()> {
             device,
             command: Some(command),
         } => chat_cmd::chat(command, device).await,
+        Command::Witness { command } => witness_cmd::witness(command).await,
         Command::Bench {
             command: Some(BenchCommand::Report(args)),
             ..

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod record;
 pub mod tlog;
 pub mod verify;
+pub mod witness;
 
 pub use archive::{Archive, Record};
 pub use capture::Capture;
