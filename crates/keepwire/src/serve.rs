@@ -140,20 +140,25 @@ impl ArchiveAt {
 
     /// Open it (with the archive key, to read and write content).
     pub fn open(&self, with_key: bool) -> Result<Archive> {
+        let provider = with_key.then(|| self.provider()).transpose()?;
+        Ok(Archive::with_store(
+            self.store()?,
+            &self.dir,
+            provider.as_deref(),
+        )?)
+    }
+
+    /// Its store alone, no key opened (what `open` seals over; what an
+    /// escrow restore writes the recovered key into).
+    pub fn store(&self) -> Result<Box<dyn keepwire_records::archive::ArchiveStore>> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
-        let provider = with_key.then(|| self.provider()).transpose()?;
-        let keys = provider.as_deref();
         Ok(match &self.database {
-            None => Archive::open(&self.dir, keys)?,
-            Some(url) => {
-                let store = if self.existing {
-                    PgArchive::open_existing(url)?
-                } else {
-                    PgArchive::open(url)?
-                };
-                Archive::with_store(Box::new(store), &self.dir, keys)?
-            }
+            None => Box::new(keepwire_records::archive::SqliteArchive::open(
+                &self.dir.join(keepwire_records::archive::ARCHIVE_DB),
+            )?),
+            Some(url) if self.existing => Box::new(PgArchive::open_existing(url)?),
+            Some(url) => Box::new(PgArchive::open(url)?),
         })
     }
 

@@ -41,13 +41,11 @@ fn cosigner(dir: &Path) -> Result<Cosigner> {
 pub async fn witness(command: WitnessCommand) -> Result<()> {
     match command {
         WitnessCommand::Init { dir, name, json } => {
-            crate::serve::owner::tighten(&dir).ok();
             if dir.join(KEY_FILE).exists() {
                 anyhow::bail!("{} holds a witness already", dir.display());
             }
             std::fs::create_dir_all(&dir)?;
-            let mut seed = [0u8; 32];
-            getrandom_fill(&mut seed)?;
+            let seed = keepwire_records::keys::fresh_key();
             let c = Cosigner::new(&name, &seed)?;
             keepwire_protocol::files::write_private(&dir.join(KEY_FILE), &seed)?;
             std::fs::write(dir.join(NAME_FILE), format!("{name}\n"))?;
@@ -96,12 +94,6 @@ pub async fn witness(command: WitnessCommand) -> Result<()> {
             Ok(())
         }
     }
-}
-
-fn getrandom_fill(buf: &mut [u8]) -> Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)?;
-    Ok(())
 }
 
 type Shared = Arc<Mutex<Witness<FileState>>>;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{keepwire, ok, on_postgres, stderr, Agency};
+use common::{ok, on_postgres, stderr, Agency};
 use serde_json::Value;
 
 const ADA: &str = "ada's long passphrase";
@@ -22,20 +22,12 @@ fn on_postgres_once_there_are_accounts_the_actor_is_signed_in_and_its_role_decid
 }
 
 fn accounts_decide(mut agency: Agency) {
-    let alice = agency.user("alice", "staff");
-    agency.user("bob", "staff");
-    alice.accept_notice();
-    let conv = alice.create(&["bob"]);
+    let (alice, conv) = agency.alice_and_bob();
     alice.send(&conv, "for the records officer");
     agency.wait_captured(1);
     agency.stop();
     let id = agency.records(false)[0]["id"].as_i64().unwrap().to_string();
-    let records = |args: &[&str], env: &[(&str, &str)]| {
-        let mut all = vec!["records"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--data-dir", agency.data_dir()]);
-        keepwire(&agency.with_records_database(&all), env)
-    };
+    let records = |args: &[&str], env: &[(&str, &str)]| agency.records_output_env(args, env);
 
     // No accounts yet: the old way, said to be unauthenticated.
     let out = records(&["show", &id], &[]);

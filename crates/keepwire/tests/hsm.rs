@@ -30,10 +30,7 @@ fn an_hsm_holds_the_keys_and_a_spare_takes_over_from_escrow() {
     use_token(&main);
 
     let mut agency = Agency::start_with(&["--checkpoint-secs", "1"]);
-    let alice = agency.user("alice", "staff");
-    agency.user("bob", "staff");
-    alice.accept_notice();
-    let conv = alice.create(&["bob"]);
+    let (alice, conv) = agency.alice_and_bob();
     alice.send(&conv, "signed in the token");
     alice.send(&conv, "sealed by the token");
     assert_eq!(

@@ -33,10 +33,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn keys_live_apart_from_the_data_and_a_copy_of_the_data_opens_and_signs_nothing() {
     let mut agency = Agency::start();
-    let alice = agency.user("alice", "staff");
-    agency.user("bob", "staff");
-    alice.accept_notice();
-    let conv = alice.create(&["bob"]);
+    let (alice, conv) = agency.alice_and_bob();
     alice.send(&conv, "the informant meets us at noon");
     assert_eq!(agency.wait_captured(1), ["the informant meets us at noon"]);
     agency.stop();
@@ -76,11 +73,9 @@ fn keys_live_apart_from_the_data_and_a_copy_of_the_data_opens_and_signs_nothing(
     let id = agency.records(false)[0]["id"].as_i64().unwrap().to_string();
     let stolen = agency.tmp.path().join("insider-keys");
     let as_insider = |args: &[&str]| {
-        let mut all = vec!["records"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--data-dir", agency.data_dir()]);
+        let mut all = args.to_vec();
         all.extend_from_slice(&["--key-dir", stolen.to_str().unwrap()]);
-        keepwire(&agency.with_records_database(&all), &[])
+        agency.records_output(&all)
     };
     let out = as_insider(&["show", &id, "--json"]);
     assert!(!out.status.success(), "an insider read a record");
@@ -136,10 +131,7 @@ fn keys_live_apart_from_the_data_and_a_copy_of_the_data_opens_and_signs_nothing(
 #[test]
 fn escrowed_two_of_three_the_keys_come_back_after_the_key_directory_is_lost_and_capture_goes_on() {
     let mut agency = Agency::start();
-    let alice = agency.user("alice", "staff");
-    agency.user("bob", "staff");
-    alice.accept_notice();
-    let conv = alice.create(&["bob"]);
+    let (alice, conv) = agency.alice_and_bob();
     alice.send(&conv, "keep this for thirty years");
     agency.wait_captured(1);
     agency.stop();

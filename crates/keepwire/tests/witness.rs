@@ -42,14 +42,10 @@ fn checkpoint(agency: &Agency) -> (String, u64, String) {
 #[test]
 fn a_witness_cosigns_the_archive_over_http_and_keeps_its_state() {
     let mut agency = Agency::start();
-    let alice = agency.user("alice", "staff");
-    agency.user("bob", "staff");
-    alice.accept_notice();
-    let conv = alice.create(&["bob"]);
+    let (alice, conv) = agency.alice_and_bob();
     alice.send(&conv, "witnessed");
-    let id = agency.wait_captured(1);
+    agency.wait_captured(1);
     agency.stop();
-    let _ = id;
 
     let dir = agency.tmp.path().join("witness");
     let wkey = ok(keepwire(

@@ -125,8 +125,8 @@ pub(crate) fn open(
         })
 }
 
-/// A fresh 32-byte secret.
-pub(crate) fn fresh_key() -> [u8; 32] {
+/// A fresh 32-byte secret (`rand`'s thread RNG, a CSPRNG seeded by the OS).
+pub fn fresh_key() -> [u8; 32] {
     let mut k = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut k);
     k

@@ -12,20 +12,15 @@ use keepwire_records::Archive;
 use crate::serve::ArchiveAt;
 use crate::{AccountCommand, SignIn};
 
-fn read_secret(file: Option<&Path>, var: &str, what: &str) -> Result<String> {
+/// A password from the file given with `--{flag}`, or else from `var`.
+fn read_secret(file: Option<&Path>, flag: &str, var: &str, what: &str) -> Result<String> {
     match (file, std::env::var(var)) {
         (Some(f), _) => Ok(std::fs::read_to_string(f)
             .with_context(|| format!("cannot read {}", f.display()))?
             .trim_end_matches(['\n', '\r'])
             .to_string()),
         (None, Ok(p)) => Ok(p),
-        (None, Err(_)) => bail!("{what}: give a file (--{}) or set {var}", {
-            if var.contains("NEW") {
-                "new-password-file"
-            } else {
-                "password-file"
-            }
-        }),
+        (None, Err(_)) => bail!("{what}: give a file (--{flag}) or set {var}"),
     }
 }
 
@@ -37,6 +32,7 @@ fn signed_in(archive: &Archive, signin: &SignIn, action: Action) -> Result<Accou
     )?;
     let password = read_secret(
         signin.password_file.as_deref(),
+        "password-file",
         "KEEPWIRE_RECORDS_PASSWORD",
         "the password",
     )?;
@@ -87,6 +83,7 @@ pub fn account(command: AccountCommand, at: &ArchiveAt, signin: &SignIn) -> Resu
             let role: Role = role.parse()?;
             let password = read_secret(
                 new_password_file.as_deref(),
+                "new-password-file",
                 "KEEPWIRE_RECORDS_NEW_PASSWORD",
                 "the new account's password",
             )?;

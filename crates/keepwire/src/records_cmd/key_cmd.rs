@@ -3,8 +3,6 @@
 //! them onto a new key provider when the old one is lost.
 
 use anyhow::{Context, Result};
-use keepwire_records::archive::PgArchive;
-use keepwire_records::archive::{SqliteArchive, ARCHIVE_DB};
 use keepwire_records::{keys, Archive};
 
 use crate::serve::{self, ArchiveAt};
@@ -114,10 +112,7 @@ pub fn key(command: KeyCommand, at: &ArchiveAt, signin: &crate::SignIn) -> Resul
                         .with_context(|| format!("cannot read {}", p.display()))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let store: Box<dyn keepwire_records::archive::ArchiveStore> = match &at.database {
-                None => Box::new(SqliteArchive::open(&at.dir.join(ARCHIVE_DB))?),
-                Some(url) => Box::new(PgArchive::open_existing(url)?),
-            };
+            let store = at.store()?;
             let provider = at.provider()?;
             let (archive, secrets) =
                 Archive::restore_key(store, &*provider, &texts, &who, now_ms())?;

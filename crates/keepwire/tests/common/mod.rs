@@ -231,10 +231,25 @@ impl Agency {
 
     /// `keepwire records ARGS` on this agency's archive, succeeding or not.
     pub fn records_output(&self, args: &[&str]) -> Output {
+        self.records_output_env(args, &[])
+    }
+
+    /// The same, with `env` set (passwords, a token).
+    pub fn records_output_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut all = vec!["records"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--data-dir", self.data_dir()]);
-        keepwire(&self.with_records_database(&all), &[])
+        keepwire(&self.with_records_database(&all), env)
+    }
+
+    /// alice and bob, staff; alice has accepted the records notice and
+    /// made a conversation with bob. Returns alice and the conversation.
+    pub fn alice_and_bob(&self) -> (Device, String) {
+        let alice = self.user("alice", "staff");
+        self.user("bob", "staff");
+        alice.accept_notice();
+        let conv = alice.create(&["bob"]);
+        (alice, conv)
     }
 
     /// The data of the archive's leaves of `kind` (`record`, `action`, …),

@@ -31,7 +31,7 @@ fn bad(msg: impl Into<String>) -> RecordsError {
 }
 
 /// What an escrow holds.
-#[derive(Serialize, Deserialize, PartialEq, Debug)]
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone)]
 pub struct Escrowed {
     /// The archive key (hex).
     archive_key: String,
@@ -109,11 +109,7 @@ pub fn split(
     }
     let payload = serde_json::to_vec(&Sealed {
         mac: mac(secrets)?,
-        secrets: Escrowed {
-            archive_key: secrets.archive_key.clone(),
-            device_secret: secrets.device_secret.clone(),
-            checkpoint_key: secrets.checkpoint_key.clone(),
-        },
+        secrets: secrets.clone(),
     })
     .map_err(|e| bad(e.to_string()))?;
     Ok(deal(&payload, key_id, threshold, shares))
