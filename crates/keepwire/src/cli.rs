@@ -54,9 +54,8 @@ pub(crate) enum Command {
         /// own, not the server's) instead of `records/archive.db`.
         #[arg(long, env = "KEEPWIRE_RECORDS_DATABASE")]
         records_database: Option<String>,
-        /// Seconds between signed checkpoints of the archive's log.
-        #[arg(long, env = "KEEPWIRE_CHECKPOINT_SECS", default_value_t = 60)]
-        checkpoint_secs: u64,
+        #[command(flatten)]
+        checkpoints: CheckpointArgs,
         #[command(flatten)]
         keys: KeyArgs,
     },
@@ -401,6 +400,32 @@ pub(crate) enum ChatCommand {
     },
 }
 
+/// How the records service publishes its log's checkpoints.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct CheckpointArgs {
+    /// Seconds between signed checkpoints of the archive's log.
+    #[arg(long, env = "KEEPWIRE_CHECKPOINT_SECS", default_value_t = 60)]
+    pub(crate) checkpoint_secs: u64,
+    /// A witness each checkpoint is sent to for its cosignature: its
+    /// verifier key (`keepwire witness init` prints it), `@`, its URL
+    /// (repeatable; comma-separated in the variable).
+    #[arg(long = "witness", env = "KEEPWIRE_WITNESSES", value_delimiter = ',')]
+    pub(crate) witnesses: Vec<String>,
+}
+
+impl CheckpointArgs {
+    pub(crate) fn publishing(&self) -> anyhow::Result<crate::serve::witnessing::Publishing> {
+        Ok(crate::serve::witnessing::Publishing {
+            every: std::time::Duration::from_secs(self.checkpoint_secs.max(1)),
+            witnesses: self
+                .witnesses
+                .iter()
+                .map(|w| w.parse())
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 pub(crate) enum RecordsCommand {
     /// Run only the records service, connecting to a server.
@@ -419,9 +444,8 @@ pub(crate) enum RecordsCommand {
         /// Also trust this CA certificate (PEM) for the server's TLS.
         #[arg(long, env = "KEEPWIRE_CA_CERT")]
         ca_cert: Option<PathBuf>,
-        /// Seconds between signed checkpoints of the archive's log.
-        #[arg(long, env = "KEEPWIRE_CHECKPOINT_SECS", default_value_t = 60)]
-        checkpoint_secs: u64,
+        #[command(flatten)]
+        checkpoints: CheckpointArgs,
     },
     /// List captured records.
     List {
@@ -524,6 +548,14 @@ pub(crate) enum RecordsCommand {
         /// when there is one).
         #[arg(long, env = "KEEPWIRE_DATABASE")]
         server_database: Option<String>,
+        /// A witness whose cosignatures count: its verifier key, or
+        /// `KEY@URL` as the records service is given it (repeatable).
+        #[arg(long, env = "KEEPWIRE_WITNESSES", value_delimiter = ',')]
+        witness: Vec<String>,
+        /// How many of the witnesses must have cosigned a checkpoint this
+        /// log extends (default: all of them).
+        #[arg(long)]
+        witness_quorum: Option<usize>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

@@ -48,7 +48,10 @@ pub async fn run(
         None,
         None,
         Limits::default(),
-        Duration::from_secs(60),
+        serve::witnessing::Publishing {
+            every: Duration::from_secs(60),
+            witnesses: Vec::new(),
+        },
         std::future::pending(),
     )
     .await?;
@@ -170,6 +173,7 @@ pub async fn run(
             kept_by_archive: false,
         }],
         server_keys: None,
+        witnesses: None,
     };
     let verified = keepwire_records::verify::verify(&archive, &options, |_, _| {})?;
     Ok(DemoReport {

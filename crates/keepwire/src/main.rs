@@ -139,7 +139,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve {
             server,
             records_database,
-            checkpoint_secs,
+            checkpoints,
             keys,
         } => {
             let started = serve::serve_embedded(
@@ -153,7 +153,7 @@ async fn run(cli: Cli) -> Result<()> {
                 server.tls().as_ref(),
                 server.admin()?.as_ref(),
                 server.limits(),
-                std::time::Duration::from_secs(checkpoint_secs.max(1)),
+                checkpoints.publishing()?,
                 terminated()?,
             )
             .await?;

@@ -14,6 +14,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+pub mod http;
+
 pub struct Conn {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     next_id: u64,
@@ -38,7 +40,7 @@ pub fn trust_ca(path: Option<PathBuf>) {
     }
 }
 
-fn tls_config() -> Result<Arc<rustls::ClientConfig>> {
+pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {

@@ -167,6 +167,37 @@ pub struct VerifyInputs {
     /// The latest checkpoint the server published (its store's chain),
     /// when this deployment's server store could be read.
     pub published: Option<String>,
+    /// The witnesses whose cosignatures count, and how many.
+    pub witnesses: Option<keepwire_records::witness::quorum::Quorum>,
+}
+
+/// The quorum `records verify` requires: the witnesses' verifier keys
+/// (`KEY`, or `KEY@URL` as the records service is given them) and how
+/// many must have cosigned (all, by default).
+fn quorum(
+    witnesses: &[String],
+    need: Option<usize>,
+) -> Result<Option<keepwire_records::witness::quorum::Quorum>> {
+    if witnesses.is_empty() {
+        if need.is_some() {
+            bail!("--witness-quorum needs the witnesses' keys (--witness)");
+        }
+        return Ok(None);
+    }
+    let keys: Vec<String> = witnesses
+        .iter()
+        .map(|w| {
+            let end = ["@http://", "@https://"]
+                .iter()
+                .filter_map(|p| w.find(p))
+                .min()
+                .unwrap_or(w.len());
+            w[..end].to_string()
+        })
+        .collect();
+    Ok(Some(keepwire_records::witness::quorum::Quorum::new(
+        &keys, need,
+    )?))
 }
 
 /// The server's published receipt keys (`GET /v1/receipt-keys`, saved).
@@ -260,6 +291,7 @@ pub fn verify(at: &ArchiveAt, inputs: VerifyInputs, json: bool) -> Result<bool> 
             .as_deref()
             .map(read_server_keys)
             .transpose()?,
+        witnesses: inputs.witnesses,
     };
     let show_progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let bar = indicatif::ProgressBar::hidden();
@@ -301,6 +333,14 @@ pub fn verify(at: &ArchiveAt, inputs: VerifyInputs, json: bool) -> Result<bool> 
         if report.external_checkpoints == 0 {
             println!("note: no checkpoint from outside the archive (the server's published chain was not found here; --server-database, or --checkpoint FILE); a rewrite of the whole log with its checkpoint history is only caught against one");
         }
+        match (&report.witnesses, report.witnessed_size) {
+            (Some(quorum), Some(size)) => println!(
+                "witnessed: {size} of {} leaves, cosigned by {quorum}",
+                report.tree_size
+            ),
+            (None, _) => println!("note: no witnesses given (--witness KEY, --witness-quorum N): the log's history is checked against this archive and the server alone"),
+            _ => {}
+        }
         if report.ok() {
             println!("OK: the archive matches its log, every sequence is complete, every signature verifies");
         }
@@ -334,7 +374,7 @@ pub async fn records(
             records_dir,
             code,
             ca_cert,
-            checkpoint_secs,
+            checkpoints,
         } => {
             net::trust_ca(ca_cert);
             let records_dir = records_dir.unwrap_or_else(|| serve::records_dir(data_dir));
@@ -349,14 +389,7 @@ pub async fn records(
                 signal.await;
                 let _ = stop.send(true);
             });
-            serve::run_records(
-                server,
-                at,
-                None,
-                std::time::Duration::from_secs(checkpoint_secs.max(1)),
-                Some(stopped),
-            )
-            .await?;
+            serve::run_records(server, at, None, checkpoints.publishing()?, Some(stopped)).await?;
             eprintln!("records service stopped");
             Ok(())
         }
@@ -489,6 +522,8 @@ pub async fn records(
             checkpoint,
             server_keys,
             server_database,
+            witness,
+            witness_quorum,
             json,
         } => {
             let inputs = VerifyInputs {
@@ -496,6 +531,7 @@ pub async fn records(
                 checkpoints: checkpoint,
                 server_keys,
                 published: published_checkpoint(data_dir, server_database.as_deref())?,
+                witnesses: quorum(&witness, witness_quorum)?,
             };
             if !verify(&existing()?, inputs, json)? {
                 std::process::exit(1);

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 mod evidence;
 pub mod owner;
 mod records;
+pub mod witnessing;
 pub use records::{enroll_records, lock_records_dir, records_code, run_records};
 
 pub fn records_dir(data_dir: &Path) -> PathBuf {
@@ -355,7 +356,7 @@ pub async fn serve_embedded(
     tls: Option<&TlsFiles>,
     admin: Option<&AdminListen>,
     limits: Limits,
-    checkpoint_every: Duration,
+    publishing: witnessing::Publishing,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Started> {
     let Storage {
@@ -425,7 +426,8 @@ pub async fn serve_embedded(
                 // process.
                 let mut wait = Duration::from_secs(1);
                 loop {
-                    match run_records(url.clone(), at.clone(), None, checkpoint_every, None).await {
+                    match run_records(url.clone(), at.clone(), None, publishing.clone(), None).await
+                    {
                         Ok(()) => return,
                         Err(e) if records::is_fatal(&e) => {
                             let _ = fatal_tx.send(format!("{e:#}"));

@@ -125,27 +125,21 @@ async fn add_checkpoint(State(witness): State<Shared>, body: axum::body::Bytes) 
     };
     let status = StatusCode::from_u16(answer.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match answer {
-        Answer::Cosigned(lines) => (status, lines).into_response(),
-        Answer::Conflict(Some(size)) => (
-            status,
-            [(header::CONTENT_TYPE, "text/x.tlog.size")],
-            format!("{size}\n"),
-        )
-            .into_response(),
-        Answer::Conflict(None) => {
-            tracing::warn!(
-                "refused a checkpoint of the size last cosigned with another root: a fork"
-            );
-            (status, "a different root hash for the size last cosigned\n").into_response()
+        Answer::Conflict(Some(_)) => {
+            return (
+                status,
+                [(header::CONTENT_TYPE, "text/x.tlog.size")],
+                answer.body(),
+            )
+                .into_response()
         }
+        Answer::Conflict(None) => tracing::warn!(
+            "refused a checkpoint of the size last cosigned with another root: a fork"
+        ),
         Answer::Unprocessable => {
-            tracing::warn!("refused a checkpoint whose consistency proof does not verify");
-            (status, "the consistency proof does not verify\n").into_response()
+            tracing::warn!("refused a checkpoint whose consistency proof does not verify")
         }
-        Answer::BadRequest(why) => (status, format!("{why}\n")).into_response(),
-        Answer::Forbidden => {
-            (status, "no signature by a key this witness trusts\n").into_response()
-        }
-        Answer::UnknownLog => (status, "this witness does not follow that log\n").into_response(),
+        _ => {}
     }
+    (status, answer.body()).into_response()
 }

@@ -2,13 +2,16 @@
 //! driven with checkpoints and consistency proofs from a real archive:
 //! cosigned from first contact, growth cosigned with a proof, a stale
 //! request answered with the witness's size as `text/x.tlog.size`, an
-//! oversized body refused, and its state kept across a restart.
+//! oversized body refused, and its state kept across a restart. Then the
+//! whole loop: a records service gathering cosignatures, `records verify`
+//! requiring them, and an archive forged with the stolen checkpoint key
+//! caught because no witness cosigns it.
 
 mod common;
 
 use std::io::{Read, Write};
 
-use common::{free_port, keepwire, ok, spawn_logged, Agency};
+use common::{free_port, keepwire, ok, spawn_logged, wait_for, Agency};
 use keepwire_records::witness::CosignatureVerifier;
 use serde_json::Value;
 
@@ -27,6 +30,202 @@ fn post(addr: &str, path: &str, body: &[u8]) -> (u16, String, String) {
     let (head, body) = out.split_once("\r\n\r\n").unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, head.to_lowercase(), body.to_string())
+}
+
+/// GET `path`: the body of a 200.
+fn get(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    if head.starts_with("HTTP/1.1 200") {
+        body.to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// A witness made in `dir` and serving for the log `log_key`: the child,
+/// its verifier key, its address.
+fn witness(tmp: &std::path::Path, log_key: &str) -> (std::process::Child, String, String) {
+    let dir = tmp.join("witness");
+    let wkey = ok(keepwire(
+        &[
+            "witness",
+            "init",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--name",
+            "witness.oig.example/1",
+        ],
+        &[],
+    ))
+    .trim()
+    .to_string();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = spawn_logged(
+        &[
+            "witness",
+            "serve",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--log",
+            log_key,
+            "--listen",
+            &addr,
+        ],
+        &tmp.join("witness.log"),
+        "keepwire witness",
+    );
+    (child, wkey, addr)
+}
+
+/// `records verify --json` with `extra`: whether it passed, its report.
+fn verify(agency: &Agency, extra: &[&str]) -> (bool, Value) {
+    let mut args = vec!["verify", "--json"];
+    args.extend_from_slice(extra);
+    let out = agency.records_output(&args);
+    (
+        out.status.success(),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+    )
+}
+
+/// The whole loop, and the attack it exists for. The records service
+/// sends each checkpoint to its witness and keeps the cosignature; the
+/// server publishes it to devices; `records verify --witness` requires
+/// it. Then an insider with the stolen checkpoint key replaces the
+/// deployment's data with a history of their own making, signed with that
+/// key: plain `verify` cannot tell (the log, its checkpoints and the
+/// server's chain all agree, under the right key), but no checkpoint of it
+/// is cosigned, and the witness, asked, refuses it.
+#[test]
+fn an_archive_forged_with_the_stolen_key_is_caught_because_no_witness_cosigns_it() {
+    let mut agency = Agency::start();
+    let (alice, conv) = agency.alice_and_bob();
+    let pub_file = agency.data.join("records/checkpoint.pub");
+    let log_key = wait_for("the log's key", 30, || {
+        std::fs::read_to_string(&pub_file).ok()
+    })
+    .trim()
+    .to_string();
+    let (mut served, wkey, addr) = witness(agency.tmp.path(), &log_key);
+    let witness_at = format!("{wkey}@http://{addr}");
+    agency.restart(&["--checkpoint-secs", "1", "--witness", &witness_at]);
+    alice.send(&conv, "the real record");
+    agency.wait_captured(1);
+
+    // Cosigned, kept in the archive, and required by verify.
+    let report = wait_for("a witnessed checkpoint of the whole log", 60, || {
+        let (passed, r) = verify(&agency, &["--witness", &wkey]);
+        (passed && r["witnessed_size"] == r["tree_size"]).then_some(r)
+    });
+    assert_eq!(
+        report["witnesses"],
+        "1 of the 1 witnesses (witness.oig.example/1)"
+    );
+    // Published with its cosignature: what devices fetch.
+    let published = wait_for("the cosigned checkpoint published", 30, || {
+        let note = get(&agency.listen, "/checkpoint");
+        note.contains("\u{2014} witness.oig.example/1 ")
+            .then_some(note)
+    });
+    assert!(published.starts_with(log_key.split('+').next().unwrap()));
+    // `KEY@URL`, as the records service is given it, works for verify too;
+    // a quorum that cannot be met is refused.
+    assert!(verify(&agency, &["--witness", &witness_at]).0);
+    let out = agency.records_output(&["verify", "--witness", &wkey, "--witness-quorum", "2"]);
+    assert!(!out.status.success());
+    assert!(
+        common::stderr(&out).contains("cannot be met"),
+        "{}",
+        common::stderr(&out)
+    );
+    agency.stop();
+
+    // The insider's own deployment, signing with the stolen key.
+    let keys = agency.key_dir();
+    let forger = Agency::start_with(&[
+        "--key-dir",
+        keys.to_str().unwrap(),
+        "--checkpoint-secs",
+        "1",
+    ]);
+    let (mallory, conv2) = forger.alice_and_bob();
+    mallory.send(&conv2, "a forged record");
+    // (Its key directory is the stolen one, not the default `records`
+    // commands would read: the leaves are looked at directly.)
+    wait_for("the forged message archived", 30, || {
+        forger
+            .leaves("record")
+            .iter()
+            .any(|l| l.contains("\"kind\":\"application\""))
+            .then_some(())
+    });
+    wait_for("the whole forged log checkpointed", 30, || {
+        let note = get(&forger.listen, "/checkpoint");
+        let size: u64 = note.lines().nth(1)?.parse().ok()?;
+        (verify(&forger, &[]).1["tree_size"] == size).then_some(())
+    });
+    let mut forger = forger;
+    forger.stop();
+    assert_eq!(
+        std::fs::read_to_string(forger.data.join("records/checkpoint.pub"))
+            .unwrap()
+            .trim(),
+        log_key,
+        "the forgery is signed with the archive's own key"
+    );
+    // Swapped in for the real data.
+    std::fs::remove_dir_all(&agency.data).unwrap();
+    let copied = std::process::Command::new("cp")
+        .args([
+            "-a",
+            forger.data.to_str().unwrap(),
+            agency.data.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+
+    // Plain verify is fooled: everything agrees, under the right key.
+    let (passed, report) = verify(&agency, &[]);
+    assert!(passed, "{report:#}");
+    assert_eq!(
+        report["external_checkpoints"], 1,
+        "the server's chain agrees too"
+    );
+    // With the witness, it is not.
+    let (passed, report) = verify(&agency, &["--witness", &wkey]);
+    assert!(!passed, "{report:#}");
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| p["kind"] == "unwitnessed"),
+        "{report:#}"
+    );
+    assert!(report["witnessed_size"].is_null());
+
+    // Served again, the forgery goes to the witness, which refuses it,
+    // and the records service says so loudly.
+    let log_path = agency.data.with_file_name("serve.log");
+    let skip = std::fs::metadata(&log_path).unwrap().len() as usize;
+    agency.restart(&["--checkpoint-secs", "1", "--witness", &witness_at]);
+    wait_for("the witness's refusal in the log", 60, || {
+        common::log_after(&log_path, skip)
+            .contains("WITNESS DISAGREEMENT")
+            .then_some(())
+    });
+    // And it never cosigned it: verify still finds no witnessed checkpoint.
+    let (passed, _) = verify(&agency, &["--witness", &wkey]);
+    assert!(!passed);
+    agency.stop();
+    served.kill().unwrap();
+    served.wait().unwrap();
 }
 
 fn checkpoint(agency: &Agency) -> (String, u64, String) {

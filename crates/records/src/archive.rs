@@ -236,6 +236,70 @@ impl Archive {
         self.store.checkpoints()
     }
 
+    /// The checkpoint issued last: its size and note, with the
+    /// cosignatures gathered for it so far.
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, RecordsError> {
+        self.store.latest_checkpoint()
+    }
+
+    /// The C2SP tlog-witness `add-checkpoint` body taking a witness that
+    /// last cosigned `old` leaves of this log to the checkpoint `note` of
+    /// `size` leaves. A witness that cosigned more than the log holds is
+    /// evidence the log was cut back: [`RecordsError::Diverged`].
+    pub fn witness_request(
+        &self,
+        old: u64,
+        size: u64,
+        note: &str,
+    ) -> Result<Vec<u8>, RecordsError> {
+        if old > size {
+            return Err(RecordsError::Diverged(format!(
+                "a witness cosigned a checkpoint of {old} leaves, but this log's latest covers                  {size}: the archive was cut back or restored from an older copy"
+            )));
+        }
+        let proof = if old == 0 || old == size {
+            Vec::new()
+        } else {
+            self.prove_consistency(old, size)?
+        };
+        Ok(crate::witness::quorum::add_checkpoint_request(
+            old, &proof, note,
+        ))
+    }
+
+    /// Keep `witness`'s cosignature `line` on the checkpoint of `size`
+    /// leaves (checked to cosign exactly that checkpoint first). Returns
+    /// the cosigned note.
+    pub fn add_cosignature(
+        &self,
+        size: u64,
+        line: &str,
+        witness: &crate::witness::CosignatureVerifier,
+    ) -> Result<String, RecordsError> {
+        self.store
+            .cosign_checkpoint(size, &mut |note| {
+                crate::witness::quorum::with_cosignature(note, line, witness)
+            })?
+            .ok_or_else(|| {
+                RecordsError::Log(format!("no checkpoint of {size} leaves was issued here"))
+            })
+    }
+
+    /// The newest checkpoint issued here that `quorum` accepts: its size
+    /// and note.
+    pub fn witnessed(
+        &self,
+        quorum: &crate::witness::quorum::Quorum,
+    ) -> Result<Option<(u64, String)>, RecordsError> {
+        Ok(self
+            .store
+            .checkpoints()?
+            .into_iter()
+            .rev()
+            .find(|(_, _, note)| quorum.met(note))
+            .map(|(_, size, note)| (size, note)))
+    }
+
     /// Append a privileged action (view, search, export, …) to the log.
     pub fn log_action(
         &mut self,

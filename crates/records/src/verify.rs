@@ -41,6 +41,8 @@ pub enum ProblemKind {
     BadSignature,
     ForkedCheckpoint,
     MissingTombstone,
+    /// No checkpoint is cosigned by the quorum of witnesses given.
+    Unwitnessed,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -97,6 +99,14 @@ pub struct Report {
     pub receipt_keys_from: String,
     /// Checkpoints held outside the archive that were checked.
     pub external_checkpoints: u64,
+    /// The quorum of witnesses required ("2 of the 3 witnesses (…)"),
+    /// when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub witnesses: Option<String>,
+    /// The largest checkpoint consistent with this log that the quorum
+    /// cosigned; the leaves past it are not witnessed yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub witnessed_size: Option<u64>,
     pub problems: Vec<Problem>,
 }
 
@@ -133,6 +143,9 @@ pub struct Options {
     /// published at `GET /v1/receipt-keys`. Without them, the keys the
     /// archive itself recorded are used (and the report says so).
     pub server_keys: Option<ServerKeys>,
+    /// The witnesses whose cosignatures count, and how many must have
+    /// cosigned: some checkpoint consistent with the log must carry them.
+    pub witnesses: Option<crate::witness::quorum::Quorum>,
 }
 
 /// Receipt keys and when each signed: key -> (from_ms, until_ms).
@@ -340,6 +353,8 @@ pub fn verify(
 
     // 5. Every checkpoint is a prefix of today's tree.
     let mut kept_sizes = std::collections::HashSet::new();
+    // Those that are, with their notes (and cosignatures).
+    let mut consistent: Vec<(u64, String)> = Vec::new();
     for (id, size, note) in store.checkpoints()? {
         report.checkpoints += 1;
         kept_sizes.insert(size);
@@ -369,7 +384,7 @@ pub fn verify(
             continue;
         }
         match tlog::root(store, cp.size()) {
-            Ok(root) if &root == cp.hash() => {}
+            Ok(root) if &root == cp.hash() => consistent.push((size, note)),
             Ok(root) => report.problems.push(Problem::new(
                 ProblemKind::ForkedCheckpoint,
                 format!(
@@ -414,12 +429,35 @@ pub fn verify(
                 ))
             }
             Ok(cp) => match tlog::root(store, cp.size()) {
-                Ok(root) if &root == cp.hash() => {}
+                Ok(root) if &root == cp.hash() => consistent.push((cp.size(), note.clone())),
                 _ => report.problems.push(Problem::new(
                     ProblemKind::ForkedCheckpoint,
                     format!("{what} signed a root the log no longer has at size {}: history was rewritten", cp.size()),
                 )),
             },
+        }
+    }
+
+    // 6. Witnessed: a checkpoint consistent with the log that the quorum
+    //    cosigned. A log rewritten and re-signed with a stolen key has
+    //    none: no honest witness cosigns a fork.
+    if let Some(quorum) = &options.witnesses {
+        report.witnesses = Some(quorum.describe());
+        report.witnessed_size = consistent
+            .iter()
+            .filter(|(_, note)| quorum.met(note))
+            .map(|(size, _)| *size)
+            .max();
+        if report.witnessed_size.is_none() {
+            report.problems.push(Problem::new(
+                ProblemKind::Unwitnessed,
+                format!(
+                    "no checkpoint consistent with this log is cosigned by {}: nothing shows \
+                     the witnesses saw this history (a log rewritten and re-signed with a \
+                     stolen key looks like this)",
+                    quorum.describe()
+                ),
+            ));
         }
     }
     Ok(report)

@@ -95,6 +95,7 @@ impl Cosigner {
 
 /// Checks one witness's cosignatures (a [`signed_note::Verifier`], so a
 /// note's log signature and its cosignatures verify in one pass).
+#[derive(Clone, Debug)]
 pub struct CosignatureVerifier {
     name: String,
     id: u32,
@@ -317,6 +318,19 @@ impl Answer {
             Answer::Unprocessable => 422,
         }
     }
+
+    /// The response body (`text/x.tlog.size` for a 409 naming a size).
+    pub fn body(&self) -> String {
+        match self {
+            Answer::Cosigned(lines) => lines.clone(),
+            Answer::Conflict(Some(size)) => format!("{size}\n"),
+            Answer::Conflict(None) => "a different root hash for the size last cosigned\n".into(),
+            Answer::Unprocessable => "the consistency proof does not verify\n".into(),
+            Answer::BadRequest(why) => format!("{why}\n"),
+            Answer::Forbidden => "no signature by a key this witness trusts\n".into(),
+            Answer::UnknownLog => "this witness does not follow that log\n".into(),
+        }
+    }
 }
 
 /// The largest request a witness reads: an old size line, 63 proof lines,
@@ -452,6 +466,8 @@ impl<S: WitnessState> Witness<S> {
         Ok(Answer::Cosigned(self.cosigner.cosign(parsed.text(), now_s)))
     }
 }
+
+pub mod quorum;
 
 #[cfg(test)]
 mod tests;

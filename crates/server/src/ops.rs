@@ -261,6 +261,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "Leaves covered by the latest checkpoint the records service published (0: none yet).",
         stats.checkpoint_size.unwrap_or(0).to_string(),
     );
+    one(
+        "keepwire_checkpoint_cosignatures",
+        "gauge",
+        "Witness cosignatures on the latest published checkpoint (below the witnesses configured: one lags).",
+        stats.checkpoint_cosignatures.to_string(),
+    );
     state.commit_times().write(
         &mut out,
         "keepwire_group_commit_seconds",

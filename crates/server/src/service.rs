@@ -132,6 +132,9 @@ pub struct Stats {
     pub waiting_since_ms: Option<u64>,
     /// The size of the latest checkpoint the records service published.
     pub checkpoint_size: Option<u64>,
+    /// Signatures on it besides the log's own: its witnesses'
+    /// cosignatures, as the records service gathered and published them.
+    pub checkpoint_cosignatures: usize,
     /// Free bytes on the store's disk (None: not measured here).
     pub free_space: Option<u64>,
     /// New messages are refused: the disk is nearly full.
@@ -317,6 +320,7 @@ impl Core {
 
     /// What operations watch ([`crate::ops`]), as of now.
     pub fn stats(&self) -> Stats {
+        let checkpoint = self.checkpoint();
         Stats {
             accepted: self.accepted,
             captured: self.captured,
@@ -334,9 +338,16 @@ impl Core {
                 .values()
                 .filter_map(|c| c.gate.waiting_since())
                 .min(),
-            checkpoint_size: self
-                .checkpoint()
+            checkpoint_size: checkpoint
+                .as_deref()
                 .and_then(|note| note.lines().nth(1).and_then(|l| l.parse().ok())),
+            // The log's signature comes first; the rest are cosignatures.
+            checkpoint_cosignatures: checkpoint.as_deref().map_or(0, |note| {
+                note.lines()
+                    .filter(|l| l.starts_with("\u{2014} "))
+                    .count()
+                    .saturating_sub(1)
+            }),
             free_space: self.free_space,
             storage_full: self
                 .free_space

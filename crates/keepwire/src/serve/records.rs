@@ -14,6 +14,7 @@ use keepwire_protocol::{Delivery, Request, ServerBody, RECORDS_USER};
 use keepwire_records::capture::Captured;
 use keepwire_records::{Archive, Capture, RecordsError};
 
+use super::witnessing::{Publishing, Witnessing};
 use super::{open_server_store, records_dir, ArchiveAt};
 use crate::net::{Conn, Refused};
 
@@ -84,8 +85,8 @@ pub fn lock_records_dir(dir: &Path, what: &str) -> Result<std::fs::File> {
 }
 
 /// Run the records service against `server` forever, reconnecting on
-/// failure; it signs and publishes a checkpoint every `checkpoint_every`
-/// when the log grew.
+/// failure; it signs and publishes a checkpoint as `publishing` says when
+/// the log grew, and gathers its witnesses' cosignatures.
 ///
 /// `stop` (when given) ends it in order: what was decrypted is made
 /// durable and reported, and the reports' answers awaited, before it
@@ -95,7 +96,7 @@ pub async fn run_records(
     server: String,
     at: ArchiveAt,
     code: Option<String>,
-    checkpoint_every: Duration,
+    publishing: Publishing,
     mut stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<()> {
     let _claim = super::owner::claim(
@@ -114,13 +115,16 @@ pub async fn run_records(
     let clock = Clock::from_env();
     // The archive (made if need be) says where it is before anything runs.
     tracing::info!(archive = %at.open(false)?.describe(), "archive open");
+    // Across reconnections: a witness's state outlives a connection.
+    let mut witnessing = super::witnessing::spawn(&at, &publishing)?;
     loop {
         match records_once(
             &server,
             &at,
             &passphrase,
             &clock,
-            checkpoint_every,
+            publishing.every,
+            witnessing.as_mut(),
             stop.as_mut(),
         )
         .await
@@ -173,6 +177,7 @@ async fn records_once(
     passphrase: &str,
     clock: &Clock,
     checkpoint_every: Duration,
+    mut witnessing: Option<&mut Witnessing>,
     mut stop: Option<&mut tokio::sync::watch::Receiver<bool>>,
 ) -> Result<()> {
     let dir = &at.dir;
@@ -228,23 +233,17 @@ async fn records_once(
             }
             _ = checkpoints.tick() => {
                 settle(&mut conn, &mut capture, &mut done).await?;
-                let published = match latest_published(&mut conn).await? {
-                    Some(note) => Some(keepwire_records::checkpoint::check_against(
-                        &capture.archive,
-                        &note,
-                        &notary.verifier_key,
-                    )?),
-                    None => None,
-                };
-                if let Some(req) = checkpoint_to_publish(&capture.archive, &notary, clock, published)? {
-                    match conn.request(req).await {
-                        Ok(_) => {}
-                        Err(e) if e.downcast_ref::<Refused>().is_some() => {
-                            tracing::error!(error = %format!("{e:#}"), "the server refused this archive's checkpoint");
-                        }
-                        Err(e) => return Err(e),
+                if publish(&mut conn, &capture.archive, &notary, clock).await? {
+                    if let Some(w) = witnessing.as_deref() {
+                        let _ = w.signed.send(());
                     }
                 }
+                continue;
+            }
+            // A witness's cosignature was kept: devices get it now, not at
+            // the next checkpoint.
+            () = cosigned(witnessing.as_deref_mut()) => {
+                publish(&mut conn, &capture.archive, &notary, clock).await?;
                 continue;
             }
             push = conn.next_push() => push?,
@@ -355,27 +354,85 @@ async fn latest_published(conn: &mut Conn) -> Result<Option<String>> {
     }
 }
 
-/// Sign a checkpoint if the log grew past the last one the server
-/// published (already checked to be a prefix of this log,
-/// [`keepwire_records::checkpoint::check_against`]), and the request
-/// publishing it with the consistency proof from that one.
+/// Completes when a witness's cosignature was kept; never without
+/// witnesses.
+async fn cosigned(witnessing: Option<&mut Witnessing>) {
+    match witnessing {
+        Some(w) => {
+            if w.cosigned.changed().await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Bring the server's published chain up to the archive: a new checkpoint
+/// when the log grew past the last one published (already checked to be a
+/// prefix of this log, [`keepwire_records::checkpoint::check_against`]),
+/// or the last one again once it carries more cosignatures. Whether a new
+/// checkpoint was signed.
+async fn publish(
+    conn: &mut Conn,
+    archive: &Archive,
+    notary: &keepwire_records::checkpoint::Notary,
+    clock: &Clock,
+) -> Result<bool> {
+    let published = match latest_published(conn).await? {
+        Some(note) => Some((
+            keepwire_records::checkpoint::check_against(archive, &note, &notary.verifier_key)?,
+            note,
+        )),
+        None => None,
+    };
+    let Some((req, signed)) = checkpoint_to_publish(archive, notary, clock, published)? else {
+        return Ok(false);
+    };
+    match conn.request(req).await {
+        Ok(_) => {}
+        Err(e) if e.downcast_ref::<Refused>().is_some() => {
+            tracing::error!(error = %format!("{e:#}"), "the server refused this archive's checkpoint");
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(signed)
+}
+
+/// The request bringing the server up to the archive, if any, and whether
+/// it carries a newly signed checkpoint: one of the log as it stands if it
+/// grew past the last one the server published (`published`: its size and
+/// note), with the consistency proof from that one; or that one again
+/// with the cosignatures gathered since.
 fn checkpoint_to_publish(
     archive: &Archive,
     notary: &keepwire_records::checkpoint::Notary,
     clock: &Clock,
-    published: Option<u64>,
-) -> Result<Option<Request>> {
+    published: Option<(u64, String)>,
+) -> Result<Option<(Request, bool)>> {
     let local = archive.log_size()?;
-    if published == Some(local) {
-        return Ok(None);
-    }
     if local == 0 {
         return Ok(None);
+    }
+    if let Some((size, note)) = &published {
+        if *size == local {
+            // The server keeps the link it has for a size it holds.
+            return Ok(match archive.latest_checkpoint()? {
+                Some((s, kept)) if s == *size && kept != *note => Some((
+                    Request::PublishCheckpoint {
+                        checkpoint: kept,
+                        verifier_key: notary.verifier_key.clone(),
+                        link: keepwire_protocol::CheckpointProof::default(),
+                    },
+                    false,
+                )),
+                _ => None,
+            });
+        }
     }
     let (size, note) = archive.issue_checkpoint(notary, clock.now_ms())?;
     let link = match published {
         None => keepwire_protocol::CheckpointProof::default(),
-        Some(p) => keepwire_protocol::CheckpointProof {
+        Some((p, _)) => keepwire_protocol::CheckpointProof {
             from_size: Some(p),
             consistency_path: archive
                 .prove_consistency(p, size)?
@@ -384,11 +441,14 @@ fn checkpoint_to_publish(
                 .collect(),
         },
     };
-    Ok(Some(Request::PublishCheckpoint {
-        checkpoint: note,
-        verifier_key: notary.verifier_key.clone(),
-        link,
-    }))
+    Ok(Some((
+        Request::PublishCheckpoint {
+            checkpoint: note,
+            verifier_key: notary.verifier_key.clone(),
+            link,
+        },
+        true,
+    )))
 }
 
 use keepwire_records::capture::CAPTURE_BATCH;

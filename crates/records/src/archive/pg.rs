@@ -691,6 +691,29 @@ impl ArchiveStore for PgArchive {
             .collect()
     }
 
+    fn cosign_checkpoint(
+        &self,
+        size: u64,
+        merge: &mut dyn FnMut(&str) -> Result<String, RecordsError>,
+    ) -> Result<Option<String>, RecordsError> {
+        self.write(|pg| {
+            let Some(r) = pg.query_opt(
+                "SELECT id, note FROM checkpoints WHERE size = $1 ORDER BY id DESC LIMIT 1",
+                &[&(size as i64)],
+            )?
+            else {
+                return Ok(None);
+            };
+            let id: i64 = r.try_get(0)?;
+            let note = merge(&r.try_get::<_, String>(1)?)?;
+            pg.execute(
+                "UPDATE checkpoints SET note = $1 WHERE id = $2",
+                &[&note, &id],
+            )?;
+            Ok(Some(note))
+        })
+    }
+
     fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, RecordsError> {
         self.pg
             .query_opt(

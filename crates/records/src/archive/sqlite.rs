@@ -627,6 +627,33 @@ impl ArchiveStore for SqliteArchive {
             .optional()?)
     }
 
+    fn cosign_checkpoint(
+        &self,
+        size: u64,
+        merge: &mut dyn FnMut(&str) -> Result<String, RecordsError>,
+    ) -> Result<Option<String>, RecordsError> {
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
+        let Some((id, note)) = tx
+            .prepare_cached(
+                "SELECT id, note FROM checkpoints WHERE size = ?1 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row([size as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let note = merge(&note)?;
+        tx.prepare_cached("UPDATE checkpoints SET note = ?1 WHERE id = ?2")?
+            .execute(params![note, id])?;
+        tx.commit()?;
+        Ok(Some(note))
+    }
+
     fn read_snapshot(&self) -> Result<Box<dyn Snapshot + '_>, RecordsError> {
         Ok(Box::new(self.conn.unchecked_transaction()?))
     }

@@ -165,6 +165,15 @@ pub trait ArchiveStore: Send {
     /// The checkpoint issued last: (size, note).
     fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, RecordsError>;
 
+    /// In one transaction: the note of the latest checkpoint of `size`
+    /// leaves replaced by `merge(note)` (a witness's cosignature added).
+    /// The new note, or None when no checkpoint of that size was issued.
+    fn cosign_checkpoint(
+        &self,
+        size: u64,
+        merge: &mut dyn FnMut(&str) -> Result<String, RecordsError>,
+    ) -> Result<Option<String>, RecordsError>;
+
     /// Read everything as of now until the guard is dropped (a live
     /// archive is verified as of one moment).
     fn read_snapshot(&self) -> Result<Box<dyn Snapshot + '_>, RecordsError>;

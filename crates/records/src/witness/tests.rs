@@ -267,3 +267,178 @@ fn the_file_state_survives_a_restart_and_never_half_advances() {
     std::fs::write(&path, b"{not json").unwrap();
     assert!(FileState::open(&path).is_err());
 }
+
+/// Submit the log's latest checkpoint to `witness` the way the records
+/// service does: from the size it believes the witness is at, learning
+/// the witness's size from a 409 and asking again once. The reply as the
+/// log reads it, and the cosigned note when there is one.
+fn submit(
+    log: &Log,
+    witness: &mut Witness<MemoryState>,
+    verifier: &CosignatureVerifier,
+    believed: u64,
+) -> (quorum::Reply, Option<String>) {
+    let (size, note) = log.archive.issue_checkpoint(&log.notary, 1).unwrap();
+    let mut old = believed;
+    for _ in 0..2 {
+        let body = match log.archive.witness_request(old, size, &note) {
+            Ok(b) => b,
+            Err(e) => return (quorum::Reply::Disagrees(e.to_string()), None),
+        };
+        let a = witness.add_checkpoint(&body, 2000).unwrap();
+        match quorum::read_reply(a.status(), a.body().as_bytes()) {
+            quorum::Reply::Latest(n) => old = n,
+            quorum::Reply::Cosigned(line) => {
+                let cosigned = log.archive.add_cosignature(size, &line, verifier).unwrap();
+                return (quorum::Reply::Cosigned(line), Some(cosigned));
+            }
+            other => return (other, None),
+        }
+    }
+    panic!("the witness kept naming another size")
+}
+
+#[test]
+fn cosignatures_gathered_by_the_log_make_a_quorum_a_fork_never_reaches() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = FileKeys::open(&keys_dir.path().join("keys")).unwrap();
+    let mut honest = log(&keys, &["a", "b", "c"]);
+    let mut witnesses: Vec<(Witness<MemoryState>, CosignatureVerifier, String)> = (1..=3)
+        .map(|i| {
+            let c = Cosigner::new(&format!("witness{i}.example/1"), &[i; 32]).unwrap();
+            let vkey = c.verifier_key();
+            let v = CosignatureVerifier::new(&vkey).unwrap();
+            let w = Witness::new(
+                c,
+                &[honest.notary.verifier_key.clone()],
+                MemoryState::default(),
+            )
+            .unwrap();
+            (w, v, vkey)
+        })
+        .collect();
+    let keys_given: Vec<String> = witnesses.iter().map(|w| w.2.clone()).collect();
+    let two_of_three = quorum::Quorum::new(&keys_given, Some(2)).unwrap();
+    assert_eq!(
+        two_of_three.describe(),
+        "2 of the 3 witnesses (witness1.example/1, witness2.example/1, witness3.example/1)"
+    );
+
+    // Nothing is witnessed until a quorum has cosigned.
+    let (w, v, _) = &mut witnesses[0];
+    let (reply, note) = submit(&honest, w, v, 0);
+    assert!(matches!(reply, quorum::Reply::Cosigned(_)), "{reply:?}");
+    let note = note.unwrap();
+    assert_eq!(two_of_three.cosigners(&note), ["witness1.example/1"]);
+    assert!(!two_of_three.met(&note));
+    assert_eq!(honest.archive.witnessed(&two_of_three).unwrap(), None);
+    let (w, v, _) = &mut witnesses[1];
+    let (_, note) = submit(&honest, w, v, 0);
+    let note = note.unwrap();
+    assert!(two_of_three.met(&note));
+    // The cosigned note is still the log's checkpoint: its own signature
+    // verifies, and the archive keeps it.
+    crate::checkpoint::open_note(&note, &honest.notary.verifier_key).unwrap();
+    assert_eq!(
+        honest.archive.witnessed(&two_of_three).unwrap(),
+        Some((3, note.clone()))
+    );
+    // A cosignature submitted twice is kept once.
+    let (w, v, _) = &mut witnesses[1];
+    let (_, again) = submit(&honest, w, v, 3);
+    assert_eq!(again.unwrap().matches('\u{2014}').count(), 3);
+
+    // The log grows; a witness the log believes is at 0 names its size,
+    // and is brought forward with a consistency proof.
+    honest.grow(&["d"]);
+    for (w, v, _) in &mut witnesses[..2] {
+        let (reply, _) = submit(&honest, w, v, 0);
+        assert!(matches!(reply, quorum::Reply::Cosigned(_)), "{reply:?}");
+    }
+    assert_eq!(
+        honest.archive.witnessed(&two_of_three).unwrap().unwrap().0,
+        4
+    );
+
+    // A line that is not this witness's cosignature of this checkpoint is
+    // never kept.
+    let (_, v1, _) = &witnesses[0];
+    let stranger = Cosigner::new("witness1.example/1", &[9; 32]).unwrap();
+    let forged_line = stranger.cosign(b"something else\n", 5);
+    assert!(honest.archive.add_cosignature(4, &forged_line, v1).is_err());
+
+    // The log rewritten with the stolen key: the witnesses that cosigned
+    // the honest one refuse it, and the forged archive has no checkpoint
+    // a quorum cosigned.
+    let mut forged = log(&keys, &["a", "B", "c", "d"]);
+    for (w, v, _) in &mut witnesses[..2] {
+        let (reply, note) = submit(&forged, w, v, 0);
+        assert!(matches!(reply, quorum::Reply::Disagrees(_)), "{reply:?}");
+        assert!(note.is_none());
+    }
+    forged.grow(&["e"]);
+    for (w, v, _) in &mut witnesses[..2] {
+        let (reply, _) = submit(&forged, w, v, 4);
+        assert!(matches!(reply, quorum::Reply::Disagrees(_)), "{reply:?}");
+    }
+    // Only the third witness, which never saw the honest log, cosigns it.
+    let (w, v, _) = &mut witnesses[2];
+    let (_, note) = submit(&forged, w, v, 0);
+    assert_eq!(
+        two_of_three.cosigners(&note.unwrap()),
+        ["witness3.example/1"]
+    );
+    assert_eq!(forged.archive.witnessed(&two_of_three).unwrap(), None);
+
+    // The honest log cut back: a witness that cosigned more is evidence.
+    let (w, v, _) = &mut witnesses[0];
+    let small = log(&keys, &["a"]);
+    let (reply, _) = submit(&small, w, v, 0);
+    match reply {
+        quorum::Reply::Disagrees(why) => assert!(why.contains("cut back"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_quorum_is_given_sensibly_and_witnesses_are_read_from_key_at_url() {
+    let keys: Vec<String> = (1..=2)
+        .map(|i| {
+            Cosigner::new(&format!("w{i}.example"), &[i; 32])
+                .unwrap()
+                .verifier_key()
+        })
+        .collect();
+    assert_eq!(quorum::Quorum::new(&keys, None).unwrap().need(), 2);
+    for (need, why) in [(Some(0), "means nothing"), (Some(3), "cannot be met")] {
+        let e = quorum::Quorum::new(&keys, need).err().unwrap().to_string();
+        assert!(e.contains(why), "{e}");
+    }
+    let twice = [keys[0].clone(), keys[0].clone()];
+    assert!(quorum::Quorum::new(&twice, Some(1)).is_err());
+    assert!(quorum::Quorum::new(&[], None).is_err());
+
+    let peer: quorum::Peer = format!("{}@https://w1.example:8443/", keys[0])
+        .parse()
+        .unwrap();
+    assert_eq!(peer.url, "https://w1.example:8443");
+    assert_eq!(peer.key, keys[0]);
+    for bad in [
+        keys[0].clone(),
+        format!("{}@ftp://x", keys[0]),
+        "x@http://y".into(),
+    ] {
+        assert!(bad.parse::<quorum::Peer>().is_err(), "{bad}");
+    }
+    // Replies: each status as the log must take it.
+    use quorum::{read_reply, Reply};
+    assert_eq!(read_reply(409, b"7\n"), Reply::Latest(7));
+    assert!(matches!(
+        read_reply(409, b"a different root"),
+        Reply::Disagrees(_)
+    ));
+    assert!(matches!(read_reply(422, b""), Reply::Disagrees(_)));
+    assert!(matches!(read_reply(404, b""), Reply::Refused(_)));
+    assert!(matches!(read_reply(503, b"busy"), Reply::Failed(_)));
+    assert!(matches!(read_reply(200, b"no line"), Reply::Failed(_)));
+}

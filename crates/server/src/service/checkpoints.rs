@@ -41,17 +41,16 @@ impl Core {
         }
         let new = read_checkpoint(&checkpoint)?;
         let size = new.size();
+        let mut link = link;
         // Each published checkpoint must extend the one before: the chain
         // devices walk is consistent by construction (they check it too).
-        if let Some(last) = self
-            .store
-            .latest_checkpoint()
-            .map_err(internal)?
-            .map(|c| read_checkpoint(&c.checkpoint))
-            .transpose()?
-        {
-            let extends = if size == last.size() {
-                new.hash() == last.hash()
+        if let Some(last) = self.store.latest_checkpoint().map_err(internal)? {
+            let last_cp = read_checkpoint(&last.checkpoint)?;
+            let extends = if size == last_cp.size() {
+                // The same checkpoint again, with the cosignatures its
+                // witnesses gave since: it keeps its link to the one before.
+                link = last.link;
+                new.hash() == last_cp.hash()
             } else {
                 let path: Vec<tlog_tiles::tlog::Hash> = link
                     .consistency_path
@@ -62,14 +61,14 @@ impl Core {
                             .map(tlog_tiles::tlog::Hash)
                     })
                     .collect();
-                size > last.size()
-                    && link.from_size == Some(last.size())
+                size > last_cp.size()
+                    && link.from_size == Some(last_cp.size())
                     && tlog_tiles::tlog::check_tree(
                         &path,
                         size,
                         *new.hash(),
-                        last.size(),
-                        *last.hash(),
+                        last_cp.size(),
+                        *last_cp.hash(),
                     )
                     .is_ok()
             };
@@ -78,7 +77,7 @@ impl Core {
                     ErrorCode::BadFrame,
                     format!(
                         "this checkpoint (size {size}) does not provably extend the last published one (size {}); publish with a consistency proof from it",
-                        last.size()
+                        last_cp.size()
                     ),
                 ));
             }

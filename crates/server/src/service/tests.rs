@@ -31,6 +31,7 @@ use crate::store::{ServerStore, SqliteStore as Store};
 
 mod forgeries;
 mod ordering;
+mod published;
 
 const SUITE: CipherSuite = CipherSuite::P256_AES128;
 

@@ -1,0 +1,272 @@
+//! The log's side of witnessing, and everyone else's check of it.
+//!
+//! The records service sends each checkpoint to its witnesses
+//! ([`add_checkpoint_request`], [`Reply`]): a witness answers with a
+//! cosignature only if the checkpoint extends the last one it cosigned for
+//! this log. The cosignature is one more signature line on the checkpoint's
+//! signed note ([`with_cosignature`]), so a cosigned checkpoint is still a
+//! checkpoint any note reader accepts, and its cosignatures travel with it:
+//! into the archive, to the server's published chain, to devices.
+//!
+//! Whoever relies on a checkpoint — a device, `records verify` — holds a
+//! [`Quorum`]: the witnesses it knows and how many of them must have
+//! cosigned. A checkpoint counts only with that many. Someone with the
+//! stolen checkpoint key can sign a rewritten log, but no honest witness
+//! cosigns it, so it never reaches a quorum.
+
+use signed_note::Signature;
+use tlog_tiles::checkpoint::Checkpoint;
+use tlog_tiles::tlog::Hash;
+
+use super::CosignatureVerifier;
+use crate::RecordsError;
+
+fn bad(msg: impl Into<String>) -> RecordsError {
+    RecordsError::Log(msg.into())
+}
+
+/// A signed note split into its text and its signature lines (a note with
+/// none is malformed, as C2SP signed-note says).
+pub fn split_note(note: &str) -> Result<(&str, Vec<Signature>), RecordsError> {
+    let (text, sigs) = note
+        .rsplit_once("\n\n")
+        .ok_or_else(|| bad("not a signed note: no blank line before the signatures"))?;
+    let text = &note[..text.len() + 1];
+    let sigs = sigs
+        .strip_suffix('\n')
+        .ok_or_else(|| bad("not a signed note: no final newline"))?;
+    let sigs = sigs
+        .split('\n')
+        .map(|l| Signature::from_bytes(l.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("not a signed note: {e}")))?;
+    Ok((text, sigs))
+}
+
+/// Whether `sig` is a valid cosignature of `text` by `witness`.
+fn cosigned_by(witness: &CosignatureVerifier, text: &str, sig: &Signature) -> bool {
+    use signed_note::Verifier as _;
+    sig.name() == witness.name()
+        && sig.id() == witness.key_id()
+        && witness.time_of(text.as_bytes(), sig.signature()).is_some()
+}
+
+/// `note` with the cosignature line `line` by `witness` added (replacing
+/// an earlier one by the same key), once `line` is checked to cosign
+/// exactly this checkpoint.
+pub fn with_cosignature(
+    note: &str,
+    line: &str,
+    witness: &CosignatureVerifier,
+) -> Result<String, RecordsError> {
+    let (text, mut sigs) = split_note(note)?;
+    let sig = Signature::from_bytes(line.trim_end_matches('\n').as_bytes())
+        .map_err(|e| bad(format!("not a signature line: {e}")))?;
+    if !cosigned_by(witness, text, &sig) {
+        return Err(bad(format!(
+            "the witness {} answered with a line that is not its cosignature of this checkpoint",
+            witness.name()
+        )));
+    }
+    sigs.retain(|s| !(s.name() == sig.name() && s.id() == sig.id()));
+    sigs.push(sig);
+    let mut out = format!("{text}\n");
+    for s in &sigs {
+        out.push_str(&String::from_utf8_lossy(&s.to_bytes()));
+    }
+    Ok(out)
+}
+
+/// The witnesses someone relies on, and how many of them must have
+/// cosigned a checkpoint for it to count.
+#[derive(Clone, Debug)]
+pub struct Quorum {
+    witnesses: Vec<CosignatureVerifier>,
+    need: usize,
+}
+
+impl Quorum {
+    /// From the witnesses' verifier keys; `need` of them (all, if not
+    /// given). Refused: no witness, a quorum of 0 or more than there are
+    /// witnesses, the same witness twice.
+    pub fn new(keys: &[String], need: Option<usize>) -> Result<Self, RecordsError> {
+        let witnesses = keys
+            .iter()
+            .map(|k| CosignatureVerifier::new(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        if witnesses.is_empty() {
+            return Err(bad("a witness quorum needs at least one witness"));
+        }
+        for (i, w) in witnesses.iter().enumerate() {
+            if witnesses[..i].iter().any(|o| o.name() == w.name()) {
+                return Err(bad(format!("the witness {} is given twice", w.name())));
+            }
+        }
+        let need = need.unwrap_or(witnesses.len());
+        if need == 0 || need > witnesses.len() {
+            return Err(bad(format!(
+                "a quorum of {need} out of {} witnesses cannot be met or means nothing",
+                witnesses.len()
+            )));
+        }
+        Ok(Self { witnesses, need })
+    }
+
+    pub fn need(&self) -> usize {
+        self.need
+    }
+
+    pub fn len(&self) -> usize {
+        self.witnesses.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.witnesses.is_empty()
+    }
+
+    /// The known witnesses whose valid cosignatures `note` carries.
+    pub fn cosigners(&self, note: &str) -> Vec<String> {
+        let Ok((text, sigs)) = split_note(note) else {
+            return Vec::new();
+        };
+        self.witnesses
+            .iter()
+            .filter(|w| sigs.iter().any(|s| cosigned_by(w, text, s)))
+            .map(|w| w.name().to_string())
+            .collect()
+    }
+
+    /// Whether `note` is cosigned by a quorum.
+    pub fn met(&self, note: &str) -> bool {
+        self.cosigners(note).len() >= self.need
+    }
+
+    /// "2 of the 3 witnesses (a, b, c)", for messages.
+    pub fn describe(&self) -> String {
+        let names: Vec<&str> = self.witnesses.iter().map(|w| w.name()).collect();
+        format!(
+            "{} of the {} witnesses ({})",
+            self.need,
+            self.witnesses.len(),
+            names.join(", ")
+        )
+    }
+}
+
+/// A witness the records service submits checkpoints to: its verifier
+/// key and where it listens, given as `KEY@URL`.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub verifier: CosignatureVerifier,
+    /// The verifier key as given.
+    pub key: String,
+    /// Its base URL (`https://witness.ig.example`); requests go to
+    /// `{url}/add-checkpoint`.
+    pub url: String,
+}
+
+impl Peer {
+    pub fn name(&self) -> &str {
+        self.verifier.name()
+    }
+
+    /// Whether `note` already carries this witness's valid cosignature.
+    pub fn has_cosigned(&self, note: &str) -> bool {
+        split_note(note)
+            .map(|(text, sigs)| sigs.iter().any(|s| cosigned_by(&self.verifier, text, s)))
+            .unwrap_or(false)
+    }
+}
+
+impl std::str::FromStr for Peer {
+    type Err = RecordsError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let at = ["@http://", "@https://"]
+            .iter()
+            .filter_map(|p| s.find(p))
+            .min()
+            .ok_or_else(|| {
+                bad(format!(
+                    "`{s}` is not a witness: give its verifier key, `@`, and its http(s) URL"
+                ))
+            })?;
+        let (key, url) = (&s[..at], &s[at + 1..]);
+        Ok(Self {
+            verifier: CosignatureVerifier::new(key)?,
+            key: key.to_string(),
+            url: url.trim_end_matches('/').to_string(),
+        })
+    }
+}
+
+/// The body of C2SP tlog-witness `add-checkpoint`: the size of the
+/// checkpoint the witness last cosigned (`old`), the consistency proof
+/// from it, a blank line, the checkpoint.
+pub fn add_checkpoint_request(old: u64, proof: &[Hash], note: &str) -> Vec<u8> {
+    let mut body = format!("old {old}\n");
+    for h in proof {
+        body.push_str(&keepwire_protocol::b64::encode(&h.0));
+        body.push('\n');
+    }
+    body.push('\n');
+    body.push_str(note);
+    body.into_bytes()
+}
+
+/// What a witness's answer means to the log.
+#[derive(Debug, PartialEq)]
+pub enum Reply {
+    /// Cosigned: the cosignature line.
+    Cosigned(String),
+    /// The witness last cosigned a checkpoint of this size: ask again
+    /// with a proof from it.
+    Latest(u64),
+    /// The witness refuses this checkpoint as inconsistent with what it
+    /// cosigned (409 with no size: the same size with another root; 422:
+    /// the proof does not verify): the log forked.
+    Disagrees(String),
+    /// The witness does not follow this log or trust its key (404, 403),
+    /// or found the request malformed (400): a configuration error.
+    Refused(String),
+    /// Anything else (a 5xx, a proxy's page): try again later.
+    Failed(String),
+}
+
+/// Read a witness's answer: its HTTP status and body.
+pub fn read_reply(status: u16, body: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(body);
+    let first_line = text.lines().next().unwrap_or_default().trim();
+    match status {
+        200 => match text.lines().find(|l| l.starts_with("\u{2014} ")) {
+            Some(line) => Reply::Cosigned(format!("{line}\n")),
+            None => Reply::Failed("200 without a cosignature line".into()),
+        },
+        409 => match first_line.parse::<u64>() {
+            Ok(size) if !first_line.is_empty() => Reply::Latest(size),
+            _ => Reply::Disagrees(
+                "it cosigned another checkpoint of the same size: the log forked".into(),
+            ),
+        },
+        422 => Reply::Disagrees(
+            "the consistency proof from the checkpoint it cosigned does not verify: the log \
+             was rewritten"
+                .into(),
+        ),
+        404 => Reply::Refused("it does not follow this log".into()),
+        403 => Reply::Refused("it does not trust this log's key".into()),
+        400 => Reply::Refused(format!("it found the request malformed: {first_line}")),
+        s => Reply::Failed(format!(
+            "HTTP {s}: {}",
+            first_line.chars().take(200).collect::<String>()
+        )),
+    }
+}
+
+/// The size of the checkpoint in `note`.
+pub fn size_of(note: &str) -> Result<u64, RecordsError> {
+    let (text, _) = split_note(note)?;
+    Checkpoint::from_bytes(text.as_bytes())
+        .map(|c| c.size())
+        .map_err(|e| bad(format!("not a checkpoint: {e}")))
+}
