@@ -35,7 +35,13 @@ fn the_last_checkpoint_comes_again_only_as_itself_with_its_cosignatures() {
             },
         )
     };
-    publish(&mut w, &mut records, note(&signer, 1, a, ""), CheckpointProof::default()).unwrap();
+    publish(
+        &mut w,
+        &mut records,
+        note(&signer, 1, a, ""),
+        CheckpointProof::default(),
+    )
+    .unwrap();
     let link = CheckpointProof {
         from_size: Some(1),
         consistency_path: vec![b.0.to_vec()],
@@ -46,9 +52,16 @@ fn the_last_checkpoint_comes_again_only_as_itself_with_its_cosignatures() {
     // Again, with a witness's cosignature and no link: kept, with the
     // link it had.
     let cosigned = format!("{two}\u{2014} witness.example/1 AAAAAAAAAAAAAAAA\n");
-    publish(&mut w, &mut records, cosigned.clone(), CheckpointProof::default()).unwrap();
-    let ServerBody::Checkpoints { chain, .. } =
-        w.call(&mut records, Request::Checkpoints { since_size: 1 }).unwrap()
+    publish(
+        &mut w,
+        &mut records,
+        cosigned.clone(),
+        CheckpointProof::default(),
+    )
+    .unwrap();
+    let ServerBody::Checkpoints { chain, .. } = w
+        .call(&mut records, Request::Checkpoints { since_size: 1 })
+        .unwrap()
     else {
         panic!("no chain")
     };
