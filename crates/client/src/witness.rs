@@ -8,6 +8,7 @@
 //! another root — means someone rewrote the archive's history, and the
 //! device says so loudly instead of carrying on.
 
+use crate::cosignature::Quorum;
 use keepwire_protocol::PublishedCheckpoint;
 use serde::{Deserialize, Serialize};
 use signed_note::{Note, StandardVerifier, VerifierList};
@@ -22,6 +23,10 @@ pub struct Pinned {
     /// Base64 root hash, as in the checkpoint.
     pub root: String,
     pub checkpoint: String,
+    /// The witnesses of the device's quorum that cosigned it (none when
+    /// the device has no quorum).
+    #[serde(default)]
+    pub cosigners: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -43,30 +48,40 @@ fn open(note: &str, verifier_key: &str) -> Result<Checkpoint, WitnessError> {
     Checkpoint::from_bytes(n.text()).map_err(|e| WitnessError::Invalid(e.to_string()))
 }
 
-fn pin(verifier_key: &str, note: &str, cp: &Checkpoint) -> Pinned {
+fn pin(verifier_key: &str, note: &str, cp: &Checkpoint, quorum: Option<&Quorum>) -> Pinned {
     Pinned {
         verifier_key: verifier_key.to_string(),
         size: cp.size(),
         root: cp.hash().to_string(),
         checkpoint: note.to_string(),
+        cosigners: quorum.map(|q| q.cosigners(note)).unwrap_or_default(),
     }
 }
 
+/// Whether `note` may be pinned: cosigned by the quorum, if there is one.
+fn trusted(note: &str, quorum: Option<&Quorum>) -> bool {
+    quorum.is_none_or(|q| q.met(note))
+}
+
 /// Check `chain` (the server's answer to `checkpoints { since_size }`)
-/// against what this device pinned; returns what to pin now.
+/// against what this device pinned; returns what to pin now: the newest
+/// checkpoint of the chain `quorum` accepts (any, without one), or the
+/// pin it had.
 pub fn advance(
     pinned: Option<&Pinned>,
     verifier_key: &str,
     chain: &[PublishedCheckpoint],
+    quorum: Option<&Quorum>,
 ) -> Result<Option<Pinned>, WitnessError> {
     let Some(pinned) = pinned else {
-        // First sight: trust the latest checkpoint on its own signature.
+        // First sight: trust the latest checkpoint on its own signature
+        // (and the quorum's cosignatures).
         return match chain.last() {
-            Some(c) => Ok(Some(pin(
-                verifier_key,
-                &c.checkpoint,
-                &open(&c.checkpoint, verifier_key)?,
-            ))),
+            Some(c) => {
+                let cp = open(&c.checkpoint, verifier_key)?;
+                Ok(trusted(&c.checkpoint, quorum)
+                    .then(|| pin(verifier_key, &c.checkpoint, &cp, quorum)))
+            }
             None => Ok(None),
         };
     };
@@ -77,6 +92,7 @@ pub fn advance(
         )));
     }
     let mut current = pinned.clone();
+    let mut trusted_pin = pinned.clone();
     for link in chain {
         let cp = open(&link.checkpoint, verifier_key)?;
         let root = Hash::parse_hash(&current.root)
@@ -121,9 +137,12 @@ pub fn advance(
                 current.size
             ))
         })?;
-        current = pin(verifier_key, &link.checkpoint, &cp);
+        current = pin(verifier_key, &link.checkpoint, &cp, quorum);
+        if trusted(&link.checkpoint, quorum) {
+            trusted_pin = current.clone();
+        }
     }
-    Ok(Some(current))
+    Ok(Some(trusted_pin))
 }
 
 #[cfg(test)]
@@ -206,12 +225,13 @@ mod tests {
             checkpoint: honest.checkpoint(3).0,
             link: CheckpointProof::default(),
         };
-        let pinned = advance(None, &vkey, &[first]).unwrap().unwrap();
+        let pinned = advance(None, &vkey, &[first], None).unwrap().unwrap();
         assert_eq!(pinned.size, 3);
         let now = advance(
             Some(&pinned),
             &vkey,
             &[honest.link(3, 5), honest.link(5, 7)],
+            None,
         )
         .unwrap()
         .unwrap();
@@ -225,19 +245,108 @@ mod tests {
                 .collect(),
             signer: honest.signer.clone(),
         };
-        let e = advance(Some(&pinned), &vkey, &[rewritten.link(3, 7)]).unwrap_err();
+        let e = advance(Some(&pinned), &vkey, &[rewritten.link(3, 7)], None).unwrap_err();
         assert!(matches!(e, WitnessError::Fork(_)), "{e}");
         assert!(e.to_string().starts_with("ARCHIVE LOG FORK"));
 
         // Another key, or a bad signature, is not accepted either.
         let (other, other_key) = log(&["a", "b", "c", "d", "e"]);
         assert!(matches!(
-            advance(Some(&pinned), &other_key, &[other.link(3, 5)]),
+            advance(Some(&pinned), &other_key, &[other.link(3, 5)], None),
             Err(WitnessError::Fork(_))
         ));
         assert!(matches!(
-            advance(Some(&pinned), &vkey, &[other.link(3, 5)]),
+            advance(Some(&pinned), &vkey, &[other.link(3, 5)], None),
             Err(WitnessError::Invalid(_))
         ));
+    }
+
+    /// A witness `name` with key `seed`: its verifier key, and `link`
+    /// with its cosignature added.
+    fn witness(
+        name: &str,
+        seed: u8,
+    ) -> (String, impl Fn(&PublishedCheckpoint) -> PublishedCheckpoint) {
+        use ed25519_dalek::Signer as _;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let public = [
+            &[crate::cosignature::COSIGNATURE_V1][..],
+            key.verifying_key().as_bytes(),
+        ]
+        .concat();
+        let id = crate::cosignature::key_id(name, &key.verifying_key());
+        let vkey = format!(
+            "{name}+{id:08x}+{}",
+            keepwire_protocol::b64::encode(&public)
+        );
+        let name = name.to_string();
+        let cosign = move |link: &PublishedCheckpoint| {
+            let (text, _) = link.checkpoint.rsplit_once("\n\n").unwrap();
+            let text = format!("{text}\n");
+            let sig = key.sign(&crate::cosignature::cosignature_message(text.as_bytes(), 7));
+            let mut bytes = id.to_be_bytes().to_vec();
+            bytes.extend_from_slice(&7u64.to_be_bytes());
+            bytes.extend_from_slice(&sig.to_bytes());
+            let mut out = link.clone();
+            out.checkpoint = format!(
+                "{}\u{2014} {name} {}\n",
+                link.checkpoint,
+                keepwire_protocol::b64::encode(&bytes)
+            );
+            out
+        };
+        (vkey, cosign)
+    }
+
+    #[test]
+    fn with_a_quorum_only_cosigned_checkpoints_are_pinned_and_forks_are_still_caught() {
+        let (honest, vkey) = log(&["a", "b", "c", "d", "e", "f", "g"]);
+        let (w1, cosign1) = witness("w1.example", 1);
+        let (w2, cosign2) = witness("w2.example", 2);
+        let quorum = Quorum::new(&[w1, w2], Some(2)).unwrap();
+        let q = Some(&quorum);
+        let first = PublishedCheckpoint {
+            checkpoint: honest.checkpoint(3).0,
+            link: CheckpointProof::default(),
+        };
+        // Not cosigned (or by one witness only): nothing is pinned.
+        assert_eq!(
+            advance(None, &vkey, std::slice::from_ref(&first), q).unwrap(),
+            None
+        );
+        assert_eq!(advance(None, &vkey, &[cosign1(&first)], q).unwrap(), None);
+        let pinned = advance(None, &vkey, &[cosign2(&cosign1(&first))], q)
+            .unwrap()
+            .unwrap();
+        assert_eq!((pinned.size, pinned.cosigners.len()), (3, 2));
+
+        // An uncosigned link is checked but not pinned; the pin moves to
+        // the newest cosigned one.
+        let five = honest.link(3, 5);
+        let seven = cosign1(&cosign2(&honest.link(5, 7)));
+        let same = advance(Some(&pinned), &vkey, std::slice::from_ref(&five), q)
+            .unwrap()
+            .unwrap();
+        assert_eq!(same.size, 3);
+        let now = advance(Some(&pinned), &vkey, &[five, seven], q)
+            .unwrap()
+            .unwrap();
+        assert_eq!(now.size, 7);
+
+        // A rewritten history is a fork, cosigned or not.
+        let rewritten = Log {
+            leaves: ["a", "x", "c", "d", "e", "f", "g"]
+                .iter()
+                .map(|l| l.as_bytes().to_vec())
+                .collect(),
+            signer: honest.signer.clone(),
+        };
+        let e = advance(Some(&pinned), &vkey, &[rewritten.link(3, 7)], q).unwrap_err();
+        assert!(matches!(e, WitnessError::Fork(_)), "{e}");
+        // A cosignature line that does not verify does not count.
+        let mut fake = cosign1(&cosign2(&honest.link(3, 5)));
+        fake.checkpoint = fake.checkpoint.replace("w2.example", "w1.example");
+        let still = advance(Some(&pinned), &vkey, &[fake], q).unwrap().unwrap();
+        assert_eq!(still.size, 3);
     }
 }

@@ -3,10 +3,10 @@
 
 use anyhow::Result;
 
-use crate::{net, passphrase, print_json, session, ChatCommand, DeviceArgs};
+use crate::{passphrase, print_json, session, ChatCommand, DeviceArgs};
 
 pub async fn chat(command: ChatCommand, device: DeviceArgs) -> Result<()> {
-    net::trust_ca(device.ca_cert.clone());
+    device.apply()?;
     match command {
         ChatCommand::Enroll { code } => {
             let online =
@@ -96,7 +96,12 @@ pub async fn chat(command: ChatCommand, device: DeviceArgs) -> Result<()> {
                 print_json(&pinned)?;
             } else {
                 match pinned {
-                    Some(p) => print!("{}", p.checkpoint),
+                    Some(p) => {
+                        print!("{}", p.checkpoint);
+                        if !p.cosigners.is_empty() {
+                            println!("(cosigned by {})", p.cosigners.join(", "));
+                        }
+                    }
                     None => println!("no archive checkpoint witnessed yet"),
                 }
             }

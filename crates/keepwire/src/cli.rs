@@ -316,9 +316,59 @@ pub(crate) struct DeviceArgs {
     /// Also trust this CA certificate (PEM) for the server's TLS.
     #[arg(long, global = true, env = "KEEPWIRE_CA_CERT")]
     pub(crate) ca_cert: Option<PathBuf>,
+    /// A witness whose cosignature the archive's checkpoints need before
+    /// this device trusts one: its verifier key (repeatable).
+    #[arg(
+        long = "witness",
+        global = true,
+        env = "KEEPWIRE_WITNESSES",
+        value_delimiter = ','
+    )]
+    pub(crate) witnesses: Vec<String>,
+    /// How many of those witnesses must have cosigned (default: all).
+    #[arg(long, global = true, env = "KEEPWIRE_WITNESS_QUORUM")]
+    pub(crate) witness_quorum: Option<usize>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+}
+
+impl DeviceArgs {
+    /// What holds for the whole run: the extra CA, the witness quorum.
+    pub(crate) fn apply(&self) -> anyhow::Result<()> {
+        crate::net::trust_ca(self.ca_cert.clone());
+        crate::session::require_witnesses(witness_quorum(&self.witnesses, self.witness_quorum)?);
+        Ok(())
+    }
+}
+
+/// A quorum of witnesses from their verifier keys (`KEY`, or `KEY@URL` as
+/// the records service is given them) and how many must have cosigned
+/// (all, by default); none without witnesses.
+pub(crate) fn witness_quorum(
+    witnesses: &[String],
+    need: Option<usize>,
+) -> anyhow::Result<Option<keepwire_client::cosignature::Quorum>> {
+    if witnesses.is_empty() {
+        if need.is_some() {
+            anyhow::bail!("--witness-quorum needs the witnesses' keys (--witness)");
+        }
+        return Ok(None);
+    }
+    let keys: Vec<String> = witnesses
+        .iter()
+        .map(|w| {
+            let end = ["@http://", "@https://"]
+                .iter()
+                .filter_map(|p| w.find(p))
+                .min()
+                .unwrap_or(w.len());
+            w[..end].to_string()
+        })
+        .collect();
+    Ok(Some(keepwire_client::cosignature::Quorum::new(
+        &keys, need,
+    )?))
 }
 
 #[derive(Subcommand)]

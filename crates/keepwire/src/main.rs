@@ -208,7 +208,7 @@ async fn run(cli: Cli) -> Result<()> {
             device,
             command: None,
         } => {
-            net::trust_ca(device.ca_cert.clone());
+            device.apply()?;
             let opened = keepwire_client::Device::open(&device.device_dir, &passphrase()?)?;
             tui::run(device.server, opened).await
         }

@@ -171,35 +171,6 @@ pub struct VerifyInputs {
     pub witnesses: Option<keepwire_records::witness::quorum::Quorum>,
 }
 
-/// The quorum `records verify` requires: the witnesses' verifier keys
-/// (`KEY`, or `KEY@URL` as the records service is given them) and how
-/// many must have cosigned (all, by default).
-fn quorum(
-    witnesses: &[String],
-    need: Option<usize>,
-) -> Result<Option<keepwire_records::witness::quorum::Quorum>> {
-    if witnesses.is_empty() {
-        if need.is_some() {
-            bail!("--witness-quorum needs the witnesses' keys (--witness)");
-        }
-        return Ok(None);
-    }
-    let keys: Vec<String> = witnesses
-        .iter()
-        .map(|w| {
-            let end = ["@http://", "@https://"]
-                .iter()
-                .filter_map(|p| w.find(p))
-                .min()
-                .unwrap_or(w.len());
-            w[..end].to_string()
-        })
-        .collect();
-    Ok(Some(keepwire_records::witness::quorum::Quorum::new(
-        &keys, need,
-    )?))
-}
-
 /// The server's published receipt keys (`GET /v1/receipt-keys`, saved).
 fn read_server_keys(path: &Path) -> Result<verify::ServerKeys> {
     let text =
@@ -531,7 +502,7 @@ pub async fn records(
                 checkpoints: checkpoint,
                 server_keys,
                 published: published_checkpoint(data_dir, server_database.as_deref())?,
-                witnesses: quorum(&witness, witness_quorum)?,
+                witnesses: crate::cli::witness_quorum(&witness, witness_quorum)?,
             };
             if !verify(&existing()?, inputs, json)? {
                 std::process::exit(1);

@@ -20,6 +20,17 @@ pub const KEY_PACKAGE_POOL: usize = 20;
 
 mod membership;
 
+/// The witnesses whose quorum this device requires on the archive's
+/// checkpoints; set once at startup from `--witness`.
+static WITNESSES: std::sync::OnceLock<keepwire_client::cosignature::Quorum> =
+    std::sync::OnceLock::new();
+
+pub fn require_witnesses(quorum: Option<keepwire_client::cosignature::Quorum>) {
+    if let Some(q) = quorum {
+        let _ = WITNESSES.set(q);
+    }
+}
+
 pub struct Online {
     pub device: Device,
     pub conn: Conn,
@@ -220,7 +231,7 @@ impl Online {
         if verifier_key.is_empty() {
             return Ok(()); // nothing published yet
         }
-        match witness::advance(pinned.as_ref(), &verifier_key, &chain) {
+        match witness::advance(pinned.as_ref(), &verifier_key, &chain, WITNESSES.get()) {
             Ok(Some(p)) => {
                 if pinned.as_ref() != Some(&p) {
                     tracing::debug!(size = p.size, "archive checkpoint pinned");

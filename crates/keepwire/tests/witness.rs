@@ -107,7 +107,10 @@ fn verify(agency: &Agency, extra: &[&str]) -> (bool, Value) {
 #[test]
 fn an_archive_forged_with_the_stolen_key_is_caught_because_no_witness_cosigns_it() {
     let mut agency = Agency::start();
-    let (alice, conv) = agency.alice_and_bob();
+    let alice = agency.user("alice", "staff");
+    let bob = agency.user("bob", "staff");
+    alice.accept_notice();
+    let conv = alice.create(&["bob"]);
     let pub_file = agency.data.join("records/checkpoint.pub");
     let log_key = wait_for("the log's key", 30, || {
         std::fs::read_to_string(&pub_file).ok()
@@ -136,6 +139,38 @@ fn an_archive_forged_with_the_stolen_key_is_caught_because_no_witness_cosigns_it
             .then_some(note)
     });
     assert!(published.starts_with(log_key.split('+').next().unwrap()));
+    let size: u64 = published.lines().nth(1).unwrap().parse().unwrap();
+    // A device that requires a witness that never cosigned (2 of 2) pins
+    // nothing; one that requires this witness pins the cosigned checkpoint.
+    let other = agency.tmp.path().join("other");
+    let never_key = ok(keepwire(
+        &[
+            "witness",
+            "init",
+            "--dir",
+            other.to_str().unwrap(),
+            "--name",
+            "w.never.example/1",
+        ],
+        &[],
+    ))
+    .trim()
+    .to_string();
+    let pinned = bob.json(&[
+        "chat",
+        "checkpoint",
+        "--witness",
+        &wkey,
+        "--witness",
+        &never_key,
+    ]);
+    assert!(pinned.is_null(), "pinned without the quorum: {pinned}");
+    let pinned = bob.json(&["chat", "checkpoint", "--witness", &wkey]);
+    assert!(pinned["size"].as_u64().unwrap() >= size, "{pinned}");
+    assert_eq!(
+        pinned["cosigners"],
+        serde_json::json!(["witness.oig.example/1"])
+    );
     // `KEY@URL`, as the records service is given it, works for verify too;
     // a quorum that cannot be met is refused.
     assert!(verify(&agency, &["--witness", &witness_at]).0);

@@ -68,6 +68,12 @@ impl From<keepwire_schema::pg::tokio_postgres::Error> for RecordsError {
     }
 }
 
+impl From<keepwire_client::cosignature::CosignatureError> for RecordsError {
+    fn from(e: keepwire_client::cosignature::CosignatureError) -> Self {
+        RecordsError::Log(e.0)
+    }
+}
+
 impl From<rusqlite::Error> for RecordsError {
     fn from(e: rusqlite::Error) -> Self {
         RecordsError::Storage(e.to_string())

@@ -19,26 +19,15 @@
 
 use std::collections::HashMap;
 
-use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey};
 use signed_note::{Note, VerifierList};
 use tlog_tiles::checkpoint::Checkpoint;
 use tlog_tiles::tlog::Hash;
 
 use crate::RecordsError;
 
-/// The signature type byte of an Ed25519 cosignature key (C2SP
-/// tlog-cosignature): in its key ID and its verifier key.
-const COSIGNATURE_V1: u8 = 0x04;
-
-/// The message a cosignature/v1 signs: a header line, a time line, then
-/// the checkpoint's whole note body.
-pub fn cosignature_message(body: &[u8], time_s: u64) -> Vec<u8> {
-    [format!("cosignature/v1\ntime {time_s}\n").as_bytes(), body].concat()
-}
-
-fn key_id(name: &str, public: &VerifyingKey) -> u32 {
-    signed_note::key_id(name, &[&[COSIGNATURE_V1][..], public.as_bytes()].concat())
-}
+pub use keepwire_client::cosignature::{cosignature_message, CosignatureVerifier};
+use keepwire_client::cosignature::{key_id, COSIGNATURE_V1};
 
 fn bad(msg: impl Into<String>) -> RecordsError {
     RecordsError::Log(msg.into())
@@ -90,75 +79,6 @@ impl Cosigner {
             self.name,
             keepwire_protocol::b64::encode(&bytes)
         )
-    }
-}
-
-/// Checks one witness's cosignatures (a [`signed_note::Verifier`], so a
-/// note's log signature and its cosignatures verify in one pass).
-#[derive(Clone, Debug)]
-pub struct CosignatureVerifier {
-    name: String,
-    id: u32,
-    key: VerifyingKey,
-}
-
-impl CosignatureVerifier {
-    /// From a verifier key `name+id+base64(0x04 || key)`.
-    pub fn new(vkey: &str) -> Result<Self, RecordsError> {
-        let mut parts = vkey.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad(format!("`{vkey}` is not a verifier key")));
-        };
-        let raw = keepwire_protocol::b64::decode(key)
-            .map_err(|_| bad(format!("`{vkey}`: the key is not base64")))?;
-        let (Some(&COSIGNATURE_V1), Ok(public)) = (
-            raw.first(),
-            <[u8; 32]>::try_from(raw.get(1..).unwrap_or_default()),
-        ) else {
-            return Err(bad(format!(
-                "`{vkey}` is not an Ed25519 cosignature key (type 0x04)"
-            )));
-        };
-        let key = VerifyingKey::from_bytes(&public).map_err(|e| bad(e.to_string()))?;
-        let expected = key_id(name, &key);
-        if u32::from_str_radix(id, 16).ok() != Some(expected) || id.len() != 8 {
-            return Err(bad(format!(
-                "`{vkey}`: the key ID does not match the name and key"
-            )));
-        }
-        Ok(Self {
-            name: name.to_string(),
-            id: expected,
-            key,
-        })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The time a valid cosignature `sig` (timestamp || signature) of
-    /// `body` was made.
-    pub fn time_of(&self, body: &[u8], sig: &[u8]) -> Option<u64> {
-        let (time, sig) = sig.split_at_checked(8)?;
-        let time = u64::from_be_bytes(time.try_into().ok()?);
-        let sig = ed25519_dalek::Signature::from_slice(sig).ok()?;
-        (time < 1 << 63)
-            .then(|| self.key.verify(&cosignature_message(body, time), &sig).ok())
-            .flatten()
-            .map(|()| time)
-    }
-}
-
-impl signed_note::Verifier for CosignatureVerifier {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn key_id(&self) -> u32 {
-        self.id
-    }
-    fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
-        self.time_of(msg, sig).is_some()
     }
 }
 

@@ -233,17 +233,13 @@ async fn records_once(
             }
             _ = checkpoints.tick() => {
                 settle(&mut conn, &mut capture, &mut done).await?;
-                if publish(&mut conn, &capture.archive, &notary, clock).await? {
-                    if let Some(w) = witnessing.as_deref() {
-                        let _ = w.signed.send(());
-                    }
-                }
+                publish(&mut conn, &capture.archive, &notary, clock, witnessing.as_deref()).await?;
                 continue;
             }
             // A witness's cosignature was kept: devices get it now, not at
             // the next checkpoint.
             () = cosigned(witnessing.as_deref_mut()) => {
-                publish(&mut conn, &capture.archive, &notary, clock).await?;
+                publish(&mut conn, &capture.archive, &notary, clock, witnessing.as_deref()).await?;
                 continue;
             }
             push = conn.next_push() => push?,
@@ -370,14 +366,15 @@ async fn cosigned(witnessing: Option<&mut Witnessing>) {
 /// Bring the server's published chain up to the archive: a new checkpoint
 /// when the log grew past the last one published (already checked to be a
 /// prefix of this log, [`keepwire_records::checkpoint::check_against`]),
-/// or the last one again once it carries more cosignatures. Whether a new
-/// checkpoint was signed.
+/// or the last one again once it carries more cosignatures. A newly
+/// signed checkpoint goes to the witnesses, whichever way it came.
 async fn publish(
     conn: &mut Conn,
     archive: &Archive,
     notary: &keepwire_records::checkpoint::Notary,
     clock: &Clock,
-) -> Result<bool> {
+    witnessing: Option<&Witnessing>,
+) -> Result<()> {
     let published = match latest_published(conn).await? {
         Some(note) => Some((
             keepwire_records::checkpoint::check_against(archive, &note, &notary.verifier_key)?,
@@ -386,8 +383,13 @@ async fn publish(
         None => None,
     };
     let Some((req, signed)) = checkpoint_to_publish(archive, notary, clock, published)? else {
-        return Ok(false);
+        return Ok(());
     };
+    if signed {
+        if let Some(w) = witnessing {
+            let _ = w.signed.send(());
+        }
+    }
     match conn.request(req).await {
         Ok(_) => {}
         Err(e) if e.downcast_ref::<Refused>().is_some() => {
@@ -395,7 +397,7 @@ async fn publish(
         }
         Err(e) => return Err(e),
     }
-    Ok(signed)
+    Ok(())
 }
 
 /// The request bringing the server up to the archive, if any, and whether

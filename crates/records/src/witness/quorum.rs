@@ -20,35 +20,11 @@ use tlog_tiles::tlog::Hash;
 
 use super::CosignatureVerifier;
 use crate::RecordsError;
+use keepwire_client::cosignature::cosigned_by;
+pub use keepwire_client::cosignature::{split_note, Quorum};
 
 fn bad(msg: impl Into<String>) -> RecordsError {
     RecordsError::Log(msg.into())
-}
-
-/// A signed note split into its text and its signature lines (a note with
-/// none is malformed, as C2SP signed-note says).
-pub fn split_note(note: &str) -> Result<(&str, Vec<Signature>), RecordsError> {
-    let (text, sigs) = note
-        .rsplit_once("\n\n")
-        .ok_or_else(|| bad("not a signed note: no blank line before the signatures"))?;
-    let text = &note[..text.len() + 1];
-    let sigs = sigs
-        .strip_suffix('\n')
-        .ok_or_else(|| bad("not a signed note: no final newline"))?;
-    let sigs = sigs
-        .split('\n')
-        .map(|l| Signature::from_bytes(l.as_bytes()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("not a signed note: {e}")))?;
-    Ok((text, sigs))
-}
-
-/// Whether `sig` is a valid cosignature of `text` by `witness`.
-fn cosigned_by(witness: &CosignatureVerifier, text: &str, sig: &Signature) -> bool {
-    use signed_note::Verifier as _;
-    sig.name() == witness.name()
-        && sig.id() == witness.key_id()
-        && witness.time_of(text.as_bytes(), sig.signature()).is_some()
 }
 
 /// `note` with the cosignature line `line` by `witness` added (replacing
@@ -75,82 +51,6 @@ pub fn with_cosignature(
         out.push_str(&String::from_utf8_lossy(&s.to_bytes()));
     }
     Ok(out)
-}
-
-/// The witnesses someone relies on, and how many of them must have
-/// cosigned a checkpoint for it to count.
-#[derive(Clone, Debug)]
-pub struct Quorum {
-    witnesses: Vec<CosignatureVerifier>,
-    need: usize,
-}
-
-impl Quorum {
-    /// From the witnesses' verifier keys; `need` of them (all, if not
-    /// given). Refused: no witness, a quorum of 0 or more than there are
-    /// witnesses, the same witness twice.
-    pub fn new(keys: &[String], need: Option<usize>) -> Result<Self, RecordsError> {
-        let witnesses = keys
-            .iter()
-            .map(|k| CosignatureVerifier::new(k))
-            .collect::<Result<Vec<_>, _>>()?;
-        if witnesses.is_empty() {
-            return Err(bad("a witness quorum needs at least one witness"));
-        }
-        for (i, w) in witnesses.iter().enumerate() {
-            if witnesses[..i].iter().any(|o| o.name() == w.name()) {
-                return Err(bad(format!("the witness {} is given twice", w.name())));
-            }
-        }
-        let need = need.unwrap_or(witnesses.len());
-        if need == 0 || need > witnesses.len() {
-            return Err(bad(format!(
-                "a quorum of {need} out of {} witnesses cannot be met or means nothing",
-                witnesses.len()
-            )));
-        }
-        Ok(Self { witnesses, need })
-    }
-
-    pub fn need(&self) -> usize {
-        self.need
-    }
-
-    pub fn len(&self) -> usize {
-        self.witnesses.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.witnesses.is_empty()
-    }
-
-    /// The known witnesses whose valid cosignatures `note` carries.
-    pub fn cosigners(&self, note: &str) -> Vec<String> {
-        let Ok((text, sigs)) = split_note(note) else {
-            return Vec::new();
-        };
-        self.witnesses
-            .iter()
-            .filter(|w| sigs.iter().any(|s| cosigned_by(w, text, s)))
-            .map(|w| w.name().to_string())
-            .collect()
-    }
-
-    /// Whether `note` is cosigned by a quorum.
-    pub fn met(&self, note: &str) -> bool {
-        self.cosigners(note).len() >= self.need
-    }
-
-    /// "2 of the 3 witnesses (a, b, c)", for messages.
-    pub fn describe(&self) -> String {
-        let names: Vec<&str> = self.witnesses.iter().map(|w| w.name()).collect();
-        format!(
-            "{} of the {} witnesses ({})",
-            self.need,
-            self.witnesses.len(),
-            names.join(", ")
-        )
-    }
 }
 
 /// A witness the records service submits checkpoints to: its verifier
