@@ -153,6 +153,11 @@ pub fn admin(
                 format!("resumed {conv}"),
             )?;
         }
+        // Taken before the store is opened (`main`, `backup_cmd`): a
+        // restore goes where no store is yet.
+        AdminCommand::Backup { .. } | AdminCommand::Restore { .. } => {
+            bail!("backup and restore are not run on an open store")
+        }
         AdminCommand::RotateReceiptKey { json } => {
             let key = keepwire_server::rotate_key(data_dir, &*store, clock.now_ms())?;
             let key = keepwire_protocol::b64::encode(&key);

@@ -182,6 +182,38 @@ pub(crate) enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Back up the server's store, the records member's store and the
+    /// archive, cut at one point, with a manifest of hashes (keys are not
+    /// included). Online, the running server's log is held still through
+    /// its admin listener while they are copied.
+    Backup {
+        /// A new (or empty) directory for the backup.
+        #[arg(long)]
+        to: PathBuf,
+        /// The running server's admin listener (`serve --admin-listen`).
+        #[arg(
+            long,
+            env = "KEEPWIRE_ADMIN_URL",
+            default_value = "http://127.0.0.1:7879"
+        )]
+        admin_url: String,
+        /// The admin listener's bearer token, if it requires one.
+        #[arg(long, env = "KEEPWIRE_ADMIN_TOKEN_FILE")]
+        admin_token_file: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into --data-dir, which must hold no deployment;
+    /// every file is checked against the backup's manifest first.
+    Restore {
+        /// The backup's directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set messaging policy.
     Policy {
         /// Longest disappearing timer any conversation may use, in seconds.

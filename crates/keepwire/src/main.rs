@@ -2,6 +2,7 @@
 //! people in the conversation, never lost for the record.
 
 mod admin_cmd;
+mod backup_cmd;
 mod bench;
 mod chat_cmd;
 mod cli;
@@ -169,12 +170,15 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Server { server } => {
             let started = serve::start_server(
-                &server.data_dir,
-                server.database.as_deref(),
+                serve::ServerAt {
+                    data_dir: &server.data_dir,
+                    database: server.database.as_deref(),
+                },
                 server.listen,
                 server.tls().as_ref(),
                 server.admin()?.as_ref(),
                 server.limits(),
+                None,
                 terminated()?,
             )
             .await?;
@@ -198,6 +202,65 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let keys = keys.source(&data_dir)?;
             records_cmd::records(command, &data_dir, database.as_deref(), keys, signin).await
+        }
+        Command::Admin {
+            data_dir,
+            database,
+            command:
+                AdminCommand::Backup {
+                    to,
+                    admin_url,
+                    admin_token_file,
+                    json,
+                },
+        } => {
+            if database.is_some() {
+                anyhow::bail!("on PostgreSQL, back up the server's and the archive's databases with PostgreSQL's own tools (docs/operations.md, \"Backup and restore\")");
+            }
+            let token = match admin_token_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let admin = backup_cmd::Admin {
+                url: admin_url,
+                token,
+            };
+            let m = backup_cmd::backup(&data_dir, &to, &admin, clock.now_ms()).await?;
+            report(
+                json,
+                serde_json::to_value(&m)?,
+                format!(
+                    "backed up {} ({}) to {}: {} files, {} conversations, {} archive leaves; keys not included",
+                    data_dir.display(),
+                    if m.online { "online, its log held while copying" } else { "stopped" },
+                    to.display(),
+                    m.files.len(),
+                    m.log_heads.len(),
+                    m.archive_leaves
+                ),
+            )
+        }
+        Command::Admin {
+            command: AdminCommand::Restore { from, json },
+            data_dir,
+            ..
+        } => {
+            let m = backup_cmd::restore(&from, &data_dir)?;
+            report(
+                json,
+                serde_json::to_value(&m)?,
+                format!(
+                    "restored {} files into {} from the backup of {} ms; start it with the same key directory or HSM (the keys were not in the backup)",
+                    m.files.len(),
+                    data_dir.display(),
+                    m.created_ms
+                ),
+            )
         }
         Command::Admin {
             data_dir,

@@ -244,16 +244,25 @@ pub struct Started {
     pub admin_addr: Option<SocketAddr>,
 }
 
+/// Where a server keeps its store: the data directory, and the PostgreSQL
+/// database if its store is there.
+#[derive(Clone, Copy)]
+pub struct ServerAt<'a> {
+    pub data_dir: &'a Path,
+    pub database: Option<&'a str>,
+}
+
 /// Bind and start the delivery server; it stops, in order, once
 /// `shutdown` completes (see `keepwire_server::ws::serve`), and `handle`
-/// completes then.
+/// completes then. Embedded, `archive` is the records service's: the
+/// server's store must agree with it before anything is receipted.
 pub async fn start_server(
-    data_dir: &Path,
-    database: Option<&str>,
+    ServerAt { data_dir, database }: ServerAt<'_>,
     listen: SocketAddr,
     tls: Option<&TlsFiles>,
     admin: Option<&AdminListen>,
     limits: Limits,
+    archive: Option<&ArchiveAt>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Started> {
     check_listen(&listen, tls)?;
@@ -282,6 +291,11 @@ pub async fn start_server(
         .transpose()?;
     let store = open_server_store(data_dir, database)?;
     tracing::info!(store = %store.describe(), "server store open");
+    // Embedded, the archive is at hand: the two must agree before anything
+    // is receipted.
+    if let Some(at) = archive {
+        evidence::check_agreement(&*store, at)?;
+    }
     // The log writer's own connection to the same store.
     let log_store = store
         .reopen()
@@ -367,6 +381,7 @@ pub async fn serve_embedded(
     } = storage;
     let dir = records_dir(data_dir);
     evidence::check_archive(&dir, records_database)?;
+    let at = ArchiveAt::new(dir, records_database.map(String::from), keys);
     // The records service stops the whole process if it finds the
     // archive is not what it signed: a server that went on receipting
     // would receipt messages no archive will ever hold.
@@ -383,7 +398,16 @@ pub async fn serve_embedded(
             }
         }
     };
-    let mut started = start_server(data_dir, database, listen, tls, admin, limits, stop).await?;
+    let mut started = start_server(
+        ServerAt { data_dir, database },
+        listen,
+        tls,
+        admin,
+        limits,
+        Some(&at),
+        stop,
+    )
+    .await?;
     let server = started.handle;
     started.handle = tokio::spawn(async move {
         let r = server
@@ -397,7 +421,6 @@ pub async fn serve_embedded(
         }
     });
     let url = started.internal_url.clone();
-    let at = ArchiveAt::new(dir, records_database.map(String::from), keys);
     if let Some(code) = records_code(data_dir, database, &Clock::from_env())? {
         enroll_records(&url, &at, &code).await?;
     }

@@ -443,16 +443,27 @@ impl Archive {
         Ok(self.archived_as(conv, seq)?.is_some())
     }
 
-    /// The kind and note of the record of `conv`#`seq`, if archived.
+    /// The kind, note and receipt of the record of `conv`#`seq`, if
+    /// archived.
     pub fn archived_as(
         &self,
         conv: &str,
         seq: u64,
-    ) -> Result<Option<(RecordKind, Option<String>)>, RecordsError> {
+    ) -> Result<Option<(RecordKind, Option<String>, Receipt)>, RecordsError> {
         self.store
             .archived_as(conv, seq)?
-            .map(|(kind, note)| Ok((kind.parse()?, note)))
+            .map(|(kind, note, receipt)| {
+                let receipt = serde_json::from_str(&receipt).map_err(|e| {
+                    RecordsError::Archive(format!("{conv}#{seq}: the archived receipt: {e}"))
+                })?;
+                Ok((kind.parse()?, note, receipt))
+            })
             .transpose()
+    }
+
+    /// Each conversation's highest sequence number archived.
+    pub fn heads(&self) -> Result<Vec<(String, u64)>, RecordsError> {
+        self.store.heads()
     }
 
     pub fn count(&self, kind: Option<RecordKind>) -> Result<u64, RecordsError> {

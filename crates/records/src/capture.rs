@@ -269,7 +269,22 @@ impl Capture {
 
     /// Decrypt one entry and stage its record.
     fn stage(&mut self, d: &Delivery) -> Result<Option<u64>, RecordsError> {
-        if let Some((kind, note)) = self.archive.archived_as(&d.conv, d.seq)? {
+        if let Some((kind, note, receipt)) = self.archive.archived_as(&d.conv, d.seq)? {
+            // The same entry again carries the same receipt. Another one
+            // means the server receipted something new at a sequence
+            // number it had used: its store went back (restored from an
+            // older copy) or it is another server. Acknowledging it would
+            // lose that message without a trace.
+            if receipt != d.receipt {
+                return Err(RecordsError::Diverged(format!(
+                    "the server delivered {}#{} with a receipt other than the archived one (sent at \
+                     {} ms, not {} ms): it reused a sequence number — its store is older than this \
+                     archive (restored from an older copy?) or it is another server. Nothing more \
+                     is captured from it; restore the server's store from a backup taken with the \
+                     archive (docs/operations.md, \"Backup and restore\")",
+                    d.conv, d.seq, d.receipt.server_time_ms, receipt.server_time_ms
+                )));
+            }
             if kind == RecordKind::Withheld {
                 // Reported again: the server may have lost the report in a
                 // crash, and must never release this entry.

@@ -8,6 +8,7 @@
 
 pub mod deadline;
 pub mod gate;
+pub mod hold;
 pub mod lifecycle;
 pub mod log_writer;
 pub mod ops;

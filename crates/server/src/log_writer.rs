@@ -36,11 +36,14 @@ pub fn run_log_writer(
     shell: Arc<Mutex<Shell>>,
     garbage: Garbage,
     times: &crate::ops::CommitTimes,
+    hold: &crate::hold::WriterHold,
     on_failure: impl FnOnce(&ServerError),
 ) -> Result<(), ServerError> {
     use std::sync::mpsc::RecvTimeoutError;
     let mut pending: std::collections::VecDeque<Collectable> = Default::default();
     loop {
+        // A backup is copying the stores: nothing is written meanwhile.
+        hold.wait_while_held();
         if let Some(newer) = garbage.take() {
             pending = newer.into();
         }

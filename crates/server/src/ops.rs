@@ -92,6 +92,7 @@ pub fn router(state: AppState, token: Option<String>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/hold", axum::routing::post(hold).delete(release))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
             require_token,
@@ -124,6 +125,36 @@ async fn require_token(
         }
     }
     next.run(req).await
+}
+
+/// `POST /v1/hold?secs=N`: hold the log writer still for at most N
+/// seconds (a consistent backup, [`crate::hold`]); 200 once it is still.
+async fn hold(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Some(secs) = q.get("secs").and_then(|s| s.parse::<u64>().ok()) else {
+        return (StatusCode::BAD_REQUEST, "give the hold's length: ?secs=N\n").into_response();
+    };
+    let hold = Arc::clone(&state.hold);
+    let held = tokio::task::spawn_blocking(move || {
+        hold.hold(
+            std::time::Duration::from_secs(secs),
+            std::time::Duration::from_secs(30),
+        )
+    })
+    .await;
+    match held {
+        Ok(Ok(())) => (StatusCode::OK, "held\n").into_response(),
+        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response(),
+    }
+}
+
+/// `DELETE /v1/hold`: the writer goes on.
+async fn release(State(state): State<AppState>) -> Response {
+    state.hold.release();
+    (StatusCode::OK, "released\n").into_response()
 }
 
 /// 200 while the server can work at all; 503 once its log could not be

@@ -47,6 +47,8 @@ pub struct AppState {
     pub(crate) clock: keepwire_protocol::clock::Clock,
     /// The log writer's group-commit times ([`crate::ops`]).
     commit_times: Arc<crate::ops::CommitTimes>,
+    /// Holds the log writer still while a backup is taken.
+    pub(crate) hold: Arc<crate::hold::WriterHold>,
 }
 
 /// A server's life, in order. Stopping is two steps so that nothing
@@ -87,15 +89,17 @@ impl AppState {
         let core = Arc::new(Mutex::new(Shell::new(core, tx, garbage.clone())));
         let fatal = Arc::new(tokio::sync::watch::channel(None).0);
         let commit_times = Arc::new(crate::ops::CommitTimes::default());
+        let hold = Arc::new(crate::hold::WriterHold::default());
         {
             let core = Arc::clone(&core);
             let fatal = Arc::clone(&fatal);
             let times = Arc::clone(&commit_times);
+            let hold = Arc::clone(&hold);
             std::thread::Builder::new()
                 .name("keepwire-log-writer".into())
                 .spawn(move || {
                     raise_priority();
-                    let _ = crate::log_writer::run_log_writer(log_store, rx, core, garbage, &times, |e| {
+                    let _ = crate::log_writer::run_log_writer(log_store, rx, core, garbage, &times, &hold, |e| {
                         tracing::error!(error = %e, "the log could not be written; stopping the server");
                         fatal.send_replace(Some(e.to_string()));
                     });
@@ -114,6 +118,7 @@ impl AppState {
             fatal,
             clock,
             commit_times,
+            hold,
         }
     }
 

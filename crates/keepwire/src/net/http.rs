@@ -1,7 +1,8 @@
-//! A plain HTTP/1.1 POST, for talking to witnesses (C2SP tlog-witness is
-//! HTTP): hyper's client connection over a TCP stream, TLS for `https://`
-//! with the same roots as the server connection ([`super::tls_config`]).
-//! One request per connection: a checkpoint a minute needs no pool.
+//! Plain HTTP/1.1 requests, for talking to witnesses (C2SP tlog-witness is
+//! HTTP) and to a server's admin listener: hyper's client connection over
+//! a TCP stream, TLS for `https://` with the same roots as the server
+//! connection ([`super::tls_config`]). One request per connection: a
+//! checkpoint a minute needs no pool.
 
 use std::time::Duration;
 
@@ -19,12 +20,32 @@ pub async fn post(
     limit: usize,
     timeout: Duration,
 ) -> Result<(u16, Vec<u8>)> {
-    tokio::time::timeout(timeout, post_now(url, body, limit))
+    request("POST", url, None, body, limit, timeout).await
+}
+
+/// `method` `url` with `body` (and `Authorization: Bearer` when a token is
+/// given); the status and at most `limit` bytes of the answer, all within
+/// `timeout`.
+pub async fn request(
+    method: &str,
+    url: &str,
+    bearer: Option<&str>,
+    body: Vec<u8>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>)> {
+    tokio::time::timeout(timeout, request_now(method, url, bearer, body, limit))
         .await
         .with_context(|| format!("{url}: no answer within {} s", timeout.as_secs()))?
 }
 
-async fn post_now(url: &str, body: Vec<u8>, limit: usize) -> Result<(u16, Vec<u8>)> {
+async fn request_now(
+    method: &str,
+    url: &str,
+    bearer: Option<&str>,
+    body: Vec<u8>,
+    limit: usize,
+) -> Result<(u16, Vec<u8>)> {
     let uri: hyper::Uri = url
         .parse()
         .with_context(|| format!("`{url}` is not a URL"))?;
@@ -45,10 +66,16 @@ async fn post_now(url: &str, body: Vec<u8>, limit: usize) -> Result<(u16, Vec<u8
         .authority()
         .map(|a| a.as_str().to_string())
         .unwrap_or_else(|| host.clone());
-    let request = hyper::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
+    let method: hyper::Method = method.parse()?;
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(hyper::header::HOST, authority)
-        .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(body)))?;
+        .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    if let Some(token) = bearer {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(Full::new(Bytes::from(body)))?;
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
         .with_context(|| format!("cannot connect to {url}"))?;

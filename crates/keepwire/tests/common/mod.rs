@@ -491,6 +491,7 @@ impl Agency {
     }
 }
 
+#[derive(Clone)]
 pub struct Device {
     pub dir: PathBuf,
     pub url: String,

@@ -374,14 +374,22 @@ impl ArchiveStore for PgArchive {
         &self,
         conv: &str,
         seq: u64,
-    ) -> Result<Option<(String, Option<String>)>, RecordsError> {
+    ) -> Result<Option<(String, Option<String>, String)>, RecordsError> {
         self.pg
             .query_opt(
-                "SELECT kind, note FROM records WHERE conv=$1 AND seq=$2",
+                "SELECT kind, note, receipt FROM records WHERE conv=$1 AND seq=$2",
                 &[&conv, &(seq as i64)],
             )?
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .transpose()
+    }
+
+    fn heads(&self) -> Result<Vec<(String, u64)>, RecordsError> {
+        self.pg
+            .query("SELECT conv, MAX(seq) FROM records GROUP BY conv", &[])?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, u64_at(r, 1)?)))
+            .collect()
     }
 
     fn count(&self, kind: Option<&str>) -> Result<u64, RecordsError> {

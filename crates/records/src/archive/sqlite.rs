@@ -333,12 +333,22 @@ impl ArchiveStore for SqliteArchive {
         &self,
         conv: &str,
         seq: u64,
-    ) -> Result<Option<(String, Option<String>)>, RecordsError> {
+    ) -> Result<Option<(String, Option<String>, String)>, RecordsError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT kind, note FROM records WHERE conv=?1 AND seq=?2")?
-            .query_row(params![conv, seq as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .prepare_cached("SELECT kind, note, receipt FROM records WHERE conv=?1 AND seq=?2")?
+            .query_row(params![conv, seq as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?)
+    }
+
+    fn heads(&self) -> Result<Vec<(String, u64)>, RecordsError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT conv, MAX(seq) FROM records GROUP BY conv")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn count(&self, kind: Option<&str>) -> Result<u64, RecordsError> {

@@ -55,7 +55,10 @@ pub trait ArchiveStore: Send {
         &self,
         conv: &str,
         seq: u64,
-    ) -> Result<Option<(String, Option<String>)>, RecordsError>;
+    ) -> Result<Option<(String, Option<String>, String)>, RecordsError>;
+
+    /// Each conversation's highest sequence number archived.
+    fn heads(&self) -> Result<Vec<(String, u64)>, RecordsError>;
 
     /// How many records (of `kind`, as stored, if given).
     fn count(&self, kind: Option<&str>) -> Result<u64, RecordsError>;

@@ -227,10 +227,13 @@ fn records_are_stored_once_each_with_its_leaf(store: &mut Store) {
     assert!(store.records(Which::One(999), false).unwrap().is_empty());
     assert_eq!(store.count(None).unwrap(), 3);
     assert_eq!(store.count(Some("commit")).unwrap(), 1);
-    assert_eq!(
-        store.archived_as("c", 2).unwrap(),
-        Some(("commit".to_string(), None))
-    );
+    let (kind, note, kept) = store.archived_as("c", 2).unwrap().unwrap();
+    assert_eq!((kind.as_str(), note), ("commit", None));
+    assert_eq!(serde_json::from_str::<Receipt>(&kept).unwrap(), r2);
+    // Each conversation's head, as archived.
+    let mut heads = store.heads().unwrap();
+    heads.sort();
+    assert_eq!(heads, [("c".to_string(), 2), ("d".to_string(), 1)]);
     assert_eq!(store.archived_as("c", 9).unwrap(), None);
     assert_eq!(store.server_keys().unwrap(), vec![r1.server_key.clone()]);
     // The leaf is the record's, linked to its row.

@@ -168,6 +168,43 @@ fn deferred_writes_wait_for_their_turn_unless_written_straight_through() {
     assert_eq!(on_disk(dir.path()), 9, "deferred again afterwards");
 }
 
+/// A server restored from an older copy receipts new messages at
+/// sequence numbers it had used. The same entry redelivered is archived
+/// once; another one at an archived number stops capture (the records
+/// service stops: a fatal divergence), and the archived one stays.
+#[test]
+fn a_reused_sequence_number_stops_capture_instead_of_being_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_alice, mut capture, log) = conversation(dir.path());
+    for d in &log[..10] {
+        capture.capture(d).unwrap();
+    }
+    let again = capture.capture(&log[4]).unwrap();
+    assert_eq!(
+        again.acks,
+        [(log[4].conv.clone(), 5)],
+        "the same entry: acknowledged"
+    );
+    assert_eq!(
+        archived_seqs(&capture.archive),
+        (1..=10).collect::<Vec<_>>()
+    );
+    // Another message, receipted at #10 again, later.
+    let mut reused = log[10].clone();
+    reused.seq = 10;
+    reused.receipt.seq = 10;
+    reused.receipt.server_time_ms = 99_999;
+    let e = capture.capture(&reused).unwrap_err();
+    assert!(matches!(e, RecordsError::Diverged(_)), "{e}");
+    assert!(e.to_string().contains("reused a sequence number"), "{e}");
+    let kept = capture
+        .archive
+        .archived_as(&log[9].conv, 10)
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.2, log[9].receipt, "the archived record is untouched");
+}
+
 #[test]
 fn a_withheld_entry_stays_withheld_and_does_not_stall_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
