@@ -63,6 +63,36 @@ fn trusted(note: &str, quorum: Option<&Quorum>) -> bool {
     quorum.is_none_or(|q| q.met(note))
 }
 
+/// Check that the server has not gone back behind the checkpoint this
+/// device pinned: its latest published checkpoint (`latest_size`; none
+/// published at all when `verifier_key` is empty) must be at least as
+/// large. A server put back to an older copy would otherwise just answer
+/// "nothing newer", and receipt new messages at numbers already used.
+pub fn not_rolled_back(
+    pinned: Option<&Pinned>,
+    verifier_key: &str,
+    latest_size: Option<u64>,
+) -> Result<(), WitnessError> {
+    let Some(pinned) = pinned else {
+        return Ok(());
+    };
+    let latest = match (verifier_key.is_empty(), latest_size) {
+        (true, _) => 0,
+        (false, Some(l)) => l,
+        // A server that does not say: only the chain can tell.
+        (false, None) => return Ok(()),
+    };
+    if latest < pinned.size {
+        return Err(WitnessError::Fork(format!(
+            "the server's latest archive checkpoint covers {latest} leaves, but this device \
+             pinned one of {}: the server was put back to an older copy, or the archive was cut \
+             back",
+            pinned.size
+        )));
+    }
+    Ok(())
+}
+
 /// Check `chain` (the server's answer to `checkpoints { since_size }`)
 /// against what this device pinned; returns what to pin now: the newest
 /// checkpoint of the chain `quorum` accepts (any, without one), or the
@@ -296,6 +326,28 @@ mod tests {
             out
         };
         (vkey, cosign)
+    }
+
+    #[test]
+    fn a_server_behind_the_pinned_checkpoint_is_caught() {
+        let (honest, vkey) = log(&["a", "b", "c", "d", "e"]);
+        let first = PublishedCheckpoint {
+            checkpoint: honest.checkpoint(5).0,
+            link: CheckpointProof::default(),
+        };
+        let pinned = advance(None, &vkey, &[first], None).unwrap().unwrap();
+        assert_eq!(not_rolled_back(Some(&pinned), &vkey, Some(5)), Ok(()));
+        assert_eq!(not_rolled_back(Some(&pinned), &vkey, Some(9)), Ok(()));
+        assert_eq!(not_rolled_back(None, "", None), Ok(()));
+        assert_eq!(
+            not_rolled_back(Some(&pinned), &vkey, None),
+            Ok(()),
+            "an older server"
+        );
+        for (key, latest) in [(vkey.as_str(), Some(3)), ("", None)] {
+            let e = not_rolled_back(Some(&pinned), key, latest).unwrap_err();
+            assert!(e.to_string().contains("put back to an older copy"), "{e}");
+        }
     }
 
     #[test]

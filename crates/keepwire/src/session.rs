@@ -217,7 +217,7 @@ impl Online {
             .get(WITNESS_NS, b"pinned")?
             .and_then(|b| serde_json::from_slice(&b).ok());
         let since = pinned.as_ref().map(|p| p.size).unwrap_or(0);
-        let (verifier_key, chain) = match self
+        let (verifier_key, chain, latest_size) = match self
             .conn
             .request(Request::Checkpoints { since_size: since })
             .await?
@@ -225,9 +225,14 @@ impl Online {
             ServerBody::Checkpoints {
                 verifier_key,
                 chain,
-            } => (verifier_key, chain),
+                latest_size,
+            } => (verifier_key, chain, latest_size),
             other => bail!("unexpected answer to checkpoints: {other:?}"),
         };
+        if let Err(e) = witness::not_rolled_back(pinned.as_ref(), &verifier_key, latest_size) {
+            tracing::error!(error = %e, "the server is behind what this device saw");
+            return Err(e.into());
+        }
         if verifier_key.is_empty() {
             return Ok(()); // nothing published yet
         }

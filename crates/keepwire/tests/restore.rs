@@ -331,3 +331,44 @@ fn a_restore_refuses_live_data_and_a_damaged_backup() {
     );
     assert!(!elsewhere.join("server.db").exists(), "nothing restored");
 }
+
+/// A whole deployment restored from an older backup is consistent in
+/// itself, but devices saw more: one that pinned a later checkpoint of the
+/// archive refuses the server instead of carrying on with it.
+#[test]
+fn a_device_that_saw_more_than_a_restored_server_refuses_it() {
+    let mut agency = Agency::start_with(&["--checkpoint-secs", "1"]);
+    let (alice, conv) = agency.alice_and_bob();
+    alice.send(&conv, "one");
+    agency.wait_captured(1);
+    agency.stop();
+    let to = agency.tmp.path().join("backup");
+    let out = admin(&agency, &["backup", "--to", to.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let backed_up = manifest["archive_leaves"].as_u64().unwrap();
+
+    agency.restart(&["--checkpoint-secs", "1"]);
+    alice.send(&conv, "two");
+    agency.wait_captured(2);
+    common::wait_for("alice to pin a checkpoint past the backup", 60, || {
+        let pinned = alice.json(&["chat", "checkpoint"]);
+        (pinned["size"].as_u64()? > backed_up).then_some(())
+    });
+    agency.stop();
+
+    std::fs::rename(&agency.data, agency.tmp.path().join("data.before")).unwrap();
+    let out = admin(&agency, &["restore", "--from", to.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    agency.restart(&["--checkpoint-secs", "1"]);
+    let out = alice.run(&["chat", "checkpoint"]);
+    assert!(
+        !out.status.success(),
+        "alice carried on with a server behind her"
+    );
+    assert!(
+        stderr(&out).contains("put back to an older copy"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -194,6 +194,11 @@ pub enum ServerBody {
     Checkpoints {
         verifier_key: String,
         chain: Vec<PublishedCheckpoint>,
+        /// The size of the latest checkpoint published, whatever was
+        /// asked: a device that pinned a larger one knows the server was
+        /// put back to an older copy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        latest_size: Option<u64>,
     },
     /// Pushed to the records service: an administrator's decision after a
     /// capture failure (resuming a conversation, unblocking a device), to

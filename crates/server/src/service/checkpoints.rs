@@ -95,19 +95,21 @@ impl Core {
             .meta("records.verifier_key")
             .map_err(internal)?
             .unwrap_or_default();
+        let latest = self.store.latest_checkpoint().map_err(internal)?;
+        let latest_size = latest
+            .as_ref()
+            .map(|c| read_checkpoint(&c.checkpoint).map(|cp| cp.size()))
+            .transpose()?;
         let chain = if since_size == 0 {
             // A device that pinned nothing yet starts from the latest.
-            self.store
-                .latest_checkpoint()
-                .map_err(internal)?
-                .into_iter()
-                .collect()
+            latest.into_iter().collect()
         } else {
             self.store.checkpoints_after(since_size).map_err(internal)?
         };
         Ok(ServerBody::Checkpoints {
             verifier_key,
             chain,
+            latest_size,
         })
     }
 }
