@@ -9,10 +9,23 @@ use clap::{Parser, Subcommand};
 
 use crate::bench;
 
+/// `keepwire --version`: the version, and which cryptographic module it
+/// runs on.
+#[cfg(feature = "fips")]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (crypto: AWS-LC FIPS 140-3 module, aws-lc-fips-sys; MLS, TLS, receipts and checkpoints)"
+);
+#[cfg(not(feature = "fips"))]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (crypto: AWS-LC, not a FIPS build; `--features fips` for its FIPS 140-3 module)"
+);
+
 #[derive(Parser)]
 #[command(
     name = "keepwire",
-    version,
+    version = VERSION,
     about = "End-to-end encrypted agency messaging with a complete records archive"
 )]
 pub(crate) struct Cli {

@@ -51,6 +51,12 @@ fn run_main() -> Result<()> {
     config::apply(&<Cli as clap::CommandFactory>::command())?;
     let cli = Cli::parse();
     init_logs(cli.log_format);
+    // A FIPS build runs on the validated module or not at all (its power-on
+    // self tests ran when AWS-LC initialised).
+    #[cfg(feature = "fips")]
+    aws_lc_rs::try_fips_mode().map_err(|e| {
+        anyhow::anyhow!("built for FIPS 140-3, but AWS-LC is not in FIPS mode: {e}")
+    })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

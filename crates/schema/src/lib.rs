@@ -26,6 +26,17 @@ use rusqlite::{Connection, OptionalExtension};
 #[cfg(feature = "postgres")]
 pub mod pg;
 
+/// The one rustls crypto provider all of keepwire's TLS uses (to the
+/// server, the witnesses, PostgreSQL, and served): AWS-LC — in a `fips`
+/// build its FIPS 140-3 module, with only the algorithms it approves.
+#[cfg(feature = "postgres")]
+pub fn tls_provider() -> rustls::crypto::CryptoProvider {
+    #[cfg(feature = "fips")]
+    return rustls::crypto::default_fips_provider();
+    #[cfg(not(feature = "fips"))]
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
 /// One kind of database and its migrations.
 pub struct Schema {
     /// What the database is, for messages ("server store", "archive").

@@ -132,13 +132,12 @@ fn tls(extra_roots: &[Vec<u8>]) -> Result<tokio_postgres_rustls::MakeRustlsConne
             .add(rustls::pki_types::CertificateDer::from(der.clone()))
             .map_err(|e| format!("a CA certificate given is not usable: {e}"))?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(crate::tls_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 

@@ -34,14 +34,12 @@ pub fn load_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, ServerE
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| ServerError::Invalid(format!("TLS key {}: {e}", key.display())))?;
-    let config = ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ServerError::Invalid(format!("TLS: {e}")))?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(|e| ServerError::Invalid(format!("TLS certificate and key do not fit: {e}")))?;
+    let config = ServerConfig::builder_with_provider(Arc::new(keepwire_schema::tls_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Invalid(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| ServerError::Invalid(format!("TLS certificate and key do not fit: {e}")))?;
     Ok(Arc::new(config))
 }
 

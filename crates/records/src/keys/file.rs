@@ -106,20 +106,25 @@ fn check_private(path: &Path) -> Result<(), RecordsError> {
     Ok(())
 }
 
+/// The checkpoint key, signing with AWS-LC (deterministic Ed25519: the
+/// same signatures `signed_note`'s own signer makes; in a `fips` build,
+/// made by the FIPS module).
 struct FileSigner {
-    signer: StandardSigner,
+    name: String,
+    id: u32,
+    key: aws_lc_rs::signature::Ed25519KeyPair,
     verifier_key: String,
 }
 
 impl Signer for FileSigner {
     fn name(&self) -> &str {
-        self.signer.name()
+        &self.name
     }
     fn key_id(&self) -> u32 {
-        self.signer.key_id()
+        self.id
     }
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, ed25519_dalek::SignatureError> {
-        self.signer.sign(msg)
+        Ok(self.key.sign(msg).as_ref().to_vec())
     }
 }
 
@@ -127,6 +132,21 @@ impl NoteSigner for FileSigner {
     fn verifier_key(&self) -> String {
         self.verifier_key.clone()
     }
+}
+
+/// The signer of the C2SP Ed25519 note private key `skey`.
+fn file_signer(skey: &str) -> Result<FileSigner, RecordsError> {
+    let (parsed, verifier_key) = verifier_of(skey)?;
+    let raw = private_key_bytes(skey)?;
+    let key =
+        aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(raw.get(1..).unwrap_or_default())
+            .map_err(|e| keys_error(format!("the checkpoint key: {e}")))?;
+    Ok(FileSigner {
+        name: parsed.name().to_string(),
+        id: parsed.key_id(),
+        key,
+        verifier_key,
+    })
 }
 
 /// The verifier key of a C2SP Ed25519 note private key.
@@ -172,11 +192,7 @@ impl KeyProvider for FileKeys {
                 skey
             }
         };
-        let (signer, verifier_key) = verifier_of(&skey)?;
-        Ok(Box::new(FileSigner {
-            signer,
-            verifier_key,
-        }))
+        Ok(Box::new(file_signer(&skey)?))
     }
 
     fn has_checkpoint_key(&self) -> Result<bool, RecordsError> {

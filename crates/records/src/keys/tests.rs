@@ -236,3 +236,25 @@ fn a_rotation_is_one_transaction_and_escrow_restores_a_lost_provider() {
         );
     }
 }
+
+/// The key directory signs checkpoints with AWS-LC (its FIPS module in a
+/// `fips` build): exactly the signatures, key ID and verifier key of the
+/// C2SP signed-note signer, so checkpoints read the same everywhere.
+#[test]
+fn the_checkpoint_signer_signs_as_the_signed_note_reference_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = FileKeys::open(&dir.path().join("keys")).unwrap();
+    let ours = keys.checkpoint_signer().unwrap();
+    let skey =
+        String::from_utf8(std::fs::read(dir.path().join("keys/checkpoint.key")).unwrap()).unwrap();
+    let reference = signed_note::StandardSigner::new(skey.trim()).unwrap();
+    use signed_note::Signer as _;
+    assert_eq!(ours.name(), reference.name());
+    assert_eq!(ours.key_id(), reference.key_id());
+    for msg in [&b""[..], b"keepwire.archive/x\n7\nAAAA\n"] {
+        assert_eq!(ours.sign(msg).unwrap(), reference.sign(msg).unwrap());
+    }
+    let verifier = signed_note::StandardVerifier::new(&ours.verifier_key()).unwrap();
+    let sig = ours.sign(b"checked").unwrap();
+    assert!(signed_note::Verifier::verify(&verifier, b"checked", &sig));
+}
