@@ -130,6 +130,21 @@ pub async fn backup(data_dir: &Path, to: &Path, admin: &Admin, now_ms: u64) -> R
             data_dir.display()
         );
     }
+    // All three here, or the cut cannot be made here: an archive or a
+    // records member kept in PostgreSQL, or a records service run on
+    // another machine, is backed up with the tools of where it lives.
+    for db in DATABASES {
+        if !data_dir.join(db).is_file() {
+            bail!(
+                "{} is not here: `admin backup` copies a deployment whose server, records member \
+                 and archive are all in {} (the embedded default on SQLite). Where one is in \
+                 PostgreSQL or on another machine, back up each with the tools of where it \
+                 lives, at one moment (docs/operations.md, \"Backup and restore\")",
+                data_dir.join(db).display(),
+                data_dir.display()
+            );
+        }
+    }
     if to.exists() && std::fs::read_dir(to)?.next().is_some() {
         bail!(
             "{} is not empty: a backup goes into a new directory",
@@ -186,10 +201,7 @@ pub async fn backup(data_dir: &Path, to: &Path, admin: &Admin, now_ms: u64) -> R
 /// Copy the databases in order, then the small files.
 fn copy_all(data_dir: &Path, to: &Path) -> Result<()> {
     for db in DATABASES {
-        let from = data_dir.join(db);
-        if from.is_file() {
-            snapshot(&from, &to.join(db))?;
-        }
+        snapshot(&data_dir.join(db), &to.join(db))?;
     }
     for f in FILES {
         let from = data_dir.join(f);

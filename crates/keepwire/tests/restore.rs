@@ -330,6 +330,29 @@ fn a_restore_refuses_live_data_and_a_damaged_backup() {
         stderr(&out)
     );
     assert!(!elsewhere.join("server.db").exists(), "nothing restored");
+
+    // A deployment whose archive is not beside its server (in PostgreSQL,
+    // or on another machine) cannot be cut here: refused, named.
+    let server_only = agency.tmp.path().join("server-only");
+    std::fs::create_dir_all(&server_only).unwrap();
+    std::fs::copy(agency.data.join("server.db"), server_only.join("server.db")).unwrap();
+    let out = keepwire(
+        &[
+            "admin",
+            "backup",
+            "--data-dir",
+            server_only.to_str().unwrap(),
+            "--to",
+            agency.tmp.path().join("backup2").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("records/device.db is not here"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A whole deployment restored from an older backup is consistent in

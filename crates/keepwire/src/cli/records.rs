@@ -1,0 +1,270 @@
+//! `keepwire records …`: the records service, the archive, its accounts
+//! and keys, and how checkpoints are published.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+/// How the records service publishes its log's checkpoints.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct CheckpointArgs {
+    /// Seconds between signed checkpoints of the archive's log.
+    #[arg(long, env = "KEEPWIRE_CHECKPOINT_SECS", default_value_t = 60)]
+    pub(crate) checkpoint_secs: u64,
+    /// A witness each checkpoint is sent to for its cosignature: its
+    /// verifier key (`keepwire witness init` prints it), `@`, its URL
+    /// (repeatable; comma-separated in the variable).
+    #[arg(long = "witness", env = "KEEPWIRE_WITNESSES", value_delimiter = ',')]
+    pub(crate) witnesses: Vec<String>,
+}
+
+impl CheckpointArgs {
+    pub(crate) fn publishing(&self) -> anyhow::Result<crate::serve::witnessing::Publishing> {
+        Ok(crate::serve::witnessing::Publishing {
+            every: std::time::Duration::from_secs(self.checkpoint_secs.max(1)),
+            witnesses: self
+                .witnesses
+                .iter()
+                .map(|w| w.parse())
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RecordsCommand {
+    /// Run only the records service, connecting to a server.
+    Serve {
+        /// The delivery server's URL.
+        #[arg(long, env = "KEEPWIRE_SERVER", default_value = "http://127.0.0.1:7878")]
+        server: String,
+        /// The records service's directory (its device and archive; its
+        /// keys are in --key-dir, by default beside --data-dir); by default
+        /// `records/` in --data-dir.
+        #[arg(long, env = "KEEPWIRE_RECORDS_DIR")]
+        records_dir: Option<PathBuf>,
+        /// Enrolment code for the records device (first start only).
+        #[arg(long)]
+        code: Option<String>,
+        /// Also trust this CA certificate (PEM) for the server's TLS.
+        #[arg(long, env = "KEEPWIRE_CA_CERT")]
+        ca_cert: Option<PathBuf>,
+        #[command(flatten)]
+        checkpoints: CheckpointArgs,
+    },
+    /// List captured records.
+    List {
+        /// Include commits and proposals, not only messages.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one record, decrypted (a privileged action: it is logged).
+    Show {
+        /// The record's id (from `records list`).
+        id: i64,
+        /// Who is looking (default: $USER), for the log of privileged actions.
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the latest signed checkpoint of the archive's transparency log
+    /// (C2SP tlog-checkpoint, Ed25519 signed note), signing a new one first
+    /// if the log has grown since.
+    Checkpoint {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A record's RFC 9162 inclusion proof against the current checkpoint (JSON).
+    Proof {
+        /// The record whose inclusion to prove.
+        record_id: i64,
+        /// Accepted for scripts' sake: the output is JSON either way.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An RFC 9162 consistency proof between two tree sizes (JSON).
+    Consistency {
+        /// The size of the earlier tree.
+        old_size: u64,
+        /// The size of the later tree.
+        new_size: u64,
+        /// Accepted for scripts' sake: the output is JSON either way.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Destroy a record's content (crypto-shredding its data key) under a
+    /// named authority; its metadata, leaf and a tombstone stay verifiable.
+    /// (Holds and approvals arrive with the disposition workflow.)
+    Destroy {
+        /// The record whose content to destroy.
+        id: i64,
+        /// The disposition authority, e.g. "GRS 5.2 item 020" or a court order.
+        #[arg(long)]
+        authority: String,
+        /// Who is doing it (default: the operating-system user).
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rotate the archive key: every record's data key is re-wrapped under
+    /// a new key (content is not re-encrypted); logged. Stop the records
+    /// service first.
+    RotateKey {
+        /// Who is doing it (default: the operating-system user).
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accounts of the people who act on the archive (admins, records
+    /// officers, legal, auditors); every change logged.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// The archive's keys: where they are, and the archive key's escrow.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Recompute the log from storage and check the whole archive against
+    /// it; exits non-zero, naming each problem, if anything is wrong.
+    Verify {
+        /// The checkpoint key's public half (default: the archive's checkpoint.pub).
+        #[arg(long)]
+        verifier_key: Option<String>,
+        /// A checkpoint kept outside the archive (repeatable): the log must extend it.
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+        /// The server's receipt keys, as saved from GET /v1/receipt-keys.
+        #[arg(long)]
+        server_keys: Option<PathBuf>,
+        /// The server's PostgreSQL store, whose published checkpoint chain the
+        /// archive must extend (default: the data directory's server.db,
+        /// when there is one).
+        #[arg(long, env = "KEEPWIRE_DATABASE")]
+        server_database: Option<String>,
+        /// A witness whose cosignatures count: its verifier key, or
+        /// `KEY@URL` as the records service is given it (repeatable).
+        #[arg(long, env = "KEEPWIRE_WITNESSES", value_delimiter = ',')]
+        witness: Vec<String>,
+        /// How many of the witnesses must have cosigned a checkpoint this
+        /// log extends (default: all of them).
+        #[arg(long)]
+        witness_quorum: Option<usize>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Who is acting: an account of the archive (`records account`), signed
+/// in with its password. Once an archive has accounts, every privileged
+/// command needs one, and its role must allow the action.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct SignIn {
+    /// The account to act as.
+    #[arg(long = "as", global = true, env = "KEEPWIRE_RECORDS_USER")]
+    pub(crate) as_user: Option<String>,
+    /// A file holding its password (or set KEEPWIRE_RECORDS_PASSWORD).
+    #[arg(long, global = true, env = "KEEPWIRE_RECORDS_PASSWORD_FILE")]
+    pub(crate) password_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AccountCommand {
+    /// Create an account. The first account of an archive is an admin,
+    /// made without signing in; after that an admin makes each (--as).
+    /// Its password comes from --new-password-file or
+    /// KEEPWIRE_RECORDS_NEW_PASSWORD (at least 12 characters).
+    Add {
+        /// The account's name (letters, digits, `.`, `-`, `_`, `@`).
+        name: String,
+        /// admin, records-officer, legal or auditor.
+        #[arg(long)]
+        role: String,
+        /// A file holding the new account's password.
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the accounts (an admin's).
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable an account: it signs in no more (the log still names it).
+    Disable {
+        /// The account to disable.
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        /// The account to enable.
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Where the keys are: the key provider, the archive key's id and the
+    /// checkpoint key's verifier key.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Split the archive key into escrow shares, one file each, any
+    /// --threshold of which recover it (logged). Losing the archive key
+    /// loses every record: do this when the archive is made and after
+    /// every rotation.
+    Escrow {
+        /// How many shares recover the key (at least 2).
+        #[arg(long)]
+        threshold: u8,
+        /// How many shares to make.
+        #[arg(long)]
+        shares: u8,
+        /// The directory to write the share files to (owner-only).
+        #[arg(long)]
+        out: PathBuf,
+        /// Who is doing it (default: the operating-system user).
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore the archive key from escrow shares onto the current key
+    /// provider, after the old one was lost (logged). Stop the records
+    /// service first.
+    Restore {
+        /// The share files (at least the threshold's number).
+        #[arg(required = true)]
+        shares: Vec<PathBuf>,
+        /// Who is doing it (default: the operating-system user).
+        #[arg(long, env = "KEEPWIRE_ACTOR")]
+        actor: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
