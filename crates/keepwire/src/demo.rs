@@ -174,6 +174,7 @@ pub async fn run(
         }],
         server_keys: None,
         witnesses: None,
+        witness_answers: Vec::new(),
     };
     let verified = keepwire_records::verify::verify(&archive, &options, |_, _| {})?;
     Ok(DemoReport {

@@ -169,6 +169,51 @@ pub struct VerifyInputs {
     pub published: Option<String>,
     /// The witnesses whose cosignatures count, and how many.
     pub witnesses: Option<keepwire_records::witness::quorum::Quorum>,
+    /// What the witnesses given with a URL said about the log.
+    pub witness_answers: Vec<verify::WitnessAnswer>,
+}
+
+/// Ask each witness given as `KEY@URL` where it stands on this log: the
+/// latest checkpoint, sent from its own size, is cosigned again (the
+/// witness is there) or answered with the witness's size, or refused as a
+/// fork. Nothing changes at the witness. A witness that cannot be reached
+/// is named on stderr, not counted against the archive.
+async fn ask_witnesses(at: &ArchiveAt, witnesses: &[String]) -> Result<Vec<verify::WitnessAnswer>> {
+    use keepwire_records::witness::quorum::{read_reply, Peer, Reply};
+    let peers: Vec<Peer> = witnesses
+        .iter()
+        .filter(|w| w.contains("@http://") || w.contains("@https://"))
+        .map(|w| w.parse())
+        .collect::<Result<_, _>>()?;
+    if peers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let archive = at.open_read_only(false)?;
+    let Some((size, note)) = archive.latest_checkpoint()? else {
+        return Ok(Vec::new());
+    };
+    let mut answers = Vec::new();
+    for peer in peers {
+        let witness = peer.name().to_string();
+        let body = archive.witness_request(size, size, &note)?;
+        let url = format!("{}/add-checkpoint", peer.url);
+        let reply =
+            match crate::net::http::post(&url, body, 16 * 1024, std::time::Duration::from_secs(10))
+                .await
+            {
+                Ok((status, answer)) => read_reply(status, &answer),
+                Err(e) => Reply::Failed(format!("{e:#}")),
+            };
+        match reply {
+            Reply::Cosigned(_) => answers.push(verify::WitnessAnswer::At { witness, size }),
+            Reply::Latest(at) => answers.push(verify::WitnessAnswer::At { witness, size: at }),
+            Reply::Disagrees(why) => answers.push(verify::WitnessAnswer::Refuses { witness, why }),
+            Reply::Refused(why) | Reply::Failed(why) => {
+                eprintln!("note: the witness {witness} could not be asked: {why}")
+            }
+        }
+    }
+    Ok(answers)
 }
 
 /// The server's published receipt keys (`GET /v1/receipt-keys`, saved).
@@ -263,6 +308,7 @@ pub fn verify(at: &ArchiveAt, inputs: VerifyInputs, json: bool) -> Result<bool> 
             .map(read_server_keys)
             .transpose()?,
         witnesses: inputs.witnesses,
+        witness_answers: inputs.witness_answers,
     };
     let show_progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let bar = indicatif::ProgressBar::hidden();
@@ -503,6 +549,7 @@ pub async fn records(
                 server_keys,
                 published: published_checkpoint(data_dir, server_database.as_deref())?,
                 witnesses: crate::cli::witness_quorum(&witness, witness_quorum)?,
+                witness_answers: ask_witnesses(&existing()?, &witness).await?,
             };
             if !verify(&existing()?, inputs, json)? {
                 std::process::exit(1);

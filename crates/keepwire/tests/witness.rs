@@ -183,6 +183,32 @@ fn an_archive_forged_with_the_stolen_key_is_caught_because_no_witness_cosigns_it
     );
     agency.stop();
 
+    // The tail cut off, and with it every checkpoint kept here that the
+    // witness cosigned: the archive's own history shows nothing witnessed
+    // beyond the cut, but the witness, asked, remembers more.
+    let archive = rusqlite::Connection::open(agency.data.join("records/archive.db")).unwrap();
+    let size: i64 = archive
+        .query_row("SELECT COUNT(*) FROM tlog_leaves", [], |r| r.get(0))
+        .unwrap();
+    archive
+        .execute("DELETE FROM tlog_leaves WHERE n >= ?1", [size - 1])
+        .unwrap();
+    archive
+        .execute("DELETE FROM checkpoints WHERE size >= ?1", [size])
+        .unwrap();
+    drop(archive);
+    let (passed, report) = verify(&agency, &["--witness", &witness_at]);
+    assert!(!passed, "{report:#}");
+    assert!(
+        report["problems"].as_array().unwrap().iter().any(|p| {
+            p["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("cosigned a checkpoint of {size} leaves"))
+        }),
+        "{report:#}"
+    );
+
     // The insider's own deployment, signing with the stolen key.
     let keys = agency.key_dir();
     let forger = Agency::start_with(&[

@@ -15,7 +15,12 @@
 //! - content gone without a tombstone naming its authority
 //!   (`missing_tombstone`);
 //! - every checkpoint ever issued: its signature (`bad_signature`) and that
-//!   it is a prefix of today's tree (`forked_checkpoint`).
+//!   it is a prefix of today's tree (`forked_checkpoint`);
+//! - what witnesses asked about the log answered: one that cosigned more
+//!   than the log holds, or refuses its latest checkpoint
+//!   (`forked_checkpoint`);
+//! - with a quorum of witnesses, a checkpoint consistent with the log that
+//!   the quorum cosigned (`unwitnessed` if none).
 //!
 //! Verification reads only; it works on a stopped archive and on a live
 //! one (it checks the tree as of the moment it started).
@@ -146,6 +151,18 @@ pub struct Options {
     /// The witnesses whose cosignatures count, and how many must have
     /// cosigned: some checkpoint consistent with the log must carry them.
     pub witnesses: Option<crate::witness::quorum::Quorum>,
+    /// What the witnesses said when asked about this log's latest
+    /// checkpoint (`records verify --witness KEY@URL`).
+    pub witness_answers: Vec<WitnessAnswer>,
+}
+
+/// A witness's answer about the log, asked by whoever verifies.
+#[derive(Debug, Clone)]
+pub enum WitnessAnswer {
+    /// It last cosigned a checkpoint of this many leaves.
+    At { witness: String, size: u64 },
+    /// It refuses the log's latest checkpoint as a fork of what it cosigned.
+    Refuses { witness: String, why: String },
 }
 
 /// Receipt keys and when each signed: key -> (from_ms, until_ms).
@@ -438,7 +455,31 @@ pub fn verify(
         }
     }
 
-    // 6. Witnessed: a checkpoint consistent with the log that the quorum
+    // 6. What the witnesses remember: a witness that cosigned more than
+    //    the log holds, or refuses its latest checkpoint, saw a history
+    //    this archive no longer is — even if every cosigned checkpoint
+    //    kept here was deleted with the tail.
+    for answer in &options.witness_answers {
+        match answer {
+            WitnessAnswer::At { witness, size } if *size > tree.size => {
+                report.problems.push(Problem::new(
+                    ProblemKind::ForkedCheckpoint,
+                    format!(
+                        "the witness {witness} cosigned a checkpoint of {size} leaves; the log has \
+                         {}: it was cut back",
+                        tree.size
+                    ),
+                ))
+            }
+            WitnessAnswer::At { .. } => {}
+            WitnessAnswer::Refuses { witness, why } => report.problems.push(Problem::new(
+                ProblemKind::ForkedCheckpoint,
+                format!("the witness {witness} refuses this log's latest checkpoint: {why}"),
+            )),
+        }
+    }
+
+    // 7. Witnessed: a checkpoint consistent with the log that the quorum
     //    cosigned. A log rewritten and re-signed with a stolen key has
     //    none: no honest witness cosigns a fork.
     if let Some(quorum) = &options.witnesses {

@@ -12,6 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use signed_note::{Signer, StandardSigner};
+use zeroize::Zeroizing;
 
 use super::{cipher, fresh_key, keys_error, open, seal, KeyProvider, NoteSigner};
 use crate::RecordsError;
@@ -40,13 +41,16 @@ impl FileKeys {
     }
 
     /// A key file's bytes, if it exists; refused if others can read it.
-    fn read(&self, name: &str) -> Result<Option<Vec<u8>>, RecordsError> {
+    /// Wiped from memory when dropped: freed heap is reused, and what was
+    /// in it can end up in the unused parts of a database page written
+    /// later (measured: a key's bytes found in `records/device.db-wal`).
+    fn read(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, RecordsError> {
         let path = self.dir.join(name);
         if !path.exists() {
             return Ok(None);
         }
         check_private(&path)?;
-        Ok(Some(std::fs::read(&path)?))
+        Ok(Some(Zeroizing::new(std::fs::read(&path)?)))
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> Result<(), RecordsError> {
@@ -57,7 +61,7 @@ impl FileKeys {
 
     /// The root key, made on first use (`make`); opening never makes one.
     fn root(&self, make: bool) -> Result<chacha20poly1305::XChaCha20Poly1305, RecordsError> {
-        let key = match self.read(ROOT_KEY)? {
+        let key = Zeroizing::new(match self.read(ROOT_KEY)? {
             Some(b) => <[u8; 32]>::try_from(b.as_slice()).map_err(|_| {
                 RecordsError::Keys(format!(
                     "{} is not a 32-byte key",
@@ -76,7 +80,7 @@ impl FileKeys {
                     self.dir.join(ROOT_KEY).display()
                 )))
             }
-        };
+        });
         Ok(cipher(&key))
     }
 }
@@ -164,12 +168,14 @@ pub(super) fn verifier_of(skey: &str) -> Result<(StandardSigner, String), Record
 
 /// The key bytes of a C2SP note private key, `PRIVATE+KEY+name+id+base64`
 /// (base64 may itself hold `+`).
-pub(super) fn private_key_bytes(skey: &str) -> Result<Vec<u8>, RecordsError> {
+pub(super) fn private_key_bytes(skey: &str) -> Result<Zeroizing<Vec<u8>>, RecordsError> {
     let b64 = skey
         .splitn(5, '+')
         .nth(4)
         .ok_or_else(|| keys_error("malformed checkpoint key"))?;
-    keepwire_protocol::b64::decode(b64).map_err(keys_error)
+    keepwire_protocol::b64::decode(b64)
+        .map(Zeroizing::new)
+        .map_err(keys_error)
 }
 
 /// A fresh checkpoint key's name: the log's origin line.
@@ -184,19 +190,21 @@ impl KeyProvider for FileKeys {
 
     fn checkpoint_signer(&self) -> Result<Box<dyn NoteSigner>, RecordsError> {
         let skey = match self.read(CHECKPOINT_KEY)? {
-            Some(b) => String::from_utf8(b).map_err(keys_error)?.trim().to_string(),
+            Some(b) => b,
             None => {
                 let (skey, _) =
                     signed_note::generate_key(&mut rand::rngs::OsRng, &fresh_log_name());
-                self.write(CHECKPOINT_KEY, skey.as_bytes())?;
+                let skey = Zeroizing::new(skey.into_bytes());
+                self.write(CHECKPOINT_KEY, &skey)?;
                 skey
             }
         };
-        Ok(Box::new(file_signer(&skey)?))
+        let text = std::str::from_utf8(&skey).map_err(keys_error)?;
+        Ok(Box::new(file_signer(text.trim())?))
     }
 
     fn has_checkpoint_key(&self) -> Result<bool, RecordsError> {
-        Ok(self.read(CHECKPOINT_KEY)?.is_some())
+        Ok(self.dir.join(CHECKPOINT_KEY).exists())
     }
 
     fn import_checkpoint_key(&self, skey: &str) -> Result<(), RecordsError> {
@@ -212,7 +220,7 @@ impl KeyProvider for FileKeys {
 
     fn export_checkpoint_key(&self) -> Result<Option<String>, RecordsError> {
         self.read(CHECKPOINT_KEY)?
-            .map(|b| String::from_utf8(b).map(|s| s.trim().to_string()))
+            .map(|b| std::str::from_utf8(&b).map(|s| s.trim().to_string()))
             .transpose()
             .map_err(keys_error)
     }
