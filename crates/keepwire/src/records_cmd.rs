@@ -182,7 +182,11 @@ async fn ask_witnesses(at: &ArchiveAt, witnesses: &[String]) -> Result<Vec<verif
     use keepwire_records::witness::quorum::{read_reply, Peer, Reply};
     let peers: Vec<Peer> = witnesses
         .iter()
-        .filter(|w| w.contains("@http://") || w.contains("@https://"))
+        .filter(|w| {
+            keepwire_records::witness::quorum::split_witness(w)
+                .1
+                .is_some()
+        })
         .map(|w| w.parse())
         .collect::<Result<_, _>>()?;
     if peers.is_empty() {

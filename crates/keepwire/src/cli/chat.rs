@@ -71,12 +71,9 @@ pub(crate) fn witness_quorum(
     let keys: Vec<String> = witnesses
         .iter()
         .map(|w| {
-            let end = ["@http://", "@https://"]
-                .iter()
-                .filter_map(|p| w.find(p))
-                .min()
-                .unwrap_or(w.len());
-            w[..end].to_string()
+            keepwire_records::witness::quorum::split_witness(w)
+                .0
+                .to_string()
         })
         .collect();
     Ok(Some(keepwire_client::cosignature::Quorum::new(

@@ -78,20 +78,28 @@ impl Peer {
     }
 }
 
+/// A witness as given on a command line: its verifier key, and its URL
+/// when given as `KEY@URL` (the one place that form is read).
+pub fn split_witness(s: &str) -> (&str, Option<&str>) {
+    match ["@http://", "@https://"]
+        .iter()
+        .filter_map(|p| s.find(p))
+        .min()
+    {
+        Some(at) => (&s[..at], Some(&s[at + 1..])),
+        None => (s, None),
+    }
+}
+
 impl std::str::FromStr for Peer {
     type Err = RecordsError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let at = ["@http://", "@https://"]
-            .iter()
-            .filter_map(|p| s.find(p))
-            .min()
-            .ok_or_else(|| {
-                bad(format!(
-                    "`{s}` is not a witness: give its verifier key, `@`, and its http(s) URL"
-                ))
-            })?;
-        let (key, url) = (&s[..at], &s[at + 1..]);
+        let (key, Some(url)) = split_witness(s) else {
+            return Err(bad(format!(
+                "`{s}` is not a witness: give its verifier key, `@`, and its http(s) URL"
+            )));
+        };
         Ok(Self {
             verifier: CosignatureVerifier::new(key)?,
             key: key.to_string(),
