@@ -104,7 +104,10 @@ impl Admin {
         let (status, body) = crate::net::http::request(
             method,
             &format!("{}{path}", self.url.trim_end_matches('/')),
-            self.token.as_deref(),
+            self.token
+                .as_ref()
+                .map(|t| format!("Bearer {t}"))
+                .as_deref(),
             Vec::new(),
             4096,
             Duration::from_secs(40),

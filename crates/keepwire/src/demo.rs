@@ -51,6 +51,7 @@ pub async fn run(
         serve::witnessing::Publishing {
             every: Duration::from_secs(60),
             witnesses: Vec::new(),
+            office: None,
         },
         std::future::pending(),
     )

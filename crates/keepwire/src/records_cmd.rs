@@ -16,6 +16,7 @@ mod key_cmd;
 
 use keepwire_records::accounts::Action;
 
+use crate::serve::office::Request;
 use crate::serve::ArchiveAt;
 use crate::{net, print_json, serve, terminated, RecordsCommand};
 
@@ -23,43 +24,75 @@ fn now_ms() -> u64 {
     keepwire_protocol::clock::Clock::from_env().now_ms()
 }
 
-/// The latest checkpoint covering the whole log, issuing one if the log
-/// has grown since the last.
-pub fn current_checkpoint(notary: &Notary, archive: &Archive) -> Result<String> {
-    Ok(archive.issue_checkpoint(notary, now_ms())?.1)
-}
-
-/// Sign a checkpoint covering what a privileged action just logged,
-/// before its result is shown: erasing the action's leaf afterwards
-/// contradicts a signed checkpoint (kept in the archive, and published to
-/// the server by the records service at its next tick). The signer is
-/// opened before the action is taken, so an action that could not be
-/// covered is refused, not logged and left uncovered.
+/// Sign a checkpoint covering what a maintenance command (run with the
+/// records service stopped) just logged, before its result is shown:
+/// erasing the action's leaf afterwards contradicts a signed checkpoint
+/// (kept in the archive, and published to the server by the records
+/// service when it runs again). The signer is opened before the action is
+/// taken, so an action that could not be covered is refused, not logged
+/// and left uncovered.
 pub(crate) fn covered(notary: &Notary, archive: &Archive) -> Result<()> {
-    current_checkpoint(notary, archive).map(drop)
+    archive.issue_checkpoint(notary, now_ms()).map(drop)?;
+    Ok(())
 }
 
-#[derive(Serialize)]
-struct CheckpointOut {
-    checkpoint: String,
-    tree_size: u64,
-    verifier_key: String,
-}
-
-pub fn checkpoint(at: &ArchiveAt, json: bool) -> Result<()> {
-    let archive = at.open(false)?;
-    let notary = at.notary()?;
-    let note = current_checkpoint(&notary, &archive)?;
-    let cp = checkpoint::open_note(&note, &notary.verifier_key).map_err(anyhow::Error::msg)?;
+/// `records checkpoint`: the running records service signs one covering
+/// the log as it stands (batched with officers' actions).
+async fn checkpoint(records_dir: &Path, signin: &crate::SignIn, json: bool) -> Result<()> {
+    let v = account_cmd::ask(records_dir, signin, &Request::Checkpoint).await?;
     if json {
-        crate::print_json(&CheckpointOut {
-            checkpoint: note,
-            tree_size: cp.size(),
-            verifier_key: notary.verifier_key,
-        })
+        crate::print_json(&v)
     } else {
-        print!("{note}");
+        print!("{}", v["checkpoint"].as_str().unwrap_or_default());
         Ok(())
+    }
+}
+
+/// A record as the office gives it (`Archive::get`'s JSON), for people.
+fn print_record(r: &serde_json::Value) {
+    // The record's metadata is flattened into it.
+    let m = r;
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    println!(
+        "record {} — conversation {} #{}",
+        r["id"],
+        s(&m["conv"]),
+        m["seq"]
+    );
+    println!("  kind:         {}", s(&m["kind"]));
+    println!("  sender:       {}", s(&m["sender"]));
+    let participants: Vec<String> = m["participants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
+    println!("  participants: {}", participants.join(", "));
+    println!(
+        "  sent:         {}",
+        crate::when(m["server_time_ms"].as_u64().unwrap_or_default())
+    );
+    println!(
+        "  captured:     {}",
+        crate::when(m["captured_at_ms"].as_u64().unwrap_or_default())
+    );
+    let timer = match (
+        m["expire_after_secs"].as_u64(),
+        m["burn_on_read"].as_bool() == Some(true),
+    ) {
+        (Some(t), true) => format!("{t} s after sending, or once read"),
+        (Some(t), false) => format!("{t} s after sending"),
+        (None, true) => "once read".to_string(),
+        (None, false) => "none".to_string(),
+    };
+    println!("  on devices:   disappears {timer} (the record stays)");
+    if let Some(note) = m["note"].as_str() {
+        println!("  note:         {note}");
+    }
+    match (r["text"].as_str(), r["has_content"].as_bool() == Some(true)) {
+        (Some(t), _) => println!("  text:         {t}"),
+        (None, false) => println!("  text:         (destroyed)"),
+        (None, true) => println!("  text:         (not opened)"),
     }
 }
 
@@ -255,20 +288,6 @@ fn published_checkpoint(data_dir: &Path, server_database: Option<&str>) -> Resul
     Ok(store.latest_checkpoint()?.map(|c| c.checkpoint))
 }
 
-/// The `content_commitment` of the record leaf at `leaf` (JSON `null`
-/// when it has none, or no leaf).
-fn leaf_commitment(archive: &Archive, leaf: Option<u64>) -> Result<serde_json::Value> {
-    let Some(n) = leaf else {
-        return Ok(serde_json::Value::Null);
-    };
-    let Some((_, _, data)) = archive.log_leaf(n)? else {
-        return Ok(serde_json::Value::Null);
-    };
-    let v: serde_json::Value =
-        serde_json::from_slice(&data).with_context(|| format!("leaf {n} is not JSON"))?;
-    Ok(v["content_commitment"].clone())
-}
-
 /// Returns whether the archive verified.
 pub fn verify(at: &ArchiveAt, inputs: VerifyInputs, json: bool) -> Result<bool> {
     let dir = &at.dir;
@@ -389,6 +408,8 @@ pub async fn records(
     signin: crate::SignIn,
 ) -> Result<()> {
     let existing = || ArchiveAt::existing(data_dir, database, keys.clone());
+    // Where the running records service says where its office is.
+    let office_dir = serve::records_dir(data_dir);
     match command {
         RecordsCommand::Serve {
             server,
@@ -414,8 +435,24 @@ pub async fn records(
             eprintln!("records service stopped");
             Ok(())
         }
+        RecordsCommand::Office { records_listen } => {
+            let at = existing()?;
+            let _claim = serve::owner::claim(
+                &at.dir,
+                "service.lock",
+                at.database.as_deref().map(|url| (url, "archive")),
+                "keepwire records office",
+                "cannot start the records office",
+            )?;
+            let _office = serve::office::start(&at, records_listen).await?;
+            eprintln!("records office running on {}", at.dir.display());
+            terminated()?.await;
+            eprintln!("records office stopped");
+            Ok(())
+        }
         RecordsCommand::List { all, json } => {
-            let archive = existing()?.open(false)?;
+            // Metadata only, no key: read-only, like verify.
+            let archive = existing()?.open_read_only(false)?;
             let records = archive.list(all, false)?;
             if json {
                 print_json(&records)?;
@@ -434,59 +471,16 @@ pub async fn records(
             }
             Ok(())
         }
-        RecordsCommand::Show { id, actor, json } => {
-            let at = existing()?;
-            let notary = at.notary()?;
-            let mut archive = at.open(true)?;
-            let who = account_cmd::acting(&archive, &signin, actor, Action::View)?;
-            let r = archive
-                .get(id, true)?
-                .with_context(|| format!("no record {id}"))?;
-            // Reading content is a privileged action: logged before shown.
-            archive.log_action(
-                &who,
-                "view",
-                &format!("record {id} ({}#{})", r.meta.conv, r.meta.seq),
-                keepwire_protocol::clock::Clock::from_env().now_ms(),
-            )?;
-            covered(&notary, &archive)?;
+        RecordsCommand::Show { id, json } => {
+            let r = account_cmd::ask(&office_dir, &signin, &Request::Show { id }).await?;
             if json {
-                // With the commitment its leaf carries, so that an auditor
-                // rebuilds the leaf from this alone (docs/verification.md,
-                // "Leaf formats").
-                let mut out = serde_json::to_value(&r)?;
-                out["content_commitment"] = leaf_commitment(&archive, r.leaf)?;
-                print_json(&out)?;
+                print_json(&r)
             } else {
-                println!(
-                    "record {} — conversation {} #{}",
-                    r.id, r.meta.conv, r.meta.seq
-                );
-                let m = &r.meta;
-                println!("  kind:         {}", m.kind);
-                println!("  sender:       {}", m.sender);
-                println!("  participants: {}", m.participants.join(", "));
-                println!("  sent:         {}", crate::when(m.server_time_ms));
-                println!("  captured:     {}", crate::when(m.captured_at_ms));
-                let timer = match (m.expire_after_secs, m.burn_on_read) {
-                    (Some(t), true) => format!("{t} s after sending, or once read"),
-                    (Some(t), false) => format!("{t} s after sending"),
-                    (None, true) => "once read".to_string(),
-                    (None, false) => "none".to_string(),
-                };
-                println!("  on devices:   disappears {timer} (the record stays)");
-                if let Some(note) = &m.note {
-                    println!("  note:         {note}");
-                }
-                match (&r.text, r.has_content) {
-                    (Some(t), _) => println!("  text:         {t}"),
-                    (None, false) => println!("  text:         (destroyed)"),
-                    (None, true) => println!("  text:         (not opened)"),
-                }
+                print_record(&r);
+                Ok(())
             }
-            Ok(())
         }
-        RecordsCommand::Checkpoint { json } => checkpoint(&existing()?, json),
+        RecordsCommand::Checkpoint { json } => checkpoint(&office_dir, &signin, json).await,
         RecordsCommand::Proof { record_id, .. } => proof(&existing()?, record_id),
         RecordsCommand::Consistency {
             old_size, new_size, ..
@@ -494,35 +488,22 @@ pub async fn records(
         RecordsCommand::Destroy {
             id,
             authority,
-            actor,
             json,
         } => {
-            if authority.trim().is_empty() {
-                bail!("--authority must name the disposition authority");
-            }
-            let at = existing()?;
-            let notary = at.notary()?;
-            let mut archive = at.open(false)?;
-            let actor = account_cmd::acting(&archive, &signin, actor, Action::Destroy)?;
-            archive.destroy(
-                id,
-                authority.trim(),
-                &actor,
-                keepwire_protocol::clock::Clock::from_env().now_ms(),
-            )?;
-            covered(&notary, &archive)?;
-            crate::report(
-                json,
-                serde_json::json!({"destroyed": id, "authority": authority.trim(), "actor": actor}),
-                format!("record {id}: content destroyed under {}", authority.trim()),
-            )
+            let done =
+                account_cmd::ask(&office_dir, &signin, &Request::Destroy { id, authority }).await?;
+            let text = format!(
+                "record {id}: content destroyed under {}",
+                done["authority"].as_str().unwrap_or_default()
+            );
+            crate::report(json, done, text)
         }
-        RecordsCommand::RotateKey { actor, json } => {
+        RecordsCommand::RotateKey { json } => {
             let at = existing()?;
             let _lock = serve::lock_records_dir(&at.dir, "cannot rotate the archive key")?;
             let notary = at.notary()?;
             let mut archive = at.open(true)?;
-            let who = account_cmd::acting(&archive, &signin, actor, Action::ManageKeys)?;
+            let who = account_cmd::acting_offline(&archive, &signin, Action::ManageKeys)?;
             let n = archive.rotate_key(&*at.provider()?, &who, now_ms())?;
             covered(&notary, &archive)?;
             let id = archive.key_id().unwrap_or_default();
@@ -536,8 +517,12 @@ pub async fn records(
                 ),
             )
         }
-        RecordsCommand::Key { command } => key_cmd::key(command, &existing()?, &signin),
-        RecordsCommand::Account { command } => account_cmd::account(command, &existing()?, &signin),
+        RecordsCommand::Key { command } => {
+            key_cmd::key(command, &existing()?, &office_dir, &signin).await
+        }
+        RecordsCommand::Account { command } => {
+            account_cmd::account(command, &office_dir, &signin).await
+        }
         RecordsCommand::Verify {
             verifier_key,
             checkpoint,

@@ -16,6 +16,7 @@ pub use crate::cli::KeySource;
 use tokio::net::TcpListener;
 
 mod evidence;
+pub mod office;
 pub mod owner;
 mod records;
 pub mod witnessing;

@@ -1,7 +1,10 @@
-//! Who acts on the archive (issue 12): once an archive has accounts, every
-//! privileged command signs in as one, its role decides what it may do,
-//! and the log names the account — not whatever `$USER` or `--actor`
-//! says. Through the real binary, on either backend.
+//! Who acts on the archive (issue 12): every privileged command goes to
+//! the running records service's office, signed in as an account of the
+//! archive; its role decides what it may do, the log names the account,
+//! and a checkpoint covers the action before its result is shown. There
+//! is no unauthenticated way in: the first admin is made with the setup
+//! token the office writes into the records directory. Through the real
+//! binary, on either backend.
 
 mod common;
 
@@ -10,89 +13,119 @@ use serde_json::Value;
 
 const ADA: &str = "ada's long passphrase";
 const OLU: &str = "olu's long passphrase";
+const AUD: &str = "aud's long passphrase";
 
 #[test]
-fn once_there_are_accounts_the_actor_is_signed_in_and_its_role_decides() {
+fn privileged_commands_are_signed_in_at_the_records_office_and_the_role_decides() {
     accounts_decide(Agency::start());
 }
 
 #[test]
-fn on_postgres_once_there_are_accounts_the_actor_is_signed_in_and_its_role_decides() {
+fn on_postgres_privileged_commands_are_signed_in_at_the_records_office_and_the_role_decides() {
     on_postgres(|| accounts_decide(Agency::start()));
 }
 
-fn accounts_decide(mut agency: Agency) {
+fn accounts_decide(agency: Agency) {
     let (alice, conv) = agency.alice_and_bob();
     alice.send(&conv, "for the records officer");
-    agency.wait_captured(1);
-    agency.stop();
-    let id = agency.records(false)[0]["id"].as_i64().unwrap().to_string();
-    let records = |args: &[&str], env: &[(&str, &str)]| agency.records_output_env(args, env);
+    // Listed (metadata, read from the archive), not shown: nobody has
+    // signed in yet.
+    let listed = common::wait_for("the message captured", 60, || {
+        let r = agency.records(false);
+        (!r.is_empty()).then_some(r)
+    });
+    let id = listed[0]["id"].as_i64().unwrap().to_string();
+    // Every call here says who signs in (or, empty, that nobody does).
+    let records = |args: &[&str], env: &[(&str, &str)]| {
+        let mut env = env.to_vec();
+        if !env.iter().any(|(k, _)| *k == "KEEPWIRE_RECORDS_USER") {
+            env.push(("KEEPWIRE_RECORDS_USER", ""));
+        }
+        agency.records_output_env(args, &env)
+    };
+    let refused = |args: &[&str], env: &[(&str, &str)], why: &str| {
+        let out = records(args, env);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
+    };
+    let setup = agency.data.join("records").join("setup.token");
 
-    // No accounts yet: the old way, said to be unauthenticated.
-    let out = records(&["show", &id], &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("unauthenticated"), "{}", stderr(&out));
+    // Nobody acts unauthenticated: no sign-in, no --actor, and no
+    // password sign-in before the first account.
+    refused(&["show", &id], &[], "sign in with --as");
+    refused(&["show", &id, "--actor", "mallory"], &[], "--actor");
+    refused(
+        &["show", &id, "--as", "mallory"],
+        &[("KEEPWIRE_RECORDS_PASSWORD", "anything at all")],
+        "no accounts yet",
+    );
 
-    // The first admin, then an officer made by the admin.
+    // The first admin, with the setup token; the token is gone after.
+    assert!(setup.exists(), "the office wrote a setup token");
     ok(records(
         &["account", "add", "ada", "--role", "admin"],
         &[("KEEPWIRE_RECORDS_NEW_PASSWORD", ADA)],
     ));
-    let out = records(
+    assert!(!setup.exists(), "the setup token is spent");
+    refused(
         &["account", "add", "eve", "--role", "admin"],
         &[("KEEPWIRE_RECORDS_NEW_PASSWORD", ADA)],
+        "sign in with --as",
     );
-    assert!(!out.status.success(), "a second first admin");
-    ok(records(
-        &[
-            "account",
-            "add",
-            "olu",
-            "--role",
-            "records-officer",
-            "--as",
-            "ada",
-        ],
-        &[
-            ("KEEPWIRE_RECORDS_PASSWORD", ADA),
-            ("KEEPWIRE_RECORDS_NEW_PASSWORD", OLU),
-        ],
-    ));
+    // A token written there now opens nothing.
+    std::fs::write(&setup, "forged").unwrap();
+    refused(
+        &["account", "add", "eve", "--role", "admin"],
+        &[("KEEPWIRE_RECORDS_NEW_PASSWORD", ADA)],
+        "not (or no longer) valid",
+    );
+    std::fs::remove_file(&setup).unwrap();
+    let as_ada = [("KEEPWIRE_RECORDS_PASSWORD", ADA)];
+    for (name, role, password) in [("olu", "records-officer", OLU), ("aud", "auditor", AUD)] {
+        ok(records(
+            &["account", "add", name, "--role", role, "--as", "ada"],
+            &[as_ada[0], ("KEEPWIRE_RECORDS_NEW_PASSWORD", password)],
+        ));
+    }
 
-    // Now nobody acts without signing in, and --actor names no one.
-    let out = records(&["show", &id], &[]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("sign in with --as"),
-        "{}",
-        stderr(&out)
-    );
-    let out = records(&["show", &id, "--actor", "mallory"], &[]);
-    assert!(!out.status.success(), "--actor accepted: {}", stderr(&out));
-    let out = records(
+    refused(
         &["show", &id, "--as", "olu"],
         &[("KEEPWIRE_RECORDS_PASSWORD", "guessed password")],
+        "wrong account name or password",
     );
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("wrong account name or password"),
-        "{}",
-        stderr(&out)
-    );
-    // The admin holds the keys but reads no record.
-    let out = records(
+    // The admin holds the keys but reads no record; the auditor neither,
+    // and has checkpoints signed.
+    refused(
         &["show", &id, "--as", "ada"],
-        &[("KEEPWIRE_RECORDS_PASSWORD", ADA)],
+        &as_ada,
+        "may not view records",
     );
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("may not view records"),
-        "{}",
-        stderr(&out)
+    refused(
+        &["show", &id, "--as", "aud"],
+        &[("KEEPWIRE_RECORDS_PASSWORD", AUD)],
+        "may not view records",
     );
+    refused(
+        &[
+            "destroy",
+            &id,
+            "--authority",
+            "GRS 5.2 item 020",
+            "--as",
+            "aud",
+        ],
+        &[("KEEPWIRE_RECORDS_PASSWORD", AUD)],
+        "may not destroy records",
+    );
+    let cp: Value = serde_json::from_str(&ok(records(
+        &["checkpoint", "--json", "--as", "aud"],
+        &[("KEEPWIRE_RECORDS_PASSWORD", AUD)],
+    )))
+    .unwrap();
+    assert!(cp["checkpoint"].as_str().unwrap().contains("\n\n— "));
 
-    // The officer reads, and the log says it was the officer.
+    // The officer reads; the log says it was the officer, and a checkpoint
+    // the log signed covered the view before it was shown.
     let shown: Value = serde_json::from_str(&ok(records(
         &["show", &id, "--json", "--as", "olu"],
         &[("KEEPWIRE_RECORDS_PASSWORD", OLU)],
@@ -104,20 +137,22 @@ fn accounts_decide(mut agency: Agency) {
         (last["actor"].as_str(), last["action"].as_str()),
         (Some("olu"), Some("view"))
     );
+    let (leaves, covered) = agency.log_and_checkpoint_sizes();
+    assert_eq!(covered, leaves, "a signed checkpoint covers the view");
 
     // Disabled, the officer signs in no more; the admin sees it.
     ok(records(
         &["account", "disable", "olu", "--as", "ada"],
-        &[("KEEPWIRE_RECORDS_PASSWORD", ADA)],
+        &as_ada,
     ));
-    let out = records(
+    refused(
         &["show", &id, "--as", "olu"],
         &[("KEEPWIRE_RECORDS_PASSWORD", OLU)],
+        "wrong account name or password",
     );
-    assert!(!out.status.success());
     let listed: Value = serde_json::from_str(&ok(records(
         &["account", "list", "--json", "--as", "ada"],
-        &[("KEEPWIRE_RECORDS_PASSWORD", ADA)],
+        &as_ada,
     )))
     .unwrap();
     let olu = listed

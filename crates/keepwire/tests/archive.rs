@@ -9,28 +9,32 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use base64::Engine;
-use common::{keepwire, ok};
+use common::{keepwire, ok, signed_in, KEEPER, OFFICER};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-/// One demo archive, made once; each test works on its own copy.
+/// One demo archive, made once; each test works on its own copy. It has
+/// the test accounts ([`KEEPER`], [`OFFICER`]), and a checkpoint of the
+/// whole log, as the running service would sign.
 fn demo_archive() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep().join("demo");
+        let d = dir.to_str().unwrap();
         ok(keepwire(
-            &[
-                "demo",
-                "--json",
-                "--timer",
-                "1",
-                "--data-dir",
-                dir.to_str().unwrap(),
-            ],
+            &["demo", "--json", "--timer", "1", "--data-dir", d],
             &[],
         ));
+        let office = common::start_office(d);
+        common::make_accounts(&["--data-dir", d]);
+        ok(keepwire(
+            &["records", "checkpoint", "--data-dir", d],
+            &signed_in(OFFICER),
+        ));
+        drop(office);
+        let _ = std::fs::remove_file(dir.join("records").join("office.url"));
         dir
     })
 }
@@ -54,10 +58,7 @@ fn copy_archive() -> (tempfile::TempDir, String) {
         &demo_archive().with_file_name("demo.keys"),
         &tmp.path().join("data.keys"),
     );
-    let d = data.to_str().unwrap().to_string();
-    // A checkpoint of the whole log, as the running service would sign.
-    ok(keepwire(&["records", "checkpoint", "--data-dir", &d], &[]));
-    (tmp, d)
+    (tmp, data.to_str().unwrap().to_string())
 }
 
 fn db(data_dir: &str) -> rusqlite::Connection {
@@ -300,6 +301,7 @@ fn proofs_check_out_with_an_independent_rfc_9162_verifier() {
 #[test]
 fn destroying_content_keeps_the_record_verifiable_and_the_content_gone() {
     let (_tmp, d) = copy_archive();
+    let _office = common::start_office(&d);
     let (id, _, _) = an_application(&db(&d));
     ok(keepwire(
         &[
@@ -311,7 +313,7 @@ fn destroying_content_keeps_the_record_verifiable_and_the_content_gone() {
             "--data-dir",
             &d,
         ],
-        &[],
+        &signed_in(OFFICER),
     ));
     let (passed, report) = verify(&d);
     assert!(passed, "{report:#}");
@@ -324,7 +326,7 @@ fn destroying_content_keeps_the_record_verifiable_and_the_content_gone() {
             "--data-dir",
             &d,
         ],
-        &[],
+        &signed_in(OFFICER),
     )))
     .unwrap();
     assert!(
@@ -342,7 +344,7 @@ fn destroying_content_keeps_the_record_verifiable_and_the_content_gone() {
             "--data-dir",
             &d,
         ],
-        &[],
+        &signed_in(OFFICER),
     );
     assert!(!again.status.success());
 }
@@ -492,6 +494,7 @@ fn every_kind_of_tampering_is_detected_and_named() {
 #[test]
 fn viewing_a_record_is_itself_logged() {
     let (_tmp, d) = copy_archive();
+    let office = common::start_office(&d);
     let before: i64 = db(&d)
         .query_row(
             "SELECT COUNT(*) FROM tlog_leaves WHERE kind='action'",
@@ -501,17 +504,10 @@ fn viewing_a_record_is_itself_logged() {
         .unwrap();
     let (id, _, _) = an_application(&db(&d));
     ok(keepwire(
-        &[
-            "records",
-            "show",
-            &id.to_string(),
-            "--data-dir",
-            &d,
-            "--actor",
-            "officer.jones",
-        ],
-        &[],
+        &["records", "show", &id.to_string(), "--data-dir", &d],
+        &signed_in(OFFICER),
     ));
+    drop(office);
     let (n, data): (i64, Vec<u8>) = db(&d)
         .query_row(
             "SELECT COUNT(*), (SELECT data FROM tlog_leaves WHERE kind='action' ORDER BY n DESC LIMIT 1)
@@ -522,7 +518,10 @@ fn viewing_a_record_is_itself_logged() {
         .unwrap();
     assert_eq!(n, before + 1);
     let leaf: Value = serde_json::from_slice(&data).unwrap();
-    assert_eq!(leaf["actor"], "officer.jones");
+    assert_eq!(
+        leaf["actor"], OFFICER.0,
+        "the signed-in account, no one else"
+    );
     assert_eq!(leaf["action"], "view");
     assert!(verify(&d).0);
 
@@ -572,7 +571,9 @@ fn verify_and_proofs_write_nothing() {
 fn rotating_the_archive_key_rewraps_data_keys_without_reencrypting_content() {
     let (_tmp, d) = copy_archive();
     let (id, _, _) = an_application(&db(&d));
+    // Shown through a records office run for the purpose, stopped after.
     let show = |d: &str| -> Value {
+        let _office = common::start_office(d);
         serde_json::from_str(&ok(keepwire(
             &[
                 "records",
@@ -582,7 +583,7 @@ fn rotating_the_archive_key_rewraps_data_keys_without_reencrypting_content() {
                 "--data-dir",
                 d,
             ],
-            &[],
+            &signed_in(OFFICER),
         )))
         .unwrap()
     };
@@ -607,17 +608,25 @@ fn rotating_the_archive_key_rewraps_data_keys_without_reencrypting_content() {
     };
     let (body_before, wrapped_before) = blobs(&d);
 
-    let out = ok(keepwire(
-        &[
-            "records",
-            "rotate-key",
-            "--data-dir",
-            &d,
-            "--actor",
-            "kms-admin",
-        ],
-        &[],
-    ));
+    let (keeper, officer) = (signed_in(KEEPER), signed_in(OFFICER));
+    let rotate = |who| keepwire(&["records", "rotate-key", "--data-dir", &d], who);
+    // Not while the records office holds the key it wraps with, and only
+    // by an admin.
+    let office = common::start_office(&d);
+    let out = rotate(&keeper);
+    assert!(
+        !out.status.success() && common::stderr(&out).contains("records office"),
+        "{}",
+        common::stderr(&out)
+    );
+    drop(office);
+    let out = rotate(&officer);
+    assert!(
+        common::stderr(&out).contains("may not manage the archive's keys"),
+        "{}",
+        common::stderr(&out)
+    );
+    let out = ok(rotate(&keeper));
     assert!(out.contains("re-wrapped"), "{out}");
     let new_key = key(&d);
     assert_ne!(new_key.0, old_key.0, "a new archive key");
@@ -795,22 +804,21 @@ fn insider_rewrites_are_caught_by_the_hashed_leaves_and_an_outside_checkpoint() 
     // does.
     let (tmp, d) = copy_archive();
     let held = tmp.path().join("held-checkpoint");
-    std::fs::write(
-        &held,
-        ok(keepwire(&["records", "checkpoint", "--data-dir", &d], &[])),
-    )
-    .unwrap();
+    // The auditor kept the latest checkpoint, which covers the whole log.
+    let (size, note): (i64, String) = db(&d)
+        .query_row(
+            "SELECT size, note FROM checkpoints ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    std::fs::write(&held, note).unwrap();
     {
         let c = db(&d);
         let n: i64 = c
             .query_row("SELECT MAX(n) FROM tlog_leaves", [], |r| r.get(0))
             .unwrap();
-        let id: i64 = c
-            .query_row("SELECT record_id FROM tlog_leaves WHERE n=?1", [n], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        c.execute("DELETE FROM records WHERE id=?1", [id]).unwrap();
+        assert_eq!(n + 1, size, "the held checkpoint covers the whole log");
         c.execute("DELETE FROM tlog_leaves WHERE n=?1", [n])
             .unwrap();
         c.execute("DELETE FROM checkpoints", []).unwrap();

@@ -219,12 +219,10 @@ fn an_archive_cut_back_behind_its_published_checkpoint_stops_everything() {
         err.contains(&format!("a checkpoint of {size} leaves")),
         "{err}"
     );
-    // Nor does the log sign the shorter tree when asked by hand (C2SP: a
-    // log never signs a checkpoint inconsistent with one it signed).
-    let out = keepwire(
-        &["records", "checkpoint", "--data-dir", agency.data_dir()],
-        &[],
-    );
+    // Nor does a records office open on it to sign the shorter tree
+    // when asked (C2SP: a log never signs a checkpoint inconsistent with
+    // one it signed).
+    let out = agency.office_refused(&[]);
     let err = stderr(&out);
     assert!(!out.status.success(), "signed a fork: {err}");
     assert!(err.contains("cut back"), "{err}");
@@ -622,11 +620,13 @@ fn a_records_leaf_is_rebuilt_from_what_show_prints() {
         )
         .unwrap();
     let run = |args: &[&str]| -> Value {
-        serde_json::from_str(&common::ok(keepwire(args, &[]))).unwrap()
+        serde_json::from_str(&common::ok(agency.records_output(args))).unwrap()
     };
     let id = id.to_string();
-    let shown = run(&["records", "show", &id, "--json", "--data-dir", d]);
-    let proof = run(&["records", "proof", &id, "--data-dir", d]);
+    let office = common::start_office(d);
+    let shown = run(&["show", &id, "--json"]);
+    drop(office);
+    let proof = run(&["proof", &id]);
     let hex = |b64: &Value| -> String {
         keepwire_protocol::b64::decode(b64.as_str().unwrap())
             .unwrap()

@@ -218,9 +218,12 @@ fn cli_flow_notice_send_read_and_capture() {
         "alice, bob and the records member: {participants:?}"
     );
     let id = records[0]["id"].as_i64().unwrap().to_string();
+    // Reading it takes a records officer's account, on the running
+    // service's records office.
+    common::make_accounts(&["--data-dir", d]);
     let shown: Value = serde_json::from_str(&ok(keepwire(
         &["records", "show", &id, "--data-dir", d, "--json"],
-        &[],
+        &common::signed_in(common::OFFICER),
     )))
     .unwrap();
     assert_eq!(shown["text"], "meet at the north gate");
@@ -500,10 +503,7 @@ fn people_are_shown_by_name_with_times_and_records_readably() {
     assert!(out.contains(" UTC]"), "{out}");
     let records = agency.records(false);
     let id = records[0]["id"].to_string();
-    let shown = ok(keepwire(
-        &["records", "show", &id, "--data-dir", agency.data_dir()],
-        &[],
-    ));
+    let shown = ok(agency.records_output(&["show", &id]));
     assert!(
         shown.contains("disappears 3600 s after sending (the record stays)"),
         "{shown}"

@@ -77,8 +77,6 @@ fn keys_live_apart_from_the_data_and_a_copy_of_the_data_opens_and_signs_nothing(
         all.extend_from_slice(&["--key-dir", stolen.to_str().unwrap()]);
         agency.records_output(&all)
     };
-    let out = as_insider(&["show", &id, "--json"]);
-    assert!(!out.status.success(), "an insider read a record");
     let out = as_insider(&["key", "status", "--json"]);
     assert!(!out.status.success());
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -89,8 +87,9 @@ fn keys_live_apart_from_the_data_and_a_copy_of_the_data_opens_and_signs_nothing(
             .contains("root.key is missing"),
         "{status}"
     );
-    let out = as_insider(&["checkpoint"]);
-    assert!(!out.status.success(), "an insider signed a checkpoint");
+    // Records are read and checkpoints signed by the records office
+    // alone, and it does not open on the insider's keys.
+    let out = agency.office_refused(&["--key-dir", stolen.to_str().unwrap()]);
     assert!(
         stderr(&out).contains("the wrong key provider"),
         "{}",
@@ -99,8 +98,7 @@ fn keys_live_apart_from_the_data_and_a_copy_of_the_data_opens_and_signs_nothing(
 
     // The key directory opened to the group is refused, naming the fix.
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o750)).unwrap();
-    let out = agency.records_output(&["show", &id]);
-    assert!(!out.status.success());
+    let out = agency.office_refused(&[]);
     assert!(stderr(&out).contains("chmod 700"), "{}", stderr(&out));
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700)).unwrap();
     // So is a key directory inside the data directory.
@@ -122,6 +120,7 @@ fn keys_live_apart_from_the_data_and_a_copy_of_the_data_opens_and_signs_nothing(
         "{}",
         stderr(&out)
     );
+    let _office = agency.office();
     assert_eq!(
         agency.record_text(&Value::from(id.parse::<i64>().unwrap())),
         "the informant meets us at noon"
@@ -135,6 +134,8 @@ fn escrowed_two_of_three_the_keys_come_back_after_the_key_directory_is_lost_and_
     alice.send(&conv, "keep this for thirty years");
     agency.wait_captured(1);
     agency.stop();
+    // The admin splits the key the records office holds.
+    let office = agency.office();
     let escrow = agency.tmp.path().join("escrow");
     let out: Value = serde_json::from_str(&ok(agency.records_output(&[
         "key",
@@ -145,8 +146,6 @@ fn escrowed_two_of_three_the_keys_come_back_after_the_key_directory_is_lost_and_
         "3",
         "--out",
         escrow.to_str().unwrap(),
-        "--actor",
-        "records-officer",
         "--json",
     ])))
     .unwrap();
@@ -161,11 +160,31 @@ fn escrowed_two_of_three_the_keys_come_back_after_the_key_directory_is_lost_and_
         assert_eq!(mode(Path::new(s)), 0o600, "{s}");
     }
 
-    // The disk holding the key directory dies.
+    // Only an admin may.
+    let out = agency.records_output_env(
+        &[
+            "key",
+            "escrow",
+            "--threshold",
+            "2",
+            "--shares",
+            "3",
+            "--out",
+            escrow.to_str().unwrap(),
+        ],
+        &common::signed_in(common::OFFICER),
+    );
+    assert!(
+        stderr(&out).contains("may not manage the archive's keys"),
+        "{}",
+        stderr(&out)
+    );
+    drop(office);
+
+    // The disk holding the key directory dies: no records office opens.
     std::fs::remove_dir_all(agency.key_dir()).unwrap();
     let id = agency.records(false)[0]["id"].clone();
-    let out = agency.records_output(&["show", &id.to_string()]);
-    assert!(!out.status.success());
+    let out = agency.office_refused(&[]);
     assert!(
         stderr(&out).contains("records key restore"),
         "{}",
@@ -179,19 +198,14 @@ fn escrowed_two_of_three_the_keys_come_back_after_the_key_directory_is_lost_and_
         "{}",
         stderr(&out)
     );
-    let restored = ok(agency.records_output(&[
-        "key",
-        "restore",
-        &shares[2],
-        &shares[0],
-        "--actor",
-        "records-officer",
-    ]));
+    let restored = ok(agency.records_output(&["key", "restore", &shares[2], &shares[0]]));
     assert!(
         restored.contains("the records device's secret, the checkpoint key"),
         "{restored}"
     );
+    let office = agency.office();
     assert_eq!(agency.record_text(&id), "keep this for thirty years");
+    drop(office);
     // Not only readable: the records service runs again on the restored
     // keys — the same device, the same log — and capture goes on.
     agency.restart(&[]);

@@ -45,6 +45,9 @@ pub enum Action {
     ManageKeys,
     /// Create, disable or enable accounts.
     ManageAccounts,
+    /// Have the log's state signed now (`records checkpoint`): every role,
+    /// auditors first of all.
+    Checkpoint,
 }
 
 impl Role {
@@ -64,7 +67,8 @@ impl Role {
     pub fn may(self, action: Action) -> bool {
         matches!(
             (self, action),
-            (Role::Admin, Action::ManageAccounts | Action::ManageKeys)
+            (_, Action::Checkpoint)
+                | (Role::Admin, Action::ManageAccounts | Action::ManageKeys)
                 | (Role::RecordsOfficer, Action::View | Action::Destroy)
                 | (Role::Legal, Action::View)
         )
@@ -192,6 +196,7 @@ impl Archive {
                     Action::Destroy => "destroy records",
                     Action::ManageKeys => "manage the archive's keys",
                     Action::ManageAccounts => "manage accounts",
+                    Action::Checkpoint => "have checkpoints signed",
                 }
             )));
         }

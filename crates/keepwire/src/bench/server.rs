@@ -96,6 +96,8 @@ impl ServerProc {
             .args(&storage)
             .env("KEEPWIRE_LOG", "warn")
             .env("KEEPWIRE_ADMIN_LISTEN", "off")
+            // Nobody acts on a bench's archive, and several run at once.
+            .env("KEEPWIRE_RECORDS_LISTEN", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -16,6 +16,14 @@ pub(crate) struct CheckpointArgs {
     /// (repeatable; comma-separated in the variable).
     #[arg(long = "witness", env = "KEEPWIRE_WITNESSES", value_delimiter = ',')]
     pub(crate) witnesses: Vec<String>,
+    /// Where the records office listens for the privileged `records`
+    /// commands (loopback), or `off`.
+    #[arg(
+        long,
+        env = "KEEPWIRE_RECORDS_LISTEN",
+        default_value = "127.0.0.1:7880"
+    )]
+    pub(crate) records_listen: String,
 }
 
 impl CheckpointArgs {
@@ -27,6 +35,14 @@ impl CheckpointArgs {
                 .iter()
                 .map(|w| w.parse())
                 .collect::<Result<_, _>>()?,
+            office: match self.records_listen.as_str() {
+                "off" => None,
+                a => Some(a.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "--records-listen {a}: an address such as 127.0.0.1:7880, or `off`"
+                    )
+                })?),
+            },
         })
     }
 }
@@ -52,7 +68,20 @@ pub(crate) enum RecordsCommand {
         #[command(flatten)]
         checkpoints: CheckpointArgs,
     },
-    /// List captured records.
+    /// Run only the records office on an archive, without capture: for
+    /// acting on records while the records service is stopped or retired
+    /// (the privileged `records` commands come here as they would to the
+    /// records service; it cannot run beside it).
+    Office {
+        /// Where the office listens (loopback).
+        #[arg(
+            long,
+            env = "KEEPWIRE_RECORDS_LISTEN",
+            default_value = "127.0.0.1:7880"
+        )]
+        records_listen: std::net::SocketAddr,
+    },
+    /// List captured records (metadata only, read from the archive).
     List {
         /// Include commits and proposals, not only messages.
         #[arg(long)]
@@ -61,20 +90,19 @@ pub(crate) enum RecordsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show one record, decrypted (a privileged action: it is logged).
+    /// Show one record, decrypted (a privileged action: the running
+    /// records service logs it, and signs a checkpoint covering that,
+    /// before it is shown).
     Show {
         /// The record's id (from `records list`).
         id: i64,
-        /// Who is looking (default: $USER), for the log of privileged actions.
-        #[arg(long, env = "KEEPWIRE_ACTOR")]
-        actor: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Print the latest signed checkpoint of the archive's transparency log
-    /// (C2SP tlog-checkpoint, Ed25519 signed note), signing a new one first
-    /// if the log has grown since.
+    /// (C2SP tlog-checkpoint, Ed25519 signed note): the running records
+    /// service signs a new one first if the log has grown since.
     Checkpoint {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -107,20 +135,14 @@ pub(crate) enum RecordsCommand {
         /// The disposition authority, e.g. "GRS 5.2 item 020" or a court order.
         #[arg(long)]
         authority: String,
-        /// Who is doing it (default: the operating-system user).
-        #[arg(long, env = "KEEPWIRE_ACTOR")]
-        actor: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Rotate the archive key: every record's data key is re-wrapped under
-    /// a new key (content is not re-encrypted); logged. Stop the records
-    /// service first.
+    /// a new key (content is not re-encrypted); logged, by an admin. Stop
+    /// the records service first: it holds the key it wraps with.
     RotateKey {
-        /// Who is doing it (default: the operating-system user).
-        #[arg(long, env = "KEEPWIRE_ACTOR")]
-        actor: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -168,14 +190,20 @@ pub(crate) enum RecordsCommand {
 }
 
 /// Who is acting: an account of the archive (`records account`), signed
-/// in with its password. Once an archive has accounts, every privileged
-/// command needs one, and its role must allow the action.
+/// in with its password; every privileged command needs one, and its role
+/// must allow the action. The commands that act go to the running records
+/// service's office.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub(crate) struct SignIn {
+    /// The running records office (default: the URL the records service
+    /// wrote into the records directory, `office.url`).
+    #[arg(long, global = true, env = "KEEPWIRE_RECORDS_URL")]
+    pub(crate) records_url: Option<String>,
     /// The account to act as.
     #[arg(long = "as", global = true, env = "KEEPWIRE_RECORDS_USER")]
     pub(crate) as_user: Option<String>,
-    /// A file holding its password (or set KEEPWIRE_RECORDS_PASSWORD).
+    /// A file holding its password (or set KEEPWIRE_RECORDS_PASSWORD, or
+    /// type it when asked).
     #[arg(long, global = true, env = "KEEPWIRE_RECORDS_PASSWORD_FILE")]
     pub(crate) password_file: Option<PathBuf>,
 }
@@ -183,7 +211,8 @@ pub(crate) struct SignIn {
 #[derive(Subcommand)]
 pub(crate) enum AccountCommand {
     /// Create an account. The first account of an archive is an admin,
-    /// made without signing in; after that an admin makes each (--as).
+    /// made on the records service's machine with the setup token it
+    /// wrote (records/setup.token); after that an admin makes each (--as).
     /// Its password comes from --new-password-file or
     /// KEEPWIRE_RECORDS_NEW_PASSWORD (at least 12 characters).
     Add {
@@ -246,9 +275,6 @@ pub(crate) enum KeyCommand {
         /// The directory to write the share files to (owner-only).
         #[arg(long)]
         out: PathBuf,
-        /// Who is doing it (default: the operating-system user).
-        #[arg(long, env = "KEEPWIRE_ACTOR")]
-        actor: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -260,9 +286,6 @@ pub(crate) enum KeyCommand {
         /// The share files (at least the threshold's number).
         #[arg(required = true)]
         shares: Vec<PathBuf>,
-        /// Who is doing it (default: the operating-system user).
-        #[arg(long, env = "KEEPWIRE_ACTOR")]
-        actor: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

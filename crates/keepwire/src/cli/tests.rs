@@ -49,6 +49,7 @@ fn every_command_takes_json() {
             " keepwire serve",
             " keepwire server",
             " keepwire records serve",
+            " keepwire records office",
             " keepwire witness serve",
             " keepwire bench",
             " keepwire bench report",

@@ -1,5 +1,5 @@
 //! Plain HTTP/1.1 requests, for talking to witnesses (C2SP tlog-witness is
-//! HTTP) and to a server's admin listener: hyper's client connection over
+//! HTTP), to a server's admin listener and to the records office: hyper's client connection over
 //! a TCP stream, TLS for `https://` with the same roots as the server
 //! connection ([`super::tls_config`]). One request per connection: a
 //! checkpoint a minute needs no pool.
@@ -23,26 +23,29 @@ pub async fn post(
     request("POST", url, None, body, limit, timeout).await
 }
 
-/// `method` `url` with `body` (and `Authorization: Bearer` when a token is
-/// given); the status and at most `limit` bytes of the answer, all within
-/// `timeout`.
+/// `method` `url` with `body` (and `authorization` as the `Authorization`
+/// header when given); the status and at most `limit` bytes of the answer,
+/// all within `timeout`.
 pub async fn request(
     method: &str,
     url: &str,
-    bearer: Option<&str>,
+    authorization: Option<&str>,
     body: Vec<u8>,
     limit: usize,
     timeout: Duration,
 ) -> Result<(u16, Vec<u8>)> {
-    tokio::time::timeout(timeout, request_now(method, url, bearer, body, limit))
-        .await
-        .with_context(|| format!("{url}: no answer within {} s", timeout.as_secs()))?
+    tokio::time::timeout(
+        timeout,
+        request_now(method, url, authorization, body, limit),
+    )
+    .await
+    .with_context(|| format!("{url}: no answer within {} s", timeout.as_secs()))?
 }
 
 async fn request_now(
     method: &str,
     url: &str,
-    bearer: Option<&str>,
+    authorization: Option<&str>,
     body: Vec<u8>,
     limit: usize,
 ) -> Result<(u16, Vec<u8>)> {
@@ -72,8 +75,8 @@ async fn request_now(
         .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(hyper::header::HOST, authority)
         .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8");
-    if let Some(token) = bearer {
-        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    if let Some(value) = authorization {
+        request = request.header(hyper::header::AUTHORIZATION, value);
     }
     let request = request.body(Full::new(Bytes::from(body)))?;
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))

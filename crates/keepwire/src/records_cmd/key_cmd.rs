@@ -5,10 +5,16 @@
 use anyhow::{Context, Result};
 use keepwire_records::{keys, Archive};
 
+use crate::serve::office::Request;
 use crate::serve::{self, ArchiveAt};
 use crate::KeyCommand;
 
-pub fn key(command: KeyCommand, at: &ArchiveAt, signin: &crate::SignIn) -> Result<()> {
+pub async fn key(
+    command: KeyCommand,
+    at: &ArchiveAt,
+    office_dir: &std::path::Path,
+    signin: &crate::SignIn,
+) -> Result<()> {
     match command {
         KeyCommand::Status { json } => {
             // Each key on its own: one that does not open is named, and
@@ -42,39 +48,24 @@ pub fn key(command: KeyCommand, at: &ArchiveAt, signin: &crate::SignIn) -> Resul
             threshold,
             shares,
             out,
-            actor,
             json,
         } => {
-            let notary = at.notary()?;
-            let mut archive = at.open(true)?;
-            let who = super::account_cmd::acting(
-                &archive,
-                signin,
-                actor,
-                keepwire_records::accounts::Action::ManageKeys,
-            )?;
-            let provider = at.provider()?;
-            // With the archive key, what the records service needs to run
-            // on after the provider is lost: its device's secret, and the
-            // checkpoint key where it may leave the provider.
-            let device = at
-                .dir
-                .join(keys::DEVICE_SEALED)
-                .exists()
-                .then(|| keys::device_secret(&at.dir, &*provider))
-                .transpose()?;
-            let checkpoint = provider.export_checkpoint_key()?;
-            let texts =
-                archive.escrow_key(threshold, shares, device, checkpoint, &who, now_ms())?;
-            super::covered(&notary, &archive)?;
-            let id = archive.key_id().unwrap_or_default();
+            // The running records service splits the key it holds; the
+            // shares are written here, where the admin is.
+            let made =
+                super::account_cmd::ask(office_dir, signin, &Request::Escrow { threshold, shares })
+                    .await?;
+            let id = made["archive_key"].as_str().unwrap_or_default().to_string();
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
             let mut files = Vec::new();
-            for (i, text) in texts.iter().enumerate() {
+            for (i, text) in made["shares"].as_array().into_iter().flatten().enumerate() {
                 let path = out.join(format!("archive-key-{id}-share-{}-of-{shares}.txt", i + 1));
-                keepwire_protocol::files::write_private(&path, text.as_bytes())
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                keepwire_protocol::files::write_private(
+                    &path,
+                    text.as_str().unwrap_or_default().as_bytes(),
+                )
+                .with_context(|| format!("cannot write {}", path.display()))?;
                 files.push(path.display().to_string());
             }
             crate::report(
@@ -84,7 +75,7 @@ pub fn key(command: KeyCommand, at: &ArchiveAt, signin: &crate::SignIn) -> Resul
                     "archive key {id} split into {shares} shares, any {threshold} of which \
                      recover it:\n  {}\nGive each to a different custodian and delete them here.{}",
                     files.join("\n  "),
-                    if provider.export_checkpoint_key()?.is_none() {
+                    if made["checkpoint_key_stays_in_provider"].as_bool() == Some(true) {
                         "\nThe checkpoint key stays in the HSM: back it up with the HSM's own \
                          means (a second token of its family)."
                     } else {
@@ -93,16 +84,11 @@ pub fn key(command: KeyCommand, at: &ArchiveAt, signin: &crate::SignIn) -> Resul
                 ),
             )
         }
-        KeyCommand::Restore {
-            shares,
-            actor,
-            json,
-        } => {
+        KeyCommand::Restore { shares, json } => {
             let _lock = serve::lock_records_dir(&at.dir, "cannot restore the archive key")?;
-            let who = super::account_cmd::acting(
+            let who = super::account_cmd::acting_offline(
                 &at.open(false)?,
                 signin,
-                actor,
                 keepwire_records::accounts::Action::ManageKeys,
             )?;
             let texts = shares

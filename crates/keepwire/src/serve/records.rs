@@ -86,7 +86,8 @@ pub fn lock_records_dir(dir: &Path, what: &str) -> Result<std::fs::File> {
 
 /// Run the records service against `server` forever, reconnecting on
 /// failure; it signs and publishes a checkpoint as `publishing` says when
-/// the log grew, and gathers its witnesses' cosignatures.
+/// the log grew, gathers its witnesses' cosignatures, and keeps the
+/// records office open on `publishing.office` ([`super::office`]).
 ///
 /// `stop` (when given) ends it in order: what was decrypted is made
 /// durable and reported, and the reports' answers awaited, before it
@@ -115,8 +116,15 @@ pub async fn run_records(
     let clock = Clock::from_env();
     // The archive (made if need be) says where it is before anything runs.
     tracing::info!(archive = %at.open(false)?.describe(), "archive open");
-    // Across reconnections: a witness's state outlives a connection.
-    let mut witnessing = super::witnessing::spawn(&at, &publishing)?;
+    // Across reconnections: a witness's state outlives a connection, and
+    // officers act while the server is away.
+    let mut beside = Beside {
+        witnessing: super::witnessing::spawn(&at, &publishing)?,
+        office: match publishing.office {
+            Some(listen) => Some(super::office::start(&at, listen).await?),
+            None => None,
+        },
+    };
     loop {
         match records_once(
             &server,
@@ -124,7 +132,7 @@ pub async fn run_records(
             &passphrase,
             &clock,
             publishing.every,
-            witnessing.as_mut(),
+            &mut beside,
             stop.as_mut(),
         )
         .await
@@ -170,6 +178,13 @@ pub async fn enroll_records(server: &str, at: &ArchiveAt, code: &str) -> Result<
     Ok(())
 }
 
+/// What runs beside capture and outlives a connection to the server: the
+/// witnesses' cosigning, the records office.
+struct Beside {
+    witnessing: Option<Witnessing>,
+    office: Option<super::office::Running>,
+}
+
 /// One connection's worth of capture; Ok only when asked to stop.
 async fn records_once(
     server: &str,
@@ -177,9 +192,11 @@ async fn records_once(
     passphrase: &str,
     clock: &Clock,
     checkpoint_every: Duration,
-    mut witnessing: Option<&mut Witnessing>,
+    beside: &mut Beside,
     mut stop: Option<&mut tokio::sync::watch::Receiver<bool>>,
 ) -> Result<()> {
+    let mut witnessing = beside.witnessing.as_mut();
+    let mut office_signed = beside.office.as_mut().map(|o| &mut o.signed);
     let dir = &at.dir;
     let device = Device::open(dir, passphrase)?;
     let archive = at.open(true)?;
@@ -233,6 +250,12 @@ async fn records_once(
             }
             _ = checkpoints.tick() => {
                 settle(&mut conn, &mut capture, &mut done).await?;
+                publish(&mut conn, &capture.archive, &notary, clock, witnessing.as_deref()).await?;
+                continue;
+            }
+            // The office signed a checkpoint covering officers' actions:
+            // published now, so the server holds it too.
+            () = signal(office_signed.as_deref_mut()) => {
                 publish(&mut conn, &capture.archive, &notary, clock, witnessing.as_deref()).await?;
                 continue;
             }
@@ -347,6 +370,19 @@ async fn latest_published(conn: &mut Conn) -> Result<Option<String>> {
     match conn.request(Request::Checkpoints { since_size: 0 }).await? {
         ServerBody::Checkpoints { chain, .. } => Ok(chain.last().map(|c| c.checkpoint.clone())),
         other => bail!("unexpected answer to checkpoints: {other:?}"),
+    }
+}
+
+/// Completes when `signal` changes; never without one (or once its
+/// sender is gone).
+async fn signal(signal: Option<&mut tokio::sync::watch::Receiver<()>>) {
+    match signal {
+        Some(s) => {
+            if s.changed().await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

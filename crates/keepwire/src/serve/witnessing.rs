@@ -33,11 +33,14 @@ const MAX_ANSWER: usize = 16 * 1024;
 const ATTEMPTS: usize = 3;
 
 /// How the records service publishes: a checkpoint every `every` when the
-/// log grew, sent to `witnesses`.
+/// log grew, sent to `witnesses`; and where its records office listens
+/// for officers' actions, each covered by a checkpoint
+/// ([`super::office`]).
 #[derive(Clone, Debug)]
 pub struct Publishing {
     pub every: Duration,
     pub witnesses: Vec<Peer>,
+    pub office: Option<std::net::SocketAddr>,
 }
 
 /// Where a witness stands, as the records service last saw it.

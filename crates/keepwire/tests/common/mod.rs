@@ -39,7 +39,106 @@ fn scratch_database() -> Option<keepwire_schema::pg::scratch::Scratch> {
 pub fn command() -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env("KEEPWIRE_ADMIN_LISTEN", "off");
+    // The records office on a port of its own; `records` commands find it
+    // through the records directory.
+    cmd.env("KEEPWIRE_RECORDS_LISTEN", "127.0.0.1:0");
     cmd
+}
+
+/// The archive's admin in the tests, and its password.
+pub const KEEPER: (&str, &str) = ("keeper", "the keeper's long passphrase");
+/// The archive's records officer in the tests, and its password.
+pub const OFFICER: (&str, &str) = ("officer", "the officer's long passphrase");
+
+/// The env signing a command in as `who` ([`KEEPER`], [`OFFICER`]).
+pub fn signed_in(who: (&'static str, &'static str)) -> [(&'static str, &'static str); 2] {
+    [
+        ("KEEPWIRE_RECORDS_USER", who.0),
+        ("KEEPWIRE_RECORDS_PASSWORD", who.1),
+    ]
+}
+
+/// Make [`KEEPER`] (with the setup token) and [`OFFICER`] (by the keeper)
+/// on the archive the running records office of `place` (`--data-dir D`
+/// and, on PostgreSQL, `--database URL`) keeps, unless it has accounts.
+pub fn make_accounts(place: &[&str]) {
+    let dir = Path::new(place[place.iter().position(|a| *a == "--data-dir").unwrap() + 1])
+        .join("records");
+    // The office writes the setup token (while there is no account)
+    // before it says where it is.
+    wait_for("the records office", 60, || {
+        dir.join("office.url").exists().then_some(())
+    });
+    if !dir.join("setup.token").exists() {
+        return;
+    }
+    let keeper = [("KEEPWIRE_RECORDS_NEW_PASSWORD", KEEPER.1)];
+    let mut add = vec!["records", "account", "add", KEEPER.0, "--role", "admin"];
+    add.extend_from_slice(place);
+    ok(keepwire(&add, &keeper));
+    let mut add = vec![
+        "records",
+        "account",
+        "add",
+        OFFICER.0,
+        "--role",
+        "records-officer",
+    ];
+    add.extend_from_slice(place);
+    let [user, password] = signed_in(KEEPER);
+    ok(keepwire(
+        &add,
+        &[user, password, ("KEEPWIRE_RECORDS_NEW_PASSWORD", OFFICER.1)],
+    ));
+}
+
+/// `keepwire records office` on the archive in `data_dir`, until dropped;
+/// returns once it listens.
+pub fn start_office(data_dir: &str) -> Office {
+    start_office_at(&["--data-dir", data_dir])
+}
+
+/// [`start_office`] on the archive at `place` (`--data-dir D` and, on
+/// PostgreSQL, `--database URL`).
+pub fn start_office_at(place: &[&str]) -> Office {
+    let data_dir = place[place.iter().position(|a| *a == "--data-dir").unwrap() + 1];
+    let dir = Path::new(data_dir).join("records");
+    // A copied archive may hold the URL of an office long gone.
+    let _ = std::fs::remove_file(dir.join("office.url"));
+    let child = command()
+        .args(["records", "office"])
+        .args(place)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let office = Office(child);
+    wait_for("the records office", 60, || {
+        dir.join("office.url").exists().then_some(())
+    });
+    office
+}
+
+/// A running `keepwire records office`, stopped when dropped.
+pub struct Office(pub Child);
+
+impl Drop for Office {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Who a `records` command signs in as, unless the test says: the admin
+/// for accounts and keys, the records officer for records and
+/// checkpoints, nobody for what opens the archive itself.
+fn signs_in_as(args: &[&str]) -> Option<(&'static str, &'static str)> {
+    match args.first().copied() {
+        Some("key") if args.get(1) == Some(&"status") => None,
+        Some("account" | "key" | "rotate-key") => Some(KEEPER),
+        Some("show" | "destroy" | "checkpoint") => Some(OFFICER),
+        _ => None,
+    }
 }
 
 pub fn keepwire(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -234,12 +333,71 @@ impl Agency {
         self.records_output_env(args, &[])
     }
 
-    /// The same, with `env` set (passwords, a token).
+    /// The same, with `env` set (passwords, a token). Unless `args` or
+    /// `env` sign in, a command that acts signs in as [`KEEPER`] or
+    /// [`OFFICER`] ([`signs_in_as`]), made first if need be
+    /// ([`Agency::accounts`]).
     pub fn records_output_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut all = vec!["records"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--data-dir", self.data_dir()]);
-        keepwire(&self.with_records_database(&all), env)
+        let mut env = env.to_vec();
+        let signed =
+            args.contains(&"--as") || env.iter().any(|(k, _)| *k == "KEEPWIRE_RECORDS_USER");
+        if let (false, Some((name, password))) = (signed, signs_in_as(args)) {
+            self.accounts();
+            env.extend([
+                ("KEEPWIRE_RECORDS_USER", name),
+                ("KEEPWIRE_RECORDS_PASSWORD", password),
+            ]);
+        }
+        keepwire(&self.with_records_database(&all), &env)
+    }
+
+    /// The archive's test accounts, [`KEEPER`] (admin) and [`OFFICER`]
+    /// (records officer), made with the setup token while the archive has
+    /// none: the records service must be running then.
+    pub fn accounts(&self) {
+        let made = self.tmp.path().join("accounts-made");
+        if made.exists() {
+            return;
+        }
+        make_accounts(&self.with_records_database(&["--data-dir", self.data_dir()]));
+        std::fs::write(&made, b"").unwrap();
+    }
+
+    /// `keepwire records office` on this agency's archive, until dropped
+    /// (the agency stopped).
+    pub fn office(&self) -> Office {
+        start_office_at(&self.with_records_database(&["--data-dir", self.data_dir()]))
+    }
+
+    /// `keepwire records office ARGS` on this agency's archive when it
+    /// must not open: how it ended. An office that opens after all fails
+    /// the test (and is stopped).
+    pub fn office_refused(&self, args: &[&str]) -> Output {
+        let url = self.data.join("records").join("office.url");
+        let _ = std::fs::remove_file(&url);
+        let mut all = vec!["records", "office", "--data-dir", self.data_dir()];
+        all.extend_from_slice(args);
+        let mut child = command()
+            .args(self.with_records_database(&all))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let opened = wait_for("the records office to end", 60, || {
+            if url.exists() {
+                return Some(true);
+            }
+            child.try_wait().unwrap().map(|_| false)
+        });
+        if opened {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!opened, "the records office opened: {}", stderr(&out));
+        out
     }
 
     /// alice and bob, staff; alice has accepted the records notice and
@@ -281,6 +439,29 @@ impl Agency {
                 stmt.query_map([kind], |r| r.get::<_, Vec<u8>>(0))
                     .map(|rows| rows.filter_map(Result::ok).map(as_text).collect())
                     .unwrap_or_default()
+            }
+        }
+    }
+
+    /// The archive log's size, and the largest size a checkpoint it signed
+    /// covers — read from its store directly.
+    pub fn log_and_checkpoint_sizes(&self) -> (i64, i64) {
+        const LEAVES: &str = "SELECT COUNT(*) FROM tlog_leaves";
+        const COVERED: &str = "SELECT COALESCE(MAX(size), 0) FROM checkpoints";
+        match &self.records_database {
+            Some(db) => {
+                let pg = keepwire_schema::pg::Pg::connect(&db.url).unwrap();
+                let one = |q: &'static str| -> i64 { pg.query(q, &[]).unwrap()[0].get(0) };
+                (one(LEAVES), one(COVERED))
+            }
+            None => {
+                let conn = rusqlite::Connection::open_with_flags(
+                    self.data.join("records").join("archive.db"),
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .unwrap();
+                let one = |q: &str| -> i64 { conn.query_row(q, [], |r| r.get(0)).unwrap() };
+                (one(LEAVES), one(COVERED))
             }
         }
     }

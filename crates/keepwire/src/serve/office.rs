@@ -1,0 +1,599 @@
+//! The records office: where privileged actions on the archive are taken
+//! while the records service runs — viewing a record, destroying one,
+//! having a checkpoint signed, managing accounts, escrowing the archive
+//! key.
+//!
+//! An action's actor must be someone, not whatever `--actor` or `$USER`
+//! said: every request is signed in with an account of the archive
+//! ([`keepwire_records::accounts`], Argon2id passwords, one role each),
+//! and the account's role must allow the action. Only the records
+//! service holds the archive key and the checkpoint key; the `records`
+//! commands that act come here ([`crate::records_cmd`]), and only
+//! `verify`, `proof`, `consistency` and `list` open the archive
+//! themselves, read-only and without a key.
+//!
+//! An action's result is given only once a checkpoint the log signed
+//! covers the action's leaf: erasing that leaf afterwards contradicts a
+//! signed checkpoint (kept in the archive, published to the server and
+//! sent to the witnesses at once). Checkpoints for actions are batched, at
+//! most one per [`BATCH`]: the first action after a quiet second is
+//! covered at once, and those that come within the second wait for the
+//! next one together ([`Batch`]). Witnesses cosign later, on their own:
+//! an officer never waits for one.
+//!
+//! The first account of an archive is an admin made with the setup token
+//! the office writes into the records directory while the archive has no
+//! account (`records/setup.token`, owner-only): whoever can read it can
+//! already read the records directory, and nobody else can claim the
+//! archive by being first to the port.
+//!
+//! The office is one thread that owns its archive connection and the
+//! checkpoint signer (which may be a PKCS#11 session), taking requests in
+//! turn from a bounded queue; the HTTP shell in front of it
+//! ([`http`]) only reads requests and hands over answers.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use keepwire_protocol::clock::Clock;
+use keepwire_records::accounts::{Account, Action, Role};
+use keepwire_records::checkpoint::Notary;
+use keepwire_records::{keys, Archive, RecordsError};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::ArchiveAt;
+
+pub mod http;
+
+/// At most one checkpoint a second for privileged actions.
+pub const BATCH: Duration = Duration::from_secs(1);
+/// The file the setup token is in, in the records directory.
+pub const SETUP_TOKEN: &str = "setup.token";
+/// The file the office's URL is in, in the records directory: where the
+/// `records` commands find the running service.
+pub const URL_FILE: &str = "office.url";
+
+/// A privileged request, as the `records` commands send it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// A record, decrypted.
+    Show {
+        id: i64,
+    },
+    /// Destroy a record's content under a disposition authority.
+    Destroy {
+        id: i64,
+        authority: String,
+    },
+    /// The latest checkpoint, signed now if the log grew.
+    Checkpoint,
+    /// Every account.
+    Accounts,
+    AddAccount {
+        name: String,
+        role: String,
+        password: String,
+    },
+    SetDisabled {
+        name: String,
+        disabled: bool,
+    },
+    /// Split the archive key into escrow shares.
+    Escrow {
+        threshold: u8,
+        shares: u8,
+    },
+}
+
+impl Request {
+    fn action(&self) -> Action {
+        match self {
+            Request::Show { .. } => Action::View,
+            Request::Destroy { .. } => Action::Destroy,
+            Request::Checkpoint => Action::Checkpoint,
+            Request::Accounts | Request::AddAccount { .. } | Request::SetDisabled { .. } => {
+                Action::ManageAccounts
+            }
+            Request::Escrow { .. } => Action::ManageKeys,
+        }
+    }
+}
+
+/// Who is asking.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// An account and its password.
+    Password { name: String, password: String },
+    /// The setup token: creates the first admin, nothing else.
+    Setup(String),
+}
+
+/// Why a request was not carried out, each with what to do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    /// A wrong sign-in, or a role that may not.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The request cannot be taken as it stands (a record destroyed
+    /// already, a malformed name).
+    #[error("{0}")]
+    Invalid(String),
+    /// The office cannot act now (no checkpoint could be signed).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<RecordsError> for Refusal {
+    fn from(e: RecordsError) -> Self {
+        match e {
+            RecordsError::Access(m) => Refusal::Forbidden(m),
+            RecordsError::Archive(m) => Refusal::Invalid(m),
+            other => Refusal::Failed(other.to_string()),
+        }
+    }
+}
+
+/// An answer: given now, or once a checkpoint covers what was logged.
+enum Answer {
+    Now(Value),
+    Covered(Value),
+    /// `records checkpoint`: the checkpoint that covers the log.
+    Checkpoint,
+}
+
+/// The office's state: the archive with its key, the signer, the setup
+/// token while there is no account.
+pub struct Office {
+    archive: Archive,
+    notary: Notary,
+    at: ArchiveAt,
+    clock: Clock,
+    setup: Option<String>,
+}
+
+impl Office {
+    /// Open the archive with its key and the checkpoint signer; while the
+    /// archive has no account, write a fresh setup token.
+    pub fn open(at: &ArchiveAt) -> Result<Self> {
+        let notary = at.notary()?;
+        let archive = at.open(true)?;
+        // An archive that no longer holds what it signed (cut back, an
+        // old copy put back) takes no action: logging one would extend
+        // the fork, and no checkpoint could cover it.
+        if let Some((_, note)) = archive.latest_checkpoint()? {
+            keepwire_records::checkpoint::check_against(&archive, &note, &notary.verifier_key)
+                .context("the records office does not open")?;
+        }
+        let mut office = Office {
+            archive,
+            notary,
+            at: at.clone(),
+            clock: Clock::from_env(),
+            setup: None,
+        };
+        if office.archive.accounts()?.is_empty() {
+            let mut bytes = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness"))?;
+            let token = keepwire_protocol::b64::encode(&bytes);
+            let path = at.dir.join(SETUP_TOKEN);
+            let _ = std::fs::remove_file(&path);
+            keepwire_protocol::files::write_private(&path, token.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::warn!(
+                token_file = %path.display(),
+                "this archive has no accounts: create the first admin with \
+                 `keepwire records account add NAME --role admin` on this machine (it reads the setup token)"
+            );
+            office.setup = Some(token);
+        }
+        Ok(office)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Who `credential` is, allowed `request`: `None` for the setup token
+    /// creating the first admin.
+    fn actor(&self, credential: Credential, request: &Request) -> Result<Option<Account>, Refusal> {
+        match credential {
+            Credential::Setup(token) => {
+                use subtle::ConstantTimeEq;
+                let first_admin =
+                    matches!(request, Request::AddAccount { role, .. } if role == "admin");
+                let valid = self
+                    .setup
+                    .as_deref()
+                    .is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())));
+                if valid && first_admin {
+                    Ok(None)
+                } else if valid {
+                    Err(Refusal::Forbidden(
+                        "the setup token creates the first admin account, nothing else".into(),
+                    ))
+                } else {
+                    Err(Refusal::Forbidden(
+                        "this setup token is not (or no longer) valid: the archive has accounts; \
+                         sign in as one (--as)"
+                            .into(),
+                    ))
+                }
+            }
+            Credential::Password { name, password } => {
+                if self.setup.is_some() {
+                    return Err(Refusal::Forbidden(
+                        "this archive has no accounts yet: create the first admin with \
+                         `keepwire records account add NAME --role admin` on the records \
+                         service's machine"
+                            .into(),
+                    ));
+                }
+                Ok(Some(self.archive.authenticate(
+                    &name,
+                    &password,
+                    request.action(),
+                )?))
+            }
+        }
+    }
+
+    /// Carry out `request` for `credential`.
+    fn handle(&mut self, credential: Credential, request: Request) -> Result<Answer, Refusal> {
+        let actor = self.actor(credential, &request)?;
+        let now = self.now_ms();
+        let name = actor.as_ref().map(|a| a.name.clone()).unwrap_or_default();
+        match request {
+            Request::Show { id } => {
+                let r = self
+                    .archive
+                    .get(id, true)?
+                    .ok_or_else(|| Refusal::NotFound(format!("no record {id}")))?;
+                // Reading content is a privileged action: logged before shown.
+                self.archive.log_action(
+                    &name,
+                    "view",
+                    &format!("record {id} ({}#{})", r.meta.conv, r.meta.seq),
+                    now,
+                )?;
+                let mut out =
+                    serde_json::to_value(&r).map_err(|e| Refusal::Failed(e.to_string()))?;
+                // With the commitment its leaf carries, so that an auditor
+                // rebuilds the leaf from this alone (docs/verification.md,
+                // "Leaf formats").
+                out["content_commitment"] = leaf_commitment(&self.archive, r.leaf)?;
+                Ok(Answer::Covered(out))
+            }
+            Request::Destroy { id, authority } => {
+                let authority = authority.trim();
+                if authority.is_empty() {
+                    return Err(Refusal::Invalid(
+                        "--authority must name the disposition authority".into(),
+                    ));
+                }
+                self.archive.destroy(id, authority, &name, now)?;
+                Ok(Answer::Covered(
+                    json!({"destroyed": id, "authority": authority, "actor": name}),
+                ))
+            }
+            Request::Checkpoint => Ok(Answer::Checkpoint),
+            Request::Accounts => Ok(Answer::Now(
+                serde_json::to_value(self.archive.accounts()?)
+                    .map_err(|e| Refusal::Failed(e.to_string()))?,
+            )),
+            Request::AddAccount {
+                name: new,
+                role,
+                password,
+            } => {
+                let role: Role = role
+                    .parse()
+                    .map_err(|e: RecordsError| Refusal::Invalid(e.to_string()))?;
+                let account =
+                    self.archive
+                        .add_account(actor.as_ref(), &new, role, &password, now)?;
+                if actor.is_none() {
+                    self.setup = None;
+                    let _ = std::fs::remove_file(self.at.dir.join(SETUP_TOKEN));
+                    tracing::info!(admin = %account.name, "the archive's first admin account was made");
+                }
+                Ok(Answer::Covered(
+                    serde_json::to_value(&account).map_err(|e| Refusal::Failed(e.to_string()))?,
+                ))
+            }
+            Request::SetDisabled {
+                name: target,
+                disabled,
+            } => {
+                let by = actor.ok_or_else(|| Refusal::Forbidden("sign in (--as)".into()))?;
+                self.archive
+                    .set_account_disabled(&by, &target, disabled, now)?;
+                Ok(Answer::Covered(
+                    json!({"name": target, "disabled": disabled}),
+                ))
+            }
+            Request::Escrow { threshold, shares } => self.escrow(&name, threshold, shares, now),
+        }
+    }
+
+    /// The archive key split into shares, with what the records service
+    /// needs to run on after its provider is lost: its device's secret,
+    /// and the checkpoint key where it may leave the provider.
+    fn escrow(
+        &mut self,
+        who: &str,
+        threshold: u8,
+        shares: u8,
+        now: u64,
+    ) -> Result<Answer, Refusal> {
+        let failed = |e: anyhow::Error| Refusal::Failed(format!("{e:#}"));
+        let provider = self.at.provider().map_err(failed)?;
+        let device = self
+            .at
+            .dir
+            .join(keys::DEVICE_SEALED)
+            .exists()
+            .then(|| keys::device_secret(&self.at.dir, &*provider))
+            .transpose()?;
+        let checkpoint = provider.export_checkpoint_key()?;
+        let in_provider = checkpoint.is_none();
+        let texts = self
+            .archive
+            .escrow_key(threshold, shares, device, checkpoint, who, now)?;
+        Ok(Answer::Covered(json!({
+            "archive_key": self.archive.key_id().unwrap_or_default(),
+            "threshold": threshold,
+            "shares": texts,
+            "checkpoint_key_stays_in_provider": in_provider,
+        })))
+    }
+
+    /// Sign a checkpoint covering the whole log: its size and note.
+    fn cover(&self) -> Result<(u64, String), Refusal> {
+        self.archive
+            .issue_checkpoint(&self.notary, self.now_ms())
+            .map_err(|e| {
+                tracing::error!(error = %e, "no checkpoint covers the privileged actions just logged");
+                Refusal::Unavailable(format!(
+                    "the action is logged, but no checkpoint could be signed to cover it ({e}); \
+                     nothing is shown until one does"
+                ))
+            })
+    }
+}
+
+/// The commitment a record's leaf carries (`content_commitment`), read
+/// back from the leaf itself (`null` when it has none, or no leaf).
+fn leaf_commitment(archive: &Archive, leaf: Option<u64>) -> Result<Value, Refusal> {
+    let Some(n) = leaf else {
+        return Ok(Value::Null);
+    };
+    let Some((_, _, data)) = archive.log_leaf(n)? else {
+        return Ok(Value::Null);
+    };
+    let leaf: Value = serde_json::from_slice(&data)
+        .map_err(|e| Refusal::Failed(format!("leaf {n} is not JSON: {e}")))?;
+    Ok(leaf
+        .get("content_commitment")
+        .cloned()
+        .unwrap_or(Value::Null))
+}
+
+/// When the next checkpoint for actions may be signed: the first action
+/// after a quiet [`BATCH`] at once, the others at most once per
+/// [`BATCH`], together.
+#[derive(Debug, Default)]
+pub struct Batch {
+    last: Option<Instant>,
+    waiting: usize,
+}
+
+impl Batch {
+    /// An answer now waits for a checkpoint.
+    pub fn wait(&mut self) {
+        self.waiting += 1;
+    }
+
+    /// Whether a checkpoint is to be signed now.
+    pub fn due(&self, now: Instant) -> bool {
+        self.waiting > 0 && self.last.is_none_or(|l| now >= l + BATCH)
+    }
+
+    /// How long the office may wait for requests before one is due.
+    pub fn idle(&self, now: Instant) -> Option<Duration> {
+        (self.waiting > 0).then(|| match self.last {
+            Some(l) => (l + BATCH).saturating_duration_since(now),
+            None => Duration::ZERO,
+        })
+    }
+
+    /// A checkpoint was signed (or tried) at `now`: nothing waits.
+    pub fn signed(&mut self, now: Instant) {
+        self.last = Some(now);
+        self.waiting = 0;
+    }
+}
+
+/// One request in the office's queue, with where its answer goes.
+pub struct Job {
+    pub credential: Credential,
+    pub request: Request,
+    pub answer: tokio::sync::oneshot::Sender<Result<Value, Refusal>>,
+}
+
+/// The office's thread: take requests in turn, answer each once it is
+/// covered. Ends when the queue's senders are gone. `signed` is told of
+/// each checkpoint, so the records service publishes it at once.
+pub fn run(
+    mut office: Office,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    signed: tokio::sync::watch::Sender<()>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    type Reply = tokio::sync::oneshot::Sender<Result<Value, Refusal>>;
+    let mut batch = Batch::default();
+    let mut waiting: Vec<(Reply, Option<Value>)> = Vec::new();
+    loop {
+        let job = match batch.idle(Instant::now()) {
+            None => match jobs.recv() {
+                Ok(job) => Some(job),
+                Err(_) => return,
+            },
+            Some(wait) => match jobs.recv_timeout(wait) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                // Gone: the answers still waiting are given before it ends.
+                Err(RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(wait);
+                    None
+                }
+            },
+        };
+        if let Some(Job {
+            credential,
+            request,
+            answer,
+        }) = job
+        {
+            match office.handle(credential, request) {
+                Ok(Answer::Now(v)) => {
+                    let _ = answer.send(Ok(v));
+                }
+                Ok(Answer::Covered(v)) => {
+                    batch.wait();
+                    waiting.push((answer, Some(v)));
+                }
+                Ok(Answer::Checkpoint) => {
+                    batch.wait();
+                    waiting.push((answer, None));
+                }
+                Err(e) => {
+                    let _ = answer.send(Err(e));
+                }
+            }
+        }
+        let now = Instant::now();
+        if batch.due(now) {
+            let covered = office.cover();
+            batch.signed(now);
+            if covered.is_ok() {
+                let _ = signed.send(());
+            }
+            for (answer, value) in waiting.drain(..) {
+                let _ = answer.send(match (&covered, value) {
+                    (Err(e), _) => Err(e.clone()),
+                    (Ok(_), Some(v)) => Ok(v),
+                    (Ok((size, note)), None) => Ok(json!({
+                        "checkpoint": note,
+                        "tree_size": size,
+                        "verifier_key": office.notary.verifier_key,
+                    })),
+                });
+            }
+        }
+    }
+}
+
+/// Where the office of the records service in `records_dir` listens, as
+/// it wrote it when it started.
+pub fn url_of(records_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(records_dir.join(URL_FILE))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// The setup token of the archive in `records_dir`, while it has no
+/// account.
+pub fn setup_token(records_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(records_dir.join(SETUP_TOKEN))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// The running office: the signal of each checkpoint it signed. Dropped,
+/// it stops listening and forgets its URL file.
+pub struct Running {
+    pub signed: tokio::sync::watch::Receiver<()>,
+    url_file: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.url_file);
+    }
+}
+
+/// Start the office of the archive `at` on `listen` (loopback only).
+pub async fn start(at: &ArchiveAt, listen: std::net::SocketAddr) -> Result<Running> {
+    if !listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--records-listen {listen}: the records office listens on loopback only for now \
+             (the records console brings TLS for other addresses); the `records` commands run \
+             on the records service's machine"
+        );
+    }
+    let office = Office::open(at)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} for the records office (--records-listen; `off` for nowhere)"))?;
+    let addr = listener.local_addr()?;
+    let (jobs_tx, jobs) = std::sync::mpsc::sync_channel(http::QUEUE);
+    let (signed_tx, signed) = tokio::sync::watch::channel(());
+    std::thread::Builder::new()
+        .name("records-office".into())
+        .spawn(move || run(office, jobs, signed_tx))
+        .context("starting the records office's thread")?;
+    let task = tokio::spawn(http::serve(listener, jobs_tx));
+    let url = format!("http://{addr}");
+    let url_file = at.dir.join(URL_FILE);
+    let _ = std::fs::remove_file(&url_file);
+    keepwire_protocol::files::write_private(&url_file, url.as_bytes())
+        .with_context(|| format!("cannot write {}", url_file.display()))?;
+    tracing::info!(%url, "records office listening: privileged records commands come here");
+    Ok(Running {
+        signed,
+        url_file,
+        task,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_are_covered_at_once_after_a_quiet_second_and_together_within_one() {
+        let t0 = Instant::now();
+        let mut b = Batch::default();
+        assert_eq!(
+            b.idle(t0),
+            None,
+            "nothing waits: the office sleeps until asked"
+        );
+        b.wait();
+        assert!(b.due(t0), "the first action is covered at once");
+        b.signed(t0);
+        // Two more within the second wait for the next checkpoint together.
+        b.wait();
+        b.wait();
+        let soon = t0 + Duration::from_millis(300);
+        assert!(!b.due(soon));
+        assert_eq!(b.idle(soon), Some(Duration::from_millis(700)));
+        let later = t0 + BATCH;
+        assert!(b.due(later));
+        b.signed(later);
+        assert_eq!(b.idle(later), None);
+        // After a quiet second, at once again.
+        b.wait();
+        assert!(b.due(later + BATCH + Duration::from_millis(1)));
+    }
+}

@@ -1,0 +1,117 @@
+//! The records office over HTTP: `POST /v1/office`, a JSON [`Request`]
+//! in, a JSON answer out, signed in on every request with
+//! `Authorization: Basic` (an account and its password) or
+//! `Authorization: Setup TOKEN` (the first admin only).
+//!
+//! What a peer can hold here is bounded: a request body of at most
+//! [`MAX_BODY`], at most [`QUEUE`] requests waiting for the office's
+//! thread (more are told to come back, 503), and the listener is on
+//! loopback.
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde_json::json;
+
+use super::{Credential, Job, Refusal, Request};
+
+/// The largest request taken (an account's name and password, an
+/// authority: a few hundred bytes).
+pub const MAX_BODY: usize = 16 * 1024;
+/// Requests waiting for the office at most.
+pub const QUEUE: usize = 32;
+
+type Jobs = std::sync::mpsc::SyncSender<Job>;
+
+/// Serve the office on `listener` until the task is aborted.
+pub async fn serve(listener: tokio::net::TcpListener, jobs: Jobs) {
+    let app = Router::new()
+        .route("/v1/office", post(office))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(jobs);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the records office stopped listening");
+    }
+}
+
+fn refuse(status: StatusCode, why: &str) -> Response {
+    (status, axum::Json(json!({ "error": why }))).into_response()
+}
+
+/// The credential in `Authorization`, or why there is none.
+fn credential(headers: &HeaderMap) -> Result<Credential, String> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("sign in: an account (--as NAME) and its password")?;
+    if let Some(token) = value.strip_prefix("Setup ") {
+        return Ok(Credential::Setup(token.trim().to_string()));
+    }
+    let basic = value
+        .strip_prefix("Basic ")
+        .ok_or("Authorization must be Basic (an account and its password) or Setup")?;
+    let decoded = keepwire_protocol::b64::decode(basic.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or("the Basic credential is not base64 of UTF-8")?;
+    let (name, password) = decoded
+        .split_once(':')
+        .ok_or("the Basic credential has no `:` between name and password")?;
+    Ok(Credential::Password {
+        name: name.to_string(),
+        password: password.to_string(),
+    })
+}
+
+async fn office(State(jobs): State<Jobs>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let credential = match credential(&headers) {
+        Ok(c) => c,
+        Err(why) => return refuse(StatusCode::UNAUTHORIZED, &why),
+    };
+    let request: Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("not a records office request: {e}"),
+            )
+        }
+    };
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let job = Job {
+        credential,
+        request,
+        answer,
+    };
+    if let Err(e) = jobs.try_send(job) {
+        return match e {
+            std::sync::mpsc::TrySendError::Full(_) => refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the records office is busy: try again in a moment",
+            ),
+            std::sync::mpsc::TrySendError::Disconnected(_) => refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the records office has stopped",
+            ),
+        };
+    }
+    match answered.await {
+        Ok(Ok(value)) => axum::Json(value).into_response(),
+        Ok(Err(refusal)) => {
+            let status = match &refusal {
+                Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
+                Refusal::NotFound(_) => StatusCode::NOT_FOUND,
+                Refusal::Invalid(_) => StatusCode::CONFLICT,
+                Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                Refusal::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            refuse(status, &refusal.to_string())
+        }
+        Err(_) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the records office stopped before answering",
+        ),
+    }
+}
