@@ -435,7 +435,10 @@ pub async fn records(
             eprintln!("records service stopped");
             Ok(())
         }
-        RecordsCommand::Office { records_listen } => {
+        RecordsCommand::Office { office } => {
+            let listen = office
+                .listen()?
+                .context("--records-listen off: the records office needs somewhere to listen")?;
             let at = existing()?;
             let _claim = serve::owner::claim(
                 &at.dir,
@@ -444,7 +447,7 @@ pub async fn records(
                 "keepwire records office",
                 "cannot start the records office",
             )?;
-            let _office = serve::office::start(&at, records_listen).await?;
+            let _office = serve::office::start(&at, &listen).await?;
             eprintln!("records office running on {}", at.dir.display());
             terminated()?.await;
             eprintln!("records office stopped");

@@ -181,4 +181,30 @@ fn accounts_decide(agency: Agency) {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+
+    // Guessing is slowed: ten wrong passwords in a row cost nothing more,
+    // then a try on that name is turned away, its password unchecked,
+    // until a wait that doubles with every further failure has passed —
+    // so a burst of quick guesses meets it within a few tries.
+    let guess = [("KEEPWIRE_RECORDS_PASSWORD", "a guessed password")];
+    for _ in 0..10 {
+        refused(
+            &["checkpoint", "--as", "aud"],
+            &guess,
+            "wrong account name or password",
+        );
+    }
+    let slowed = (0..20).find_map(|_| {
+        let out = records(&["checkpoint", "--as", "aud"], &guess);
+        assert!(!out.status.success(), "a guess was accepted");
+        let e = stderr(&out);
+        if e.contains("too many wrong passwords for aud") {
+            return Some(e);
+        }
+        assert!(e.contains("wrong account name or password"), "{e}");
+        None
+    });
+    assert!(slowed.is_some(), "twenty more guesses were all checked");
+    // Another account is not slowed by it.
+    ok(records(&["account", "list", "--as", "ada"], &as_ada));
 }

@@ -141,3 +141,97 @@ fn serves_over_tls_configured_from_a_toml_file() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// The records office off loopback: refused without TLS; with it, an
+/// officer's password crosses the network only inside TLS, and a command
+/// that does not trust the agency's CA sends nothing.
+#[test]
+fn the_records_office_off_loopback_is_reached_only_through_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_pki(tmp.path());
+    let office_on = format!("0.0.0.0:{}", free_port());
+    let out = keepwire(
+        &[
+            "serve",
+            "--data-dir",
+            tmp.path().join("plain").to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--records-listen",
+            &office_on,
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("requires --records-tls-cert and --records-tls-key"),
+        "{}",
+        stderr(&out)
+    );
+
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let pem = |f: &str| tmp.path().join(f).to_str().unwrap().to_string();
+    let mut server = spawn_logged(
+        &[
+            "serve",
+            "--data-dir",
+            d,
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--records-listen",
+            &office_on,
+            "--records-tls-cert",
+            &pem("server.pem"),
+            "--records-tls-key",
+            &pem("server.key"),
+        ],
+        &tmp.path().join("serve.log"),
+        "keepwire serving on",
+    );
+    let port = office_on.rsplit(':').next().unwrap();
+    // The office says where it listens once it does.
+    let url = common::wait_for("the records office's url", 60, || {
+        std::fs::read_to_string(data.join("records/office.url"))
+            .ok()
+            .filter(|u| u.ends_with(port))
+    });
+    assert_eq!(url.trim(), format!("https://127.0.0.1:{port}"));
+
+    let ca = pem("ca.pem");
+    let keeper = [
+        (
+            "KEEPWIRE_RECORDS_NEW_PASSWORD",
+            "the keeper's long passphrase",
+        ),
+        ("KEEPWIRE_RECORDS_PASSWORD", "the keeper's long passphrase"),
+    ];
+    let records = |args: &[&str], trust: bool| {
+        let mut all = vec!["records"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--data-dir", d]);
+        if trust {
+            all.extend_from_slice(&["--records-ca-cert", &ca]);
+        }
+        keepwire(&all, &keeper)
+    };
+    // Not trusting the agency's CA, the command stops at the handshake.
+    let out = records(&["account", "add", "keeper", "--role", "admin"], false);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
+    ok(records(
+        &["account", "add", "keeper", "--role", "admin"],
+        true,
+    ));
+    let cp: serde_json::Value = serde_json::from_str(&ok(records(
+        &["checkpoint", "--as", "keeper", "--json"],
+        true,
+    )))
+    .unwrap();
+    assert!(
+        cp["tree_size"].as_u64().unwrap() >= 1,
+        "the account's creation is in the log, covered: {cp}"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -145,7 +145,7 @@ fn hash(password: &str) -> Result<String, RecordsError> {
 /// One answer for every way a sign-in fails, so that it says nothing about
 /// which accounts exist.
 fn refused() -> RecordsError {
-    RecordsError::Access("wrong account name or password, or the account is disabled".into())
+    RecordsError::SignInRefused
 }
 
 fn leaf(actor: &str, action: &str, target: &str, at_ms: u64) -> Leaf {

@@ -198,16 +198,10 @@ pub fn seal_device_secret(
     secret: &str,
 ) -> Result<(), RecordsError> {
     std::fs::create_dir_all(dir)?;
-    let sealed = dir.join(DEVICE_SEALED);
-    let tmp = dir.join(format!("{DEVICE_SEALED}.tmp"));
-    // One a crash left behind.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-        _ => {}
-    }
-    keepwire_protocol::files::write_private(&tmp, &keys.wrap(DEVICE_PURPOSE, secret.as_bytes())?)?;
-    std::fs::rename(&tmp, &sealed)?;
-    sync_dir(dir)?;
+    keepwire_protocol::files::replace_private(
+        &dir.join(DEVICE_SEALED),
+        &keys.wrap(DEVICE_PURPOSE, secret.as_bytes())?,
+    )?;
     Ok(())
 }
 
@@ -224,17 +218,13 @@ pub(crate) fn remove_legacy(path: &Path) -> Result<(), RecordsError> {
         Ok(()) => {
             tracing::info!(file = %path.display(), "moved to the key provider; removed from the data directory");
             if let Some(dir) = path.parent() {
-                sync_dir(dir)?;
+                keepwire_protocol::files::sync_dir(dir)?;
             }
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

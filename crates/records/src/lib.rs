@@ -42,6 +42,10 @@ pub enum RecordsError {
     /// take ([`accounts`]).
     #[error("{0}")]
     Access(String),
+    /// A sign-in with a wrong name or password, or a disabled account:
+    /// one message for all three, so that it tells a guesser nothing.
+    #[error("wrong account name or password, or the account is disabled")]
+    SignInRefused,
     /// The key provider refused or failed ([`keys`]).
     #[error("keys: {0}")]
     Keys(String),

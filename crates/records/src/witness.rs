@@ -168,14 +168,7 @@ impl FileState {
             .map(|(o, (s, h))| (o, (*s, keepwire_protocol::b64::encode(&h.0))))
             .collect();
         let bytes = serde_json::to_vec_pretty(&map).map_err(|e| bad(e.to_string()))?;
-        let tmp = self.path.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
-        keepwire_protocol::files::write_private(&tmp, &bytes)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            crate::keys::sync_dir(dir)?;
-        }
+        keepwire_protocol::files::replace_private(&self.path, &bytes)?;
         Ok(())
     }
 }

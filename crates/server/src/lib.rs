@@ -67,10 +67,7 @@ pub fn rotate_key(
     let old = load_or_create_key(dir)?;
     store.record_receipt_key(&old.verifying_key().to_bytes(), 0)?;
     let new = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let next = dir.join("receipt.key.new");
-    let _ = std::fs::remove_file(&next);
-    keepwire_protocol::files::write_private(&next, &new.to_bytes())?;
-    std::fs::rename(&next, dir.join("receipt.key"))?;
+    keepwire_protocol::files::replace_private(&dir.join("receipt.key"), &new.to_bytes())?;
     store.retire_receipt_key(&old.verifying_key().to_bytes(), now_ms)?;
     store.record_receipt_key(&new.verifying_key().to_bytes(), now_ms)?;
     Ok(new.verifying_key().to_bytes())

@@ -16,14 +16,48 @@ pub(crate) struct CheckpointArgs {
     /// (repeatable; comma-separated in the variable).
     #[arg(long = "witness", env = "KEEPWIRE_WITNESSES", value_delimiter = ',')]
     pub(crate) witnesses: Vec<String>,
+    #[command(flatten)]
+    pub(crate) office: OfficeArgs,
+}
+
+/// Where the records office listens.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct OfficeArgs {
     /// Where the records office listens for the privileged `records`
-    /// commands (loopback), or `off`.
+    /// commands, or `off`. Any address but loopback needs
+    /// --records-tls-cert and --records-tls-key.
     #[arg(
         long,
         env = "KEEPWIRE_RECORDS_LISTEN",
         default_value = "127.0.0.1:7880"
     )]
     pub(crate) records_listen: String,
+    /// The records office's TLS certificate chain (PEM).
+    #[arg(long, env = "KEEPWIRE_RECORDS_TLS_CERT", requires = "records_tls_key")]
+    pub(crate) records_tls_cert: Option<PathBuf>,
+    /// The records office's TLS private key (PEM).
+    #[arg(long, env = "KEEPWIRE_RECORDS_TLS_KEY", requires = "records_tls_cert")]
+    pub(crate) records_tls_key: Option<PathBuf>,
+}
+
+impl OfficeArgs {
+    /// Where the office listens, if anywhere.
+    pub(crate) fn listen(&self) -> anyhow::Result<Option<crate::serve::office::Listen>> {
+        let addr = match self.records_listen.as_str() {
+            "off" => return Ok(None),
+            a => a.parse().map_err(|_| {
+                anyhow::anyhow!("--records-listen {a}: an address such as 127.0.0.1:7880, or `off`")
+            })?,
+        };
+        let tls = match (&self.records_tls_cert, &self.records_tls_key) {
+            (Some(cert), Some(key)) => Some(crate::serve::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        crate::serve::office::Listen::new(addr, tls).map(Some)
+    }
 }
 
 impl CheckpointArgs {
@@ -35,14 +69,7 @@ impl CheckpointArgs {
                 .iter()
                 .map(|w| w.parse())
                 .collect::<Result<_, _>>()?,
-            office: match self.records_listen.as_str() {
-                "off" => None,
-                a => Some(a.parse().map_err(|_| {
-                    anyhow::anyhow!(
-                        "--records-listen {a}: an address such as 127.0.0.1:7880, or `off`"
-                    )
-                })?),
-            },
+            office: self.office.listen()?,
         })
     }
 }
@@ -73,13 +100,8 @@ pub(crate) enum RecordsCommand {
     /// (the privileged `records` commands come here as they would to the
     /// records service; it cannot run beside it).
     Office {
-        /// Where the office listens (loopback).
-        #[arg(
-            long,
-            env = "KEEPWIRE_RECORDS_LISTEN",
-            default_value = "127.0.0.1:7880"
-        )]
-        records_listen: std::net::SocketAddr,
+        #[command(flatten)]
+        office: OfficeArgs,
     },
     /// List captured records (metadata only, read from the archive).
     List {
@@ -202,6 +224,9 @@ pub(crate) struct SignIn {
     /// The account to act as.
     #[arg(long = "as", global = true, env = "KEEPWIRE_RECORDS_USER")]
     pub(crate) as_user: Option<String>,
+    /// Also trust this CA certificate (PEM) for the records office's TLS.
+    #[arg(long, global = true, env = "KEEPWIRE_RECORDS_CA_CERT")]
+    pub(crate) records_ca_cert: Option<PathBuf>,
     /// A file holding its password (or set KEEPWIRE_RECORDS_PASSWORD, or
     /// type it when asked).
     #[arg(long, global = true, env = "KEEPWIRE_RECORDS_PASSWORD_FILE")]

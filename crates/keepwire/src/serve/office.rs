@@ -45,7 +45,12 @@ use serde_json::{json, Value};
 
 use super::ArchiveAt;
 
+mod batch;
 pub mod http;
+mod throttle;
+
+pub use batch::Batch;
+pub use throttle::Throttle;
 
 /// At most one checkpoint a second for privileged actions.
 pub const BATCH: Duration = Duration::from_secs(1);
@@ -126,6 +131,9 @@ pub enum Refusal {
     /// The office cannot act now (no checkpoint could be signed).
     #[error("{0}")]
     Unavailable(String),
+    /// Too many wrong passwords for an account just now ([`Throttle`]).
+    #[error("{0}")]
+    Slowed(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -134,6 +142,7 @@ impl From<RecordsError> for Refusal {
     fn from(e: RecordsError) -> Self {
         match e {
             RecordsError::Access(m) => Refusal::Forbidden(m),
+            e @ RecordsError::SignInRefused => Refusal::Forbidden(e.to_string()),
             RecordsError::Archive(m) => Refusal::Invalid(m),
             other => Refusal::Failed(other.to_string()),
         }
@@ -156,6 +165,7 @@ pub struct Office {
     at: ArchiveAt,
     clock: Clock,
     setup: Option<String>,
+    throttle: Throttle,
 }
 
 impl Office {
@@ -177,6 +187,7 @@ impl Office {
             at: at.clone(),
             clock: Clock::from_env(),
             setup: None,
+            throttle: Throttle::default(),
         };
         if office.archive.accounts()?.is_empty() {
             let mut bytes = [0u8; 32];
@@ -202,7 +213,11 @@ impl Office {
 
     /// Who `credential` is, allowed `request`: `None` for the setup token
     /// creating the first admin.
-    fn actor(&self, credential: Credential, request: &Request) -> Result<Option<Account>, Refusal> {
+    fn actor(
+        &mut self,
+        credential: Credential,
+        request: &Request,
+    ) -> Result<Option<Account>, Refusal> {
         match credential {
             Credential::Setup(token) => {
                 use subtle::ConstantTimeEq;
@@ -235,11 +250,32 @@ impl Office {
                             .into(),
                     ));
                 }
-                Ok(Some(self.archive.authenticate(
-                    &name,
-                    &password,
-                    request.action(),
-                )?))
+                let now = Instant::now();
+                if let Some(wait) = self.throttle.wait(&name, now) {
+                    return Err(Refusal::Slowed(format!(
+                        "too many wrong passwords for {name}: try again in {} s",
+                        wait.as_secs().max(1)
+                    )));
+                }
+                match self
+                    .archive
+                    .authenticate(&name, &password, request.action())
+                {
+                    Err(RecordsError::SignInRefused) => {
+                        self.throttle.failed(&name, now);
+                        tracing::warn!(account = %name, "a sign-in at the records office was refused");
+                        Err(RecordsError::SignInRefused.into())
+                    }
+                    Err(e) => {
+                        // The password was right; the role may not.
+                        self.throttle.succeeded(&name);
+                        Err(e.into())
+                    }
+                    Ok(account) => {
+                        self.throttle.succeeded(&name);
+                        Ok(Some(account))
+                    }
+                }
             }
         }
     }
@@ -385,41 +421,6 @@ fn leaf_commitment(archive: &Archive, leaf: Option<u64>) -> Result<Value, Refusa
         .unwrap_or(Value::Null))
 }
 
-/// When the next checkpoint for actions may be signed: the first action
-/// after a quiet [`BATCH`] at once, the others at most once per
-/// [`BATCH`], together.
-#[derive(Debug, Default)]
-pub struct Batch {
-    last: Option<Instant>,
-    waiting: usize,
-}
-
-impl Batch {
-    /// An answer now waits for a checkpoint.
-    pub fn wait(&mut self) {
-        self.waiting += 1;
-    }
-
-    /// Whether a checkpoint is to be signed now.
-    pub fn due(&self, now: Instant) -> bool {
-        self.waiting > 0 && self.last.is_none_or(|l| now >= l + BATCH)
-    }
-
-    /// How long the office may wait for requests before one is due.
-    pub fn idle(&self, now: Instant) -> Option<Duration> {
-        (self.waiting > 0).then(|| match self.last {
-            Some(l) => (l + BATCH).saturating_duration_since(now),
-            None => Duration::ZERO,
-        })
-    }
-
-    /// A checkpoint was signed (or tried) at `now`: nothing waits.
-    pub fn signed(&mut self, now: Instant) {
-        self.last = Some(now);
-        self.waiting = 0;
-    }
-}
-
 /// One request in the office's queue, with where its answer goes.
 pub struct Job {
     pub credential: Credential,
@@ -532,31 +533,71 @@ impl Drop for Running {
     }
 }
 
-/// Start the office of the archive `at` on `listen` (loopback only).
-pub async fn start(at: &ArchiveAt, listen: std::net::SocketAddr) -> Result<Running> {
-    if !listen.ip().is_loopback() {
-        anyhow::bail!(
-            "--records-listen {listen}: the records office listens on loopback only for now \
-             (the records console brings TLS for other addresses); the `records` commands run \
-             on the records service's machine"
-        );
+/// Where the office listens: loopback, or any address with TLS.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    addr: std::net::SocketAddr,
+    tls: Option<super::TlsFiles>,
+}
+
+impl Listen {
+    /// Passwords cross this listener: off loopback, only inside TLS.
+    pub fn new(addr: std::net::SocketAddr, tls: Option<super::TlsFiles>) -> Result<Self> {
+        if !addr.ip().is_loopback() && tls.is_none() {
+            anyhow::bail!(
+                "refusing to run the records office on {addr} without TLS: a non-loopback \
+                 address requires --records-tls-cert and --records-tls-key (or listen on \
+                 127.0.0.1)"
+            );
+        }
+        Ok(Listen { addr, tls })
     }
+}
+
+/// TLS handshakes the office runs at once (officers, not the public).
+const MAX_HANDSHAKES: usize = 16;
+
+/// Start the office of the archive `at` on `listen`.
+pub async fn start(at: &ArchiveAt, listen: &Listen) -> Result<Running> {
+    let Listen { addr, tls } = listen;
+    let tls = tls
+        .as_ref()
+        .map(|t| keepwire_server::tls::load_config(&t.cert, &t.key))
+        .transpose()?;
     let office = Office::open(at)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen} for the records office (--records-listen; `off` for nowhere)"))?;
-    let addr = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr} for the records office (--records-listen; `off` for nowhere)"
+        )
+    })?;
+    let bound = listener.local_addr()?;
     let (jobs_tx, jobs) = std::sync::mpsc::sync_channel(http::QUEUE);
     let (signed_tx, signed) = tokio::sync::watch::channel(());
     std::thread::Builder::new()
         .name("records-office".into())
         .spawn(move || run(office, jobs, signed_tx))
         .context("starting the records office's thread")?;
-    let task = tokio::spawn(http::serve(listener, jobs_tx));
-    let url = format!("http://{addr}");
+    let (task, scheme) = match tls {
+        Some(config) => {
+            let listener =
+                keepwire_server::tls::TlsListener::new(listener, config, MAX_HANDSHAKES)?;
+            (tokio::spawn(http::serve(listener, jobs_tx)), "https")
+        }
+        None => (tokio::spawn(http::serve(listener, jobs_tx)), "http"),
+    };
+    // The URL the commands on this machine use: an address listening on
+    // every interface is reached here through loopback.
+    let host = match bound.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let url = format!(
+        "{scheme}://{}",
+        std::net::SocketAddr::new(host, bound.port())
+    );
     let url_file = at.dir.join(URL_FILE);
-    let _ = std::fs::remove_file(&url_file);
-    keepwire_protocol::files::write_private(&url_file, url.as_bytes())
+    keepwire_protocol::files::replace_private(&url_file, url.as_bytes())
         .with_context(|| format!("cannot write {}", url_file.display()))?;
     tracing::info!(%url, "records office listening: privileged records commands come here");
     Ok(Running {
@@ -564,36 +605,4 @@ pub async fn start(at: &ArchiveAt, listen: std::net::SocketAddr) -> Result<Runni
         url_file,
         task,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn actions_are_covered_at_once_after_a_quiet_second_and_together_within_one() {
-        let t0 = Instant::now();
-        let mut b = Batch::default();
-        assert_eq!(
-            b.idle(t0),
-            None,
-            "nothing waits: the office sleeps until asked"
-        );
-        b.wait();
-        assert!(b.due(t0), "the first action is covered at once");
-        b.signed(t0);
-        // Two more within the second wait for the next checkpoint together.
-        b.wait();
-        b.wait();
-        let soon = t0 + Duration::from_millis(300);
-        assert!(!b.due(soon));
-        assert_eq!(b.idle(soon), Some(Duration::from_millis(700)));
-        let later = t0 + BATCH;
-        assert!(b.due(later));
-        b.signed(later);
-        assert_eq!(b.idle(later), None);
-        // After a quiet second, at once again.
-        b.wait();
-        assert!(b.due(later + BATCH + Duration::from_millis(1)));
-    }
 }

@@ -121,7 +121,7 @@ pub async fn run_records(
     let mut beside = Beside {
         witnessing: super::witnessing::spawn(&at, &publishing)?,
         office: match publishing.office {
-            Some(listen) => Some(super::office::start(&at, listen).await?),
+            Some(listen) => Some(super::office::start(&at, &listen).await?),
             None => None,
         },
     };

@@ -40,7 +40,7 @@ const ATTEMPTS: usize = 3;
 pub struct Publishing {
     pub every: Duration,
     pub witnesses: Vec<Peer>,
-    pub office: Option<std::net::SocketAddr>,
+    pub office: Option<super::office::Listen>,
 }
 
 /// Where a witness stands, as the records service last saw it.

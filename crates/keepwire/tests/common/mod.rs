@@ -215,19 +215,27 @@ pub fn spawn_logged(args: &[&str], log_path: &Path, ready: &str) -> Child {
         .open(log_path)
         .unwrap();
     let start = std::fs::metadata(log_path).unwrap().len() as usize;
-    let child = command()
+    let mut child = command()
         .args(args)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();
-    wait_for(&format!("`{ready}` in {}", log_path.display()), 60, || {
-        let text = std::fs::read(log_path).unwrap_or_default();
-        String::from_utf8_lossy(&text[start.min(text.len())..])
-            .contains(ready)
-            .then_some(())
-    });
-    child
+    let began = Instant::now();
+    loop {
+        let text = log_after(log_path, start);
+        if text.contains(ready) {
+            return child;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{args:?} exited ({status}) before `{ready}`:\n{text}");
+        }
+        if began.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("{args:?}: no `{ready}` within a minute:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The lines of a log that appeared after the first `skip` bytes.

@@ -55,7 +55,7 @@ impl FileKeys {
 
     fn write(&self, name: &str, bytes: &[u8]) -> Result<(), RecordsError> {
         keepwire_protocol::files::write_private(&self.dir.join(name), bytes)?;
-        super::sync_dir(&self.dir)?;
+        keepwire_protocol::files::sync_dir(&self.dir)?;
         Ok(())
     }
 

@@ -5,8 +5,8 @@
 //!
 //! What a peer can hold here is bounded: a request body of at most
 //! [`MAX_BODY`], at most [`QUEUE`] requests waiting for the office's
-//! thread (more are told to come back, 503), and the listener is on
-//! loopback.
+//! thread (more are told to come back, 503), and passwords cross the
+//! network only inside TLS (a listener off loopback must have it).
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -25,8 +25,13 @@ pub const QUEUE: usize = 32;
 
 type Jobs = std::sync::mpsc::SyncSender<Job>;
 
-/// Serve the office on `listener` until the task is aborted.
-pub async fn serve(listener: tokio::net::TcpListener, jobs: Jobs) {
+/// Serve the office on `listener` (TCP, or TLS streams whose handshake
+/// is done) until the task is aborted.
+pub async fn serve<L>(listener: L, jobs: Jobs)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let app = Router::new()
         .route("/v1/office", post(office))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -105,6 +110,7 @@ async fn office(State(jobs): State<Jobs>, headers: HeaderMap, body: axum::body::
                 Refusal::NotFound(_) => StatusCode::NOT_FOUND,
                 Refusal::Invalid(_) => StatusCode::CONFLICT,
                 Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                Refusal::Slowed(_) => StatusCode::TOO_MANY_REQUESTS,
                 Refusal::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             refuse(status, &refusal.to_string())
