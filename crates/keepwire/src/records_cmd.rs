@@ -123,12 +123,15 @@ pub fn proof(at: &ArchiveAt, record_id: i64) -> Result<()> {
         .with_context(|| format!("record {record_id} has no leaf in the log"))?;
     let verifier_key = at.verifier_key()?;
     let (_, _, note) = archive.checkpoints()?.pop().with_context(|| {
-        "the archive has signed no checkpoint yet (the records service signs one every          --checkpoint-secs; or run `keepwire records checkpoint`)"
+        "the archive has signed no checkpoint yet (the records service signs one every \
+         --checkpoint-secs; or run `keepwire records checkpoint`)"
     })?;
     let cp = checkpoint::open_note(&note, &verifier_key).map_err(anyhow::Error::msg)?;
     if n >= cp.size() {
         bail!(
-            "the latest checkpoint covers {} leaves, and record {record_id} is leaf {n}: wait for              the next (the records service signs one every --checkpoint-secs), or run              `keepwire records checkpoint`",
+            "the latest checkpoint covers {} leaves, and record {record_id} is leaf {n}: wait for \
+             the next (the records service signs one every --checkpoint-secs), or run \
+             `keepwire records checkpoint`",
             cp.size()
         );
     }

@@ -1,5 +1,7 @@
-//! The records office over HTTP: `POST /v1/office`, a JSON [`Request`]
-//! in, a JSON answer out, signed in on every request with
+//! The records office over HTTP, its I/O shell: [`start`] opens the
+//! office, gives it a thread of its own and listens (TCP on loopback, TLS
+//! anywhere else, [`Listen`]); [`serve`] takes `POST /v1/office`, a JSON
+//! [`Request`] in, a JSON answer out, signed in on every request with
 //! `Authorization: Basic` (an account and its password) or
 //! `Authorization: Setup TOKEN` (the first admin only).
 //!
@@ -15,7 +17,12 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::json;
 
-use super::{Credential, Job, Refusal, Request};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use super::{run, Credential, Job, Office, Refusal, Request, URL_FILE};
+use crate::serve::{ArchiveAt, TlsFiles};
 
 /// The largest request taken (an account's name and password, an
 /// authority: a few hundred bytes).
@@ -120,4 +127,93 @@ async fn office(State(jobs): State<Jobs>, headers: HeaderMap, body: axum::body::
             "the records office stopped before answering",
         ),
     }
+}
+
+/// The running office: the signal of each checkpoint it signed. Dropped,
+/// it stops listening and forgets its URL file.
+pub struct Running {
+    pub signed: tokio::sync::watch::Receiver<()>,
+    url_file: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.url_file);
+    }
+}
+
+/// Where the office listens: loopback, or any address with TLS.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    addr: std::net::SocketAddr,
+    tls: Option<TlsFiles>,
+}
+
+impl Listen {
+    /// Passwords cross this listener: off loopback, only inside TLS.
+    pub fn new(addr: std::net::SocketAddr, tls: Option<TlsFiles>) -> Result<Self> {
+        if !addr.ip().is_loopback() && tls.is_none() {
+            anyhow::bail!(
+                "refusing to run the records office on {addr} without TLS: a non-loopback \
+                 address requires --records-tls-cert and --records-tls-key (or listen on \
+                 127.0.0.1)"
+            );
+        }
+        Ok(Listen { addr, tls })
+    }
+}
+
+/// TLS handshakes the office runs at once (officers, not the public).
+const MAX_HANDSHAKES: usize = 16;
+
+/// Start the office of the archive `at` on `listen`.
+pub async fn start(at: &ArchiveAt, listen: &Listen) -> Result<Running> {
+    let Listen { addr, tls } = listen;
+    let tls = tls
+        .as_ref()
+        .map(|t| keepwire_server::tls::load_config(&t.cert, &t.key))
+        .transpose()?;
+    let office = Office::open(at)?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr} for the records office (--records-listen; `off` for nowhere)"
+        )
+    })?;
+    let bound = listener.local_addr()?;
+    let (jobs_tx, jobs) = std::sync::mpsc::sync_channel(QUEUE);
+    let (signed_tx, signed) = tokio::sync::watch::channel(());
+    std::thread::Builder::new()
+        .name("records-office".into())
+        .spawn(move || run(office, jobs, signed_tx))
+        .context("starting the records office's thread")?;
+    let (task, scheme) = match tls {
+        Some(config) => {
+            let listener =
+                keepwire_server::tls::TlsListener::new(listener, config, MAX_HANDSHAKES)?;
+            (tokio::spawn(serve(listener, jobs_tx)), "https")
+        }
+        None => (tokio::spawn(serve(listener, jobs_tx)), "http"),
+    };
+    // The URL the commands on this machine use: an address listening on
+    // every interface is reached here through loopback.
+    let host = match bound.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let url = format!(
+        "{scheme}://{}",
+        std::net::SocketAddr::new(host, bound.port())
+    );
+    let url_file = at.dir.join(URL_FILE);
+    keepwire_protocol::files::replace_private(&url_file, url.as_bytes())
+        .with_context(|| format!("cannot write {}", url_file.display()))?;
+    tracing::info!(%url, "records office listening: privileged records commands come here");
+    Ok(Running {
+        signed,
+        url_file,
+        task,
+    })
 }
