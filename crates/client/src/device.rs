@@ -150,6 +150,10 @@ pub enum Incoming {
         /// Every member identity at this epoch.
         participants: Vec<String>,
         content: Vec<u8>,
+        /// The message's MLS `authenticated_data`: sent in the clear,
+        /// authenticated with it — the blobs it carries
+        /// ([`keepwire_protocol::attachment::BlobList`]).
+        authenticated_data: Vec<u8>,
     },
     /// A commit changed the roster; `participants` is the new one.
     Commit {
@@ -343,8 +347,10 @@ impl Device {
     /// Encrypt a message for `conv`.
     pub fn encrypt(&mut self, conv: &str, content: &Content) -> Result<Request, ClientError> {
         let bytes = content.encode()?;
+        // The blobs it carries, in the clear for the server ([`BlobList`]).
+        let blobs = keepwire_protocol::attachment::BlobList::of(&content.attachments).encode();
         let group = self.group(conv)?;
-        let msg = group.encrypt_application_message(&bytes, vec![])?;
+        let msg = group.encrypt_application_message(&bytes, blobs)?;
         // The sending ratchet advanced: persist before the message leaves,
         // so a crash can never make this device reuse a key.
         let cursor = self.cursor(conv)?;
@@ -443,6 +449,7 @@ impl Device {
                     sender,
                     participants: roster_identities(group),
                     content: app.data().to_vec(),
+                    authenticated_data: app.authenticated_data.clone(),
                 }
             }
             ReceivedMessage::Commit(_) => Incoming::Commit {

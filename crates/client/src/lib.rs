@@ -6,6 +6,7 @@
 //! moves them over the network. The records service is built on this same
 //! core, since it is an MLS member like any other device.
 
+pub mod attachment;
 pub mod cosignature;
 pub mod device;
 pub mod mls;

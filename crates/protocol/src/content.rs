@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::attachment::{self, Attachment};
+
 /// The notice every user acknowledges once before their first message.
 pub const RECORDS_NOTICE: &str = "Messages you send and receive in keepwire are federal records. \
 Disappearing timers remove them from your devices, but your agency's records service keeps a \
@@ -32,6 +34,10 @@ pub struct Content {
     /// off) for every member from this message on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_conversation_timer: Option<u64>,
+    /// Files carried with the message ([`crate::attachment`]): their keys
+    /// and hashes travel here, encrypted; the files beside, as blobs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
 }
 
 impl Content {
@@ -49,6 +55,7 @@ impl Content {
             burn_on_read,
             sent_at_ms: now_ms,
             set_conversation_timer: None,
+            attachments: Vec::new(),
         }
     }
 
@@ -71,6 +78,8 @@ pub enum ContentError {
     Malformed(String),
     #[error("message content format {0} is not supported")]
     UnknownFormat(u32),
+    #[error(transparent)]
+    Attachment(#[from] attachment::AttachmentError),
 }
 
 impl Content {
@@ -78,6 +87,7 @@ impl Content {
         if self.text.len() > crate::MAX_TEXT_BYTES {
             return Err(ContentError::TooLong(self.text.len()));
         }
+        attachment::check_all(&self.attachments)?;
         serde_json::to_vec(self).map_err(|e| ContentError::Malformed(e.to_string()))
     }
 
@@ -90,6 +100,7 @@ impl Content {
         if c.text.len() > crate::MAX_TEXT_BYTES {
             return Err(ContentError::TooLong(c.text.len()));
         }
+        attachment::check_all(&c.attachments)?;
         Ok(c)
     }
 }

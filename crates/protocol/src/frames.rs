@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::PROTOCOL_VERSION;
 
+mod blob;
 mod error;
+pub use blob::{BlobChunk, BlobData, MAX_BLOB_CHUNK};
 pub use error::{ErrorCode, ProtocolError};
 
 /// A frame sent by a device (or by the records service, which is a device
@@ -153,6 +155,25 @@ pub enum Request {
     Sync,
     /// List the conversations this device is a member of.
     Conversations,
+    /// Start uploading an attachment blob of `size` ciphertext bytes
+    /// hashing to `cipher_sha256` (hex) for a message of `conv`; answered
+    /// with its new id. The bytes follow as binary [`BlobChunk`] frames.
+    BlobCreate {
+        conv: String,
+        size: u64,
+        cipher_sha256: String,
+    },
+    /// How much of a blob this device is uploading the server holds (to
+    /// resume an upload that broke off).
+    BlobStatus { blob: crate::attachment::BlobId },
+    /// Up to `len` bytes of a blob from `offset`, answered with one binary
+    /// [`BlobData`] frame: only for a blob a message of a conversation
+    /// this device is in carries (or this device's own upload).
+    BlobFetch {
+        blob: crate::attachment::BlobId,
+        offset: u64,
+        len: u32,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -236,6 +257,15 @@ pub enum ServerBody {
         seq: u64,
         #[serde(with = "crate::b64")]
         message: Vec<u8>,
+    },
+    /// Where an upload stands (answer to `blob_create`, `blob_status` and
+    /// each [`BlobChunk`]): bytes `received` of `size`; `complete` once
+    /// all arrived and hashed to what was declared.
+    Blob {
+        blob: crate::attachment::BlobId,
+        size: u64,
+        received: u64,
+        complete: bool,
     },
     Error {
         code: ErrorCode,

@@ -14,6 +14,7 @@
 //! too ([`content`]), because the client and the records service must agree
 //! on it, but only they ever see it decrypted.
 
+pub mod attachment;
 pub mod clock;
 pub mod content;
 pub mod files;
@@ -34,8 +35,10 @@ pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 
 /// Largest MLS application message (ciphertext) the server accepts: the
-/// text limit plus room for the content envelope, padding and MLS framing.
-pub const MAX_APPLICATION_MESSAGE_BYTES: usize = MAX_TEXT_BYTES + 4 * 1024;
+/// text limit plus room for the content envelope, padding and MLS framing,
+/// and for the references of the most attachments a message may carry.
+pub const MAX_APPLICATION_MESSAGE_BYTES: usize =
+    MAX_TEXT_BYTES + 4 * 1024 + attachment::MAX_ATTACHMENTS * attachment::MAX_REFERENCE_BYTES;
 
 /// The prefix a device signs together with the server's nonce to
 /// authenticate a connection, so that a signature made for anything else

@@ -28,6 +28,7 @@ use crate::archive::{Archive, NewRecord};
 use crate::record::{RecordKind, RecordMeta};
 use crate::RecordsError;
 
+mod attachments;
 mod writer;
 use writer::Writer;
 
@@ -382,6 +383,7 @@ impl Capture {
                 sender,
                 participants,
                 content,
+                authenticated_data,
                 ..
             } => {
                 if *sender != claimed {
@@ -389,6 +391,11 @@ impl Capture {
                     // honest client does. Withheld, the content kept.
                     let reason =
                         format!("submitted by {claimed} but the MLS signature is {sender}'s");
+                    return self.withhold(d, &claimed, reason, Some(content.clone()), true);
+                }
+                if let Some(reason) = attachments::blobs_mismatch(content, authenticated_data) {
+                    // The server would serve members blobs other than
+                    // those the message references (a modified client).
                     return self.withhold(d, &claimed, reason, Some(content.clone()), true);
                 }
                 (

@@ -126,6 +126,7 @@ pub(crate) fn write_batch(
             entry: &j.entry,
             roster: v.as_ref(),
             create: j.create,
+            blobs: &j.blobs,
         })
         .collect();
     let limit = if batch.is_empty() {

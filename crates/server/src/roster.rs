@@ -211,6 +211,38 @@ pub fn is_handshake(bytes: &[u8]) -> bool {
     MlsMessage::from_bytes(bytes).is_ok_and(|m| m.wire_format() == WireFormat::PublicMessage)
 }
 
+/// The attachment blobs an application message names in its
+/// `authenticated_data`, the one part of a PrivateMessage in the clear
+/// (RFC 9420 §6.3: version, wire format, then group id, epoch, content
+/// type and authenticated data before the ciphertext).
+pub fn carried_blobs(
+    bytes: &[u8],
+) -> Result<keepwire_protocol::attachment::BlobList, ProtocolError> {
+    use mls_rs::mls_rs_codec::{byte_vec, MlsDecode};
+    let msg = MlsMessage::from_bytes(bytes)
+        .map_err(|e| ProtocolError::new(ErrorCode::InvalidMls, format!("{e:?}")))?;
+    if msg.wire_format() != WireFormat::PrivateMessage {
+        return Ok(Default::default());
+    }
+    // mls-rs parses a PrivateMessage but does not export its type: its
+    // fields are read here in their order, with mls-rs's own codec.
+    let mut body = bytes.get(4..).unwrap_or_default();
+    let authenticated_data = (|| {
+        let _group_id: Vec<u8> = byte_vec::mls_decode(&mut body)?;
+        let _epoch = u64::mls_decode(&mut body)?;
+        let _content_type = u8::mls_decode(&mut body)?;
+        byte_vec::mls_decode::<Vec<u8>>(&mut body)
+    })()
+    .map_err(|e| {
+        ProtocolError::new(
+            ErrorCode::InvalidMls,
+            format!("a PrivateMessage that does not parse: {e:?}"),
+        )
+    })?;
+    keepwire_protocol::attachment::BlobList::decode(&authenticated_data)
+        .map_err(|e| ProtocolError::new(ErrorCode::BadFrame, e.to_string()))
+}
+
 /// The keepwire identity (`user/device`) in an MLS member's credential.
 fn member_device(m: &mls_rs::group::Member) -> Option<MemberDevice> {
     let id = &m.signing_identity.credential.as_basic()?.identifier;

@@ -28,6 +28,7 @@ use crate::store::{DeviceRow, ServerStore};
 use crate::ServerError;
 
 mod access;
+mod blobs;
 mod check;
 mod checkpoints;
 mod conversations;
@@ -39,6 +40,7 @@ mod release;
 #[cfg(test)]
 mod tests;
 use access::blocked_message;
+pub use blobs::blob_body;
 pub use check::{Check, Checked};
 use conversations::others_of;
 pub use effects::{Answer, Effect, Job};
@@ -186,6 +188,9 @@ pub struct Core {
     /// The request being handled was checked without the lock
     /// ([`Core::handle_checked`]).
     checked: Option<Checked>,
+    /// Blobs carried by entries appended and not yet durable: their rows
+    /// say so only once the entry's write lands.
+    blobs_in_flight: std::collections::HashSet<keepwire_protocol::attachment::BlobId>,
 }
 
 pub struct StoreRegistry<'a>(pub &'a dyn ServerStore);
@@ -277,6 +282,7 @@ impl Core {
             effects: Vec::new(),
             pending: None,
             checked: None,
+            blobs_in_flight: Default::default(),
             handling_session: 0,
         })
     }
@@ -530,6 +536,18 @@ impl Core {
                 Ok(ServerBody::Ok)
             }
             Request::Sync => self.sync(session, &device),
+            Request::BlobCreate {
+                conv,
+                size,
+                cipher_sha256,
+            } => self.blob_create(&device, &conv, size, cipher_sha256),
+            Request::BlobStatus { blob } => self.blob_status(&device, &blob),
+            // Its answer is a binary frame the shell reads and sends
+            // ([`Core::blob_fetch_allowed`]).
+            Request::BlobFetch { .. } => Err(refuse(
+                ErrorCode::BadFrame,
+                "blob_fetch is answered by the connection, not the core",
+            )),
             Request::Conversations => {
                 // Each user's display name read once, however many
                 // conversations (and devices) they are in.

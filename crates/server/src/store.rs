@@ -12,12 +12,14 @@
 //! cannot have one.
 
 pub mod api;
+pub mod blobs;
 mod pg;
 mod sqlite;
 mod withheld;
 pub use api::{
     AccountStore, CaptureFailureStore, CheckpointStore, KeyPackageStore, LogStore, ServerStore,
 };
+pub use blobs::{AttachmentPolicy, BlobRow, BlobStore};
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 pub use withheld::{AdminAction, BlockedDevice, SuspendedConversation, WithheldEntry};
@@ -119,6 +121,9 @@ pub struct Append<'a> {
     pub roster: Option<&'a RosterUpdate<'a>>,
     /// The entry creates its conversation.
     pub create: bool,
+    /// The attachment blobs the entry's message carries, bound to it in
+    /// the same transaction ([`blobs`]).
+    pub blobs: &'a [keepwire_protocol::attachment::BlobId],
 }
 
 /// What an accepted commit changes besides the log.

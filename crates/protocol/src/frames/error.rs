@@ -47,6 +47,10 @@ pub enum ErrorCode {
     /// The server's disk is nearly full: nothing new is accepted until
     /// space is freed (nothing accepted before is lost). Try again later.
     StorageFull,
+    /// The blob is not there, or not this device's to see.
+    UnknownBlob,
+    /// The user's attachments already take the agency's quota.
+    QuotaExceeded,
     Internal,
 }
 
@@ -74,6 +78,8 @@ impl ErrorCode {
             ErrorCode::ConversationSuspended => "conversation_suspended",
             ErrorCode::CapturePending => "capture_pending",
             ErrorCode::StorageFull => "storage_full",
+            ErrorCode::UnknownBlob => "unknown_blob",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::Internal => "internal",
         }
     }

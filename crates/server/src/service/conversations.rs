@@ -157,7 +157,7 @@ impl Core {
             welcome: Some(welcome),
             group_info: Some(next_group_info),
         };
-        let receipt = self.append(device, &conv, commit, Some(change), true);
+        let receipt = self.append(device, &conv, commit, Some(change), true, Vec::new());
         if receipt.is_err() {
             self.convs.remove(&conv);
         }
@@ -205,7 +205,12 @@ impl Core {
             self.check_sender(device)?;
         }
         match vetted {
-            Vetted::Application => self.append(device, conv, message, None, false),
+            Vetted::Application => {
+                let blobs = self.carried_blobs(device, conv, &message)?;
+                let receipt = self.append(device, conv, message, None, false, blobs.clone())?;
+                self.blobs_in_flight.extend(blobs);
+                Ok(receipt)
+            }
             Vetted::Proposal(group) => {
                 let change = CommitChange {
                     group,
@@ -213,7 +218,7 @@ impl Core {
                     welcome: None,
                     group_info: None,
                 };
-                self.append(device, conv, message, Some(change), false)
+                self.append(device, conv, message, Some(change), false, Vec::new())
             }
             Vetted::Commit {
                 group,
@@ -242,7 +247,7 @@ impl Core {
                     welcome: welcome.filter(|_| !external),
                     group_info: next_group_info,
                 };
-                self.append(device, conv, message, Some(change), false)
+                self.append(device, conv, message, Some(change), false, Vec::new())
             }
         }
     }

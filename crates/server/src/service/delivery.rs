@@ -36,6 +36,7 @@ impl Core {
         message: Vec<u8>,
         commit: Option<CommitChange>,
         create: bool,
+        blobs: Vec<keepwire_protocol::attachment::BlobId>,
     ) -> Result<Receipt, ProtocolError> {
         let now = self.now_ms;
         let c = self
@@ -152,6 +153,7 @@ impl Core {
             entry,
             roster,
             create,
+            blobs,
             effects,
             answer: None,
         });

@@ -44,6 +44,8 @@ pub struct Job {
     pub(crate) entry: LogEntry,
     pub(crate) roster: Option<OwnedRosterUpdate>,
     pub(crate) create: bool,
+    /// The attachment blobs the entry carries, bound to it as it is written.
+    pub(crate) blobs: Vec<keepwire_protocol::attachment::BlobId>,
     /// Pushes, in order.
     pub(crate) effects: Vec<Push>,
     pub(crate) answer: Option<Answer>,
@@ -134,6 +136,9 @@ impl Core {
         }
         if let Some(c) = self.convs.get_mut(&job.entry.conv) {
             c.gate.durable(job.entry.seq);
+        }
+        for b in &job.blobs {
+            self.blobs_in_flight.remove(b);
         }
         job.answer
     }

@@ -29,6 +29,7 @@ use std::collections::{HashMap, VecDeque};
 use super::{Core, Effect, Job, Limits, Session};
 use crate::store::{ServerStore, SqliteStore as Store};
 
+mod attachments;
 mod forgeries;
 mod ordering;
 mod published;
@@ -314,7 +315,7 @@ fn submit(conv: &str, message: &MlsMessage, group_info: Option<&MlsMessage>) -> 
     }
 }
 
-fn refused(r: Result<ServerBody, ProtocolError>, code: ErrorCode, what: &str) {
+fn refused<T: std::fmt::Debug>(r: Result<T, ProtocolError>, code: ErrorCode, what: &str) {
     match r {
         Err(e) => {
             assert_eq!(

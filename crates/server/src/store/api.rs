@@ -33,7 +33,13 @@ use crate::ServerError;
 
 /// Everything the delivery server keeps.
 pub trait ServerStore:
-    AccountStore + KeyPackageStore + LogStore + CheckpointStore + CaptureFailureStore + Send
+    AccountStore
+    + KeyPackageStore
+    + LogStore
+    + CheckpointStore
+    + CaptureFailureStore
+    + super::BlobStore
+    + Send
 {
     /// Another handle on the same store, for work beside the core (the
     /// off-lock checks of handshakes, the log writer); None where there
@@ -82,6 +88,40 @@ pub trait AccountStore {
             max_timer_secs,
             guests_allowed,
         })
+    }
+
+    /// What the agency allows for attachments; unset settings take their
+    /// defaults, an unreadable one is an error.
+    fn attachment_policy(&self) -> Result<super::AttachmentPolicy, ServerError> {
+        let d = super::AttachmentPolicy::default();
+        let read = |key: &str, default: u64| -> Result<u64, ServerError> {
+            match self.meta(key)? {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| {
+                    ServerError::Invalid(format!("policy: {key} is {v:?}, not a number"))
+                }),
+            }
+        };
+        Ok(super::AttachmentPolicy {
+            max_file_bytes: read(POLICY_MAX_FILE, d.max_file_bytes)?,
+            quota_bytes: read(POLICY_QUOTA, d.quota_bytes)?,
+            unsent_ttl_ms: read(POLICY_UNSENT_TTL, d.unsent_ttl_ms)?,
+        })
+    }
+
+    /// Change what the agency allows for attachments (each setting left as
+    /// it is when None).
+    fn set_attachment_policy(&self, p: AttachmentPolicyChange) -> Result<(), ServerError> {
+        for (key, v) in [
+            (POLICY_MAX_FILE, p.max_file_bytes),
+            (POLICY_QUOTA, p.quota_bytes),
+            (POLICY_UNSENT_TTL, p.unsent_ttl_ms),
+        ] {
+            if let Some(v) = v {
+                self.set_meta(key, &v.to_string())?;
+            }
+        }
+        Ok(())
     }
 
     /// Change the messaging policy (each setting left as it is when None).
@@ -198,6 +238,7 @@ pub trait LogStore {
             entry,
             roster,
             create,
+            blobs: &[],
         }])
     }
 
@@ -375,6 +416,17 @@ pub trait CaptureFailureStore {
 pub(crate) const POLICY_MAX_TIMER: &str = "policy.max_timer_secs";
 
 pub(crate) const POLICY_GUESTS: &str = "policy.guests_allowed";
+const POLICY_MAX_FILE: &str = "policy.attachment_max_file_bytes";
+const POLICY_QUOTA: &str = "policy.attachment_quota_bytes";
+const POLICY_UNSENT_TTL: &str = "policy.attachment_unsent_ttl_ms";
+
+/// A change to [`super::AttachmentPolicy`]: the settings given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttachmentPolicyChange {
+    pub max_file_bytes: Option<u64>,
+    pub quota_bytes: Option<u64>,
+    pub unsent_ttl_ms: Option<u64>,
+}
 
 /// Conversations relay garbage collection looks at per group commit:
 /// passes with nothing to delete still cost a lookup each (thousands of

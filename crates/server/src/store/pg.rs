@@ -22,6 +22,7 @@ use super::*;
 use crate::ServerError;
 
 mod accounts;
+mod blobs;
 mod checkpoints;
 mod keys;
 mod log;
@@ -75,6 +76,8 @@ pub static SCHEMA: PgSchema = PgSchema {
         // those issued before are hashed in place (issue 12).
         r#"UPDATE enrolment_codes SET code = encode(sha256(convert_to(upper(btrim(code)), 'UTF8')), 'hex')
             WHERE length(code) <> 64"#,
+        // Attachment blobs (issue 13).
+        blobs::SCHEMA,
     ],
 };
 

@@ -13,6 +13,7 @@ use super::*;
 use crate::ServerError;
 
 mod accounts;
+mod blobs;
 mod checkpoints;
 mod keys;
 mod log;
@@ -85,6 +86,8 @@ pub static SCHEMA: keepwire_schema::Schema = keepwire_schema::Schema {
             }
             Ok(())
         }),
+        // Attachment blobs (issue 13).
+        keepwire_schema::Migration::Sql(blobs::SCHEMA),
     ],
 };
 

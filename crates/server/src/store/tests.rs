@@ -59,6 +59,8 @@ contract!(
     another_handle_sees_the_same_store,
 );
 
+mod blobs;
+
 fn entry(conv: &str, seq: u64) -> LogEntry {
     LogEntry {
         conv: conv.into(),
@@ -77,6 +79,7 @@ fn plain(entry: &LogEntry, create: bool) -> Append<'_> {
         entry,
         roster: None,
         create,
+        blobs: &[],
     }
 }
 
@@ -283,6 +286,7 @@ fn a_group_commit_is_all_or_nothing_with_what_a_commit_changes(store: &mut dyn S
                 entry: &e1,
                 roster: Some(&update),
                 create: true,
+                blobs: &[],
             },
             plain(&e2, false),
         ])

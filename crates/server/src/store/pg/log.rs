@@ -32,6 +32,7 @@ impl LogStore for PgStore {
         self.pg.transaction(|pg| {
             for a in batch {
                 append_in(pg, a.entry, a.roster, a.create)?;
+                super::blobs::bind_in(pg, a.blobs, &a.entry.conv, a.entry.seq)?;
             }
             let mut deleted = 0;
             let mut passes = 0;

@@ -41,6 +41,7 @@ impl LogStore for SqliteStore {
         let tx = self.conn.transaction()?;
         for a in batch {
             append_in(&tx, a.entry, a.roster, a.create)?;
+            super::blobs::bind_in(&tx, a.blobs, &a.entry.conv, a.entry.seq)?;
         }
         let mut deleted = 0;
         let mut passes = 0;
