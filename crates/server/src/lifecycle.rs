@@ -48,6 +48,14 @@ pub async fn serve(
             if let Err(e) = decisions {
                 tracing::warn!(error = %e, "relaying administrators' decisions failed");
             }
+            // Attachments go with their messages, off the core's lock.
+            match tokio::task::block_in_place(|| {
+                crate::ws::collect_blobs(&gc_state, gc_state.clock.now_ms())
+            }) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(blobs = n, "attachment blobs collected"),
+                Err(e) => tracing::warn!(error = %e, "attachment blob collection failed"),
+            }
             match gc {
                 Ok(()) => {}
                 Err(e) => tracing::warn!(error = %e, "relay garbage collection failed"),

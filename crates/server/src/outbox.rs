@@ -13,9 +13,25 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// The sending half, held by the core (one per session).
+/// One frame for the connection: JSON, or blob bytes a device asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl Frame {
+    fn len(&self) -> usize {
+        match self {
+            Frame::Text(t) => t.len(),
+            Frame::Binary(b) => b.len(),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<String>,
+    tx: mpsc::UnboundedSender<Frame>,
     shared: Arc<Shared>,
 }
 
@@ -28,7 +44,7 @@ struct Shared {
 
 /// The receiving half, held by the connection's writer task.
 pub struct OutboxReceiver {
-    rx: mpsc::UnboundedReceiver<String>,
+    rx: mpsc::UnboundedReceiver<Frame>,
     shared: Arc<Shared>,
 }
 
@@ -55,10 +71,19 @@ impl Outbox {
     /// behind (the connection is then closed) or is gone: the caller
     /// forgets this session.
     pub fn send(&self, text: String) -> bool {
+        self.send_frame(Frame::Text(text))
+    }
+
+    /// Blob bytes (a `blob_fetch` answer), bounded with everything else.
+    pub fn send_binary(&self, bytes: Vec<u8>) -> bool {
+        self.send_frame(Frame::Binary(bytes))
+    }
+
+    fn send_frame(&self, frame: Frame) -> bool {
         if self.shared.overflowed.load(Ordering::Relaxed) {
             return false;
         }
-        let n = text.len();
+        let n = frame.len();
         let before = self.shared.queued.fetch_add(n, Ordering::Relaxed);
         if before > 0 && before + n > self.shared.limit {
             self.shared.queued.fetch_sub(n, Ordering::Relaxed);
@@ -70,7 +95,7 @@ impl Outbox {
             );
             return false;
         }
-        if self.tx.send(text).is_err() {
+        if self.tx.send(frame).is_err() {
             self.shared.queued.fetch_sub(n, Ordering::Relaxed);
             return false;
         }
@@ -91,16 +116,16 @@ impl Outbox {
 impl OutboxReceiver {
     /// The next frame to write; `None` once the queue overflowed (the
     /// connection must close) or every sender is gone.
-    pub async fn recv(&mut self) -> Option<String> {
+    pub async fn recv(&mut self) -> Option<Frame> {
         if self.shared.overflowed.load(Ordering::Relaxed) {
             return None;
         }
-        let text = self.rx.recv().await?;
-        self.shared.queued.fetch_sub(text.len(), Ordering::Relaxed);
+        let frame = self.rx.recv().await?;
+        self.shared.queued.fetch_sub(frame.len(), Ordering::Relaxed);
         if self.shared.overflowed.load(Ordering::Relaxed) {
             return None;
         }
-        Some(text)
+        Some(frame)
     }
 }
 
@@ -129,11 +154,11 @@ mod tests {
         let (out, mut rx) = Outbox::new(100);
         for i in 0..1000 {
             assert!(out.send(format!("{i:050}")));
-            assert_eq!(rx.recv().await.unwrap(), format!("{i:050}"));
+            assert_eq!(rx.recv().await.unwrap(), Frame::Text(format!("{i:050}")));
         }
         assert_eq!(out.queued(), 0);
         // One frame larger than the limit still goes through an empty queue.
-        assert!(out.send("y".repeat(500)));
-        assert_eq!(rx.recv().await.unwrap().len(), 500);
+        assert!(out.send_binary(vec![1; 500]), "bytes count as text does");
+        assert_eq!(rx.recv().await.unwrap(), Frame::Binary(vec![1; 500]));
     }
 }

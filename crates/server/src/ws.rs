@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
 use keepwire_protocol::{
-    decode_client_frame, ErrorCode, ProtocolError, Request, ServerBody, ServerFrame,
+    decode_client_frame, ClientFrame, ErrorCode, ProtocolError, Request, ServerBody, ServerFrame,
     MAX_FRAME_BYTES,
 };
 use rand::RngCore;
@@ -27,6 +27,9 @@ use crate::shell::{CoreGuard, Shell};
 use crate::store::ServerStore;
 use crate::Core;
 
+mod blobs;
+pub(crate) use blobs::collect as collect_blobs;
+
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) core: Arc<Mutex<Shell>>,
@@ -38,6 +41,9 @@ pub struct AppState {
     /// handshakes done without the core's lock (`service::check`); none
     /// for an in-memory store, whose handshakes are checked under it.
     checker: Option<Arc<Mutex<Box<dyn ServerStore>>>>,
+    /// A connection of its own for attachment blobs' bytes ([`blobs`]);
+    /// none for an in-memory store, which keeps no blobs.
+    blobs: Option<Arc<Mutex<Box<dyn ServerStore>>>>,
     /// Where the server is in its life ([`Phase`]); every connection
     /// watches it.
     pub(crate) phase: Arc<tokio::sync::watch::Sender<Phase>>,
@@ -84,6 +90,14 @@ impl AppState {
             }
             None => None,
         };
+        let blobs = match core.store().reopen() {
+            Some(Ok(store)) => Some(Arc::new(Mutex::new(store))),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "no store connection for attachments: uploads are refused");
+                None
+            }
+            None => None,
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         let garbage = crate::log_writer::Garbage::default();
         let core = Arc::new(Mutex::new(Shell::new(core, tx, garbage.clone())));
@@ -114,12 +128,21 @@ impl AppState {
             connections: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
             limits,
             checker,
+            blobs,
             phase: Arc::new(tokio::sync::watch::channel(Phase::Serving).0),
             fatal,
             clock,
             commit_times,
             hold,
         }
+    }
+
+    /// The blobs' store handle, held while bytes move.
+    fn blob_store(&self) -> Result<std::sync::MutexGuard<'_, Box<dyn ServerStore>>, ProtocolError> {
+        let store = self.blobs.as_ref().ok_or_else(|| {
+            ProtocolError::new(ErrorCode::Internal, "this server keeps no attachments")
+        })?;
+        Ok(store.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Why the log writer failed, if it did (the server is then stopping).
@@ -274,10 +297,14 @@ async fn connection(socket: WebSocket, state: AppState, watch: Arc<Watch>) {
     });
     tx.send(hello.to_json());
     let mut writer = tokio::spawn(async move {
-        while let Some(text) = rx.recv().await {
+        while let Some(frame) = rx.recv().await {
+            let message = match frame {
+                crate::outbox::Frame::Text(text) => Message::Text(text.into()),
+                crate::outbox::Frame::Binary(bytes) => Message::Binary(bytes.into()),
+            };
             // A peer that takes this long to take one frame has stopped
             // reading: the connection closes rather than hold its frames.
-            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await {
+            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => return,
             }
@@ -324,12 +351,9 @@ async fn connection(socket: WebSocket, state: AppState, watch: Arc<Watch>) {
         };
         let text = match msg {
             Ok(Message::Text(t)) => t,
-            Ok(Message::Binary(_)) => {
-                let err = ProtocolError::new(
-                    ErrorCode::BadFrame,
-                    "binary frames are not used; send JSON text frames",
-                );
-                if !tx.send(ServerFrame::error(None, &err).to_json()) {
+            // The only binary frames a device sends: its uploads' chunks.
+            Ok(Message::Binary(bytes)) => {
+                if !tx.send(blobs::chunk(&state, &session, &bytes)) {
                     break;
                 }
                 continue;
@@ -340,6 +364,19 @@ async fn connection(socket: WebSocket, state: AppState, watch: Arc<Watch>) {
         match decode_client_frame(&text) {
             Err((id, err)) => {
                 if !tx.send(ServerFrame::error(id, &err).to_json()) {
+                    break;
+                }
+            }
+            Ok(ClientFrame {
+                id,
+                request: Request::BlobFetch { blob, offset, len },
+                ..
+            }) => {
+                let sent = match blobs::fetch(&state, &session, id, &blob, offset, len) {
+                    Ok(bytes) => tx.send_binary(bytes),
+                    Err(refusal) => tx.send(refusal),
+                };
+                if !sent {
                     break;
                 }
             }

@@ -168,6 +168,75 @@ impl Wire {
             .send(Message::Text(ClientFrame::new(id, req).to_json().into()))
             .await
             .unwrap();
+        self.answer(id).await
+    }
+
+    /// One chunk of an upload, as a binary frame; its JSON answer.
+    pub async fn chunk(
+        &mut self,
+        blob: &keepwire_protocol::attachment::BlobId,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<ServerBody, Refusal> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = keepwire_protocol::BlobChunk {
+            id,
+            blob: blob.clone(),
+            offset,
+            bytes: bytes.to_vec(),
+        };
+        self.ws
+            .send(Message::Binary(frame.encode().into()))
+            .await
+            .unwrap();
+        self.answer(id).await
+    }
+
+    /// `blob_fetch`: the binary frame's bytes, or the refusal.
+    pub async fn fetch(
+        &mut self,
+        blob: &keepwire_protocol::attachment::BlobId,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, Refusal> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = Request::BlobFetch {
+            blob: blob.clone(),
+            offset,
+            len,
+        };
+        self.ws
+            .send(Message::Text(ClientFrame::new(id, req).to_json().into()))
+            .await
+            .unwrap();
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    let data = keepwire_protocol::BlobData::decode(&b).unwrap();
+                    if data.id == id {
+                        return Ok(data.bytes);
+                    }
+                }
+                Some(Ok(Message::Text(t))) => {
+                    let f = ServerFrame::from_json(&t).unwrap();
+                    match (f.id, f.body) {
+                        (Some(i), ServerBody::Error { code, message }) if i == id => {
+                            return Err((code, message))
+                        }
+                        (None, body) => self.pushes.push(body),
+                        _ => {}
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    }
+
+    /// The answer to request `id`; pushes meanwhile are kept.
+    async fn answer(&mut self, id: u64) -> Result<ServerBody, Refusal> {
         loop {
             let f = self.read().await;
             match f.id {
