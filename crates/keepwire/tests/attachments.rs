@@ -1,9 +1,10 @@
 //! Attachment blobs over the real server (issue 13): a file sealed on the
-//! device, uploaded as binary frames over the device's own WebSocket,
-//! carried by a message, and read back by another member only once the
-//! records service captured that message — through the real binary, on
-//! either backend. The protocol is spoken by hand (`common::rogue`) so
-//! that every refusal a modified client can meet is reached too.
+//! device, uploaded as binary frames over the device's own WebSocket and
+//! read back, and a message carrying it — which, until the records
+//! service captures files themselves, it withholds: no member is served a
+//! file the archive does not hold. Through the real binary, on either
+//! backend; the protocol is spoken by hand (`common::rogue`) so that
+//! every refusal a modified client can meet is reached too.
 
 mod common;
 
@@ -15,12 +16,12 @@ use keepwire_protocol::content::Content;
 use keepwire_protocol::{ErrorCode, Request, ServerBody, MAX_BLOB_CHUNK};
 
 #[test]
-fn a_file_is_uploaded_carried_and_read_back_only_once_captured() {
+fn a_file_is_uploaded_read_back_and_never_served_without_its_capture() {
     uploaded_and_read(Agency::start());
 }
 
 #[test]
-fn on_postgres_a_file_is_uploaded_carried_and_read_back_only_once_captured() {
+fn on_postgres_a_file_is_uploaded_read_back_and_never_served_without_its_capture() {
     common::on_postgres(|| uploaded_and_read(Agency::start()));
 }
 
@@ -129,56 +130,36 @@ fn uploaded_and_read(agency: Agency) {
             "the last chunk completes the blob, its hash checked"
         );
 
-        // Nobody but its uploader reads an upload no message carries.
+        // Nobody but its uploader reads an upload no message carries; the
+        // uploader reads it whole, a frame at a time, and it opens to the
+        // file.
         refused(
             bob.wire.fetch(&blob, 0, 16).await,
             ErrorCode::UnknownBlob,
             "an upload no message carries",
         );
-        assert_eq!(again.fetch(&blob, 0, 16).await.unwrap(), sealed_bytes[..16]);
-
-        // The message carries it: the reference inside, the id in the clear.
-        let mut content = Content::text("the scene, as found", None, false, 1);
-        content.attachments = vec![sealed.reference(blob.clone(), "scene.jpg", "image/jpeg")];
-        let message = g
-            .encrypt_application_message(
-                &content.encode().unwrap(),
-                BlobList::of(&content.attachments).encode(),
-            )
-            .unwrap();
-        let seq = alice.submit(&conv, &message, None, None).await.unwrap();
-        alice.wire.wait_captured(&conv, seq).await;
-
-        // Captured: bob reads it whole, a frame at a time, and it opens to
-        // the file; carol, not a member, never.
         let mut downloaded = Vec::new();
         while downloaded.len() < sealed_bytes.len() {
-            let part = bob
-                .wire
+            let part = again
                 .fetch(&blob, downloaded.len() as u64, MAX_BLOB_CHUNK as u32)
                 .await
                 .unwrap();
             assert!(!part.is_empty() && part.len() <= MAX_BLOB_CHUNK);
             downloaded.extend_from_slice(&part);
         }
+        let reference = sealed.reference(blob.clone(), "scene.jpg", "image/jpeg");
         let mut opened = Vec::new();
-        open(&content.attachments[0], &mut &downloaded[..], &mut opened).unwrap();
+        open(&reference, &mut &downloaded[..], &mut opened).unwrap();
         assert!(
             opened == file,
-            "the file bob opens is the file alice sealed"
-        );
-        refused(
-            carol.wire.fetch(&blob, 0, 16).await,
-            ErrorCode::UnknownBlob,
-            "a non-member",
+            "the file read back opens to the file sealed"
         );
 
         // An upload whose bytes do not hash to what was declared is
         // discarded when its last byte arrives.
         let (lying, _, _) = blob_of(alice.wire.call(create(4)).await.unwrap());
-        let r = alice.wire.chunk(&lying, 0, b"four").await;
         refused(
-            r,
+            alice.wire.chunk(&lying, 0, b"four").await,
             ErrorCode::BadFrame,
             "bytes that do not hash to what was declared",
         );
@@ -186,6 +167,57 @@ fn uploaded_and_read(agency: Agency) {
             alice.wire.call(Request::BlobStatus { blob: lying }).await,
             ErrorCode::UnknownBlob,
             "the discarded upload",
+        );
+
+        // The message carries it: the reference inside, the id in the clear.
+        let mut content = Content::text("the scene, as found", None, false, 1);
+        content.attachments = vec![reference];
+        let message = g
+            .encrypt_application_message(
+                &content.encode().unwrap(),
+                BlobList::of(&content.attachments).encode(),
+            )
+            .unwrap();
+        let seq = alice.submit(&conv, &message, None, None).await.unwrap();
+        // The records service does not capture files yet: it withholds the
+        // message (archived, saying why) rather than let it reach members
+        // with files the archive does not hold.
+        let withheld = common::wait_for("the message archived as withheld", 60, || {
+            agency
+                .records(true)
+                .into_iter()
+                .find(|r| r["seq"] == seq && r["conv"] == conv.as_str())
+        });
+        assert_eq!(withheld["kind"], "withheld", "{withheld}");
+        assert!(
+            withheld["note"]
+                .as_str()
+                .unwrap()
+                .contains("does not capture attachments"),
+            "{withheld}"
+        );
+        refused(
+            bob.wire.fetch(&blob, 0, 16).await,
+            ErrorCode::UnknownBlob,
+            "a file of a withheld message",
+        );
+        refused(
+            carol.wire.fetch(&blob, 0, 16).await,
+            ErrorCode::UnknownBlob,
+            "a non-member",
+        );
+
+        // The sender of a withheld message is blocked, and its
+        // conversation takes nothing more, files included.
+        refused(
+            alice.wire.call(create(4)).await,
+            ErrorCode::DeviceBlocked,
+            "the sender of a withheld message",
+        );
+        refused(
+            bob.wire.call(create(4)).await,
+            ErrorCode::ConversationSuspended,
+            "an upload into a suspended conversation",
         );
     });
 }

@@ -4,6 +4,13 @@
 //! what the members open is the encrypted references. A message whose
 //! two lists differ is withheld, so no member is ever served a file the
 //! archive does not hold under that message.
+//!
+//! Until capture fetches and archives the files themselves (issue 13,
+//! under way), a message that carries any is withheld too: the server
+//! would otherwise release the message, and serve its files to members,
+//! with the archive holding only their references. Withheld, it reaches
+//! no one, and its files leave the server with nothing lost from the
+//! record: the message itself is archived, saying why.
 
 use keepwire_protocol::attachment::BlobList;
 use keepwire_protocol::content::Content;
@@ -26,10 +33,17 @@ pub(super) fn blobs_mismatch(content: &[u8], authenticated_data: &[u8]) -> Optio
             ))
         }
     };
-    (!listed.matches(&attachments)).then(|| {
-        format!(
+    if !listed.matches(&attachments) {
+        return Some(format!(
             "the blobs it names in the clear ({}) are not the attachments it references ({})",
             listed.blobs.len(),
+            attachments.len()
+        ));
+    }
+    (!attachments.is_empty()).then(|| {
+        format!(
+            "it carries {} attachment(s), and this records service does not capture attachments \
+             yet: withheld rather than delivered with files the archive does not hold",
             attachments.len()
         )
     })
@@ -66,7 +80,11 @@ mod tests {
     fn a_message_is_held_to_the_blobs_it_names_in_the_clear() {
         let both = with(&[1, 2]);
         let ad = BlobList::of(&both.attachments).encode();
-        assert_eq!(blobs_mismatch(&both.encode().unwrap(), &ad), None);
+        let carried = blobs_mismatch(&both.encode().unwrap(), &ad).unwrap();
+        assert!(
+            carried.contains("does not capture attachments yet"),
+            "{carried}"
+        );
         let plain = with(&[]).encode().unwrap();
         assert_eq!(
             blobs_mismatch(&plain, b""),
@@ -82,7 +100,8 @@ mod tests {
             (b"not json".to_vec(), ad.clone()),
             (both.encode().unwrap(), b"{".to_vec()),
         ] {
-            assert!(blobs_mismatch(&content, &ad).is_some());
+            let why = blobs_mismatch(&content, &ad).unwrap();
+            assert!(!why.contains("does not capture"), "{why}");
         }
     }
 }

@@ -40,6 +40,9 @@ impl Core {
         self.capture_open()?;
         self.check_sender(device)?;
         self.member_of(device, conv)?;
+        if device.user != RECORDS_USER {
+            self.check_suspension(conv)?;
+        }
         if cipher_sha256.len() != 64 || !cipher_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(refuse(
                 ErrorCode::BadFrame,
