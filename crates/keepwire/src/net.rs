@@ -197,6 +197,52 @@ impl Conn {
         (self.ws, self.pushes)
     }
 
+    /// Up to `len` bytes of `blob` from `offset` (`blob_fetch`, answered
+    /// by one binary frame); pushes that arrive meanwhile are queued.
+    pub async fn fetch_blob(
+        &mut self,
+        blob: &keepwire_protocol::attachment::BlobId,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>> {
+        let id = self
+            .send(Request::BlobFetch {
+                blob: blob.clone(),
+                offset,
+                len,
+            })
+            .await?;
+        loop {
+            let text = match self.ws.next().await {
+                None => bail!("server closed the connection"),
+                Some(Err(e)) => return Err(anyhow!("connection error: {e}")),
+                Some(Ok(Message::Binary(bytes))) => {
+                    let data = keepwire_protocol::BlobData::decode(&bytes)
+                        .map_err(|e| anyhow!("server sent an unreadable binary frame: {e}"))?;
+                    if data.id == id {
+                        return Ok(data.bytes);
+                    }
+                    continue;
+                }
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(Message::Close(_))) => bail!("server closed the connection"),
+                Some(Ok(_)) => continue,
+            };
+            let f = ServerFrame::from_json(&text)
+                .with_context(|| format!("server sent an unreadable frame: {text}"))?;
+            let Some(f) = self.unless_posted(f)? else {
+                continue;
+            };
+            match (f.id, f.body) {
+                (Some(rid), ServerBody::Error { code, message }) if rid == id => {
+                    return Err(Refused(ProtocolError::new(code, message)).into())
+                }
+                (None, body) => self.pushes.push_back(body),
+                _ => {}
+            }
+        }
+    }
+
     /// Whether pushes are queued (read while waiting for a response).
     pub fn has_queued(&self) -> bool {
         !self.pushes.is_empty()

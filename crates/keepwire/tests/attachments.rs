@@ -1,10 +1,11 @@
-//! Attachment blobs over the real server (issue 13): a file sealed on the
-//! device, uploaded as binary frames over the device's own WebSocket and
-//! read back, and a message carrying it — which, until the records
-//! service captures files themselves, it withholds: no member is served a
-//! file the archive does not hold. Through the real binary, on either
-//! backend; the protocol is spoken by hand (`common::rogue`) so that
-//! every refusal a modified client can meet is reached too.
+//! Attachments through the real binary (issue 13): a file sealed on the
+//! device, uploaded as binary frames over the device's own WebSocket
+//! (resuming after a broken connection), carried by a message, fetched
+//! and checked by the records service and archived with the message's
+//! record — and only then read by another member. A file that is not what
+//! its reference says makes its message withheld. On either backend; the
+//! protocol is spoken by hand (`common::rogue`) so that every refusal a
+//! modified client can meet is reached too.
 
 mod common;
 
@@ -16,13 +17,18 @@ use keepwire_protocol::content::Content;
 use keepwire_protocol::{ErrorCode, Request, ServerBody, MAX_BLOB_CHUNK};
 
 #[test]
-fn a_file_is_uploaded_read_back_and_never_served_without_its_capture() {
+fn a_file_is_archived_with_its_message_before_any_member_reads_it() {
     uploaded_and_read(Agency::start());
 }
 
 #[test]
-fn on_postgres_a_file_is_uploaded_read_back_and_never_served_without_its_capture() {
+fn on_postgres_a_file_is_archived_with_its_message_before_any_member_reads_it() {
     common::on_postgres(|| uploaded_and_read(Agency::start()));
+}
+
+/// The hash the message's reference gives its first file's ciphertext.
+fn reference_hash(content: &Content) -> serde_json::Value {
+    content.attachments[0].cipher_sha256.clone().into()
 }
 
 fn blob_of(body: ServerBody) -> (BlobId, u64, bool) {
@@ -179,45 +185,105 @@ fn uploaded_and_read(agency: Agency) {
             )
             .unwrap();
         let seq = alice.submit(&conv, &message, None, None).await.unwrap();
-        // The records service does not capture files yet: it withholds the
-        // message (archived, saying why) rather than let it reach members
-        // with files the archive does not hold.
-        let withheld = common::wait_for("the message archived as withheld", 60, || {
-            agency
-                .records(true)
-                .into_iter()
-                .find(|r| r["seq"] == seq && r["conv"] == conv.as_str())
-        });
-        assert_eq!(withheld["kind"], "withheld", "{withheld}");
-        assert!(
-            withheld["note"]
-                .as_str()
-                .unwrap()
-                .contains("does not capture attachments"),
-            "{withheld}"
+        alice.wire.wait_captured(&conv, seq).await;
+
+        // Captured: archived with its file, which the leaf commits to.
+        let record = agency
+            .records(true)
+            .into_iter()
+            .find(|r| r["seq"] == seq && r["conv"] == conv.as_str())
+            .expect("the message is archived");
+        assert_eq!(record["kind"], "application", "{record}");
+        assert_eq!(
+            record["attachments"][0]["cipher_sha256"],
+            reference_hash(&content),
+            "{record}"
         );
-        refused(
-            bob.wire.fetch(&blob, 0, 16).await,
-            ErrorCode::UnknownBlob,
-            "a file of a withheld message",
-        );
+        let out = agency.records_output(&["verify"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+        // Only now may bob read it, and it opens to the file; carol, not
+        // a member, never.
+        let mut got = Vec::new();
+        while got.len() < sealed_bytes.len() {
+            let part = bob
+                .wire
+                .fetch(&blob, got.len() as u64, MAX_BLOB_CHUNK as u32)
+                .await
+                .unwrap();
+            got.extend_from_slice(&part);
+        }
+        assert!(got == sealed_bytes, "bob reads what alice uploaded");
         refused(
             carol.wire.fetch(&blob, 0, 16).await,
             ErrorCode::UnknownBlob,
             "a non-member",
         );
 
-        // The sender of a withheld message is blocked, and its
-        // conversation takes nothing more, files included.
+        // A reference that does not match its file (a modified client
+        // lying about the hash): the records service withholds the
+        // message, its sender is blocked, and nobody reads the file.
+        let mut other = Vec::new();
+        let liar = seal(&mut &b"a second file"[..], &mut other).unwrap();
+        let (second, _, _) = blob_of(
+            alice
+                .wire
+                .call(Request::BlobCreate {
+                    conv: conv.clone(),
+                    size: other.len() as u64,
+                    cipher_sha256: liar.cipher_sha256.clone(),
+                })
+                .await
+                .unwrap(),
+        );
+        blob_of(alice.wire.chunk(&second, 0, &other).await.unwrap());
+        let mut lie = liar.reference(second.clone(), "note.txt", "text/plain");
+        lie.sha256 = "0".repeat(64);
+        let mut content = Content::text("and a second", None, false, 2);
+        content.attachments = vec![lie];
+        let message = g
+            .encrypt_application_message(
+                &content.encode().unwrap(),
+                BlobList::of(&content.attachments).encode(),
+            )
+            .unwrap();
+        let lied = alice.submit(&conv, &message, None, None).await.unwrap();
+        let withheld = common::wait_for("the lying message archived", 60, || {
+            agency
+                .records(true)
+                .into_iter()
+                .find(|r| r["seq"] == lied && r["conv"] == conv.as_str())
+        });
+        assert_eq!(withheld["kind"], "withheld", "{withheld}");
+        assert!(
+            withheld["note"].as_str().unwrap().contains("SHA-256"),
+            "{withheld}"
+        );
         refused(
-            alice.wire.call(create(4)).await,
+            bob.wire.fetch(&second, 0, 16).await,
+            ErrorCode::UnknownBlob,
+            "the file of a withheld message",
+        );
+        refused(
+            alice.wire.call(Request::BlobStatus { blob: second }).await,
             ErrorCode::DeviceBlocked,
             "the sender of a withheld message",
         );
-        refused(
-            bob.wire.call(create(4)).await,
-            ErrorCode::ConversationSuspended,
-            "an upload into a suspended conversation",
-        );
+
+        // An insider who alters a stored file is named by verify, which
+        // needs no key for it (on SQLite, where the test can reach in).
+        let db = agency.data.join("records").join("archive.db");
+        if db.exists() {
+            let c = rusqlite::Connection::open(&db).unwrap();
+            c.execute(
+                "UPDATE attachment_chunks SET data = zeroblob(length(data)) WHERE start = 0",
+                [],
+            )
+            .unwrap();
+            let out = agency.records_output(&["verify"]);
+            assert!(!out.status.success());
+            let report = String::from_utf8_lossy(&out.stdout);
+            assert!(report.contains("its file 0 as stored"), "{report}");
+        }
     });
 }

@@ -73,6 +73,7 @@ fn main() {
                 expire_after_secs: Some(3600),
                 burn_on_read: false,
                 note: None,
+                attachments: Vec::new(),
             })
             .collect();
         let records: Vec<NewRecord<'_>> = receipts
@@ -82,6 +83,7 @@ fn main() {
                 meta,
                 receipt,
                 plaintext: Some(text),
+                files: &[],
             })
             .collect();
         archive.insert_many(&records).expect("insert");

@@ -26,7 +26,7 @@ pub mod store;
 pub use pg::PgArchive;
 pub use sqlite::{SqliteArchive, SCHEMA};
 pub use store::ArchiveStore;
-use store::{SealedRecord, StoredRecord, Which};
+use store::{parse_attachments, SealedRecord, StoredRecord, Which};
 
 pub const ARCHIVE_DB: &str = "archive.db";
 
@@ -51,6 +51,9 @@ pub struct NewRecord<'a> {
     pub meta: &'a RecordMeta,
     pub receipt: &'a Receipt,
     pub plaintext: Option<&'a [u8]>,
+    /// The files `meta.attachments` describes, spooled by capture (the
+    /// ciphertext as it arrived, checked against its reference).
+    pub files: &'a [std::path::PathBuf],
 }
 
 pub struct Archive {
@@ -507,6 +510,7 @@ impl Archive {
                     expire_after_secs: row.expire_after_secs,
                     burn_on_read: row.burn_on_read,
                     note: row.note,
+                    attachments: parse_attachments(row.attachments.as_deref())?,
                 },
                 receipt: serde_json::from_str(&row.receipt)
                     .map_err(|e| RecordsError::Archive(e.to_string()))?,
@@ -556,6 +560,7 @@ fn seal_record<'a>(
         wrapped_key,
         body,
         leaf: record_leaf(m, r.receipt, commitment),
+        files: r.files,
     })
 }
 

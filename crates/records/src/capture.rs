@@ -122,6 +122,20 @@ impl StagedBatch {
     }
 
     fn write_records(&self, archive: &mut Archive) -> Result<(), RecordsError> {
+        // Never a message without its files: whoever staged the batch
+        // fetches them first ([`StagedBatch::wanted`]) or withholds it.
+        if let Some(r) = self
+            .records
+            .iter()
+            .find(|r| r.files.len() != r.references.len())
+        {
+            return Err(RecordsError::Archive(format!(
+                "{}#{} references {} file(s) that were not fetched: not archived without them",
+                r.meta.conv,
+                r.meta.seq,
+                r.references.len()
+            )));
+        }
         if !self.records.is_empty() {
             let records: Vec<NewRecord<'_>> = self
                 .records
@@ -130,9 +144,16 @@ impl StagedBatch {
                     meta: &r.meta,
                     receipt: &r.receipt,
                     plaintext: r.plaintext.as_deref(),
+                    files: &r.files,
                 })
                 .collect();
             archive.insert_many(&records)?;
+        }
+        // In the archive now: the spooled copies go.
+        for r in &self.records {
+            for f in &r.files {
+                let _ = std::fs::remove_file(f);
+            }
         }
         Ok(())
     }
@@ -143,6 +164,11 @@ struct Staged {
     meta: RecordMeta,
     receipt: Receipt,
     plaintext: Option<Vec<u8>>,
+    /// The files the message references, to be fetched before the batch
+    /// is written ([`StagedBatch::wanted`]).
+    references: Vec<keepwire_protocol::attachment::Attachment>,
+    /// Where each was spooled once fetched and checked.
+    files: Vec<std::path::PathBuf>,
 }
 
 /// Most entries the records service captures in one durable write, when
@@ -224,9 +250,24 @@ impl Capture {
             ));
         }
         let batch = self.stage_batch(ds)?;
+        self.submit_staged(batch)
+    }
+
+    /// Write a batch staged with [`Capture::stage_batch`] (its files
+    /// fetched) at once, after everything handed to the writer.
+    pub fn commit_staged(&mut self, batch: StagedBatch) -> Result<Captured, RecordsError> {
+        self.settle()?;
+        batch.commit(&mut self.archive, &self.writes)
+    }
+
+    /// Hand a batch staged with [`Capture::stage_batch`] (and its files
+    /// fetched, [`StagedBatch::wanted`]) to the writer thread.
+    pub fn submit_staged(&mut self, batch: StagedBatch) -> Result<(), RecordsError> {
         match &mut self.writer {
             Some(w) => w.submit(batch),
-            None => Ok(()),
+            None => Err(RecordsError::Archive(
+                "submit_staged needs an archive writer (Capture::with_writer)".into(),
+            )),
         }
     }
 
@@ -436,10 +477,11 @@ impl Capture {
             }
         };
         let parsed = content.as_deref().map(Content::decode).transpose();
-        let (expire_after_secs, burn_on_read) = match &parsed {
-            Ok(Some(c)) => (c.expire_after_secs, c.burn_on_read),
-            _ => (None, false),
+        let (expire_after_secs, burn_on_read, references) = match parsed.as_ref() {
+            Ok(Some(c)) => (c.expire_after_secs, c.burn_on_read, c.attachments.clone()),
+            _ => (None, false, Vec::new()),
         };
+        let attachments = references.iter().map(crate::AttachmentMeta::of).collect();
         if let Err(e) = &parsed {
             // Keep it anyway: a record that does not parse is still a record.
             tracing::warn!(conv = %d.conv, seq = d.seq, error = %e, "captured content does not parse");
@@ -457,9 +499,12 @@ impl Capture {
                 expire_after_secs,
                 burn_on_read,
                 note: None,
+                attachments,
             },
             receipt: d.receipt.clone(),
             plaintext: content,
+            references,
+            files: Vec::new(),
         });
         self.mark(&d.conv, d.seq, true);
         Ok(Some(d.seq))
@@ -497,9 +542,12 @@ impl Capture {
                 expire_after_secs: None,
                 burn_on_read: false,
                 note: Some(note),
+                attachments: Vec::new(),
             },
             receipt: d.receipt.clone(),
             plaintext: content,
+            references: Vec::new(),
+            files: Vec::new(),
         });
         self.mark(&d.conv, d.seq, save);
         self.failed

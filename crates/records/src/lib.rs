@@ -25,7 +25,7 @@ pub mod witness;
 
 pub use archive::{Archive, Record};
 pub use capture::Capture;
-pub use record::{RecordKind, RecordMeta};
+pub use record::{AttachmentMeta, RecordKind, RecordMeta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {

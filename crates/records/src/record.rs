@@ -95,6 +95,41 @@ pub struct RecordMeta {
     pub burn_on_read: bool,
     /// What capture noticed about this entry (why it was withheld).
     pub note: Option<String>,
+    /// The files the message carried, in its order (absent from the leaf
+    /// when there are none, so every leaf from before attachments is
+    /// unchanged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentMeta>,
+}
+
+/// A file a message carried, as its record's leaf commits to it. The
+/// archive keeps the file as it arrived — its ciphertext, whose key is
+/// only inside the record's sealed content — so `verify` checks the
+/// stored bytes against `cipher_sha256` without any key, and whoever
+/// opens the record checks the file against `sha256`; destroying the
+/// record's content takes the file's key with it, and the bytes too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentMeta {
+    /// Plaintext bytes.
+    pub size: u64,
+    /// SHA-256 of the plaintext, hex.
+    pub sha256: String,
+    /// Bytes as stored (the ciphertext).
+    pub cipher_size: u64,
+    /// SHA-256 of the bytes as stored, hex.
+    pub cipher_sha256: String,
+}
+
+impl AttachmentMeta {
+    /// What the leaf says of the file `a` references.
+    pub fn of(a: &keepwire_protocol::attachment::Attachment) -> Self {
+        AttachmentMeta {
+            size: a.size,
+            sha256: a.sha256.clone(),
+            cipher_size: a.cipher_size(),
+            cipher_sha256: a.cipher_sha256.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -36,9 +36,11 @@ fn record(a: &mut Archive, seq: u64, text: &str) {
             expire_after_secs: None,
             burn_on_read: false,
             note: None,
+            attachments: Vec::new(),
         },
         receipt: &receipt,
         plaintext: Some(&plain),
+        files: &[],
     })
     .unwrap();
 }

@@ -15,6 +15,8 @@ use keepwire_records::capture::Captured;
 use keepwire_records::{Archive, Capture, RecordsError};
 
 use super::witnessing::{Publishing, Witnessing};
+
+mod files;
 use super::{open_server_store, records_dir, ArchiveAt};
 use crate::net::{Conn, Refused};
 
@@ -206,6 +208,7 @@ async fn records_once(
     conn.request(device.key_packages_request(crate::session::KEY_PACKAGE_POOL, true)?)
         .await?;
     let notary = at.notary()?;
+    let spool = files::spool(dir)?;
     // The server keeps the chain of checkpoints this archive published:
     // an archive that no longer holds what it signed (cut back, an old
     // copy restored, rewritten) captures nothing more — going on would
@@ -277,7 +280,10 @@ async fn records_once(
             }
             ServerBody::Deliver(d) => {
                 let batch = gather_batch(&mut conn, d)?;
-                capture.submit_batch(&batch)?;
+                // Files first: a message is archived with them or withheld.
+                let mut staged = capture.stage_batch(&batch)?;
+                files::fetch(&mut conn, &spool, &mut staged).await?;
+                capture.submit_staged(staged)?;
             }
             ServerBody::AdminDecision {
                 decision: id,
@@ -302,7 +308,7 @@ async fn records_once(
             }
             ServerBody::Evict { conv, devices } => {
                 settle(&mut conn, &mut capture, &mut done).await?;
-                evict(&mut conn, &mut capture, &conv, &devices).await?;
+                evict(&mut conn, &mut capture, &spool, &conv, &devices).await?;
             }
             _ => {}
         }
@@ -310,7 +316,9 @@ async fn records_once(
             settle(&mut conn, &mut capture, &mut done).await?;
             for (conv, req) in capture.proposal_commits() {
                 match req {
-                    Ok(req) => commit_as_records(&mut conn, &mut capture, &conv, req).await?,
+                    Ok(req) => {
+                        commit_as_records(&mut conn, &mut capture, &spool, &conv, req).await?
+                    }
                     Err(e) => tracing::warn!(conv, error = %e, "cannot commit proposals"),
                 }
             }
@@ -492,8 +500,16 @@ fn checkpoint_to_publish(
 use keepwire_records::capture::CAPTURE_BATCH;
 
 /// Archive one entry, then acknowledge it.
-async fn capture_and_ack(conn: &mut Conn, capture: &mut Capture, d: &Delivery) -> Result<()> {
-    let captured = capture.capture(d)?;
+async fn capture_and_ack(
+    conn: &mut Conn,
+    capture: &mut Capture,
+    spool: &Path,
+    d: &Delivery,
+) -> Result<()> {
+    capture.settle()?;
+    let mut staged = capture.stage_batch(std::slice::from_ref(d))?;
+    files::fetch(conn, spool, &mut staged).await?;
+    let captured = capture.commit_staged(staged)?;
     acknowledge(conn, captured).await
 }
 
@@ -501,11 +517,12 @@ async fn capture_and_ack(conn: &mut Conn, capture: &mut Capture, d: &Delivery) -
 async fn evict(
     conn: &mut Conn,
     capture: &mut Capture,
+    spool: &Path,
     conv: &str,
     devices: &[String],
 ) -> Result<()> {
     match capture.evict(conv, devices)? {
-        Some(req) => commit_as_records(conn, capture, conv, req).await,
+        Some(req) => commit_as_records(conn, capture, spool, conv, req).await,
         None => Ok(()),
     }
 }
@@ -517,6 +534,7 @@ async fn evict(
 async fn commit_as_records(
     conn: &mut Conn,
     capture: &mut Capture,
+    spool: &Path,
     conv: &str,
     req: Request,
 ) -> Result<()> {
@@ -530,7 +548,7 @@ async fn commit_as_records(
             // Entries of this conversation that precede the commit and
             // arrived while it was on its way are archived first.
             for d in conn.take_deliveries_before(conv, r.seq) {
-                capture_and_ack(conn, capture, &d).await?;
+                capture_and_ack(conn, capture, spool, &d).await?;
             }
             let captured = capture.own_commit_accepted(message, r)?;
             acknowledge(conn, captured).await?;

@@ -48,6 +48,12 @@ pub static SCHEMA: PgSchema = PgSchema {
         CREATE TABLE accounts (name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL,
             created_ms BIGINT NOT NULL, disabled BOOLEAN NOT NULL DEFAULT FALSE);
     "#,
+        // 3: attachments (issue 13).
+        r#"
+        ALTER TABLE records ADD COLUMN attachments TEXT;
+        CREATE TABLE attachment_chunks (record_id BIGINT NOT NULL, n INTEGER NOT NULL,
+            start BIGINT NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (record_id, n, start));
+    "#,
     ],
 };
 
@@ -229,6 +235,7 @@ fn record_row(r: &Row) -> Result<StoredRecord, RecordsError> {
         note: r.try_get(14)?,
         leaf: r.try_get::<_, Option<i64>>(15)?.map(|v| v as u64),
         has_content: r.try_get(16)?,
+        attachments: r.try_get(17)?,
     })
 }
 
@@ -272,8 +279,9 @@ impl ArchiveStore for PgArchive {
                 let next_leaf = size(pg)?;
                 let inserted = pg.query_opt(
                     "INSERT INTO records (conv, seq, kind, epoch, sender, participants, server_time_ms,
-                        captured_at_ms, expire_after_secs, burn_on_read, receipt, wrapped_key, body, note, leaf)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                        captured_at_ms, expire_after_secs, burn_on_read, receipt, wrapped_key, body, note, leaf,
+                        attachments)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
                      ON CONFLICT (conv, seq) DO NOTHING RETURNING id",
                     &[
                         &m.conv,
@@ -291,11 +299,19 @@ impl ArchiveStore for PgArchive {
                         &r.body,
                         &m.note,
                         &(next_leaf as i64),
+                        &attachments_column(m),
                     ],
                 )?;
                 let Some(row) = inserted else { continue };
                 new += 1;
                 let id: i64 = row.try_get(0)?;
+                for_each_chunk(r.files, |n, start, data| {
+                    pg.execute(
+                        "INSERT INTO attachment_chunks (record_id, n, start, data) VALUES ($1, $2, $3, $4)",
+                        &[&id, &(n as i32), &(start as i64), &data],
+                    )?;
+                    Ok(())
+                })?;
                 if key_seen != Some(r.server_key) {
                     pg.execute(
                         "INSERT INTO server_keys (key, first_seen_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -316,7 +332,7 @@ impl ArchiveStore for PgArchive {
                     "SELECT id, conv, seq, kind, epoch, sender, participants, server_time_ms,
                        captured_at_ms, expire_after_secs, burn_on_read, receipt, ",
                     $content,
-                    ", note, leaf, wrapped_key IS NOT NULL AND body IS NOT NULL FROM records ",
+                    ", note, leaf, wrapped_key IS NOT NULL AND body IS NOT NULL, attachments FROM records ",
                     $clause
                 )
             };
@@ -410,6 +426,26 @@ impl ArchiveStore for PgArchive {
             .collect()
     }
 
+    fn attachment_read(
+        &self,
+        id: i64,
+        n: u32,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, RecordsError> {
+        let end = offset as i64 + len.min(ATTACHMENT_CHUNK) as i64;
+        let rows = self.pg.query(
+            "SELECT start, data FROM attachment_chunks
+             WHERE record_id=$1 AND n=$2 AND start < $4 AND start + length(data) > $3 ORDER BY start",
+            &[&id, &(n as i32), &(offset as i64), &end],
+        )?;
+        let chunks = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, Vec<u8>>(1)?)))
+            .collect::<Result<Vec<_>, RecordsError>>()?;
+        Ok(splice(chunks, offset, end))
+    }
+
     fn destroy(
         &mut self,
         id: i64,
@@ -428,6 +464,10 @@ impl ArchiveStore for PgArchive {
             let leaf = check_destroyable(id, row.try_get(3)?, leaf)?;
             pg.execute(
                 "UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=$1",
+                &[&id],
+            )?;
+            pg.execute(
+                "DELETE FROM attachment_chunks WHERE record_id=$1",
                 &[&id],
             )?;
             append(pg, &tombstone(&conv, seq, leaf), Some(id))?;

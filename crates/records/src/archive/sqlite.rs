@@ -55,6 +55,13 @@ pub static SCHEMA: keepwire_schema::Schema = keepwire_schema::Schema {
     keepwire_schema::Migration::Sql(
         "CREATE TABLE accounts (name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL,
             created_ms INTEGER NOT NULL, disabled INTEGER NOT NULL DEFAULT 0);",
+    ),
+    // 3: attachments (issue 13): what the leaf says of each file, and
+    // the files' bytes as they arrived.
+    keepwire_schema::Migration::Sql(
+        "ALTER TABLE records ADD COLUMN attachments TEXT;
+         CREATE TABLE attachment_chunks (record_id INTEGER NOT NULL, n INTEGER NOT NULL,
+            start INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (record_id, n, start));",
     )],
 };
 
@@ -205,6 +212,7 @@ fn record_row(r: &rusqlite::Row<'_>, content: bool) -> rusqlite::Result<StoredRe
         note: r.get(14)?,
         leaf: r.get::<_, Option<i64>>(15)?.map(|v| v as u64),
         has_content: r.get(16)?,
+        attachments: r.get(17)?,
         wrapped_key,
         body,
     })
@@ -243,8 +251,8 @@ impl ArchiveStore for SqliteArchive {
                 .prepare_cached(
                     "INSERT OR IGNORE INTO records (conv, seq, kind, epoch, sender, participants,
                         server_time_ms, captured_at_ms, expire_after_secs, burn_on_read, receipt,
-                        wrapped_key, body, note, leaf)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                        wrapped_key, body, note, leaf, attachments)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 )?
                 .execute(params![
                     m.conv,
@@ -261,11 +269,19 @@ impl ArchiveStore for SqliteArchive {
                     r.wrapped_key,
                     r.body,
                     m.note,
-                    next_leaf as i64
+                    next_leaf as i64,
+                    attachments_column(m)
                 ])?;
             if n == 1 {
                 new += 1;
                 let id = tx.last_insert_rowid();
+                for_each_chunk(r.files, |n, start, data| {
+                    tx.prepare_cached(
+                        "INSERT INTO attachment_chunks (record_id, n, start, data) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![id, n, start as i64, data])?;
+                    Ok(())
+                })?;
                 if key_seen != Some(r.server_key) {
                     tx.prepare_cached(
                         "INSERT OR IGNORE INTO server_keys (key, first_seen_ms) VALUES (?1, ?2)",
@@ -291,7 +307,7 @@ impl ArchiveStore for SqliteArchive {
         let columns = format!(
             "SELECT id, conv, seq, kind, epoch, sender, participants, server_time_ms,
                 captured_at_ms, expire_after_secs, burn_on_read, receipt, {sealed}, note, leaf,
-                wrapped_key IS NOT NULL AND body IS NOT NULL FROM records"
+                wrapped_key IS NOT NULL AND body IS NOT NULL, attachments FROM records"
         );
         let (clause, id) = match which {
             Which::All => ("ORDER BY id", None),
@@ -364,6 +380,26 @@ impl ArchiveStore for SqliteArchive {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn attachment_read(
+        &self,
+        id: i64,
+        n: u32,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, RecordsError> {
+        let end = offset as i64 + len.min(ATTACHMENT_CHUNK) as i64;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT start, data FROM attachment_chunks
+             WHERE record_id=?1 AND n=?2 AND start < ?4 AND start + length(data) > ?3 ORDER BY start",
+        )?;
+        let rows = stmt
+            .query_map(params![id, n, offset as i64, end], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(splice(rows, offset, end))
+    }
+
     fn destroy(
         &mut self,
         id: i64,
@@ -381,6 +417,8 @@ impl ArchiveStore for SqliteArchive {
             .ok_or_else(|| RecordsError::Archive(format!("no record {id}")))?;
         let leaf = check_destroyable(id, has_key, leaf.map(|l| l as u64))?;
         tx.prepare_cached("UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=?1")?
+            .execute(params![id])?;
+        tx.prepare_cached("DELETE FROM attachment_chunks WHERE record_id=?1")?
             .execute(params![id])?;
         append(&tx, &tombstone(&conv, seq as u64, leaf), Some(id))?;
         tx.commit()?;

@@ -66,7 +66,19 @@ pub trait ArchiveStore: Send {
     /// Every receipt key the archived receipts were signed with.
     fn server_keys(&self) -> Result<Vec<Vec<u8>>, RecordsError>;
 
-    /// Delete record `id`'s content (data key and body) and append the
+    /// Up to `len` (at most [`ATTACHMENT_CHUNK`]) bytes of attachment `n`
+    /// of record `id` from `offset`; empty past its end, or once the
+    /// record's content was destroyed.
+    fn attachment_read(
+        &self,
+        id: i64,
+        n: u32,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, RecordsError>;
+
+    /// Delete record `id`'s content (data key and body) and its
+    /// attachments' bytes, and append the
     /// leaf `tombstone(conv, seq, record's leaf)` makes, in one
     /// transaction. Refused: no such record, no content left, no leaf.
     fn destroy(
@@ -211,6 +223,77 @@ pub struct SealedRecord<'a> {
     pub wrapped_key: Option<Vec<u8>>,
     pub body: Option<Vec<u8>>,
     pub leaf: Leaf,
+    /// The files `meta.attachments` describes, in order: each the
+    /// ciphertext as it arrived, spooled to disk by capture, read into
+    /// the store [`ATTACHMENT_CHUNK`] bytes at a time.
+    pub files: &'a [std::path::PathBuf],
+}
+
+/// The bytes of one stored attachment row at most.
+pub const ATTACHMENT_CHUNK: usize = 1024 * 1024;
+
+/// How a record's attachments are kept in its row: JSON, none when there
+/// are none.
+pub(crate) fn attachments_column(meta: &RecordMeta) -> Option<String> {
+    (!meta.attachments.is_empty())
+        .then(|| serde_json::to_string(&meta.attachments).expect("attachment metadata serializes"))
+}
+
+/// A row's attachments column read back; an altered one is an error the
+/// caller names.
+pub(crate) fn parse_attachments(
+    column: Option<&str>,
+) -> Result<Vec<crate::AttachmentMeta>, RecordsError> {
+    column.map_or(Ok(Vec::new()), |s| {
+        serde_json::from_str(s).map_err(|e| {
+            RecordsError::Archive(format!("the attachments column does not parse: {e}"))
+        })
+    })
+}
+
+/// The bytes from `offset` to `end` out of stored chunks (`(start,
+/// data)`, in order), stopping at a gap.
+pub(crate) fn splice(chunks: Vec<(i64, Vec<u8>)>, offset: u64, end: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (start, data) in chunks {
+        let from = (offset as i64).max(start);
+        let to = end.min(start + data.len() as i64);
+        if from != offset as i64 + out.len() as i64 || from >= to {
+            break;
+        }
+        out.extend_from_slice(&data[(from - start) as usize..(to - start) as usize]);
+    }
+    out
+}
+
+/// Each of `files` a chunk at a time, as `(attachment index, offset,
+/// bytes)`: what a backend inserts inside its records' transaction.
+pub(crate) fn for_each_chunk(
+    files: &[std::path::PathBuf],
+    mut f: impl FnMut(u32, u64, &[u8]) -> Result<(), RecordsError>,
+) -> Result<(), RecordsError> {
+    use std::io::Read;
+    let mut buf = vec![0u8; ATTACHMENT_CHUNK];
+    for (n, path) in files.iter().enumerate() {
+        let mut file = std::fs::File::open(path)?;
+        let mut at = 0u64;
+        loop {
+            let mut filled = 0;
+            while filled < buf.len() {
+                let r = file.read(&mut buf[filled..])?;
+                if r == 0 {
+                    break;
+                }
+                filled += r;
+            }
+            if filled == 0 {
+                break;
+            }
+            f(n as u32, at, &buf[..filled])?;
+            at += filled as u64;
+        }
+    }
+    Ok(())
 }
 
 /// A record's row as stored: text where an insider could have written
@@ -231,6 +314,8 @@ pub struct StoredRecord {
     pub receipt: String,
     pub note: Option<String>,
     pub leaf: Option<u64>,
+    /// The attachments column, as stored (JSON; none without files).
+    pub attachments: Option<String>,
     /// Both the wrapped data key and the body are there.
     pub has_content: bool,
     /// With `content`: the wrapped data key and the sealed body.

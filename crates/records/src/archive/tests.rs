@@ -101,6 +101,8 @@ fn accounts_are_added_once_disabled_and_each_change_logged(store: &mut Store) {
 
 type Store = Box<dyn ArchiveStore>;
 
+mod attachments;
+
 fn meta(conv: &str, seq: u64, kind: RecordKind) -> RecordMeta {
     RecordMeta {
         conv: conv.into(),
@@ -114,6 +116,7 @@ fn meta(conv: &str, seq: u64, kind: RecordKind) -> RecordMeta {
         expire_after_secs: Some(60),
         burn_on_read: false,
         note: None,
+        attachments: Vec::new(),
     }
 }
 
@@ -139,6 +142,7 @@ fn sealed<'a>(m: &'a RecordMeta, r: &'a Receipt, content: bool) -> SealedRecord<
         wrapped_key: content.then(|| vec![1; 72]),
         body: content.then(|| vec![2; 40]),
         leaf: record_leaf(m, r, None),
+        files: &[],
     }
 }
 
@@ -502,6 +506,7 @@ fn the_whole_archive_seals_lists_destroys_and_verifies(store: &mut Store) {
                 meta: &m,
                 receipt: &r,
                 plaintext: Some(&plain),
+                files: &[],
             })
             .unwrap());
     }

@@ -1,19 +1,72 @@
-//! Attachments at capture: the records member holds a message to the
-//! blobs it names. What the server binds to a log entry and serves to
-//! members is the blob list in the message's clear `authenticated_data`;
-//! what the members open is the encrypted references. A message whose
-//! two lists differ is withheld, so no member is ever served a file the
-//! archive does not hold under that message.
+//! Attachments at capture: a message is archived with its files, or not
+//! at all. Staging decrypts the message and reads its references; before
+//! the batch is written, the records service fetches every file it
+//! references from the server, checks it against its reference (the
+//! ciphertext's hash and size, then every segment opened and the
+//! plaintext's hash), and spools it ([`StagedBatch::wanted`],
+//! [`StagedBatch::attach`]); the batch's one transaction stores the files
+//! with their records, and only then is anything acknowledged. A file
+//! that is missing, altered or not what its reference says makes its
+//! message withheld ([`StagedBatch::withhold`]): archived, saying why,
+//! delivered to no one, its sender blocked.
 //!
-//! Until capture fetches and archives the files themselves (issue 13,
-//! under way), a message that carries any is withheld too: the server
-//! would otherwise release the message, and serve its files to members,
-//! with the archive holding only their references. Withheld, it reaches
-//! no one, and its files leave the server with nothing lost from the
-//! record: the message itself is archived, saying why.
+//! The records member also holds a message to the blobs it names. What
+//! the server binds to a log entry and serves to members is the blob list
+//! in the message's clear `authenticated_data`; what the members open is
+//! the encrypted references. A message whose two lists differ is
+//! withheld, so no member is ever served a file the archive does not
+//! hold under that message.
 
-use keepwire_protocol::attachment::BlobList;
+use keepwire_protocol::attachment::{Attachment, BlobList};
 use keepwire_protocol::content::Content;
+
+use super::StagedBatch;
+use crate::RecordKind;
+
+impl StagedBatch {
+    /// The files this batch's messages reference and that are not
+    /// spooled yet: `(record, its attachments)`.
+    pub fn wanted(&self) -> Vec<(usize, Vec<Attachment>)> {
+        self.records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.references.is_empty() && r.files.is_empty())
+            .map(|(i, r)| (i, r.references.clone()))
+            .collect()
+    }
+
+    /// Record `index`'s files, fetched and checked, spooled in the
+    /// order of its references.
+    pub fn attach(&mut self, index: usize, files: Vec<std::path::PathBuf>) {
+        if let Some(r) = self.records.get_mut(index) {
+            r.files = files;
+        }
+    }
+
+    /// Record `index` cannot be archived with its files: archived as
+    /// withheld instead (its content kept, no file), and reported so.
+    pub fn withhold(&mut self, index: usize, reason: &str) {
+        let Some(r) = self.records.get_mut(index) else {
+            return;
+        };
+        tracing::error!(conv = %r.meta.conv, seq = r.meta.seq, %reason, "entry withheld: its files could not be captured");
+        r.meta.kind = RecordKind::Withheld;
+        r.meta.note = Some(format!(
+            "withheld from every member: {reason}; sent by {}",
+            r.meta.sender
+        ));
+        r.meta.attachments.clear();
+        r.references.clear();
+        for f in r.files.drain(..) {
+            let _ = std::fs::remove_file(f);
+        }
+        self.failures.push((
+            r.meta.conv.clone(),
+            r.meta.seq,
+            reason.chars().take(300).collect(),
+        ));
+    }
+}
 
 /// Why the blobs a message names in the clear (its `authenticated_data`,
 /// what the server binds and serves) are not the attachments its
@@ -33,17 +86,10 @@ pub(super) fn blobs_mismatch(content: &[u8], authenticated_data: &[u8]) -> Optio
             ))
         }
     };
-    if !listed.matches(&attachments) {
-        return Some(format!(
+    (!listed.matches(&attachments)).then(|| {
+        format!(
             "the blobs it names in the clear ({}) are not the attachments it references ({})",
             listed.blobs.len(),
-            attachments.len()
-        ));
-    }
-    (!attachments.is_empty()).then(|| {
-        format!(
-            "it carries {} attachment(s), and this records service does not capture attachments \
-             yet: withheld rather than delivered with files the archive does not hold",
             attachments.len()
         )
     })
@@ -80,11 +126,7 @@ mod tests {
     fn a_message_is_held_to_the_blobs_it_names_in_the_clear() {
         let both = with(&[1, 2]);
         let ad = BlobList::of(&both.attachments).encode();
-        let carried = blobs_mismatch(&both.encode().unwrap(), &ad).unwrap();
-        assert!(
-            carried.contains("does not capture attachments yet"),
-            "{carried}"
-        );
+        assert_eq!(blobs_mismatch(&both.encode().unwrap(), &ad), None);
         let plain = with(&[]).encode().unwrap();
         assert_eq!(
             blobs_mismatch(&plain, b""),
@@ -100,8 +142,7 @@ mod tests {
             (b"not json".to_vec(), ad.clone()),
             (both.encode().unwrap(), b"{".to_vec()),
         ] {
-            let why = blobs_mismatch(&content, &ad).unwrap();
-            assert!(!why.contains("does not capture"), "{why}");
+            assert!(blobs_mismatch(&content, &ad).is_some());
         }
     }
 }

@@ -159,6 +159,26 @@ pub(super) fn check_row(
             .leaf(n),
         );
     }
+    // The files, as stored, against the hashes the leaf commits to (no
+    // key needed: the archive keeps them as they arrived, encrypted).
+    if row.has_content {
+        for (i, a) in row.meta.attachments.iter().enumerate() {
+            let (size, hash) = stored_file(archive, row.id, i as u32)?;
+            if size != a.cipher_size || hash != a.cipher_sha256 {
+                report.problems.push(
+                    here(
+                        ProblemKind::Altered,
+                        format!(
+                            "its file {i} as stored ({size} bytes) is not the file its leaf {n} \
+                             commits to ({} bytes)",
+                            a.cipher_size
+                        ),
+                    )
+                    .leaf(n),
+                );
+            }
+        }
+    }
     if leaf_commitment.is_some() && !row.has_content && !tombstoned.contains(&n) {
         report.problems.push(
             here(
@@ -169,6 +189,24 @@ pub(super) fn check_row(
         );
     }
     Ok(())
+}
+
+/// The size and SHA-256 (hex) of file `n` of record `id` as stored.
+fn stored_file(archive: &Archive, id: i64, n: u32) -> Result<(u64, String), RecordsError> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    let mut size = 0u64;
+    loop {
+        let part = archive
+            .store()
+            .attachment_read(id, n, size, crate::archive::store::ATTACHMENT_CHUNK)?;
+        if part.is_empty() {
+            break;
+        }
+        size += part.len() as u64;
+        hash.update(&part);
+    }
+    Ok((size, hex::encode(hash.finalize())))
 }
 
 fn differing_fields(a: &Leaf, b: &Leaf) -> String {
@@ -239,6 +277,9 @@ pub(super) fn rows(archive: &Archive) -> Result<Vec<Result<Row, Unreadable>>, Re
                     expire_after_secs: r.expire_after_secs,
                     burn_on_read: r.burn_on_read,
                     note: r.note,
+                    // An altered column rebuilds a leaf that differs.
+                    attachments: crate::archive::store::parse_attachments(r.attachments.as_deref())
+                        .unwrap_or_default(),
                 },
                 receipt: r.receipt,
                 has_content: r.has_content,

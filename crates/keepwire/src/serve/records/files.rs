@@ -1,0 +1,118 @@
+//! Fetching a batch's files before it is written: the records service's
+//! half of "a message is archived with its files, or not at all"
+//! (`keepwire_records::capture::attachments` has the idea).
+//!
+//! Each file a staged message references is pulled from the server over
+//! the records member's own connection, a frame at a time, into a spool
+//! file under the records directory (memory holds one frame, not the
+//! file), and opened there as its reference says — every segment
+//! authenticated, both hashes and the size checked — before the batch
+//! goes to the archive writer, which stores it with its record in one
+//! transaction and removes the spooled copy. A file the server does not
+//! have, or that is not what its reference says, makes its message
+//! withheld; a broken connection is an error like any other, and the
+//! batch, never acknowledged, comes again.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use keepwire_protocol::attachment::Attachment;
+use keepwire_protocol::MAX_BLOB_CHUNK;
+use keepwire_records::capture::StagedBatch;
+
+use crate::net::{Conn, Refused};
+
+/// Where files wait between their fetch and their batch's write.
+const SPOOL: &str = "spool";
+
+/// The spool directory of the records directory `dir`, emptied: what a
+/// crash left there belongs to batches that were never acknowledged and
+/// will come again.
+pub fn spool(dir: &Path) -> Result<PathBuf> {
+    let spool = dir.join(SPOOL);
+    if spool.exists() {
+        std::fs::remove_dir_all(&spool)
+            .with_context(|| format!("cannot empty {}", spool.display()))?;
+    }
+    std::fs::create_dir_all(&spool)
+        .with_context(|| format!("cannot create {}", spool.display()))?;
+    Ok(spool)
+}
+
+/// Fetch, check and spool every file `batch` wants; a message whose
+/// files cannot all be had as referenced is withheld.
+pub async fn fetch(conn: &mut Conn, spool: &Path, batch: &mut StagedBatch) -> Result<()> {
+    for (index, references) in batch.wanted() {
+        let mut files = Vec::with_capacity(references.len());
+        let mut refused = None;
+        for (n, reference) in references.iter().enumerate() {
+            match fetch_one(conn, spool, reference).await? {
+                Ok(path) => files.push(path),
+                Err(why) => {
+                    refused = Some(format!("its file {n} ({}): {why}", reference.blob));
+                    break;
+                }
+            }
+        }
+        match refused {
+            None => batch.attach(index, files),
+            Some(why) => {
+                for f in files {
+                    let _ = std::fs::remove_file(f);
+                }
+                batch.withhold(index, &why);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One file: its spool path, or why it cannot be captured (the outer
+/// error is the connection's or the disk's, and retried).
+async fn fetch_one(
+    conn: &mut Conn,
+    spool: &Path,
+    reference: &Attachment,
+) -> Result<std::result::Result<PathBuf, String>> {
+    let path = spool.join(reference.blob.as_str());
+    let size = reference.cipher_size();
+    {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        );
+        let mut at = 0u64;
+        while at < size {
+            let want = (size - at).min(MAX_BLOB_CHUNK as u64) as u32;
+            let part = match conn.fetch_blob(&reference.blob, at, want).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return match e.downcast::<Refused>() {
+                        Ok(Refused(p)) => Ok(Err(format!("the server refused it ({p})"))),
+                        Err(e) => Err(e),
+                    };
+                }
+            };
+            if part.is_empty() {
+                let _ = std::fs::remove_file(&path);
+                return Ok(Err(format!("the server holds {at} of its {size} bytes")));
+            }
+            out.write_all(&part)?;
+            at += part.len() as u64;
+        }
+        out.flush()?;
+    }
+    // Opened as the members will open it: the archive keeps only a file
+    // that is what its reference says.
+    let mut blob = std::io::BufReader::new(std::fs::File::open(&path)?);
+    match keepwire_client::attachment::open(reference, &mut blob, &mut std::io::sink()) {
+        Ok(()) => Ok(Ok(path)),
+        Err(keepwire_client::attachment::AttachmentError::Io(e)) => Err(e.into()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            Ok(Err(e.to_string()))
+        }
+    }
+}
