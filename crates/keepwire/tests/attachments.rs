@@ -200,7 +200,11 @@ fn uploaded_and_read(agency: Agency) {
             "{record}"
         );
         let out = agency.records_output(&["verify"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
 
         // Only now may bob read it, and it opens to the file; carol, not
         // a member, never.

@@ -197,9 +197,12 @@ fn stored_file(archive: &Archive, id: i64, n: u32) -> Result<(u64, String), Reco
     let mut hash = sha2::Sha256::new();
     let mut size = 0u64;
     loop {
-        let part = archive
-            .store()
-            .attachment_read(id, n, size, crate::archive::store::ATTACHMENT_CHUNK)?;
+        let part = archive.store().attachment_read(
+            id,
+            n,
+            size,
+            crate::archive::store::ATTACHMENT_CHUNK,
+        )?;
         if part.is_empty() {
             break;
         }

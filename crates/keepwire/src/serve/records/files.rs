@@ -26,17 +26,15 @@ use crate::net::{Conn, Refused};
 /// Where files wait between their fetch and their batch's write.
 const SPOOL: &str = "spool";
 
-/// The spool directory of the records directory `dir`, emptied: what a
+/// The spool directory of the records directory `dir`, gone: what a
 /// crash left there belongs to batches that were never acknowledged and
-/// will come again.
+/// will come again. The first file fetched makes it again.
 pub fn spool(dir: &Path) -> Result<PathBuf> {
     let spool = dir.join(SPOOL);
     if spool.exists() {
         std::fs::remove_dir_all(&spool)
             .with_context(|| format!("cannot empty {}", spool.display()))?;
     }
-    std::fs::create_dir_all(&spool)
-        .with_context(|| format!("cannot create {}", spool.display()))?;
     Ok(spool)
 }
 
@@ -75,6 +73,7 @@ async fn fetch_one(
     spool: &Path,
     reference: &Attachment,
 ) -> Result<std::result::Result<PathBuf, String>> {
+    std::fs::create_dir_all(spool).with_context(|| format!("cannot create {}", spool.display()))?;
     let path = spool.join(reference.blob.as_str());
     let size = reference.cipher_size();
     {
