@@ -94,6 +94,15 @@ fn print_record(r: &serde_json::Value) {
         (None, false) => println!("  text:         (destroyed)"),
         (None, true) => println!("  text:         (not opened)"),
     }
+    for (n, f) in r["files"].as_array().into_iter().flatten().enumerate() {
+        println!(
+            "  file {n}:       {} ({}, {} bytes, SHA-256 {})",
+            s(&f["name"]),
+            s(&f["media_type"]),
+            f["size"],
+            s(&f["sha256"])
+        );
+    }
 }
 
 #[derive(Serialize)]

@@ -205,6 +205,13 @@ fn uploaded_and_read(agency: Agency) {
             "{}",
             String::from_utf8_lossy(&out.stdout)
         );
+        // An officer sees what the file is, from the sealed content.
+        let id = record["id"].to_string();
+        let shown: serde_json::Value =
+            serde_json::from_str(&common::ok(agency.records_output(&["show", &id, "--json"])))
+                .unwrap();
+        assert_eq!(shown["files"][0]["name"], "scene.jpg", "{shown}");
+        assert_eq!(shown["files"][0]["size"], file.len(), "{shown}");
 
         // Only now may bob read it, and it opens to the file; carol, not
         // a member, never.

@@ -44,6 +44,21 @@ pub struct Record {
     /// Decrypted text, present when the record was opened with the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// The files the message carried, as its sealed content names them
+    /// (present when the record was opened with the key).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ShownFile>,
+}
+
+/// A file of an opened record, as people see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShownFile {
+    pub name: String,
+    pub media_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detected_type: Option<String>,
+    pub size: u64,
+    pub sha256: String,
 }
 
 /// What capture hands to the archive for one entry.
@@ -489,9 +504,23 @@ impl Archive {
         for row in rows {
             // Content that does not parse (a modified client) is still
             // shown, as the bytes that were sent.
+            let mut files = Vec::new();
             let text = self.unseal_row(&row)?.map(|(_, plain)| {
                 match keepwire_protocol::content::Content::decode(&plain) {
-                    Ok(content) => content.text,
+                    Ok(content) => {
+                        files = content
+                            .attachments
+                            .into_iter()
+                            .map(|a| ShownFile {
+                                name: a.name,
+                                media_type: a.media_type,
+                                detected_type: a.detected_type,
+                                size: a.size,
+                                sha256: a.sha256,
+                            })
+                            .collect();
+                        content.text
+                    }
                     Err(_) => String::from_utf8_lossy(&plain).into_owned(),
                 }
             });
@@ -517,6 +546,7 @@ impl Archive {
                 leaf: row.leaf,
                 has_content: row.has_content,
                 text,
+                files,
             });
         }
         Ok(out)
