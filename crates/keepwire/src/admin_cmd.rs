@@ -199,22 +199,41 @@ pub fn admin(
         AdminCommand::Policy {
             max_timer_secs,
             guests_allowed,
+            max_attachment_mb,
+            attachment_quota_mb,
+            unsent_attachment_hours,
             json,
         } => {
             // Without settings, says what the policy is.
             store.set_policy(max_timer_secs, guests_allowed)?;
+            store.set_attachment_policy(keepwire_server::store::api::AttachmentPolicyChange {
+                max_file_bytes: max_attachment_mb.map(|m| m << 20),
+                quota_bytes: attachment_quota_mb.map(|m| m << 20),
+                unsent_ttl_ms: unsent_attachment_hours.map(|h| h * 3600 * 1000),
+            })?;
             let p = store.policy()?;
+            let a = store.attachment_policy()?;
             report(
                 json,
-                serde_json::json!({"max_timer_secs": p.max_timer_secs, "guests_allowed": p.guests_allowed}),
+                serde_json::json!({
+                    "max_timer_secs": p.max_timer_secs,
+                    "guests_allowed": p.guests_allowed,
+                    "max_attachment_bytes": a.max_file_bytes,
+                    "attachment_quota_bytes": a.quota_bytes,
+                    "unsent_attachment_ttl_ms": a.unsent_ttl_ms,
+                }),
                 format!(
-                    "longest timer {} s; guests {}",
+                    "longest timer {} s; guests {}; attachments up to {} MiB each, {} MiB held per \
+                     user, unsent uploads kept {} h",
                     p.max_timer_secs,
                     if p.guests_allowed {
                         "allowed"
                     } else {
                         "not allowed"
-                    }
+                    },
+                    a.max_file_bytes >> 20,
+                    a.quota_bytes >> 20,
+                    a.unsent_ttl_ms / 3_600_000
                 ),
             )?;
         }

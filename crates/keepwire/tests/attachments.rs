@@ -231,6 +231,28 @@ fn uploaded_and_read(agency: Agency) {
             "a non-member",
         );
 
+        // The agency's limits, set with `admin policy`: a file over the
+        // size limit, and one past the user's quota (the first file is
+        // still held: bob has not acknowledged it).
+        let policy = |args: &[&str]| {
+            let mut all = vec!["policy"];
+            all.extend_from_slice(args);
+            agency.admin(&all)
+        };
+        policy(&["--max-attachment-mb", "1"]);
+        refused(
+            alice.wire.call(create(2 << 20)).await,
+            ErrorCode::TooLarge,
+            "a file over the agency's limit",
+        );
+        policy(&["--max-attachment-mb", "100", "--attachment-quota-mb", "3"]);
+        refused(
+            alice.wire.call(create(1 << 20)).await,
+            ErrorCode::QuotaExceeded,
+            "a file past the user's quota",
+        );
+        policy(&["--attachment-quota-mb", "10240"]);
+
         // A reference that does not match its file (a modified client
         // lying about the hash): the records service withholds the
         // message, its sender is blocked, and nobody reads the file.

@@ -280,6 +280,10 @@ pub struct Policy {
     pub max_timer_secs: u64,
     /// Whether guests may be added to conversations.
     pub guests_allowed: bool,
+    /// The largest attachment (its ciphertext) the server takes, in
+    /// bytes; absent (0) from a server that takes none.
+    #[serde(default)]
+    pub max_attachment_bytes: u64,
 }
 
 /// An entry the records service archived as withheld, and why.

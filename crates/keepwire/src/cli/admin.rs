@@ -76,6 +76,18 @@ pub(crate) enum AdminCommand {
         /// Whether guests may be added to conversations.
         #[arg(long)]
         guests_allowed: Option<bool>,
+        /// The largest attachment a device may send, in MiB (default 100).
+        #[arg(long, value_name = "MIB")]
+        max_attachment_mb: Option<u64>,
+        /// How much attachments one user's uploads may hold on the server
+        /// at once, in MiB (default 10240); space returns as messages are
+        /// delivered and captured.
+        #[arg(long, value_name = "MIB")]
+        attachment_quota_mb: Option<u64>,
+        /// How long an upload no message carried is kept, in hours
+        /// (default 24).
+        #[arg(long, value_name = "HOURS")]
+        unsent_attachment_hours: Option<u64>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

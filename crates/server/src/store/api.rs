@@ -87,6 +87,7 @@ pub trait AccountStore {
         Ok(keepwire_protocol::Policy {
             max_timer_secs,
             guests_allowed,
+            max_attachment_bytes: self.attachment_policy()?.max_file_bytes,
         })
     }
 
