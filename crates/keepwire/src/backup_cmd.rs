@@ -201,10 +201,39 @@ pub async fn backup(data_dir: &Path, to: &Path, admin: &Admin, now_ms: u64) -> R
     Ok(manifest)
 }
 
-/// Copy the databases in order, then the small files.
+/// Where the server keeps attachment blobs' bytes, beside `server.db`.
+const BLOBS: &str = "blobs";
+
+/// The attachment blobs under `dir`, as paths relative to it.
+fn blob_files(dir: &Path) -> Result<Vec<String>> {
+    let blobs = dir.join(BLOBS);
+    if !blobs.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for f in std::fs::read_dir(&blobs)? {
+        let f = f?;
+        if f.file_type()?.is_file() {
+            out.push(format!("{BLOBS}/{}", f.file_name().to_string_lossy()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Copy the databases in order, then the attachment blobs, then the
+/// small files. The blobs come after `server.db`: every blob its copy
+/// names was complete, and on disk, before the copy began.
 fn copy_all(data_dir: &Path, to: &Path) -> Result<()> {
     for db in DATABASES {
         snapshot(&data_dir.join(db), &to.join(db))?;
+    }
+    for f in blob_files(data_dir)? {
+        let target = to.join(&f);
+        if let Some(parent) = target.parent() {
+            owner::make_private_dir(parent)?;
+        }
+        std::fs::copy(data_dir.join(&f), &target).with_context(|| format!("cannot copy {f}"))?;
     }
     for f in FILES {
         let from = data_dir.join(f);
@@ -240,7 +269,13 @@ fn describe(to: &Path, online: bool, now_ms: u64) -> Result<Manifest> {
         (0, None)
     };
     let mut files = Vec::new();
-    for f in DATABASES.iter().chain(FILES.iter()) {
+    let blobs = blob_files(to)?;
+    for f in DATABASES
+        .iter()
+        .chain(FILES.iter())
+        .copied()
+        .chain(blobs.iter().map(String::as_str))
+    {
         let p = to.join(f);
         if p.is_file() {
             let (bytes, sha256) = sha256_file(&p)?;

@@ -43,7 +43,7 @@ fn blob_of(body: ServerBody) -> (BlobId, u64, bool) {
     }
 }
 
-fn uploaded_and_read(agency: Agency) {
+fn uploaded_and_read(mut agency: Agency) {
     let code = |user: &str| {
         agency
             .admin(&[
@@ -319,4 +319,35 @@ fn uploaded_and_read(agency: Agency) {
             assert!(report.contains("its file 0 as stored"), "{report}");
         }
     });
+
+    // A backup holds the files the server still relays (on SQLite, the
+    // deployment `admin backup` copies), each in its manifest.
+    if agency.data.join("server.db").is_file() {
+        agency.stop();
+        let to = agency.tmp.path().join("backup");
+        let out = common::keepwire(
+            &[
+                "admin",
+                "--data-dir",
+                agency.data_dir(),
+                "backup",
+                "--to",
+                to.to_str().unwrap(),
+                "--json",
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let blobs: Vec<&serde_json::Value> = manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["path"].as_str().unwrap().starts_with("blobs/"))
+            .collect();
+        assert!(!blobs.is_empty(), "{manifest}");
+        for b in blobs {
+            assert!(to.join(b["path"].as_str().unwrap()).is_file());
+        }
+    }
 }
