@@ -15,7 +15,7 @@ pub mod witness;
 
 pub use device::{Device, Incoming, PendingDevice};
 pub use mls::DeferredWrites;
-pub use store::{Store, StoredMessage};
+pub use store::{FileInfo, Store, StoredMessage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -23,6 +23,8 @@ use rand::RngCore;
 use crate::ClientError;
 
 pub mod backend;
+mod files;
+pub use files::{FileWriter, FILE_CHUNK};
 #[doc(hidden)]
 pub mod contract;
 pub use backend::{DeviceBackend, MessageRow, SqliteDevice, SCHEMA};
@@ -48,6 +50,21 @@ pub struct StoredMessage {
     /// message from someone else always is; one this device sent once the
     /// server says so.
     pub captured: bool,
+    /// The files it carried, as the device holds them ([`Store::read_file`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileInfo>,
+}
+
+/// A file of a stored message, as people see it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FileInfo {
+    pub name: String,
+    pub media_type: String,
+    pub size: u64,
+    pub sha256: String,
+    /// The device could not get or open it (the message is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
 }
 
 impl StoredMessage {
@@ -204,7 +221,7 @@ impl Store {
     /// message redelivered after a crash is stored once.
     pub fn insert_message(&self, m: &StoredMessage) -> Result<(), ClientError> {
         let key = format!("{}:{}", m.conv, m.seq);
-        let body = serde_json::to_vec(&(&m.sender, &m.text, m.sent_at_ms))
+        let body = serde_json::to_vec(&(&m.sender, &m.text, m.sent_at_ms, &m.files))
             .map_err(|e| ClientError::Store(e.to_string()))?;
         let body = self.seal("messages", key.as_bytes(), &body)?;
         self.backend().insert_message(&MessageRow {
@@ -233,8 +250,14 @@ impl Store {
             };
             let key = format!("{}:{}", row.conv, row.seq);
             let plain = self.open_sealed("messages", key.as_bytes(), &row.body)?;
-            let (sender, text, sent_at_ms): (String, String, u64) =
-                serde_json::from_slice(&plain).map_err(|e| ClientError::Store(e.to_string()))?;
+            // Bodies stored before files had three fields.
+            let (sender, text, sent_at_ms, files): (String, String, u64, Vec<FileInfo>) =
+                serde_json::from_slice(&plain)
+                    .or_else(|_| {
+                        serde_json::from_slice::<(String, String, u64)>(&plain)
+                            .map(|(a, b, c)| (a, b, c, Vec::new()))
+                    })
+                    .map_err(|e| ClientError::Store(e.to_string()))?;
             out.push(StoredMessage {
                 captured: row.seq <= upto,
                 conv: row.conv,
@@ -246,6 +269,7 @@ impl Store {
                 expire_at_ms: row.expire_at_ms,
                 burn_on_read: row.burn_on_read,
                 read: row.read,
+                files,
             });
         }
         Ok(out)
@@ -271,13 +295,21 @@ impl Store {
 
     /// Mark messages as read; burn-on-read messages are deleted right away.
     pub fn mark_read(&self, conv: Option<&str>) -> Result<usize, ClientError> {
-        self.backend().mark_read(conv)
+        let n = self.backend().mark_read(conv)?;
+        if n > 0 {
+            self.purge_orphan_files()?;
+        }
+        Ok(n)
     }
 
     /// Delete every message whose timer has fired by `now_ms`. Returns how
     /// many were deleted.
     pub fn purge_expired(&self, now_ms: u64) -> Result<usize, ClientError> {
-        self.backend().purge_expired(now_ms)
+        let n = self.backend().purge_expired(now_ms)?;
+        if n > 0 {
+            self.purge_orphan_files()?;
+        }
+        Ok(n)
     }
 
     pub fn message_count(&self) -> Result<u64, ClientError> {
@@ -404,6 +436,7 @@ mod tests {
             expire_at_ms,
             burn_on_read,
             read: false,
+            files: Vec::new(),
         };
         s.insert_message(&m(1, Some(1_000), false)).unwrap();
         s.insert_message(&m(2, Some(5_000), false)).unwrap();

@@ -116,14 +116,26 @@ pub async fn chat(command: ChatCommand, device: DeviceArgs) -> Result<()> {
         ChatCommand::Send {
             conv,
             text,
+            files,
             timer,
             burn_on_read,
             wait_captured,
         } => {
+            if text.is_none() && files.is_empty() {
+                anyhow::bail!("nothing to send: give a text, a --file, or both");
+            }
+            let text = text.unwrap_or_default();
             let mut online =
                 session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
             let conv = online.device.resolve_conversation(&conv)?;
-            let seq = online.send(&conv, &text, timer, burn_on_read).await?;
+            let seq = if files.is_empty() {
+                online.send(&conv, &text, timer, burn_on_read).await?
+            } else {
+                let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+                online
+                    .send_files(&conv, &text, &paths, timer, burn_on_read)
+                    .await?
+            };
             if let Some(secs) = wait_captured {
                 online
                     .wait_captured(&conv, seq, std::time::Duration::from_secs(secs))
@@ -161,6 +173,28 @@ pub async fn chat(command: ChatCommand, device: DeviceArgs) -> Result<()> {
             }
             if follow {
                 follow_messages(&mut online, conv.as_deref(), device.json, &names).await?;
+            }
+        }
+        ChatCommand::Save {
+            conv,
+            seq,
+            file,
+            out,
+        } => {
+            let mut online =
+                session::connect(&device.server, &device.device_dir, &passphrase()?).await?;
+            online.sync().await?;
+            let conv = online.device.resolve_conversation(&conv)?;
+            let size = online.save_file(&conv, seq, file, &out)?;
+            if device.json {
+                print_json(
+                    &serde_json::json!({"conv": conv, "seq": seq, "file": file, "out": out, "bytes": size}),
+                )?;
+            } else {
+                println!(
+                    "saved file {file} of #{seq} to {} ({size} bytes)",
+                    out.display()
+                );
             }
         }
         ChatCommand::Timer { conv, secs } => {
@@ -219,6 +253,16 @@ fn print_message(
         who,
         m.text
     );
+    for (n, f) in m.files.iter().enumerate() {
+        let state = match &f.missing {
+            Some(why) => format!("  [not on this device: {why}]"),
+            None => String::new(),
+        };
+        println!(
+            "    file {n}: {} ({}, {} bytes){state}",
+            f.name, f.media_type, f.size
+        );
+    }
     Ok(())
 }
 

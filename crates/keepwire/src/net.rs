@@ -169,6 +169,11 @@ impl Conn {
     /// meanwhile are queued for [`Conn::next_push`].
     pub async fn request(&mut self, req: Request) -> Result<ServerBody> {
         let id = self.send(req).await?;
+        self.answer(id).await
+    }
+
+    /// The answer to request `id`; pushes meanwhile are queued.
+    async fn answer(&mut self, id: u64) -> Result<ServerBody> {
         loop {
             let f = self.read().await?;
             match f.id {
@@ -195,6 +200,29 @@ impl Conn {
         VecDeque<ServerBody>,
     ) {
         (self.ws, self.pushes)
+    }
+
+    /// One chunk of an upload, as a binary frame; the server's answer
+    /// (where the upload stands), pushes meanwhile queued.
+    pub async fn upload_chunk(
+        &mut self,
+        blob: &keepwire_protocol::attachment::BlobId,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<ServerBody> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = keepwire_protocol::BlobChunk {
+            id,
+            blob: blob.clone(),
+            offset,
+            bytes: bytes.to_vec(),
+        };
+        self.ws
+            .send(Message::Binary(frame.encode().into()))
+            .await
+            .context("sending a file")?;
+        self.answer(id).await
     }
 
     /// Up to `len` bytes of `blob` from `offset` (`blob_fetch`, answered

@@ -18,6 +18,7 @@ const CREATE_CAPTURE_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// How many key packages a device keeps on the server.
 pub const KEY_PACKAGE_POOL: usize = 20;
 
+mod files;
 mod membership;
 
 /// The witnesses whose quorum this device requires on the archive's
@@ -356,9 +357,18 @@ impl Online {
                         // Delivered, so archived: the server releases
                         // nothing before the records service has it.
                         self.device.store().set_captured(&d.conv, d.seq)?;
-                        let m =
+                        let mut m =
                             self.to_stored(&d.conv, d.seq, &sender, d.server_time_ms, &content)?;
-                        if let Some(m) = &m {
+                        if let Some(m) = &mut m {
+                            // Its files first: the message is acknowledged
+                            // only once the device holds them.
+                            let references = Content::decode(&content)
+                                .map(|c| c.attachments)
+                                .unwrap_or_default();
+                            let missing = self.take_files(&d.conv, d.seq, &references).await?;
+                            for (f, why) in m.files.iter_mut().zip(missing) {
+                                f.missing = why;
+                            }
                             self.device.store().insert_message(m)?;
                             self.received += 1;
                         }
@@ -396,7 +406,7 @@ impl Online {
                 return Ok(None);
             }
         };
-        let mut text = c.text;
+        let mut text = c.text.clone();
         if let Some(t) = c.set_conversation_timer {
             let t = t.min(self.policy.max_timer_secs);
             self.device
@@ -424,6 +434,7 @@ impl Online {
             read: false,
             // Received: delivered only once archived. Sent: not yet.
             captured: sender != self.device.identity(),
+            files: files::infos(&c),
         }))
     }
 
@@ -468,6 +479,43 @@ impl Online {
         };
         let content = Content::text(text, timer, burn_on_read, self.clock.now_ms());
         self.send_content(conv, content).await
+    }
+
+    /// Send a text with files (each sealed and uploaded first); returns
+    /// the receipt's sequence number. The device keeps its own copy of
+    /// each file with the message, under the same timer.
+    pub async fn send_files(
+        &mut self,
+        conv: &str,
+        text: &str,
+        paths: &[&std::path::Path],
+        timer_secs: Option<u64>,
+        burn_on_read: bool,
+    ) -> Result<u64> {
+        if !self.notice_acknowledged {
+            bail!("acknowledge the records notice first (`keepwire chat notice --accept`)");
+        }
+        if paths.len() > keepwire_protocol::attachment::MAX_ATTACHMENTS {
+            bail!(
+                "at most {} files in one message",
+                keepwire_protocol::attachment::MAX_ATTACHMENTS
+            );
+        }
+        if let Some(t) = timer_secs {
+            self.check_timer(t)?;
+        }
+        let timer = match timer_secs {
+            Some(t) => Some(t),
+            None => self.conversation_timer(conv)?,
+        };
+        let mut content = Content::text(text, timer, burn_on_read, self.clock.now_ms());
+        for path in paths {
+            let reference = self.upload_file(conv, path).await?;
+            content.attachments.push(reference);
+        }
+        let seq = self.send_content(conv, content).await?;
+        self.keep_sent(conv, seq, paths)?;
+        Ok(seq)
     }
 
     /// Wait until the records service has archived `conv` up to `seq` (the

@@ -351,3 +351,117 @@ fn uploaded_and_read(mut agency: Agency) {
         }
     }
 }
+
+/// The devices' side, through the CLI: a file sent with `chat send
+/// --file`, received with the message (the device acknowledges it only
+/// once it holds the file), shown by `chat read`, saved by `chat save`;
+/// a burn-on-read message's file cannot be saved and goes with it.
+#[test]
+fn devices_send_read_and_save_files_and_burn_them_with_their_message() {
+    let agency = Agency::start();
+    let alice = agency.user("alice", "staff");
+    let bob = agency.user("bob", "staff");
+    alice.accept_notice();
+    let conv = alice.create(&["bob"]);
+    let dir = agency.tmp.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let photo = dir.join("scene photo.jpg");
+    let mut bytes = b"\xff\xd8\xff\xe0 a photograph of the scene".to_vec();
+    bytes.extend((0..3 << 20).map(|i: u32| (i % 251) as u8));
+    std::fs::write(&photo, &bytes).unwrap();
+    let report = dir.join("report.pdf");
+    std::fs::write(&report, b"%PDF-1.7 the report").unwrap();
+
+    let sent = alice.json(&[
+        "chat",
+        "send",
+        &conv,
+        "the scene, and the report",
+        "--file",
+        photo.to_str().unwrap(),
+        "--file",
+        report.to_str().unwrap(),
+        "--wait-captured",
+        "60",
+    ]);
+    assert_eq!(sent["captured"], true, "{sent}");
+    let seq = sent["seq"].as_u64().unwrap().to_string();
+
+    let messages = bob.read(&conv);
+    let m = messages.last().unwrap();
+    assert_eq!(m["text"], "the scene, and the report");
+    assert_eq!(m["files"][0]["name"], "scene photo.jpg", "{m}");
+    assert_eq!(m["files"][0]["media_type"], "image/jpeg");
+    assert_eq!(m["files"][0]["size"], bytes.len());
+    assert_eq!(m["files"][1]["name"], "report.pdf");
+    assert!(m["files"][0]["missing"].is_null(), "{m}");
+    let out = dir.join("saved.jpg");
+    bob.ok(&["chat", "save", &conv, &seq, "--out", out.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&out).unwrap() == bytes,
+        "bob saves the photo alice sent"
+    );
+    let again = bob.run(&["chat", "save", &conv, &seq, "--out", out.to_str().unwrap()]);
+    assert!(
+        !again.status.success(),
+        "an existing file is never overwritten"
+    );
+    // The sender keeps its own copy too.
+    let mine = dir.join("mine.pdf");
+    alice.ok(&[
+        "chat",
+        "save",
+        &conv,
+        &seq,
+        "--file",
+        "1",
+        "--out",
+        mine.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&mine).unwrap(), b"%PDF-1.7 the report");
+
+    // Burn on read: shown once, never saved, then gone with the message.
+    let burn = alice.json(&[
+        "chat",
+        "send",
+        &conv,
+        "--file",
+        report.to_str().unwrap(),
+        "--burn-on-read",
+        "--wait-captured",
+        "60",
+    ]);
+    let burn_seq = burn["seq"].as_u64().unwrap().to_string();
+    let shown = bob.read(&conv);
+    assert_eq!(shown.last().unwrap()["files"][0]["name"], "report.pdf");
+    let gone = dir.join("burnt.pdf");
+    let refused = bob.run(&[
+        "chat",
+        "save",
+        &conv,
+        &burn_seq,
+        "--out",
+        gone.to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        common::stderr(&refused).contains("holds no message"),
+        "{}",
+        common::stderr(&refused)
+    );
+    assert!(!gone.exists());
+
+    // The archive holds every file, and verifies.
+    let records = agency.records(false);
+    let with_files: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["attachments"].is_array())
+        .collect();
+    assert_eq!(with_files.len(), 2, "{records:?}");
+    let out = agency.records_output(&["verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

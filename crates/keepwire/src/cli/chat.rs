@@ -124,12 +124,16 @@ pub(crate) enum ChatCommand {
         /// The conversation (its id, or a unique prefix of it).
         conv: String,
     },
-    /// Send a message.
+    /// Send a message, with files if given.
     Send {
         /// The conversation (its id, or a unique prefix of it).
         conv: String,
-        /// The message.
-        text: String,
+        /// The message (may be left out when files are sent).
+        text: Option<String>,
+        /// A file to send with it (repeat for several, at most 16): sealed
+        /// on this device, uploaded, archived with the message.
+        #[arg(long = "file", value_name = "PATH")]
+        files: Vec<std::path::PathBuf>,
         /// Disappear this many seconds after sending.
         #[arg(long)]
         timer: Option<u64>,
@@ -140,6 +144,20 @@ pub(crate) enum ChatCommand {
         /// has archived it, which is when the others receive it.
         #[arg(long, value_name = "SECS")]
         wait_captured: Option<u64>,
+    },
+    /// Write a file of a message this device holds to a new file (a
+    /// burn-on-read message's files cannot be saved).
+    Save {
+        /// The conversation (its id, or a unique prefix of it).
+        conv: String,
+        /// The message's number (as `read` shows it, `#N`).
+        seq: u64,
+        /// Which of its files (as `read` numbers them).
+        #[arg(long, default_value_t = 0)]
+        file: u32,
+        /// Where to write it; it must not exist yet.
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
     /// Fetch and show messages (each with its remaining time).
     Read {

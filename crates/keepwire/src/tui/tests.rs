@@ -44,6 +44,7 @@ fn app() -> App {
             expire_at_ms: Some(90_000),
             burn_on_read: false,
             read: false,
+            files: Vec::new(),
         }],
         timer: Some(3600),
         ..App::default()

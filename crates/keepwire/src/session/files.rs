@@ -1,0 +1,252 @@
+//! A device's files: sending one (sealed here, uploaded over the device's
+//! own connection, referenced inside the encrypted message) and taking
+//! one in (pulled a frame at a time once its message arrived — which is
+//! once the records service archived it — opened as its reference says,
+//! and kept in the encrypted store until its message goes).
+//!
+//! The ciphertext waits in an unnamed temporary file between the network
+//! and the store, in both directions: memory holds a frame, not the file.
+
+use std::io::{Read, Seek, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use keepwire_client::attachment::{detect_type, open, seal};
+use keepwire_client::FileInfo;
+use keepwire_protocol::attachment::Attachment;
+use keepwire_protocol::content::Content;
+use keepwire_protocol::{Request, ServerBody, MAX_BLOB_CHUNK};
+
+use super::Online;
+
+/// The media type a file's name suggests, for the types people send.
+fn type_by_name(name: &str) -> &'static str {
+    let ext = name
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "heic" => "image/heic",
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        "csv" => "text/csv",
+        "mp3" => "audio/mpeg",
+        "m4a" => "audio/mp4",
+        "ogg" | "opus" => "audio/ogg",
+        "wav" => "audio/wav",
+        "mp4" => "video/mp4",
+        "zip" => "application/zip",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        _ => "application/octet-stream",
+    }
+}
+
+/// What people see of the files `content` carries.
+pub fn infos(content: &Content) -> Vec<FileInfo> {
+    content
+        .attachments
+        .iter()
+        .map(|a| FileInfo {
+            name: a.name.clone(),
+            media_type: a.media_type.clone(),
+            size: a.size,
+            sha256: a.sha256.clone(),
+            missing: None,
+        })
+        .collect()
+}
+
+impl Online {
+    /// Seal and upload the file at `path` for `conv`: its reference.
+    pub(super) async fn upload_file(&mut self, conv: &str, path: &Path) -> Result<Attachment> {
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut head = [0u8; 16];
+        let got = file.read(&mut head)?;
+        file.rewind()?;
+        let limit = self.policy.max_attachment_bytes;
+        if limit == 0 {
+            bail!("this server takes no attachments");
+        }
+        let size = file.metadata()?.len();
+        if keepwire_protocol::attachment::cipher_size(size) > limit {
+            bail!(
+                "{} is {} MiB; the agency allows files of at most {} MiB",
+                path.display(),
+                size.div_ceil(1 << 20),
+                limit >> 20
+            );
+        }
+        let mut spool = tempfile::tempfile().context("cannot make a temporary file")?;
+        let sealed = {
+            let mut out = std::io::BufWriter::new(&mut spool);
+            let sealed = seal(&mut std::io::BufReader::new(file), &mut out)?;
+            out.flush()?;
+            sealed
+        };
+        let cipher_size = keepwire_protocol::attachment::cipher_size(sealed.size);
+        let blob = match self
+            .conn
+            .request(Request::BlobCreate {
+                conv: conv.to_string(),
+                size: cipher_size,
+                cipher_sha256: sealed.cipher_sha256.clone(),
+            })
+            .await?
+        {
+            ServerBody::Blob { blob, .. } => blob,
+            other => bail!("unexpected answer to blob_create: {other:?}"),
+        };
+        spool.rewind()?;
+        let mut buf = vec![0u8; MAX_BLOB_CHUNK];
+        let mut at = 0u64;
+        let mut complete = false;
+        while at < cipher_size {
+            let n = read_full(&mut spool, &mut buf)?;
+            if n == 0 {
+                bail!("the sealed file ended early");
+            }
+            match self.conn.upload_chunk(&blob, at, &buf[..n]).await? {
+                ServerBody::Blob {
+                    received,
+                    complete: c,
+                    ..
+                } => {
+                    at = received;
+                    complete = c;
+                }
+                other => bail!("unexpected answer to an upload: {other:?}"),
+            }
+        }
+        if !complete {
+            bail!(
+                "the server did not complete the upload of {}",
+                path.display()
+            );
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut reference = sealed.reference(blob, &name, type_by_name(&name));
+        reference.detected_type = detect_type(&head[..got]).map(str::to_string);
+        Ok(reference)
+    }
+
+    /// Keep a copy of each file just sent (from where it was read).
+    pub(super) fn keep_sent(&self, conv: &str, seq: u64, paths: &[&Path]) -> Result<()> {
+        for (n, path) in paths.iter().enumerate() {
+            let mut w = self.device.store().file_writer(conv, seq, n as u32);
+            std::io::copy(&mut std::fs::File::open(path)?, &mut w)?;
+            w.finish()?;
+        }
+        Ok(())
+    }
+
+    /// Take in the files a received message references; for each, why it
+    /// is missing, if it is.
+    pub(super) async fn take_files(
+        &mut self,
+        conv: &str,
+        seq: u64,
+        references: &[Attachment],
+    ) -> Result<Vec<Option<String>>> {
+        let mut missing = Vec::with_capacity(references.len());
+        for (n, r) in references.iter().enumerate() {
+            missing.push(self.take_file(conv, seq, n as u32, r).await?);
+        }
+        Ok(missing)
+    }
+
+    async fn take_file(
+        &mut self,
+        conv: &str,
+        seq: u64,
+        n: u32,
+        reference: &Attachment,
+    ) -> Result<Option<String>> {
+        let mut spool = tempfile::tempfile().context("cannot make a temporary file")?;
+        let size = reference.cipher_size();
+        let mut at = 0u64;
+        while at < size {
+            let want = (size - at).min(MAX_BLOB_CHUNK as u64) as u32;
+            let part = match self.conn.fetch_blob(&reference.blob, at, want).await {
+                Ok(p) => p,
+                Err(e) => match e.downcast::<crate::net::Refused>() {
+                    Ok(refused) => {
+                        return Ok(Some(format!("the server refused it ({})", refused.0)))
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            if part.is_empty() {
+                return Ok(Some(format!("the server holds {at} of its {size} bytes")));
+            }
+            spool.write_all(&part)?;
+            at += part.len() as u64;
+        }
+        spool.rewind()?;
+        let mut w = self.device.store().file_writer(conv, seq, n);
+        match open(reference, &mut std::io::BufReader::new(spool), &mut w) {
+            Ok(()) => {
+                w.finish()?;
+                Ok(None)
+            }
+            Err(e) => Ok(Some(e.to_string())),
+        }
+    }
+
+    /// Write file `n` of message `conv`#`seq` to `out` (a new file): its
+    /// size. A burn-on-read message's files are shown, never saved.
+    pub fn save_file(&self, conv: &str, seq: u64, n: u32, out: &Path) -> Result<u64> {
+        let messages = self.device.store().messages(Some(conv))?;
+        let m = messages
+            .iter()
+            .find(|m| m.seq == seq)
+            .with_context(|| format!("this device holds no message #{seq} in {conv}"))?;
+        if m.burn_on_read {
+            bail!("#{seq} burns on read: its files cannot be saved");
+        }
+        let info = m
+            .files
+            .get(n as usize)
+            .with_context(|| format!("#{seq} has no file {n}"))?;
+        if let Some(why) = &info.missing {
+            bail!("file {n} of #{seq} is not on this device: {why}");
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(out)
+            .with_context(|| format!("cannot create {} (it must not exist yet)", out.display()))?;
+        let (size, sha256) = self
+            .device
+            .store()
+            .read_file(conv, seq, n, &mut f)?
+            .with_context(|| format!("file {n} of #{seq} is not on this device"))?;
+        if sha256 != info.sha256 {
+            bail!("file {n} of #{seq} does not match its SHA-256");
+        }
+        f.sync_all()?;
+        Ok(size)
+    }
+}
+
+/// Fill `buf` from `r`: less only at the end.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = r.read(&mut buf[filled..])?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
