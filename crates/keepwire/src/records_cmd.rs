@@ -12,6 +12,7 @@ use keepwire_records::{verify, Archive};
 use serde::Serialize;
 
 mod account_cmd;
+mod file_cmd;
 mod key_cmd;
 
 use keepwire_records::accounts::Action;
@@ -495,6 +496,12 @@ pub async fn records(
                 Ok(())
             }
         }
+        RecordsCommand::Attachment {
+            id,
+            file,
+            out,
+            json,
+        } => file_cmd::attachment(&office_dir, &signin, id, file, &out, json).await,
         RecordsCommand::Checkpoint { json } => checkpoint(&office_dir, &signin, json).await,
         RecordsCommand::Proof { record_id, .. } => proof(&existing()?, record_id),
         RecordsCommand::Consistency {

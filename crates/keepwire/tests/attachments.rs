@@ -451,13 +451,33 @@ fn devices_send_read_and_save_files_and_burn_them_with_their_message() {
     );
     assert!(!gone.exists());
 
-    // The archive holds every file, and verifies.
+    // The archive holds every file, and verifies; an officer extracts
+    // one, checked against its reference, and the log says so.
     let records = agency.records(false);
     let with_files: Vec<&serde_json::Value> = records
         .iter()
         .filter(|r| r["attachments"].is_array())
         .collect();
     assert_eq!(with_files.len(), 2, "{records:?}");
+    let id = with_files[0]["id"].to_string();
+    let extracted = dir.join("extracted.jpg");
+    let got: serde_json::Value = serde_json::from_str(&common::ok(agency.records_output(&[
+        "attachment",
+        &id,
+        "--out",
+        extracted.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(got["name"], "scene photo.jpg", "{got}");
+    assert!(
+        std::fs::read(&extracted).unwrap() == bytes,
+        "the officer extracts the photo"
+    );
+    let views = agency.leaves("action").join("\n");
+    assert!(views.contains("view-file"), "{views}");
+    let (leaves, covered) = agency.log_and_checkpoint_sizes();
+    assert_eq!(covered, leaves, "a signed checkpoint covers the release");
     let out = agency.records_output(&["verify"]);
     assert!(
         out.status.success(),

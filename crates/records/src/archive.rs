@@ -19,6 +19,7 @@ use crate::record::{RecordKind, RecordMeta};
 use crate::tlog::Leaf;
 use crate::RecordsError;
 
+mod files;
 pub mod key;
 mod pg;
 mod sqlite;

@@ -122,6 +122,23 @@ pub(crate) enum RecordsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a file of a record to a new file, checked against the
+    /// record's reference (every segment, both hashes). Releasing the
+    /// file's key is a view: the records service logs it and signs a
+    /// checkpoint covering that first.
+    Attachment {
+        /// The record's id (from `records list`).
+        id: i64,
+        /// Which of its files (as `records show` numbers them).
+        #[arg(long, default_value_t = 0)]
+        file: u32,
+        /// Where to write it; it must not exist yet.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the latest signed checkpoint of the archive's transparency log
     /// (C2SP tlog-checkpoint, Ed25519 signed note): the running records
     /// service signs a new one first if the log has grown since.

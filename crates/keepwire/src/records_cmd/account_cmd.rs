@@ -116,9 +116,14 @@ fn office_url(records_dir: &Path, signin: &SignIn) -> Result<String> {
 /// Carry out `request` at the running records office, signed in as
 /// `signin` says (or with the setup token, for the first admin).
 pub async fn ask(records_dir: &Path, signin: &SignIn, request: &Request) -> Result<Value> {
-    crate::net::trust_ca(signin.records_ca_cert.clone());
-    let url = office_url(records_dir, signin)?;
-    let authorization = match (signed_in_as(signin), request) {
+    let authorization = authorization(records_dir, signin, request)?;
+    ask_as(records_dir, signin, &authorization, request).await
+}
+
+/// The `Authorization` header `request` goes with: the account's name and
+/// password (read once, here), or the setup token for the first admin.
+pub fn authorization(records_dir: &Path, signin: &SignIn, request: &Request) -> Result<String> {
+    Ok(match (signed_in_as(signin), request) {
         (Some(name), _) => {
             let basic = format!("{name}:{}", password(signin)?);
             format!("Basic {}", keepwire_protocol::b64::encode(basic.as_bytes()))
@@ -134,12 +139,24 @@ pub async fn ask(records_dir: &Path, signin: &SignIn, request: &Request) -> Resu
             "sign in with --as NAME (KEEPWIRE_RECORDS_USER) and the password \
              (KEEPWIRE_RECORDS_PASSWORD, --password-file, or typed)"
         ),
-    };
+    })
+}
+
+/// Carry out `request` at the running records office with
+/// `authorization` (several requests, one password prompt).
+pub async fn ask_as(
+    records_dir: &Path,
+    signin: &SignIn,
+    authorization: &str,
+    request: &Request,
+) -> Result<Value> {
+    crate::net::trust_ca(signin.records_ca_cert.clone());
+    let url = office_url(records_dir, signin)?;
     let body = serde_json::to_vec(request)?;
     let (status, answer) = crate::net::http::request(
         "POST",
         &format!("{}/v1/office", url.trim_end_matches('/')),
-        Some(&authorization),
+        Some(authorization),
         body,
         16 * 1024 * 1024,
         Duration::from_secs(60),

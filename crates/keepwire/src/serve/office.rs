@@ -53,6 +53,10 @@ pub use batch::Batch;
 pub use http::{start, Listen, Running};
 pub use throttle::Throttle;
 
+/// The stored bytes of a file one answer carries at most (base64 in
+/// JSON): few sign-ins for a large file, a bounded answer for each.
+pub const FILE_PART: usize = 4 * 1024 * 1024;
+
 /// At most one checkpoint a second for privileged actions.
 pub const BATCH: Duration = Duration::from_secs(1);
 /// The file the setup token is in, in the records directory.
@@ -68,6 +72,19 @@ pub enum Request {
     /// A record, decrypted.
     Show {
         id: i64,
+    },
+    /// A record's file: its reference (the key to open it), released
+    /// as a logged, covered view.
+    FileKey {
+        id: i64,
+        n: u32,
+    },
+    /// Stored bytes of a record's file (ciphertext), from `offset`: at
+    /// most [`FILE_PART`].
+    FileBytes {
+        id: i64,
+        n: u32,
+        offset: u64,
     },
     /// Destroy a record's content under a disposition authority.
     Destroy {
@@ -97,7 +114,9 @@ pub enum Request {
 impl Request {
     fn action(&self) -> Action {
         match self {
-            Request::Show { .. } => Action::View,
+            Request::Show { .. } | Request::FileKey { .. } | Request::FileBytes { .. } => {
+                Action::View
+            }
             Request::Destroy { .. } => Action::Destroy,
             Request::Checkpoint => Action::Checkpoint,
             Request::Accounts | Request::AddAccount { .. } | Request::SetDisabled { .. } => {
@@ -306,6 +325,32 @@ impl Office {
                 // "Leaf formats").
                 out["content_commitment"] = leaf_commitment(&self.archive, r.leaf)?;
                 Ok(Answer::Covered(out))
+            }
+            Request::FileKey { id, n } => {
+                let (conv, seq, reference) =
+                    self.archive.file_reference(id, n)?.ok_or_else(|| {
+                        Refusal::NotFound(format!(
+                            "record {id} holds no file {n} (or its content was destroyed)"
+                        ))
+                    })?;
+                // The file's key is its content: releasing it is a view,
+                // logged and covered before it is given.
+                self.archive.log_action(
+                    &name,
+                    "view-file",
+                    &format!("record {id} file {n} ({conv}#{seq}, {})", reference.name),
+                    now,
+                )?;
+                let out =
+                    serde_json::to_value(&reference).map_err(|e| Refusal::Failed(e.to_string()))?;
+                Ok(Answer::Covered(out))
+            }
+            Request::FileBytes { id, n, offset } => {
+                let bytes = self.archive.file_bytes(id, n, offset, FILE_PART)?;
+                Ok(Answer::Now(json!({
+                    "offset": offset,
+                    "bytes": keepwire_protocol::b64::encode(&bytes),
+                })))
             }
             Request::Destroy { id, authority } => {
                 let authority = authority.trim();

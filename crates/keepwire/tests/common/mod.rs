@@ -136,7 +136,7 @@ fn signs_in_as(args: &[&str]) -> Option<(&'static str, &'static str)> {
     match args.first().copied() {
         Some("key") if args.get(1) == Some(&"status") => None,
         Some("account" | "key" | "rotate-key") => Some(KEEPER),
-        Some("show" | "destroy" | "checkpoint") => Some(OFFICER),
+        Some("show" | "attachment" | "destroy" | "checkpoint") => Some(OFFICER),
         _ => None,
     }
 }
