@@ -52,6 +52,7 @@ pub async fn run(
             every: Duration::from_secs(60),
             witnesses: Vec::new(),
             office: None,
+            scan: None,
         },
         std::future::pending(),
     )

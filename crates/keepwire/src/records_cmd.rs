@@ -103,6 +103,9 @@ fn print_record(r: &serde_json::Value) {
             f["size"],
             s(&f["sha256"])
         );
+        if let Some(scan) = f["scan"].as_str() {
+            println!("                malware scan: {scan}");
+        }
     }
 }
 

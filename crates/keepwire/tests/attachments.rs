@@ -485,3 +485,83 @@ fn devices_send_read_and_save_files_and_burn_them_with_their_message() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Every captured file goes through the agency's scanner (`--scan-command`):
+/// its verdict is in the record's leaf and shown wherever the file is
+/// offered; a finding does not keep the file out of the record.
+#[test]
+fn captured_files_go_through_the_agencys_malware_scanner() {
+    // A stand-in for `clamdscan --no-summary`: exit 1 and a line naming
+    // the finding for a file holding the test string, 0 otherwise.
+    let scanner = r#"f() { if grep -q KEEPWIRE-TEST-MALWARE "$1"; then echo "$1: Test-Signature FOUND"; exit 1; fi; echo "$1: OK"; }; f"#;
+    let agency = Agency::start_with(&["--scan-command", scanner]);
+    let alice = agency.user("alice", "staff");
+    agency.user("bob", "staff");
+    alice.accept_notice();
+    let conv = alice.create(&["bob"]);
+    let dir = agency.tmp.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let clean = dir.join("minutes.txt");
+    std::fs::write(&clean, b"minutes of the meeting").unwrap();
+    let bad = dir.join("invoice.pdf");
+    std::fs::write(&bad, b"%PDF-1.7 KEEPWIRE-TEST-MALWARE").unwrap();
+    let sent = alice.json(&[
+        "chat",
+        "send",
+        &conv,
+        "two files",
+        "--file",
+        clean.to_str().unwrap(),
+        "--file",
+        bad.to_str().unwrap(),
+        "--wait-captured",
+        "60",
+    ]);
+    assert_eq!(sent["captured"], true, "{sent}");
+
+    let record = agency
+        .records(false)
+        .into_iter()
+        .find(|r| r["attachments"].is_array())
+        .expect("the message is archived with its files");
+    assert_eq!(record["attachments"][0]["scan"], "clean", "{record}");
+    let found = record["attachments"][1]["scan"].as_str().unwrap();
+    assert!(
+        found.starts_with("found: ") && found.contains("Test-Signature FOUND"),
+        "{found}"
+    );
+    let leaves = agency.leaves("record").join("\n");
+    assert!(
+        leaves.contains("Test-Signature FOUND"),
+        "the verdict is in the leaf"
+    );
+
+    // Offered to an officer with its verdict.
+    let id = record["id"].to_string();
+    let shown: serde_json::Value =
+        serde_json::from_str(&common::ok(agency.records_output(&["show", &id, "--json"]))).unwrap();
+    assert_eq!(shown["files"][1]["scan"], found);
+    let out = dir.join("extracted.pdf");
+    let got: serde_json::Value = serde_json::from_str(&common::ok(agency.records_output(&[
+        "attachment",
+        &id,
+        "--file",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(got["scan"], found);
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        b"%PDF-1.7 KEEPWIRE-TEST-MALWARE",
+        "kept as evidence, whatever the verdict"
+    );
+    // The plaintext the scanner read is gone from the spool.
+    let spool = agency.data.join("records").join("spool");
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}

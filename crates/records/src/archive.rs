@@ -20,6 +20,7 @@ use crate::tlog::Leaf;
 use crate::RecordsError;
 
 mod files;
+pub use files::FileOut;
 pub mod key;
 mod pg;
 mod sqlite;
@@ -60,6 +61,9 @@ pub struct ShownFile {
     pub detected_type: Option<String>,
     pub size: u64,
     pub sha256: String,
+    /// The malware scanner's verdict at capture, where one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<String>,
 }
 
 /// What capture hands to the archive for one entry.
@@ -518,6 +522,7 @@ impl Archive {
                                 detected_type: a.detected_type,
                                 size: a.size,
                                 sha256: a.sha256,
+                                scan: None,
                             })
                             .collect();
                         content.text
@@ -525,6 +530,10 @@ impl Archive {
                     Err(_) => String::from_utf8_lossy(&plain).into_owned(),
                 }
             });
+            let attachments = parse_attachments(row.attachments.as_deref())?;
+            for (f, a) in files.iter_mut().zip(&attachments) {
+                f.scan = a.scan.clone();
+            }
             out.push(Record {
                 id: row.id,
                 meta: RecordMeta {
@@ -540,7 +549,7 @@ impl Archive {
                     expire_after_secs: row.expire_after_secs,
                     burn_on_read: row.burn_on_read,
                     note: row.note,
-                    attachments: parse_attachments(row.attachments.as_deref())?,
+                    attachments,
                 },
                 receipt: serde_json::from_str(&row.receipt)
                     .map_err(|e| RecordsError::Archive(e.to_string()))?,

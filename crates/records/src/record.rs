@@ -118,6 +118,10 @@ pub struct AttachmentMeta {
     pub cipher_size: u64,
     /// SHA-256 of the bytes as stored, hex.
     pub cipher_sha256: String,
+    /// The agency's malware scanner's verdict at capture (`clean`,
+    /// `found: …`, `scan failed: …`); absent where none is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<String>,
 }
 
 impl AttachmentMeta {
@@ -128,6 +132,7 @@ impl AttachmentMeta {
             sha256: a.sha256.clone(),
             cipher_size: a.cipher_size(),
             cipher_sha256: a.cipher_sha256.clone(),
+            scan: None,
         }
     }
 }

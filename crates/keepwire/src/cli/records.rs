@@ -16,6 +16,12 @@ pub(crate) struct CheckpointArgs {
     /// (repeatable; comma-separated in the variable).
     #[arg(long = "witness", env = "KEEPWIRE_WITNESSES", value_delimiter = ',')]
     pub(crate) witnesses: Vec<String>,
+    /// A malware scanner run on every captured file (e.g. `clamdscan
+    /// --no-summary`): the file's path is appended; exit 0 is clean, 1 a
+    /// finding, anything else a failed scan. Its verdict is kept in the
+    /// record's leaf and shown wherever the file is offered.
+    #[arg(long, env = "KEEPWIRE_SCAN_COMMAND")]
+    pub(crate) scan_command: Option<String>,
     #[command(flatten)]
     pub(crate) office: OfficeArgs,
 }
@@ -70,6 +76,7 @@ impl CheckpointArgs {
                 .map(|w| w.parse())
                 .collect::<Result<_, _>>()?,
             office: self.office.listen()?,
+            scan: self.scan_command.clone(),
         })
     }
 }

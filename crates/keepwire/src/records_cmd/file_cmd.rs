@@ -25,9 +25,10 @@ pub async fn attachment(
 ) -> Result<()> {
     let key = Request::FileKey { id, n };
     let auth = authorization(records_dir, signin, &key)?;
-    let reference: Attachment =
-        serde_json::from_value(ask_as(records_dir, signin, &auth, &key).await?)
-            .context("the records office's answer is not a file reference")?;
+    let answer = ask_as(records_dir, signin, &auth, &key).await?;
+    let scan = answer["scan"].as_str().map(str::to_string);
+    let reference: Attachment = serde_json::from_value(answer)
+        .context("the records office's answer is not a file reference")?;
     let mut spool = tempfile::tempfile().context("cannot make a temporary file")?;
     let size = reference.cipher_size();
     let mut at = 0u64;
@@ -72,6 +73,7 @@ pub async fn attachment(
             "media_type": reference.media_type,
             "size": reference.size,
             "sha256": reference.sha256,
+            "scan": scan,
             "out": out,
         }))
     } else {
@@ -83,6 +85,9 @@ pub async fn attachment(
             reference.sha256,
             out.display()
         );
+        if let Some(scan) = scan {
+            println!("malware scan at capture: {scan}");
+        }
         Ok(())
     }
 }

@@ -327,12 +327,16 @@ impl Office {
                 Ok(Answer::Covered(out))
             }
             Request::FileKey { id, n } => {
-                let (conv, seq, reference) =
-                    self.archive.file_reference(id, n)?.ok_or_else(|| {
-                        Refusal::NotFound(format!(
-                            "record {id} holds no file {n} (or its content was destroyed)"
-                        ))
-                    })?;
+                let keepwire_records::archive::FileOut {
+                    conv,
+                    seq,
+                    reference,
+                    scan,
+                } = self.archive.file_reference(id, n)?.ok_or_else(|| {
+                    Refusal::NotFound(format!(
+                        "record {id} holds no file {n} (or its content was destroyed)"
+                    ))
+                })?;
                 // The file's key is its content: releasing it is a view,
                 // logged and covered before it is given.
                 self.archive.log_action(
@@ -341,8 +345,9 @@ impl Office {
                     &format!("record {id} file {n} ({conv}#{seq}, {})", reference.name),
                     now,
                 )?;
-                let out =
+                let mut out =
                     serde_json::to_value(&reference).map_err(|e| Refusal::Failed(e.to_string()))?;
+                out["scan"] = scan.into();
                 Ok(Answer::Covered(out))
             }
             Request::FileBytes { id, n, offset } => {

@@ -122,10 +122,11 @@ pub async fn run_records(
     // officers act while the server is away.
     let mut beside = Beside {
         witnessing: super::witnessing::spawn(&at, &publishing)?,
-        office: match publishing.office {
-            Some(listen) => Some(super::office::start(&at, &listen).await?),
+        office: match &publishing.office {
+            Some(listen) => Some(super::office::start(&at, listen).await?),
             None => None,
         },
+        scan: publishing.scan.clone(),
     };
     loop {
         match records_once(
@@ -185,6 +186,8 @@ pub async fn enroll_records(server: &str, at: &ArchiveAt, code: &str) -> Result<
 struct Beside {
     witnessing: Option<Witnessing>,
     office: Option<super::office::Running>,
+    /// The malware scanner each captured file goes through.
+    scan: Option<String>,
 }
 
 /// One connection's worth of capture; Ok only when asked to stop.
@@ -208,7 +211,7 @@ async fn records_once(
     conn.request(device.key_packages_request(crate::session::KEY_PACKAGE_POOL, true)?)
         .await?;
     let notary = at.notary()?;
-    let spool = files::spool(dir)?;
+    let intake = files::Intake::new(dir, beside.scan.clone())?;
     // The server keeps the chain of checkpoints this archive published:
     // an archive that no longer holds what it signed (cut back, an old
     // copy restored, rewritten) captures nothing more — going on would
@@ -282,7 +285,7 @@ async fn records_once(
                 let batch = gather_batch(&mut conn, d)?;
                 // Files first: a message is archived with them or withheld.
                 let mut staged = capture.stage_batch(&batch)?;
-                files::fetch(&mut conn, &spool, &mut staged).await?;
+                files::fetch(&mut conn, &intake, &mut staged).await?;
                 capture.submit_staged(staged)?;
             }
             ServerBody::AdminDecision {
@@ -308,7 +311,7 @@ async fn records_once(
             }
             ServerBody::Evict { conv, devices } => {
                 settle(&mut conn, &mut capture, &mut done).await?;
-                evict(&mut conn, &mut capture, &spool, &conv, &devices).await?;
+                evict(&mut conn, &mut capture, &intake, &conv, &devices).await?;
             }
             _ => {}
         }
@@ -317,7 +320,7 @@ async fn records_once(
             for (conv, req) in capture.proposal_commits() {
                 match req {
                     Ok(req) => {
-                        commit_as_records(&mut conn, &mut capture, &spool, &conv, req).await?
+                        commit_as_records(&mut conn, &mut capture, &intake, &conv, req).await?
                     }
                     Err(e) => tracing::warn!(conv, error = %e, "cannot commit proposals"),
                 }
@@ -503,12 +506,12 @@ use keepwire_records::capture::CAPTURE_BATCH;
 async fn capture_and_ack(
     conn: &mut Conn,
     capture: &mut Capture,
-    spool: &Path,
+    intake: &files::Intake,
     d: &Delivery,
 ) -> Result<()> {
     capture.settle()?;
     let mut staged = capture.stage_batch(std::slice::from_ref(d))?;
-    files::fetch(conn, spool, &mut staged).await?;
+    files::fetch(conn, intake, &mut staged).await?;
     let captured = capture.commit_staged(staged)?;
     acknowledge(conn, captured).await
 }
@@ -517,12 +520,12 @@ async fn capture_and_ack(
 async fn evict(
     conn: &mut Conn,
     capture: &mut Capture,
-    spool: &Path,
+    intake: &files::Intake,
     conv: &str,
     devices: &[String],
 ) -> Result<()> {
     match capture.evict(conv, devices)? {
-        Some(req) => commit_as_records(conn, capture, spool, conv, req).await,
+        Some(req) => commit_as_records(conn, capture, intake, conv, req).await,
         None => Ok(()),
     }
 }
@@ -534,7 +537,7 @@ async fn evict(
 async fn commit_as_records(
     conn: &mut Conn,
     capture: &mut Capture,
-    spool: &Path,
+    intake: &files::Intake,
     conv: &str,
     req: Request,
 ) -> Result<()> {
@@ -548,7 +551,7 @@ async fn commit_as_records(
             // Entries of this conversation that precede the commit and
             // arrived while it was on its way are archived first.
             for d in conn.take_deliveries_before(conv, r.seq) {
-                capture_and_ack(conn, capture, spool, &d).await?;
+                capture_and_ack(conn, capture, intake, &d).await?;
             }
             let captured = capture.own_commit_accepted(message, r)?;
             acknowledge(conn, captured).await?;

@@ -32,15 +32,17 @@ const MAX_ANSWER: usize = 16 * 1024;
 /// is answered with a proof from it.
 const ATTEMPTS: usize = 3;
 
-/// How the records service publishes: a checkpoint every `every` when the
-/// log grew, sent to `witnesses`; and where its records office listens
-/// for officers' actions, each covered by a checkpoint
-/// ([`super::office`]).
+/// How the records service runs beside capture: a checkpoint every
+/// `every` when the log grew, sent to `witnesses`; where its records
+/// office listens for officers' actions, each covered by a checkpoint
+/// ([`super::office`]); and the malware scanner each captured file goes
+/// through (`super::records` `files`).
 #[derive(Clone, Debug)]
 pub struct Publishing {
     pub every: Duration,
     pub witnesses: Vec<Peer>,
     pub office: Option<super::office::Listen>,
+    pub scan: Option<String>,
 }
 
 /// Where a witness stands, as the records service last saw it.

@@ -10,26 +10,43 @@ use keepwire_protocol::attachment::Attachment;
 use super::Archive;
 use crate::RecordsError;
 
+/// A record's file as the office releases it.
+pub struct FileOut {
+    pub conv: String,
+    pub seq: u64,
+    pub reference: Attachment,
+    pub scan: Option<String>,
+}
+
 impl Archive {
-    /// File `n` of record `id`: where the record is (`conv`, `seq`) and
-    /// the file's reference. None when the record holds no such file, or
-    /// no content any more (destroyed).
-    pub fn file_reference(
-        &self,
-        id: i64,
-        n: u32,
-    ) -> Result<Option<(String, u64, Attachment)>, RecordsError> {
+    /// File `n` of record `id`: where the record is (`conv`, `seq`), the
+    /// file's reference, and the malware scanner's verdict at capture.
+    /// None when the record holds no such file, or no content any more
+    /// (destroyed).
+    pub fn file_reference(&self, id: i64, n: u32) -> Result<Option<FileOut>, RecordsError> {
         let Some(c) = self.store.sealed_content(id)? else {
             return Ok(None);
         };
         let (_, plain) = self.unseal(&c.conv, c.seq, &c.wrapped_key, &c.body)?;
         let content = keepwire_protocol::content::Content::decode(&plain)
             .map_err(|e| RecordsError::Archive(format!("record {id}'s content: {e}")))?;
+        let scan = match self.store.records(super::Which::One(id), false)?.first() {
+            Some(row) => super::parse_attachments(row.attachments.as_deref())?
+                .into_iter()
+                .nth(n as usize)
+                .and_then(|a| a.scan),
+            None => None,
+        };
         Ok(content
             .attachments
             .into_iter()
             .nth(n as usize)
-            .map(|a| (c.conv, c.seq, a)))
+            .map(|reference| FileOut {
+                conv: c.conv,
+                seq: c.seq,
+                reference,
+                scan,
+            }))
     }
 
     /// Up to `len` stored bytes of file `n` of record `id` from `offset`.

@@ -36,9 +36,18 @@ impl StagedBatch {
     }
 
     /// Record `index`'s files, fetched and checked, spooled in the
-    /// order of its references.
-    pub fn attach(&mut self, index: usize, files: Vec<std::path::PathBuf>) {
+    /// order of its references, each with the malware scanner's verdict
+    /// where one ran (kept in the record's leaf).
+    pub fn attach(
+        &mut self,
+        index: usize,
+        files: Vec<std::path::PathBuf>,
+        verdicts: Vec<Option<String>>,
+    ) {
         if let Some(r) = self.records.get_mut(index) {
+            for (a, v) in r.meta.attachments.iter_mut().zip(verdicts) {
+                a.scan = v;
+            }
             r.files = files;
         }
     }

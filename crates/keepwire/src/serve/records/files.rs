@@ -26,27 +26,45 @@ use crate::net::{Conn, Refused};
 /// Where files wait between their fetch and their batch's write.
 const SPOOL: &str = "spool";
 
-/// The spool directory of the records directory `dir`, gone: what a
-/// crash left there belongs to batches that were never acknowledged and
-/// will come again. The first file fetched makes it again.
-pub fn spool(dir: &Path) -> Result<PathBuf> {
-    let spool = dir.join(SPOOL);
-    if spool.exists() {
-        std::fs::remove_dir_all(&spool)
-            .with_context(|| format!("cannot empty {}", spool.display()))?;
-    }
-    Ok(spool)
+/// How files come in: where they wait, and the scanner they go through.
+pub struct Intake {
+    spool: PathBuf,
+    scan: Option<String>,
 }
 
-/// Fetch, check and spool every file `batch` wants; a message whose
-/// files cannot all be had as referenced is withheld.
-pub async fn fetch(conn: &mut Conn, spool: &Path, batch: &mut StagedBatch) -> Result<()> {
+impl Intake {
+    /// The spool directory of the records directory `dir` is removed:
+    /// what a crash left there belongs to batches that were never
+    /// acknowledged and will come again. The first file fetched makes it
+    /// again.
+    pub fn new(dir: &Path, scan: Option<String>) -> Result<Self> {
+        let spool = dir.join(SPOOL);
+        if spool.exists() {
+            std::fs::remove_dir_all(&spool)
+                .with_context(|| format!("cannot empty {}", spool.display()))?;
+        }
+        Ok(Intake { spool, scan })
+    }
+}
+
+/// Fetch, check and spool every file `batch` wants, each through the
+/// agency's scanner if it has one; a message whose files cannot all be
+/// had as referenced is withheld.
+pub async fn fetch(conn: &mut Conn, intake: &Intake, batch: &mut StagedBatch) -> Result<()> {
+    let (spool, scan) = (&intake.spool, intake.scan.as_deref());
     for (index, references) in batch.wanted() {
         let mut files = Vec::with_capacity(references.len());
+        let mut verdicts = Vec::with_capacity(references.len());
         let mut refused = None;
         for (n, reference) in references.iter().enumerate() {
             match fetch_one(conn, spool, reference).await? {
-                Ok(path) => files.push(path),
+                Ok(path) => {
+                    verdicts.push(match scan {
+                        Some(command) => Some(scan_one(command, spool, &path, reference).await?),
+                        None => None,
+                    });
+                    files.push(path);
+                }
                 Err(why) => {
                     refused = Some(format!("its file {n} ({}): {why}", reference.blob));
                     break;
@@ -54,7 +72,7 @@ pub async fn fetch(conn: &mut Conn, spool: &Path, batch: &mut StagedBatch) -> Re
             }
         }
         match refused {
-            None => batch.attach(index, files),
+            None => batch.attach(index, files, verdicts),
             Some(why) => {
                 for f in files {
                     let _ = std::fs::remove_file(f);
@@ -114,4 +132,72 @@ async fn fetch_one(
             Ok(Err(e.to_string()))
         }
     }
+}
+
+/// How long one scan may take before it counts as failed.
+const SCAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Run the agency's scanner on the plaintext of the file spooled at
+/// `path`: its verdict. The plaintext exists only while the scanner runs,
+/// owner-only, in the spool; a scanner that fails, or takes too long, is a
+/// verdict too (`scan failed: …`) — the file is archived either way, as
+/// evidence, its verdict in its record's leaf.
+async fn scan_one(
+    command: &str,
+    spool: &Path,
+    path: &Path,
+    reference: &Attachment,
+) -> Result<String> {
+    let plain = spool.join(format!("{}.plain", reference.blob));
+    {
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&plain)
+            .with_context(|| format!("cannot create {}", plain.display()))?;
+        let mut blob = std::io::BufReader::new(std::fs::File::open(path)?);
+        keepwire_client::attachment::open(reference, &mut blob, &mut out)
+            .map_err(|e| anyhow::anyhow!("the spooled file no longer opens: {e}"))?;
+    }
+    // `sh -c 'COMMAND "$1"' scan PATH`: the command as the agency wrote
+    // it, the path one argument whatever its characters.
+    let run = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{command} \"$1\""))
+        .arg("keepwire-scan")
+        .arg(&plain)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let verdict = match tokio::time::timeout(SCAN_TIMEOUT, run).await {
+        Err(_) => format!(
+            "scan failed: no verdict within {} s",
+            SCAN_TIMEOUT.as_secs()
+        ),
+        Ok(Err(e)) => format!("scan failed: cannot run the scanner: {e}"),
+        Ok(Ok(out)) => {
+            let said: String = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .chain(String::from_utf8_lossy(&out.stderr).lines())
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect();
+            match out.status.code() {
+                Some(0) => "clean".to_string(),
+                Some(1) => format!("found: {said}"),
+                code => format!(
+                    "scan failed: exit {}: {said}",
+                    code.map_or("by signal".to_string(), |c| c.to_string())
+                ),
+            }
+        }
+    };
+    let _ = std::fs::remove_file(&plain);
+    if verdict != "clean" {
+        tracing::warn!(blob = %reference.blob, %verdict, "a captured file's malware scan did not come back clean");
+    }
+    Ok(verdict)
 }

@@ -25,6 +25,7 @@ fn a_record_keeps_its_files_until_its_content_is_destroyed(store: &mut Store) {
             sha256: "a".repeat(64),
             cipher_size: b.len() as u64,
             cipher_sha256: "b".repeat(64),
+            scan: Some("clean".into()),
         })
         .collect();
     let r = receipt("c", 1, &key);
