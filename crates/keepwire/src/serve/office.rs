@@ -214,8 +214,10 @@ impl Office {
             aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness"))?;
             let token = keepwire_protocol::b64::encode(&bytes);
             let path = at.dir.join(SETUP_TOKEN);
-            let _ = std::fs::remove_file(&path);
-            keepwire_protocol::files::write_private(&path, token.as_bytes())
+            // Replaced whole: a command reading it meanwhile gets the old
+            // token or the new, never no file (seen: a test's first admin
+            // refused in that instant).
+            keepwire_protocol::files::replace_private(&path, token.as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
             tracing::warn!(
                 token_file = %path.display(),

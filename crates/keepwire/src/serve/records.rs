@@ -109,6 +109,9 @@ pub async fn run_records(
         "keepwire records service",
         "cannot start the records service",
     )?;
+    // Holding the lock, any office URL here is a dead service's (killed):
+    // gone, so that no command talks to it while this one starts.
+    let _ = std::fs::remove_file(at.dir.join(super::office::URL_FILE));
     super::owner::tighten(&at.dir)?;
     super::evidence::check_archive(&at.dir, at.database.as_deref()).map_err(fatal)?;
     if let Some(code) = code {
