@@ -62,6 +62,11 @@ pub enum Action {
     AcceptNotice,
     /// The selection changed: reload the conversation.
     Select,
+    /// Send a file (`/attach PATH`), sealed and uploaded first.
+    Attach {
+        conv: String,
+        path: std::path::PathBuf,
+    },
     Send {
         conv: String,
         text: String,
@@ -84,7 +89,8 @@ pub enum Action {
 /// What `/help` says.
 pub const HELP: &str =
     "Enter sends · /create USER… starts a conversation · /add USER… adds people · \
-/timer SECS sets the disappearing timer (0: off) · Tab/↑↓ switch · /quit or Esc quits";
+/timer SECS sets the disappearing timer (0: off) · /attach PATH sends a file · Tab/↑↓ switch · \
+/quit or Esc quits";
 
 impl App {
     /// How `who` ("user/device") is shown: "me", or the user's display
@@ -181,6 +187,17 @@ impl App {
             }
             return Action::Add { conv, users };
         }
+        if let Some(arg) = text.strip_prefix("/attach") {
+            let path = arg.trim();
+            if path.is_empty() {
+                self.status = "usage: /attach PATH".into();
+                return Action::None;
+            }
+            return Action::Attach {
+                conv,
+                path: path.into(),
+            };
+        }
         if let Some(arg) = text.strip_prefix("/timer") {
             return match arg.trim().parse::<u64>() {
                 Ok(secs) => Action::SetTimer { conv, secs },
@@ -266,6 +283,16 @@ pub fn draw(f: &mut Frame, app: &App, now_ms: u64) {
                 ),
                 Span::styled(format!("{who}: "), Style::default().fg(Color::Cyan)),
                 Span::raw(m.text.clone()),
+                Span::styled(
+                    m.files
+                        .iter()
+                        .map(|f| match &f.missing {
+                            None => format!("  [file: {} · {} bytes]", f.name, f.size),
+                            Some(_) => format!("  [file: {} · not on this device]", f.name),
+                        })
+                        .collect::<String>(),
+                    Style::default().fg(Color::Yellow),
+                ),
                 Span::styled(
                     format!("  ({})", m.remaining(now_ms)),
                     Style::default().fg(Color::DarkGray),
@@ -448,6 +475,10 @@ async fn perform(app: &mut App, shell: &mut Shell, action: Action) -> Result<boo
             }
             r.map(|seq| app.status = format!("sent as #{seq}"))
         }
+        Action::Attach { conv, path } => online
+            .send_files(&conv, "", &[path.as_path()], None, false)
+            .await
+            .map(|seq| app.status = format!("sent {} as #{seq}", path.display())),
         Action::SetTimer { conv, secs } => online.set_timer(&conv, secs).await.map(|_| {
             app.status = match secs {
                 0 => "disappearing timer off".into(),

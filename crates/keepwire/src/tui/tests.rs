@@ -44,7 +44,13 @@ fn app() -> App {
             expire_at_ms: Some(90_000),
             burn_on_read: false,
             read: false,
-            files: Vec::new(),
+            files: vec![keepwire_client::FileInfo {
+                name: "map.png".into(),
+                media_type: "image/png".into(),
+                size: 2048,
+                sha256: "a".repeat(64),
+                missing: None,
+            }],
         }],
         timer: Some(3600),
         ..App::default()
@@ -70,7 +76,10 @@ fn the_notice_comes_first_and_only_a_acknowledges_it() {
 #[test]
 fn shows_each_message_with_its_remaining_time() {
     let s = screen(&app(), 30_000);
-    assert!(s.contains("bob: meet at noon  (1m 0s left)"), "{s}");
+    assert!(
+        s.contains("bob: meet at noon  [file: map.png · 2048 bytes]  (1m 0s left)"),
+        "{s}"
+    );
     assert!(s.contains("disappear after 1 h"), "{s}");
     assert!(s.contains("carol, dan"), "{s}");
 }
@@ -105,6 +114,15 @@ fn typing_and_enter_send_to_the_selected_conversation() {
     }
     assert_eq!(a.on_key(key(KeyCode::Enter)), Action::None);
     assert!(a.status.contains("usage: /timer"));
+    assert_eq!(
+        typed(&mut a, "/attach /tmp/scene photo.jpg"),
+        Action::Attach {
+            conv: "bbbbbbbb".into(),
+            path: "/tmp/scene photo.jpg".into()
+        }
+    );
+    assert_eq!(typed(&mut a, "/attach"), Action::None);
+    assert!(a.status.contains("usage: /attach"));
     assert_eq!(a.on_key(key(KeyCode::Esc)), Action::Quit);
 }
 
