@@ -527,7 +527,13 @@ fn administrators_changes_answer_in_json_for_scripts() {
     };
     assert_eq!(
         json(&["policy", "--max-timer-secs", "3600"]),
-        serde_json::json!({"max_timer_secs": 3600, "guests_allowed": true})
+        serde_json::json!({
+            "max_timer_secs": 3600,
+            "guests_allowed": true,
+            "max_attachment_bytes": 100u64 << 20,
+            "attachment_quota_bytes": 10u64 << 30,
+            "unsent_attachment_ttl_ms": 24 * 3600 * 1000,
+        })
     );
     // Without settings, the policy as it is.
     assert_eq!(json(&["policy"])["max_timer_secs"], 3600);
