@@ -565,3 +565,202 @@ fn captured_files_go_through_the_agencys_malware_scanner() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// kill -9 of the server in the middle of an upload: the upload resumes
+/// on a new connection from what the server holds, completes, and the
+/// message carrying it is archived with it and read by the other member.
+#[test]
+fn an_upload_cut_by_a_killed_server_resumes_and_nothing_is_lost() {
+    let mut agency = Agency::start();
+    let code = |user: &str| {
+        agency
+            .admin(&[
+                "user",
+                "add",
+                user,
+                "--display",
+                user,
+                "--category",
+                "staff",
+            ])
+            .trim()
+            .to_string()
+    };
+    let (code_a, code_b) = (code("alice"), code("bob"));
+    let url = agency.url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let file: Vec<u8> = (0..MAX_BLOB_CHUNK * 3).map(|i| (i % 239) as u8).collect();
+    let mut sealed_bytes = Vec::new();
+    let sealed = seal(&mut &file[..], &mut sealed_bytes).unwrap();
+    let (mut alice, mut bob, conv, mut g, blob) = rt.block_on(async {
+        let mut alice = Rogue::enroll(&url, "alice", &code_a).await;
+        let mut bob = Rogue::enroll(&url, "bob", &code_b).await;
+        alice.wire.call(Request::AcknowledgeNotice).await.unwrap();
+        let (ca, cb) = (alice.client(Rules::default()), bob.client(Rules::default()));
+        bob.upload_key_package(&cb).await;
+        let (conv, g) = alice.create(&ca, &["bob"]).await;
+        let (blob, _, _) = blob_of(
+            alice
+                .wire
+                .call(Request::BlobCreate {
+                    conv: conv.clone(),
+                    size: sealed_bytes.len() as u64,
+                    cipher_sha256: sealed.cipher_sha256.clone(),
+                })
+                .await
+                .unwrap(),
+        );
+        blob_of(
+            alice
+                .wire
+                .chunk(&blob, 0, &sealed_bytes[..MAX_BLOB_CHUNK])
+                .await
+                .unwrap(),
+        );
+        (alice, bob, conv, g, blob)
+    });
+    // kill -9, mid-upload; then the same deployment again.
+    agency.restart(&[]);
+    rt.block_on(async {
+        for r in [&mut alice, &mut bob] {
+            let mut w = common::rogue::Wire::connect(&url).await;
+            r.auth_on(&mut w).await.unwrap();
+            r.wire = w;
+        }
+        let (_, mut at, _) = blob_of(
+            alice
+                .wire
+                .call(Request::BlobStatus { blob: blob.clone() })
+                .await
+                .unwrap(),
+        );
+        assert!(
+            at <= MAX_BLOB_CHUNK as u64,
+            "it holds at most what was sent: {at}"
+        );
+        let mut complete = false;
+        while at < sealed_bytes.len() as u64 {
+            let end = (at as usize + MAX_BLOB_CHUNK).min(sealed_bytes.len());
+            let (_, r, c) = blob_of(
+                alice
+                    .wire
+                    .chunk(&blob, at, &sealed_bytes[at as usize..end])
+                    .await
+                    .unwrap(),
+            );
+            (at, complete) = (r, c);
+        }
+        assert!(complete);
+        let mut content = Content::text("after the restart", None, false, 1);
+        content.attachments =
+            vec![sealed.reference(blob.clone(), "log.bin", "application/octet-stream")];
+        let message = g
+            .encrypt_application_message(
+                &content.encode().unwrap(),
+                BlobList::of(&content.attachments).encode(),
+            )
+            .unwrap();
+        let seq = alice.submit(&conv, &message, None, None).await.unwrap();
+        alice.wire.wait_captured(&conv, seq).await;
+        let mut got = Vec::new();
+        while got.len() < sealed_bytes.len() {
+            let part = bob
+                .wire
+                .fetch(&blob, got.len() as u64, MAX_BLOB_CHUNK as u32)
+                .await
+                .unwrap();
+            got.extend_from_slice(&part);
+        }
+        let mut opened = Vec::new();
+        open(&content.attachments[0], &mut &got[..], &mut opened).unwrap();
+        assert!(
+            opened == file,
+            "bob opens the file alice began before the crash"
+        );
+    });
+    let out = agency.records_output(&["verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A 50 MiB file end to end while the records service is frozen, then
+/// killed (kill -9) in the middle of fetching it: nothing reaches the
+/// other member before capture, and after a restart the message is
+/// archived once with its file, which bob saves byte for byte.
+#[test]
+fn a_records_service_killed_mid_capture_of_a_file_loses_and_doubles_nothing() {
+    let mut agency = Agency::start_split(&[]);
+    let alice = agency.user("alice", "staff");
+    let bob = agency.user("bob", "staff");
+    alice.accept_notice();
+    let conv = alice.create(&["bob"]);
+    let dir = agency.tmp.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("recording.wav");
+    let bytes: Vec<u8> = (0..50u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&big, &bytes).unwrap();
+
+    agency.pause_records(true);
+    let sent = alice.json(&[
+        "chat",
+        "send",
+        &conv,
+        "the recording",
+        "--file",
+        big.to_str().unwrap(),
+    ]);
+    let seq = sent["seq"].as_u64().unwrap();
+    assert!(
+        !bob.texts(&conv).contains(&"the recording".to_string()),
+        "nothing reaches bob before the records service has it"
+    );
+
+    // Let it go, and kill it while it fetches the file (or, on a fast
+    // machine, right after it archived it: nothing may be lost either way).
+    let spool = agency.data.join("records").join("spool");
+    agency.pause_records(false);
+    common::wait_for("the records service to take the file", 120, || {
+        let fetching = std::fs::read_dir(&spool).is_ok_and(|mut d| d.next().is_some());
+        (fetching || agency.records(false).iter().any(|r| r["seq"] == seq)).then_some(())
+    });
+    agency.stop_records();
+    agency.start_records(None);
+
+    let got = common::wait_for("bob to have the message", 120, || {
+        bob.read(&conv)
+            .into_iter()
+            .find(|m| m["text"] == "the recording")
+    });
+    assert!(got["files"][0]["missing"].is_null(), "{got}");
+    let out = dir.join("saved.wav");
+    bob.ok(&[
+        "chat",
+        "save",
+        &conv,
+        &seq.to_string(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::read(&out).unwrap() == bytes,
+        "the 50 MiB file arrives whole"
+    );
+    let archived: Vec<serde_json::Value> = agency
+        .records(false)
+        .into_iter()
+        .filter(|r| r["seq"] == seq)
+        .collect();
+    assert_eq!(archived.len(), 1, "archived once: {archived:?}");
+    assert_eq!(archived[0]["attachments"][0]["size"], bytes.len());
+    let out = agency.records_output(&["verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
