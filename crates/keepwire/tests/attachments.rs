@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::rogue::{refused, Rogue, Rules};
+use common::rogue::{refused, Rogue, Rules, Wire};
 use common::Agency;
 use keepwire_client::attachment::{open, seal};
 use keepwire_protocol::attachment::{BlobId, BlobList};
@@ -24,6 +24,36 @@ fn a_file_is_archived_with_its_message_before_any_member_reads_it() {
 #[test]
 fn on_postgres_a_file_is_archived_with_its_message_before_any_member_reads_it() {
     common::on_postgres(|| uploaded_and_read(Agency::start()));
+}
+
+/// Upload `sealed` from `at` on, a frame at a time: whether the last
+/// frame completed the blob.
+async fn upload_from(wire: &mut Wire, blob: &BlobId, mut at: u64, sealed: &[u8]) -> bool {
+    let mut complete = false;
+    while at < sealed.len() as u64 {
+        let end = (at as usize + MAX_BLOB_CHUNK).min(sealed.len());
+        let (_, r, c) = blob_of(
+            wire.chunk(blob, at, &sealed[at as usize..end])
+                .await
+                .unwrap(),
+        );
+        (at, complete) = (r, c);
+    }
+    complete
+}
+
+/// A blob's `size` bytes, pulled a frame at a time.
+async fn download(wire: &mut Wire, blob: &BlobId, size: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < size {
+        let part = wire
+            .fetch(blob, got.len() as u64, MAX_BLOB_CHUNK as u32)
+            .await
+            .unwrap();
+        assert!(!part.is_empty() && part.len() <= MAX_BLOB_CHUNK);
+        got.extend_from_slice(&part);
+    }
+    got
 }
 
 /// The hash the message's reference gives its first file's ciphertext.
@@ -114,23 +144,13 @@ fn uploaded_and_read(mut agency: Agency) {
         );
         let mut again = common::rogue::Wire::connect(&url).await;
         alice.auth_on(&mut again).await.unwrap();
-        let (_, mut at, _) = blob_of(
+        let (_, at, _) = blob_of(
             again
                 .call(Request::BlobStatus { blob: blob.clone() })
                 .await
                 .unwrap(),
         );
-        let mut complete = false;
-        while at < sealed_bytes.len() as u64 {
-            let end = (at as usize + MAX_BLOB_CHUNK).min(sealed_bytes.len());
-            let (_, r, c) = blob_of(
-                again
-                    .chunk(&blob, at, &sealed_bytes[at as usize..end])
-                    .await
-                    .unwrap(),
-            );
-            (at, complete) = (r, c);
-        }
+        let complete = upload_from(&mut again, &blob, at, &sealed_bytes).await;
         assert!(
             complete,
             "the last chunk completes the blob, its hash checked"
@@ -144,15 +164,7 @@ fn uploaded_and_read(mut agency: Agency) {
             ErrorCode::UnknownBlob,
             "an upload no message carries",
         );
-        let mut downloaded = Vec::new();
-        while downloaded.len() < sealed_bytes.len() {
-            let part = again
-                .fetch(&blob, downloaded.len() as u64, MAX_BLOB_CHUNK as u32)
-                .await
-                .unwrap();
-            assert!(!part.is_empty() && part.len() <= MAX_BLOB_CHUNK);
-            downloaded.extend_from_slice(&part);
-        }
+        let downloaded = download(&mut again, &blob, sealed_bytes.len()).await;
         let reference = sealed.reference(blob.clone(), "scene.jpg", "image/jpeg");
         let mut opened = Vec::new();
         open(&reference, &mut &downloaded[..], &mut opened).unwrap();
@@ -215,15 +227,7 @@ fn uploaded_and_read(mut agency: Agency) {
 
         // Only now may bob read it, and it opens to the file; carol, not
         // a member, never.
-        let mut got = Vec::new();
-        while got.len() < sealed_bytes.len() {
-            let part = bob
-                .wire
-                .fetch(&blob, got.len() as u64, MAX_BLOB_CHUNK as u32)
-                .await
-                .unwrap();
-            got.extend_from_slice(&part);
-        }
+        let got = download(&mut bob.wire, &blob, sealed_bytes.len()).await;
         assert!(got == sealed_bytes, "bob reads what alice uploaded");
         refused(
             carol.wire.fetch(&blob, 0, 16).await,
@@ -627,7 +631,7 @@ fn an_upload_cut_by_a_killed_server_resumes_and_nothing_is_lost() {
             r.auth_on(&mut w).await.unwrap();
             r.wire = w;
         }
-        let (_, mut at, _) = blob_of(
+        let (_, at, _) = blob_of(
             alice
                 .wire
                 .call(Request::BlobStatus { blob: blob.clone() })
@@ -638,19 +642,7 @@ fn an_upload_cut_by_a_killed_server_resumes_and_nothing_is_lost() {
             at <= MAX_BLOB_CHUNK as u64,
             "it holds at most what was sent: {at}"
         );
-        let mut complete = false;
-        while at < sealed_bytes.len() as u64 {
-            let end = (at as usize + MAX_BLOB_CHUNK).min(sealed_bytes.len());
-            let (_, r, c) = blob_of(
-                alice
-                    .wire
-                    .chunk(&blob, at, &sealed_bytes[at as usize..end])
-                    .await
-                    .unwrap(),
-            );
-            (at, complete) = (r, c);
-        }
-        assert!(complete);
+        assert!(upload_from(&mut alice.wire, &blob, at, &sealed_bytes).await);
         let mut content = Content::text("after the restart", None, false, 1);
         content.attachments =
             vec![sealed.reference(blob.clone(), "log.bin", "application/octet-stream")];
@@ -662,15 +654,7 @@ fn an_upload_cut_by_a_killed_server_resumes_and_nothing_is_lost() {
             .unwrap();
         let seq = alice.submit(&conv, &message, None, None).await.unwrap();
         alice.wire.wait_captured(&conv, seq).await;
-        let mut got = Vec::new();
-        while got.len() < sealed_bytes.len() {
-            let part = bob
-                .wire
-                .fetch(&blob, got.len() as u64, MAX_BLOB_CHUNK as u32)
-                .await
-                .unwrap();
-            got.extend_from_slice(&part);
-        }
+        let got = download(&mut bob.wire, &blob, sealed_bytes.len()).await;
         let mut opened = Vec::new();
         open(&content.attachments[0], &mut &got[..], &mut opened).unwrap();
         assert!(

@@ -214,20 +214,23 @@ pub fn is_handshake(bytes: &[u8]) -> bool {
 /// The attachment blobs an application message names in its
 /// `authenticated_data`, the one part of a PrivateMessage in the clear
 /// (RFC 9420 §6.3: version, wire format, then group id, epoch, content
-/// type and authenticated data before the ciphertext).
+/// type and authenticated data before the ciphertext). The message was
+/// parsed whole by its checks already (`vet_submit`); on every send, only
+/// the header is read here again.
 pub fn carried_blobs(
     bytes: &[u8],
 ) -> Result<keepwire_protocol::attachment::BlobList, ProtocolError> {
     use mls_rs::mls_rs_codec::{byte_vec, MlsDecode};
-    let msg = MlsMessage::from_bytes(bytes)
-        .map_err(|e| ProtocolError::new(ErrorCode::InvalidMls, format!("{e:?}")))?;
-    if msg.wire_format() != WireFormat::PrivateMessage {
-        return Ok(Default::default());
-    }
+    /// RFC 9420 §6: `mls_private_message`.
+    const PRIVATE_MESSAGE: u16 = 2;
     // mls-rs parses a PrivateMessage but does not export its type: its
     // fields are read here in their order, with mls-rs's own codec.
-    let mut body = bytes.get(4..).unwrap_or_default();
+    let mut body = bytes;
     let authenticated_data = (|| {
+        let _version = u16::mls_decode(&mut body)?;
+        if u16::mls_decode(&mut body)? != PRIVATE_MESSAGE {
+            return Ok(Vec::new());
+        }
         let _group_id: Vec<u8> = byte_vec::mls_decode(&mut body)?;
         let _epoch = u64::mls_decode(&mut body)?;
         let _content_type = u8::mls_decode(&mut body)?;

@@ -108,12 +108,7 @@ impl Core {
         session: &Session,
         chunk: &BlobChunk,
     ) -> Result<BlobRow, ProtocolError> {
-        let device = session.device.as_ref().ok_or_else(|| {
-            refuse(
-                ErrorCode::Unauthorized,
-                "authenticate first (auth or enroll)",
-            )
-        })?;
+        let device = signed_in(session)?;
         self.capture_open()?;
         let row = self.own_blob(device, &chunk.blob)?;
         if row.complete {
@@ -146,12 +141,7 @@ impl Core {
         session: &Session,
         blob: &BlobId,
     ) -> Result<BlobRow, ProtocolError> {
-        let device = session.device.as_ref().ok_or_else(|| {
-            refuse(
-                ErrorCode::Unauthorized,
-                "authenticate first (auth or enroll)",
-            )
-        })?;
+        let device = signed_in(session)?;
         let unknown = || {
             refuse(
                 ErrorCode::UnknownBlob,
@@ -252,6 +242,16 @@ impl Core {
             ))
         }
     }
+}
+
+/// The device `session` authenticated as.
+fn signed_in(session: &Session) -> Result<&DeviceRow, ProtocolError> {
+    session.device.as_ref().ok_or_else(|| {
+        refuse(
+            ErrorCode::Unauthorized,
+            "authenticate first (auth or enroll)",
+        )
+    })
 }
 
 /// An upload's standing, as the device is told it.
