@@ -10,6 +10,7 @@ pub mod attachment;
 pub mod cosignature;
 pub mod device;
 pub mod mls;
+pub mod photo;
 pub mod store;
 pub mod witness;
 

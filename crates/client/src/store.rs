@@ -65,6 +65,10 @@ pub struct FileInfo {
     /// The device could not get or open it (the message is kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missing: Option<String>,
+    /// A thumbnail of the message's file at that index (made by the
+    /// sending device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail_of: Option<u32>,
 }
 
 impl StoredMessage {

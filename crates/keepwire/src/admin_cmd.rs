@@ -202,10 +202,15 @@ pub fn admin(
             max_attachment_mb,
             attachment_quota_mb,
             unsent_attachment_hours,
+            keep_photo_location,
             json,
         } => {
             // Without settings, says what the policy is.
-            store.set_policy(max_timer_secs, guests_allowed)?;
+            store.set_policy(keepwire_server::store::api::PolicyChange {
+                max_timer_secs,
+                guests_allowed,
+                keep_photo_metadata: keep_photo_location,
+            })?;
             store.set_attachment_policy(keepwire_server::store::api::AttachmentPolicyChange {
                 max_file_bytes: max_attachment_mb.map(|m| m << 20),
                 quota_bytes: attachment_quota_mb.map(|m| m << 20),
@@ -221,10 +226,11 @@ pub fn admin(
                     "max_attachment_bytes": a.max_file_bytes,
                     "attachment_quota_bytes": a.quota_bytes,
                     "unsent_attachment_ttl_ms": a.unsent_ttl_ms,
+                    "keep_photo_location": p.keep_photo_metadata,
                 }),
                 format!(
                     "longest timer {} s; guests {}; attachments up to {} MiB each, {} MiB held per \
-                     user, unsent uploads kept {} h",
+                     user, unsent uploads kept {} h; photos sent {}",
                     p.max_timer_secs,
                     if p.guests_allowed {
                         "allowed"
@@ -233,7 +239,12 @@ pub fn admin(
                     },
                     a.max_file_bytes >> 20,
                     a.quota_bytes >> 20,
-                    a.unsent_ttl_ms / 3_600_000
+                    a.unsent_ttl_ms / 3_600_000,
+                    if p.keep_photo_metadata {
+                        "as taken (location kept)"
+                    } else {
+                        "without their location and camera data"
+                    }
                 ),
             )?;
         }

@@ -254,9 +254,10 @@ fn print_message(
         m.text
     );
     for (n, f) in m.files.iter().enumerate() {
-        let state = match &f.missing {
-            Some(why) => format!("  [not on this device: {why}]"),
-            None => String::new(),
+        let state = match (&f.missing, f.thumbnail_of) {
+            (Some(why), _) => format!("  [not on this device: {why}]"),
+            (None, Some(of)) => format!("  [thumbnail of file {of}]"),
+            (None, None) => String::new(),
         };
         println!(
             "    file {n}: {} ({}, {} bytes){state}",

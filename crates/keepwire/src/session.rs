@@ -18,7 +18,7 @@ const CREATE_CAPTURE_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// How many key packages a device keeps on the server.
 pub const KEY_PACKAGE_POOL: usize = 20;
 
-mod files;
+pub(crate) mod files;
 mod membership;
 
 /// The witnesses whose quorum this device requires on the archive's
@@ -509,12 +509,31 @@ impl Online {
             None => self.conversation_timer(conv)?,
         };
         let mut content = Content::text(text, timer, burn_on_read, self.clock.now_ms());
+        let mut outgoing = Vec::with_capacity(paths.len());
         for path in paths {
-            let reference = self.upload_file(conv, path).await?;
+            outgoing.extend(files::Outgoing::prepare(
+                path,
+                self.policy.keep_photo_metadata,
+            )?);
+        }
+        if outgoing.len() > keepwire_protocol::attachment::MAX_ATTACHMENTS {
+            bail!(
+                "at most {} files in one message, photos' thumbnails included",
+                keepwire_protocol::attachment::MAX_ATTACHMENTS
+            );
+        }
+        let mut photo = 0u32;
+        for (n, file) in outgoing.iter_mut().enumerate() {
+            let mut reference = self.upload(conv, file).await?;
+            if file.thumbnail {
+                reference.thumbnail_of = Some(photo);
+            } else {
+                photo = n as u32;
+            }
             content.attachments.push(reference);
         }
         let seq = self.send_content(conv, content).await?;
-        self.keep_sent(conv, seq, paths)?;
+        self.keep_sent(conv, seq, &mut outgoing)?;
         Ok(seq)
     }
 
@@ -542,7 +561,7 @@ impl Online {
         Ok(())
     }
 
-    async fn send_content(&mut self, conv: &str, content: Content) -> Result<u64> {
+    pub(crate) async fn send_content(&mut self, conv: &str, content: Content) -> Result<u64> {
         if !self.notice_acknowledged {
             bail!("acknowledge the records notice first (`keepwire chat notice --accept`)");
         }

@@ -369,8 +369,9 @@ fn devices_send_read_and_save_files_and_burn_them_with_their_message() {
     let conv = alice.create(&["bob"]);
     let dir = agency.tmp.path().join("files");
     std::fs::create_dir_all(&dir).unwrap();
-    let photo = dir.join("scene photo.jpg");
-    let mut bytes = b"\xff\xd8\xff\xe0 a photograph of the scene".to_vec();
+    // A recording (photos are cleaned before they go: tests/photos.rs).
+    let photo = dir.join("scene interview.m4a");
+    let mut bytes = b"\0\0\0\x20ftypM4A the interview at the scene".to_vec();
     bytes.extend((0..3 << 20).map(|i: u32| (i % 251) as u8));
     std::fs::write(&photo, &bytes).unwrap();
     let report = dir.join("report.pdf");
@@ -394,16 +395,16 @@ fn devices_send_read_and_save_files_and_burn_them_with_their_message() {
     let messages = bob.read(&conv);
     let m = messages.last().unwrap();
     assert_eq!(m["text"], "the scene, and the report");
-    assert_eq!(m["files"][0]["name"], "scene photo.jpg", "{m}");
-    assert_eq!(m["files"][0]["media_type"], "image/jpeg");
+    assert_eq!(m["files"][0]["name"], "scene interview.m4a", "{m}");
+    assert_eq!(m["files"][0]["media_type"], "audio/mp4");
     assert_eq!(m["files"][0]["size"], bytes.len());
     assert_eq!(m["files"][1]["name"], "report.pdf");
     assert!(m["files"][0]["missing"].is_null(), "{m}");
-    let out = dir.join("saved.jpg");
+    let out = dir.join("saved.m4a");
     bob.ok(&["chat", "save", &conv, &seq, "--out", out.to_str().unwrap()]);
     assert!(
         std::fs::read(&out).unwrap() == bytes,
-        "bob saves the photo alice sent"
+        "bob saves the recording alice sent"
     );
     let again = bob.run(&["chat", "save", &conv, &seq, "--out", out.to_str().unwrap()]);
     assert!(
@@ -464,7 +465,7 @@ fn devices_send_read_and_save_files_and_burn_them_with_their_message() {
         .collect();
     assert_eq!(with_files.len(), 2, "{records:?}");
     let id = with_files[0]["id"].to_string();
-    let extracted = dir.join("extracted.jpg");
+    let extracted = dir.join("extracted.m4a");
     let got: serde_json::Value = serde_json::from_str(&common::ok(agency.records_output(&[
         "attachment",
         &id,
@@ -473,10 +474,10 @@ fn devices_send_read_and_save_files_and_burn_them_with_their_message() {
         "--json",
     ])))
     .unwrap();
-    assert_eq!(got["name"], "scene photo.jpg", "{got}");
+    assert_eq!(got["name"], "scene interview.m4a", "{got}");
     assert!(
         std::fs::read(&extracted).unwrap() == bytes,
-        "the officer extracts the photo"
+        "the officer extracts the recording"
     );
     let views = agency.leaves("action").join("\n");
     assert!(views.contains("view-file"), "{views}");
@@ -689,16 +690,30 @@ fn a_records_service_killed_mid_capture_of_a_file_loses_and_doubles_nothing() {
         .collect();
     std::fs::write(&big, &bytes).unwrap();
 
+    // What a send and a read peak at without a file: the baselines the
+    // file's own memory is measured against.
+    let (out, text_peak) = alice.run_measured(&["chat", "send", &conv, "before the file"]);
+    common::ok(out);
+    let (out, read_peak) = bob.run_measured(&["chat", "read", &conv, "--json"]);
+    common::ok(out);
+
     agency.pause_records(true);
-    let sent = alice.json(&[
+    let (out, send_peak) = alice.run_measured(&[
         "chat",
         "send",
         &conv,
         "the recording",
         "--file",
         big.to_str().unwrap(),
+        "--json",
     ]);
+    let sent: serde_json::Value = serde_json::from_str(&common::ok(out)).unwrap();
     let seq = sent["seq"].as_u64().unwrap();
+    // Memory stays flat: the file moves a segment and a frame at a time.
+    // Both baselines already hold the passphrase's Argon2id pass (19 MiB,
+    // freed before anything else runs), which hides growth below it; a
+    // file held whole (50 MiB, and its ciphertext) cannot hide.
+    assert_within(send_peak, text_peak, "sending a 50 MiB file");
     assert!(
         !bob.texts(&conv).contains(&"the recording".to_string()),
         "nothing reaches bob before the records service has it"
@@ -715,14 +730,22 @@ fn a_records_service_killed_mid_capture_of_a_file_loses_and_doubles_nothing() {
     agency.stop_records();
     agency.start_records(None);
 
-    let got = common::wait_for("bob to have the message", 120, || {
-        bob.read(&conv)
-            .into_iter()
+    // The read that receives the message takes the file in (download,
+    // open, store): its peak is measured.
+    let (got, take_peak) = common::wait_for("bob to have the message", 120, || {
+        let (out, peak) = bob.run_measured(&["chat", "read", &conv, "--json"]);
+        let read: serde_json::Value = serde_json::from_str(&common::ok(out)).unwrap();
+        read.as_array()
+            .unwrap()
+            .iter()
             .find(|m| m["text"] == "the recording")
+            .cloned()
+            .map(|m| (m, peak))
     });
     assert!(got["files"][0]["missing"].is_null(), "{got}");
+    assert_within(take_peak, read_peak, "taking in a 50 MiB file");
     let out = dir.join("saved.wav");
-    bob.ok(&[
+    let (saved, save_peak) = bob.run_measured(&[
         "chat",
         "save",
         &conv,
@@ -730,6 +753,8 @@ fn a_records_service_killed_mid_capture_of_a_file_loses_and_doubles_nothing() {
         "--out",
         out.to_str().unwrap(),
     ]);
+    common::ok(saved);
+    assert_within(save_peak, read_peak, "saving a 50 MiB file");
     assert!(
         std::fs::read(&out).unwrap() == bytes,
         "the 50 MiB file arrives whole"
@@ -746,5 +771,26 @@ fn a_records_service_killed_mid_capture_of_a_file_loses_and_doubles_nothing() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Peak memory growth a file may cause in a device's process, against
+/// the same command without it: the bound for a 1 GiB file
+/// (32 MiB) halved, since a 50 MiB file held whole would still fit
+/// under the full bound beside the baseline's Argon2id pass.
+const FLAT_GROWTH: u64 = 16 << 20;
+
+fn assert_within(peak: u64, baseline: u64, what: &str) {
+    eprintln!(
+        "{what}: peak {:.1} MiB, {:.1} MiB without the file",
+        peak as f64 / 1048576.0,
+        baseline as f64 / 1048576.0
+    );
+    assert!(
+        peak <= baseline + FLAT_GROWTH,
+        "{what} peaked at {} MiB, {} MiB above the same command without it (at most {} MiB)",
+        peak >> 20,
+        peak.saturating_sub(baseline) >> 20,
+        FLAT_GROWTH >> 20
     );
 }

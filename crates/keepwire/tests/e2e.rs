@@ -533,6 +533,7 @@ fn administrators_changes_answer_in_json_for_scripts() {
             "max_attachment_bytes": 100u64 << 20,
             "attachment_quota_bytes": 10u64 << 30,
             "unsent_attachment_ttl_ms": 24 * 3600 * 1000,
+            "keep_photo_location": false,
         })
     );
     // Without settings, the policy as it is.

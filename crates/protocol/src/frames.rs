@@ -284,6 +284,11 @@ pub struct Policy {
     /// bytes; absent (0) from a server that takes none.
     #[serde(default)]
     pub max_attachment_bytes: u64,
+    /// Photos are sent as taken, EXIF and GPS included (evidence photos
+    /// may need where they were taken); otherwise devices send their
+    /// pixels only. Absent (false) from a server that predates it.
+    #[serde(default)]
+    pub keep_photo_metadata: bool,
 }
 
 /// An entry the records service archived as withheld, and why.

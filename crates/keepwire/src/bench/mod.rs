@@ -8,6 +8,7 @@
 //!
 //! Figures are printed, never asserted: how fast is for people to judge.
 
+mod files;
 pub mod idle;
 pub mod report;
 pub mod server;
@@ -37,6 +38,9 @@ pub enum Scenario {
     Connections,
     /// Records capture next to the bare MLS decrypt-and-verify rate.
     Capture,
+    /// Files of 1 MiB, 100 MiB and 1 GiB: upload, capture and download
+    /// rates, memory while the largest moves, text latency beside it.
+    Files,
 }
 
 #[derive(clap::Args, Debug)]
@@ -49,7 +53,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "throughput,latency,fanout,connections,capture"
+        default_value = "throughput,latency,fanout,connections,capture,files"
     )]
     pub scenarios: Vec<Scenario>,
     /// Append every figure as a JSON line to this file.
@@ -146,6 +150,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 connections(&dir, n, &mut out).await?
             }
             Scenario::Capture => capture(&dir, args.quick, &mut out)?,
+            Scenario::Files => files::run(&dir, args.quick, &mut out).await?,
         }
     }
     server::use_database(None);

@@ -88,6 +88,11 @@ pub(crate) enum AdminCommand {
         /// (default 24).
         #[arg(long, value_name = "HOURS")]
         unsent_attachment_hours: Option<u64>,
+        /// Whether photos keep their EXIF data, GPS location included
+        /// (evidence photos may need it). By default (false) devices send
+        /// a photo's pixels only.
+        #[arg(long, value_name = "BOOL")]
+        keep_photo_location: Option<bool>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

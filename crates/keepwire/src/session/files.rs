@@ -58,17 +58,95 @@ pub fn infos(content: &Content) -> Vec<FileInfo> {
             size: a.size,
             sha256: a.sha256.clone(),
             missing: None,
+            thumbnail_of: a.thumbnail_of,
         })
         .collect()
 }
 
-impl Online {
-    /// Seal and upload the file at `path` for `conv`: its reference.
-    pub(super) async fn upload_file(&mut self, conv: &str, path: &Path) -> Result<Attachment> {
-        let mut file =
-            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+/// A file about to be sent, as it will be sent: the user's own file, or
+/// what was made of it on this device (a photo's pixels only, its
+/// thumbnail) in an unnamed temporary file no other process can open.
+pub(crate) struct Outgoing {
+    file: std::fs::File,
+    name: String,
+    /// A thumbnail of the photo before it in the message.
+    pub(super) thumbnail: bool,
+}
+
+impl Outgoing {
+    /// The user's file at `path`, as it is.
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        Ok(Self {
+            file: std::fs::File::open(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            thumbnail: false,
+        })
+    }
+
+    fn made(bytes: &[u8], name: String, thumbnail: bool) -> Result<Self> {
+        let mut file = tempfile::tempfile().context("cannot make a temporary file")?;
+        file.write_all(bytes)?;
+        file.rewind()?;
+        Ok(Self {
+            file,
+            name,
+            thumbnail,
+        })
+    }
+
+    /// The file at `path` ready to send, with what goes with it: a photo
+    /// (found by its first bytes, whatever its name) is cleaned of its
+    /// location and camera data unless the agency keeps them, and gets a
+    /// thumbnail ([`keepwire_client::photo`]).
+    pub(crate) fn prepare(path: &Path, keep_photo_metadata: bool) -> Result<Vec<Self>> {
+        use keepwire_client::photo::{self, PhotoError, MAX_PHOTO_BYTES};
+        let mut main = Self::open(path)?;
         let mut head = [0u8; 16];
-        let got = file.read(&mut head)?;
+        let got = read_full(&mut main.file, &mut head)?;
+        main.file.rewind()?;
+        let Some(kind) = detect_type(&head[..got]).filter(|t| photo::is_photo(t)) else {
+            return Ok(vec![main]);
+        };
+        let size = main.file.metadata()?.len();
+        if size > MAX_PHOTO_BYTES {
+            if keep_photo_metadata {
+                return Ok(vec![main]);
+            }
+            return Err(PhotoError::TooLarge(size)).with_context(|| path.display().to_string());
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        main.file.read_to_end(&mut bytes)?;
+        main.file.rewind()?;
+        let prepared = photo::prepare(&bytes, kind, keep_photo_metadata)
+            .with_context(|| format!("{} was not sent", path.display()))?;
+        let stem = Path::new(&main.name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(2);
+        out.push(match prepared.cleaned {
+            Some(cleaned) => Self::made(&cleaned, main.name, false)?,
+            None => main,
+        });
+        if let Some(thumb) = prepared.thumbnail {
+            out.push(Self::made(&thumb, format!("{stem} (thumbnail).jpg"), true)?);
+        }
+        Ok(out)
+    }
+}
+
+impl Online {
+    /// Seal and upload `file` for `conv`: its reference.
+    pub(crate) async fn upload(&mut self, conv: &str, file: &mut Outgoing) -> Result<Attachment> {
+        let name = file.name.clone();
+        let file = &mut file.file;
+        file.rewind()?;
+        let mut head = [0u8; 16];
+        let got = read_full(file, &mut head)?;
         file.rewind()?;
         let limit = self.policy.max_attachment_bytes;
         if limit == 0 {
@@ -77,8 +155,7 @@ impl Online {
         let size = file.metadata()?.len();
         if keepwire_protocol::attachment::cipher_size(size) > limit {
             bail!(
-                "{} is {} MiB; the agency allows files of at most {} MiB",
-                path.display(),
+                "{name} is {} MiB; the agency allows files of at most {} MiB",
                 size.div_ceil(1 << 20),
                 limit >> 20
             );
@@ -86,7 +163,7 @@ impl Online {
         let mut spool = tempfile::tempfile().context("cannot make a temporary file")?;
         let sealed = {
             let mut out = std::io::BufWriter::new(&mut spool);
-            let sealed = seal(&mut std::io::BufReader::new(file), &mut out)?;
+            let sealed = seal(&mut std::io::BufReader::new(&mut *file), &mut out)?;
             out.flush()?;
             sealed
         };
@@ -125,25 +202,19 @@ impl Online {
             }
         }
         if !complete {
-            bail!(
-                "the server did not complete the upload of {}",
-                path.display()
-            );
+            bail!("the server did not complete the upload of {name}");
         }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let mut reference = sealed.reference(blob, &name, type_by_name(&name));
         reference.detected_type = detect_type(&head[..got]).map(str::to_string);
         Ok(reference)
     }
 
-    /// Keep a copy of each file just sent (from where it was read).
-    pub(super) fn keep_sent(&self, conv: &str, seq: u64, paths: &[&Path]) -> Result<()> {
-        for (n, path) in paths.iter().enumerate() {
+    /// Keep a copy of each file just sent, as it was sent.
+    pub(super) fn keep_sent(&self, conv: &str, seq: u64, files: &mut [Outgoing]) -> Result<()> {
+        for (n, f) in files.iter_mut().enumerate() {
+            f.file.rewind()?;
             let mut w = self.device.store().file_writer(conv, seq, n as u32);
-            std::io::copy(&mut std::fs::File::open(path)?, &mut w)?;
+            std::io::copy(&mut f.file, &mut w)?;
             w.finish()?;
         }
         Ok(())

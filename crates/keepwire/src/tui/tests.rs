@@ -50,6 +50,7 @@ fn app() -> App {
                 size: 2048,
                 sha256: "a".repeat(64),
                 missing: None,
+                thumbnail_of: None,
             }],
         }],
         timer: Some(3600),

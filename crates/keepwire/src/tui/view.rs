@@ -86,6 +86,8 @@ pub fn draw(f: &mut Frame, app: &App, now_ms: u64) {
                 Span::styled(
                     m.files
                         .iter()
+                        // A thumbnail goes with its photo, unlisted.
+                        .filter(|f| f.thumbnail_of.is_none())
                         .map(|f| match &f.missing {
                             None => format!("  [file: {} · {} bytes]", f.name, f.size),
                             Some(_) => format!("  [file: {} · not on this device]", f.name),

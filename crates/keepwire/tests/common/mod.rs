@@ -707,6 +707,51 @@ impl Device {
         ok(self.run(args))
     }
 
+    /// Run a command and read the peak resident memory its process
+    /// reached (in bytes), from the kernel's own account of the child
+    /// (`wait4`'s `ru_maxrss`): the output and the peak.
+    // The child is waited for, by wait4 (std's `wait` cannot give its
+    // resource usage), which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
+    pub fn run_measured(&self, args: &[&str]) -> (Output, u64) {
+        use std::io::Read;
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("KEEPWIRE_PASSPHRASE", &self.passphrase)
+            .env("KEEPWIRE_SERVER", &self.url)
+            .env("KEEPWIRE_DEVICE_DIR", &self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(c) = &self.clock_file {
+            cmd.env("KEEPWIRE_CLOCK_FILE", c);
+        }
+        let mut child = cmd.spawn().expect("run keepwire");
+        let mut out = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let err_reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            err.read_to_end(&mut v).map(|_| v)
+        });
+        let mut stdout = Vec::new();
+        out.read_to_end(&mut stdout).unwrap();
+        let stderr = err_reader.join().unwrap().unwrap();
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value to be overwritten,
+        // and the pid is our own child, not yet waited for.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+        assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
+        use std::os::unix::process::ExitStatusExt;
+        let output = Output {
+            status: std::process::ExitStatus::from_raw(status),
+            stdout,
+            stderr,
+        };
+        // Linux gives ru_maxrss in KiB.
+        (output, usage.ru_maxrss as u64 * 1024)
+    }
+
     pub fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.push("--json");

@@ -75,18 +75,20 @@ pub trait AccountStore {
                 ))
             })?,
         };
-        let guests_allowed = match self.meta(POLICY_GUESTS)?.as_deref() {
-            None | Some("true") => true,
-            Some("false") => false,
-            Some(v) => {
-                return Err(ServerError::Invalid(format!(
-                    "policy: {POLICY_GUESTS} is {v:?}, not true or false"
-                )))
+        let flag = |key: &str, default: bool| -> Result<bool, ServerError> {
+            match self.meta(key)?.as_deref() {
+                None => Ok(default),
+                Some("true") => Ok(true),
+                Some("false") => Ok(false),
+                Some(v) => Err(ServerError::Invalid(format!(
+                    "policy: {key} is {v:?}, not true or false"
+                ))),
             }
         };
         Ok(keepwire_protocol::Policy {
             max_timer_secs,
-            guests_allowed,
+            guests_allowed: flag(POLICY_GUESTS, true)?,
+            keep_photo_metadata: flag(POLICY_PHOTO_METADATA, false)?,
             max_attachment_bytes: self.attachment_policy()?.max_file_bytes,
         })
     }
@@ -126,16 +128,17 @@ pub trait AccountStore {
     }
 
     /// Change the messaging policy (each setting left as it is when None).
-    fn set_policy(
-        &self,
-        max_timer_secs: Option<u64>,
-        guests_allowed: Option<bool>,
-    ) -> Result<(), ServerError> {
-        if let Some(t) = max_timer_secs {
+    fn set_policy(&self, p: PolicyChange) -> Result<(), ServerError> {
+        if let Some(t) = p.max_timer_secs {
             self.set_meta(POLICY_MAX_TIMER, &t.to_string())?;
         }
-        if let Some(g) = guests_allowed {
-            self.set_meta(POLICY_GUESTS, &g.to_string())?;
+        for (key, v) in [
+            (POLICY_GUESTS, p.guests_allowed),
+            (POLICY_PHOTO_METADATA, p.keep_photo_metadata),
+        ] {
+            if let Some(v) = v {
+                self.set_meta(key, &v.to_string())?;
+            }
         }
         Ok(())
     }
@@ -417,9 +420,23 @@ pub trait CaptureFailureStore {
 pub(crate) const POLICY_MAX_TIMER: &str = "policy.max_timer_secs";
 
 pub(crate) const POLICY_GUESTS: &str = "policy.guests_allowed";
+/// Whether devices send photos as taken (location and camera data
+/// included) instead of cleaned of them.
+pub(crate) const POLICY_PHOTO_METADATA: &str = "policy.keep_photo_metadata";
 const POLICY_MAX_FILE: &str = "policy.attachment_max_file_bytes";
 const POLICY_QUOTA: &str = "policy.attachment_quota_bytes";
 const POLICY_UNSENT_TTL: &str = "policy.attachment_unsent_ttl_ms";
+
+/// A change to the messaging policy: each setting left as it is when
+/// None.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PolicyChange {
+    pub max_timer_secs: Option<u64>,
+    pub guests_allowed: Option<bool>,
+    /// Photos keep their EXIF/GPS data (evidence photos may need where
+    /// they were taken); by default devices remove it before sending.
+    pub keep_photo_metadata: Option<bool>,
+}
 
 /// A change to [`super::AttachmentPolicy`]: the settings given.
 #[derive(Debug, Clone, Copy, Default)]

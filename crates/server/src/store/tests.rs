@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use super::api::{POLICY_GUESTS, POLICY_MAX_TIMER};
+use super::api::{PolicyChange, POLICY_GUESTS, POLICY_MAX_TIMER, POLICY_PHOTO_METADATA};
 use super::*;
 
 /// A fresh, empty store of each kind, with what keeps it alive.
@@ -101,11 +101,29 @@ fn enrolled(store: &mut dyn ServerStore, name: &str, key: &[u8]) -> String {
 
 fn the_policy_has_defaults_and_an_unreadable_setting_is_an_error(store: &mut dyn ServerStore) {
     let p = store.policy().unwrap();
-    assert_eq!((p.max_timer_secs, p.guests_allowed), (7 * 24 * 3600, true));
-    store.set_policy(Some(3600), None).unwrap();
-    store.set_policy(None, Some(false)).unwrap();
+    assert_eq!(
+        (p.max_timer_secs, p.guests_allowed, p.keep_photo_metadata),
+        (7 * 24 * 3600, true, false),
+        "photos lose their location unless the agency keeps it"
+    );
+    store
+        .set_policy(PolicyChange {
+            max_timer_secs: Some(3600),
+            ..Default::default()
+        })
+        .unwrap();
+    store
+        .set_policy(PolicyChange {
+            guests_allowed: Some(false),
+            keep_photo_metadata: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
     let p = store.policy().unwrap();
-    assert_eq!((p.max_timer_secs, p.guests_allowed), (3600, false));
+    assert_eq!(
+        (p.max_timer_secs, p.guests_allowed, p.keep_photo_metadata),
+        (3600, false, true)
+    );
     assert_eq!(
         store.meta(POLICY_MAX_TIMER).unwrap().as_deref(),
         Some("3600")
@@ -116,6 +134,9 @@ fn the_policy_has_defaults_and_an_unreadable_setting_is_an_error(store: &mut dyn
     store.set_meta(POLICY_GUESTS, "nope").unwrap();
     assert!(store.policy().is_err());
     store.set_meta(POLICY_GUESTS, "false").unwrap();
+    store.set_meta(POLICY_PHOTO_METADATA, "maybe").unwrap();
+    assert!(store.policy().is_err());
+    store.set_meta(POLICY_PHOTO_METADATA, "false").unwrap();
     store.set_meta(POLICY_MAX_TIMER, "a week").unwrap();
     assert!(store.policy().is_err());
 }
