@@ -96,6 +96,32 @@ struct Deferred {
     waiting: std::collections::VecDeque<(u64, Write)>,
     /// The newest unapplied value of each key, and the write it is in.
     overlay: std::collections::BTreeMap<RowKey, (u64, Zeroizing<Vec<u8>>)>,
+    /// Conversations whose writes wait for [`DeferredWrites::release`]
+    /// whatever the mark ([`DeferredWrites::hold`]).
+    held: Vec<Held>,
+}
+
+/// A held conversation: its cursor key and its group's id, and how many
+/// holds are on it.
+struct Held {
+    conv: Vec<u8>,
+    group_id: Vec<u8>,
+    count: usize,
+}
+
+impl Held {
+    /// Whether `w` writes any row of this conversation: its cursor, its
+    /// group state, one of its epochs.
+    fn covers(&self, w: &Write) -> bool {
+        let g = &self.group_id;
+        w.prune.as_ref().is_some_and(|(id, _)| id == g)
+            || w.puts.iter().any(|(ns, k, _)| match *ns {
+                "cursor" => *k == self.conv,
+                "group" => k == g,
+                "epoch" => k.len() == g.len() + 8 && k.starts_with(g),
+                _ => false,
+            })
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -221,23 +247,31 @@ impl DeferredWrites {
         lock(&self.deferred).queued
     }
 
-    /// Apply, in order, every write queued before `mark`. Reads keep
-    /// seeing a value until it is in the store, so no reader ever sees
-    /// an older one.
+    /// Apply, in order, every write queued before `mark`, except those of
+    /// held conversations ([`Self::hold`]). Reads keep seeing a value
+    /// until it is in the store, so no reader ever sees an older one.
     pub fn apply(&self, mark: u64) -> Result<(), ClientError> {
         let _one = lock(&self.applying);
         loop {
             let next = {
                 let mut d = lock(&self.deferred);
-                match d.waiting.front() {
-                    Some((m, _)) if *m < mark => d.waiting.pop_front(),
-                    _ => None,
-                }
+                // The first write before the mark that is not held back.
+                // A held write stays where it is; writes after it touch
+                // other conversations' rows only, so their order against
+                // it does not matter.
+                let at = d
+                    .waiting
+                    .iter()
+                    .take_while(|(m, _)| *m < mark)
+                    .position(|(_, w)| !d.held.iter().any(|h| h.covers(w)));
+                at.and_then(|i| d.waiting.remove(i).map(|x| (i, x)))
             };
-            let Some((m, w)) = next else { return Ok(()) };
+            let Some((at, (m, w))) = next else {
+                return Ok(());
+            };
             if let Err(e) = apply(&self.store, &w) {
-                // Back at the head: nothing after it may land first.
-                lock(&self.deferred).waiting.push_front((m, w));
+                // Back where it was: nothing after it may land first.
+                lock(&self.deferred).waiting.insert(at, (m, w));
                 return Err(e);
             }
             let mut d = lock(&self.deferred);
@@ -252,6 +286,53 @@ impl DeferredWrites {
 }
 
 impl DeferredWrites {
+    /// Hold every write of conversation `conv` (its cursor, its group
+    /// state and epochs), queued or to come, until [`Self::release`],
+    /// whatever marks [`Self::apply`] is given. For the records member:
+    /// a message waiting for its files is decrypted (its conversation's
+    /// state moves on in memory) while other conversations' batches are
+    /// archived and their state written; this conversation's state must
+    /// not become durable before that message's record is.
+    ///
+    /// Holds count: a conversation is released by as many releases as it
+    /// was held (a second message of it may start waiting for its files
+    /// before the first one's record is written; their writes then wait
+    /// for both, which only keeps the state further behind the archive —
+    /// the safe side).
+    pub fn hold(&self, conv: &str) {
+        let mut d = lock(&self.deferred);
+        if let Some(h) = d.held.iter_mut().find(|h| h.conv == conv.as_bytes()) {
+            h.count += 1;
+            return;
+        }
+        // A conversation id is its group's id in hex; one that is not has
+        // no group rows, only its cursor.
+        let group_id = hex::decode(conv).unwrap_or_default();
+        d.held.push(Held {
+            conv: conv.as_bytes().to_vec(),
+            group_id,
+            count: 1,
+        });
+    }
+
+    /// Take one hold off `conv`; with none left, its writes go with the
+    /// next [`Self::apply`].
+    pub fn release(&self, conv: &str) {
+        let mut d = lock(&self.deferred);
+        if let Some(h) = d.held.iter_mut().find(|h| h.conv == conv.as_bytes()) {
+            h.count = h.count.saturating_sub(1);
+        }
+        d.held.retain(|h| h.count > 0);
+    }
+
+    /// Whether `conv`'s writes are held back.
+    pub fn is_held(&self, conv: &str) -> bool {
+        lock(&self.deferred)
+            .held
+            .iter()
+            .any(|h| h.conv == conv.as_bytes())
+    }
+
     /// Run `f` with writes going straight to the store, after everything
     /// queued so far. For steps whose writes cover no records and must be
     /// durable in mls-rs's own order: joining writes the group state, then
@@ -346,5 +427,57 @@ impl KeyPackageStorage for KeyPackageStore {
                 KeyPackageData::mls_decode(&mut &*b).map_err(|e| ClientError::Store(e.to_string()))
             })
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(store: &Store, conv: &str) -> Option<Vec<u8>> {
+        store.get("cursor", conv.as_bytes()).unwrap()
+    }
+
+    /// A held conversation's writes stay out of the store — read as
+    /// written all the while — until it is released, while the writes of
+    /// others after them land.
+    #[test]
+    fn a_held_conversations_writes_wait_for_its_release() {
+        let store = Store::in_memory().unwrap();
+        let groups = GroupStore::new(store.clone());
+        let writes = groups.defer();
+        let (a, b) = ("aa01", "bb02");
+        writes.hold(a);
+        groups.put("cursor", a.as_bytes(), &[1]).unwrap();
+        groups.put("cursor", b.as_bytes(), &[2]).unwrap();
+        groups.put("group", &[0xaa, 0x01], b"a's state").unwrap();
+        groups
+            .put("epoch", &[0xaa, 0x01, 0, 0, 0, 0, 0, 0, 0, 7], b"e")
+            .unwrap();
+        writes.apply(writes.mark()).unwrap();
+        assert_eq!(cursor(&store, b), Some(vec![2]), "b's write landed");
+        assert_eq!(cursor(&store, a), None, "a's is held");
+        assert_eq!(store.get("group", &[0xaa, 0x01]).unwrap(), None);
+        assert_eq!(
+            groups.get("cursor", a.as_bytes()).unwrap(),
+            Some(vec![1]),
+            "and read as written"
+        );
+        assert!(writes.is_held(a));
+        writes.hold(a);
+        writes.release(a);
+        writes.apply(writes.mark()).unwrap();
+        assert_eq!(cursor(&store, a), None, "held twice, released once");
+        writes.release(a);
+        writes.apply(writes.mark()).unwrap();
+        assert_eq!(cursor(&store, a), Some(vec![1]));
+        assert_eq!(
+            store.get("group", &[0xaa, 0x01]).unwrap().as_deref(),
+            Some(&b"a's state"[..])
+        );
+        assert!(store
+            .get("epoch", &[0xaa, 0x01, 0, 0, 0, 0, 0, 0, 0, 7])
+            .unwrap()
+            .is_some());
     }
 }

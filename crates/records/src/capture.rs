@@ -29,7 +29,9 @@ use crate::record::{RecordKind, RecordMeta};
 use crate::RecordsError;
 
 mod attachments;
+mod waiting;
 mod writer;
+pub use waiting::{FileJob, FilesOutcome};
 use writer::Writer;
 
 pub struct Capture {
@@ -48,6 +50,8 @@ pub struct Capture {
     /// The member's state writes, held back until their records are durable.
     writes: DeferredWrites,
     writer: Option<Writer>,
+    /// Conversations waiting for a message's files ([`waiting`]).
+    waiting: waiting::WaitingMap,
 }
 
 /// A batch decrypted and staged, waiting for its one durable write.
@@ -57,6 +61,9 @@ pub struct StagedBatch {
     mark: u64,
     acks: Vec<(String, u64)>,
     failures: Vec<(String, u64, String)>,
+    /// Conversations whose held state writes go once these records are
+    /// durable ([`Capture::released`]).
+    release: Vec<String>,
 }
 
 /// A batch made durable: what may be acknowledged, in order, and the
@@ -114,6 +121,9 @@ impl StagedBatch {
         writes: &DeferredWrites,
     ) -> Result<Captured, RecordsError> {
         self.write_records(archive)?;
+        for conv in &self.release {
+            writes.release(conv);
+        }
         writes.apply(self.mark)?;
         Ok(Captured {
             acks: self.acks,
@@ -193,6 +203,7 @@ impl Capture {
             dirty: Default::default(),
             writes,
             writer: None,
+            waiting: Default::default(),
         }
     }
 
@@ -292,6 +303,7 @@ impl Capture {
             mark: self.writes.mark(),
             acks,
             failures: std::mem::take(&mut self.failed),
+            release: Vec::new(),
         })
     }
 

@@ -215,6 +215,13 @@ async fn records_once(
         .await?;
     let notary = at.notary()?;
     let intake = files::Intake::new(dir, beside.scan.clone())?;
+    // Files are fetched on a connection of their own, beside capture.
+    let mut files_conn = Conn::connect(server).await?;
+    files_conn
+        .request(device.auth_request(&files_conn.nonce)?)
+        .await?;
+    let (fetched_tx, mut fetched) = tokio::sync::mpsc::unbounded_channel();
+    let fetcher = files::Fetcher::start(files_conn, intake.clone(), fetched_tx);
     // The server keeps the chain of checkpoints this archive published:
     // an archive that no longer holds what it signed (cut back, an old
     // copy restored, rewritten) captures nothing more — going on would
@@ -236,6 +243,9 @@ async fn records_once(
     let mut checkpoints = tokio::time::interval(checkpoint_every);
     loop {
         if more && !conn.has_queued() {
+            // The next page starts after what was acknowledged: nothing
+            // may still wait for its files.
+            drain(&mut capture, &mut fetched).await?;
             settle(&mut conn, &mut capture, &mut done).await?;
             more = conn.sync().await?;
             continue;
@@ -255,6 +265,11 @@ async fn records_once(
             captured = done.recv() => {
                 let captured = captured.context("the archive writer is gone")?;
                 acknowledge(&mut conn, captured?).await?;
+                continue;
+            }
+            // A waiting message's files are in (or cannot be had).
+            f = fetched.recv() => {
+                files_in(&mut capture, f)?;
                 continue;
             }
             _ = checkpoints.tick() => {
@@ -286,10 +301,15 @@ async fn records_once(
             }
             ServerBody::Deliver(d) => {
                 let batch = gather_batch(&mut conn, d)?;
-                // Files first: a message is archived with them or withheld.
-                let mut staged = capture.stage_batch(&batch)?;
-                files::fetch(&mut conn, &intake, &mut staged).await?;
-                capture.submit_staged(staged)?;
+                // A message is archived with its files or withheld; while
+                // they are fetched, its conversation waits and the rest
+                // goes on (keepwire_records::capture::waiting).
+                let staged = capture.stage_batch(&batch)?;
+                let (ready, jobs) = capture.set_aside(staged);
+                for job in jobs {
+                    fetcher.fetch(job)?;
+                }
+                capture.submit_staged(ready)?;
             }
             ServerBody::AdminDecision {
                 decision: id,
@@ -313,12 +333,16 @@ async fn records_once(
                     .await?;
             }
             ServerBody::Evict { conv, devices } => {
+                // The records member's own commits come after everything
+                // it staged, in every conversation it may touch.
+                drain(&mut capture, &mut fetched).await?;
                 settle(&mut conn, &mut capture, &mut done).await?;
                 evict(&mut conn, &mut capture, &intake, &conv, &devices).await?;
             }
             _ => {}
         }
         if capture.has_proposals() {
+            drain(&mut capture, &mut fetched).await?;
             settle(&mut conn, &mut capture, &mut done).await?;
             for (conv, req) in capture.proposal_commits() {
                 match req {
@@ -333,6 +357,28 @@ async fn records_once(
 }
 
 type Done = tokio::sync::mpsc::UnboundedReceiver<Result<Captured, RecordsError>>;
+
+type Fetched = tokio::sync::mpsc::UnboundedReceiver<files::Fetched>;
+
+/// Give a waiting message its files (or withhold it), and hand every
+/// conversation that waits for nothing more to the writer.
+fn files_in(capture: &mut Capture, f: Option<files::Fetched>) -> Result<()> {
+    let f = f.context("the file fetcher is gone")?;
+    capture.files_in(&f.conv, f.seq, f.outcome?);
+    if let Some(batch) = capture.released() {
+        capture.submit_staged(batch)?;
+    }
+    Ok(())
+}
+
+/// Wait until no conversation waits for files (every one of them handed
+/// to the writer).
+async fn drain(capture: &mut Capture, fetched: &mut Fetched) -> Result<()> {
+    while capture.is_waiting() {
+        files_in(capture, fetched.recv().await)?;
+    }
+    Ok(())
+}
 
 /// Wait until every batch handed to the archive writer is durable, and
 /// acknowledge them: the server takes a conversation's acknowledgements

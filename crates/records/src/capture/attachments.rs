@@ -20,7 +20,7 @@
 use keepwire_protocol::attachment::{Attachment, BlobList};
 use keepwire_protocol::content::Content;
 
-use super::StagedBatch;
+use super::{Staged, StagedBatch};
 use crate::RecordKind;
 
 impl StagedBatch {
@@ -30,7 +30,7 @@ impl StagedBatch {
         self.records
             .iter()
             .enumerate()
-            .filter(|(_, r)| !r.references.is_empty() && r.files.is_empty())
+            .filter(|(_, r)| r.wants_files())
             .map(|(i, r)| (i, r.references.clone()))
             .collect()
     }
@@ -45,35 +45,50 @@ impl StagedBatch {
         verdicts: Vec<Option<String>>,
     ) {
         if let Some(r) = self.records.get_mut(index) {
-            for (a, v) in r.meta.attachments.iter_mut().zip(verdicts) {
-                a.scan = v;
-            }
-            r.files = files;
+            r.attach(files, verdicts);
         }
     }
 
     /// Record `index` cannot be archived with its files: archived as
     /// withheld instead (its content kept, no file), and reported so.
     pub fn withhold(&mut self, index: usize, reason: &str) {
-        let Some(r) = self.records.get_mut(index) else {
-            return;
-        };
-        tracing::error!(conv = %r.meta.conv, seq = r.meta.seq, %reason, "entry withheld: its files could not be captured");
-        r.meta.kind = RecordKind::Withheld;
-        r.meta.note = Some(format!(
+        if let Some(r) = self.records.get_mut(index) {
+            self.failures.push(r.withhold(reason));
+        }
+    }
+}
+
+impl Staged {
+    /// Whether this record waits for files to be fetched.
+    pub(super) fn wants_files(&self) -> bool {
+        !self.references.is_empty() && self.files.is_empty()
+    }
+
+    pub(super) fn attach(&mut self, files: Vec<std::path::PathBuf>, verdicts: Vec<Option<String>>) {
+        for (a, v) in self.meta.attachments.iter_mut().zip(verdicts) {
+            a.scan = v;
+        }
+        self.files = files;
+    }
+
+    /// Make this record withheld for `reason`: the failure to report.
+    pub(super) fn withhold(&mut self, reason: &str) -> (String, u64, String) {
+        tracing::error!(conv = %self.meta.conv, seq = self.meta.seq, %reason, "entry withheld: its files could not be captured");
+        self.meta.kind = RecordKind::Withheld;
+        self.meta.note = Some(format!(
             "withheld from every member: {reason}; sent by {}",
-            r.meta.sender
+            self.meta.sender
         ));
-        r.meta.attachments.clear();
-        r.references.clear();
-        for f in r.files.drain(..) {
+        self.meta.attachments.clear();
+        self.references.clear();
+        for f in self.files.drain(..) {
             let _ = std::fs::remove_file(f);
         }
-        self.failures.push((
-            r.meta.conv.clone(),
-            r.meta.seq,
+        (
+            self.meta.conv.clone(),
+            self.meta.seq,
             reason.chars().take(300).collect(),
-        ));
+        )
     }
 }
 

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use keepwire_protocol::attachment::Attachment;
 use keepwire_protocol::MAX_BLOB_CHUNK;
-use keepwire_records::capture::StagedBatch;
+use keepwire_records::capture::{FileJob, FilesOutcome, StagedBatch};
 
 use crate::net::{Conn, Refused};
 
@@ -27,6 +27,7 @@ use crate::net::{Conn, Refused};
 const SPOOL: &str = "spool";
 
 /// How files come in: where they wait, and the scanner they go through.
+#[derive(Clone)]
 pub struct Intake {
     spool: PathBuf,
     scan: Option<String>,
@@ -49,39 +50,108 @@ impl Intake {
 
 /// Fetch, check and spool every file `batch` wants, each through the
 /// agency's scanner if it has one; a message whose files cannot all be
-/// had as referenced is withheld.
+/// had as referenced is withheld. In line, for the records member's own
+/// commits' batches; deliveries' files are fetched beside capture
+/// ([`Fetcher`]).
 pub async fn fetch(conn: &mut Conn, intake: &Intake, batch: &mut StagedBatch) -> Result<()> {
-    let (spool, scan) = (&intake.spool, intake.scan.as_deref());
     for (index, references) in batch.wanted() {
-        let mut files = Vec::with_capacity(references.len());
-        let mut verdicts = Vec::with_capacity(references.len());
-        let mut refused = None;
-        for (n, reference) in references.iter().enumerate() {
-            match fetch_one(conn, spool, reference).await? {
-                Ok(path) => {
-                    verdicts.push(match scan {
-                        Some(command) => Some(scan_one(command, spool, &path, reference).await?),
-                        None => None,
-                    });
-                    files.push(path);
-                }
-                Err(why) => {
-                    refused = Some(format!("its file {n} ({}): {why}", reference.blob));
-                    break;
-                }
-            }
-        }
-        match refused {
-            None => batch.attach(index, files, verdicts),
-            Some(why) => {
-                for f in files {
-                    let _ = std::fs::remove_file(f);
-                }
-                batch.withhold(index, &why);
-            }
+        match fetch_message(conn, intake, &references).await? {
+            Ok((files, verdicts)) => batch.attach(index, files, verdicts),
+            Err(why) => batch.withhold(index, &why),
         }
     }
     Ok(())
+}
+
+/// Fetch, check, spool and scan one message's files: them and their
+/// verdicts, or why the message cannot be captured with them (the outer
+/// error is the connection's or the disk's, and retried).
+async fn fetch_message(
+    conn: &mut Conn,
+    intake: &Intake,
+    references: &[Attachment],
+) -> Result<FilesOutcome> {
+    let (spool, scan) = (&intake.spool, intake.scan.as_deref());
+    let mut files = Vec::with_capacity(references.len());
+    let mut verdicts = Vec::with_capacity(references.len());
+    for (n, reference) in references.iter().enumerate() {
+        match fetch_one(conn, spool, reference).await? {
+            Ok(path) => {
+                verdicts.push(match scan {
+                    Some(command) => Some(scan_one(command, spool, &path, reference).await?),
+                    None => None,
+                });
+                files.push(path);
+            }
+            Err(why) => {
+                for f in files {
+                    let _ = std::fs::remove_file(f);
+                }
+                return Ok(Err(format!("its file {n} ({}): {why}", reference.blob)));
+            }
+        }
+    }
+    Ok(Ok((files, verdicts)))
+}
+
+/// A message's files, fetched beside capture.
+pub struct Fetched {
+    pub conv: String,
+    pub seq: u64,
+    /// The outer error is the connection's or the disk's: capture starts
+    /// again, and the message comes again.
+    pub outcome: Result<FilesOutcome>,
+}
+
+/// Fetches the files of messages that wait for them
+/// ([`keepwire_records::capture::FileJob`]), one message at a time, over
+/// a connection of its own: the capture's connection stays free for
+/// deliveries and acknowledgements, and other conversations' capture
+/// goes on meanwhile.
+pub struct Fetcher {
+    jobs: tokio::sync::mpsc::UnboundedSender<FileJob>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Fetcher {
+    /// Fetch over `conn` (the records device's, authenticated), telling
+    /// `done` of each message's files in the order asked.
+    pub fn start(
+        mut conn: Conn,
+        intake: Intake,
+        done: tokio::sync::mpsc::UnboundedSender<Fetched>,
+    ) -> Self {
+        let (jobs, mut rx) = tokio::sync::mpsc::unbounded_channel::<FileJob>();
+        let task = tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                let outcome = fetch_message(&mut conn, &intake, &job.references).await;
+                let broken = outcome.is_err();
+                let sent = done.send(Fetched {
+                    conv: job.conv,
+                    seq: job.seq,
+                    outcome,
+                });
+                if sent.is_err() || broken {
+                    return;
+                }
+            }
+        });
+        Self { jobs, task }
+    }
+
+    pub fn fetch(&self, job: FileJob) -> Result<()> {
+        self.jobs
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("the file fetcher stopped"))
+    }
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        // Its connection goes with it; what it had spooled is removed at
+        // the next start.
+        self.task.abort();
+    }
 }
 
 /// One file: its spool path, or why it cannot be captured (the outer
