@@ -201,29 +201,35 @@ pub async fn backup(data_dir: &Path, to: &Path, admin: &Admin, now_ms: u64) -> R
     Ok(manifest)
 }
 
-/// Where the server keeps attachment blobs' bytes, beside `server.db`.
-const BLOBS: &str = "blobs";
+/// Where attachments' bytes are kept apart from the databases: the
+/// server's blobs beside `server.db`, the archive's files beside
+/// `records/archive.db`.
+const FILE_DIRS: [&str; 2] = ["blobs", "records/files"];
 
-/// The attachment blobs under `dir`, as paths relative to it.
+/// The attachment files under `dir` (blobs and archived files), as paths
+/// relative to it.
 fn blob_files(dir: &Path) -> Result<Vec<String>> {
-    let blobs = dir.join(BLOBS);
-    if !blobs.is_dir() {
-        return Ok(Vec::new());
-    }
     let mut out = Vec::new();
-    for f in std::fs::read_dir(&blobs)? {
-        let f = f?;
-        if f.file_type()?.is_file() {
-            out.push(format!("{BLOBS}/{}", f.file_name().to_string_lossy()));
+    for sub in FILE_DIRS {
+        let from = dir.join(sub);
+        if !from.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&from)? {
+            let f = f?;
+            if f.file_type()?.is_file() {
+                out.push(format!("{sub}/{}", f.file_name().to_string_lossy()));
+            }
         }
     }
     out.sort();
     Ok(out)
 }
 
-/// Copy the databases in order, then the attachment blobs, then the
-/// small files. The blobs come after `server.db`: every blob its copy
-/// names was complete, and on disk, before the copy began.
+/// Copy the databases in order, then the attachment files, then the
+/// small files. The files come after the databases: every blob the copy
+/// of `server.db` names was complete, and every file the copy of the
+/// archive links was stored, before the copy began.
 fn copy_all(data_dir: &Path, to: &Path) -> Result<()> {
     for db in DATABASES {
         snapshot(&data_dir.join(db), &to.join(db))?;

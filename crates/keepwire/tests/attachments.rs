@@ -308,15 +308,19 @@ fn uploaded_and_read(mut agency: Agency) {
         );
 
         // An insider who alters a stored file is named by verify, which
-        // needs no key for it (on SQLite, where the test can reach in).
-        let db = agency.data.join("records").join("archive.db");
-        if db.exists() {
-            let c = rusqlite::Connection::open(&db).unwrap();
-            c.execute(
-                "UPDATE attachment_chunks SET data = zeroblob(length(data)) WHERE start = 0",
-                [],
-            )
-            .unwrap();
+        // needs no key for it (on SQLite, where the test can reach in:
+        // the archive keeps files' bytes in records/files/, by hash).
+        let files = agency.data.join("records").join("files");
+        if files.exists() {
+            let stored = std::fs::read_dir(&files)
+                .unwrap()
+                .next()
+                .expect("a stored file")
+                .unwrap()
+                .path();
+            let mut bytes = std::fs::read(&stored).unwrap();
+            bytes[0] ^= 1;
+            std::fs::write(&stored, bytes).unwrap();
             let out = agency.records_output(&["verify"]);
             assert!(!out.status.success());
             let report = String::from_utf8_lossy(&out.stdout);
@@ -324,8 +328,9 @@ fn uploaded_and_read(mut agency: Agency) {
         }
     });
 
-    // A backup holds the files the server still relays (on SQLite, the
-    // deployment `admin backup` copies), each in its manifest.
+    // A backup holds the files the server still relays and those the
+    // archive keeps (on SQLite, the deployment `admin backup` copies),
+    // each in its manifest.
     if agency.data.join("server.db").is_file() {
         agency.stop();
         let to = agency.tmp.path().join("backup");
@@ -343,15 +348,17 @@ fn uploaded_and_read(mut agency: Agency) {
         );
         assert!(out.status.success(), "{}", common::stderr(&out));
         let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let blobs: Vec<&serde_json::Value> = manifest["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|f| f["path"].as_str().unwrap().starts_with("blobs/"))
-            .collect();
-        assert!(!blobs.is_empty(), "{manifest}");
-        for b in blobs {
-            assert!(to.join(b["path"].as_str().unwrap()).is_file());
+        for dir in ["blobs/", "records/files/"] {
+            let files: Vec<&serde_json::Value> = manifest["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| f["path"].as_str().unwrap().starts_with(dir))
+                .collect();
+            assert!(!files.is_empty(), "{dir}: {manifest}");
+            for f in files {
+                assert!(to.join(f["path"].as_str().unwrap()).is_file());
+            }
         }
     }
 }

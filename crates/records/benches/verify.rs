@@ -83,7 +83,6 @@ fn main() {
                 meta,
                 receipt,
                 plaintext: Some(text),
-                files: &[],
             })
             .collect();
         archive.insert_many(&records).expect("insert");

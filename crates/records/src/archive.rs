@@ -71,9 +71,6 @@ pub struct NewRecord<'a> {
     pub meta: &'a RecordMeta,
     pub receipt: &'a Receipt,
     pub plaintext: Option<&'a [u8]>,
-    /// The files `meta.attachments` describes, spooled by capture (the
-    /// ciphertext as it arrived, checked against its reference).
-    pub files: &'a [std::path::PathBuf],
 }
 
 pub struct Archive {
@@ -177,6 +174,18 @@ impl Archive {
             .map(|r| seal_record(self.key.as_ref().map(|k| &k.cipher), r))
             .collect::<Result<Vec<_>, _>>()?;
         self.store.insert_records(&sealed)
+    }
+
+    /// Keep a checked file's bytes (the ciphertext spooled at `path`,
+    /// consumed) before the record that carries it is inserted, which
+    /// then links them ([`ArchiveStore::put_file`]).
+    pub fn put_file(
+        &mut self,
+        cipher_sha256: &str,
+        path: &std::path::Path,
+        now_ms: u64,
+    ) -> Result<(), RecordsError> {
+        self.store.put_file(cipher_sha256, path, now_ms)
     }
 
     /// The store, for the checks of this crate (`verify`).
@@ -600,7 +609,6 @@ fn seal_record<'a>(
         wrapped_key,
         body,
         leaf: record_leaf(m, r.receipt, commitment),
-        files: r.files,
     })
 }
 

@@ -133,12 +133,8 @@ impl StagedBatch {
 
     fn write_records(&self, archive: &mut Archive) -> Result<(), RecordsError> {
         // Never a message without its files: whoever staged the batch
-        // fetches them first ([`StagedBatch::wanted`]) or withholds it.
-        if let Some(r) = self
-            .records
-            .iter()
-            .find(|r| r.files.len() != r.references.len())
-        {
+        // stores them first ([`StagedBatch::wanted`]) or withholds it.
+        if let Some(r) = self.records.iter().find(|r| r.wants_files()) {
             return Err(RecordsError::Archive(format!(
                 "{}#{} references {} file(s) that were not fetched: not archived without them",
                 r.meta.conv,
@@ -154,16 +150,9 @@ impl StagedBatch {
                     meta: &r.meta,
                     receipt: &r.receipt,
                     plaintext: r.plaintext.as_deref(),
-                    files: &r.files,
                 })
                 .collect();
             archive.insert_many(&records)?;
-        }
-        // In the archive now: the spooled copies go.
-        for r in &self.records {
-            for f in &r.files {
-                let _ = std::fs::remove_file(f);
-            }
         }
         Ok(())
     }
@@ -174,11 +163,12 @@ struct Staged {
     meta: RecordMeta,
     receipt: Receipt,
     plaintext: Option<Vec<u8>>,
-    /// The files the message references, to be fetched before the batch
-    /// is written ([`StagedBatch::wanted`]).
+    /// The files the message references, to be fetched, checked and
+    /// stored in the archive before its record is written
+    /// ([`StagedBatch::wanted`]).
     references: Vec<keepwire_protocol::attachment::Attachment>,
-    /// Where each was spooled once fetched and checked.
-    files: Vec<std::path::PathBuf>,
+    /// They are stored ([`Archive::put_file`]).
+    stored: bool,
 }
 
 /// Most entries the records service captures in one durable write, when
@@ -516,7 +506,7 @@ impl Capture {
             receipt: d.receipt.clone(),
             plaintext: content,
             references,
-            files: Vec::new(),
+            stored: false,
         });
         self.mark(&d.conv, d.seq, true);
         Ok(Some(d.seq))
@@ -559,7 +549,7 @@ impl Capture {
             receipt: d.receipt.clone(),
             plaintext: content,
             references: Vec::new(),
-            files: Vec::new(),
+            stored: false,
         });
         self.mark(&d.conv, d.seq, save);
         self.failed

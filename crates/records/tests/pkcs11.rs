@@ -40,7 +40,6 @@ fn record(a: &mut Archive, seq: u64, text: &str) {
         },
         receipt: &receipt,
         plaintext: Some(&plain),
-        files: &[],
     })
     .unwrap();
 }

@@ -214,14 +214,14 @@ async fn records_once(
     conn.request(device.key_packages_request(crate::session::KEY_PACKAGE_POOL, true)?)
         .await?;
     let notary = at.notary()?;
-    let intake = files::Intake::new(dir, beside.scan.clone())?;
+    let intake = files::Intake::new(dir, beside.scan.clone(), clock.clone())?;
     // Files are fetched on a connection of their own, beside capture.
     let mut files_conn = Conn::connect(server).await?;
     files_conn
         .request(device.auth_request(&files_conn.nonce)?)
         .await?;
     let (fetched_tx, mut fetched) = tokio::sync::mpsc::unbounded_channel();
-    let fetcher = files::Fetcher::start(files_conn, intake.clone(), fetched_tx);
+    let fetcher = files::Fetcher::start(files_conn, intake.clone(), at.open(true)?, fetched_tx);
     // The server keeps the chain of checkpoints this archive published:
     // an archive that no longer holds what it signed (cut back, an old
     // copy restored, rewritten) captures nothing more — going on would
@@ -560,7 +560,7 @@ async fn capture_and_ack(
 ) -> Result<()> {
     capture.settle()?;
     let mut staged = capture.stage_batch(std::slice::from_ref(d))?;
-    files::fetch(conn, intake, &mut staged).await?;
+    files::fetch(conn, intake, &mut capture.archive, &mut staged).await?;
     let captured = capture.commit_staged(staged)?;
     acknowledge(conn, captured).await
 }

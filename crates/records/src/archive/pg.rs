@@ -54,6 +54,19 @@ pub static SCHEMA: PgSchema = PgSchema {
         CREATE TABLE attachment_chunks (record_id BIGINT NOT NULL, n INTEGER NOT NULL,
             start BIGINT NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (record_id, n, start));
     "#,
+        // 4: files apart from records (issue 13): stored before their
+        // record, addressed by their hash, in chunks of their own
+        // transactions; a record links them. `attachment_chunks` is read
+        // for records stored under 3.
+        r#"
+        CREATE TABLE files (cipher_sha256 TEXT PRIMARY KEY, size BIGINT NOT NULL,
+            stored_at_ms BIGINT NOT NULL);
+        CREATE TABLE file_chunks (cipher_sha256 TEXT NOT NULL, start BIGINT NOT NULL,
+            data BYTEA NOT NULL, PRIMARY KEY (cipher_sha256, start));
+        CREATE TABLE record_files (record_id BIGINT NOT NULL, n INTEGER NOT NULL,
+            cipher_sha256 TEXT NOT NULL, PRIMARY KEY (record_id, n));
+        CREATE INDEX record_files_by_file ON record_files (cipher_sha256);
+    "#,
     ],
 };
 
@@ -305,13 +318,20 @@ impl ArchiveStore for PgArchive {
                 let Some(row) = inserted else { continue };
                 new += 1;
                 let id: i64 = row.try_get(0)?;
-                for_each_chunk(r.files, |n, start, data| {
+                for (n, a) in m.attachments.iter().enumerate() {
+                    let stored = pg
+                        .query_opt(
+                            "SELECT size FROM files WHERE cipher_sha256=$1",
+                            &[&a.cipher_sha256],
+                        )?
+                        .map(|r| u64_at(&r, 0))
+                        .transpose()?;
+                    check_stored(m, n, a, stored)?;
                     pg.execute(
-                        "INSERT INTO attachment_chunks (record_id, n, start, data) VALUES ($1, $2, $3, $4)",
-                        &[&id, &(n as i32), &(start as i64), &data],
+                        "INSERT INTO record_files (record_id, n, cipher_sha256) VALUES ($1, $2, $3)",
+                        &[&id, &(n as i32), &a.cipher_sha256],
                     )?;
-                    Ok(())
-                })?;
+                }
                 if key_seen != Some(r.server_key) {
                     pg.execute(
                         "INSERT INTO server_keys (key, first_seen_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -426,6 +446,60 @@ impl ArchiveStore for PgArchive {
             .collect()
     }
 
+    fn put_file(
+        &mut self,
+        cipher_sha256: &str,
+        path: &std::path::Path,
+        now_ms: u64,
+    ) -> Result<(), RecordsError> {
+        use std::io::Read;
+        check_file_name(cipher_sha256)?;
+        let stored = self
+            .pg
+            .query_opt(
+                "SELECT 1 FROM files WHERE cipher_sha256=$1",
+                &[&cipher_sha256],
+            )?
+            .is_some();
+        if !stored {
+            // Chunks in transactions of their own, without the writers'
+            // lock: records go on being archived meanwhile. What a crash
+            // leaves half-stored is replaced by the next attempt.
+            self.pg.execute(
+                "DELETE FROM file_chunks WHERE cipher_sha256=$1",
+                &[&cipher_sha256],
+            )?;
+            let mut f = std::fs::File::open(path)?;
+            let mut buf = vec![0u8; ATTACHMENT_CHUNK];
+            let mut at = 0i64;
+            loop {
+                let mut filled = 0;
+                while filled < buf.len() {
+                    let r = f.read(&mut buf[filled..])?;
+                    if r == 0 {
+                        break;
+                    }
+                    filled += r;
+                }
+                if filled == 0 {
+                    break;
+                }
+                self.pg.execute(
+                    "INSERT INTO file_chunks (cipher_sha256, start, data) VALUES ($1, $2, $3)",
+                    &[&cipher_sha256, &at, &&buf[..filled]],
+                )?;
+                at += filled as i64;
+            }
+            self.pg.execute(
+                "INSERT INTO files (cipher_sha256, size, stored_at_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                &[&cipher_sha256, &at, &(now_ms as i64)],
+            )?;
+        }
+        let _ = std::fs::remove_file(path);
+        Ok(())
+    }
+
     fn attachment_read(
         &self,
         id: i64,
@@ -434,6 +508,24 @@ impl ArchiveStore for PgArchive {
         len: usize,
     ) -> Result<Vec<u8>, RecordsError> {
         let end = offset as i64 + len.min(ATTACHMENT_CHUNK) as i64;
+        let linked = self.pg.query_opt(
+            "SELECT cipher_sha256 FROM record_files WHERE record_id=$1 AND n=$2",
+            &[&id, &(n as i32)],
+        )?;
+        if let Some(row) = linked {
+            let hash: String = row.try_get(0)?;
+            let rows = self.pg.query(
+                "SELECT start, data FROM file_chunks
+                 WHERE cipher_sha256=$1 AND start < $3 AND start + length(data) > $2 ORDER BY start",
+                &[&hash, &(offset as i64), &end],
+            )?;
+            let chunks = rows
+                .iter()
+                .map(|r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, Vec<u8>>(1)?)))
+                .collect::<Result<Vec<_>, RecordsError>>()?;
+            return Ok(splice(chunks, offset, end));
+        }
+        // A record stored before files were kept apart (schema 3).
         let rows = self.pg.query(
             "SELECT start, data FROM attachment_chunks
              WHERE record_id=$1 AND n=$2 AND start < $4 AND start + length(data) > $3 ORDER BY start",
@@ -470,6 +562,22 @@ impl ArchiveStore for PgArchive {
                 "DELETE FROM attachment_chunks WHERE record_id=$1",
                 &[&id],
             )?;
+            // Its files go unless another record links the same bytes.
+            let hashes = pg.query(
+                "DELETE FROM record_files WHERE record_id=$1 RETURNING cipher_sha256",
+                &[&id],
+            )?;
+            for row in hashes {
+                let h: String = row.try_get(0)?;
+                let gone = pg.execute(
+                    "DELETE FROM files WHERE cipher_sha256=$1
+                     AND NOT EXISTS (SELECT 1 FROM record_files WHERE cipher_sha256=$1)",
+                    &[&h],
+                )?;
+                if gone == 1 {
+                    pg.execute("DELETE FROM file_chunks WHERE cipher_sha256=$1", &[&h])?;
+                }
+            }
             append(pg, &tombstone(&conv, seq, leaf), Some(id))?;
             Ok(())
         })

@@ -66,6 +66,20 @@ pub trait ArchiveStore: Send {
     /// Every receipt key the archived receipts were signed with.
     fn server_keys(&self) -> Result<Vec<Vec<u8>>, RecordsError>;
 
+    /// Keep the bytes of a checked file (its ciphertext, at `path`, which
+    /// this consumes) under their SHA-256, before any record names them:
+    /// a record's insert then only links them, so a large file's bytes
+    /// never pass through the transaction that makes its record and leaf
+    /// durable, which every other record waits for. The bytes are durable
+    /// before the store says it holds them. Bytes already held are kept
+    /// as they are.
+    fn put_file(
+        &mut self,
+        cipher_sha256: &str,
+        path: &std::path::Path,
+        now_ms: u64,
+    ) -> Result<(), RecordsError>;
+
     /// Up to `len` (at most [`ATTACHMENT_CHUNK`]) bytes of attachment `n`
     /// of record `id` from `offset`; empty past its end, or once the
     /// record's content was destroyed.
@@ -223,10 +237,6 @@ pub struct SealedRecord<'a> {
     pub wrapped_key: Option<Vec<u8>>,
     pub body: Option<Vec<u8>>,
     pub leaf: Leaf,
-    /// The files `meta.attachments` describes, in order: each the
-    /// ciphertext as it arrived, spooled to disk by capture, read into
-    /// the store [`ATTACHMENT_CHUNK`] bytes at a time.
-    pub files: &'a [std::path::PathBuf],
 }
 
 /// The bytes of one stored attachment row at most.
@@ -266,34 +276,39 @@ pub(crate) fn splice(chunks: Vec<(i64, Vec<u8>)>, offset: u64, end: i64) -> Vec<
     out
 }
 
-/// Each of `files` a chunk at a time, as `(attachment index, offset,
-/// bytes)`: what a backend inserts inside its records' transaction.
-pub(crate) fn for_each_chunk(
-    files: &[std::path::PathBuf],
-    mut f: impl FnMut(u32, u64, &[u8]) -> Result<(), RecordsError>,
+/// A record's insert links the files its attachments describe, each
+/// stored beforehand ([`ArchiveStore::put_file`]) with the size the
+/// record says: never a record whose file is not held.
+pub(crate) fn check_stored(
+    meta: &RecordMeta,
+    n: usize,
+    a: &crate::AttachmentMeta,
+    stored_size: Option<u64>,
 ) -> Result<(), RecordsError> {
-    use std::io::Read;
-    let mut buf = vec![0u8; ATTACHMENT_CHUNK];
-    for (n, path) in files.iter().enumerate() {
-        let mut file = std::fs::File::open(path)?;
-        let mut at = 0u64;
-        loop {
-            let mut filled = 0;
-            while filled < buf.len() {
-                let r = file.read(&mut buf[filled..])?;
-                if r == 0 {
-                    break;
-                }
-                filled += r;
-            }
-            if filled == 0 {
-                break;
-            }
-            f(n as u32, at, &buf[..filled])?;
-            at += filled as u64;
-        }
+    match stored_size {
+        Some(size) if size == a.cipher_size => Ok(()),
+        Some(size) => Err(RecordsError::Archive(format!(
+            "{}#{}: file {n} is stored with {size} bytes, the record says {}",
+            meta.conv, meta.seq, a.cipher_size
+        ))),
+        None => Err(RecordsError::Archive(format!(
+            "{}#{}: file {n} ({}) is not stored: a record is never archived without its files",
+            meta.conv, meta.seq, a.cipher_sha256
+        ))),
     }
-    Ok(())
+}
+
+/// A file's name in the store is its SHA-256 in hex, nothing else (it
+/// is read from rows an insider could have written).
+pub(crate) fn check_file_name(cipher_sha256: &str) -> Result<(), RecordsError> {
+    if cipher_sha256.len() == 64 && cipher_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(RecordsError::Archive(format!(
+            "a stored file's name is not a SHA-256: {:?}",
+            cipher_sha256.chars().take(80).collect::<String>()
+        )))
+    }
 }
 
 /// A record's row as stored: text where an insider could have written

@@ -142,7 +142,6 @@ fn sealed<'a>(m: &'a RecordMeta, r: &'a Receipt, content: bool) -> SealedRecord<
         wrapped_key: content.then(|| vec![1; 72]),
         body: content.then(|| vec![2; 40]),
         leaf: record_leaf(m, r, None),
-        files: &[],
     }
 }
 
@@ -506,7 +505,6 @@ fn the_whole_archive_seals_lists_destroys_and_verifies(store: &mut Store) {
                 meta: &m,
                 receipt: &r,
                 plaintext: Some(&plain),
-                files: &[],
             })
             .unwrap());
     }

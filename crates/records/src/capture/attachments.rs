@@ -1,11 +1,12 @@
 //! Attachments at capture: a message is archived with its files, or not
 //! at all. Staging decrypts the message and reads its references; before
-//! the batch is written, the records service fetches every file it
+//! its record is written, the records service fetches every file it
 //! references from the server, checks it against its reference (the
 //! ciphertext's hash and size, then every segment opened and the
-//! plaintext's hash), and spools it ([`StagedBatch::wanted`],
-//! [`StagedBatch::attach`]); the batch's one transaction stores the files
-//! with their records, and only then is anything acknowledged. A file
+//! plaintext's hash) and stores it in the archive, addressed by its hash
+//! ([`crate::Archive::put_file`], [`StagedBatch::wanted`],
+//! [`StagedBatch::attach`]); the record's transaction links the files,
+//! and only then is anything acknowledged. A file
 //! that is missing, altered or not what its reference says makes its
 //! message withheld ([`StagedBatch::withhold`]): archived, saying why,
 //! delivered to no one, its sender blocked.
@@ -35,17 +36,11 @@ impl StagedBatch {
             .collect()
     }
 
-    /// Record `index`'s files, fetched and checked, spooled in the
-    /// order of its references, each with the malware scanner's verdict
-    /// where one ran (kept in the record's leaf).
-    pub fn attach(
-        &mut self,
-        index: usize,
-        files: Vec<std::path::PathBuf>,
-        verdicts: Vec<Option<String>>,
-    ) {
+    /// Record `index`'s files are stored in the archive, each with the
+    /// malware scanner's verdict where one ran (kept in the record's leaf).
+    pub fn attach(&mut self, index: usize, verdicts: Vec<Option<String>>) {
         if let Some(r) = self.records.get_mut(index) {
-            r.attach(files, verdicts);
+            r.attach(verdicts);
         }
     }
 
@@ -59,16 +54,16 @@ impl StagedBatch {
 }
 
 impl Staged {
-    /// Whether this record waits for files to be fetched.
+    /// Whether this record waits for its files to be stored.
     pub(super) fn wants_files(&self) -> bool {
-        !self.references.is_empty() && self.files.is_empty()
+        !self.references.is_empty() && !self.stored
     }
 
-    pub(super) fn attach(&mut self, files: Vec<std::path::PathBuf>, verdicts: Vec<Option<String>>) {
+    pub(super) fn attach(&mut self, verdicts: Vec<Option<String>>) {
         for (a, v) in self.meta.attachments.iter_mut().zip(verdicts) {
             a.scan = v;
         }
-        self.files = files;
+        self.stored = true;
     }
 
     /// Make this record withheld for `reason`: the failure to report.
@@ -81,9 +76,6 @@ impl Staged {
         ));
         self.meta.attachments.clear();
         self.references.clear();
-        for f in self.files.drain(..) {
-            let _ = std::fs::remove_file(f);
-        }
         (
             self.meta.conv.clone(),
             self.meta.seq,

@@ -27,7 +27,6 @@
 //! delivers it again to a member whose state is where it was.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use keepwire_protocol::attachment::Attachment;
 
@@ -50,9 +49,10 @@ pub(super) struct Waiting {
     failures: Vec<(String, u64, String)>,
 }
 
-/// The files of a message, spooled and checked, each with the scanner's
-/// verdict; or why they cannot be captured (the message is withheld).
-pub type FilesOutcome = Result<(Vec<PathBuf>, Vec<Option<String>>), String>;
+/// The files of a message were checked and stored in the archive: each
+/// one's scanner verdict; or why they cannot be captured (the message is
+/// withheld).
+pub type FilesOutcome = Result<Vec<Option<String>>, String>;
 
 impl Capture {
     /// Take out of `batch` every entry of a conversation that waits for
@@ -127,7 +127,7 @@ impl Capture {
             return;
         };
         match outcome {
-            Ok((files, verdicts)) => r.attach(files, verdicts),
+            Ok(verdicts) => r.attach(verdicts),
             Err(why) => {
                 let failure = r.withhold(&why);
                 w.failures.push(failure);

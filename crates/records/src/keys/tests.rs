@@ -168,7 +168,6 @@ fn a_rotation_is_one_transaction_and_escrow_restores_a_lost_provider() {
         },
         receipt: &receipt,
         plaintext: Some(br#"{"format":1,"text":"kept","sent_at_ms":1}"#),
-        files: &[],
     })
     .unwrap();
     let before = a.key_id().unwrap();

@@ -14,28 +14,43 @@ fn a_record_keeps_its_files_until_its_content_is_destroyed(store: &mut Store) {
     let big: Vec<u8> = (0..ATTACHMENT_CHUNK * 5 / 2)
         .map(|i| (i % 199) as u8)
         .collect();
-    let files = [dir.path().join("0"), dir.path().join("1")];
-    std::fs::write(&files[0], &big).unwrap();
-    std::fs::write(&files[1], b"").unwrap();
+    let hashes = ["b".repeat(64), "c".repeat(64)];
     let mut m = meta("c", 1, RecordKind::Application);
     m.attachments = [&big[..], b""]
         .iter()
-        .map(|b| AttachmentMeta {
+        .zip(&hashes)
+        .map(|(b, h)| AttachmentMeta {
             size: b.len() as u64,
             sha256: "a".repeat(64),
             cipher_size: b.len() as u64,
-            cipher_sha256: "b".repeat(64),
+            cipher_sha256: h.clone(),
             scan: Some("clean".into()),
         })
         .collect();
     let r = receipt("c", 1, &key);
-    let mut record = sealed(&m, &r, true);
-    record.files = &files;
-    assert_eq!(store.insert_records(&[record]).unwrap(), 1);
+    // Never a record without its files.
+    let refused = store.insert_records(&[sealed(&m, &r, true)]).unwrap_err();
+    assert!(refused.to_string().contains("is not stored"), "{refused}");
+    assert_eq!(store.log_size().unwrap(), 0, "nothing of it was kept");
+    // Stored first (the spooled copy is consumed), then the record links
+    // them; storing them again changes nothing.
+    for (bytes, h) in [&big[..], b""].iter().zip(&hashes) {
+        for _ in 0..2 {
+            let spooled = dir.path().join("spooled");
+            std::fs::write(&spooled, bytes).unwrap();
+            store.put_file(h, &spooled, 7).unwrap();
+            assert!(!spooled.exists(), "the spooled copy is the store's now");
+        }
+    }
+    let lying = dir.path().join("lying");
+    std::fs::write(&lying, b"x").unwrap();
+    assert!(
+        store.put_file("../../etc/passwd", &lying, 7).is_err(),
+        "a file is named by its hash only"
+    );
+    assert_eq!(store.insert_records(&[sealed(&m, &r, true)]).unwrap(), 1);
     // Again (redelivered after a crash): nothing stored twice.
-    let mut again = sealed(&m, &r, true);
-    again.files = &files;
-    assert_eq!(store.insert_records(&[again]).unwrap(), 0);
+    assert_eq!(store.insert_records(&[sealed(&m, &r, true)]).unwrap(), 0);
 
     let row = store.records(Which::All, false).unwrap().remove(0);
     assert_eq!(
@@ -86,6 +101,12 @@ fn a_record_keeps_its_files_until_its_content_is_destroyed(store: &mut Store) {
         })
         .unwrap();
     assert!(store.attachment_read(row.id, 0, 0, 10).unwrap().is_empty());
+    // The bytes are gone from the store too: a record naming them again
+    // is refused.
+    let r3 = receipt("c", 3, &key);
+    let mut again = m.clone();
+    again.seq = 3;
+    assert!(store.insert_records(&[sealed(&again, &r3, true)]).is_err());
     let row = store.records(Which::One(row.id), false).unwrap().remove(0);
     assert_eq!(
         parse_attachments(row.attachments.as_deref()).unwrap(),
