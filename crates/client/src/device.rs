@@ -40,6 +40,23 @@ fn suite() -> impl CipherSuiteProvider {
 
 /// Sign `AUTH_CONTEXT || nonce` with a device key: how a device proves
 /// itself on every connection.
+/// A device's sign-in, apart from the device ([`Device::authenticator`]).
+#[derive(Clone)]
+pub struct Authenticator {
+    device_id: String,
+    secret: SignatureSecretKey,
+}
+
+impl Authenticator {
+    /// The `auth` request answering a connection's `nonce`.
+    pub fn auth_request(&self, nonce: &[u8]) -> Result<Request, ClientError> {
+        Ok(Request::Auth {
+            device_id: self.device_id.clone(),
+            signature: sign_challenge(&self.secret, nonce)?,
+        })
+    }
+}
+
 pub fn sign_challenge(secret: &SignatureSecretKey, nonce: &[u8]) -> Result<Vec<u8>, ClientError> {
     let data = [AUTH_CONTEXT, nonce].concat();
     suite()
@@ -241,10 +258,17 @@ impl Device {
     }
 
     pub fn auth_request(&self, nonce: &[u8]) -> Result<Request, ClientError> {
-        Ok(Request::Auth {
+        self.authenticator().auth_request(nonce)
+    }
+
+    /// What signs this device in on a connection of its own, apart from
+    /// the device (the records service fetches files on a second
+    /// connection, from another task).
+    pub fn authenticator(&self) -> Authenticator {
+        Authenticator {
             device_id: self.device_id.clone(),
-            signature: sign_challenge(&self.secret, nonce)?,
-        })
+            secret: self.secret.clone(),
+        }
     }
 
     /// A batch of fresh key packages for the server's pool, with a new

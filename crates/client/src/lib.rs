@@ -14,7 +14,7 @@ pub mod photo;
 pub mod store;
 pub mod witness;
 
-pub use device::{Device, Incoming, PendingDevice};
+pub use device::{Authenticator, Device, Incoming, PendingDevice};
 pub use mls::DeferredWrites;
 pub use store::{FileInfo, Store, StoredMessage};
 

@@ -334,7 +334,8 @@ impl DeferredWrites {
     }
 
     /// Run `f` with writes going straight to the store, after everything
-    /// queued so far. For steps whose writes cover no records and must be
+    /// queued so far that is not held ([`Self::hold`]: a held
+    /// conversation's rows are not the ones a join writes). For steps whose writes cover no records and must be
     /// durable in mls-rs's own order: joining writes the group state, then
     /// deletes the key package it used — deferring only the first would
     /// let a crash lose the state and keep the deletion, and the Welcome

@@ -89,6 +89,23 @@ fn quick_bench_runs_every_scenario_and_reports() {
         assert!(capture[0][f].as_f64().unwrap() > 0.0, "{f} measured");
     }
 
+    // Files: three sizes moved, each step's rate measured; memory while
+    // the largest moved; text beside it and alone.
+    let files = of("files");
+    assert_eq!(files.len(), 3, "{lines:?}");
+    for v in &files {
+        for f in ["upload_mb_s", "capture_mb_s", "download_mb_s"] {
+            let x = v[f].as_f64().unwrap_or(f64::NAN);
+            assert!(x.is_finite() && x > 0.0, "{f} measured in {v}");
+        }
+    }
+    assert_eq!(of("files-memory").len(), 1);
+    let beside = of("files-text");
+    assert_eq!(beside.len(), 2, "{lines:?}");
+    for v in beside {
+        assert!(v["e2e_p99_ms"].as_f64().unwrap() > 0.0, "{v}");
+    }
+
     let doc = tmp.path().join("benchmarks.md");
     std::fs::write(
         &doc,

@@ -436,7 +436,8 @@ impl Capture {
                         format!("submitted by {claimed} but the MLS signature is {sender}'s");
                     return self.withhold(d, &claimed, reason, Some(content.clone()), true);
                 }
-                if let Some(reason) = attachments::blobs_mismatch(content, authenticated_data) {
+                let parsed = Content::decode(content);
+                if let Some(reason) = attachments::blobs_mismatch(&parsed, authenticated_data) {
                     // The server would serve members blobs other than
                     // those the message references (a modified client).
                     return self.withhold(d, &claimed, reason, Some(content.clone()), true);
@@ -446,7 +447,7 @@ impl Capture {
                     *epoch,
                     sender.clone(),
                     participants.clone(),
-                    Some(content.clone()),
+                    Some((content.clone(), parsed)),
                 )
             }
             Incoming::Commit {
@@ -478,7 +479,11 @@ impl Capture {
                 return self.withhold(d, &claimed, reason, None, false);
             }
         };
-        let parsed = content.as_deref().map(Content::decode).transpose();
+        // Parsed once, where it was decrypted.
+        let (content, parsed) = match content {
+            Some((bytes, parsed)) => (Some(bytes), parsed.map(Some)),
+            None => (None, Ok(None)),
+        };
         let (expire_after_secs, burn_on_read, references) = match parsed.as_ref() {
             Ok(Some(c)) => (c.expire_after_secs, c.burn_on_read, c.attachments.clone()),
             _ => (None, false, Vec::new()),

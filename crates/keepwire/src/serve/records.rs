@@ -216,12 +216,14 @@ async fn records_once(
     let notary = at.notary()?;
     let intake = files::Intake::new(dir, beside.scan.clone(), clock.clone())?;
     // Files are fetched on a connection of their own, beside capture.
-    let mut files_conn = Conn::connect(server).await?;
-    files_conn
-        .request(device.auth_request(&files_conn.nonce)?)
-        .await?;
     let (fetched_tx, mut fetched) = tokio::sync::mpsc::unbounded_channel();
-    let fetcher = files::Fetcher::start(files_conn, intake.clone(), at.open(true)?, fetched_tx);
+    let fetcher = files::Fetcher::start(
+        server.to_string(),
+        device.authenticator(),
+        intake.clone(),
+        at.open(true)?,
+        fetched_tx,
+    );
     // The server keeps the chain of checkpoints this archive published:
     // an archive that no longer holds what it signed (cut back, an old
     // copy restored, rewritten) captures nothing more — going on would

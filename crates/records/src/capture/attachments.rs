@@ -19,7 +19,7 @@
 //! hold under that message.
 
 use keepwire_protocol::attachment::{Attachment, BlobList};
-use keepwire_protocol::content::Content;
+use keepwire_protocol::content::{Content, ContentError};
 
 use super::{Staged, StagedBatch};
 use crate::RecordKind;
@@ -87,13 +87,16 @@ impl Staged {
 /// Why the blobs a message names in the clear (its `authenticated_data`,
 /// what the server binds and serves) are not the attachments its
 /// encrypted content references, if they are not.
-pub(super) fn blobs_mismatch(content: &[u8], authenticated_data: &[u8]) -> Option<String> {
+pub(super) fn blobs_mismatch(
+    content: &Result<Content, ContentError>,
+    authenticated_data: &[u8],
+) -> Option<String> {
     let listed = match BlobList::decode(authenticated_data) {
         Ok(l) => l,
         Err(e) => return Some(format!("its blob list in the clear is malformed ({e})")),
     };
-    let attachments = match Content::decode(content) {
-        Ok(c) => c.attachments,
+    let attachments = match content {
+        Ok(c) => &c.attachments,
         // Without blobs, content that does not parse is still a record.
         Err(_) if listed.blobs.is_empty() => return None,
         Err(e) => {
@@ -102,7 +105,7 @@ pub(super) fn blobs_mismatch(content: &[u8], authenticated_data: &[u8]) -> Optio
             ))
         }
     };
-    (!listed.matches(&attachments)).then(|| {
+    (!listed.matches(attachments)).then(|| {
         format!(
             "the blobs it names in the clear ({}) are not the attachments it references ({})",
             listed.blobs.len(),
@@ -140,16 +143,21 @@ mod tests {
 
     #[test]
     fn a_message_is_held_to_the_blobs_it_names_in_the_clear() {
+        let parsed = |bytes: &[u8]| Content::decode(bytes);
         let both = with(&[1, 2]);
         let ad = BlobList::of(&both.attachments).encode();
-        assert_eq!(blobs_mismatch(&both.encode().unwrap(), &ad), None);
+        assert_eq!(blobs_mismatch(&parsed(&both.encode().unwrap()), &ad), None);
         let plain = with(&[]).encode().unwrap();
         assert_eq!(
-            blobs_mismatch(&plain, b""),
+            blobs_mismatch(&parsed(&plain), b""),
             None,
             "no attachments, nothing named"
         );
-        assert_eq!(blobs_mismatch(b"not json", b""), None, "still a record");
+        assert_eq!(
+            blobs_mismatch(&parsed(b"not json"), b""),
+            None,
+            "still a record"
+        );
         for (content, ad) in [
             (with(&[1]).encode().unwrap(), ad.clone()),
             (both.encode().unwrap(), Vec::new()),
@@ -158,7 +166,7 @@ mod tests {
             (b"not json".to_vec(), ad.clone()),
             (both.encode().unwrap(), b"{".to_vec()),
         ] {
-            assert!(blobs_mismatch(&content, &ad).is_some());
+            assert!(blobs_mismatch(&parsed(&content), &ad).is_some());
         }
     }
 }

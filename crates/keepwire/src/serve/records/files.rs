@@ -17,6 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use keepwire_client::Authenticator;
 use keepwire_protocol::attachment::Attachment;
 use keepwire_protocol::clock::Clock;
 use keepwire_protocol::MAX_BLOB_CHUNK;
@@ -132,25 +133,29 @@ pub struct Fetched {
 /// ([`keepwire_records::capture::FileJob`]), one message at a time, over
 /// a connection of its own: the capture's connection stays free for
 /// deliveries and acknowledgements, and other conversations' capture
-/// goes on meanwhile.
+/// goes on meanwhile. The connection is made when files are wanted and
+/// closed when none are (the records service holds one connection while
+/// nothing arrives, as `keepwire_records_service_connections` says).
 pub struct Fetcher {
     jobs: tokio::sync::mpsc::UnboundedSender<FileJob>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Fetcher {
-    /// Fetch over `conn` (the records device's, authenticated), telling
+    /// Fetch from `server`, signing in as the records device, telling
     /// `done` of each message's files in the order asked.
     pub fn start(
-        mut conn: Conn,
+        server: String,
+        auth: Authenticator,
         intake: Intake,
         mut archive: Archive,
         done: tokio::sync::mpsc::UnboundedSender<Fetched>,
     ) -> Self {
         let (jobs, mut rx) = tokio::sync::mpsc::unbounded_channel::<FileJob>();
         let task = tokio::spawn(async move {
+            let mut conn: Option<Conn> = None;
             while let Some(job) = rx.recv().await {
-                let outcome = match fetch_message(&mut conn, &intake, &job.references).await {
+                let outcome = match fetch_job(&mut conn, &server, &auth, &intake, &job).await {
                     Ok(Ok((files, verdicts))) => {
                         // Into the archive on the blocking pool: on
                         // PostgreSQL a large file's chunks are written out.
@@ -188,6 +193,9 @@ impl Fetcher {
                 if sent.is_err() || broken {
                     return;
                 }
+                if rx.is_empty() {
+                    conn = None;
+                }
             }
         });
         Self { jobs, task }
@@ -198,6 +206,24 @@ impl Fetcher {
             .send(job)
             .map_err(|_| anyhow::anyhow!("the file fetcher stopped"))
     }
+}
+
+/// One job's files, over the fetcher's connection (made, and signed in,
+/// if there is none).
+async fn fetch_job(
+    conn: &mut Option<Conn>,
+    server: &str,
+    auth: &Authenticator,
+    intake: &Intake,
+    job: &FileJob,
+) -> Result<std::result::Result<(Vec<PathBuf>, Vec<Option<String>>), String>> {
+    if conn.is_none() {
+        let mut c = Conn::connect(server).await?;
+        c.request(auth.auth_request(&c.nonce)?).await?;
+        *conn = Some(c);
+    }
+    let c = conn.as_mut().context("no connection")?;
+    fetch_message(c, intake, &job.references).await
 }
 
 impl Drop for Fetcher {
