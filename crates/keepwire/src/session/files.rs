@@ -160,13 +160,20 @@ impl Online {
                 limit >> 20
             );
         }
-        let mut spool = tempfile::tempfile().context("cannot make a temporary file")?;
-        let sealed = {
+        // Sealing is CPU and disk for as long as the file is large (about
+        // 450 MB/s): on the blocking pool, so that the terminal client
+        // keeps drawing and receiving meanwhile.
+        let source = file.try_clone()?;
+        let (sealed, mut spool) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut spool = tempfile::tempfile().context("cannot make a temporary file")?;
             let mut out = std::io::BufWriter::new(&mut spool);
-            let sealed = seal(&mut std::io::BufReader::new(&mut *file), &mut out)?;
+            let sealed = seal(&mut std::io::BufReader::new(source), &mut out)?;
             out.flush()?;
-            sealed
-        };
+            drop(out);
+            Ok((sealed, spool))
+        })
+        .await
+        .context("sealing stopped")??;
         let cipher_size = keepwire_protocol::attachment::cipher_size(sealed.size);
         let blob = match self
             .conn
@@ -263,14 +270,22 @@ impl Online {
             at += part.len() as u64;
         }
         spool.rewind()?;
-        let mut w = self.device.store().file_writer(conv, seq, n);
-        match open(reference, &mut std::io::BufReader::new(spool), &mut w) {
-            Ok(()) => {
-                w.finish()?;
-                Ok(None)
+        // Opened into the encrypted store on the blocking pool (CPU for as
+        // long as the file is large), as sealing is.
+        let store = self.device.store().clone();
+        let (conv, reference) = (conv.to_string(), reference.clone());
+        tokio::task::spawn_blocking(move || -> Result<Option<String>> {
+            let mut w = store.file_writer(&conv, seq, n);
+            match open(&reference, &mut std::io::BufReader::new(spool), &mut w) {
+                Ok(()) => {
+                    w.finish()?;
+                    Ok(None)
+                }
+                Err(e) => Ok(Some(e.to_string())),
             }
-            Err(e) => Ok(Some(e.to_string())),
-        }
+        })
+        .await
+        .context("opening a received file stopped")?
     }
 
     /// Write file `n` of message `conv`#`seq` to `out` (a new file): its
