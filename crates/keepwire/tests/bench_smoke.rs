@@ -101,7 +101,7 @@ fn quick_bench_runs_every_scenario_and_reports() {
     }
     assert_eq!(of("files-memory").len(), 1);
     let beside = of("files-text");
-    assert_eq!(beside.len(), 2, "{lines:?}");
+    assert_eq!(beside.len(), 3, "{lines:?}");
     for v in beside {
         assert!(v["e2e_p99_ms"].as_f64().unwrap() > 0.0, "{v}");
     }
