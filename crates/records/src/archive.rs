@@ -26,7 +26,7 @@ mod pg;
 mod sqlite;
 pub mod store;
 pub use pg::PgArchive;
-pub use sqlite::{SqliteArchive, SCHEMA};
+pub use sqlite::{SqliteArchive, FILES_DIR, SCHEMA};
 pub use store::ArchiveStore;
 use store::{parse_attachments, SealedRecord, StoredRecord, Which};
 

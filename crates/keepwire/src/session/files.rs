@@ -8,6 +8,8 @@
 //! and the store, in both directions: memory holds a frame, not the file.
 
 use std::io::{Read, Seek, Write};
+
+use keepwire_protocol::files::read_full;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -322,17 +324,4 @@ impl Online {
         f.sync_all()?;
         Ok(size)
     }
-}
-
-/// Fill `buf` from `r`: less only at the end.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = r.read(&mut buf[filled..])?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    Ok(filled)
 }

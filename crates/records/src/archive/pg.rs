@@ -70,6 +70,8 @@ pub static SCHEMA: PgSchema = PgSchema {
     ],
 };
 
+mod files;
+
 /// The advisory lock every writing transaction takes first.
 const WRITER_LOCK: i64 = 0x4b57_4152;
 
@@ -318,20 +320,7 @@ impl ArchiveStore for PgArchive {
                 let Some(row) = inserted else { continue };
                 new += 1;
                 let id: i64 = row.try_get(0)?;
-                for (n, a) in m.attachments.iter().enumerate() {
-                    let stored = pg
-                        .query_opt(
-                            "SELECT size FROM files WHERE cipher_sha256=$1",
-                            &[&a.cipher_sha256],
-                        )?
-                        .map(|r| u64_at(&r, 0))
-                        .transpose()?;
-                    check_stored(m, n, a, stored)?;
-                    pg.execute(
-                        "INSERT INTO record_files (record_id, n, cipher_sha256) VALUES ($1, $2, $3)",
-                        &[&id, &(n as i32), &a.cipher_sha256],
-                    )?;
-                }
+                files::link(pg, id, m)?;
                 if key_seen != Some(r.server_key) {
                     pg.execute(
                         "INSERT INTO server_keys (key, first_seen_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -452,52 +441,7 @@ impl ArchiveStore for PgArchive {
         path: &std::path::Path,
         now_ms: u64,
     ) -> Result<(), RecordsError> {
-        use std::io::Read;
-        check_file_name(cipher_sha256)?;
-        let stored = self
-            .pg
-            .query_opt(
-                "SELECT 1 FROM files WHERE cipher_sha256=$1",
-                &[&cipher_sha256],
-            )?
-            .is_some();
-        if !stored {
-            // Chunks in transactions of their own, without the writers'
-            // lock: records go on being archived meanwhile. What a crash
-            // leaves half-stored is replaced by the next attempt.
-            self.pg.execute(
-                "DELETE FROM file_chunks WHERE cipher_sha256=$1",
-                &[&cipher_sha256],
-            )?;
-            let mut f = std::fs::File::open(path)?;
-            let mut buf = vec![0u8; ATTACHMENT_CHUNK];
-            let mut at = 0i64;
-            loop {
-                let mut filled = 0;
-                while filled < buf.len() {
-                    let r = f.read(&mut buf[filled..])?;
-                    if r == 0 {
-                        break;
-                    }
-                    filled += r;
-                }
-                if filled == 0 {
-                    break;
-                }
-                self.pg.execute(
-                    "INSERT INTO file_chunks (cipher_sha256, start, data) VALUES ($1, $2, $3)",
-                    &[&cipher_sha256, &at, &&buf[..filled]],
-                )?;
-                at += filled as i64;
-            }
-            self.pg.execute(
-                "INSERT INTO files (cipher_sha256, size, stored_at_ms) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-                &[&cipher_sha256, &at, &(now_ms as i64)],
-            )?;
-        }
-        let _ = std::fs::remove_file(path);
-        Ok(())
+        self.store_file(cipher_sha256, path, now_ms)
     }
 
     fn attachment_read(
@@ -507,35 +451,7 @@ impl ArchiveStore for PgArchive {
         offset: u64,
         len: usize,
     ) -> Result<Vec<u8>, RecordsError> {
-        let end = offset as i64 + len.min(ATTACHMENT_CHUNK) as i64;
-        let linked = self.pg.query_opt(
-            "SELECT cipher_sha256 FROM record_files WHERE record_id=$1 AND n=$2",
-            &[&id, &(n as i32)],
-        )?;
-        if let Some(row) = linked {
-            let hash: String = row.try_get(0)?;
-            let rows = self.pg.query(
-                "SELECT start, data FROM file_chunks
-                 WHERE cipher_sha256=$1 AND start < $3 AND start + length(data) > $2 ORDER BY start",
-                &[&hash, &(offset as i64), &end],
-            )?;
-            let chunks = rows
-                .iter()
-                .map(|r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, Vec<u8>>(1)?)))
-                .collect::<Result<Vec<_>, RecordsError>>()?;
-            return Ok(splice(chunks, offset, end));
-        }
-        // A record stored before files were kept apart (schema 3).
-        let rows = self.pg.query(
-            "SELECT start, data FROM attachment_chunks
-             WHERE record_id=$1 AND n=$2 AND start < $4 AND start + length(data) > $3 ORDER BY start",
-            &[&id, &(n as i32), &(offset as i64), &end],
-        )?;
-        let chunks = rows
-            .iter()
-            .map(|r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, Vec<u8>>(1)?)))
-            .collect::<Result<Vec<_>, RecordsError>>()?;
-        Ok(splice(chunks, offset, end))
+        self.read_attachment(id, n, offset, len)
     }
 
     fn destroy(
@@ -558,26 +474,8 @@ impl ArchiveStore for PgArchive {
                 "UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=$1",
                 &[&id],
             )?;
-            pg.execute(
-                "DELETE FROM attachment_chunks WHERE record_id=$1",
-                &[&id],
-            )?;
             // Its files go unless another record links the same bytes.
-            let hashes = pg.query(
-                "DELETE FROM record_files WHERE record_id=$1 RETURNING cipher_sha256",
-                &[&id],
-            )?;
-            for row in hashes {
-                let h: String = row.try_get(0)?;
-                let gone = pg.execute(
-                    "DELETE FROM files WHERE cipher_sha256=$1
-                     AND NOT EXISTS (SELECT 1 FROM record_files WHERE cipher_sha256=$1)",
-                    &[&h],
-                )?;
-                if gone == 1 {
-                    pg.execute("DELETE FROM file_chunks WHERE cipher_sha256=$1", &[&h])?;
-                }
-            }
+            files::unlink(pg, id)?;
             append(pg, &tombstone(&conv, seq, leaf), Some(id))?;
             Ok(())
         })

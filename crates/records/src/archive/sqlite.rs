@@ -77,8 +77,8 @@ pub static SCHEMA: keepwire_schema::Schema = keepwire_schema::Schema {
     )],
 };
 
-/// Where an archive keeps its files' bytes, beside `archive.db`.
-pub const FILES_DIR: &str = "files";
+mod files;
+pub use files::FILES_DIR;
 
 fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, bool)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
@@ -143,18 +143,6 @@ impl SqliteArchive {
             conn,
             read_only: true,
         })
-    }
-
-    /// The directory of the files' bytes, beside the database file.
-    fn files_dir(&self) -> Result<std::path::PathBuf, RecordsError> {
-        let db =
-            self.conn.path().filter(|p| !p.is_empty()).ok_or_else(|| {
-                RecordsError::Archive("an in-memory archive keeps no files".into())
-            })?;
-        Ok(Path::new(db)
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(FILES_DIR))
     }
 
     fn write(&mut self) -> Result<rusqlite::Transaction<'_>, RecordsError> {
@@ -302,17 +290,7 @@ impl ArchiveStore for SqliteArchive {
             if n == 1 {
                 new += 1;
                 let id = tx.last_insert_rowid();
-                for (n, a) in m.attachments.iter().enumerate() {
-                    let stored: Option<i64> = tx
-                        .prepare_cached("SELECT size FROM files WHERE cipher_sha256=?1")?
-                        .query_row(params![a.cipher_sha256], |r| r.get(0))
-                        .optional()?;
-                    check_stored(m, n, a, stored.map(|s| s as u64))?;
-                    tx.prepare_cached(
-                        "INSERT INTO record_files (record_id, n, cipher_sha256) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![id, n as i64, a.cipher_sha256])?;
-                }
+                files::link(&tx, id, m)?;
                 if key_seen != Some(r.server_key) {
                     tx.prepare_cached(
                         "INSERT OR IGNORE INTO server_keys (key, first_seen_ms) VALUES (?1, ?2)",
@@ -417,35 +395,7 @@ impl ArchiveStore for SqliteArchive {
         path: &Path,
         now_ms: u64,
     ) -> Result<(), RecordsError> {
-        check_file_name(cipher_sha256)?;
-        let stored: bool = self
-            .conn
-            .prepare_cached("SELECT 1 FROM files WHERE cipher_sha256=?1")?
-            .exists(params![cipher_sha256])?;
-        if stored {
-            let _ = std::fs::remove_file(path);
-            return Ok(());
-        }
-        let dir = self.files_dir()?;
-        std::fs::create_dir_all(&dir)?;
-        let size = std::fs::metadata(path)?.len();
-        // The bytes durable under their name before the row says so.
-        std::fs::File::open(path)?.sync_all()?;
-        let to = dir.join(cipher_sha256);
-        if std::fs::rename(path, &to).is_err() {
-            // Another file system: copied, then made durable there.
-            std::fs::copy(path, &to)?;
-            std::fs::File::open(&to)?.sync_all()?;
-            let _ = std::fs::remove_file(path);
-        }
-        keepwire_protocol::files::sync_dir(&dir)?;
-        let tx = self.write()?;
-        tx.prepare_cached(
-            "INSERT OR IGNORE INTO files (cipher_sha256, size, stored_at_ms) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![cipher_sha256, size as i64, now_ms as i64])?;
-        tx.commit()?;
-        Ok(())
+        self.store_file(cipher_sha256, path, now_ms)
     }
 
     fn attachment_read(
@@ -455,38 +405,7 @@ impl ArchiveStore for SqliteArchive {
         offset: u64,
         len: usize,
     ) -> Result<Vec<u8>, RecordsError> {
-        let linked: Option<String> = self
-            .conn
-            .prepare_cached("SELECT cipher_sha256 FROM record_files WHERE record_id=?1 AND n=?2")?
-            .query_row(params![id, n as i64], |r| r.get(0))
-            .optional()?;
-        if let Some(hash) = linked {
-            check_file_name(&hash)?;
-            let mut f = match std::fs::File::open(self.files_dir()?.join(&hash)) {
-                Ok(f) => f,
-                // Gone: what verify reports as a file that does not match.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
-            };
-            use std::io::{Read, Seek};
-            f.seek(std::io::SeekFrom::Start(offset))?;
-            let mut out = Vec::new();
-            f.take(len.min(ATTACHMENT_CHUNK) as u64)
-                .read_to_end(&mut out)?;
-            return Ok(out);
-        }
-        // A record stored before files were kept apart (schema 3).
-        let end = offset as i64 + len.min(ATTACHMENT_CHUNK) as i64;
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT start, data FROM attachment_chunks
-             WHERE record_id=?1 AND n=?2 AND start < ?4 AND start + length(data) > ?3 ORDER BY start",
-        )?;
-        let rows = stmt
-            .query_map(params![id, n, offset as i64, end], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(splice(rows, offset, end))
+        self.read_attachment(id, n, offset, len)
     }
 
     fn destroy(
@@ -507,39 +426,11 @@ impl ArchiveStore for SqliteArchive {
         let leaf = check_destroyable(id, has_key, leaf.map(|l| l as u64))?;
         tx.prepare_cached("UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=?1")?
             .execute(params![id])?;
-        tx.prepare_cached("DELETE FROM attachment_chunks WHERE record_id=?1")?
-            .execute(params![id])?;
         // Its files go unless another record links the same bytes.
-        let hashes: Vec<String> = tx
-            .prepare_cached("SELECT cipher_sha256 FROM record_files WHERE record_id=?1")?
-            .query_map(params![id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        tx.prepare_cached("DELETE FROM record_files WHERE record_id=?1")?
-            .execute(params![id])?;
-        let mut unlinked = Vec::new();
-        for h in hashes {
-            let n = tx
-                .prepare_cached(
-                    "DELETE FROM files WHERE cipher_sha256=?1
-                     AND NOT EXISTS (SELECT 1 FROM record_files WHERE cipher_sha256=?1)",
-                )?
-                .execute(params![h])?;
-            if n == 1 {
-                unlinked.push(h);
-            }
-        }
+        let unlinked = files::unlink(&tx, id)?;
         append(&tx, &tombstone(&conv, seq as u64, leaf), Some(id))?;
         tx.commit()?;
-        // After the commit: a crash before it keeps the bytes its rows
-        // still name; after it, a file no row names is only space.
-        let dir = self.files_dir()?;
-        for h in unlinked {
-            check_file_name(&h)?;
-            match std::fs::remove_file(dir.join(&h)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            }
-        }
+        self.delete_bytes(&unlinked)?;
         Ok(())
     }
 
