@@ -9,6 +9,8 @@
 //! let anyone detect a later change, and [`verify`] checks it all. The
 //! keys that sign checkpoints and open records live with a key provider
 //! ([`keys`]), never beside the data.
+//! [`lifecycle`] keeps what happens to a record after capture: its
+//! schedule item, and when it may be destroyed or must go to NARA.
 //! [`capture_limit`] measures capture against the bare MLS decrypt rate.
 
 pub mod accounts;
@@ -18,6 +20,7 @@ pub mod capture_limit;
 pub mod checkpoint;
 pub mod device_pg;
 pub mod keys;
+pub mod lifecycle;
 pub mod record;
 pub mod tlog;
 pub mod verify;

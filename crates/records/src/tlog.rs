@@ -59,6 +59,16 @@ pub enum Leaf {
         target: String,
         at_ms: u64,
     },
+    /// A lifecycle event (`crate::lifecycle`): a role, an item, a
+    /// setting. The event's JSON is stored beside the log; its SHA-256
+    /// here, so that changing it is as detectable as changing the leaf.
+    Lifecycle {
+        event: u64,
+        kind: String,
+        actor: String,
+        at_ms: u64,
+        body_sha256: String,
+    },
 }
 
 impl Leaf {
@@ -67,6 +77,7 @@ impl Leaf {
             Leaf::Record { .. } => "record",
             Leaf::Tombstone { .. } => "tombstone",
             Leaf::Action { .. } => "action",
+            Leaf::Lifecycle { .. } => "lifecycle",
         }
     }
 

@@ -170,6 +170,7 @@ pub type ServerKeys = BTreeMap<Vec<u8>, (u64, Option<u64>)>;
 
 /// Check the archive. `progress(done, total)` is called as leaves are
 /// recomputed.
+mod events;
 mod rows;
 use rows::{check_row, rows, server_keys};
 
@@ -224,6 +225,8 @@ pub fn verify(
     let mut tombstoned: BTreeSet<u64> = BTreeSet::new();
     // The index's record id per leaf: only a hint for naming a missing row.
     let mut indexed_id: BTreeMap<u64, i64> = BTreeMap::new();
+    // Lifecycle events' leaves, by event number.
+    let mut event_leaves: BTreeMap<u64, (u64, Leaf)> = BTreeMap::new();
     store.for_each_leaf(tree.size, &mut |raw| {
         {
             let n = raw.n;
@@ -293,6 +296,20 @@ pub fn verify(
                     tombstoned.insert(record_leaf);
                 }
                 Leaf::Action { .. } => {}
+                l @ Leaf::Lifecycle { .. } => {
+                    let Leaf::Lifecycle { event, .. } = l else {
+                        unreachable!()
+                    };
+                    if let Some((first, _)) = event_leaves.insert(event, (n, l)) {
+                        report.problems.push(
+                            Problem::new(
+                                ProblemKind::Altered,
+                                format!("leaves {first} and {n} both commit to lifecycle event {event}"),
+                            )
+                            .leaf(n),
+                        );
+                    }
+                }
             }
         }
         Ok(true)
@@ -338,6 +355,8 @@ pub fn verify(
             );
         }
     }
+
+    events::check(archive, &event_leaves, &mut report)?;
 
     // 4. Each conversation's sequence, as the log records it: gap-free
     //    from 1. Gaps are reported as ranges, so a wild number costs one

@@ -67,10 +67,17 @@ pub static SCHEMA: PgSchema = PgSchema {
             cipher_sha256 TEXT NOT NULL, PRIMARY KEY (record_id, n));
         CREATE INDEX record_files_by_file ON record_files (cipher_sha256);
     "#,
+        // 5: the records lifecycle (issue 14): the records officer's
+        // events, each committed to by its leaf.
+        r#"
+        CREATE TABLE lifecycle_events (n BIGINT PRIMARY KEY, kind TEXT NOT NULL, actor TEXT NOT NULL,
+            at_ms BIGINT NOT NULL, body TEXT NOT NULL, leaf BIGINT);
+    "#,
     ],
 };
 
 mod files;
+mod lifecycle;
 
 /// The advisory lock every writing transaction takes first.
 const WRITER_LOCK: i64 = 0x4b57_4152;
@@ -602,6 +609,14 @@ impl ArchiveStore for PgArchive {
             .query_opt("SELECT v FROM archive_meta WHERE k=$1", &[&k])?
             .map(|r| Ok(r.try_get(0)?))
             .transpose()
+    }
+
+    fn append_event(&mut self, event: &StoredEvent, leaf: &Leaf) -> Result<bool, RecordsError> {
+        self.insert_event(event, leaf)
+    }
+
+    fn events(&self, after: u64) -> Result<Vec<StoredEvent>, RecordsError> {
+        self.event_rows(after)
     }
 
     fn set_meta(&self, k: &str, v: &str) -> Result<(), RecordsError> {

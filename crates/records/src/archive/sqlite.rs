@@ -74,10 +74,17 @@ pub static SCHEMA: keepwire_schema::Schema = keepwire_schema::Schema {
          CREATE TABLE record_files (record_id INTEGER NOT NULL, n INTEGER NOT NULL,
             cipher_sha256 TEXT NOT NULL, PRIMARY KEY (record_id, n));
          CREATE INDEX record_files_by_file ON record_files (cipher_sha256);",
+    ),
+    // 5: the records lifecycle (issue 14): the records officer's events,
+    // each committed to by its leaf (`crate::lifecycle`).
+    keepwire_schema::Migration::Sql(
+        "CREATE TABLE lifecycle_events (n INTEGER PRIMARY KEY, kind TEXT NOT NULL, actor TEXT NOT NULL,
+            at_ms INTEGER NOT NULL, body TEXT NOT NULL, leaf INTEGER);",
     )],
 };
 
 mod files;
+mod lifecycle;
 pub use files::FILES_DIR;
 
 fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, bool)> {
@@ -538,6 +545,14 @@ impl ArchiveStore for SqliteArchive {
             .prepare_cached("SELECT v FROM archive_meta WHERE k=?1")?
             .query_row(params![k], |r| r.get(0))
             .optional()?)
+    }
+
+    fn append_event(&mut self, event: &StoredEvent, leaf: &Leaf) -> Result<bool, RecordsError> {
+        self.insert_event(event, leaf)
+    }
+
+    fn events(&self, after: u64) -> Result<Vec<StoredEvent>, RecordsError> {
+        self.event_rows(after)
     }
 
     fn set_meta(&self, k: &str, v: &str) -> Result<(), RecordsError> {

@@ -138,6 +138,17 @@ pub trait ArchiveStore: Send {
         leaf: &Leaf,
     ) -> Result<bool, RecordsError>;
 
+    // The lifecycle's events (`crate::lifecycle`).
+
+    /// Append `event` with `leaf` (whose index is stored with it), in one
+    /// transaction — only if `event.n` is the last event's number + 1:
+    /// false, writing nothing, when another event came first (the
+    /// decision was taken on a state that is no longer current).
+    fn append_event(&mut self, event: &StoredEvent, leaf: &Leaf) -> Result<bool, RecordsError>;
+
+    /// The events numbered above `after`, in order, as stored.
+    fn events(&self, after: u64) -> Result<Vec<StoredEvent>, RecordsError>;
+
     // Settings.
 
     fn meta(&self, k: &str) -> Result<Option<String>, RecordsError>;
@@ -345,6 +356,19 @@ pub struct SealedContent {
     pub seq: u64,
     pub wrapped_key: Vec<u8>,
     pub body: Vec<u8>,
+}
+
+/// A lifecycle event as stored: numbered from 1, its body the event's
+/// JSON ([`crate::lifecycle::Event`]), its leaf the transparency-log leaf
+/// that commits to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub n: u64,
+    pub kind: String,
+    pub actor: String,
+    pub at_ms: u64,
+    pub body: String,
+    pub leaf: Option<u64>,
 }
 
 /// A stored leaf: its kind, the record it belongs to, its exact bytes.
