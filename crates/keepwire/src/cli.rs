@@ -167,6 +167,7 @@ pub(crate) enum Command {
 mod admin;
 mod chat;
 mod keys;
+mod lifecycle;
 mod records;
 mod server;
 mod witness;
@@ -174,6 +175,7 @@ pub(crate) use admin::*;
 pub(crate) use chat::*;
 pub(crate) use keys::KeyArgs;
 pub use keys::KeySource;
+pub(crate) use lifecycle::*;
 pub(crate) use records::*;
 pub(crate) use server::ServerArgs;
 pub(crate) use witness::*;

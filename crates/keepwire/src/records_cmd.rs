@@ -14,6 +14,7 @@ use serde::Serialize;
 mod account_cmd;
 mod file_cmd;
 mod key_cmd;
+mod lifecycle_cmd;
 
 use keepwire_records::accounts::Action;
 
@@ -541,6 +542,15 @@ pub async fn records(
                      one (keepwire records key escrow)"
                 ),
             )
+        }
+        RecordsCommand::Schedule { command } => {
+            lifecycle_cmd::schedule(command, &office_dir, &signin).await
+        }
+        RecordsCommand::Directory { command } => {
+            lifecycle_cmd::directory(command, &office_dir, &signin).await
+        }
+        RecordsCommand::Na1005 { command } => {
+            lifecycle_cmd::na1005(command, &office_dir, &signin).await
         }
         RecordsCommand::Key { command } => {
             key_cmd::key(command, &existing()?, &office_dir, &signin).await

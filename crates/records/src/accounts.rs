@@ -12,7 +12,8 @@
 //!
 //! The roles follow who the records side serves (DESIGN.md): the **admin**
 //! manages accounts and keys; the **records officer** keeps, views and
-//! disposes of records; **legal** views them (holds and exports come with
+//! disposes of records, and keeps the schedules and the role directory;
+//! **legal** views them (holds and exports come with
 //! the lifecycle); the **auditor** verifies and reads the log, and views
 //! nothing.
 
@@ -48,6 +49,12 @@ pub enum Action {
     /// Have the log's state signed now (`records checkpoint`): every role,
     /// auditors first of all.
     Checkpoint,
+    /// Change the lifecycle: the role directory, schedule items and
+    /// settings, the NA-1005 (`crate::lifecycle`).
+    ManageSchedules,
+    /// Read the lifecycle and each record's schedule (metadata, no
+    /// content): every role.
+    ReadLifecycle,
 }
 
 impl Role {
@@ -67,9 +74,12 @@ impl Role {
     pub fn may(self, action: Action) -> bool {
         matches!(
             (self, action),
-            (_, Action::Checkpoint)
+            (_, Action::Checkpoint | Action::ReadLifecycle)
                 | (Role::Admin, Action::ManageAccounts | Action::ManageKeys)
-                | (Role::RecordsOfficer, Action::View | Action::Destroy)
+                | (
+                    Role::RecordsOfficer,
+                    Action::View | Action::Destroy | Action::ManageSchedules
+                )
                 | (Role::Legal, Action::View)
         )
     }
@@ -197,6 +207,8 @@ impl Archive {
                     Action::ManageKeys => "manage the archive's keys",
                     Action::ManageAccounts => "manage accounts",
                     Action::Checkpoint => "have checkpoints signed",
+                    Action::ManageSchedules => "change schedules or the role directory",
+                    Action::ReadLifecycle => "read schedules",
                 }
             )));
         }

@@ -381,18 +381,23 @@ impl Lifecycle {
     }
 
     /// How the schedule of `meta` changed, event by event: the first
-    /// entry is what it was before any event, each next one an event
-    /// after which its item or dates differed.
+    /// entry is what it was given when it was captured (the events up to
+    /// then), each next one an event after which its item or dates
+    /// differed — a backdated move names itself here.
     pub fn history(meta: &RecordMeta, events: &[StoredEvent]) -> Result<Vec<Change>, RecordsError> {
         let mut state = Lifecycle::default();
+        let mut later = events.iter().peekable();
+        while let Some(e) = later.next_if(|e| e.at_ms <= meta.captured_at_ms) {
+            state.apply(e.n, &e.event()?)?;
+        }
         let mut out = vec![Change {
-            event: 0,
-            kind: "grs".into(),
+            event: state.last_event,
+            kind: "at capture".into(),
             actor: String::new(),
-            at_ms: 0,
+            at_ms: meta.captured_at_ms,
             assignment: state.assign(meta),
         }];
-        for e in events {
+        for e in later {
             state.apply(e.n, &e.event()?)?;
             let now = state.assign(meta);
             let last = &out[out.len() - 1].assignment;

@@ -204,6 +204,24 @@ pub(crate) enum RecordsCommand {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Records schedules: the items in force, the agency's settings and
+    /// schedule file, conversations' items, each record's item and dates.
+    Schedule {
+        #[command(subcommand)]
+        command: super::ScheduleCommand,
+    },
+    /// The role directory: who holds which position, in which office and
+    /// GRS 6.1 category, from when to when.
+    Directory {
+        #[command(subcommand)]
+        command: super::DirectoryCommand,
+    },
+    /// The agency's NA-1005 (GRS 6.1 verification form): declared and
+    /// computed data, and when it must be renewed.
+    Na1005 {
+        #[command(subcommand)]
+        command: super::Na1005Command,
+    },
     /// Recompute the log from storage and check the whole archive against
     /// it; exits non-zero, naming each problem, if anything is wrong.
     Verify {

@@ -1,7 +1,7 @@
 //! The records office: where privileged actions on the archive are taken
 //! while the records service runs — viewing a record, destroying one,
 //! having a checkpoint signed, managing accounts, escrowing the archive
-//! key.
+//! key, keeping the schedules and the role directory ([`lifecycle`]).
 //!
 //! An action's actor must be someone, not whatever `--actor` or `$USER`
 //! said: every request is signed in with an account of the archive
@@ -47,6 +47,7 @@ use super::ArchiveAt;
 
 mod batch;
 pub mod http;
+mod lifecycle;
 mod throttle;
 
 pub use batch::Batch;
@@ -109,6 +110,21 @@ pub enum Request {
         threshold: u8,
         shares: u8,
     },
+    /// A lifecycle decision: a role, an item, a setting, the NA-1005
+    /// ([`keepwire_records::lifecycle::Event`]).
+    Lifecycle {
+        event: keepwire_records::lifecycle::Event,
+    },
+    /// The lifecycle as it stands: items, settings, the directory, the
+    /// NA-1005 as of `on` (today when absent).
+    LifecycleState {
+        on: Option<keepwire_records::lifecycle::dates::Day>,
+    },
+    /// One record's schedule and its history, or (no id) every
+    /// message's schedule.
+    Schedule {
+        id: Option<i64>,
+    },
 }
 
 impl Request {
@@ -123,6 +139,8 @@ impl Request {
                 Action::ManageAccounts
             }
             Request::Escrow { .. } => Action::ManageKeys,
+            Request::Lifecycle { .. } => Action::ManageSchedules,
+            Request::LifecycleState { .. } | Request::Schedule { .. } => Action::ReadLifecycle,
         }
     }
 }
@@ -408,6 +426,9 @@ impl Office {
                 ))
             }
             Request::Escrow { threshold, shares } => self.escrow(&name, threshold, shares, now),
+            Request::Lifecycle { event } => self.lifecycle_event(&name, event, now),
+            Request::LifecycleState { on } => self.lifecycle_state(on, now),
+            Request::Schedule { id } => self.schedule(id),
         }
     }
 

@@ -15,6 +15,21 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_keepwire");
 
 thread_local! {
     static POSTGRES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static CLOCK: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Every process the running test starts from now on — servers, records
+/// services, devices, commands — runs on the controllable clock in `path`
+/// (`KEEPWIRE_CLOCK_FILE`, an offset in milliseconds): writing a new
+/// offset moves time for all of them at once.
+pub fn use_clock(path: &Path) {
+    CLOCK.with(|c| *c.borrow_mut() = Some(path.to_path_buf()));
+}
+
+fn clock_env(cmd: &mut Command) {
+    if let Some(p) = CLOCK.with(|c| c.borrow().clone()) {
+        cmd.env("KEEPWIRE_CLOCK_FILE", p);
+    }
 }
 
 /// Run `test` with every agency it starts keeping the server's store and
@@ -38,6 +53,7 @@ fn scratch_database() -> Option<keepwire_schema::pg::scratch::Scratch> {
 /// unless a test asks (`--admin-listen`), so that many can run at once.
 pub fn command() -> Command {
     let mut cmd = Command::new(BIN);
+    clock_env(&mut cmd);
     cmd.env("KEEPWIRE_ADMIN_LISTEN", "off");
     // The records office on a port of its own; `records` commands find it
     // through the records directory.
@@ -136,7 +152,9 @@ fn signs_in_as(args: &[&str]) -> Option<(&'static str, &'static str)> {
     match args.first().copied() {
         Some("key") if args.get(1) == Some(&"status") => None,
         Some("account" | "key" | "rotate-key") => Some(KEEPER),
-        Some("show" | "attachment" | "destroy" | "checkpoint") => Some(OFFICER),
+        Some(
+            "show" | "attachment" | "destroy" | "checkpoint" | "schedule" | "directory" | "na1005",
+        ) => Some(OFFICER),
         _ => None,
     }
 }
@@ -697,6 +715,7 @@ impl Device {
             .env("KEEPWIRE_PASSPHRASE", &self.passphrase)
             .env("KEEPWIRE_SERVER", &self.url)
             .env("KEEPWIRE_DEVICE_DIR", &self.dir);
+        clock_env(&mut cmd);
         if let Some(c) = &self.clock_file {
             cmd.env("KEEPWIRE_CLOCK_FILE", c);
         }
@@ -723,6 +742,7 @@ impl Device {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        clock_env(&mut cmd);
         if let Some(c) = &self.clock_file {
             cmd.env("KEEPWIRE_CLOCK_FILE", c);
         }

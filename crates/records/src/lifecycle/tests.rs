@@ -319,7 +319,8 @@ fn schedule_files_are_checked() {
 
 #[test]
 fn history_names_the_event_that_rescheduled_a_record() {
-    let m = meta("c", "2026-05-04", &["dana"]);
+    let mut m = meta("c", "2026-05-04", &["dana"]);
+    m.captured_at_ms = 500;
     let events: Vec<StoredEvent> = [
         role("dana", "COMM", "capstone:1", "2026-01-01"),
         Event::RoleEnd {

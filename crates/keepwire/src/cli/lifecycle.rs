@@ -1,0 +1,184 @@
+//! `keepwire records schedule|directory|na1005 …`: the records lifecycle
+//! from the command line. Every change goes to the running records
+//! office as the records officer (`--as`), is logged and covered by a
+//! checkpoint; reading needs any account.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub(crate) enum ScheduleCommand {
+    /// The items in force (GRS and the agency's) and the settings; with
+    /// a record id, that record's item, cutoff, dates and their history.
+    Show {
+        /// A record whose schedule to show.
+        id: Option<i64>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every message record with its item and the day it falls due.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the agency's settings (each flag given replaces its value;
+    /// the others stay).
+    Set {
+        /// The cutoff of items that name none: calendar-year,
+        /// fiscal-year, end-of-tenure, end-of-administration or none.
+        #[arg(long)]
+        cutoff: Option<String>,
+        /// Years after cutoff permanent records go to NARA (15, 20, 25 or
+        /// 30, as the NA-1005 says).
+        #[arg(long)]
+        transfer_years: Option<u32>,
+        /// Days transitory records are kept (GRS 5.2 item 010's business
+        /// rule).
+        #[arg(long)]
+        transitory_days: Option<u32>,
+        /// The category of people the role directory does not list:
+        /// staff, support or capstone:N.
+        #[arg(long)]
+        unlisted: Option<String>,
+        /// A day an administration ends, YYYY-MM-DD (repeatable; replaces
+        /// the list).
+        #[arg(long = "administration-end")]
+        administration_ends: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load the agency's schedule file (TOML: `[[item]]` with code,
+    /// authority, title, retention and an optional cutoff), replacing the
+    /// agency items loaded before.
+    Load {
+        /// The schedule file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep a conversation's records under an item from a day on:
+    /// --transitory (GRS 5.2 item 010), --item CODE (an agency item), or
+    /// --clear (their participants' item again).
+    Assign {
+        /// The conversation (its id).
+        conv: String,
+        /// An item's code (a temporary GRS item or the agency's).
+        #[arg(long, conflicts_with_all = ["transitory", "clear"])]
+        item: Option<String>,
+        /// Mark the conversation transitory (GRS 5.2 item 010).
+        #[arg(long, conflicts_with = "clear")]
+        transitory: bool,
+        /// Back to the participants' item.
+        #[arg(long)]
+        clear: bool,
+        /// The first day it applies to, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        from: Option<String>,
+        /// Why (kept in the log).
+        #[arg(long)]
+        reason: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DirectoryCommand {
+    /// The role directory: every role, or those held on a day.
+    List {
+        /// Only the roles held on this day, YYYY-MM-DD.
+        #[arg(long)]
+        on: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A person starts in a position (their records from --from on take
+    /// its category).
+    Start {
+        /// The keepwire user name.
+        user: String,
+        /// The position's identifier.
+        #[arg(long)]
+        position: String,
+        /// The position's title.
+        #[arg(long)]
+        title: String,
+        /// The office the position belongs to.
+        #[arg(long)]
+        office: String,
+        /// capstone:N (GRS 6.1 item 010 category 1–10), staff, support or
+        /// guest.
+        #[arg(long)]
+        category: String,
+        /// The first day in the position, YYYY-MM-DD.
+        #[arg(long)]
+        from: String,
+        /// The last day, if known, YYYY-MM-DD.
+        #[arg(long)]
+        until: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A person's role ends: their records after --on take their other
+    /// roles' category (or the unlisted one).
+    End {
+        /// The keepwire user name.
+        user: String,
+        /// The position they leave.
+        #[arg(long)]
+        position: String,
+        /// Their last day in it, YYYY-MM-DD.
+        #[arg(long)]
+        on: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Na1005Command {
+    /// The NA-1005 as of a day: what the agency declared, the items in
+    /// use, the Capstone positions and counts, the renewal date.
+    Show {
+        /// The day, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        on: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record what the agency declares (each flag given replaces its
+    /// value). An approval is NAME@YYYY-MM-DD.
+    Set {
+        /// Whether messages other than email are included (true/false).
+        #[arg(long)]
+        other_messages: Option<bool>,
+        /// The cutoff instructions, as the form states them.
+        #[arg(long)]
+        cutoff_instructions: Option<String>,
+        /// The transfer instructions, as the form states them.
+        #[arg(long)]
+        transfer_instructions: Option<String>,
+        /// The agency records officer's approval, NAME@YYYY-MM-DD.
+        #[arg(long)]
+        records_officer: Option<String>,
+        /// The Senior Agency Official for Records Management's approval.
+        #[arg(long)]
+        senior_official: Option<String>,
+        /// NARA's approval (the renewal is due four years after it).
+        #[arg(long)]
+        nara: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,389 @@
+//! The records lifecycle through the real binary (issue 14): the records
+//! officer keeps the role directory and the schedules at the records
+//! office; every captured message has an item and dates from them; a
+//! backdated move re-schedules what was sent since; every decision is a
+//! logged event that `verify` checks. On the controllable clock, so two
+//! dates weeks apart take no waiting; on both backends.
+
+mod common;
+
+use common::{ok, on_postgres, stderr, Agency};
+use serde_json::Value;
+
+const AUD: &str = "aud's long passphrase";
+
+/// Milliseconds from now to `day` at noon UTC (in the future).
+fn offset_to(day: &str) -> u64 {
+    let target = day
+        .parse::<keepwire_records::lifecycle::dates::Day>()
+        .unwrap()
+        .start_ms()
+        + 12 * 3_600_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    target.checked_sub(now).expect("the test's dates are ahead")
+}
+
+#[test]
+fn records_get_items_and_dates_from_the_directory_and_a_backdated_move_reschedules() {
+    lifecycle(Agency::start);
+}
+
+#[test]
+fn on_postgres_records_get_items_and_dates_from_the_directory_and_a_backdated_move_reschedules() {
+    on_postgres(|| lifecycle(Agency::start));
+}
+
+fn lifecycle(start: fn() -> Agency) {
+    let clock_dir = tempfile::tempdir().unwrap();
+    let clock = clock_dir.path().join("clock");
+    std::fs::write(&clock, offset_to("2030-03-02").to_string()).unwrap();
+    common::use_clock(&clock);
+    let agency = start();
+    let officer = |args: &[&str]| -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&ok(agency.records_output(&all))).unwrap()
+    };
+
+    // People and conversations: dana will be a Capstone official, sam and
+    // tom support staff, alice staff (not in the directory).
+    let alice = agency.user("alice", "staff");
+    let dana = agency.user("dana", "staff");
+    let sam = agency.user("sam", "staff");
+    agency.user("tom", "staff");
+    for d in [&alice, &dana, &sam] {
+        d.accept_notice();
+    }
+    let with_dana = alice.create(&["dana"]);
+    let support = sam.create(&["tom"]);
+    let lunch = alice.create(&["sam"]);
+
+    // The directory and the schedules, as the records officer keeps them.
+    for (user, position, title, category, from) in [
+        ("dana", "COMM", "Commissioner", "capstone:1", "2030-01-01"),
+        ("sam", "CLERK-1", "Mail clerk", "support", "2029-01-01"),
+        ("tom", "CLERK-2", "Mail clerk", "support", "2029-01-01"),
+    ] {
+        let done = officer(&[
+            "directory",
+            "start",
+            user,
+            "--position",
+            position,
+            "--title",
+            title,
+            "--office",
+            "Office of Field Operations",
+            "--category",
+            category,
+            "--from",
+            from,
+        ]);
+        assert_eq!(done["kind"], "role-start");
+    }
+    let schedule_file = agency.tmp.path().join("schedule.toml");
+    std::fs::write(
+        &schedule_file,
+        "[[item]]\ncode = \"N1-563-08-4 item 2\"\nauthority = \"N1-563-08-4\"\n\
+         title = \"Case coordination messages\"\nretention = \"10 years\"\ncutoff = \"fiscal-year\"\n",
+    )
+    .unwrap();
+    officer(&["schedule", "load", schedule_file.to_str().unwrap()]);
+    officer(&[
+        "schedule",
+        "assign",
+        &lunch,
+        "--transitory",
+        "--from",
+        "2030-03-01",
+        "--reason",
+        "lunch orders",
+    ]);
+    officer(&[
+        "na1005",
+        "set",
+        "--nara",
+        "NARA Records Management@2026-06-15",
+    ]);
+
+    // Bad decisions are refused with what is wrong, and change nothing.
+    for (args, why) in [
+        (
+            vec![
+                "directory",
+                "start",
+                "dana",
+                "--position",
+                "COMM",
+                "--title",
+                "t",
+                "--office",
+                "o",
+                "--category",
+                "staff",
+                "--from",
+                "2030-02-01",
+            ],
+            "already holds COMM",
+        ),
+        (
+            vec![
+                "directory",
+                "end",
+                "alice",
+                "--position",
+                "COMM",
+                "--on",
+                "2030-02-01",
+            ],
+            "holds no open role",
+        ),
+        (
+            vec![
+                "schedule",
+                "assign",
+                &with_dana,
+                "--item",
+                "N9-unknown",
+                "--reason",
+                "x",
+            ],
+            "no item `N9-unknown`",
+        ),
+        (
+            vec!["schedule", "set", "--transfer-years", "17"],
+            "15, 20, 25 or 30",
+        ),
+        (
+            vec![
+                "directory",
+                "start",
+                "x",
+                "--position",
+                "p",
+                "--title",
+                "t",
+                "--office",
+                "o",
+                "--category",
+                "capstone:11",
+                "--from",
+                "2030-01-01",
+            ],
+            "is no category",
+        ),
+        (
+            vec![
+                "directory",
+                "start",
+                "x",
+                "--position",
+                "p",
+                "--title",
+                "t",
+                "--office",
+                "o",
+                "--category",
+                "staff",
+                "--from",
+                "2030-02-30",
+            ],
+            "no such day",
+        ),
+    ] {
+        let out = agency.records_output(&args);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
+    }
+
+    // Messages of 2 March 2030.
+    alice.send(&with_dana, "to the commissioner");
+    sam.send(&support, "the mail is in");
+    alice.send(&lunch, "sandwiches?");
+    let records = common::wait_for("three captured messages", 60, || {
+        let r = agency.records(false);
+        (r.len() >= 3).then_some(r)
+    });
+    let id_in = |conv: &str, nth: usize| -> String {
+        agency
+            .records(false)
+            .iter()
+            .filter(|r| r["conv"] == conv)
+            .nth(nth)
+            .map(|r| r["id"].to_string())
+            .unwrap()
+    };
+    assert_eq!(records.len(), 3);
+    let listed = officer(&["schedule", "list"]);
+    let schedule_of = |listed: &Value, id: &str| -> Value {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"].as_i64().map(|n| n.to_string()).as_deref() == Some(id))
+            .map(|r| r["schedule"].clone())
+            .unwrap()
+    };
+    let to_dana = id_in(&with_dana, 0);
+    let mail = id_in(&support, 0);
+    let sandwiches = id_in(&lunch, 0);
+    let s = schedule_of(&listed, &to_dana);
+    assert_eq!(s["item"], "GRS 6.1 item 010", "{s}");
+    assert_eq!(s["permanent"], true);
+    assert_eq!(s["cutoff_day"], "2030-12-31");
+    assert_eq!(s["transfer_day"], "2046-01-01");
+    assert_eq!(s["offices"][0], "Office of Field Operations");
+    let s = schedule_of(&listed, &mail);
+    assert_eq!(s["item"], "GRS 6.1 item 012", "{s}");
+    assert_eq!(s["disposition_day"], "2034-01-01");
+    let s = schedule_of(&listed, &sandwiches);
+    assert_eq!(s["item"], "GRS 5.2 item 010", "{s}");
+    assert_eq!(
+        s["disposition_day"], "2030-08-30",
+        "180 days after the day sent"
+    );
+
+    // Dana leaves the Capstone position at the end of March; entered on
+    // 10 April, as is the news that sam was promoted to a Capstone
+    // position on 1 March — before the mail message.
+    std::fs::write(&clock, offset_to("2030-04-10").to_string()).unwrap();
+    officer(&[
+        "directory",
+        "end",
+        "dana",
+        "--position",
+        "COMM",
+        "--on",
+        "2030-03-31",
+    ]);
+    officer(&[
+        "directory",
+        "start",
+        "dana",
+        "--position",
+        "ADVISOR",
+        "--title",
+        "Senior advisor",
+        "--office",
+        "Office of Field Operations",
+        "--category",
+        "staff",
+        "--from",
+        "2030-04-01",
+    ]);
+    let promoted = officer(&[
+        "directory",
+        "start",
+        "sam",
+        "--position",
+        "DEP-DIR",
+        "--title",
+        "Deputy director",
+        "--office",
+        "Office of Field Operations",
+        "--category",
+        "capstone:3",
+        "--from",
+        "2030-03-01",
+    ]);
+    officer(&[
+        "directory",
+        "end",
+        "sam",
+        "--position",
+        "CLERK-1",
+        "--on",
+        "2030-02-28",
+    ]);
+    alice.send(&with_dana, "to the advisor");
+    common::wait_for("the fourth message captured", 60, || {
+        (agency.records(false).len() >= 4).then_some(())
+    });
+    let to_advisor = id_in(&with_dana, 1);
+    let listed = officer(&["schedule", "list"]);
+    assert_eq!(
+        schedule_of(&listed, &to_dana)["item"],
+        "GRS 6.1 item 010",
+        "sent while dana held the Capstone position: still permanent"
+    );
+    let s = schedule_of(&listed, &to_advisor);
+    assert_eq!(s["item"], "GRS 6.1 item 011", "{s}");
+    assert_eq!(s["disposition_day"], "2038-01-01");
+    // The mail message is re-scheduled by the backdated promotion, and
+    // its history says by which event, who, and what it was given when
+    // captured (after the six events of 2 March); sam's old role ending
+    // after the promotion changes nothing.
+    let shown = officer(&["schedule", "show", &mail]);
+    assert_eq!(shown["schedule"]["item"], "GRS 6.1 item 010");
+    let history: Vec<(u64, String)> = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["event"].as_u64().unwrap(),
+                c["assignment"]["item"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            (6, "GRS 6.1 item 012".to_string()),
+            (
+                promoted["event"].as_u64().unwrap(),
+                "GRS 6.1 item 010".to_string()
+            )
+        ],
+        "{shown}"
+    );
+    assert_eq!(shown["history"][1]["actor"], common::OFFICER.0);
+
+    // The NA-1005: computed positions, renewal due within 90 days.
+    let form = officer(&["na1005", "show"]);
+    assert_eq!(form["renewal_due"], "2030-06-15");
+    assert_eq!(form["renewal_needed"], true);
+    assert_eq!(form["capstone_positions"]["3"][0]["position"], "DEP-DIR");
+    assert!(
+        form["capstone_positions"].get("1").is_none(),
+        "COMM is vacant: {form}"
+    );
+
+    // An auditor reads schedules but changes nothing.
+    ok(agency.records_output_env(
+        &["account", "add", "aud", "--role", "auditor"],
+        &[("KEEPWIRE_RECORDS_NEW_PASSWORD", AUD)],
+    ));
+    let as_aud = [
+        ("KEEPWIRE_RECORDS_USER", "aud"),
+        ("KEEPWIRE_RECORDS_PASSWORD", AUD),
+    ];
+    ok(agency.records_output_env(&["schedule", "show", &mail], &as_aud));
+    let out = agency.records_output_env(
+        &[
+            "schedule",
+            "assign",
+            &with_dana,
+            "--transitory",
+            "--reason",
+            "hiding it",
+        ],
+        &as_aud,
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("may not change schedules"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Every decision is in the log, and verify checks each against it.
+    let lifecycle_leaves = agency.leaves("lifecycle");
+    assert_eq!(lifecycle_leaves.len(), 10, "{lifecycle_leaves:?}");
+    let verified: Value =
+        serde_json::from_str(&ok(agency.records_output(&["verify", "--json"]))).unwrap();
+    assert_eq!(verified["problems"], serde_json::json!([]), "{verified}");
+}
