@@ -12,6 +12,7 @@ use keepwire_records::{verify, Archive};
 use serde::Serialize;
 
 mod account_cmd;
+mod disposition_cmd;
 mod file_cmd;
 mod key_cmd;
 mod lifecycle_cmd;
@@ -513,16 +514,29 @@ pub async fn records(
         } => consistency(&existing()?, old_size, new_size),
         RecordsCommand::Destroy {
             id,
-            authority,
+            force,
+            reason,
             json,
         } => {
-            let done =
-                account_cmd::ask(&office_dir, &signin, &Request::Destroy { id, authority }).await?;
-            let text = format!(
-                "record {id}: content destroyed under {}",
-                done["authority"].as_str().unwrap_or_default()
-            );
-            crate::report(json, done, text)
+            let forced = if force { reason } else { None };
+            disposition_cmd::propose(
+                &office_dir,
+                &signin,
+                Some(vec![id]),
+                forced,
+                String::new(),
+                json,
+            )
+            .await
+        }
+        RecordsCommand::Disposition { command } => {
+            disposition_cmd::disposition(command, &office_dir, &signin).await
+        }
+        RecordsCommand::Hold { command } => {
+            disposition_cmd::hold(command, &office_dir, &signin).await
+        }
+        RecordsCommand::Incident { command } => {
+            disposition_cmd::incident(command, &office_dir, &signin).await
         }
         RecordsCommand::RotateKey { json } => {
             let at = existing()?;

@@ -106,14 +106,7 @@ fn accounts_decide(agency: Agency) {
         "may not view records",
     );
     refused(
-        &[
-            "destroy",
-            &id,
-            "--authority",
-            "GRS 5.2 item 020",
-            "--as",
-            "aud",
-        ],
+        &["destroy", &id, "--as", "aud"],
         &[("KEEPWIRE_RECORDS_PASSWORD", AUD)],
         "may not destroy records",
     );

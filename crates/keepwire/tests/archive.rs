@@ -300,53 +300,61 @@ fn proofs_check_out_with_an_independent_rfc_9162_verifier() {
 
 #[test]
 fn destroying_content_keeps_the_record_verifiable_and_the_content_gone() {
-    let (_tmp, d) = copy_archive();
+    let (tmp, d) = copy_archive();
+    // Eight years on, the demo's staff messages (GRS 6.1 item 011) are
+    // past their retention.
+    let clock = tmp.path().join("clock");
+    std::fs::write(&clock, common::offset_to("2035-01-02").to_string()).unwrap();
+    common::use_clock(&clock);
     let _office = common::start_office(&d);
     let (id, _, _) = an_application(&db(&d));
+    let id = id.to_string();
+    let records = |args: &[&str], who: [(&str, &str); 2]| -> Value {
+        let mut all = vec!["records"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--json", "--data-dir", &d]);
+        serde_json::from_str(&ok(keepwire(&all, &who))).unwrap()
+    };
+    const LEE: (&str, &str) = ("lee", "lee's long passphrase");
+    let mut keeper = signed_in(common::KEEPER).to_vec();
+    keeper.push(("KEEPWIRE_RECORDS_NEW_PASSWORD", LEE.1));
     ok(keepwire(
         &[
             "records",
-            "destroy",
-            &id.to_string(),
-            "--authority",
-            "GRS 5.2 item 020",
+            "account",
+            "add",
+            LEE.0,
+            "--role",
+            "legal",
             "--data-dir",
             &d,
         ],
-        &signed_in(OFFICER),
+        &keeper,
     ));
+    let proposed = records(&["destroy", &id], signed_in(OFFICER));
+    let batch = proposed["batch"].to_string();
+    assert_eq!(proposed["needs_approval"], true);
+    records(&["disposition", "approve", &batch], signed_in(LEE));
+    let done = records(&["disposition", "execute", &batch], signed_in(OFFICER));
+    assert_eq!(done["certificate"]["destroyed"][0]["id"].to_string(), id);
     let (passed, report) = verify(&d);
     assert!(passed, "{report:#}");
-    let shown: Value = serde_json::from_str(&ok(keepwire(
-        &[
-            "records",
-            "show",
-            &id.to_string(),
-            "--json",
-            "--data-dir",
-            &d,
-        ],
-        &signed_in(OFFICER),
-    )))
-    .unwrap();
+    let shown = records(&["show", &id], signed_in(OFFICER));
     assert!(
         shown["text"].is_null(),
         "no content after destruction: {shown}"
     );
     assert_eq!(shown["has_content"], false);
     let again = keepwire(
-        &[
-            "records",
-            "destroy",
-            &id.to_string(),
-            "--authority",
-            "x",
-            "--data-dir",
-            &d,
-        ],
+        &["records", "destroy", &id, "--data-dir", &d],
         &signed_in(OFFICER),
     );
     assert!(!again.status.success());
+    assert!(
+        common::stderr(&again).contains("destroyed already"),
+        "{}",
+        common::stderr(&again)
+    );
 }
 
 #[test]

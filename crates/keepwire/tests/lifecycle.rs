@@ -7,24 +7,10 @@
 
 mod common;
 
-use common::{ok, on_postgres, stderr, Agency};
+use common::{offset_to, ok, on_postgres, stderr, Agency};
 use serde_json::Value;
 
 const AUD: &str = "aud's long passphrase";
-
-/// Milliseconds from now to `day` at noon UTC (in the future).
-fn offset_to(day: &str) -> u64 {
-    let target = day
-        .parse::<keepwire_records::lifecycle::dates::Day>()
-        .unwrap()
-        .start_ms()
-        + 12 * 3_600_000;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    target.checked_sub(now).expect("the test's dates are ahead")
-}
 
 #[test]
 fn records_get_items_and_dates_from_the_directory_and_a_backdated_move_reschedules() {

@@ -12,9 +12,10 @@
 //!
 //! The roles follow who the records side serves (DESIGN.md): the **admin**
 //! manages accounts and keys; the **records officer** keeps, views and
-//! disposes of records, and keeps the schedules and the role directory;
-//! **legal** views them (holds and exports come with
-//! the lifecycle); the **auditor** verifies and reads the log, and views
+//! disposes of records, keeps the schedules, the role directory and the
+//! incident register; **legal** views them, places and releases holds,
+//! and approves dispositions (as a second records officer may); the
+//! **auditor** verifies and reads the log, and views
 //! nothing.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -40,8 +41,16 @@ pub enum Role {
 pub enum Action {
     /// Read a record's content.
     View,
-    /// Destroy a record's content under a disposition authority.
+    /// Propose, execute or cancel disposition batches.
     Destroy,
+    /// Approve a disposition batch another account proposed: records
+    /// officers and legal.
+    ApproveDisposition,
+    /// Place and release legal, FOIA and audit holds: records officers
+    /// and legal.
+    Hold,
+    /// Update the incident register (status, NARA case, notes).
+    ManageIncidents,
     /// Rotate, escrow or restore the archive key.
     ManageKeys,
     /// Create, disable or enable accounts.
@@ -78,9 +87,17 @@ impl Role {
                 | (Role::Admin, Action::ManageAccounts | Action::ManageKeys)
                 | (
                     Role::RecordsOfficer,
-                    Action::View | Action::Destroy | Action::ManageSchedules
+                    Action::View
+                        | Action::Destroy
+                        | Action::ManageSchedules
+                        | Action::ApproveDisposition
+                        | Action::Hold
+                        | Action::ManageIncidents
                 )
-                | (Role::Legal, Action::View)
+                | (
+                    Role::Legal,
+                    Action::View | Action::ApproveDisposition | Action::Hold
+                )
         )
     }
 }
@@ -204,6 +221,9 @@ impl Archive {
                 match action {
                     Action::View => "view records",
                     Action::Destroy => "destroy records",
+                    Action::ApproveDisposition => "approve dispositions",
+                    Action::Hold => "place or release holds",
+                    Action::ManageIncidents => "update incidents",
                     Action::ManageKeys => "manage the archive's keys",
                     Action::ManageAccounts => "manage accounts",
                     Action::Checkpoint => "have checkpoints signed",

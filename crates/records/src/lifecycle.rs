@@ -25,68 +25,31 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+mod archive;
 pub mod dates;
 pub mod directory;
+pub mod disposition;
+pub mod holds;
+pub mod incidents;
 pub mod na1005;
 pub mod schedule;
 
+mod event;
+
+pub use archive::event_leaf;
+pub use event::Event;
+
 use dates::Day;
 use directory::{Directory, Role};
+use disposition::Batch;
+use holds::Hold;
+use incidents::Incident;
 use schedule::{AgencyItems, Category, Cutoff, Item, Settings};
 
 use crate::archive::store::StoredEvent;
 use crate::{RecordMeta, RecordsError};
-
-/// A decision about the lifecycle, as logged.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Event {
-    /// The agency's settings, replacing the previous ones.
-    Settings { settings: Settings },
-    /// The agency's own items (its schedule file), replacing the previous.
-    AgencyItems { items: AgencyItems },
-    /// A person starts in a position.
-    RoleStart { role: Role },
-    /// A person's role ends; `on` is their last day in it.
-    RoleEnd {
-        user: String,
-        position: String,
-        on: Day,
-    },
-    /// A conversation's records from `from` on are kept under `item`
-    /// (GRS 5.2 item 010 for a transitory conversation, or an agency
-    /// item); none: under their participants' item again.
-    ConversationItem {
-        conv: String,
-        item: Option<String>,
-        from: Day,
-        reason: String,
-    },
-    /// The agency's NA-1005 data, replacing the previous.
-    Na1005 { form: na1005::Na1005 },
-}
-
-impl Event {
-    /// The kind stored beside it and named in its leaf.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Event::Settings { .. } => "settings",
-            Event::AgencyItems { .. } => "agency-items",
-            Event::RoleStart { .. } => "role-start",
-            Event::RoleEnd { .. } => "role-end",
-            Event::ConversationItem { .. } => "conversation-item",
-            Event::Na1005 { .. } => "na1005",
-        }
-    }
-
-    /// Its canonical text (what is stored, and hashed into its leaf).
-    pub fn to_json(&self) -> String {
-        // Invariant: events hold strings, numbers and lists of them.
-        serde_json::to_string(self).expect("an event serialises")
-    }
-}
 
 /// A conversation's item from a day on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -107,6 +70,9 @@ pub struct Lifecycle {
     /// Per conversation, its item changes in the order made.
     pub conversations: BTreeMap<String, Vec<ConversationItem>>,
     pub na1005: na1005::Na1005,
+    pub holds: BTreeMap<u64, Hold>,
+    pub batches: BTreeMap<u64, Batch>,
+    pub incidents: BTreeMap<u64, Incident>,
     /// The number of the last event applied (0: none).
     pub last_event: u64,
 }
@@ -155,79 +121,9 @@ impl Lifecycle {
     pub fn fold(events: &[StoredEvent]) -> Result<Self, RecordsError> {
         let mut state = Lifecycle::default();
         for e in events {
-            state.apply(e.n, &e.event()?)?;
+            state.apply_as(e.n, &e.actor, e.at_ms, &e.event()?)?;
         }
         Ok(state)
-    }
-
-    /// Apply event `n`: refused, changing nothing, if it contradicts the
-    /// state (a role that overlaps, an unknown item, a bad setting).
-    pub fn apply(&mut self, n: u64, event: &Event) -> Result<(), RecordsError> {
-        let mut next = self.clone();
-        match event {
-            Event::Settings { settings } => {
-                settings.check()?;
-                next.settings = settings.clone();
-            }
-            Event::AgencyItems { items } => {
-                items.check()?;
-                // An item a conversation is kept under cannot be withdrawn.
-                for (conv, changes) in &self.conversations {
-                    if let Some(code) = changes.last().and_then(|c| c.item.as_ref()) {
-                        let kept = items.items.iter().any(|i| &i.code == code)
-                            || schedule::grs_items().iter().any(|i| &i.code == code);
-                        if !kept {
-                            return Err(RecordsError::Archive(format!(
-                                "conversation {conv} is kept under `{code}`, which the new schedule file lacks: assign it another item first"
-                            )));
-                        }
-                    }
-                }
-                next.agency = items.clone();
-            }
-            Event::RoleStart { role } => next.directory.start(role.clone())?,
-            Event::RoleEnd { user, position, on } => next.directory.end(user, position, *on)?,
-            Event::ConversationItem {
-                conv,
-                item,
-                from,
-                reason,
-            } => {
-                if let Some(code) = item {
-                    let item = self.item(code).ok_or_else(|| {
-                        RecordsError::Archive(format!(
-                            "no item `{code}`: a GRS item or one of the agency's schedule file"
-                        ))
-                    })?;
-                    if item.permanent() {
-                        return Err(RecordsError::Archive(format!(
-                            "`{code}` is permanent: conversations are given permanent retention by their participants' roles, not one by one"
-                        )));
-                    }
-                }
-                if reason.trim().is_empty() {
-                    return Err(RecordsError::Archive(
-                        "say why the conversation takes this item (--reason)".into(),
-                    ));
-                }
-                next.conversations
-                    .entry(conv.clone())
-                    .or_default()
-                    .push(ConversationItem {
-                        item: item.clone(),
-                        from: *from,
-                        reason: reason.clone(),
-                        event: n,
-                    });
-            }
-            Event::Na1005 { form } => {
-                form.check()?;
-                next.na1005 = form.clone();
-            }
-        }
-        next.last_event = n;
-        *self = next;
-        Ok(())
     }
 
     /// Every item in force: the GRS's and the agency's.
@@ -388,7 +284,7 @@ impl Lifecycle {
         let mut state = Lifecycle::default();
         let mut later = events.iter().peekable();
         while let Some(e) = later.next_if(|e| e.at_ms <= meta.captured_at_ms) {
-            state.apply(e.n, &e.event()?)?;
+            state.apply_as(e.n, &e.actor, e.at_ms, &e.event()?)?;
         }
         let mut out = vec![Change {
             event: state.last_event,
@@ -398,7 +294,7 @@ impl Lifecycle {
             assignment: state.assign(meta),
         }];
         for e in later {
-            state.apply(e.n, &e.event()?)?;
+            state.apply_as(e.n, &e.actor, e.at_ms, &e.event()?)?;
             let now = state.assign(meta);
             let last = &out[out.len() - 1].assignment;
             if (
@@ -437,66 +333,6 @@ pub fn participant_users(meta: &RecordMeta) -> Vec<String> {
     users.sort();
     users.dedup();
     users
-}
-
-impl crate::Archive {
-    /// Every lifecycle event, in order.
-    pub fn lifecycle_events(&self) -> Result<Vec<StoredEvent>, RecordsError> {
-        self.store().events(0)
-    }
-
-    /// The lifecycle as its events leave it.
-    pub fn lifecycle(&self) -> Result<Lifecycle, RecordsError> {
-        Lifecycle::fold(&self.lifecycle_events()?)
-    }
-
-    /// Take `event`, by `actor`: checked against the lifecycle as it
-    /// stands (refused, writing nothing, if it contradicts it), then
-    /// appended with the leaf that commits to it, in one transaction.
-    /// Returns the event's number and the state it leaves.
-    pub fn record_event(
-        &mut self,
-        actor: &str,
-        event: &Event,
-        at_ms: u64,
-    ) -> Result<(u64, Lifecycle), RecordsError> {
-        // Another writer may append between the read and the write (a
-        // second office on PostgreSQL): the store takes the event only
-        // as the next number, so a stale check is taken again.
-        for _ in 0..8 {
-            let mut state = self.lifecycle()?;
-            let n = state.last_event + 1;
-            state.apply(n, event)?;
-            let body = event.to_json();
-            let stored = StoredEvent {
-                n,
-                kind: event.kind().to_string(),
-                actor: actor.to_string(),
-                at_ms,
-                body,
-                leaf: None,
-            };
-            let leaf = event_leaf(&stored);
-            if self.store_mut().append_event(&stored, &leaf)? {
-                return Ok((n, state));
-            }
-        }
-        Err(RecordsError::Archive(
-            "the lifecycle kept changing while this event was checked: try again".into(),
-        ))
-    }
-}
-
-/// The leaf that commits to a lifecycle event.
-pub fn event_leaf(e: &StoredEvent) -> crate::tlog::Leaf {
-    use sha2::Digest;
-    crate::tlog::Leaf::Lifecycle {
-        event: e.n,
-        kind: e.kind.clone(),
-        actor: e.actor.clone(),
-        at_ms: e.at_ms,
-        body_sha256: hex::encode(sha2::Sha256::digest(e.body.as_bytes())),
-    }
 }
 
 impl StoredEvent {

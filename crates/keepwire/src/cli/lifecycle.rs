@@ -182,3 +182,162 @@ pub(crate) enum Na1005Command {
         json: bool,
     },
 }
+
+#[derive(Subcommand)]
+pub(crate) enum DispositionCommand {
+    /// The records eligible for disposition today: temporary, retention
+    /// over, no hold, content still held.
+    Eligible {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Propose a batch: the records named, or every eligible record. A
+    /// record that is not eligible is refused unless --force.
+    Propose {
+        /// The records (default: every eligible record).
+        ids: Vec<i64>,
+        /// Destroy records that are not eligible (unexpired, held,
+        /// permanent): unlawful; needs --reason and a second approver,
+        /// and opens an incident.
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why (for a forced batch).
+        #[arg(long)]
+        reason: Option<String>,
+        /// A note kept with the batch.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a batch another account proposed (records officer or legal).
+    Approve {
+        /// The batch.
+        batch: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a batch that has not run.
+    Cancel {
+        /// The batch.
+        batch: u64,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run an approved batch: each record re-checked, then destroyed
+    /// (crypto-shredded, with a tombstone); prints the certificate.
+    Execute {
+        /// The batch.
+        batch: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The batches: proposed, approved, executed, cancelled.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An executed batch's certificate, with its leaf, the inclusion
+    /// proof and the signed checkpoint that covers it.
+    Certificate {
+        /// The batch.
+        batch: u64,
+        /// Write it to this file (never over an existing one) instead of
+        /// printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum HoldCommand {
+    /// Place a hold: what it covers is every record matching all the
+    /// criteria given (--custodian, --conversation, --from, --until), or
+    /// --everything.
+    Place {
+        /// legal, foia or audit.
+        #[arg(long)]
+        kind: String,
+        /// The hold's name.
+        #[arg(long)]
+        name: String,
+        /// The matter (case, request, audit).
+        #[arg(long)]
+        matter: String,
+        /// The authority (court order, request number, counsel's memo).
+        #[arg(long)]
+        authority: String,
+        /// A custodian: records with this user among the participants
+        /// (repeatable).
+        #[arg(long = "custodian")]
+        custodians: Vec<String>,
+        /// A conversation (repeatable).
+        #[arg(long = "conversation")]
+        conversations: Vec<String>,
+        /// Records sent on or after this day, YYYY-MM-DD.
+        #[arg(long)]
+        from: Option<String>,
+        /// Records sent on or before this day, YYYY-MM-DD.
+        #[arg(long)]
+        until: Option<String>,
+        /// Every record in the archive.
+        #[arg(long)]
+        everything: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a hold.
+    Release {
+        /// The hold (its number).
+        hold: u64,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The holds, in force and released.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum IncidentCommand {
+    /// The incident register.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record what happened since: a note, a new status, NARA's case id.
+    Update {
+        /// The incident (its number).
+        incident: u64,
+        /// open, reported-to-nara or closed.
+        #[arg(long)]
+        status: Option<String>,
+        /// NARA's case id.
+        #[arg(long)]
+        nara_case: Option<String>,
+        /// What was done or learnt.
+        #[arg(long)]
+        note: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -172,18 +172,39 @@ pub(crate) enum RecordsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Destroy a record's content (crypto-shredding its data key) under a
-    /// named authority; its metadata, leaf and a tombstone stay verifiable.
-    /// (Holds and approvals arrive with the disposition workflow.)
+    /// Propose destroying one record: a disposition batch of one, which
+    /// another account approves (`records disposition approve`) before it
+    /// runs. A record that is not eligible needs --force and a reason.
     Destroy {
         /// The record whose content to destroy.
         id: i64,
-        /// The disposition authority, e.g. "GRS 5.2 item 020" or a court order.
+        /// Destroy it although it is not eligible: unlawful; opens an
+        /// incident once executed.
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why (for --force).
         #[arg(long)]
-        authority: String,
+        reason: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Disposition: eligible records, batches proposed, approved by a
+    /// second account, executed, and their certificates.
+    Disposition {
+        #[command(subcommand)]
+        command: super::DispositionCommand,
+    },
+    /// Legal, FOIA and audit holds: nothing they cover is disposed of.
+    Hold {
+        #[command(subcommand)]
+        command: super::HoldCommand,
+    },
+    /// The incident register: records lost, altered or destroyed
+    /// unlawfully, and their reports to NARA.
+    Incident {
+        #[command(subcommand)]
+        command: super::IncidentCommand,
     },
     /// Rotate the archive key: every record's data key is re-wrapped under
     /// a new key (content is not re-encrypted); logged, by an admin. Stop

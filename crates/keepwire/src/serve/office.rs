@@ -87,11 +87,6 @@ pub enum Request {
         n: u32,
         offset: u64,
     },
-    /// Destroy a record's content under a disposition authority.
-    Destroy {
-        id: i64,
-        authority: String,
-    },
     /// The latest checkpoint, signed now if the log grew.
     Checkpoint,
     /// Every account.
@@ -125,6 +120,26 @@ pub enum Request {
     Schedule {
         id: Option<i64>,
     },
+    /// Every record's standing today (only the eligible ones with
+    /// `eligible`).
+    Standings {
+        eligible: bool,
+    },
+    /// Propose a disposition batch: these records (every eligible one
+    /// when none), or forced with a reason.
+    Propose {
+        records: Option<Vec<i64>>,
+        forced: Option<String>,
+        note: String,
+    },
+    /// Run an approved batch.
+    Execute {
+        batch: u64,
+    },
+    /// A batch's certificate with the proof that the log holds it.
+    Certificate {
+        batch: u64,
+    },
 }
 
 impl Request {
@@ -133,14 +148,17 @@ impl Request {
             Request::Show { .. } | Request::FileKey { .. } | Request::FileBytes { .. } => {
                 Action::View
             }
-            Request::Destroy { .. } => Action::Destroy,
             Request::Checkpoint => Action::Checkpoint,
             Request::Accounts | Request::AddAccount { .. } | Request::SetDisabled { .. } => {
                 Action::ManageAccounts
             }
             Request::Escrow { .. } => Action::ManageKeys,
-            Request::Lifecycle { .. } => Action::ManageSchedules,
-            Request::LifecycleState { .. } | Request::Schedule { .. } => Action::ReadLifecycle,
+            Request::Lifecycle { event } => lifecycle::action(event),
+            Request::LifecycleState { .. }
+            | Request::Schedule { .. }
+            | Request::Standings { .. }
+            | Request::Certificate { .. } => Action::ReadLifecycle,
+            Request::Propose { .. } | Request::Execute { .. } => Action::Destroy,
         }
     }
 }
@@ -377,18 +395,6 @@ impl Office {
                     "bytes": keepwire_protocol::b64::encode(&bytes),
                 })))
             }
-            Request::Destroy { id, authority } => {
-                let authority = authority.trim();
-                if authority.is_empty() {
-                    return Err(Refusal::Invalid(
-                        "--authority must name the disposition authority".into(),
-                    ));
-                }
-                self.archive.destroy(id, authority, &name, now)?;
-                Ok(Answer::Covered(
-                    json!({"destroyed": id, "authority": authority, "actor": name}),
-                ))
-            }
             Request::Checkpoint => Ok(Answer::Checkpoint),
             Request::Accounts => Ok(Answer::Now(
                 serde_json::to_value(self.archive.accounts()?)
@@ -429,6 +435,14 @@ impl Office {
             Request::Lifecycle { event } => self.lifecycle_event(&name, event, now),
             Request::LifecycleState { on } => self.lifecycle_state(on, now),
             Request::Schedule { id } => self.schedule(id),
+            Request::Standings { eligible } => self.standings(eligible, now),
+            Request::Propose {
+                records,
+                forced,
+                note,
+            } => self.propose(&name, records, forced, &note, now),
+            Request::Execute { batch } => self.execute(&name, batch, now),
+            Request::Certificate { batch } => self.certificate(batch),
         }
     }
 

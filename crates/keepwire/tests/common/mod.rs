@@ -26,6 +26,21 @@ pub fn use_clock(path: &Path) {
     CLOCK.with(|c| *c.borrow_mut() = Some(path.to_path_buf()));
 }
 
+/// The clock offset (milliseconds from now) that makes it noon UTC on
+/// `day` (`YYYY-MM-DD`, in the future).
+pub fn offset_to(day: &str) -> u64 {
+    let target = day
+        .parse::<keepwire_records::lifecycle::dates::Day>()
+        .unwrap()
+        .start_ms()
+        + 12 * 3_600_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    target.checked_sub(now).expect("the test's dates are ahead")
+}
+
 fn clock_env(cmd: &mut Command) {
     if let Some(p) = CLOCK.with(|c| c.borrow().clone()) {
         cmd.env("KEEPWIRE_CLOCK_FILE", p);

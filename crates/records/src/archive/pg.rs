@@ -219,6 +219,34 @@ fn append_at(
     Ok(n)
 }
 
+/// Destroy record `id`'s content inside the transaction (its data key,
+/// body and file links; the bytes no record links any more with them)
+/// and append its tombstone.
+fn destroy_in(
+    pg: &Pg,
+    id: i64,
+    tombstone: &dyn Fn(&str, u64, u64) -> Leaf,
+) -> Result<(), RecordsError> {
+    let row = pg
+        .query_opt(
+            "SELECT conv, seq, leaf, wrapped_key IS NOT NULL FROM records WHERE id=$1 FOR UPDATE",
+            &[&id],
+        )?
+        .ok_or_else(|| RecordsError::Archive(format!("no record {id}")))?;
+    let conv: String = row.try_get(0)?;
+    let seq = u64_at(&row, 1)?;
+    let leaf = row.try_get::<_, Option<i64>>(2)?.map(|l| l as u64);
+    let leaf = check_destroyable(id, row.try_get(3)?, leaf)?;
+    pg.execute(
+        "UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=$1",
+        &[&id],
+    )?;
+    // Its files go unless another record links the same bytes.
+    files::unlink(pg, id)?;
+    append(pg, &tombstone(&conv, seq, leaf), Some(id))?;
+    Ok(())
+}
+
 fn append(pg: &Pg, leaf: &Leaf, record_id: Option<i64>) -> Result<u64, RecordsError> {
     append_at(pg, size(pg)?, leaf.kind(), &leaf.to_bytes(), record_id)
 }
@@ -466,26 +494,7 @@ impl ArchiveStore for PgArchive {
         id: i64,
         tombstone: &dyn Fn(&str, u64, u64) -> Leaf,
     ) -> Result<(), RecordsError> {
-        self.write(|pg| {
-            let row = pg
-                .query_opt(
-                    "SELECT conv, seq, leaf, wrapped_key IS NOT NULL FROM records WHERE id=$1 FOR UPDATE",
-                    &[&id],
-                )?
-                .ok_or_else(|| RecordsError::Archive(format!("no record {id}")))?;
-            let conv: String = row.try_get(0)?;
-            let seq = u64_at(&row, 1)?;
-            let leaf = row.try_get::<_, Option<i64>>(2)?.map(|l| l as u64);
-            let leaf = check_destroyable(id, row.try_get(3)?, leaf)?;
-            pg.execute(
-                "UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=$1",
-                &[&id],
-            )?;
-            // Its files go unless another record links the same bytes.
-            files::unlink(pg, id)?;
-            append(pg, &tombstone(&conv, seq, leaf), Some(id))?;
-            Ok(())
-        })
+        self.write(|pg| destroy_in(pg, id, tombstone))
     }
 
     fn rewrap_keys(
@@ -617,6 +626,15 @@ impl ArchiveStore for PgArchive {
 
     fn events(&self, after: u64) -> Result<Vec<StoredEvent>, RecordsError> {
         self.event_rows(after)
+    }
+
+    fn dispose(
+        &mut self,
+        ids: &[i64],
+        tombstone: &Tombstone<'_>,
+        events: &[(StoredEvent, Leaf)],
+    ) -> Result<bool, RecordsError> {
+        self.dispose_batch(ids, tombstone, events)
     }
 
     fn set_meta(&self, k: &str, v: &str) -> Result<(), RecordsError> {

@@ -208,6 +208,30 @@ fn append_at(
     Ok(n)
 }
 
+/// Destroy record `id`'s content inside `tx` (its data key, body and
+/// file links) and append its tombstone; the files no record links any
+/// more, whose bytes go once `tx` commits.
+fn destroy_in(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    tombstone: &dyn Fn(&str, u64, u64) -> Leaf,
+) -> Result<Vec<String>, RecordsError> {
+    let (conv, seq, leaf, has_key): (String, i64, Option<i64>, bool) = tx
+        .prepare_cached("SELECT conv, seq, leaf, wrapped_key IS NOT NULL FROM records WHERE id=?1")?
+        .query_row(params![id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?
+        .ok_or_else(|| RecordsError::Archive(format!("no record {id}")))?;
+    let leaf = check_destroyable(id, has_key, leaf.map(|l| l as u64))?;
+    tx.prepare_cached("UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=?1")?
+        .execute(params![id])?;
+    // Its files go unless another record links the same bytes.
+    let unlinked = files::unlink(tx, id)?;
+    append(tx, &tombstone(&conv, seq as u64, leaf), Some(id))?;
+    Ok(unlinked)
+}
+
 fn append(conn: &Connection, leaf: &Leaf, record_id: Option<i64>) -> Result<u64, RecordsError> {
     append_at(conn, size(conn)?, leaf.kind(), &leaf.to_bytes(), record_id)
 }
@@ -421,21 +445,7 @@ impl ArchiveStore for SqliteArchive {
         tombstone: &dyn Fn(&str, u64, u64) -> Leaf,
     ) -> Result<(), RecordsError> {
         let tx = self.write()?;
-        let (conv, seq, leaf, has_key): (String, i64, Option<i64>, bool) = tx
-            .prepare_cached(
-                "SELECT conv, seq, leaf, wrapped_key IS NOT NULL FROM records WHERE id=?1",
-            )?
-            .query_row(params![id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .optional()?
-            .ok_or_else(|| RecordsError::Archive(format!("no record {id}")))?;
-        let leaf = check_destroyable(id, has_key, leaf.map(|l| l as u64))?;
-        tx.prepare_cached("UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=?1")?
-            .execute(params![id])?;
-        // Its files go unless another record links the same bytes.
-        let unlinked = files::unlink(&tx, id)?;
-        append(&tx, &tombstone(&conv, seq as u64, leaf), Some(id))?;
+        let unlinked = destroy_in(&tx, id, tombstone)?;
         tx.commit()?;
         self.delete_bytes(&unlinked)?;
         Ok(())
@@ -553,6 +563,15 @@ impl ArchiveStore for SqliteArchive {
 
     fn events(&self, after: u64) -> Result<Vec<StoredEvent>, RecordsError> {
         self.event_rows(after)
+    }
+
+    fn dispose(
+        &mut self,
+        ids: &[i64],
+        tombstone: &Tombstone<'_>,
+        events: &[(StoredEvent, Leaf)],
+    ) -> Result<bool, RecordsError> {
+        self.dispose_batch(ids, tombstone, events)
     }
 
     fn set_meta(&self, k: &str, v: &str) -> Result<(), RecordsError> {

@@ -149,6 +149,19 @@ pub trait ArchiveStore: Send {
     /// The events numbered above `after`, in order, as stored.
     fn events(&self, after: u64) -> Result<Vec<StoredEvent>, RecordsError>;
 
+    /// A disposition's execution, in one transaction: each of `ids`
+    /// destroyed as [`ArchiveStore::destroy`] does (its tombstone from
+    /// `tombstone(id, conv, seq, record's leaf)`), then `events` appended,
+    /// each with its leaf — only if the first event's number is the next
+    /// (no event, such as a new hold, came since the records were
+    /// checked): false, writing nothing, otherwise.
+    fn dispose(
+        &mut self,
+        ids: &[i64],
+        tombstone: &Tombstone<'_>,
+        events: &[(StoredEvent, Leaf)],
+    ) -> Result<bool, RecordsError>;
+
     // Settings.
 
     fn meta(&self, k: &str) -> Result<Option<String>, RecordsError>;
@@ -218,6 +231,10 @@ pub trait ArchiveStore: Send {
     /// archive is verified as of one moment).
     fn read_snapshot(&self) -> Result<Box<dyn Snapshot + '_>, RecordsError>;
 }
+
+/// What [`ArchiveStore::dispose`] makes each record's tombstone with:
+/// (record id, conversation, sequence number, the record's leaf).
+pub type Tombstone<'a> = dyn Fn(i64, &str, u64, u64) -> Leaf + 'a;
 
 /// What [`ArchiveStore::rewrap_keys`] calls for each wrapped data key:
 /// (conversation, sequence number, wrapped key) to the key wrapped anew.

@@ -102,6 +102,7 @@ fn accounts_are_added_once_disabled_and_each_change_logged(store: &mut Store) {
 type Store = Box<dyn ArchiveStore>;
 
 mod attachments;
+mod disposition;
 mod lifecycle;
 
 fn meta(conv: &str, seq: u64, kind: RecordKind) -> RecordMeta {

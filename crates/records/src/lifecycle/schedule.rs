@@ -345,6 +345,11 @@ pub struct Settings {
     /// The category of a person the role directory does not list on a
     /// message's day.
     pub unlisted: Category,
+    /// A disposition batch needs a second account's approval before it
+    /// runs (a forced one always does).
+    pub second_approver: bool,
+    /// Days from an incident's opening to its report to NARA.
+    pub incident_report_days: u32,
 }
 
 impl Default for Settings {
@@ -355,6 +360,8 @@ impl Default for Settings {
             transitory_days: 180,
             administration_ends: Vec::new(),
             unlisted: Category::Staff,
+            second_approver: true,
+            incident_report_days: 30,
         }
     }
 }
@@ -371,6 +378,12 @@ impl Settings {
             return Err(RecordsError::Archive(format!(
                 "{} days for transitory records: 1 to 3,650",
                 self.transitory_days
+            )));
+        }
+        if !(1..=365).contains(&self.incident_report_days) {
+            return Err(RecordsError::Archive(format!(
+                "{} days to report an incident: 1 to 365",
+                self.incident_report_days
             )));
         }
         if self.unlisted == Category::Guest {

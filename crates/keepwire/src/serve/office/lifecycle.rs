@@ -4,7 +4,9 @@
 //! are the records crate's ([`keepwire_records::lifecycle`]); this only
 //! carries requests to them.
 
+use keepwire_records::accounts::Action;
 use keepwire_records::lifecycle::dates::Day;
+use keepwire_records::lifecycle::disposition::Standing;
 use keepwire_records::lifecycle::{Event, Lifecycle};
 use serde_json::{json, Value};
 
@@ -55,6 +57,14 @@ impl Office {
             "conversations": to_value(&state.conversations)?,
             "na1005": to_value(state.na1005_on(on))?,
             "na1005_declared": to_value(&state.na1005)?,
+            "holds": to_value(state.holds.values().collect::<Vec<_>>())?,
+            "batches": to_value(state.batches.values().map(|b| {
+                let mut v = serde_json::to_value(b).unwrap_or_default();
+                v["records"] = b.records.len().into();
+                v["ready"] = state.may_execute(b).into();
+                v
+            }).collect::<Vec<_>>())?,
+            "incidents": to_value(state.incidents.values().collect::<Vec<_>>())?,
             "last_event": state.last_event,
         })))
     }
@@ -98,5 +108,128 @@ impl Office {
                 Ok(Answer::Now(Value::Array(rows)))
             }
         }
+    }
+}
+
+/// What a lifecycle event sent as is asks of its actor's role. Proposing
+/// and executing a batch, and opening an incident, are not taken as
+/// plain events: they have requests of their own, which check the
+/// records ([`Request::Propose`](super::Request::Propose), …), so they
+/// map to an action no role has.
+pub(super) fn action(event: &Event) -> Action {
+    match event {
+        Event::HoldPlace { .. } | Event::HoldRelease { .. } => Action::Hold,
+        Event::BatchApprove { .. } => Action::ApproveDisposition,
+        Event::BatchCancel { .. } => Action::Destroy,
+        Event::IncidentUpdate { .. } => Action::ManageIncidents,
+        Event::BatchPropose { .. } | Event::BatchExecute { .. } | Event::IncidentOpen { .. } => {
+            Action::ManageAccounts
+        }
+        Event::Settings { .. }
+        | Event::AgencyItems { .. }
+        | Event::RoleStart { .. }
+        | Event::RoleEnd { .. }
+        | Event::ConversationItem { .. }
+        | Event::Na1005 { .. } => Action::ManageSchedules,
+    }
+}
+
+impl Office {
+    pub(super) fn standings(&self, eligible: bool, now: u64) -> Result<Answer, Refusal> {
+        let (_, rows) = self.archive.standings(Day::of_ms(now))?;
+        let rows: Vec<_> = rows
+            .into_iter()
+            .filter(|r| !eligible || r.standing == Standing::Eligible)
+            .collect();
+        Ok(Answer::Now(to_value(rows)?))
+    }
+
+    pub(super) fn propose(
+        &mut self,
+        actor: &str,
+        records: Option<Vec<i64>>,
+        forced: Option<String>,
+        note: &str,
+        now: u64,
+    ) -> Result<Answer, Refusal> {
+        let (batch, ids) = self
+            .archive
+            .propose_batch(actor, records, forced.clone(), note, now)?;
+        let state = self.archive.lifecycle()?;
+        let ready = state
+            .batches
+            .get(&batch)
+            .is_some_and(|b| state.may_execute(b));
+        Ok(Answer::Covered(json!({
+            "batch": batch,
+            "records": ids.len(),
+            "forced": forced,
+            "proposed_by": actor,
+            "needs_approval": !ready,
+        })))
+    }
+
+    pub(super) fn execute(&mut self, actor: &str, batch: u64, now: u64) -> Result<Answer, Refusal> {
+        let (certificate, event, incident) = self.archive.execute_batch(actor, batch, now)?;
+        tracing::warn!(
+            actor,
+            batch,
+            destroyed = certificate.destroyed.len(),
+            forced = certificate.forced.is_some(),
+            "disposition batch executed"
+        );
+        Ok(Answer::Covered(json!({
+            "batch": batch,
+            "event": event,
+            "incident": incident,
+            "certificate": to_value(&certificate)?,
+        })))
+    }
+
+    pub(super) fn certificate(&self, batch: u64) -> Result<Answer, Refusal> {
+        let state = self.archive.lifecycle()?;
+        let event = state
+            .batches
+            .get(&batch)
+            .and_then(|b| b.executed)
+            .ok_or_else(|| Refusal::NotFound(format!("batch {batch} has not been executed")))?;
+        let row = self
+            .archive
+            .lifecycle_events()?
+            .into_iter()
+            .find(|e| e.n == event)
+            .ok_or_else(|| Refusal::Failed(format!("event {event} is gone: run records verify")))?;
+        let leaf = row
+            .leaf
+            .ok_or_else(|| Refusal::Failed(format!("event {event} has no leaf")))?;
+        let (size, note) = self
+            .archive
+            .latest_checkpoint()?
+            .filter(|(size, _)| *size > leaf)
+            .ok_or_else(|| {
+                Refusal::Unavailable(
+                    "no checkpoint covers the certificate yet: run `keepwire records checkpoint`"
+                        .into(),
+                )
+            })?;
+        let path = self.archive.prove_inclusion(size, leaf)?;
+        let data = self
+            .archive
+            .log_leaf(leaf)?
+            .map(|(_, _, d)| d)
+            .unwrap_or_default();
+        let certificate: Value = serde_json::from_str(&row.body)
+            .map_err(|e| Refusal::Failed(format!("event {event} does not parse: {e}")))?;
+        Ok(Answer::Now(json!({
+            "certificate": certificate["certificate"],
+            "event": event,
+            "event_json": row.body,
+            "leaf_index": leaf,
+            "leaf": String::from_utf8_lossy(&data),
+            "tree_size": size,
+            "inclusion_path": path.iter().map(|h| keepwire_protocol::b64::encode(&h.0)).collect::<Vec<_>>(),
+            "checkpoint": note,
+            "verifier_key": self.notary.verifier_key,
+        })))
     }
 }

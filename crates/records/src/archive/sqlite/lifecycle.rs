@@ -3,8 +3,8 @@
 
 use rusqlite::params;
 
-use super::super::store::StoredEvent;
-use super::{append, SqliteArchive};
+use super::super::store::{StoredEvent, Tombstone};
+use super::{append, destroy_in, SqliteArchive};
 use crate::tlog::Leaf;
 use crate::RecordsError;
 
@@ -22,18 +22,7 @@ impl SqliteArchive {
             return Ok(false);
         }
         let leaf_n = append(&tx, leaf, None)?;
-        tx.prepare_cached(
-            "INSERT INTO lifecycle_events (n, kind, actor, at_ms, body, leaf)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![
-            event.n as i64,
-            event.kind,
-            event.actor,
-            event.at_ms as i64,
-            event.body,
-            leaf_n as i64
-        ])?;
+        insert_row(&tx, event, leaf_n)?;
         tx.commit()?;
         Ok(true)
     }
@@ -54,4 +43,54 @@ impl SqliteArchive {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+impl SqliteArchive {
+    pub(super) fn dispose_batch(
+        &mut self,
+        ids: &[i64],
+        tombstone: &Tombstone<'_>,
+        events: &[(StoredEvent, Leaf)],
+    ) -> Result<bool, RecordsError> {
+        let tx = self.write()?;
+        let last: i64 = tx
+            .prepare_cached("SELECT COALESCE(MAX(n), 0) FROM lifecycle_events")?
+            .query_row([], |r| r.get(0))?;
+        if events.first().is_none_or(|(e, _)| e.n != last as u64 + 1) {
+            return Ok(false);
+        }
+        let mut unlinked = Vec::new();
+        for &id in ids {
+            unlinked.extend(destroy_in(&tx, id, &|conv, seq, leaf| {
+                tombstone(id, conv, seq, leaf)
+            })?);
+        }
+        for (event, leaf) in events {
+            let leaf_n = append(&tx, leaf, None)?;
+            insert_row(&tx, event, leaf_n)?;
+        }
+        tx.commit()?;
+        self.delete_bytes(&unlinked)?;
+        Ok(true)
+    }
+}
+
+fn insert_row(
+    tx: &rusqlite::Connection,
+    event: &StoredEvent,
+    leaf_n: u64,
+) -> Result<(), RecordsError> {
+    tx.prepare_cached(
+        "INSERT INTO lifecycle_events (n, kind, actor, at_ms, body, leaf)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        event.n as i64,
+        event.kind,
+        event.actor,
+        event.at_ms as i64,
+        event.body,
+        leaf_n as i64
+    ])?;
+    Ok(())
 }
