@@ -351,7 +351,7 @@ fn destroying_content_keeps_the_record_verifiable_and_the_content_gone() {
     );
     assert!(!again.status.success());
     assert!(
-        common::stderr(&again).contains("destroyed already"),
+        common::stderr(&again).contains("holds no content"),
         "{}",
         common::stderr(&again)
     );

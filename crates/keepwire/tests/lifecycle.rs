@@ -373,3 +373,263 @@ fn lifecycle(start: fn() -> Agency) {
         serde_json::from_str(&ok(agency.records_output(&["verify", "--json"]))).unwrap();
     assert_eq!(verified["problems"], serde_json::json!([]), "{verified}");
 }
+
+#[test]
+fn disposition_waits_for_retention_holds_and_a_second_approver() {
+    disposition(Agency::start);
+}
+
+#[test]
+fn on_postgres_disposition_waits_for_retention_holds_and_a_second_approver() {
+    on_postgres(|| disposition(Agency::start));
+}
+
+fn disposition(start: fn() -> Agency) {
+    const LEE: (&str, &str) = ("lee", "lee's long passphrase");
+    let clock_dir = tempfile::tempdir().unwrap();
+    let clock = clock_dir.path().join("clock");
+    std::fs::write(&clock, offset_to("2030-03-02").to_string()).unwrap();
+    common::use_clock(&clock);
+    let agency = start();
+    let run = |args: &[&str], who: Option<(&str, &str)>| {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let env = who.map(|(u, p)| {
+            [
+                ("KEEPWIRE_RECORDS_USER", u),
+                ("KEEPWIRE_RECORDS_PASSWORD", p),
+            ]
+        });
+        agency.records_output_env(&all, env.as_ref().map_or(&[][..], |e| &e[..]))
+    };
+    let officer = |args: &[&str]| -> Value { serde_json::from_str(&ok(run(args, None))).unwrap() };
+    let lee = |args: &[&str]| -> Value { serde_json::from_str(&ok(run(args, Some(LEE)))).unwrap() };
+    let refused = |args: &[&str], who: Option<(&str, &str)>, why: &str| {
+        let out = run(args, who);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
+    };
+
+    let alice = agency.user("alice", "staff");
+    for u in ["bob", "carl", "dana"] {
+        agency.user(u, "staff");
+    }
+    alice.accept_notice();
+    let (with_bob, with_carl, with_dana) = (
+        alice.create(&["bob"]),
+        alice.create(&["carl"]),
+        alice.create(&["dana"]),
+    );
+    officer(&[
+        "directory",
+        "start",
+        "dana",
+        "--position",
+        "COMM",
+        "--title",
+        "Commissioner",
+        "--office",
+        "HQ",
+        "--category",
+        "capstone:1",
+        "--from",
+        "2029-01-01",
+    ]);
+    ok(agency.records_output_env(
+        &["account", "add", LEE.0, "--role", "legal"],
+        &[("KEEPWIRE_RECORDS_NEW_PASSWORD", LEE.1)],
+    ));
+    alice.send(&with_bob, "one");
+    alice.send(&with_bob, "two");
+    alice.send(&with_carl, "three");
+    alice.send(&with_dana, "to the commissioner");
+    let records = common::wait_for("four captured messages", 60, || {
+        let r = agency.records(false);
+        (r.len() >= 4).then_some(r)
+    });
+    // Messages (commits are records too, but hold no content to destroy).
+    let ids_in = |conv: &str| -> Vec<i64> {
+        records
+            .iter()
+            .filter(|r| r["conv"] == conv)
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect()
+    };
+
+    // Nothing is due in 2030.
+    refused(&["disposition", "propose"], None, "no record is eligible");
+    let one = ids_in(&with_carl)[0].to_string();
+    refused(
+        &["destroy", &one],
+        None,
+        "its retention runs until 2038-01-01",
+    );
+
+    // 2038: the staff messages are due. A legal hold keeps the bob
+    // conversation; dana's message is permanent.
+    std::fs::write(&clock, offset_to("2038-01-02").to_string()).unwrap();
+    let hold = lee(&[
+        "hold",
+        "place",
+        "--kind",
+        "legal",
+        "--name",
+        "Smith v. Agency",
+        "--matter",
+        "38-cv-0101",
+        "--authority",
+        "litigation hold notice",
+        "--custodian",
+        "bob",
+    ]);
+    let eligible = officer(&["disposition", "eligible"]);
+    let eligible: Vec<i64> = eligible
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        eligible,
+        ids_in(&with_carl),
+        "only carl's conversation is due and unheld"
+    );
+    let batch = officer(&["disposition", "propose", "--note", "2030 staff messages"]);
+    let b = batch["batch"].to_string();
+    assert_eq!(batch["records"], ids_in(&with_carl).len());
+    refused(&["disposition", "execute", &b], None, "not approved");
+    refused(
+        &["disposition", "approve", &b],
+        None,
+        "another account approves it",
+    );
+    refused(
+        &["disposition", "execute", &b],
+        Some(LEE),
+        "may not destroy records",
+    );
+    lee(&["disposition", "approve", &b]);
+    let done = officer(&["disposition", "execute", &b]);
+    let destroyed: Vec<i64> = done["certificate"]["destroyed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(destroyed, ids_in(&with_carl));
+    assert_eq!(done["certificate"]["approved_by"][0], "lee");
+
+    // Released, the held conversation goes in the next batch.
+    let h = hold["event"].to_string();
+    refused(
+        &["hold", "release", &h, "--reason", "x"],
+        Some(("aud", "nobody")),
+        "wrong account name or password",
+    );
+    lee(&["hold", "release", &h, "--reason", "case dismissed"]);
+    let next = officer(&["disposition", "propose"]);
+    assert_eq!(next["records"], ids_in(&with_bob).len());
+    let n = next["batch"].to_string();
+    lee(&["disposition", "approve", &n]);
+    let bob_seqs: Vec<u64> = records
+        .iter()
+        .filter(|r| r["conv"] == with_bob.as_str())
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    let done = officer(&["disposition", "execute", &n]);
+    assert_eq!(
+        done["certificate"]["conversations"][&with_bob],
+        serde_json::json!([[bob_seqs[0], bob_seqs[1]]]),
+        "the conversation's two messages, one range"
+    );
+
+    // The permanent record: refused, then forced with a second approver,
+    // which opens an incident.
+    let to_dana = records
+        .iter()
+        .find(|r| r["conv"] == with_dana.as_str())
+        .unwrap()["id"]
+        .to_string();
+    refused(&["destroy", &to_dana], None, "permanent");
+    let forced = officer(&[
+        "destroy",
+        &to_dana,
+        "--force",
+        "--reason",
+        "court-ordered expungement",
+    ]);
+    let f = forced["batch"].to_string();
+    refused(&["disposition", "execute", &f], None, "not approved");
+    lee(&["disposition", "approve", &f]);
+    let done = officer(&["disposition", "execute", &f]);
+    let incident = done["incident"].as_u64().expect("an incident opened");
+    let incidents = officer(&["incident", "list"]);
+    let opened = incidents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == incident)
+        .unwrap()
+        .clone();
+    assert_eq!(opened["kind"], "unauthorized-disposition");
+    assert_eq!(opened["report_due"], "2038-02-01");
+    assert_eq!(opened["records"][0].to_string(), to_dana);
+    officer(&[
+        "incident",
+        "update",
+        &incident.to_string(),
+        "--status",
+        "reported-to-nara",
+        "--nara-case",
+        "UD-2038-0001",
+        "--note",
+        "reported to NARA",
+    ]);
+    let updated = officer(&["incident", "list"]);
+    assert_eq!(updated[0]["status"], "reported-to-nara");
+    assert_eq!(updated[0]["nara_case"], "UD-2038-0001");
+
+    // The certificate, with the proof that the log holds it under a
+    // signed checkpoint.
+    let out = agency.tmp.path().join("certificate.json");
+    ok(agency.records_output(&[
+        "disposition",
+        "certificate",
+        &b,
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let cert: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let leaf = cert["leaf"].as_str().unwrap().as_bytes().to_vec();
+    let path: Vec<tlog_tiles::tlog::Hash> = cert["inclusion_path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let b = base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                h.as_str().unwrap(),
+            )
+            .unwrap();
+            tlog_tiles::tlog::Hash(b.try_into().unwrap())
+        })
+        .collect();
+    let note = cert["checkpoint"].as_str().unwrap();
+    let root_line = note.lines().nth(2).unwrap();
+    let root =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, root_line).unwrap();
+    tlog_tiles::tlog::check_record(
+        &path,
+        cert["tree_size"].as_u64().unwrap(),
+        tlog_tiles::tlog::Hash(root.try_into().unwrap()),
+        cert["leaf_index"].as_u64().unwrap(),
+        tlog_tiles::tlog::record_hash(&leaf),
+    )
+    .expect("the certificate's leaf is in the signed tree");
+    assert!(String::from_utf8(leaf).unwrap().contains("batch-execute"));
+    assert_eq!(cert["certificate"]["batch"].to_string(), b);
+
+    let verified: Value =
+        serde_json::from_str(&ok(agency.records_output(&["verify", "--json"]))).unwrap();
+    assert_eq!(verified["problems"], serde_json::json!([]), "{verified}");
+}

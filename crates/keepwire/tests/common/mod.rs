@@ -168,7 +168,8 @@ fn signs_in_as(args: &[&str]) -> Option<(&'static str, &'static str)> {
         Some("key") if args.get(1) == Some(&"status") => None,
         Some("account" | "key" | "rotate-key") => Some(KEEPER),
         Some(
-            "show" | "attachment" | "destroy" | "checkpoint" | "schedule" | "directory" | "na1005",
+            "show" | "attachment" | "destroy" | "checkpoint" | "schedule" | "directory" | "na1005"
+            | "disposition" | "hold" | "incident",
         ) => Some(OFFICER),
         _ => None,
     }

@@ -158,7 +158,7 @@ impl crate::Archive {
                 None => refused.push(format!("no record {id}")),
                 Some(super::disposition::Standing::Eligible) => {}
                 Some(super::disposition::Standing::Destroyed) => {
-                    refused.push(format!("record {id}: its content was destroyed already"))
+                    refused.push(format!("record {id}: {}", super::disposition::Standing::Destroyed.describe()))
                 }
                 Some(other) if forced.is_none() => refused.push(format!(
                     "record {id}: {} — destroying it would be unlawful (36 CFR 1230.3); only a forced disposition (--force with a reason, and a second approver) does it, and opens an incident",

@@ -48,7 +48,8 @@ pub enum Standing {
     Held {
         holds: Vec<u64>,
     },
-    /// Its content is already gone.
+    /// It holds no content: destroyed already, or none was captured (a
+    /// commit's record keeps its metadata only).
     Destroyed,
 }
 
@@ -74,7 +75,9 @@ impl Standing {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Standing::Destroyed => "its content was destroyed already".into(),
+            Standing::Destroyed => {
+                "it holds no content to destroy (none was captured, or it was destroyed)".into()
+            }
         }
     }
 }
