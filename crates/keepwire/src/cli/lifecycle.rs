@@ -47,6 +47,13 @@ pub(crate) enum ScheduleCommand {
         /// the list).
         #[arg(long = "administration-end")]
         administration_ends: Vec<String>,
+        /// Whether a disposition batch needs another account's approval
+        /// (true by default; a forced batch always does).
+        #[arg(long)]
+        second_approver: Option<bool>,
+        /// Days from an incident's opening to its report to NARA.
+        #[arg(long)]
+        incident_report_days: Option<u32>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -255,6 +262,10 @@ pub(crate) enum DispositionCommand {
         /// printing it.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// With --out, print where it went as JSON (without --out the
+        /// certificate is JSON already).
+        #[arg(long)]
+        json: bool,
     },
 }
 

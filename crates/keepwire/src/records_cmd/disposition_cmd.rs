@@ -219,18 +219,21 @@ pub async fn disposition(command: DispositionCommand, dir: &Path, signin: &SignI
             }
             Ok(())
         }
-        DispositionCommand::Certificate { batch, out } => {
+        DispositionCommand::Certificate { batch, out, json } => {
             let v = ask(dir, signin, &Request::Certificate { batch }).await?;
             match out {
                 Some(path) => {
                     let text = serde_json::to_string_pretty(&v)?;
                     keepwire_protocol::files::write_private(&path, text.as_bytes())
                         .with_context(|| format!("cannot write {}", path.display()))?;
-                    println!(
-                        "the certificate of batch {batch}, with its inclusion proof and checkpoint: {}",
-                        path.display()
-                    );
-                    Ok(())
+                    crate::report(
+                        json,
+                        serde_json::json!({"batch": batch, "out": path}),
+                        format!(
+                            "the certificate of batch {batch}, with its inclusion proof and checkpoint: {}",
+                            path.display()
+                        ),
+                    )
                 }
                 None => print_json(&v),
             }

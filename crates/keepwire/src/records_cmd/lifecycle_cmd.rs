@@ -178,6 +178,8 @@ pub async fn schedule(command: ScheduleCommand, dir: &Path, signin: &SignIn) -> 
             transitory_days,
             unlisted,
             administration_ends,
+            second_approver,
+            incident_report_days,
             json,
         } => {
             let v = state(dir, signin, None).await?;
@@ -195,6 +197,12 @@ pub async fn schedule(command: ScheduleCommand, dir: &Path, signin: &SignIn) -> 
             if let Some(u) = unlisted {
                 settings.unlisted = u.parse()?;
             }
+            if let Some(b) = second_approver {
+                settings.second_approver = b;
+            }
+            if let Some(d) = incident_report_days {
+                settings.incident_report_days = d;
+            }
             if !administration_ends.is_empty() {
                 settings.administration_ends = administration_ends
                     .iter()
@@ -202,11 +210,17 @@ pub async fn schedule(command: ScheduleCommand, dir: &Path, signin: &SignIn) -> 
                     .collect::<Result<_>>()?;
             }
             let text = format!(
-                "settings: cutoff {}, transfer after {} years, transitory {} days, unlisted {}",
+                "settings: cutoff {}, transfer after {} years, transitory {} days, unlisted {}, {}, incidents reported within {} days",
                 settings.cutoff,
                 settings.transfer_years,
                 settings.transitory_days,
-                settings.unlisted
+                settings.unlisted,
+                if settings.second_approver {
+                    "dispositions approved by a second account"
+                } else {
+                    "no second approval of unforced dispositions"
+                },
+                settings.incident_report_days
             );
             decide(dir, signin, Event::Settings { settings }, json, text).await
         }

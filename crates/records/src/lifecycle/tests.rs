@@ -381,3 +381,54 @@ fn the_na1005_counts_capstone_positions_and_says_when_to_renew() {
         "within 90 days"
     );
 }
+
+#[test]
+fn a_second_approval_can_be_turned_off_but_never_for_a_forced_batch() {
+    let mut s = Lifecycle::default();
+    let propose = |forced: Option<&str>| Event::BatchPropose {
+        records: vec![1],
+        forced: forced.map(String::from),
+        note: String::new(),
+    };
+    s.apply_as(1, "olu", 1, &propose(None)).unwrap();
+    assert!(
+        !s.may_execute(&s.batches[&1]),
+        "approved by another account first"
+    );
+    let settings = Settings {
+        second_approver: false,
+        ..Settings::default()
+    };
+    s.apply_as(2, "olu", 2, &Event::Settings { settings })
+        .unwrap();
+    assert!(s.may_execute(&s.batches[&1]));
+    s.apply_as(3, "olu", 3, &propose(Some("court order")))
+        .unwrap();
+    assert!(
+        !s.may_execute(&s.batches[&3]),
+        "a forced batch always needs one"
+    );
+    assert!(s
+        .apply_as(4, "olu", 4, &Event::BatchApprove { batch: 3 })
+        .is_err());
+    s.apply_as(4, "lee", 4, &Event::BatchApprove { batch: 3 })
+        .unwrap();
+    assert!(s.may_execute(&s.batches[&3]));
+    // Approving twice, cancelling what ran, releasing what is not held:
+    // refused, nothing changed.
+    assert!(s
+        .apply_as(5, "kim", 5, &Event::BatchApprove { batch: 3 })
+        .is_err());
+    assert!(s
+        .apply_as(
+            5,
+            "lee",
+            5,
+            &Event::HoldRelease {
+                hold: 9,
+                reason: "r".into()
+            }
+        )
+        .is_err());
+    assert_eq!(s.last_event, 4);
+}
