@@ -589,6 +589,25 @@ fn disposition(start: fn() -> Agency) {
     assert_eq!(updated[0]["status"], "reported-to-nara");
     assert_eq!(updated[0]["nara_case"], "UD-2038-0001");
 
+    // Its 36 CFR 1230.14 report, filled from the archive.
+    let out = ok(agency.records_output(&["incident", "report", &incident.to_string()]));
+    for element in [
+        "## 1. Description",
+        "## 2. Office",
+        "## 3. Exact circumstances",
+        "## 4. Safeguards",
+        "## 5. Actions",
+    ] {
+        assert!(out.contains(element), "{element}:\n{out}");
+    }
+    assert!(
+        out.contains("GRS 6.1 item 010")
+            && out.contains("HQ")
+            && out.contains("court-ordered expungement"),
+        "{out}"
+    );
+    assert!(out.contains("NARA case UD-2038-0001"), "{out}");
+
     // The certificate, with the proof that the log holds it under a
     // signed checkpoint.
     let out = agency.tmp.path().join("certificate.json");

@@ -34,6 +34,7 @@ pub mod disposition;
 pub mod holds;
 pub mod incidents;
 pub mod na1005;
+pub mod report;
 pub mod schedule;
 
 mod event;

@@ -334,6 +334,18 @@ pub(crate) enum IncidentCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The 36 CFR 1230.14 report: its five elements, filled from the
+    /// archive and the officer's account (Markdown, or --json).
+    Report {
+        /// The incident (its number).
+        incident: u64,
+        /// Write it to this file (never over an existing one).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+    },
     /// Record what happened since: a note, a new status, NARA's case id.
     Update {
         /// The incident (its number).
@@ -347,6 +359,18 @@ pub(crate) enum IncidentCommand {
         /// What was done or learnt.
         #[arg(long)]
         note: String,
+        /// The report's element 3: the exact circumstances, as only a
+        /// person can tell them (replaces the account given before).
+        #[arg(long)]
+        circumstances: Option<String>,
+        /// The report's element 4: the safeguards established to prevent
+        /// further loss.
+        #[arg(long)]
+        safeguards: Option<String>,
+        /// The report's element 5: what was done to salvage, retrieve or
+        /// reconstruct the records.
+        #[arg(long)]
+        salvage: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

@@ -335,11 +335,44 @@ pub async fn incident(command: IncidentCommand, dir: &Path, signin: &SignIn) -> 
             }
             Ok(())
         }
+        IncidentCommand::Report {
+            incident,
+            out,
+            json,
+        } => {
+            let v = ask(dir, signin, &Request::IncidentReport { id: incident }).await?;
+            let text = if json {
+                serde_json::to_string_pretty(&v["report"])?
+            } else {
+                s(&v["markdown"]).to_string()
+            };
+            match out {
+                Some(path) => {
+                    keepwire_protocol::files::write_private(&path, text.as_bytes())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!("the report of incident {incident}: {}", path.display());
+                    let incomplete: Vec<&str> = v["report"]["incomplete"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(s)
+                        .collect();
+                    if !incomplete.is_empty() {
+                        eprintln!("still to complete: {}", incomplete.join("; "));
+                    }
+                }
+                None => println!("{text}"),
+            }
+            Ok(())
+        }
         IncidentCommand::Update {
             incident,
             status,
             nara_case,
             note,
+            circumstances,
+            safeguards,
+            salvage,
             json,
         } => {
             let event = Event::IncidentUpdate {
@@ -347,6 +380,9 @@ pub async fn incident(command: IncidentCommand, dir: &Path, signin: &SignIn) -> 
                 status: status.as_deref().map(str::parse).transpose()?,
                 nara_case,
                 note,
+                circumstances,
+                safeguards,
+                salvage,
             };
             decide(
                 dir,

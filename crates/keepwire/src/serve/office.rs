@@ -37,10 +37,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use keepwire_protocol::clock::Clock;
-use keepwire_records::accounts::{Account, Action, Role};
+use keepwire_records::accounts::{Account, Role};
 use keepwire_records::checkpoint::Notary;
 use keepwire_records::{keys, Archive, RecordsError};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::ArchiveAt;
@@ -48,6 +47,9 @@ use super::ArchiveAt;
 mod batch;
 pub mod http;
 mod lifecycle;
+mod request;
+
+pub use request::Request;
 mod throttle;
 
 pub use batch::Batch;
@@ -65,103 +67,6 @@ pub const SETUP_TOKEN: &str = "setup.token";
 /// The file the office's URL is in, in the records directory: where the
 /// `records` commands find the running service.
 pub const URL_FILE: &str = "office.url";
-
-/// A privileged request, as the `records` commands send it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Request {
-    /// A record, decrypted.
-    Show {
-        id: i64,
-    },
-    /// A record's file: its reference (the key to open it), released
-    /// as a logged, covered view.
-    FileKey {
-        id: i64,
-        n: u32,
-    },
-    /// Stored bytes of a record's file (ciphertext), from `offset`: at
-    /// most [`FILE_PART`].
-    FileBytes {
-        id: i64,
-        n: u32,
-        offset: u64,
-    },
-    /// The latest checkpoint, signed now if the log grew.
-    Checkpoint,
-    /// Every account.
-    Accounts,
-    AddAccount {
-        name: String,
-        role: String,
-        password: String,
-    },
-    SetDisabled {
-        name: String,
-        disabled: bool,
-    },
-    /// Split the archive key into escrow shares.
-    Escrow {
-        threshold: u8,
-        shares: u8,
-    },
-    /// A lifecycle decision: a role, an item, a setting, the NA-1005
-    /// ([`keepwire_records::lifecycle::Event`]).
-    Lifecycle {
-        event: keepwire_records::lifecycle::Event,
-    },
-    /// The lifecycle as it stands: items, settings, the directory, the
-    /// NA-1005 as of `on` (today when absent).
-    LifecycleState {
-        on: Option<keepwire_records::lifecycle::dates::Day>,
-    },
-    /// One record's schedule and its history, or (no id) every
-    /// message's schedule.
-    Schedule {
-        id: Option<i64>,
-    },
-    /// Every record's standing today (only the eligible ones with
-    /// `eligible`).
-    Standings {
-        eligible: bool,
-    },
-    /// Propose a disposition batch: these records (every eligible one
-    /// when none), or forced with a reason.
-    Propose {
-        records: Option<Vec<i64>>,
-        forced: Option<String>,
-        note: String,
-    },
-    /// Run an approved batch.
-    Execute {
-        batch: u64,
-    },
-    /// A batch's certificate with the proof that the log holds it.
-    Certificate {
-        batch: u64,
-    },
-}
-
-impl Request {
-    fn action(&self) -> Action {
-        match self {
-            Request::Show { .. } | Request::FileKey { .. } | Request::FileBytes { .. } => {
-                Action::View
-            }
-            Request::Checkpoint => Action::Checkpoint,
-            Request::Accounts | Request::AddAccount { .. } | Request::SetDisabled { .. } => {
-                Action::ManageAccounts
-            }
-            Request::Escrow { .. } => Action::ManageKeys,
-            Request::Lifecycle { event } => lifecycle::action(event),
-            Request::LifecycleState { .. }
-            | Request::Schedule { .. }
-            | Request::Standings { .. }
-            | Request::Certificate { .. } => Action::ReadLifecycle,
-            Request::Propose { .. } | Request::Execute { .. } => Action::Destroy,
-        }
-    }
-}
 
 /// Who is asking.
 #[derive(Debug, Clone)]
@@ -443,6 +348,14 @@ impl Office {
             } => self.propose(&name, records, forced, &note, now),
             Request::Execute { batch } => self.execute(&name, batch, now),
             Request::Certificate { batch } => self.certificate(batch),
+            Request::IncidentReport { id } => {
+                let report = self.archive.incident_report(id, now)?;
+                Ok(Answer::Now(serde_json::json!({
+                    "markdown": report.to_markdown(),
+                    "report": serde_json::to_value(&report)
+                        .map_err(|e| Refusal::Failed(e.to_string()))?,
+                })))
+            }
         }
     }
 

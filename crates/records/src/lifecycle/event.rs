@@ -85,11 +85,20 @@ pub enum Event {
         records: Vec<i64>,
         batch: Option<u64>,
     },
+    /// What happened since, and the officer's account of what only a
+    /// person can say for the 36 CFR 1230.14 report (each replaces the
+    /// one given before).
     IncidentUpdate {
         incident: u64,
         status: Option<IncidentStatus>,
         nara_case: Option<String>,
         note: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        circumstances: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        safeguards: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        salvage: Option<String>,
     },
 }
 
@@ -318,6 +327,9 @@ impl Lifecycle {
                         report_due: opened.plus_days(self.settings.incident_report_days),
                         status: IncidentStatus::Open,
                         nara_case: None,
+                        circumstances: None,
+                        safeguards: None,
+                        salvage: None,
                         updates: Vec::new(),
                     },
                 );
@@ -327,8 +339,20 @@ impl Lifecycle {
                 status,
                 nara_case,
                 note,
+                circumstances,
+                safeguards,
+                salvage,
             } => {
                 holds::check_text("update's note", note)?;
+                for (what, text) in [
+                    ("account of the circumstances", circumstances),
+                    ("safeguards", safeguards),
+                    ("salvage account", salvage),
+                ] {
+                    if let Some(t) = text {
+                        holds::check_text(what, t)?;
+                    }
+                }
                 let i = self
                     .incidents
                     .get_mut(incident)
@@ -343,6 +367,15 @@ impl Lifecycle {
                 }
                 if let Some(case) = nara_case {
                     i.nara_case = Some(case.clone());
+                }
+                for (field, text) in [
+                    (&mut i.circumstances, circumstances),
+                    (&mut i.safeguards, safeguards),
+                    (&mut i.salvage, salvage),
+                ] {
+                    if let Some(t) = text {
+                        *field = Some(t.clone());
+                    }
                 }
                 i.updates.push(Update {
                     event: n,

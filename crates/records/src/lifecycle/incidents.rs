@@ -74,5 +74,14 @@ pub struct Incident {
     pub status: IncidentStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nara_case: Option<String>,
+    /// The officer's account of the circumstances, the safeguards put in
+    /// place and what was done to salvage the records (the report's
+    /// elements 3 to 5, beside what the archive fills in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circumstances: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safeguards: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub salvage: Option<String>,
     pub updates: Vec<Update>,
 }

@@ -202,6 +202,62 @@ fn a_batch_runs_only_approved_and_keeps_what_a_hold_covers(store: &mut Store) {
     assert_eq!(opened.records, vec![boss]);
     assert_eq!(opened.report_due, "2028-02-01".parse().unwrap(), "30 days");
 
+    // The 36 CFR 1230.14 report: the five elements, filled from the
+    // archive, waiting for the officer's account where only a person can
+    // give it.
+    let report = archive.incident_report(incident, now).unwrap();
+    assert_eq!(report.description.records, 1);
+    assert_eq!(report.description.conversations["boss"], vec![(1, 1)]);
+    assert!(report
+        .description
+        .items
+        .keys()
+        .any(|k| k.starts_with("GRS 6.1 item 010")));
+    assert_eq!(report.offices, vec!["HQ".to_string()]);
+    assert!(report
+        .circumstances
+        .iter()
+        .any(|c| c.contains("court-ordered expungement")));
+    assert!(report
+        .circumstances
+        .iter()
+        .any(|c| c.contains("was not eligible: permanent")));
+    assert!(report.salvage[0].contains("crypto-shredded"));
+    assert_eq!(report.incomplete.len(), 3);
+    archive
+        .record_event(
+            "olu",
+            &Event::IncidentUpdate {
+                incident,
+                status: None,
+                nara_case: None,
+                note: "the officer's account".into(),
+                circumstances: Some("The order was later found to be forged.".into()),
+                safeguards: Some(
+                    "Forced dispositions now need legal's approval in writing.".into(),
+                ),
+                salvage: Some("Devices' copies had expired; nothing could be recovered.".into()),
+            },
+            now,
+        )
+        .unwrap();
+    let report = archive.incident_report(incident, now).unwrap();
+    assert!(report.incomplete.is_empty());
+    let md = report.to_markdown();
+    for heading in [
+        "## 1. Description of the records, with volume and dates",
+        "## 2. Office maintaining the records",
+        "## 3. Exact circumstances of the removal, alteration or destruction",
+        "## 4. Safeguards established to prevent further loss",
+        "## 5. Actions taken to salvage, retrieve or reconstruct the records",
+    ] {
+        assert!(md.contains(heading), "{heading} missing:\n{md}");
+    }
+    assert!(
+        md.contains("later found to be forged") && !md.contains("to be completed"),
+        "{md}"
+    );
+
     // The archive verifies; every tombstone names its item and batch.
     let report = crate::verify::verify(&archive, &Default::default(), |_, _| {}).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
