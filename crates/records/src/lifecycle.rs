@@ -128,13 +128,11 @@ impl Lifecycle {
     }
 
     /// Every item in force: the GRS's and the agency's.
-    pub fn items(&self) -> impl Iterator<Item = Item> + '_ {
-        schedule::grs_items()
-            .into_iter()
-            .chain(self.agency.items.iter().cloned())
+    pub fn items(&self) -> impl Iterator<Item = &Item> + '_ {
+        schedule::grs_items().iter().chain(self.agency.items.iter())
     }
 
-    pub fn item(&self, code: &str) -> Option<Item> {
+    pub fn item(&self, code: &str) -> Option<&Item> {
         self.items().find(|i| i.code == code)
     }
 
@@ -196,7 +194,7 @@ impl Lifecycle {
                     "the conversation is kept under {code} from {} ({}; event {})",
                     c.from, c.reason, c.event
                 );
-                return self.dated(&item, day, None, why, offices);
+                return self.dated(item, day, None, why, offices);
             }
         }
         // The participants' categories on the day; the longest-retained
@@ -224,16 +222,14 @@ impl Lifecycle {
         };
         let code = category.grs_item().unwrap_or(schedule::GRS_6_1_011);
         // Invariant: the GRS items are always there.
-        let item = self
-            .item(code)
-            .unwrap_or_else(|| schedule::grs_items()[1].clone());
+        let item = self.item(code).unwrap_or(&schedule::grs_items()[1]);
         let why = if parts.is_empty() {
             format!("no agency participant: {}", self.settings.unlisted)
         } else {
             parts.join("; ")
         };
         let tenure_end = role.map(|r| r.until);
-        self.dated(&item, day, tenure_end, why, offices)
+        self.dated(item, day, tenure_end, why, offices)
     }
 
     fn dated(
