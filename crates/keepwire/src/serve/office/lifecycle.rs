@@ -44,7 +44,7 @@ impl Office {
         let items: Vec<Value> = state
             .items()
             .map(|i| {
-                let mut v = to_value(&i)?;
+                let mut v = to_value(i)?;
                 v["disposition"] = i.describe(&state.settings).into();
                 Ok(v)
             })
