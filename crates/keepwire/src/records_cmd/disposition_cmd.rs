@@ -304,12 +304,38 @@ pub async fn hold(command: HoldCommand, dir: &Path, signin: &SignIn) -> Result<(
                     s(&h["matter"]),
                     s(&h["authority"]),
                     s(&h["placed_by"]),
-                    h["scope"]
+                    scope_text(&h["scope"])
                 );
             }
             Ok(())
         }
     }
+}
+
+/// What a hold covers, in words.
+fn scope_text(scope: &Value) -> String {
+    if scope["everything"] == true {
+        return "every record".into();
+    }
+    let list =
+        |k: &str| -> Vec<&str> { scope[k].as_array().into_iter().flatten().map(s).collect() };
+    let mut parts = Vec::new();
+    if !list("custodians").is_empty() {
+        parts.push(format!("custodians {}", list("custodians").join(", ")));
+    }
+    if !list("conversations").is_empty() {
+        parts.push(format!(
+            "conversations {}",
+            list("conversations").join(", ")
+        ));
+    }
+    match (scope["from"].as_str(), scope["until"].as_str()) {
+        (Some(f), Some(u)) => parts.push(format!("sent {f} to {u}")),
+        (Some(f), None) => parts.push(format!("sent from {f}")),
+        (None, Some(u)) => parts.push(format!("sent until {u}")),
+        (None, None) => {}
+    }
+    format!("records of {}", parts.join(", "))
 }
 
 pub async fn incident(command: IncidentCommand, dir: &Path, signin: &SignIn) -> Result<()> {

@@ -376,17 +376,17 @@ pub async fn na1005(command: Na1005Command, dir: &Path, signin: &SignIn) -> Resu
                 }
             }
             for (what, key) in [
-                ("records officer", "records_officer"),
-                ("senior agency official", "senior_official"),
+                ("the records officer", "records_officer"),
+                ("the senior agency official", "senior_official"),
                 ("NARA", "nara"),
             ] {
                 match f[key].as_object() {
                     Some(a) => println!(
-                        "  approved by the {what}: {} on {}",
+                        "  approved by {what}: {} on {}",
                         a["name"].as_str().unwrap_or_default(),
                         a["on"].as_str().unwrap_or_default()
                     ),
-                    None => println!("  not approved by the {what}"),
+                    None => println!("  not approved by {what}"),
                 }
             }
             match f["renewal_due"].as_str() {
