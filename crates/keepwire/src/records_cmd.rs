@@ -535,6 +535,9 @@ pub async fn records(
         RecordsCommand::Hold { command } => {
             disposition_cmd::hold(command, &office_dir, &signin).await
         }
+        RecordsCommand::Report { command } => {
+            disposition_cmd::report(command, &office_dir, &signin).await
+        }
         RecordsCommand::Incident { command } => {
             disposition_cmd::incident(command, &office_dir, &signin).await
         }

@@ -648,7 +648,67 @@ fn disposition(start: fn() -> Agency) {
     assert!(String::from_utf8(leaf).unwrap().contains("batch-execute"));
     assert_eq!(cert["certificate"]["batch"].to_string(), b);
 
+    // A certificate for records nobody destroyed cannot be sent as a plain
+    // event, whoever signs in: the archive makes certificates.
+    let forged = serde_json::json!({
+        "op": "lifecycle",
+        "event": {"event": "batch-execute", "certificate": {
+            "batch": 1, "destroyed": [], "conversations": {}, "first_sent": null, "last_sent": null,
+            "counts": {}, "proposed_by": "x", "approved_by": [], "executed_by": "x", "kept": []
+        }}
+    });
+    let answer = office_post(&agency, &forged, common::OFFICER);
+    assert!(
+        answer.contains("executed with `records disposition execute`"),
+        "{answer}"
+    );
+
+    // The integrity report: verify run by the records service, logged and
+    // covered by a checkpoint; clean here, so it opens nothing.
+    let integrity: Value = serde_json::from_str(&ok(agency.records_output(&[
+        "report",
+        "integrity",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(integrity["detail"]["report"]["ok"], true, "{integrity}");
+    assert_eq!(integrity["detail"]["report"]["content_checked"], true);
+    assert_eq!(
+        integrity["detail"]["report"]["incidents_opened"],
+        serde_json::json!([])
+    );
+    assert!(integrity["leaf"]
+        .as_str()
+        .unwrap()
+        .contains("integrity-report"));
+
     let verified: Value =
         serde_json::from_str(&ok(agency.records_output(&["verify", "--json"]))).unwrap();
     assert_eq!(verified["problems"], serde_json::json!([]), "{verified}");
+}
+
+/// POST `body` to the running records office as `who`: the answer's text.
+fn office_post(agency: &Agency, body: &Value, who: (&str, &str)) -> String {
+    use std::io::{Read, Write};
+    let url = std::fs::read_to_string(agency.data.join("records").join("office.url")).unwrap();
+    let addr = url
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let body = body.to_string();
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{}:{}", who.0, who.1),
+    );
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/office HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
 }

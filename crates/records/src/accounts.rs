@@ -64,6 +64,9 @@ pub enum Action {
     /// Read the lifecycle and each record's schedule (metadata, no
     /// content): every role.
     ReadLifecycle,
+    /// Have the records service verify the archive and log the integrity
+    /// report (opening the incidents it calls for): every role.
+    Verify,
 }
 
 impl Role {
@@ -83,8 +86,10 @@ impl Role {
     pub fn may(self, action: Action) -> bool {
         matches!(
             (self, action),
-            (_, Action::Checkpoint | Action::ReadLifecycle)
-                | (Role::Admin, Action::ManageAccounts | Action::ManageKeys)
+            (
+                _,
+                Action::Checkpoint | Action::ReadLifecycle | Action::Verify
+            ) | (Role::Admin, Action::ManageAccounts | Action::ManageKeys)
                 | (
                     Role::RecordsOfficer,
                     Action::View
@@ -229,6 +234,7 @@ impl Archive {
                     Action::Checkpoint => "have checkpoints signed",
                     Action::ManageSchedules => "change schedules or the role directory",
                     Action::ReadLifecycle => "read schedules",
+                    Action::Verify => "verify the archive",
                 }
             )));
         }

@@ -33,6 +33,7 @@ pub mod directory;
 pub mod disposition;
 pub mod holds;
 pub mod incidents;
+pub mod integrity;
 pub mod na1005;
 pub mod report;
 pub mod schedule;
@@ -74,6 +75,8 @@ pub struct Lifecycle {
     pub holds: BTreeMap<u64, Hold>,
     pub batches: BTreeMap<u64, Batch>,
     pub incidents: BTreeMap<u64, Incident>,
+    /// The last integrity report: its event, and whether it was clean.
+    pub last_integrity: Option<(u64, bool)>,
     /// The number of the last event applied (0: none).
     pub last_event: u64,
 }

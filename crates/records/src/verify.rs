@@ -36,7 +36,7 @@ use crate::record::{RecordKind, RecordMeta};
 use crate::tlog::{self, Leaf, TreeProblem};
 use crate::{checkpoint, RecordsError};
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ProblemKind {
     Altered,
@@ -50,7 +50,7 @@ pub enum ProblemKind {
     Unwitnessed,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Problem {
     pub kind: ProblemKind,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,12 +168,12 @@ pub enum WitnessAnswer {
 /// Receipt keys and when each signed: key -> (from_ms, until_ms).
 pub type ServerKeys = BTreeMap<Vec<u8>, (u64, Option<u64>)>;
 
-/// Check the archive. `progress(done, total)` is called as leaves are
-/// recomputed.
 mod events;
 mod rows;
 use rows::{check_row, rows, server_keys};
 
+/// Check the archive. `progress(done, total)` is called as leaves are
+/// recomputed.
 pub fn verify(
     archive: &Archive,
     options: &Options,

@@ -376,3 +376,20 @@ pub(crate) enum IncidentCommand {
         json: bool,
     },
 }
+
+#[derive(Subcommand)]
+pub(crate) enum ReportCommand {
+    /// The integrity report: the records service verifies the archive
+    /// (with the archive key and the checkpoint key), opens an incident
+    /// for records missing or altered and for entries it could not
+    /// capture, and logs the report, which a signed checkpoint covers.
+    Integrity {
+        /// Write the report with its leaf, inclusion proof and checkpoint
+        /// to this file (never over an existing one).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -206,6 +206,11 @@ pub(crate) enum RecordsCommand {
         #[command(subcommand)]
         command: super::IncidentCommand,
     },
+    /// Reports: the integrity report.
+    Report {
+        #[command(subcommand)]
+        command: super::ReportCommand,
+    },
     /// Rotate the archive key: every record's data key is re-wrapped under
     /// a new key (content is not re-encrypted); logged, by an admin. Stop
     /// the records service first: it holds the key it wraps with.

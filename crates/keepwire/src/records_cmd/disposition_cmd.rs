@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::account_cmd::ask;
 use crate::serve::office::Request;
-use crate::{print_json, DispositionCommand, HoldCommand, IncidentCommand, SignIn};
+use crate::{print_json, DispositionCommand, HoldCommand, IncidentCommand, ReportCommand, SignIn};
 
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
@@ -418,6 +418,50 @@ pub async fn incident(command: IncidentCommand, dir: &Path, signin: &SignIn) -> 
                 format!("incident {incident} updated"),
             )
             .await
+        }
+    }
+}
+
+pub async fn report(command: ReportCommand, dir: &Path, signin: &SignIn) -> Result<()> {
+    match command {
+        ReportCommand::Integrity { out, json } => {
+            let done = ask(dir, signin, &Request::Integrity).await?;
+            let event = done["event"].as_u64().unwrap_or_default();
+            let proof = ask(dir, signin, &Request::EventProof { event }).await?;
+            if let Some(path) = &out {
+                let text = serde_json::to_string_pretty(&proof)?;
+                keepwire_protocol::files::write_private(path, text.as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if json {
+                return print_json(&proof);
+            }
+            let r = &done["report"];
+            println!(
+                "integrity report (lifecycle event {event}, leaf {} under the checkpoint of {} leaves): {}",
+                proof["leaf_index"],
+                proof["tree_size"],
+                if r["ok"] == true { "OK" } else { "PROBLEMS FOUND" }
+            );
+            println!(
+                "  {} leaves, {} records in {} conversations, {} checkpoints; content {}, checkpoint signatures {}",
+                r["tree_size"],
+                r["records"],
+                r["conversations"],
+                r["checkpoints"],
+                if r["content_checked"] == true { "checked" } else { "not checked" },
+                if r["signatures_checked"] == true { "checked" } else { "not checked" }
+            );
+            for p in r["problems"].as_array().into_iter().flatten() {
+                println!("  PROBLEM {}: {}", s(&p["kind"]), s(&p["detail"]));
+            }
+            for i in r["incidents_opened"].as_array().into_iter().flatten() {
+                println!("  INCIDENT {i} opened: `keepwire records incident report {i}`");
+            }
+            if let Some(path) = out {
+                println!("  written with its proof: {}", path.display());
+            }
+            Ok(())
         }
     }
 }

@@ -245,6 +245,9 @@ impl Office {
 
     /// Carry out `request` for `credential`.
     fn handle(&mut self, credential: Credential, request: Request) -> Result<Answer, Refusal> {
+        if let Request::Lifecycle { event } = &request {
+            lifecycle::direct(event)?;
+        }
         let actor = self.actor(credential, &request)?;
         let now = self.now_ms();
         let name = actor.as_ref().map(|a| a.name.clone()).unwrap_or_default();
@@ -348,6 +351,17 @@ impl Office {
             } => self.propose(&name, records, forced, &note, now),
             Request::Execute { batch } => self.execute(&name, batch, now),
             Request::Certificate { batch } => self.certificate(batch),
+            Request::Integrity => {
+                let (event, report) =
+                    self.archive
+                        .integrity_check(&name, &self.notary.verifier_key.clone(), now)?;
+                Ok(Answer::Covered(serde_json::json!({
+                    "event": event,
+                    "report": serde_json::to_value(&report)
+                        .map_err(|e| Refusal::Failed(e.to_string()))?,
+                })))
+            }
+            Request::EventProof { event } => self.event_proof(event),
             Request::IncidentReport { id } => {
                 let report = self.archive.incident_report(id, now)?;
                 Ok(Answer::Now(serde_json::json!({

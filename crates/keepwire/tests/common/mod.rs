@@ -169,7 +169,7 @@ fn signs_in_as(args: &[&str]) -> Option<(&'static str, &'static str)> {
         Some("account" | "key" | "rotate-key") => Some(KEEPER),
         Some(
             "show" | "attachment" | "destroy" | "checkpoint" | "schedule" | "directory" | "na1005"
-            | "disposition" | "hold" | "incident",
+            | "disposition" | "hold" | "incident" | "report",
         ) => Some(OFFICER),
         _ => None,
     }

@@ -100,6 +100,11 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         salvage: Option<String>,
     },
+    /// The integrity report: what `verify` found, run by the records
+    /// service ([`super::integrity`]).
+    IntegrityReport {
+        report: super::integrity::Integrity,
+    },
 }
 
 impl Event {
@@ -120,6 +125,7 @@ impl Event {
             Event::BatchExecute { .. } => "batch-execute",
             Event::IncidentOpen { .. } => "incident-open",
             Event::IncidentUpdate { .. } => "incident-update",
+            Event::IntegrityReport { .. } => "integrity-report",
         }
     }
 
@@ -384,6 +390,9 @@ impl Lifecycle {
                     status: *status,
                     note: note.clone(),
                 });
+            }
+            Event::IntegrityReport { report } => {
+                self.last_integrity = Some((n, report.ok));
             }
         }
         self.last_event = n;

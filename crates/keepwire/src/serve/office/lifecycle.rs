@@ -111,27 +111,46 @@ impl Office {
     }
 }
 
-/// What a lifecycle event sent as is asks of its actor's role. Proposing
-/// and executing a batch, and opening an incident, are not taken as
-/// plain events: they have requests of their own, which check the
-/// records ([`Request::Propose`](super::Request::Propose), …), so they
-/// map to an action no role has.
+/// What a lifecycle event sent as it is asks of its actor's role.
+/// Proposing and executing a batch, opening an incident and an integrity
+/// report are never taken as plain events ([`direct`] refuses them before
+/// anyone signs in): they have requests of their own that check the
+/// records first.
 pub(super) fn action(event: &Event) -> Action {
     match event {
         Event::HoldPlace { .. } | Event::HoldRelease { .. } => Action::Hold,
         Event::BatchApprove { .. } => Action::ApproveDisposition,
         Event::BatchCancel { .. } => Action::Destroy,
         Event::IncidentUpdate { .. } => Action::ManageIncidents,
-        Event::BatchPropose { .. } | Event::BatchExecute { .. } | Event::IncidentOpen { .. } => {
-            Action::ManageAccounts
-        }
         Event::Settings { .. }
         | Event::AgencyItems { .. }
         | Event::RoleStart { .. }
         | Event::RoleEnd { .. }
         | Event::ConversationItem { .. }
-        | Event::Na1005 { .. } => Action::ManageSchedules,
+        | Event::Na1005 { .. }
+        // Refused by `direct` first; named for completeness.
+        | Event::BatchPropose { .. }
+        | Event::BatchExecute { .. }
+        | Event::IncidentOpen { .. }
+        | Event::IntegrityReport { .. } => Action::ManageSchedules,
     }
+}
+
+/// Whether `event` may be sent as a plain lifecycle event: not one whose
+/// content the archive makes (a certificate, an incident, a report) or
+/// checks against the records (a proposal) — sent as is, it would log a
+/// certificate for records nobody destroyed.
+pub(super) fn direct(event: &Event) -> Result<(), Refusal> {
+    match event {
+        Event::BatchPropose { .. } => Err("a batch is proposed with `records disposition propose`"),
+        Event::BatchExecute { .. } => Err("a batch is executed with `records disposition execute`"),
+        Event::IncidentOpen { .. } => {
+            Err("incidents are opened by the archive itself (a forced disposition, an integrity report)")
+        }
+        Event::IntegrityReport { .. } => Err("the integrity report is made with `records report integrity`"),
+        _ => Ok(()),
+    }
+    .map_err(|why| Refusal::Invalid(why.to_string()))
 }
 
 impl Office {
@@ -193,12 +212,24 @@ impl Office {
             .get(&batch)
             .and_then(|b| b.executed)
             .ok_or_else(|| Refusal::NotFound(format!("batch {batch} has not been executed")))?;
+        let mut proof = self.proof_of(event)?;
+        proof["certificate"] = proof["detail"]["certificate"].take();
+        Ok(Answer::Now(proof))
+    }
+
+    pub(super) fn event_proof(&self, event: u64) -> Result<Answer, Refusal> {
+        self.proof_of(event).map(Answer::Now)
+    }
+
+    /// Lifecycle event `event` with its leaf, the leaf's inclusion proof
+    /// and the latest signed checkpoint, which must cover it.
+    fn proof_of(&self, event: u64) -> Result<Value, Refusal> {
         let row = self
             .archive
             .lifecycle_events()?
             .into_iter()
             .find(|e| e.n == event)
-            .ok_or_else(|| Refusal::Failed(format!("event {event} is gone: run records verify")))?;
+            .ok_or_else(|| Refusal::NotFound(format!("no lifecycle event {event}")))?;
         let leaf = row
             .leaf
             .ok_or_else(|| Refusal::Failed(format!("event {event} has no leaf")))?;
@@ -208,8 +239,7 @@ impl Office {
             .filter(|(size, _)| *size > leaf)
             .ok_or_else(|| {
                 Refusal::Unavailable(
-                    "no checkpoint covers the certificate yet: run `keepwire records checkpoint`"
-                        .into(),
+                    "no checkpoint covers the event yet: run `keepwire records checkpoint`".into(),
                 )
             })?;
         let path = self.archive.prove_inclusion(size, leaf)?;
@@ -218,11 +248,12 @@ impl Office {
             .log_leaf(leaf)?
             .map(|(_, _, d)| d)
             .unwrap_or_default();
-        let certificate: Value = serde_json::from_str(&row.body)
+        let detail: Value = serde_json::from_str(&row.body)
             .map_err(|e| Refusal::Failed(format!("event {event} does not parse: {e}")))?;
-        Ok(Answer::Now(json!({
-            "certificate": certificate["certificate"],
+        Ok(json!({
             "event": event,
+            "kind": row.kind,
+            "detail": detail,
             "event_json": row.body,
             "leaf_index": leaf,
             "leaf": String::from_utf8_lossy(&data),
@@ -230,6 +261,6 @@ impl Office {
             "inclusion_path": path.iter().map(|h| keepwire_protocol::b64::encode(&h.0)).collect::<Vec<_>>(),
             "checkpoint": note,
             "verifier_key": self.notary.verifier_key,
-        })))
+        }))
     }
 }

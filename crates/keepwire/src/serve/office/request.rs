@@ -84,6 +84,14 @@ pub enum Request {
     IncidentReport {
         id: u64,
     },
+    /// Verify the archive, open the incidents it calls for, and log the
+    /// integrity report.
+    Integrity,
+    /// A lifecycle event with its leaf, the leaf's inclusion proof and
+    /// the signed checkpoint that covers it.
+    EventProof {
+        event: u64,
+    },
 }
 
 impl Request {
@@ -102,7 +110,9 @@ impl Request {
             | Request::Schedule { .. }
             | Request::Standings { .. }
             | Request::Certificate { .. }
-            | Request::IncidentReport { .. } => Action::ReadLifecycle,
+            | Request::IncidentReport { .. }
+            | Request::EventProof { .. } => Action::ReadLifecycle,
+            Request::Integrity => Action::Verify,
             Request::Propose { .. } | Request::Execute { .. } => Action::Destroy,
         }
     }

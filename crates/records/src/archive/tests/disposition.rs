@@ -11,7 +11,92 @@ use crate::lifecycle::disposition::{BatchState, Standing};
 use crate::lifecycle::holds::{HoldKind, Scope};
 use crate::lifecycle::Event;
 
-contract!(a_batch_runs_only_approved_and_keeps_what_a_hold_covers);
+contract!(
+    a_batch_runs_only_approved_and_keeps_what_a_hold_covers,
+    the_integrity_report_opens_each_incident_once
+);
+
+fn the_integrity_report_opens_each_incident_once(store: &mut Store) {
+    let keys = tempfile::tempdir().unwrap();
+    let provider = crate::keys::FileKeys::open(&keys.path().join("keys")).unwrap();
+    let store = std::mem::replace(store, sqlite().1);
+    let mut archive = Archive::with_store(store, keys.path(), Some(&provider)).unwrap();
+    let notary = crate::checkpoint::Notary::new(&provider, keys.path()).unwrap();
+    let key = SigningKey::from_bytes(&[7; 32]);
+    for (seq, kind) in [(1, RecordKind::Application), (2, RecordKind::Withheld)] {
+        let mut m = meta("c", seq, kind);
+        if kind == RecordKind::Withheld {
+            m.note = Some("it does not decrypt".into());
+        }
+        let r = receipt("c", seq, &key);
+        let plain = keepwire_protocol::content::Content::text("x", None, false, 1)
+            .encode()
+            .unwrap();
+        archive
+            .insert(&NewRecord {
+                meta: &m,
+                receipt: &r,
+                plaintext: (kind == RecordKind::Application).then_some(&plain[..]),
+            })
+            .unwrap();
+    }
+    archive.issue_checkpoint(&notary, 5).unwrap();
+    let now = day_ms("2027-03-01");
+    let (event, report) = archive
+        .integrity_check("aud", &notary.verifier_key, now)
+        .unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    assert!(report.content_checked && report.signatures_checked);
+    assert_eq!(
+        report.incidents_opened.len(),
+        1,
+        "the withheld entry's incident"
+    );
+    let state = archive.lifecycle().unwrap();
+    let incident = &state.incidents[&report.incidents_opened[0]];
+    assert_eq!(
+        incident.kind,
+        crate::lifecycle::incidents::IncidentKind::CaptureFailure
+    );
+    assert_eq!(state.last_integrity, Some((event, true)));
+    // Again: nothing new to open.
+    let (_, again) = archive
+        .integrity_check("aud", &notary.verifier_key, now)
+        .unwrap();
+    assert!(again.incidents_opened.is_empty());
+
+    // Damage opens an archive-damage incident, once: a leaf that names a
+    // record the archive does not hold (its row deleted, say).
+    let ghost = meta("ghost", 1, RecordKind::Application);
+    let r = receipt("ghost", 1, &key);
+    archive
+        .store_mut()
+        .append_leaf(&record_leaf(&ghost, &r, None))
+        .unwrap();
+    let (_, damaged) = archive
+        .integrity_check("aud", &notary.verifier_key, now)
+        .unwrap();
+    assert!(!damaged.ok);
+    assert_eq!(damaged.incidents_opened.len(), 1, "{damaged:?}");
+    let state = archive.lifecycle().unwrap();
+    let incident = &state.incidents[&damaged.incidents_opened[0]];
+    assert_eq!(
+        incident.kind,
+        crate::lifecycle::incidents::IncidentKind::ArchiveDamage
+    );
+    assert!(
+        incident.description.contains("ghost#1"),
+        "{}",
+        incident.description
+    );
+    let (_, again) = archive
+        .integrity_check("aud", &notary.verifier_key, now)
+        .unwrap();
+    assert!(
+        !again.ok && again.incidents_opened.is_empty(),
+        "the same damage, once"
+    );
+}
 
 fn day_ms(s: &str) -> u64 {
     s.parse::<Day>().unwrap().start_ms() + 12 * 3_600_000
