@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-mod archive;
+pub mod archive;
 pub mod dates;
 pub mod directory;
 pub mod disposition;
@@ -214,7 +214,14 @@ impl Lifecycle {
                 continue;
             }
             let rank = self.rank_of(category);
-            if best.is_none_or(|(b, _, _)| rank > b) {
+            // Between equal items, the one kept longest: a tenure still
+            // running outlasts one that ended, a later end an earlier.
+            let outlasts = |other: Option<&Role>| match (role, other) {
+                (Some(r), Some(o)) => r.until.unwrap_or(Day::MAX) > o.until.unwrap_or(Day::MAX),
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if best.is_none_or(|(b, _, o)| rank > b || (rank == b && outlasts(o))) {
                 best = Some((rank, category, role));
             }
         }

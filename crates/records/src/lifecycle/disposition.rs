@@ -109,6 +109,10 @@ pub struct Batch {
     pub note: String,
     pub proposed_by: String,
     pub proposed_at_ms: u64,
+    /// Whether it needs another account's approval: the agency's setting
+    /// when it was proposed (turning the setting off later does not
+    /// spare it), always for a forced batch.
+    pub needs_approval: bool,
     pub approvals: Vec<Approval>,
     pub state: BatchState,
     /// The execution event (the certificate), once executed.

@@ -160,15 +160,29 @@ impl Lifecycle {
             }
             Event::AgencyItems { items } => {
                 items.check()?;
-                // An item a conversation is kept under cannot be withdrawn.
+                // An item a conversation's records were ever kept under
+                // can be neither withdrawn nor given a shorter life under
+                // the same code: records already captured under it would
+                // fall due early, with nobody approving it.
                 for (conv, changes) in &self.conversations {
-                    if let Some(code) = changes.last().and_then(|c| c.item.as_ref()) {
-                        let kept = items.items.iter().any(|i| &i.code == code)
-                            || schedule::grs_items().iter().any(|i| &i.code == code);
-                        if !kept {
-                            return Err(RecordsError::Archive(format!(
-                                "conversation {conv} is kept under `{code}`, which the new schedule file lacks: assign it another item first"
-                            )));
+                    for code in changes.iter().filter_map(|c| c.item.as_ref()) {
+                        if schedule::grs_items().iter().any(|i| &i.code == code) {
+                            continue;
+                        }
+                        let before = self.agency.items.iter().find(|i| &i.code == code);
+                        let after = items.items.iter().find(|i| &i.code == code);
+                        match (before, after) {
+                            (_, None) => {
+                                return Err(RecordsError::Archive(format!(
+                                    "conversation {conv}'s records are kept under `{code}`, which the new schedule file lacks: keep it (a new code for a new rule)"
+                                )))
+                            }
+                            (Some(b), Some(a)) if (b.retention, b.cutoff) != (a.retention, a.cutoff) => {
+                                return Err(RecordsError::Archive(format!(
+                                    "`{code}` keeps conversation {conv}'s records: its retention and cutoff cannot change under the same code (give the new rule a new code)"
+                                )))
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -270,6 +284,7 @@ impl Lifecycle {
                         note: note.clone(),
                         proposed_by: actor.to_string(),
                         proposed_at_ms: at_ms,
+                        needs_approval: self.settings.second_approver || forced.is_some(),
                         approvals: Vec::new(),
                         state: BatchState::Proposed,
                         executed: None,
@@ -414,9 +429,6 @@ impl Lifecycle {
 
     /// Whether batch `b` has the approvals it needs to run.
     pub fn may_execute(&self, b: &Batch) -> bool {
-        b.state == BatchState::Approved
-            || (b.state == BatchState::Proposed
-                && !self.settings.second_approver
-                && b.forced.is_none())
+        b.state == BatchState::Approved || (b.state == BatchState::Proposed && !b.needs_approval)
     }
 }

@@ -496,10 +496,12 @@ pub fn cutoff_day(
 /// The first day a record cut off on `cutoff` may be destroyed (temporary)
 /// or is due for transfer (permanent).
 pub fn due_day(item: &Item, cutoff: Day, settings: &Settings) -> Day {
-    let from = cutoff.next();
+    // The retention runs to the cutoff's anniversary; the record is due
+    // the day after (adding years to the day after the cutoff instead
+    // would move a 29 February back to the 28th, a day early).
     match item.retention {
-        Retention::Permanent => from.plus_years(settings.transfer_years),
-        Retention::Years(y) => from.plus_years(y),
+        Retention::Permanent => cutoff.plus_years(settings.transfer_years).next(),
+        Retention::Years(y) => cutoff.plus_years(y).next(),
         Retention::Days(d) => cutoff.plus_days(d).next(),
         Retention::Transitory => cutoff.plus_days(settings.transitory_days).next(),
     }

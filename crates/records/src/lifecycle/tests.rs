@@ -301,6 +301,23 @@ fn transitory_and_agency_items_by_conversation() {
             }
         )
         .is_err());
+    // Nor shorten it under the same code; a new code is fine.
+    let shorter = AgencyItems::parse(
+        "[[item]]\ncode = \"N1-563-08-4 item 2\"\nauthority = \"N1-563-08-4\"\ntitle = \"t\"\nretention = \"1 days\"\ncutoff = \"fiscal-year\"",
+    )
+    .unwrap();
+    let e = s
+        .apply(4, &Event::AgencyItems { items: shorter })
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("cannot change under the same code"),
+        "{e}"
+    );
+    let more = AgencyItems::parse(
+        "[[item]]\ncode = \"N1-563-08-4 item 2\"\nauthority = \"N1-563-08-4\"\ntitle = \"renamed\"\nretention = \"10 years\"\ncutoff = \"fiscal-year\"\n[[item]]\ncode = \"N2\"\nauthority = \"N2\"\ntitle = \"t\"\nretention = \"1 days\"",
+    )
+    .unwrap();
+    s.apply(4, &Event::AgencyItems { items: more }).unwrap();
 }
 
 #[test]
@@ -401,34 +418,78 @@ fn a_second_approval_can_be_turned_off_but_never_for_a_forced_batch() {
     };
     s.apply_as(2, "olu", 2, &Event::Settings { settings })
         .unwrap();
-    assert!(s.may_execute(&s.batches[&1]));
-    s.apply_as(3, "olu", 3, &propose(Some("court order")))
+    assert!(
+        !s.may_execute(&s.batches[&1]),
+        "turning the setting off spares no batch proposed under it"
+    );
+    s.apply_as(3, "olu", 3, &propose(None)).unwrap();
+    assert!(
+        s.may_execute(&s.batches[&3]),
+        "proposed with the setting off"
+    );
+    s.apply_as(4, "olu", 4, &propose(Some("court order")))
         .unwrap();
     assert!(
-        !s.may_execute(&s.batches[&3]),
+        !s.may_execute(&s.batches[&4]),
         "a forced batch always needs one"
     );
     assert!(s
-        .apply_as(4, "olu", 4, &Event::BatchApprove { batch: 3 })
+        .apply_as(5, "olu", 5, &Event::BatchApprove { batch: 4 })
         .is_err());
-    s.apply_as(4, "lee", 4, &Event::BatchApprove { batch: 3 })
+    s.apply_as(5, "lee", 5, &Event::BatchApprove { batch: 4 })
         .unwrap();
-    assert!(s.may_execute(&s.batches[&3]));
-    // Approving twice, cancelling what ran, releasing what is not held:
-    // refused, nothing changed.
+    assert!(s.may_execute(&s.batches[&4]));
+    // Approving twice, releasing what is not held: refused, nothing
+    // changed.
     assert!(s
-        .apply_as(5, "kim", 5, &Event::BatchApprove { batch: 3 })
+        .apply_as(6, "kim", 6, &Event::BatchApprove { batch: 4 })
         .is_err());
     assert!(s
         .apply_as(
-            5,
+            6,
             "lee",
-            5,
+            6,
             &Event::HoldRelease {
                 hold: 9,
                 reason: "r".into()
             }
         )
         .is_err());
-    assert_eq!(s.last_event, 4);
+    assert_eq!(s.last_event, 5);
+}
+
+#[test]
+fn equal_items_take_the_tenure_that_lasts_longest_and_leap_days_never_end_early() {
+    let settings = Settings {
+        cutoff: Cutoff::EndOfTenure,
+        ..Settings::default()
+    };
+    let mut s = state(&[
+        Event::Settings { settings },
+        role("alice", "A", "staff", "2019-01-01"),
+        role("bob", "B", "staff", "2019-01-01"),
+    ]);
+    s.apply(
+        4,
+        &Event::RoleEnd {
+            user: "alice".into(),
+            position: "A".into(),
+            on: "2020-06-30".parse().unwrap(),
+        },
+    )
+    .unwrap();
+    // alice's tenure ended, bob's runs: pending, not due in 2028.
+    let a = s.assign(&meta("c", "2020-03-01", &["alice", "bob"]));
+    assert_eq!(a.cutoff_day, None, "{a:?}");
+    assert!(a.pending.is_some());
+    // A tenure ending on 28 February 2028 plus 3 years: due 1 March 2031.
+    let item = grs_items()[2].clone();
+    assert_eq!(
+        due_day(&item, day("2028-02-28"), &Settings::default()),
+        day("2031-03-01")
+    );
+    assert_eq!(
+        due_day(&item, day("2028-02-29"), &Settings::default()),
+        day("2031-03-01")
+    );
 }

@@ -258,6 +258,47 @@ fn a_batch_runs_only_approved_and_keeps_what_a_hold_covers(store: &mut Store) {
         2
     );
 
+    // Forced, but a hold placed after the proposal: the approvers never
+    // saw it, so the record is kept.
+    let (first, _) = archive
+        .propose_batch("olu", Some(vec![boss]), Some("expungement".into()), "", now)
+        .unwrap();
+    let (late_hold, _) = archive
+        .record_event(
+            "lee",
+            &Event::HoldPlace {
+                kind: HoldKind::Foia,
+                name: "FOIA 2028-17".into(),
+                matter: "request of 2028-01-02".into(),
+                authority: "5 U.S.C. 552".into(),
+                scope: Scope {
+                    conversations: vec!["boss".into()],
+                    ..Scope::default()
+                },
+            },
+            now,
+        )
+        .unwrap();
+    archive
+        .record_event("lee", &Event::BatchApprove { batch: first }, now)
+        .unwrap();
+    let (cert, _, incident) = archive.execute_batch("olu", first, now).unwrap();
+    assert!(cert.destroyed.is_empty() && incident.is_none(), "{cert:?}");
+    assert!(cert.kept[0]
+        .why
+        .contains("placed after the batch was proposed"));
+    assert!(archive.get(boss, false).unwrap().unwrap().has_content);
+    archive
+        .record_event(
+            "lee",
+            &Event::HoldRelease {
+                hold: late_hold,
+                reason: "request withdrawn".into(),
+            },
+            now,
+        )
+        .unwrap();
+
     // Forced: the permanent record goes, and an incident opens.
     let (forced, _) = archive
         .propose_batch(
