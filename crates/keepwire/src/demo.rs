@@ -24,6 +24,9 @@ pub struct DemoReport {
     pub log_leaves: u64,
     /// What `keepwire records verify` finds wrong with the archive (none).
     pub archive_problems: u64,
+    /// Messages kept permanently (GRS 6.1 item 010): every one bob, a
+    /// Capstone official in the role directory, took part in.
+    pub scheduled_permanent: u64,
     pub data_dir: String,
 }
 
@@ -125,7 +128,30 @@ pub async fn run(
         records_database.map(String::from),
         crate::cli::KeySource::default_for(data_dir)?,
     );
-    let archive = at.open(true)?;
+    let mut archive = at.open(true)?;
+    // The records officer's role directory: bob holds a Capstone
+    // position, so every record he takes part in is permanent.
+    let today = keepwire_records::lifecycle::dates::Day::of_ms(clock.now_ms());
+    for (user, position, title, category) in [
+        ("bob", "DEP-DIR", "Deputy director", "capstone:3"),
+        ("alice", "AGENT-14", "Field agent", "staff"),
+        ("guest", "LIAISON", "Partner agency liaison", "guest"),
+    ] {
+        let role = keepwire_records::lifecycle::directory::Role {
+            user: user.into(),
+            position: position.into(),
+            title: title.into(),
+            office: "Field Office".into(),
+            category: category.parse()?,
+            from: today,
+            until: None,
+        };
+        archive.record_event(
+            "demo",
+            &keepwire_records::lifecycle::Event::RoleStart { role },
+            clock.now_ms(),
+        )?;
+    }
     let start = Instant::now();
     while archive.count(Some(keepwire_records::RecordKind::Application))? < sent {
         if start.elapsed() > Duration::from_secs(30) {
@@ -163,6 +189,11 @@ pub async fn run(
         .iter()
         .filter(|r| r.text.is_some() && device_ids.contains(&r.meta.sender))
         .count() as u64;
+    let lifecycle = archive.lifecycle()?;
+    let scheduled_permanent = records
+        .iter()
+        .filter(|r| lifecycle.assign(&r.meta).permanent)
+        .count() as u64;
     // The archive against its own transparency log, under a checkpoint
     // signed now: what an auditor would run.
     let notary = at.notary()?;
@@ -188,6 +219,7 @@ pub async fn run(
         remaining_on_relay,
         log_leaves,
         archive_problems: verified.problems.len() as u64,
+        scheduled_permanent,
         data_dir: data_dir.display().to_string(),
     })
 }
@@ -211,6 +243,12 @@ pub fn print(r: &DemoReport) {
     );
     println!("  [{}] {} of {} captured in the archive, {} decrypted with the sender's signature verified", check(r.captured == r.sent && r.captured_verified == r.sent), r.captured, r.sent, r.captured_verified);
     println!(
+        "  [{}] {} of {} records kept permanently under GRS 6.1 item 010 (bob, a Capstone official, took part in each)",
+        check(r.scheduled_permanent == r.sent),
+        r.scheduled_permanent,
+        r.sent
+    );
+    println!(
         "  [{}] the archive verifies against its signed transparency log ({} leaves, {} problems)",
         check(r.archive_problems == 0 && r.log_leaves > 0),
         r.log_leaves,
@@ -226,5 +264,6 @@ impl DemoReport {
             && self.remaining_on_relay == 0
             && self.archive_problems == 0
             && self.log_leaves > 0
+            && self.scheduled_permanent == self.sent
     }
 }

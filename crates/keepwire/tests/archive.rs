@@ -301,8 +301,7 @@ fn proofs_check_out_with_an_independent_rfc_9162_verifier() {
 #[test]
 fn destroying_content_keeps_the_record_verifiable_and_the_content_gone() {
     let (tmp, d) = copy_archive();
-    // Eight years on, the demo's staff messages (GRS 6.1 item 011) are
-    // past their retention.
+    // Eight years on.
     let clock = tmp.path().join("clock");
     std::fs::write(&clock, common::offset_to("2035-01-02").to_string()).unwrap();
     common::use_clock(&clock);
@@ -331,12 +330,34 @@ fn destroying_content_keeps_the_record_verifiable_and_the_content_gone() {
         ],
         &keeper,
     ));
-    let proposed = records(&["destroy", &id], signed_in(OFFICER));
+    // The demo's messages are permanent (bob, a Capstone official, took
+    // part): refused, then destroyed only forced, approved, and with an
+    // incident.
+    let refused = keepwire(
+        &["records", "destroy", &id, "--data-dir", &d],
+        &signed_in(OFFICER),
+    );
+    assert!(
+        common::stderr(&refused).contains("permanent"),
+        "{}",
+        common::stderr(&refused)
+    );
+    let proposed = records(
+        &[
+            "destroy",
+            &id,
+            "--force",
+            "--reason",
+            "court-ordered expungement",
+        ],
+        signed_in(OFFICER),
+    );
     let batch = proposed["batch"].to_string();
     assert_eq!(proposed["needs_approval"], true);
     records(&["disposition", "approve", &batch], signed_in(LEE));
     let done = records(&["disposition", "execute", &batch], signed_in(OFFICER));
     assert_eq!(done["certificate"]["destroyed"][0]["id"].to_string(), id);
+    assert!(done["incident"].is_u64(), "{done}");
     let (passed, report) = verify(&d);
     assert!(passed, "{report:#}");
     let shown = records(&["show", &id], signed_in(OFFICER));

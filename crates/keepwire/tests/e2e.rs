@@ -62,6 +62,10 @@ fn check_demo(extra: &[&str]) {
         "the archive verifies against its log"
     );
     assert!(v["log_leaves"].as_u64().unwrap() >= 5);
+    assert_eq!(
+        v["scheduled_permanent"], 5,
+        "bob, a Capstone official in the directory, took part in every message"
+    );
 }
 
 #[test]
