@@ -7,27 +7,24 @@
 
 mod common;
 
-use common::{offset_to, ok, on_postgres, stderr, Agency};
+use common::{ok, on_postgres, stderr, Agency, TestClock};
 use serde_json::Value;
 
 const AUD: &str = "aud's long passphrase";
 
 #[test]
 fn records_get_items_and_dates_from_the_directory_and_a_backdated_move_reschedules() {
-    lifecycle(Agency::start);
+    lifecycle();
 }
 
 #[test]
 fn on_postgres_records_get_items_and_dates_from_the_directory_and_a_backdated_move_reschedules() {
-    on_postgres(|| lifecycle(Agency::start));
+    on_postgres(lifecycle);
 }
 
-fn lifecycle(start: fn() -> Agency) {
-    let clock_dir = tempfile::tempdir().unwrap();
-    let clock = clock_dir.path().join("clock");
-    std::fs::write(&clock, offset_to("2030-03-02").to_string()).unwrap();
-    common::use_clock(&clock);
-    let agency = start();
+fn lifecycle() {
+    let clock = TestClock::at("2030-03-02");
+    let agency = Agency::start();
     let officer = |args: &[&str]| -> Value {
         let mut all = args.to_vec();
         all.push("--json");
@@ -235,7 +232,7 @@ fn lifecycle(start: fn() -> Agency) {
     // Dana leaves the Capstone position at the end of March; entered on
     // 10 April, as is the news that sam was promoted to a Capstone
     // position on 1 March — before the mail message.
-    std::fs::write(&clock, offset_to("2030-04-10").to_string()).unwrap();
+    clock.set("2030-04-10");
     officer(&[
         "directory",
         "end",
@@ -376,21 +373,18 @@ fn lifecycle(start: fn() -> Agency) {
 
 #[test]
 fn disposition_waits_for_retention_holds_and_a_second_approver() {
-    disposition(Agency::start);
+    disposition();
 }
 
 #[test]
 fn on_postgres_disposition_waits_for_retention_holds_and_a_second_approver() {
-    on_postgres(|| disposition(Agency::start));
+    on_postgres(disposition);
 }
 
-fn disposition(start: fn() -> Agency) {
+fn disposition() {
     const LEE: (&str, &str) = ("lee", "lee's long passphrase");
-    let clock_dir = tempfile::tempdir().unwrap();
-    let clock = clock_dir.path().join("clock");
-    std::fs::write(&clock, offset_to("2030-03-02").to_string()).unwrap();
-    common::use_clock(&clock);
-    let agency = start();
+    let clock = TestClock::at("2030-03-02");
+    let agency = Agency::start();
     let run = |args: &[&str], who: Option<(&str, &str)>| {
         let mut all = args.to_vec();
         all.push("--json");
@@ -467,7 +461,7 @@ fn disposition(start: fn() -> Agency) {
 
     // 2038: the staff messages are due. A legal hold keeps the bob
     // conversation; dana's message is permanent.
-    std::fs::write(&clock, offset_to("2038-01-02").to_string()).unwrap();
+    clock.set("2038-01-02");
     let hold = lee(&[
         "hold",
         "place",

@@ -11,21 +11,16 @@ use serde::{Deserialize, Serialize};
 
 use super::incidents::IncidentKind;
 use super::Event;
-use crate::verify::{self, Problem};
+use crate::verify;
 use crate::{Archive, RecordKind, RecordsError};
 
-/// What the integrity report says.
+/// What the integrity report says: `verify`'s report as it is, and
+/// what the check did with it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Integrity {
     pub ok: bool,
-    pub tree_size: u64,
-    pub records: u64,
-    pub conversations: u64,
-    pub checkpoints: u64,
-    pub content_checked: bool,
-    pub signatures_checked: bool,
-    pub problems: Vec<Problem>,
+    #[serde(flatten)]
+    pub verify: verify::Report,
     /// The latest checkpoint when the check ran (its signed note).
     pub latest_checkpoint: Option<String>,
     /// The incidents this check opened.
@@ -120,13 +115,7 @@ impl Archive {
 
         let integrity = Integrity {
             ok: report.ok(),
-            tree_size: report.tree_size,
-            records: report.records,
-            conversations: report.conversations,
-            checkpoints: report.checkpoints,
-            content_checked: report.content_checked,
-            signatures_checked: report.signatures_checked,
-            problems: report.problems,
+            verify: report,
             latest_checkpoint: self.latest_checkpoint()?.map(|(_, note)| note),
             incidents_opened: opened,
         };
