@@ -53,18 +53,8 @@ impl FileKeys {
         Ok(Some(Zeroizing::new(std::fs::read(&path)?)))
     }
 
-    /// Make key file `name`, never over one that exists, all or nothing:
-    /// written whole beside it, then linked into place. Created in place
-    /// instead, a reader — or a process killed mid-write — could find it
-    /// empty (seen once: a test read an empty `checkpoint.key`).
     fn write(&self, name: &str, bytes: &[u8]) -> Result<(), RecordsError> {
-        let path = self.dir.join(name);
-        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        keepwire_protocol::files::write_private(&tmp, bytes)?;
-        let linked = std::fs::hard_link(&tmp, &path);
-        let _ = std::fs::remove_file(&tmp);
-        linked?;
+        keepwire_protocol::files::write_private(&self.dir.join(name), bytes)?;
         keepwire_protocol::files::sync_dir(&self.dir)?;
         Ok(())
     }
