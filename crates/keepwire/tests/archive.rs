@@ -300,9 +300,11 @@ fn proofs_check_out_with_an_independent_rfc_9162_verifier() {
 
 #[test]
 fn destroying_content_keeps_the_record_verifiable_and_the_content_gone() {
-    let (_tmp, d) = copy_archive();
+    let (tmp, d) = copy_archive();
     // Eight years on.
-    let _clock = common::TestClock::at("2035-01-02");
+    let clock = tmp.path().join("clock");
+    std::fs::write(&clock, common::offset_to("2035-01-02").to_string()).unwrap();
+    common::use_clock(&clock);
     let _office = common::start_office(&d);
     let (id, _, _) = an_application(&db(&d));
     let id = id.to_string();

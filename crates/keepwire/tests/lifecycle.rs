@@ -7,24 +7,27 @@
 
 mod common;
 
-use common::{ok, on_postgres, stderr, Agency, TestClock};
+use common::{offset_to, ok, on_postgres, stderr, Agency};
 use serde_json::Value;
 
 const AUD: &str = "aud's long passphrase";
 
 #[test]
 fn records_get_items_and_dates_from_the_directory_and_a_backdated_move_reschedules() {
-    lifecycle();
+    lifecycle(Agency::start);
 }
 
 #[test]
 fn on_postgres_records_get_items_and_dates_from_the_directory_and_a_backdated_move_reschedules() {
-    on_postgres(lifecycle);
+    on_postgres(|| lifecycle(Agency::start));
 }
 
-fn lifecycle() {
-    let clock = TestClock::at("2030-03-02");
-    let agency = Agency::start();
+fn lifecycle(start: fn() -> Agency) {
+    let clock_dir = tempfile::tempdir().unwrap();
+    let clock = clock_dir.path().join("clock");
+    std::fs::write(&clock, offset_to("2030-03-02").to_string()).unwrap();
+    common::use_clock(&clock);
+    let agency = start();
     let officer = |args: &[&str]| -> Value {
         let mut all = args.to_vec();
         all.push("--json");
@@ -232,7 +235,7 @@ fn lifecycle() {
     // Dana leaves the Capstone position at the end of March; entered on
     // 10 April, as is the news that sam was promoted to a Capstone
     // position on 1 March — before the mail message.
-    clock.set("2030-04-10");
+    std::fs::write(&clock, offset_to("2030-04-10").to_string()).unwrap();
     officer(&[
         "directory",
         "end",
@@ -373,18 +376,21 @@ fn lifecycle() {
 
 #[test]
 fn disposition_waits_for_retention_holds_and_a_second_approver() {
-    disposition();
+    disposition(Agency::start);
 }
 
 #[test]
 fn on_postgres_disposition_waits_for_retention_holds_and_a_second_approver() {
-    on_postgres(disposition);
+    on_postgres(|| disposition(Agency::start));
 }
 
-fn disposition() {
+fn disposition(start: fn() -> Agency) {
     const LEE: (&str, &str) = ("lee", "lee's long passphrase");
-    let clock = TestClock::at("2030-03-02");
-    let agency = Agency::start();
+    let clock_dir = tempfile::tempdir().unwrap();
+    let clock = clock_dir.path().join("clock");
+    std::fs::write(&clock, offset_to("2030-03-02").to_string()).unwrap();
+    common::use_clock(&clock);
+    let agency = start();
     let run = |args: &[&str], who: Option<(&str, &str)>| {
         let mut all = args.to_vec();
         all.push("--json");
@@ -461,7 +467,7 @@ fn disposition() {
 
     // 2038: the staff messages are due. A legal hold keeps the bob
     // conversation; dana's message is permanent.
-    clock.set("2038-01-02");
+    std::fs::write(&clock, offset_to("2038-01-02").to_string()).unwrap();
     let hold = lee(&[
         "hold",
         "place",

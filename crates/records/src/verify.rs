@@ -89,7 +89,7 @@ impl Problem {
     }
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Default)]
 pub struct Report {
     pub tree_size: u64,
     pub records: u64,

@@ -26,35 +26,9 @@ pub fn use_clock(path: &Path) {
     CLOCK.with(|c| *c.borrow_mut() = Some(path.to_path_buf()));
 }
 
-/// A controllable clock every process the running test starts from now
-/// on runs on ([`use_clock`]), set to noon UTC of a day ahead.
-pub struct TestClock {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl TestClock {
-    /// Every process runs as if it were noon UTC on `day` (YYYY-MM-DD).
-    pub fn at(day: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = TestClock {
-            path: dir.path().join("clock"),
-            _dir: dir,
-        };
-        clock.set(day);
-        use_clock(&clock.path);
-        clock
-    }
-
-    /// Move every process to noon UTC on `day`.
-    pub fn set(&self, day: &str) {
-        std::fs::write(&self.path, offset_to(day).to_string()).unwrap();
-    }
-}
-
 /// The clock offset (milliseconds from now) that makes it noon UTC on
 /// `day` (`YYYY-MM-DD`, in the future).
-fn offset_to(day: &str) -> u64 {
+pub fn offset_to(day: &str) -> u64 {
     let target = day
         .parse::<keepwire_records::lifecycle::dates::Day>()
         .unwrap()

@@ -76,10 +76,8 @@ pub static SCHEMA: PgSchema = PgSchema {
     ],
 };
 
-mod accounts;
 mod files;
 mod lifecycle;
-use lifecycle::destroy_in;
 
 /// The advisory lock every writing transaction takes first.
 const WRITER_LOCK: i64 = 0x4b57_4152;
@@ -221,8 +219,47 @@ fn append_at(
     Ok(n)
 }
 
+/// Destroy record `id`'s content inside the transaction (its data key,
+/// body and file links; the bytes no record links any more with them)
+/// and append its tombstone.
+fn destroy_in(
+    pg: &Pg,
+    id: i64,
+    tombstone: &dyn Fn(&str, u64, u64) -> Leaf,
+) -> Result<(), RecordsError> {
+    let row = pg
+        .query_opt(
+            "SELECT conv, seq, leaf, wrapped_key IS NOT NULL FROM records WHERE id=$1 FOR UPDATE",
+            &[&id],
+        )?
+        .ok_or_else(|| RecordsError::Archive(format!("no record {id}")))?;
+    let conv: String = row.try_get(0)?;
+    let seq = u64_at(&row, 1)?;
+    let leaf = row.try_get::<_, Option<i64>>(2)?.map(|l| l as u64);
+    let leaf = check_destroyable(id, row.try_get(3)?, leaf)?;
+    pg.execute(
+        "UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=$1",
+        &[&id],
+    )?;
+    // Its files go unless another record links the same bytes.
+    files::unlink(pg, id)?;
+    append(pg, &tombstone(&conv, seq, leaf), Some(id))?;
+    Ok(())
+}
+
 fn append(pg: &Pg, leaf: &Leaf, record_id: Option<i64>) -> Result<u64, RecordsError> {
     append_at(pg, size(pg)?, leaf.kind(), &leaf.to_bytes(), record_id)
+}
+
+fn to_account(r: &Row) -> Result<Account, RecordsError> {
+    let role: String = r.try_get(1)?;
+    Ok(Account {
+        name: r.try_get(0)?,
+        role: role.parse()?,
+        password_hash: r.try_get(2)?,
+        created_ms: u64_at(r, 3)?,
+        disabled: r.try_get(4)?,
+    })
 }
 
 fn u64_at(r: &Row, i: usize) -> Result<u64, RecordsError> {
@@ -503,11 +540,25 @@ impl ArchiveStore for PgArchive {
     }
 
     fn accounts(&self) -> Result<Vec<Account>, RecordsError> {
-        accounts::all(&self.pg)
+        self.pg
+            .query(
+                "SELECT name, role, password_hash, created_ms, disabled FROM accounts ORDER BY name",
+                &[],
+            )?
+            .iter()
+            .map(to_account)
+            .collect()
     }
 
     fn account(&self, name: &str) -> Result<Option<Account>, RecordsError> {
-        accounts::one(&self.pg, name)
+        self.pg
+            .query(
+                "SELECT name, role, password_hash, created_ms, disabled FROM accounts WHERE name=$1",
+                &[&name],
+            )?
+            .first()
+            .map(to_account)
+            .transpose()
     }
 
     fn add_account(
@@ -516,7 +567,31 @@ impl ArchiveStore for PgArchive {
         only_if_none: bool,
         leaf: &Leaf,
     ) -> Result<bool, RecordsError> {
-        self.write(|pg| accounts::add(pg, account, only_if_none, leaf))
+        self.write(|pg| {
+            // Under the writer lock: two first admins cannot both be made.
+            let taken: bool = pg
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM accounts WHERE name=$1 OR $2)",
+                    &[&account.name, &only_if_none],
+                )?
+                .try_get(0)?;
+            if taken {
+                return Ok(false);
+            }
+            pg.execute(
+                "INSERT INTO accounts (name, role, password_hash, created_ms, disabled)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &account.name,
+                    &account.role.as_str(),
+                    &account.password_hash,
+                    &(account.created_ms as i64),
+                    &account.disabled,
+                ],
+            )?;
+            append(pg, leaf, None)?;
+            Ok(true)
+        })
     }
 
     fn set_account_disabled(
@@ -525,7 +600,17 @@ impl ArchiveStore for PgArchive {
         disabled: bool,
         leaf: &Leaf,
     ) -> Result<bool, RecordsError> {
-        self.write(|pg| accounts::set_disabled(pg, name, disabled, leaf))
+        self.write(|pg| {
+            let n = pg.execute(
+                "UPDATE accounts SET disabled=$2 WHERE name=$1",
+                &[&name, &disabled],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            append(pg, leaf, None)?;
+            Ok(true)
+        })
     }
 
     fn meta(&self, k: &str) -> Result<Option<String>, RecordsError> {

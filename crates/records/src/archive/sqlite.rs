@@ -86,7 +86,6 @@ pub static SCHEMA: keepwire_schema::Schema = keepwire_schema::Schema {
 mod files;
 mod lifecycle;
 pub use files::FILES_DIR;
-use lifecycle::destroy_in;
 
 fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, bool)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
@@ -207,6 +206,30 @@ fn append_at(
         stmt.execute(params![idx as i64, &h.0[..]])?;
     }
     Ok(n)
+}
+
+/// Destroy record `id`'s content inside `tx` (its data key, body and
+/// file links) and append its tombstone; the files no record links any
+/// more, whose bytes go once `tx` commits.
+fn destroy_in(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    tombstone: &dyn Fn(&str, u64, u64) -> Leaf,
+) -> Result<Vec<String>, RecordsError> {
+    let (conv, seq, leaf, has_key): (String, i64, Option<i64>, bool) = tx
+        .prepare_cached("SELECT conv, seq, leaf, wrapped_key IS NOT NULL FROM records WHERE id=?1")?
+        .query_row(params![id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?
+        .ok_or_else(|| RecordsError::Archive(format!("no record {id}")))?;
+    let leaf = check_destroyable(id, has_key, leaf.map(|l| l as u64))?;
+    tx.prepare_cached("UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=?1")?
+        .execute(params![id])?;
+    // Its files go unless another record links the same bytes.
+    let unlinked = files::unlink(tx, id)?;
+    append(tx, &tombstone(&conv, seq as u64, leaf), Some(id))?;
+    Ok(unlinked)
 }
 
 fn append(conn: &Connection, leaf: &Leaf, record_id: Option<i64>) -> Result<u64, RecordsError> {

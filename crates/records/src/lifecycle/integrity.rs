@@ -11,16 +11,21 @@ use serde::{Deserialize, Serialize};
 
 use super::incidents::IncidentKind;
 use super::Event;
-use crate::verify;
+use crate::verify::{self, Problem};
 use crate::{Archive, RecordKind, RecordsError};
 
-/// What the integrity report says: `verify`'s report as it is, and
-/// what the check did with it.
+/// What the integrity report says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Integrity {
     pub ok: bool,
-    #[serde(flatten)]
-    pub verify: verify::Report,
+    pub tree_size: u64,
+    pub records: u64,
+    pub conversations: u64,
+    pub checkpoints: u64,
+    pub content_checked: bool,
+    pub signatures_checked: bool,
+    pub problems: Vec<Problem>,
     /// The latest checkpoint when the check ran (its signed note).
     pub latest_checkpoint: Option<String>,
     /// The incidents this check opened.
@@ -115,7 +120,13 @@ impl Archive {
 
         let integrity = Integrity {
             ok: report.ok(),
-            verify: report,
+            tree_size: report.tree_size,
+            records: report.records,
+            conversations: report.conversations,
+            checkpoints: report.checkpoints,
+            content_checked: report.content_checked,
+            signatures_checked: report.signatures_checked,
+            problems: report.problems,
             latest_checkpoint: self.latest_checkpoint()?.map(|(_, note)| note),
             incidents_opened: opened,
         };

@@ -1,28 +1,28 @@
-//! Disposal and the lifecycle's events in PostgreSQL: a record's content
-//! destroyed with its tombstone, and `lifecycle_events`, each row written
-//! in the transaction that appends its leaf, under the writers' lock (so
-//! two events never take the same number).
+//! The lifecycle's events in PostgreSQL: `lifecycle_events`, each row
+//! written in the transaction that appends its leaf, under the writers'
+//! lock (so two events never take the same number).
 
 use keepwire_schema::pg::Pg;
 
-use super::super::store::check_destroyable;
 use super::super::store::{StoredEvent, Tombstone};
-use super::{append, files, u64_at, PgArchive};
+use super::{append, destroy_in, PgArchive};
 use crate::tlog::Leaf;
 use crate::RecordsError;
 
 impl PgArchive {
-    /// One event and its leaf: a disposition that destroys nothing.
     pub(super) fn insert_event(
         &mut self,
         event: &StoredEvent,
         leaf: &Leaf,
     ) -> Result<bool, RecordsError> {
-        self.dispose_batch(
-            &[],
-            &|_, _, _, _| unreachable!("no record to bury"),
-            &[(event.clone(), leaf.clone())],
-        )
+        self.write(|pg| {
+            if event.n != last_event(pg)? + 1 {
+                return Ok(false);
+            }
+            let leaf_n = append(pg, leaf, None)?;
+            insert_row(pg, event, leaf_n)?;
+            Ok(true)
+        })
     }
 
     pub(super) fn event_rows(&self, after: u64) -> Result<Vec<StoredEvent>, RecordsError> {
@@ -92,33 +92,5 @@ fn insert_row(pg: &Pg, event: &StoredEvent, leaf_n: u64) -> Result<(), RecordsEr
             &(leaf_n as i64),
         ],
     )?;
-    Ok(())
-}
-
-/// Destroy record `id`'s content inside the transaction (its data key,
-/// body and file links; the bytes no record links any more with them)
-/// and append its tombstone.
-pub(super) fn destroy_in(
-    pg: &Pg,
-    id: i64,
-    tombstone: &dyn Fn(&str, u64, u64) -> Leaf,
-) -> Result<(), RecordsError> {
-    let row = pg
-        .query_opt(
-            "SELECT conv, seq, leaf, wrapped_key IS NOT NULL FROM records WHERE id=$1 FOR UPDATE",
-            &[&id],
-        )?
-        .ok_or_else(|| RecordsError::Archive(format!("no record {id}")))?;
-    let conv: String = row.try_get(0)?;
-    let seq = u64_at(&row, 1)?;
-    let leaf = row.try_get::<_, Option<i64>>(2)?.map(|l| l as u64);
-    let leaf = check_destroyable(id, row.try_get(3)?, leaf)?;
-    pg.execute(
-        "UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=$1",
-        &[&id],
-    )?;
-    // Its files go unless another record links the same bytes.
-    files::unlink(pg, id)?;
-    append(pg, &tombstone(&conv, seq, leaf), Some(id))?;
     Ok(())
 }

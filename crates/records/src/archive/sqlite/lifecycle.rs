@@ -1,27 +1,30 @@
-//! Disposal and the lifecycle's events on the embedded archive: a
-//! record's content destroyed with its tombstone, and `lifecycle_events`,
+//! The lifecycle's events on the embedded archive: `lifecycle_events`,
 //! each row written in the transaction that appends its leaf.
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 
-use super::super::store::check_destroyable;
 use super::super::store::{StoredEvent, Tombstone};
-use super::{append, files, SqliteArchive};
+use super::{append, destroy_in, SqliteArchive};
 use crate::tlog::Leaf;
 use crate::RecordsError;
 
 impl SqliteArchive {
-    /// One event and its leaf: a disposition that destroys nothing.
     pub(super) fn insert_event(
         &mut self,
         event: &StoredEvent,
         leaf: &Leaf,
     ) -> Result<bool, RecordsError> {
-        self.dispose_batch(
-            &[],
-            &|_, _, _, _| unreachable!("no record to bury"),
-            &[(event.clone(), leaf.clone())],
-        )
+        let tx = self.write()?;
+        let last: i64 = tx
+            .prepare_cached("SELECT COALESCE(MAX(n), 0) FROM lifecycle_events")?
+            .query_row([], |r| r.get(0))?;
+        if event.n != last as u64 + 1 {
+            return Ok(false);
+        }
+        let leaf_n = append(&tx, leaf, None)?;
+        insert_row(&tx, event, leaf_n)?;
+        tx.commit()?;
+        Ok(true)
     }
 
     pub(super) fn event_rows(&self, after: u64) -> Result<Vec<StoredEvent>, RecordsError> {
@@ -94,28 +97,4 @@ fn insert_row(
         leaf_n as i64
     ])?;
     Ok(())
-}
-
-/// Destroy record `id`'s content inside `tx` (its data key, body and
-/// file links) and append its tombstone; the files no record links any
-/// more, whose bytes go once `tx` commits.
-pub(super) fn destroy_in(
-    tx: &rusqlite::Transaction<'_>,
-    id: i64,
-    tombstone: &dyn Fn(&str, u64, u64) -> Leaf,
-) -> Result<Vec<String>, RecordsError> {
-    let (conv, seq, leaf, has_key): (String, i64, Option<i64>, bool) = tx
-        .prepare_cached("SELECT conv, seq, leaf, wrapped_key IS NOT NULL FROM records WHERE id=?1")?
-        .query_row(params![id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?
-        .ok_or_else(|| RecordsError::Archive(format!("no record {id}")))?;
-    let leaf = check_destroyable(id, has_key, leaf.map(|l| l as u64))?;
-    tx.prepare_cached("UPDATE records SET wrapped_key=NULL, body=NULL WHERE id=?1")?
-        .execute(params![id])?;
-    // Its files go unless another record links the same bytes.
-    let unlinked = files::unlink(tx, id)?;
-    append(tx, &tombstone(&conv, seq as u64, leaf), Some(id))?;
-    Ok(unlinked)
 }

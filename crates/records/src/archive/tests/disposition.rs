@@ -45,8 +45,8 @@ fn the_integrity_report_opens_each_incident_once(store: &mut Store) {
     let (event, report) = archive
         .integrity_check("aud", &notary.verifier_key, now)
         .unwrap();
-    assert!(report.ok, "{:?}", report.verify.problems);
-    assert!(report.verify.content_checked && report.verify.signatures_checked);
+    assert!(report.ok, "{:?}", report.problems);
+    assert!(report.content_checked && report.signatures_checked);
     assert_eq!(
         report.incidents_opened.len(),
         1,
